@@ -1,0 +1,32 @@
+//! Compiles the example workloads natively, with the same compiler as their
+//! wasm builds (clang; the system C compiler where clang is missing) at -O2,
+//! so the benchmark can call each one's `main` in-process as its baseline.
+
+use std::path::Path;
+use std::process::Command;
+
+const EXAMPLES: [&str; 5] = ["pi", "mandelbrot", "hashgrind", "nbody", "wordcount"];
+
+fn main() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let clang = Command::new("clang")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    let compiler = if clang { "clang" } else { "cc" };
+    // Each example is its own library so that its `main` gets its own name.
+    for name in EXAMPLES {
+        let source = examples.join(name).join(format!("{name}.c"));
+        println!("cargo:rerun-if-changed={}", source.display());
+        cc::Build::new()
+            .compiler(compiler)
+            .opt_level(2)
+            .debug(false)
+            .warnings(false)
+            .define("main", format!("idlegrid_example_{name}_main").as_str())
+            .file(&source)
+            .compile(&format!("idlegrid_example_{name}"));
+    }
+    println!("cargo:rustc-link-lib=m");
+    println!("cargo:rustc-env=IDLEGRID_NATIVE_COMPILER={compiler} -O2");
+}

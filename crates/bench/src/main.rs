@@ -1,0 +1,95 @@
+//! Measure idlegrid against baselines taken in the same run.
+//!
+//! Every figure is printed with the baseline it is compared to and the ratio
+//! between them; `--json` prints one object per line with the keys `metric`,
+//! `value`, `unit`, `baseline` and `ratio`.
+
+mod native;
+mod sandbox;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "idlegrid-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// The sandbox: example kernels in wasm (fuel on and off) against the same
+    /// C built natively; instantiation; compile versus cache load.
+    Sandbox(sandbox::Options),
+}
+
+/// One measured figure and what it is compared to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub metric: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub baseline: f64,
+    pub ratio: f64,
+    /// What the baseline is, for the table (not part of the JSON keys).
+    #[serde(skip)]
+    pub baseline_name: String,
+}
+
+impl Measurement {
+    pub fn new(
+        metric: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        baseline: f64,
+        baseline_name: impl Into<String>,
+    ) -> Self {
+        Self {
+            metric: metric.into(),
+            value,
+            unit,
+            baseline,
+            ratio: if baseline > 0.0 {
+                value / baseline
+            } else {
+                f64::NAN
+            },
+            baseline_name: baseline_name.into(),
+        }
+    }
+}
+
+fn print_table(rows: &[Measurement]) {
+    let width = rows
+        .iter()
+        .map(|row| row.metric.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<width$}  {:>12} {:<5} {:>12}  {:>7}  baseline",
+        "metric", "value", "unit", "baseline", "ratio"
+    );
+    for row in rows {
+        println!(
+            "{:<width$}  {:>12.3} {:<5} {:>12.3}  {:>7.3}  {}",
+            row.metric, row.value, row.unit, row.baseline, row.ratio, row.baseline_name
+        );
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (rows, json) = match cli.suite {
+        Suite::Sandbox(options) => (sandbox::run(&options)?, options.json),
+    };
+    if json {
+        for row in &rows {
+            println!("{}", serde_json::to_string(row)?);
+        }
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! `idlegrid exec` end to end, as separate processes: output, `--json`, exit
+//! statuses, and the same output cid and fuel from two processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn example(name: &str) -> PathBuf {
+    repo().join(format!("examples/{name}/{name}.wasm"))
+}
+
+fn test_module(name: &str) -> PathBuf {
+    repo().join(format!("crates/sandbox/tests/modules/{name}.wasm"))
+}
+
+fn idlegrid(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_idlegrid"))
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("IDLEGRID_LOG")
+        .output()
+        .expect("idlegrid runs")
+}
+
+fn json(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
+        panic!(
+            "not JSON ({error}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn prints_the_task_stdout_and_a_summary() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let output = idlegrid(
+        &["exec", path(&example("pi")), "--", "100000", "7"],
+        cache.path(),
+    );
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("samples=100000 inside="), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("idlegrid: exit 0 · fuel "), "{stderr}");
+    assert!(stderr.contains("output b3:"), "{stderr}");
+}
+
+#[test]
+fn each_example_gives_the_same_cid_and_fuel_in_two_processes() {
+    let input = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(input.path(), "one two two\nthree three three\n").expect("write");
+    let cases: [(&str, Vec<&str>); 5] = [
+        ("pi", vec!["--", "200000"]),
+        (
+            "mandelbrot",
+            vec!["--", "128", "128", "1", "0", "64", "200"],
+        ),
+        ("hashgrind", vec!["--", "5000"]),
+        ("nbody", vec!["--", "5000"]),
+        ("wordcount", vec!["--input", path(input.path())]),
+    ];
+    // The second process loads the module from the cache the first one wrote;
+    // the third compiles it again without the cache.
+    let cache = tempfile::tempdir().expect("tempdir");
+    for (name, extra) in cases {
+        let module = example(name);
+        let mut args = vec!["exec", "--json", "--seed", "11", path(&module)];
+        args.extend(extra);
+        let reports: Vec<Value> = [
+            idlegrid(&args, cache.path()),
+            idlegrid(&args, cache.path()),
+            idlegrid(
+                &[&["exec", "--no-cache"], &args[1..]].concat(),
+                cache.path(),
+            ),
+        ]
+        .iter()
+        .map(json)
+        .collect();
+        for report in &reports {
+            assert_eq!(report["status"], "ok", "{name}: {report}");
+            assert_eq!(report["exit_code"], 0, "{name}: {report}");
+            assert_eq!(report["error"], Value::Null, "{name}: {report}");
+            assert!(report["fuel_used"].as_u64().expect("fuel") > 0);
+            assert!(report["duration_ms"].as_f64().is_some());
+            assert!(report["output_bytes"].as_u64().expect("bytes") > 0);
+        }
+        for report in &reports[1..] {
+            assert_eq!(report["output_cid"], reports[0]["output_cid"], "{name}");
+            assert_eq!(report["fuel_used"], reports[0]["fuel_used"], "{name}");
+        }
+    }
+}
+
+#[test]
+fn json_reports_failures_with_their_kind_and_exit_status() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let output = idlegrid(
+        &[
+            "exec",
+            "--json",
+            "--fuel",
+            "1000",
+            path(&example("nbody")),
+            "--",
+            "100000",
+        ],
+        cache.path(),
+    );
+    assert_eq!(output.status.code(), Some(3));
+    let report = json(&output);
+    assert_eq!(report["status"], "error");
+    assert_eq!(report["error"]["kind"], "out_of_fuel");
+    assert_eq!(report["fuel_used"], 1000);
+    assert_eq!(report["output_cid"], Value::Null);
+}
+
+#[test]
+fn a_task_exit_code_is_reported_and_mapped() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let output = idlegrid(
+        &["exec", "--json", path(&test_module("exit")), "--", "9"],
+        cache.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let report = json(&output);
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["exit_code"], 9);
+    assert_eq!(report["stderr"], "bye\n");
+}
+
+#[test]
+fn an_invalid_module_says_what_is_wrong() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let bogus = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(bogus.path(), b"MZ this is not wasm").expect("write");
+    let output = idlegrid(&["exec", path(bogus.path())], cache.path());
+    assert_eq!(output.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid_module"), "{stderr}");
+}
+
+#[test]
+fn a_missing_module_is_a_host_error_with_the_path() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let output = idlegrid(&["exec", "/nonexistent/x.wasm"], cache.path());
+    assert_eq!(output.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("failed to read module /nonexistent/x.wasm"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn output_dir_and_input_dir_reach_the_task() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let out = work.path().join("out");
+    let output = idlegrid(
+        &[
+            "exec",
+            "--json",
+            "--output-dir",
+            path(&out),
+            path(&test_module("writer")),
+            "--",
+            "/output",
+        ],
+        cache.path(),
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        std::fs::read(out.join("sub/b.bin")).expect("written"),
+        (0..=255u8).collect::<Vec<u8>>()
+    );
+    let report = json(&output);
+    assert_eq!(report["output_bytes"], 6 + 256 + "wrote 2 files\n".len());
+
+    let input = work.path().join("in");
+    std::fs::create_dir(&input).expect("mkdir");
+    std::fs::write(input.join("data.txt"), b"abc").expect("write");
+    let output = idlegrid(
+        &[
+            "exec",
+            "--input-dir",
+            path(&input),
+            path(&test_module("escape")),
+            "--",
+            "/input/data.txt",
+        ],
+        cache.path(),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("read_arg=ok 3"), "{stdout}");
+    assert!(!stdout.contains("OPENED"), "{stdout}");
+}
+
+#[test]
+fn help_shows_an_example() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let output = idlegrid(&["exec", "--help"], cache.path());
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("idlegrid exec examples/pi/pi.wasm"));
+}

@@ -1,0 +1,25 @@
+//! Run WASI modules deterministically, with fuel, memory, output and wall-clock limits.
+//!
+//! A provider runs every task through [`Sandbox::run`]; a validator re-runs a
+//! disputed one the same way. The same module, arguments, input and seed give
+//! the same output bytes and the same fuel on every machine: clocks are fixed,
+//! `random_get` is a stream seeded by the task, the environment is empty, NaNs
+//! are canonical, threads and relaxed SIMD are off, and nothing blocks on
+//! real time. Only this crate imports wasmtime.
+
+mod cache;
+mod error;
+mod host;
+pub mod limits;
+mod output;
+mod overrides;
+mod sandbox;
+
+pub use error::{ErrorKind, SetupError, TaskError};
+pub use host::{FIXED_MONOTONIC_NANOS, FIXED_WALL_CLOCK_SECS};
+pub use limits::TaskLimits;
+pub use output::{OutputFile, TaskOutput};
+pub use sandbox::{
+    Completion, INPUT_DIR_GUEST, ModuleOrigin, OUTPUT_DIR_GUEST, PROGRAM_NAME, PreparedModule,
+    RunError, Sandbox, SandboxConfig, TaskReport, TaskSpec, seed_from_u64,
+};
