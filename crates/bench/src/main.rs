@@ -4,6 +4,7 @@
 //! between them; `--json` prints one object per line with the keys `metric`,
 //! `value`, `unit`, `baseline` and `ratio`.
 
+mod ledger;
 mod native;
 mod sandbox;
 
@@ -22,6 +23,9 @@ enum Suite {
     /// The sandbox: example kernels in wasm (fuel on and off) against the same
     /// C built natively; instantiation; compile versus cache load.
     Sandbox(sandbox::Options),
+    /// The ledger: transfers per second against signature checks alone,
+    /// batch against single verification, redb commits against memory.
+    Ledger(ledger::Options),
 }
 
 /// One measured figure and what it is compared to.
@@ -83,6 +87,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (rows, json) = match cli.suite {
         Suite::Sandbox(options) => (sandbox::run(&options)?, options.json),
+        Suite::Ledger(options) => (ledger::run(&options)?, options.json),
     };
     if json {
         for row in &rows {

@@ -1,12 +1,20 @@
-//! Name content and encode signed objects the same way on every idlegrid node.
+//! Name, encode and sign the objects every idlegrid node exchanges.
 //!
 //! This crate has no I/O. It holds the vocabulary the other crates speak:
-//! [`ContentId`] names bytes (modules, inputs, outputs) by their BLAKE3 hash,
-//! and [`codec`] is the one canonical binary encoding used for everything that
-//! is hashed or signed.
+//! [`ContentId`] names bytes by their BLAKE3 hash, [`codec`] is the one
+//! canonical binary encoding for everything hashed or signed, [`identity`]
+//! is keys, account ids and signatures, and [`work`] is tasks, receipts and
+//! vouchers.
 
 pub mod cid;
 pub mod codec;
+pub mod identity;
+pub mod work;
 
 pub use cid::{ContentId, ParseContentIdError};
 pub use codec::{Bounded, DecodeError, EncodeError, LengthExceeded};
+pub use identity::{AccountId, BadSignature, Keypair, Signable, Signature, Signed};
+pub use work::{
+    ErrorKind, Execution, ExecutionLimits, JobId, ReExecute, Receipt, SignedReceipt, SignedVoucher,
+    TaskInput, TaskOutcome, Voucher, task_seed,
+};

@@ -1,0 +1,208 @@
+//! `idlegrid-bench ledger`: how fast the ledger applies and commits transfers.
+//!
+//! Goal: at least 20,000 transfers a second on one validator, signature
+//! checks included (`ledger.transfers`), so that the ledger is never what
+//! limits the network.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+use idlegrid_ledger::{
+    Genesis, Ledger, MemoryStore, NoReExecution, Params, RedbStore, SignedTransaction, Store,
+    Transaction, TxKind,
+};
+use idlegrid_types::identity::{verify_batch, verify_raw};
+use idlegrid_types::{AccountId, Keypair, Signable, Signature};
+
+use crate::Measurement;
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Tiny blocks and one repetition: checks that the benchmark runs.
+    #[arg(long)]
+    quick: bool,
+}
+
+const CHAIN: &str = "idlegrid-bench";
+
+/// Funded accounts that send transfers, one per sender per block, so that
+/// no block waits on one account's nonces.
+struct Senders {
+    keys: Vec<Keypair>,
+    nonces: Vec<u64>,
+    next: usize,
+}
+
+impl Senders {
+    fn new(count: usize) -> Self {
+        let keys = (0..count as u64)
+            .map(|index| {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&index.to_le_bytes());
+                Keypair::from_seed(seed)
+            })
+            .collect();
+        Self {
+            keys,
+            nonces: vec![0; count],
+            next: 0,
+        }
+    }
+
+    /// A chain where every sender is funded, and nonces back at 0 to match.
+    fn genesis(&mut self) -> Genesis {
+        self.nonces.fill(0);
+        self.next = 0;
+        Genesis {
+            chain_id: CHAIN.to_owned(),
+            params: Params::default(),
+            balances: self
+                .keys
+                .iter()
+                .map(|key| (key.account_id(), 1 << 40))
+                .collect(),
+            validators: Vec::new(),
+        }
+    }
+
+    /// `size` signed transfers, each from a different sender to its neighbour.
+    fn block(&mut self, size: usize) -> Vec<SignedTransaction> {
+        assert!(size <= self.keys.len(), "a block repeats no sender");
+        (0..size)
+            .map(|_| {
+                let index = self.next;
+                self.next = (index + 1) % self.keys.len();
+                let to = self.keys[self.next].account_id();
+                let transfer = TxKind::Transfer { to, amount: 1 };
+                let body = Transaction::new(CHAIN, self.nonces[index], 1, transfer)
+                    .expect("the chain id is short");
+                self.nonces[index] += 1;
+                self.keys[index].sign(body)
+            })
+            .collect()
+    }
+}
+
+/// Applies and commits the next block; every transfer must apply.
+fn apply<S: Store>(
+    ledger: &mut Ledger<S>,
+    block: &[SignedTransaction],
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let outcome = ledger.apply_block(ledger.height() + 1, block, &NoReExecution)?;
+    let elapsed = started.elapsed();
+    if let Some(rejection) = outcome
+        .transactions
+        .iter()
+        .find_map(|tx| tx.outcome.as_ref().err())
+    {
+        bail!("a benchmark transfer was rejected: {rejection}");
+    }
+    Ok(elapsed)
+}
+
+type SignedMessage = (AccountId, &'static str, Vec<u8>, Signature);
+
+/// What each transaction's signature covers, as the verifiers take it.
+fn signed_messages(block: &[SignedTransaction]) -> Vec<SignedMessage> {
+    block
+        .iter()
+        .map(|tx| {
+            (
+                tx.signer,
+                Transaction::DOMAIN,
+                tx.signed_bytes(),
+                tx.signature,
+            )
+        })
+        .collect()
+}
+
+fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
+    // (block size, blocks) for throughput, block sizes and repetitions for commits.
+    let (block_size, blocks, commit_sizes, repetitions) = if options.quick {
+        (20, 2, [10, 100], 1)
+    } else {
+        (1_000, 20, [1_000, 10_000], 3)
+    };
+    let mut senders = Senders::new(commit_sizes[1]);
+    let mut rows = Vec::new();
+
+    // Transfers applied per second, against verifying their signatures alone.
+    let mut ledger = Ledger::init(MemoryStore::default(), &senders.genesis())?;
+    let blocks: Vec<_> = (0..blocks).map(|_| senders.block(block_size)).collect();
+    let applying = blocks
+        .iter()
+        .map(|block| apply(&mut ledger, block))
+        .sum::<anyhow::Result<Duration>>()?;
+    let messages: Vec<_> = blocks
+        .iter()
+        .flat_map(|block| signed_messages(block))
+        .collect();
+    let started = Instant::now();
+    for (signer, domain, message, signature) in &messages {
+        verify_raw(signer, domain, message, signature)?;
+    }
+    let single = per_second(messages.len(), started.elapsed());
+    rows.push(Measurement::new(
+        format!("ledger.transfers.memory.{block_size}_per_block"),
+        per_second(messages.len(), applying),
+        "tx/s",
+        single,
+        "ed25519 verify of the same, one by one",
+    ));
+
+    // Batch verification, one batch per block.
+    let started = Instant::now();
+    for batch in messages.chunks(block_size) {
+        ensure!(verify_batch(batch), "a benchmark signature does not verify");
+    }
+    rows.push(Measurement::new(
+        format!("ledger.verify_batch.{block_size}_per_batch"),
+        per_second(messages.len(), started.elapsed()),
+        "sig/s",
+        single,
+        "ed25519 verify, one by one",
+    ));
+
+    // The cost of durability: one block on redb against the same in memory.
+    for size in commit_sizes {
+        let genesis = senders.genesis();
+        let directory = tempfile::tempdir()?;
+        let mut on_disk = Ledger::init(
+            RedbStore::open(&directory.path().join("ledger.redb"))?,
+            &genesis,
+        )?;
+        let mut in_memory = Ledger::init(MemoryStore::default(), &genesis)?;
+        let (mut disk_times, mut memory_times) = (Vec::new(), Vec::new());
+        for _ in 0..repetitions {
+            let block = senders.block(size);
+            memory_times.push(apply(&mut in_memory, &block)?);
+            disk_times.push(apply(&mut on_disk, &block)?);
+        }
+        ensure!(
+            on_disk.state_root() == in_memory.state_root(),
+            "the stores disagree"
+        );
+        rows.push(Measurement::new(
+            format!("ledger.block_commit.redb.{size}_transfers"),
+            median(disk_times).as_secs_f64() * 1e3,
+            "ms",
+            median(memory_times).as_secs_f64() * 1e3,
+            "the same block on MemoryStore",
+        ));
+    }
+    Ok(rows)
+}

@@ -1,0 +1,727 @@
+//! What each transaction does, and what happens at block and epoch boundaries.
+
+use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, TaskInput, task_seed};
+
+use crate::genesis::Params;
+use crate::state::{
+    Account, Job, JobStatus, Overlay, Redemption, Stake, Supply, UNBONDINGS_MAX, Unbonding, keys,
+};
+use crate::store::{Store, StoreError};
+use crate::tx::{
+    Dispute, Event, Evidence, OpenJob, Rejection, SignedTransaction, StakeRole, TxKind,
+};
+
+/// A transaction either is refused (and changes nothing) or the storage
+/// under it failed (and the block must not commit).
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Rejected(Rejection),
+    Store(StoreError),
+    /// A ledger invariant would break (an amount above total supply, a
+    /// duplicate job id): a bug, never a user's mistake.
+    Invariant(String),
+}
+
+impl From<Rejection> for Failure {
+    fn from(rejection: Rejection) -> Self {
+        Failure::Rejected(rejection)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+type Applied = Result<Vec<Event>, Failure>;
+
+pub(crate) const META_SUPPLY: &str = "supply";
+pub(crate) const META_FEES: &str = "fees";
+pub(crate) const META_HEIGHT: &str = "height";
+pub(crate) const META_PARAMS: &str = "params";
+pub(crate) const META_CHAIN: &str = "chain";
+
+/// What every transaction in a block sees.
+pub(crate) struct BlockScope<'a> {
+    pub height: u64,
+    pub params: &'a Params,
+    pub chain_id: &'a str,
+    pub executor: &'a dyn ReExecute,
+}
+
+/// `amount × numerator / denominator`, rounded down; `numerator ≤
+/// denominator` keeps the result at most `amount`.
+fn ratio(amount: u64, numerator: u128, denominator: u128) -> u64 {
+    if denominator == 0 {
+        return 0;
+    }
+    let share = u128::from(amount) * numerator.min(denominator) / denominator;
+    u64::try_from(share).expect("a share of a u64 fits a u64")
+}
+
+fn bps(amount: u64, basis_points: u16) -> u64 {
+    ratio(amount, u128::from(basis_points), 10_000)
+}
+
+pub(crate) fn account<S: Store>(
+    overlay: &Overlay<'_, S>,
+    id: &AccountId,
+) -> Result<Account, StoreError> {
+    Ok(overlay.get(&keys::account(id))?.unwrap_or_default())
+}
+
+pub(crate) fn stake<S: Store>(
+    overlay: &Overlay<'_, S>,
+    role: StakeRole,
+    id: &AccountId,
+) -> Result<Stake, StoreError> {
+    Ok(overlay.get(&keys::stake(role, id))?.unwrap_or_default())
+}
+
+pub(crate) fn supply<S: Store>(overlay: &Overlay<'_, S>) -> Result<Supply, StoreError> {
+    Ok(overlay.get(&keys::meta(META_SUPPLY))?.unwrap_or_default())
+}
+
+fn fee_pool<S: Store>(overlay: &Overlay<'_, S>) -> Result<u64, StoreError> {
+    Ok(overlay.get(&keys::meta(META_FEES))?.unwrap_or(0))
+}
+
+fn debit<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    id: &AccountId,
+    amount: u64,
+) -> Result<(), Failure> {
+    let mut record = account(overlay, id)?;
+    record.balance = record
+        .balance
+        .checked_sub(amount)
+        .ok_or(Rejection::InsufficientBalance {
+            needed: amount,
+            available: record.balance,
+        })?;
+    overlay.put(keys::account(id), &record);
+    Ok(())
+}
+
+fn credit<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    id: &AccountId,
+    amount: u64,
+) -> Result<(), Failure> {
+    let mut record = account(overlay, id)?;
+    record.balance = record
+        .balance
+        .checked_add(amount)
+        .ok_or_else(|| Failure::Invariant(format!("a balance of {id} would overflow")))?;
+    overlay.put(keys::account(id), &record);
+    Ok(())
+}
+
+fn burn<S: Store>(overlay: &mut Overlay<'_, S>, amount: u64) -> Result<(), StoreError> {
+    let mut totals = supply(overlay)?;
+    totals.burned += amount;
+    overlay.put(keys::meta(META_SUPPLY), &totals);
+    Ok(())
+}
+
+fn job<S: Store>(overlay: &Overlay<'_, S>, id: &JobId) -> Result<Job, Failure> {
+    overlay
+        .get(&keys::job(id))?
+        .ok_or(Failure::Rejected(Rejection::UnknownJob(*id)))
+}
+
+/// Applies one transaction to the overlay. On `Err` the caller rolls back.
+pub(crate) fn transaction<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    signed: &SignedTransaction,
+) -> Applied {
+    let tx = signed.verify().map_err(|_| Rejection::BadSignature)?;
+    if tx.chain_id.as_str() != scope.chain_id {
+        return Err(Rejection::WrongChain {
+            expected: scope.chain_id.to_owned(),
+            found: tx.chain_id.to_string(),
+        }
+        .into());
+    }
+    let sender = signed.signer;
+    let mut record = account(overlay, &sender)?;
+    if tx.nonce != record.nonce {
+        return Err(Rejection::StaleNonce {
+            expected: record.nonce,
+            found: tx.nonce,
+        }
+        .into());
+    }
+    if tx.fee < scope.params.minimum_fee {
+        return Err(Rejection::FeeTooLow {
+            minimum: scope.params.minimum_fee,
+            found: tx.fee,
+        }
+        .into());
+    }
+    record.balance = record
+        .balance
+        .checked_sub(tx.fee)
+        .ok_or(Rejection::InsufficientBalance {
+            needed: tx.fee,
+            available: record.balance,
+        })?;
+    record.nonce += 1;
+    overlay.put(keys::account(&sender), &record);
+    let pool = fee_pool(overlay)? + tx.fee;
+    overlay.put(keys::meta(META_FEES), &pool);
+
+    let mut events = vec![Event::FeePaid {
+        payer: sender,
+        amount: tx.fee,
+    }];
+    events.extend(match &tx.kind {
+        TxKind::Transfer { to, amount } => transfer(overlay, sender, *to, *amount)?,
+        TxKind::Stake { role, amount } => add_stake(overlay, sender, *role, *amount)?,
+        TxKind::Unstake { role, amount } => unstake(overlay, scope, sender, *role, *amount)?,
+        TxKind::OpenJob(terms) => open_job(overlay, scope, sender, tx.nonce, terms)?,
+        TxKind::TopUpJob { job, amount } => top_up(overlay, scope, sender, job, *amount)?,
+        TxKind::Redeem { voucher } => redeem(overlay, scope, sender, voucher)?,
+        TxKind::CloseJob { job } => close_job(overlay, scope, sender, job)?,
+        TxKind::Dispute(dispute) => settle_dispute(overlay, scope, sender, dispute)?,
+    });
+    Ok(events)
+}
+
+fn nonzero(amount: u64) -> Result<(), Rejection> {
+    if amount == 0 {
+        return Err(Rejection::ZeroAmount);
+    }
+    Ok(())
+}
+
+fn transfer<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    from: AccountId,
+    to: AccountId,
+    amount: u64,
+) -> Applied {
+    nonzero(amount)?;
+    debit(overlay, &from, amount)?;
+    credit(overlay, &to, amount)?;
+    Ok(vec![Event::Transferred { from, to, amount }])
+}
+
+fn add_stake<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    account: AccountId,
+    role: StakeRole,
+    amount: u64,
+) -> Applied {
+    nonzero(amount)?;
+    debit(overlay, &account, amount)?;
+    let mut record = stake(overlay, role, &account)?;
+    record.bonded = record
+        .bonded
+        .checked_add(amount)
+        .ok_or_else(|| Failure::Invariant("a stake would overflow".to_owned()))?;
+    overlay.put(keys::stake(role, &account), &record);
+    Ok(vec![Event::Staked {
+        account,
+        role,
+        amount,
+    }])
+}
+
+fn unstake<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    account: AccountId,
+    role: StakeRole,
+    amount: u64,
+) -> Applied {
+    nonzero(amount)?;
+    let mut record = stake(overlay, role, &account)?;
+    if record.bonded < amount {
+        return Err(Rejection::InsufficientStake {
+            role: role.as_str(),
+            bonded: record.bonded,
+            requested: amount,
+        }
+        .into());
+    }
+    if record.unbonding.len() >= UNBONDINGS_MAX {
+        return Err(Rejection::TooManyUnbondings {
+            limit: UNBONDINGS_MAX,
+        }
+        .into());
+    }
+    let release_height = scope.height + scope.params.unbonding_blocks.max(1);
+    record.bonded -= amount;
+    record.unbonding.push(Unbonding {
+        release_height,
+        amount,
+    });
+    overlay.put(keys::stake(role, &account), &record);
+    let mut due: Vec<(AccountId, StakeRole)> = overlay
+        .get(&keys::release(release_height))?
+        .unwrap_or_default();
+    if !due.contains(&(account, role)) {
+        due.push((account, role));
+    }
+    overlay.put(keys::release(release_height), &due);
+    Ok(vec![Event::UnbondingStarted {
+        account,
+        role,
+        amount,
+        release_height,
+    }])
+}
+
+fn open_job<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    requestor: AccountId,
+    nonce: u64,
+    terms: &OpenJob,
+) -> Applied {
+    let id = JobId::derive(&requestor, nonce);
+    if overlay.get_raw(&keys::job(&id))?.is_some() {
+        // Ids derive from (requestor, nonce) and nonces never repeat.
+        return Err(Failure::Invariant(format!("job id {id} already exists")));
+    }
+    nonzero(terms.escrow)?;
+    if terms.price_per_million_fuel == 0 {
+        return Err(Rejection::ZeroPrice.into());
+    }
+    if terms.deadline_height <= scope.height {
+        return Err(Rejection::DeadlineInPast {
+            deadline: terms.deadline_height,
+            height: scope.height,
+        }
+        .into());
+    }
+    let limit = scope.params.job_deadline_blocks_max;
+    if terms.deadline_height - scope.height > limit {
+        return Err(Rejection::DeadlineTooFar {
+            deadline: terms.deadline_height,
+            limit,
+        }
+        .into());
+    }
+    if terms.limits.fuel > scope.params.dispute_fuel_max {
+        return Err(Rejection::FuelLimitTooHigh {
+            fuel: terms.limits.fuel,
+            limit: scope.params.dispute_fuel_max,
+        }
+        .into());
+    }
+    debit(overlay, &requestor, terms.escrow)?;
+    let record = Job {
+        requestor,
+        module: terms.module,
+        spec: terms.spec,
+        escrow: terms.escrow,
+        price_per_million_fuel: terms.price_per_million_fuel,
+        deadline_height: terms.deadline_height,
+        limits: terms.limits,
+        status: JobStatus::Open,
+        redeemed_total: 0,
+    };
+    overlay.put(keys::job(&id), &record);
+    Ok(vec![Event::JobOpened {
+        job: id,
+        requestor,
+        escrow: terms.escrow,
+    }])
+}
+
+fn open_job_record<S: Store>(
+    overlay: &Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    id: &JobId,
+) -> Result<Job, Failure> {
+    let record = job(overlay, id)?;
+    if record.status == JobStatus::Closed {
+        return Err(Rejection::JobClosed(*id).into());
+    }
+    if scope.height > record.deadline_height {
+        return Err(Rejection::JobExpired {
+            job: *id,
+            deadline: record.deadline_height,
+        }
+        .into());
+    }
+    Ok(record)
+}
+
+fn top_up<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    sender: AccountId,
+    id: &JobId,
+    amount: u64,
+) -> Applied {
+    nonzero(amount)?;
+    let mut record = open_job_record(overlay, scope, id)?;
+    if record.requestor != sender {
+        return Err(Rejection::NotRequestor.into());
+    }
+    debit(overlay, &sender, amount)?;
+    record.escrow = record
+        .escrow
+        .checked_add(amount)
+        .ok_or_else(|| Failure::Invariant("an escrow would overflow".to_owned()))?;
+    overlay.put(keys::job(id), &record);
+    Ok(vec![Event::JobToppedUp { job: *id, amount }])
+}
+
+fn redeem<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    provider: AccountId,
+    voucher: &idlegrid_types::SignedVoucher,
+) -> Applied {
+    let terms = voucher
+        .verify()
+        .map_err(|_| Rejection::VoucherBadSignature)?;
+    let id = terms.job;
+    let mut record = open_job_record(overlay, scope, &id)?;
+    if voucher.signer != record.requestor {
+        return Err(Rejection::VoucherNotFromRequestor.into());
+    }
+    if terms.provider != provider {
+        return Err(Rejection::VoucherForAnotherProvider.into());
+    }
+    let key = keys::redemption(&id, &provider);
+    let mut redeemed: Redemption = overlay.get(&key)?.unwrap_or_default();
+    if terms.sequence <= redeemed.sequence {
+        return Err(Rejection::VoucherNotNewer {
+            last: redeemed.sequence,
+            sequence: terms.sequence,
+        }
+        .into());
+    }
+    if terms.cumulative_amount < redeemed.amount {
+        return Err(Rejection::VoucherBelowRedeemed {
+            redeemed: redeemed.amount,
+            cumulative: terms.cumulative_amount,
+        }
+        .into());
+    }
+    if terms.cumulative_fuel < redeemed.fuel {
+        return Err(Rejection::VoucherFuelBelowRedeemed {
+            redeemed: redeemed.fuel,
+            cumulative: terms.cumulative_fuel,
+        }
+        .into());
+    }
+    // Fuel counts for epoch rewards, so a voucher may claim only as much
+    // fuel as its payment buys at the job's price.
+    let paid_for_fuel =
+        u128::from(terms.cumulative_amount) * 1_000_000 / u128::from(record.price_per_million_fuel);
+    if u128::from(terms.cumulative_fuel) > paid_for_fuel {
+        return Err(Rejection::VoucherFuelExceedsPayment {
+            fuel: terms.cumulative_fuel,
+            amount: terms.cumulative_amount,
+            price_per_million_fuel: record.price_per_million_fuel,
+        }
+        .into());
+    }
+    let owed = terms.cumulative_amount - redeemed.amount;
+    if owed > record.escrow {
+        return Err(Rejection::VoucherExceedsEscrow {
+            owed,
+            escrow: record.escrow,
+        }
+        .into());
+    }
+    let fuel = terms.cumulative_fuel - redeemed.fuel;
+    record.escrow -= owed;
+    record.redeemed_total += owed;
+    overlay.put(keys::job(&id), &record);
+    redeemed = Redemption {
+        amount: terms.cumulative_amount,
+        fuel: terms.cumulative_fuel,
+        sequence: terms.sequence,
+    };
+    overlay.put(key, &redeemed);
+    credit(overlay, &provider, owed)?;
+    let fuel_key = keys::epoch_fuel(&provider);
+    let epoch_fuel: u64 = overlay.get(&fuel_key)?.unwrap_or(0);
+    overlay.put(fuel_key, &epoch_fuel.saturating_add(fuel));
+    Ok(vec![Event::Redeemed {
+        job: id,
+        provider,
+        amount: owed,
+        fuel,
+    }])
+}
+
+fn close_job<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    sender: AccountId,
+    id: &JobId,
+) -> Applied {
+    let mut record = job(overlay, id)?;
+    if record.requestor != sender {
+        return Err(Rejection::NotRequestor.into());
+    }
+    if record.status == JobStatus::Closed {
+        return Err(Rejection::JobClosed(*id).into());
+    }
+    if scope.height <= record.deadline_height {
+        return Err(Rejection::DeadlineNotReached {
+            job: *id,
+            deadline: record.deadline_height,
+        }
+        .into());
+    }
+    let refund = record.escrow;
+    record.escrow = 0;
+    record.status = JobStatus::Closed;
+    overlay.put(keys::job(id), &record);
+    credit(overlay, &sender, refund)?;
+    Ok(vec![Event::JobClosed { job: *id, refund }])
+}
+
+fn settle_dispute<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    reporter: AccountId,
+    dispute: &Dispute,
+) -> Applied {
+    let deposit = scope.params.dispute_deposit;
+    let available = account(overlay, &reporter)?.balance;
+    if available < deposit {
+        return Err(Rejection::InsufficientBalance {
+            needed: deposit,
+            available,
+        }
+        .into());
+    }
+    let receipts = dispute.evidence.receipts();
+    let mut claims = Vec::with_capacity(receipts.len());
+    for receipt in &receipts {
+        claims.push(
+            receipt
+                .verify()
+                .map_err(|_| Rejection::ReceiptBadSignature)?,
+        );
+    }
+    let first = claims[0];
+    if let Evidence::Conflicting(..) = dispute.evidence {
+        let second = claims[1];
+        let same_task = (first.job, first.task_index, first.module, first.input)
+            == (second.job, second.task_index, second.module, second.input);
+        if !same_task {
+            return Err(Rejection::ReceiptsNotComparable.into());
+        }
+        if (first.outcome, first.fuel_used) == (second.outcome, second.fuel_used) {
+            return Err(Rejection::ReceiptsAgree.into());
+        }
+    }
+    let record = job(overlay, &first.job)?;
+    if first.module != record.module {
+        return Err(Rejection::ReceiptWrongModule {
+            receipt: first.module,
+            job: record.module,
+        }
+        .into());
+    }
+    let module_id = ContentId::of(&dispute.module);
+    if module_id != first.module {
+        return Err(Rejection::ModuleMismatch {
+            expected: first.module,
+            found: module_id,
+        }
+        .into());
+    }
+    let input_id = ContentId::of(&dispute.input);
+    if input_id != first.input {
+        return Err(Rejection::InputMismatch {
+            expected: first.input,
+            found: input_id,
+        }
+        .into());
+    }
+    let input = TaskInput::decode(&dispute.input)
+        .map_err(|error| Rejection::InputMalformed(error.to_string()))?;
+    for receipt in &receipts {
+        let key = keys::disputed(&first.job, first.task_index, &receipt.signer);
+        if overlay.get_raw(&key)?.is_some() {
+            return Err(Rejection::AlreadyDisputed(receipt.signer).into());
+        }
+    }
+
+    let truth = scope
+        .executor
+        .re_execute(
+            &dispute.module,
+            &input,
+            task_seed(&first.job, first.task_index),
+            &record.limits,
+        )
+        .map_err(Rejection::ReExecutionFailed)?;
+
+    let mut events = Vec::new();
+    for (receipt, claim) in receipts.iter().zip(&claims) {
+        if (claim.outcome, claim.fuel_used) == (truth.outcome, truth.fuel_used) {
+            continue;
+        }
+        overlay.put(
+            keys::disputed(&first.job, first.task_index, &receipt.signer),
+            &true,
+        );
+        events.push(slash(overlay, scope.params, receipt.signer, reporter)?);
+    }
+    if events.is_empty() {
+        debit(overlay, &reporter, deposit)?;
+        burn(overlay, deposit)?;
+        events.push(Event::DisputeRejected {
+            reporter,
+            deposit_burned: deposit,
+        });
+    }
+    Ok(events)
+}
+
+/// Takes the slash fraction of a provider's stake (bonded first, then what
+/// is unbonding), pays the reporter's share and burns the rest.
+fn slash<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    params: &Params,
+    provider: AccountId,
+    reporter: AccountId,
+) -> Result<Event, Failure> {
+    let mut record = stake(overlay, StakeRole::Provider, &provider)?;
+    let total = record.bonded + record.unbonding_total();
+    let amount = bps(total, params.slash_fraction_bps);
+    let mut left = amount;
+    let from_bonded = left.min(record.bonded);
+    record.bonded -= from_bonded;
+    left -= from_bonded;
+    for entry in &mut record.unbonding {
+        let taken = left.min(entry.amount);
+        entry.amount -= taken;
+        left -= taken;
+    }
+    record.unbonding.retain(|entry| entry.amount > 0);
+    overlay.put(keys::stake(StakeRole::Provider, &provider), &record);
+    let to_reporter = bps(amount, params.slash_reporter_share_bps);
+    let burned = amount - to_reporter;
+    credit(overlay, &reporter, to_reporter)?;
+    burn(overlay, burned)?;
+    Ok(Event::Slashed {
+        provider,
+        amount,
+        burned,
+        to_reporter,
+    })
+}
+
+/// Returns matured unbondings to their owners' balances.
+pub(crate) fn release_unbondings<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    height: u64,
+) -> Result<Vec<Event>, Failure> {
+    let key = keys::release(height);
+    let due: Vec<(AccountId, StakeRole)> = overlay.get(&key)?.unwrap_or_default();
+    let mut events = Vec::new();
+    for (account, role) in due {
+        let mut record = stake(overlay, role, &account)?;
+        let (matured, waiting): (Vec<Unbonding>, Vec<Unbonding>) = record
+            .unbonding
+            .iter()
+            .partition(|entry| entry.release_height <= height);
+        let amount: u64 = matured.iter().map(|entry| entry.amount).sum();
+        record.unbonding = waiting;
+        overlay.put(keys::stake(role, &account), &record);
+        if amount > 0 {
+            credit(overlay, &account, amount)?;
+            events.push(Event::Unbonded {
+                account,
+                role,
+                amount,
+            });
+        }
+    }
+    overlay.delete(key);
+    Ok(events)
+}
+
+/// At an epoch's last block: mints the emission for providers (by fuel paid
+/// this epoch) and validators (by stake), and pays out the fee pool.
+pub(crate) fn epoch_rewards<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    params: &Params,
+) -> Result<Vec<Event>, Failure> {
+    let mut events = Vec::new();
+    let mut minted = 0u64;
+    let validator_emission = bps(params.emission_per_epoch, params.validator_reward_share_bps);
+    let provider_emission = params.emission_per_epoch - validator_emission;
+
+    let work = overlay.scan_prefix(&[keys::EPOCH_FUEL])?;
+    let mut fuel_by_provider = Vec::with_capacity(work.len());
+    for (key, value) in &work {
+        let provider = keys::trailing_account(key)
+            .ok_or_else(|| StoreError("a malformed epoch-fuel key".to_owned()))?;
+        let fuel: u64 = crate::state::decode_record(value)?;
+        fuel_by_provider.push((provider, fuel));
+    }
+    let total_fuel: u128 = fuel_by_provider
+        .iter()
+        .map(|(_, fuel)| u128::from(*fuel))
+        .sum();
+    for (provider, fuel) in fuel_by_provider {
+        let reward = ratio(provider_emission, u128::from(fuel), total_fuel);
+        if reward > 0 {
+            credit(overlay, &provider, reward)?;
+            minted += reward;
+            events.push(Event::ProviderRewarded {
+                provider,
+                amount: reward,
+            });
+        }
+        overlay.delete(keys::epoch_fuel(&provider));
+    }
+
+    let validators = bonded(overlay, StakeRole::Validator)?;
+    let total_stake: u128 = validators.iter().map(|(_, stake)| u128::from(*stake)).sum();
+    let fees = fee_pool(overlay)?;
+    let mut fees_paid = 0u64;
+    for (validator, stake) in validators {
+        let from_emission = ratio(validator_emission, u128::from(stake), total_stake);
+        let from_fees = ratio(fees, u128::from(stake), total_stake);
+        let reward = from_emission + from_fees;
+        if reward > 0 {
+            credit(overlay, &validator, reward)?;
+            minted += from_emission;
+            fees_paid += from_fees;
+            events.push(Event::ValidatorRewarded {
+                validator,
+                amount: reward,
+            });
+        }
+    }
+    overlay.put(keys::meta(META_FEES), &(fees - fees_paid));
+    let mut totals = supply(overlay)?;
+    totals.emitted += minted;
+    overlay.put(keys::meta(META_SUPPLY), &totals);
+    Ok(events)
+}
+
+/// Accounts with bonded stake of `role`, in account order.
+pub(crate) fn bonded<S: Store>(
+    overlay: &Overlay<'_, S>,
+    role: StakeRole,
+) -> Result<Vec<(AccountId, u64)>, StoreError> {
+    let mut list = Vec::new();
+    for (key, value) in overlay.scan_prefix(&keys::stake_prefix(role))? {
+        let record: Stake = crate::state::decode_record(&value)?;
+        if record.bonded > 0
+            && let Some(account) = keys::trailing_account(&key)
+        {
+            list.push((account, record.bonded));
+        }
+    }
+    Ok(list)
+}

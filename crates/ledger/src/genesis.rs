@@ -1,0 +1,267 @@
+//! Parameters and the genesis file: who owns what at height 0, and the rules.
+
+use std::path::Path;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use idlegrid_types::AccountId;
+use serde::Deserialize;
+
+/// The rules of a chain, fixed at genesis.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Params {
+    /// Blocks per epoch; rewards are paid and the validator set is taken at
+    /// each epoch's last block.
+    pub epoch_length_blocks: u64,
+    /// New tokens minted per epoch (split among providers by fuel paid and
+    /// validators by stake).
+    pub emission_per_epoch: u64,
+    /// Share of the emission for validators, in basis points.
+    pub validator_reward_share_bps: u16,
+    /// Blocks between `Unstake` and the stake's return to the balance.
+    pub unbonding_blocks: u64,
+    /// Share of a provider's stake slashed for a wrong receipt, in basis points.
+    pub slash_fraction_bps: u16,
+    /// Share of a slash paid to the reporter (the rest is burned), in basis points.
+    pub slash_reporter_share_bps: u16,
+    /// Locked by a dispute; burned if the dispute is false.
+    pub dispute_deposit: u64,
+    pub minimum_fee: u64,
+    /// The most fuel a job may give a task (a dispute re-executes up to this).
+    pub dispute_fuel_max: u64,
+    /// The furthest a job's deadline may be, in blocks.
+    pub job_deadline_blocks_max: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            epoch_length_blocks: 100,
+            emission_per_epoch: 1_000_000,
+            validator_reward_share_bps: 2_000,
+            unbonding_blocks: 200,
+            slash_fraction_bps: 5_000,
+            slash_reporter_share_bps: 5_000,
+            dispute_deposit: 1_000,
+            minimum_fee: 1,
+            dispute_fuel_max: 1_000_000_000_000,
+            job_deadline_blocks_max: 1_000_000,
+        }
+    }
+}
+
+/// Why a genesis file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    #[error("failed to read genesis file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("genesis file is malformed: {0}")]
+    Malformed(String),
+    #[error("genesis account `{0}` is not a did:key")]
+    BadAccount(String),
+    #[error("genesis lists {0} more than once")]
+    Duplicate(AccountId),
+    #[error("genesis parameters are invalid: {0}")]
+    BadParams(String),
+    #[error("the genesis supply overflows")]
+    Overflow,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenesisFile {
+    chain_id: String,
+    #[serde(default)]
+    params: Params,
+    #[serde(default)]
+    accounts: Vec<AccountEntry>,
+    #[serde(default)]
+    validators: Vec<ValidatorEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountEntry {
+    account: String,
+    balance: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidatorEntry {
+    account: String,
+    stake: u64,
+}
+
+/// The state at height 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Genesis {
+    pub chain_id: String,
+    pub params: Params,
+    pub balances: Vec<(AccountId, u64)>,
+    pub validators: Vec<(AccountId, u64)>,
+}
+
+impl Genesis {
+    pub fn from_file(path: &Path) -> Result<Self, GenesisError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, GenesisError> {
+        let file: GenesisFile =
+            toml::from_str(text).map_err(|error| GenesisError::Malformed(error.to_string()))?;
+        let parse = |text: &str| {
+            text.parse::<AccountId>()
+                .map_err(|_| GenesisError::BadAccount(text.to_owned()))
+        };
+        let genesis = Genesis {
+            chain_id: file.chain_id,
+            params: file.params,
+            balances: file
+                .accounts
+                .iter()
+                .map(|entry| Ok((parse(&entry.account)?, entry.balance)))
+                .collect::<Result<_, GenesisError>>()?,
+            validators: file
+                .validators
+                .iter()
+                .map(|entry| Ok((parse(&entry.account)?, entry.stake)))
+                .collect::<Result<_, GenesisError>>()?,
+        };
+        genesis.validate()?;
+        Ok(genesis)
+    }
+
+    /// Checks the rules that make a genesis usable.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        let params = &self.params;
+        if params.epoch_length_blocks == 0 {
+            return Err(GenesisError::BadParams(
+                "epoch_length_blocks must be above 0".to_owned(),
+            ));
+        }
+        for (bps, name) in [
+            (
+                params.validator_reward_share_bps,
+                "validator_reward_share_bps",
+            ),
+            (params.slash_fraction_bps, "slash_fraction_bps"),
+            (params.slash_reporter_share_bps, "slash_reporter_share_bps"),
+        ] {
+            if bps > 10_000 {
+                return Err(GenesisError::BadParams(format!("{name} is above 10000")));
+            }
+        }
+        if self.chain_id.is_empty() || self.chain_id.len() > crate::tx::CHAIN_ID_BYTES_MAX {
+            return Err(GenesisError::BadParams(
+                "chain_id must be 1 to 64 bytes".to_owned(),
+            ));
+        }
+        for list in [&self.balances, &self.validators] {
+            let mut seen = std::collections::BTreeSet::new();
+            for (account, _) in list {
+                if !seen.insert(*account) {
+                    return Err(GenesisError::Duplicate(*account));
+                }
+            }
+        }
+        self.supply().ok_or(GenesisError::Overflow)?;
+        Ok(())
+    }
+
+    /// Everything that exists at height 0: balances plus validator stake.
+    pub fn supply(&self) -> Option<u64> {
+        self.balances
+            .iter()
+            .chain(&self.validators)
+            .try_fold(0u64, |total, (_, amount)| total.checked_add(*amount))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idlegrid_types::Keypair;
+
+    fn account(seed: u8) -> String {
+        Keypair::from_seed([seed; 32]).account_id().to_string()
+    }
+
+    #[test]
+    fn parses_a_genesis_file_with_defaults_for_missing_params() {
+        let text = format!(
+            r#"
+            chain_id = "idlegrid-devnet"
+            [params]
+            epoch_length_blocks = 10
+            [[accounts]]
+            account = "{}"
+            balance = 1000
+            [[validators]]
+            account = "{}"
+            stake = 50
+            "#,
+            account(1),
+            account(2)
+        );
+        let genesis = Genesis::from_toml(&text).expect("parses");
+        assert_eq!(genesis.params.epoch_length_blocks, 10);
+        assert_eq!(
+            genesis.params.unbonding_blocks,
+            Params::default().unbonding_blocks
+        );
+        assert_eq!(genesis.supply(), Some(1050));
+    }
+
+    #[test]
+    fn reports_what_is_wrong_with_a_bad_genesis() {
+        let cases = [
+            ("chain_id = 5".to_owned(), "malformed"),
+            (
+                "chain_id = \"x\"\n[[accounts]]\naccount = \"bob\"\nbalance = 1".to_owned(),
+                "not a did:key",
+            ),
+            (
+                "chain_id = \"x\"\n[params]\nepoch_length_blocks = 0".to_owned(),
+                "epoch_length_blocks must be above 0",
+            ),
+            (
+                "chain_id = \"x\"\n[params]\nslash_fraction_bps = 10001".to_owned(),
+                "slash_fraction_bps is above 10000",
+            ),
+            (
+                format!(
+                    "chain_id = \"x\"\n[[accounts]]\naccount = \"{0}\"\nbalance = 1\n\
+                     [[accounts]]\naccount = \"{0}\"\nbalance = 2",
+                    account(3)
+                ),
+                "more than once",
+            ),
+            (
+                format!(
+                    "chain_id = \"x\"\n[[accounts]]\naccount = \"{}\"\nbalance = {}\n\
+                     [[validators]]\naccount = \"{}\"\nstake = 1",
+                    account(3),
+                    u64::MAX,
+                    account(4)
+                ),
+                "overflows",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Genesis::from_toml(&text).expect_err(&text).to_string();
+            assert!(
+                error.contains(expected),
+                "`{error}` should say `{expected}`"
+            );
+        }
+    }
+}

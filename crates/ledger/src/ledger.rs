@@ -1,0 +1,378 @@
+//! The ledger: genesis, applying blocks atomically, and the queries the node
+//! and the CLI need.
+
+use idlegrid_types::{AccountId, ContentId, JobId, ReExecute};
+
+use crate::apply::{self, BlockScope, Failure, META_CHAIN, META_HEIGHT, META_PARAMS};
+use crate::genesis::{Genesis, Params};
+use crate::root;
+use crate::state::{Account, Job, Overlay, Redemption, Stake, Supply, keys};
+use crate::store::{Store, StoreError};
+use crate::tx::{Event, Rejection, SignedTransaction, StakeRole, transaction_hash};
+
+/// Why the ledger could not do what was asked (not a transaction's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the next block must be at height {expected}, not {found}")]
+    UnexpectedHeight { expected: u64, found: u64 },
+    #[error("the store holds no genesis; initialise it first")]
+    NotInitialised,
+    #[error("the store already holds chain `{0}`")]
+    AlreadyInitialised(String),
+    #[error(transparent)]
+    Genesis(#[from] crate::genesis::GenesisError),
+    #[error("a ledger invariant would break: {0}")]
+    Invariant(String),
+}
+
+/// The re-executor of a host without a sandbox: every dispute it sees is
+/// rejected with `re_execution_failed`, and everything else applies as usual.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReExecution;
+
+impl ReExecute for NoReExecution {
+    fn re_execute(
+        &self,
+        _module: &[u8],
+        _input: &idlegrid_types::TaskInput,
+        _seed: [u8; 32],
+        _limits: &idlegrid_types::ExecutionLimits,
+    ) -> Result<idlegrid_types::Execution, String> {
+        Err("this host has no sandbox to re-execute tasks".to_owned())
+    }
+}
+
+/// One transaction's result in a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxResult {
+    pub hash: ContentId,
+    pub outcome: Result<Vec<Event>, Rejection>,
+}
+
+/// What applying a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOutcome {
+    pub height: u64,
+    pub state_root: [u8; 32],
+    pub transactions: Vec<TxResult>,
+    /// Unbondings released and epoch rewards paid.
+    pub block_events: Vec<Event>,
+}
+
+/// Ledger state over a store. Pure: height comes in with each block; no
+/// clock, no randomness, no network.
+#[derive(Debug)]
+pub struct Ledger<S: Store> {
+    store: S,
+    chain_id: String,
+    params: Params,
+    height: u64,
+    state_root: [u8; 32],
+}
+
+impl<S: Store> Ledger<S> {
+    /// Writes the genesis state into an empty store (height 0).
+    pub fn init(mut store: S, genesis: &Genesis) -> Result<Self, LedgerError> {
+        genesis.validate()?;
+        if let Some(chain) = store.get(&keys::meta(META_CHAIN))? {
+            return Err(LedgerError::AlreadyInitialised(
+                String::from_utf8_lossy(&chain).into_owned(),
+            ));
+        }
+        let supply = genesis
+            .supply()
+            .ok_or(crate::genesis::GenesisError::Overflow)?;
+        let (batch, state_root) = {
+            let mut overlay = Overlay::new(&store);
+            for (account, balance) in &genesis.balances {
+                overlay.put(
+                    keys::account(account),
+                    &Account {
+                        balance: *balance,
+                        nonce: 0,
+                    },
+                );
+            }
+            for (validator, amount) in &genesis.validators {
+                overlay.put(
+                    keys::stake(StakeRole::Validator, validator),
+                    &Stake {
+                        bonded: *amount,
+                        unbonding: Vec::new(),
+                    },
+                );
+            }
+            overlay.put(
+                keys::meta(apply::META_SUPPLY),
+                &Supply {
+                    genesis: supply,
+                    emitted: 0,
+                    burned: 0,
+                },
+            );
+            overlay.put(keys::meta(META_PARAMS), &genesis.params);
+            overlay.put_raw(
+                keys::meta(META_CHAIN),
+                Some(genesis.chain_id.as_bytes().to_vec()),
+            );
+            overlay.put(keys::meta(META_HEIGHT), &0u64);
+            let root = root::update(&mut overlay, &store, 0)?;
+            (overlay.into_batch(), root)
+        };
+        store.commit(batch)?;
+        Ok(Self {
+            store,
+            chain_id: genesis.chain_id.clone(),
+            params: genesis.params.clone(),
+            height: 0,
+            state_root,
+        })
+    }
+
+    /// Opens a store that holds a chain, at its last committed height.
+    pub fn open(store: S) -> Result<Self, LedgerError> {
+        let chain_id = store
+            .get(&keys::meta(META_CHAIN))?
+            .ok_or(LedgerError::NotInitialised)?;
+        let overlay = Overlay::new(&store);
+        let params: Params = overlay
+            .get(&keys::meta(META_PARAMS))?
+            .ok_or(LedgerError::NotInitialised)?;
+        let height: u64 = overlay
+            .get(&keys::meta(META_HEIGHT))?
+            .ok_or(LedgerError::NotInitialised)?;
+        let state_root = read_root(&store, height)?
+            .ok_or_else(|| StoreError(format!("the state root of height {height} is missing")))?;
+        Ok(Self {
+            chain_id: String::from_utf8_lossy(&chain_id).into_owned(),
+            params,
+            height,
+            state_root,
+            store,
+        })
+    }
+
+    /// Opens the store, or initialises it with `genesis` if it is empty.
+    pub fn open_or_init(store: S, genesis: &Genesis) -> Result<Self, LedgerError> {
+        if store.get(&keys::meta(META_CHAIN))?.is_some() {
+            Self::open(store)
+        } else {
+            Self::init(store, genesis)
+        }
+    }
+
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    pub fn state_root(&self) -> [u8; 32] {
+        self.state_root
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Applies the block at `height` (which must be the next one): every
+    /// transaction either applies or is rejected with a reason, and the
+    /// whole block commits in one write, or not at all.
+    pub fn apply_block(
+        &mut self,
+        height: u64,
+        transactions: &[SignedTransaction],
+        executor: &dyn ReExecute,
+    ) -> Result<BlockOutcome, LedgerError> {
+        let (batch, outcome) = self.execute_block(height, transactions, executor)?;
+        self.store.commit(batch)?;
+        self.height = height;
+        self.state_root = outcome.state_root;
+        Ok(outcome)
+    }
+
+    /// Computes a block's writes and outcome without committing them.
+    pub fn execute_block(
+        &self,
+        height: u64,
+        transactions: &[SignedTransaction],
+        executor: &dyn ReExecute,
+    ) -> Result<(crate::store::WriteBatch, BlockOutcome), LedgerError> {
+        if height != self.height + 1 {
+            return Err(LedgerError::UnexpectedHeight {
+                expected: self.height + 1,
+                found: height,
+            });
+        }
+        let scope = BlockScope {
+            height,
+            params: &self.params,
+            chain_id: &self.chain_id,
+            executor,
+        };
+        let mut overlay = Overlay::new(&self.store);
+        let mut block_events = block_step(apply::release_unbondings(&mut overlay, height))?;
+        let mut results = Vec::with_capacity(transactions.len());
+        for signed in transactions {
+            let checkpoint = overlay.checkpoint();
+            let outcome = match apply::transaction(&mut overlay, &scope, signed) {
+                Ok(events) => Ok(events),
+                Err(Failure::Rejected(rejection)) => {
+                    overlay.rollback(checkpoint);
+                    Err(rejection)
+                }
+                Err(Failure::Store(error)) => return Err(error.into()),
+                Err(Failure::Invariant(message)) => return Err(LedgerError::Invariant(message)),
+            };
+            results.push(TxResult {
+                hash: transaction_hash(signed),
+                outcome,
+            });
+        }
+        if height.is_multiple_of(self.params.epoch_length_blocks) {
+            block_events.extend(block_step(apply::epoch_rewards(
+                &mut overlay,
+                &self.params,
+            ))?);
+        }
+        overlay.put(keys::meta(META_HEIGHT), &height);
+        let state_root = root::update(&mut overlay, &self.store, height)?;
+        Ok((
+            overlay.into_batch(),
+            BlockOutcome {
+                height,
+                state_root,
+                transactions: results,
+                block_events,
+            },
+        ))
+    }
+
+    /// Whether `transaction` would apply on top of the current state, as the
+    /// first transaction of the next block (the mempool's admission check).
+    pub fn check(
+        &self,
+        transaction: &SignedTransaction,
+        executor: &dyn ReExecute,
+    ) -> Result<Result<Vec<Event>, Rejection>, LedgerError> {
+        let scope = BlockScope {
+            height: self.height + 1,
+            params: &self.params,
+            chain_id: &self.chain_id,
+            executor,
+        };
+        let mut overlay = Overlay::new(&self.store);
+        match apply::transaction(&mut overlay, &scope, transaction) {
+            Ok(events) => Ok(Ok(events)),
+            Err(Failure::Rejected(rejection)) => Ok(Err(rejection)),
+            Err(Failure::Store(error)) => Err(error.into()),
+            Err(Failure::Invariant(message)) => Err(LedgerError::Invariant(message)),
+        }
+    }
+
+    pub fn account(&self, id: &AccountId) -> Result<Account, LedgerError> {
+        Ok(apply::account(&Overlay::new(&self.store), id)?)
+    }
+
+    pub fn stake(&self, role: StakeRole, id: &AccountId) -> Result<Stake, LedgerError> {
+        Ok(apply::stake(&Overlay::new(&self.store), role, id)?)
+    }
+
+    pub fn job(&self, id: &JobId) -> Result<Option<Job>, LedgerError> {
+        Ok(Overlay::new(&self.store).get(&keys::job(id))?)
+    }
+
+    pub fn redemption(&self, job: &JobId, provider: &AccountId) -> Result<Redemption, LedgerError> {
+        Ok(Overlay::new(&self.store)
+            .get(&keys::redemption(job, provider))?
+            .unwrap_or_default())
+    }
+
+    /// Every provider's redemptions from a job.
+    pub fn redemptions(&self, job: &JobId) -> Result<Vec<(AccountId, Redemption)>, LedgerError> {
+        let prefix = [&[keys::REDEMPTION][..], job.as_bytes()].concat();
+        let mut list = Vec::new();
+        for (key, value) in self.store.scan_prefix(&prefix)? {
+            if let Some(provider) = keys::trailing_account(&key) {
+                list.push((provider, crate::state::decode_record(&value)?));
+            }
+        }
+        Ok(list)
+    }
+
+    /// Accounts with bonded provider stake, and how much.
+    pub fn providers(&self) -> Result<Vec<(AccountId, u64)>, LedgerError> {
+        Ok(apply::bonded(
+            &Overlay::new(&self.store),
+            StakeRole::Provider,
+        )?)
+    }
+
+    /// Accounts with bonded validator stake, and how much.
+    pub fn validators(&self) -> Result<Vec<(AccountId, u64)>, LedgerError> {
+        Ok(apply::bonded(
+            &Overlay::new(&self.store),
+            StakeRole::Validator,
+        )?)
+    }
+
+    pub fn supply(&self) -> Result<Supply, LedgerError> {
+        Ok(apply::supply(&Overlay::new(&self.store))?)
+    }
+
+    /// The state root after the block at `height`, if the store has it.
+    pub fn state_root_at(&self, height: u64) -> Result<Option<[u8; 32]>, LedgerError> {
+        Ok(read_root(&self.store, height)?)
+    }
+
+    /// Every token held anywhere: balances, stake (bonded and unbonding),
+    /// escrow and the fee pool. Equals `supply().expected_total()`.
+    pub fn tokens_in_existence(&self) -> Result<u64, LedgerError> {
+        let overlay = Overlay::new(&self.store);
+        let mut total = 0u64;
+        for (_, value) in self.store.scan_prefix(&[keys::ACCOUNT])? {
+            total += crate::state::decode_record::<Account>(&value)?.balance;
+        }
+        for (_, value) in self.store.scan_prefix(&[keys::STAKE])? {
+            let stake: Stake = crate::state::decode_record(&value)?;
+            total += stake.bonded + stake.unbonding_total();
+        }
+        for (_, value) in self.store.scan_prefix(&[keys::JOB])? {
+            total += crate::state::decode_record::<Job>(&value)?.escrow;
+        }
+        let fees: u64 = overlay.get(&keys::meta(apply::META_FEES))?.unwrap_or(0);
+        Ok(total + fees)
+    }
+}
+
+fn block_step(result: Result<Vec<Event>, Failure>) -> Result<Vec<Event>, LedgerError> {
+    match result {
+        Ok(events) => Ok(events),
+        Err(Failure::Store(error)) => Err(error.into()),
+        Err(Failure::Invariant(message)) => Err(LedgerError::Invariant(message)),
+        Err(Failure::Rejected(rejection)) => Err(LedgerError::Invariant(format!(
+            "a block-level step was rejected: {rejection}"
+        ))),
+    }
+}
+
+fn read_root<S: Store>(store: &S, height: u64) -> Result<Option<[u8; 32]>, StoreError> {
+    match store.get(&keys::root_at(height))? {
+        Some(bytes) => Ok(Some(bytes.try_into().map_err(|_| {
+            StoreError(format!("the stored root of height {height} is malformed"))
+        })?)),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,25 @@
+//! Decide who owns what: accounts, stake, escrow, vouchers, disputes and
+//! epoch rewards, one block at a time.
+//!
+//! The ledger is a pure, deterministic state machine: height comes in with
+//! each block, disputes are settled by re-executing the task through the
+//! [`idlegrid_types::ReExecute`] trait (the sandbox implements it), and state
+//! lives behind the [`Store`] trait (in memory or redb). It knows nothing of
+//! the network or consensus; `idlegrid-chain` orders the blocks it applies.
+
+mod apply;
+pub mod genesis;
+mod ledger;
+mod root;
+pub mod state;
+pub mod store;
+pub mod tx;
+
+pub use genesis::{Genesis, GenesisError, Params};
+pub use ledger::{BlockOutcome, Ledger, LedgerError, NoReExecution, TxResult};
+pub use state::{Account, Job, JobStatus, Redemption, Stake, Supply, Unbonding};
+pub use store::{Entries, MemoryStore, RedbStore, Store, StoreError, WriteBatch};
+pub use tx::{
+    Dispute, Event, Evidence, OpenJob, Rejection, SignedTransaction, StakeRole, Transaction,
+    TxKind, decode_transaction, transaction_hash,
+};

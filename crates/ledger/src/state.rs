@@ -1,0 +1,256 @@
+//! Typed records, their keys, and the write overlay one block applies into.
+
+use std::collections::BTreeMap;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use idlegrid_types::codec;
+use idlegrid_types::{AccountId, ContentId, ExecutionLimits, JobId};
+
+use crate::store::{Entries, Store, StoreError, WriteBatch};
+use crate::tx::StakeRole;
+
+/// Most unbonding entries an account may have per role at once.
+pub const UNBONDINGS_MAX: usize = 16;
+/// Largest stored record we will decode.
+const RECORD_BYTES_MAX: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Account {
+    pub balance: u64,
+    /// The nonce the account's next transaction must carry.
+    pub nonce: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Unbonding {
+    pub release_height: u64,
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Stake {
+    pub bonded: u64,
+    pub unbonding: Vec<Unbonding>,
+}
+
+impl Stake {
+    pub fn unbonding_total(&self) -> u64 {
+        self.unbonding.iter().map(|entry| entry.amount).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum JobStatus {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Job {
+    pub requestor: AccountId,
+    pub module: ContentId,
+    pub spec: ContentId,
+    /// What is left in escrow.
+    pub escrow: u64,
+    pub price_per_million_fuel: u64,
+    pub deadline_height: u64,
+    pub limits: ExecutionLimits,
+    pub status: JobStatus,
+    pub redeemed_total: u64,
+}
+
+/// What a provider has redeemed from one job so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Redemption {
+    pub amount: u64,
+    pub fuel: u64,
+    pub sequence: u64,
+}
+
+/// Where the tokens are, for the supply invariant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Supply {
+    pub genesis: u64,
+    pub emitted: u64,
+    pub burned: u64,
+}
+
+impl Supply {
+    /// genesis + emissions − burns.
+    pub fn expected_total(&self) -> u64 {
+        self.genesis + self.emitted - self.burned
+    }
+}
+
+/// Keys. One byte of table, then the record's id.
+pub(crate) mod keys {
+    use super::*;
+
+    pub const ACCOUNT: u8 = b'a';
+    pub const STAKE: u8 = b's';
+    pub const RELEASE: u8 = b'u';
+    pub const JOB: u8 = b'j';
+    pub const REDEMPTION: u8 = b'r';
+    pub const EPOCH_FUEL: u8 = b'f';
+    pub const DISPUTED: u8 = b'd';
+    pub const META: u8 = b'm';
+    /// Not part of the authenticated state: the tree's own nodes and the
+    /// history of roots.
+    pub const TREE_NODE: u8 = b't';
+    pub const ROOT_AT: u8 = b'h';
+
+    pub fn account(id: &AccountId) -> Vec<u8> {
+        [&[ACCOUNT][..], id.as_bytes()].concat()
+    }
+
+    pub fn stake(role: StakeRole, id: &AccountId) -> Vec<u8> {
+        [&[STAKE, role.tag()][..], id.as_bytes()].concat()
+    }
+
+    pub fn stake_prefix(role: StakeRole) -> Vec<u8> {
+        vec![STAKE, role.tag()]
+    }
+
+    pub fn release(height: u64) -> Vec<u8> {
+        [&[RELEASE][..], &height.to_be_bytes()].concat()
+    }
+
+    pub fn job(id: &JobId) -> Vec<u8> {
+        [&[JOB][..], id.as_bytes()].concat()
+    }
+
+    pub fn redemption(job: &JobId, provider: &AccountId) -> Vec<u8> {
+        [&[REDEMPTION][..], job.as_bytes(), provider.as_bytes()].concat()
+    }
+
+    pub fn epoch_fuel(provider: &AccountId) -> Vec<u8> {
+        [&[EPOCH_FUEL][..], provider.as_bytes()].concat()
+    }
+
+    pub fn disputed(job: &JobId, task_index: u64, provider: &AccountId) -> Vec<u8> {
+        [
+            &[DISPUTED][..],
+            job.as_bytes(),
+            &task_index.to_be_bytes(),
+            provider.as_bytes(),
+        ]
+        .concat()
+    }
+
+    pub fn meta(name: &str) -> Vec<u8> {
+        [&[META][..], name.as_bytes()].concat()
+    }
+
+    pub fn root_at(height: u64) -> Vec<u8> {
+        [&[ROOT_AT][..], &height.to_be_bytes()].concat()
+    }
+
+    /// The last 32 bytes of a key: the account in stake and epoch-fuel keys.
+    pub fn trailing_account(key: &[u8]) -> Option<AccountId> {
+        let bytes: [u8; 32] = key.get(key.len().checked_sub(32)?..)?.try_into().ok()?;
+        Some(AccountId::from_bytes(bytes))
+    }
+
+    /// Whether a key is part of the authenticated state.
+    pub fn is_state(key: &[u8]) -> bool {
+        !matches!(key.first(), Some(&TREE_NODE) | Some(&ROOT_AT))
+    }
+}
+
+pub(crate) fn decode_record<T: BorshDeserialize>(bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode(bytes, RECORD_BYTES_MAX)
+        .map_err(|error| StoreError(format!("a stored record is corrupt: {error}")))
+}
+
+pub(crate) fn encode_record<T: BorshSerialize>(value: &T) -> Vec<u8> {
+    codec::encode(value).expect("ledger records encode")
+}
+
+/// A key and what the overlay held for it before a write (`None`: nothing).
+type JournalEntry = (Vec<u8>, Option<Option<Vec<u8>>>);
+
+/// The writes of the block being applied, over the committed store, with an
+/// undo journal so a rejected transaction leaves no trace.
+pub(crate) struct Overlay<'s, S: Store> {
+    store: &'s S,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What `writes` held for each key before each write, in write order.
+    journal: Vec<JournalEntry>,
+}
+
+impl<'s, S: Store> Overlay<'s, S> {
+    pub fn new(store: &'s S) -> Self {
+        Self {
+            store,
+            writes: BTreeMap::new(),
+            journal: Vec::new(),
+        }
+    }
+
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.store.get(key),
+        }
+    }
+
+    pub fn get<T: BorshDeserialize>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get_raw(key)?
+            .map(|bytes| decode_record(&bytes))
+            .transpose()
+    }
+
+    pub fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let previous = self.writes.insert(key.clone(), value);
+        self.journal.push((key, previous));
+    }
+
+    pub fn put<T: BorshSerialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.put_raw(key, Some(encode_record(value)));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.put_raw(key, None);
+    }
+
+    /// Entries under `prefix`, committed merged with pending writes.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.store.scan_prefix(prefix)?.into_iter().collect();
+        for (key, value) in self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+        {
+            match value {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    pub fn checkpoint(&self) -> usize {
+        self.journal.len()
+    }
+
+    pub fn rollback(&mut self, checkpoint: usize) {
+        while self.journal.len() > checkpoint {
+            let Some((key, previous)) = self.journal.pop() else {
+                break;
+            };
+            match previous {
+                Some(value) => self.writes.insert(key, value),
+                None => self.writes.remove(&key),
+            };
+        }
+    }
+
+    pub fn into_batch(self) -> WriteBatch {
+        self.writes
+    }
+
+    pub fn writes(&self) -> &BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        &self.writes
+    }
+}

@@ -1,0 +1,171 @@
+//! Where ledger state lives: a key-value store that commits one block's
+//! writes atomically. In memory for tests, redb on disk for nodes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, TableDefinition};
+
+/// Writes to commit together: `None` deletes the key.
+pub type WriteBatch = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Key-value pairs in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A failure of the storage backend (disk full, corruption, …).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("ledger storage failed: {0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    fn from_display(error: impl std::fmt::Display) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// An ordered key-value store with atomic batch commits.
+pub trait Store {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// Applies all of `batch` or none of it.
+    fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
+}
+
+/// A store in memory, for tests and simulations.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.entries.get(key).cloned())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        Ok(self
+            .entries
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        for (key, value) in batch {
+            match value {
+                Some(value) => self.entries.insert(key, value),
+                None => self.entries.remove(&key),
+            };
+        }
+        Ok(())
+    }
+}
+
+const STATE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("ledger_state");
+
+/// The ledger in a redb file: one write transaction per block, durable when
+/// `commit` returns.
+#[derive(Clone)]
+pub struct RedbStore {
+    database: Arc<redb::Database>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let database = redb::Database::create(path).map_err(StoreError::from_display)?;
+        let transaction = database.begin_write().map_err(StoreError::from_display)?;
+        transaction
+            .open_table(STATE)
+            .map_err(StoreError::from_display)?;
+        transaction.commit().map_err(StoreError::from_display)?;
+        Ok(Self {
+            database: Arc::new(database),
+        })
+    }
+
+    /// Writes `batch` in a write transaction and drops it without committing:
+    /// what a crash before commit leaves behind (for tests).
+    pub fn abandon(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        let transaction = self
+            .database
+            .begin_write()
+            .map_err(StoreError::from_display)?;
+        write_batch(&transaction, batch)?;
+        transaction.abort().map_err(StoreError::from_display)
+    }
+}
+
+fn write_batch(transaction: &redb::WriteTransaction, batch: WriteBatch) -> Result<(), StoreError> {
+    let mut table = transaction
+        .open_table(STATE)
+        .map_err(StoreError::from_display)?;
+    for (key, value) in batch {
+        match value {
+            Some(value) => {
+                table
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(StoreError::from_display)?;
+            }
+            None => {
+                table
+                    .remove(key.as_slice())
+                    .map_err(StoreError::from_display)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store for RedbStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(StoreError::from_display)?;
+        let table = transaction
+            .open_table(STATE)
+            .map_err(StoreError::from_display)?;
+        Ok(table
+            .get(key)
+            .map_err(StoreError::from_display)?
+            .map(|value| value.value().to_vec()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(StoreError::from_display)?;
+        let table = transaction
+            .open_table(STATE)
+            .map_err(StoreError::from_display)?;
+        let mut entries = Vec::new();
+        for entry in table.range(prefix..).map_err(StoreError::from_display)? {
+            let (key, value) = entry.map_err(StoreError::from_display)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            entries.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(entries)
+    }
+
+    fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        let transaction = self
+            .database
+            .begin_write()
+            .map_err(StoreError::from_display)?;
+        write_batch(&transaction, batch)?;
+        transaction.commit().map_err(StoreError::from_display)
+    }
+}

@@ -1,0 +1,61 @@
+//! The sandbox as the ledger's re-executor: a disputed task runs again here
+//! under the job's limits.
+
+use std::time::Duration;
+
+use idlegrid_types::{ErrorKind, Execution, ExecutionLimits, ReExecute, TaskInput, TaskOutcome};
+
+use crate::limits::{STDERR_BYTES_DEFAULT, WALL_TIME_DEFAULT};
+use crate::{Sandbox, TaskLimits, TaskReport, TaskSpec};
+
+/// The outcome replicas compare, from a report.
+pub fn outcome_of(report: &TaskReport) -> TaskOutcome {
+    match &report.result {
+        Ok(completion) => TaskOutcome::Completed {
+            exit_code: completion.exit_code,
+            output: completion.output_cid,
+        },
+        Err(error) => TaskOutcome::Failed(error.kind),
+    }
+}
+
+/// Limits for running a job's task: the job's, plus host-side defaults.
+pub fn task_limits(limits: &ExecutionLimits, wall_time: Duration) -> TaskLimits {
+    TaskLimits {
+        fuel: limits.fuel,
+        memory_bytes: limits.memory_bytes,
+        output_bytes: limits.output_bytes,
+        stderr_bytes: STDERR_BYTES_DEFAULT,
+        wall_time,
+    }
+}
+
+impl ReExecute for Sandbox {
+    fn re_execute(
+        &self,
+        module: &[u8],
+        input: &TaskInput,
+        seed: [u8; 32],
+        limits: &ExecutionLimits,
+    ) -> Result<Execution, String> {
+        let task = TaskSpec {
+            args: input.arg_strings(),
+            stdin: input.stdin.to_vec(),
+            input_dir: None,
+            output_dir: None,
+            seed,
+            limits: task_limits(limits, WALL_TIME_DEFAULT),
+        };
+        let report = self
+            .run_module(module, &task)
+            .map_err(|error| error.to_string())?;
+        let outcome = outcome_of(&report);
+        if outcome == TaskOutcome::Failed(ErrorKind::WallTimeout) {
+            return Err("the re-execution ran past its wall-clock limit".to_owned());
+        }
+        Ok(Execution {
+            outcome,
+            fuel_used: report.fuel_used,
+        })
+    }
+}
