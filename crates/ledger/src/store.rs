@@ -93,6 +93,17 @@ impl RedbStore {
         })
     }
 
+    /// The state table as of the last commit.
+    fn read_table(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, StoreError> {
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(StoreError::from_display)?;
+        transaction
+            .open_table(STATE)
+            .map_err(StoreError::from_display)
+    }
+
     /// Writes `batch` in a write transaction and drops it without committing:
     /// what a crash before commit leaves behind (for tests).
     pub fn abandon(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -128,13 +139,7 @@ fn write_batch(transaction: &redb::WriteTransaction, batch: WriteBatch) -> Resul
 
 impl Store for RedbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(StoreError::from_display)?;
-        let table = transaction
-            .open_table(STATE)
-            .map_err(StoreError::from_display)?;
+        let table = self.read_table()?;
         Ok(table
             .get(key)
             .map_err(StoreError::from_display)?
@@ -142,13 +147,7 @@ impl Store for RedbStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(StoreError::from_display)?;
-        let table = transaction
-            .open_table(STATE)
-            .map_err(StoreError::from_display)?;
+        let table = self.read_table()?;
         let mut entries = Vec::new();
         for entry in table.range(prefix..).map_err(StoreError::from_display)? {
             let (key, value) = entry.map_err(StoreError::from_display)?;
