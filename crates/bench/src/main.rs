@@ -5,6 +5,7 @@
 //! `value`, `unit`, `baseline` and `ratio`.
 
 mod ledger;
+mod market;
 mod native;
 mod sandbox;
 
@@ -26,6 +27,9 @@ enum Suite {
     /// The ledger: transfers per second against signature checks alone,
     /// batch against single verification, redb commits against memory.
     Ledger(ledger::Options),
+    /// The market: tasks placed and verified per second as the offer book
+    /// grows, against a plain loop handing out the same tasks.
+    Market(market::Options),
 }
 
 /// One measured figure and what it is compared to.
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
     let (rows, json) = match cli.suite {
         Suite::Sandbox(options) => (sandbox::run(&options)?, options.json),
         Suite::Ledger(options) => (ledger::run(&options)?, options.json),
+        Suite::Market(options) => (market::run(&options)?, options.json),
     };
     if json {
         for row in &rows {

@@ -15,6 +15,6 @@ pub use cid::{ContentId, ParseContentIdError};
 pub use codec::{Bounded, DecodeError, EncodeError, LengthExceeded};
 pub use identity::{AccountId, BadSignature, Keypair, Signable, Signature, Signed};
 pub use work::{
-    ErrorKind, Execution, ExecutionLimits, JobId, ReExecute, Receipt, SignedReceipt, SignedVoucher,
-    TaskInput, TaskOutcome, Voucher, task_seed,
+    ErrorKind, Execution, ExecutionLimits, JobId, Offer, ReExecute, Receipt, SignedOffer,
+    SignedReceipt, SignedVoucher, TaskInput, TaskOutcome, Voucher, task_seed,
 };

@@ -248,3 +248,32 @@ pub trait ReExecute {
         limits: &ExecutionLimits,
     ) -> Result<Execution, String>;
 }
+
+/// A provider's signed, expiring advertisement of what it offers.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Offer {
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+    /// Fuel per second on the reference workload.
+    pub benchmark_fuel_per_second: u64,
+    /// The lowest job price it accepts, per million fuel.
+    pub price_floor_per_million_fuel: u64,
+    /// Tasks it runs at once.
+    pub concurrency: u32,
+    /// Pauses new work while its owner is busy.
+    pub idle_only: bool,
+    /// The operator running this provider, when it says (replicas of one
+    /// task never go to one operator).
+    pub operator: Option<AccountId>,
+    /// Higher supersedes lower.
+    pub sequence: u64,
+    /// Milliseconds since the Unix epoch after which the offer is void.
+    pub expires_at_ms: u64,
+}
+
+impl Signable for Offer {
+    const DOMAIN: &'static str = "idlegrid offer v1";
+}
+
+pub type SignedOffer = Signed<Offer>;

@@ -1,0 +1,17 @@
+//! Decide which provider runs which task, when a result is trusted, and what
+//! each provider is owed.
+//!
+//! The market is sans-IO: [`Market::handle`] takes the time and one
+//! [`Input`] (an offer seen, a provider connected or lost, a result, a lease
+//! timer, a job submitted, a budget changed) and returns [`Command`]s (send
+//! these tasks to that provider, cancel, sign a voucher, report fraud, a task
+//! or job finished). No sockets, clocks, threads or randomness except from
+//! the seed it is given, so it can be tested exhaustively and simulated at
+//! scale.
+
+mod market;
+mod rng;
+
+pub use market::{
+    Command, Input, JobSpec, JobSummary, Market, MarketConfig, Policy, Stall, TaskResult,
+};

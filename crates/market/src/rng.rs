@@ -1,0 +1,24 @@
+//! The market's only source of chance: SplitMix64 from a seed it is given,
+//! so a run replays exactly.
+
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `permille / 1000`.
+    pub fn chance_permille(&mut self, permille: u32) -> bool {
+        self.next_u64() % 1000 < u64::from(permille)
+    }
+}

@@ -1,0 +1,650 @@
+//! The market driven through its inputs: placement, windows, leases,
+//! quorum and adaptive verification, payment and budget, checked by
+//! scenarios and by properties over random event sequences.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use idlegrid_market::{
+    Command, Input, JobSpec, JobSummary, Market, MarketConfig, Policy, Stall, TaskResult,
+};
+use idlegrid_types::{AccountId, ContentId, ExecutionLimits, JobId, Keypair, Offer, TaskOutcome};
+use proptest::prelude::*;
+
+const FUEL: u64 = 1_000_000;
+const PRICE: u64 = 100;
+const COST: u64 = FUEL * PRICE / 1_000_000;
+
+fn account(seed: u8) -> AccountId {
+    Keypair::from_seed([seed; 32]).account_id()
+}
+
+fn offer(cores: u32, speed: u64, price_floor: u64) -> Offer {
+    Offer {
+        cores,
+        memory_bytes: 1 << 30,
+        gpus: 0,
+        benchmark_fuel_per_second: speed,
+        price_floor_per_million_fuel: price_floor,
+        concurrency: cores * 2,
+        idle_only: false,
+        operator: None,
+        sequence: 1,
+        expires_at_ms: u64::MAX,
+    }
+}
+
+fn job(tasks: u64, policy: Policy, budget: u64) -> JobSpec {
+    JobSpec {
+        id: JobId::from_bytes([1; 32]),
+        module: ContentId::of(b"module"),
+        task_count: tasks,
+        limits: ExecutionLimits {
+            fuel: FUEL,
+            memory_bytes: 1 << 26,
+            output_bytes: 1 << 20,
+        },
+        price_per_million_fuel: PRICE,
+        policy,
+        budget,
+    }
+}
+
+fn truth(task: u64) -> TaskOutcome {
+    TaskOutcome::Completed {
+        exit_code: 0,
+        output: ContentId::of(&task.to_le_bytes()),
+    }
+}
+
+fn lie(task: u64) -> TaskOutcome {
+    TaskOutcome::Completed {
+        exit_code: 0,
+        output: ContentId::of(&(task + 1_000_000).to_le_bytes()),
+    }
+}
+
+fn result(outcome: TaskOutcome) -> TaskResult {
+    TaskResult {
+        outcome,
+        fuel_used: FUEL / 2,
+        receipt: None,
+    }
+}
+
+/// A market, its providers, and everything it has said.
+struct Harness {
+    market: Market,
+    now: u64,
+    providers: Vec<AccountId>,
+    /// Assignments not yet answered: (provider, task).
+    outstanding: Vec<(AccountId, u64)>,
+    /// Tasks accepted or failed so far.
+    decided: BTreeSet<u64>,
+    log: Vec<Command>,
+}
+
+impl Harness {
+    fn new(config: MarketConfig, offers: &[(u8, Offer, u64)]) -> Self {
+        let mut harness = Harness {
+            market: Market::new(config),
+            now: 0,
+            providers: Vec::new(),
+            outstanding: Vec::new(),
+            decided: BTreeSet::new(),
+            log: Vec::new(),
+        };
+        for (seed, offer, stake) in offers {
+            let provider = account(*seed);
+            harness.providers.push(provider);
+            harness.send(Input::Offer {
+                provider,
+                offer: offer.clone(),
+            });
+            harness.send(Input::Stake {
+                provider,
+                amount: *stake,
+            });
+            harness.send(Input::Connected(provider));
+        }
+        harness
+    }
+
+    fn send(&mut self, input: Input) -> Vec<Command> {
+        let commands = self.market.handle(self.now, input);
+        for command in &commands {
+            match command {
+                Command::Assign {
+                    provider, tasks, ..
+                } => {
+                    for task in tasks {
+                        self.outstanding.push((*provider, *task));
+                    }
+                }
+                Command::Cancel { provider, task, .. } => {
+                    self.outstanding.retain(|held| held != &(*provider, *task));
+                }
+                Command::TaskAccepted { task, .. } | Command::TaskFailed { task, .. } => {
+                    self.decided.insert(*task);
+                }
+                _ => {}
+            }
+            assert!(
+                self.market.in_flight(&account_of(command))
+                    <= self.market.window(&account_of(command)),
+                "a provider holds more than its window"
+            );
+        }
+        self.log.extend(commands.iter().cloned());
+        commands
+    }
+
+    /// Answers every outstanding assignment; `answer` decides each outcome
+    /// (None: the provider stays silent).
+    fn answer_all(&mut self, answer: &dyn Fn(AccountId, u64) -> Option<TaskOutcome>) {
+        let work = std::mem::take(&mut self.outstanding);
+        for (provider, task) in work {
+            match answer(provider, task) {
+                Some(outcome) => {
+                    self.send(Input::Result {
+                        provider,
+                        job: JobId::from_bytes([1; 32]),
+                        task,
+                        result: result(outcome),
+                    });
+                }
+                None => self.outstanding.push((provider, task)),
+            }
+        }
+    }
+
+    fn finished(&self) -> Option<JobSummary> {
+        self.log.iter().find_map(|command| match command {
+            Command::JobFinished { summary, .. } => Some(*summary),
+            _ => None,
+        })
+    }
+
+    fn accepted(&self) -> BTreeMap<u64, TaskOutcome> {
+        let mut accepted = BTreeMap::new();
+        for command in &self.log {
+            if let Command::TaskAccepted { task, outcome, .. } = command {
+                assert!(
+                    accepted.insert(*task, *outcome).is_none(),
+                    "task {task} accepted twice"
+                );
+            }
+        }
+        accepted
+    }
+
+    fn assigned_to(&self, provider: AccountId) -> usize {
+        self.log
+            .iter()
+            .map(|command| match command {
+                Command::Assign {
+                    provider: to,
+                    tasks,
+                    ..
+                } if *to == provider => tasks.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// The latest voucher per provider: (amount, fuel, sequence).
+    fn vouchers(&self) -> BTreeMap<AccountId, (u64, u64, u64)> {
+        let mut latest: BTreeMap<AccountId, (u64, u64, u64)> = BTreeMap::new();
+        for command in &self.log {
+            if let Command::Voucher {
+                provider,
+                cumulative_amount,
+                cumulative_fuel,
+                sequence,
+                ..
+            } = command
+            {
+                if let Some(previous) = latest.get(provider) {
+                    assert!(*cumulative_amount >= previous.0, "a voucher went down");
+                    assert_eq!(*sequence, previous.2 + 1, "voucher sequences skip");
+                }
+                latest.insert(*provider, (*cumulative_amount, *cumulative_fuel, *sequence));
+            }
+        }
+        latest
+    }
+
+    fn frauds(&self) -> BTreeSet<AccountId> {
+        self.log
+            .iter()
+            .filter_map(|command| match command {
+                Command::Fraud { provider, .. } => Some(*provider),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn account_of(command: &Command) -> AccountId {
+    match command {
+        Command::Assign { provider, .. }
+        | Command::Cancel { provider, .. }
+        | Command::Voucher { provider, .. }
+        | Command::Fraud { provider, .. } => *provider,
+        _ => account(0),
+    }
+}
+
+fn honest(_: AccountId, task: u64) -> Option<TaskOutcome> {
+    Some(truth(task))
+}
+
+#[test]
+fn replicated_job_completes_pays_each_matching_replica_and_respects_windows() {
+    let offers: Vec<_> = (1..=4)
+        .map(|seed| (seed, offer(2, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(50, Policy::Replicas(2), u64::MAX)));
+    for provider in &harness.providers {
+        assert!(harness.market.in_flight(provider) <= 4);
+    }
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    let summary = harness.finished().expect("finished");
+    assert_eq!(summary.tasks_accepted, 50);
+    assert_eq!(summary.fuel_useful, 50 * FUEL / 2);
+    assert_eq!(summary.fuel_executed, 2 * summary.fuel_useful);
+    let accepted = harness.accepted();
+    assert!(
+        accepted
+            .iter()
+            .all(|(task, outcome)| *outcome == truth(*task))
+    );
+    let vouchers = harness.vouchers();
+    let paid: u64 = vouchers.values().map(|(amount, ..)| amount).sum();
+    assert_eq!(paid, summary.paid);
+    assert_eq!(paid, 100 * (FUEL / 2) * PRICE / 1_000_000);
+}
+
+#[test]
+fn providers_without_stake_or_above_the_price_get_nothing() {
+    let offers = [
+        (1, offer(4, 1_000_000_000, 10), 0),
+        (2, offer(4, 1_000_000_000, PRICE + 1), 100),
+        (3, offer(1, 1_000_000_000, PRICE), 100),
+    ];
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(10, Policy::Replicas(1), u64::MAX)));
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    assert_eq!(harness.assigned_to(account(1)), 0);
+    assert_eq!(harness.assigned_to(account(2)), 0);
+    assert_eq!(harness.assigned_to(account(3)), 10);
+}
+
+#[test]
+fn fast_providers_get_more_work_than_slow_ones() {
+    let offers = [
+        (1, offer(2, 4_000_000_000, 10), 100),
+        (2, offer(2, 250_000_000, 10), 100),
+    ];
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(200, Policy::Replicas(1), u64::MAX)));
+    // The fast provider answers every round; the slow one every fourth.
+    let mut round = 0u64;
+    while harness.finished().is_none() {
+        round += 1;
+        let slow = account(2);
+        let this_round = round;
+        harness.answer_all(&move |provider, task| {
+            (provider != slow || this_round.is_multiple_of(4)).then(|| truth(task))
+        });
+    }
+    assert!(harness.assigned_to(account(1)) > 3 * harness.assigned_to(account(2)));
+}
+
+#[test]
+fn a_crashed_provider_loses_its_leases_and_nothing_is_lost() {
+    let offers = [
+        (1, offer(2, 1_000_000_000, 10), 100),
+        (2, offer(2, 1_000_000_000, 10), 100),
+    ];
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(20, Policy::Replicas(1), u64::MAX)));
+    let crashed = account(1);
+    let mut rounds = 0;
+    while harness.finished().is_none() {
+        rounds += 1;
+        assert!(rounds < 1_000, "the job never finished");
+        harness.answer_all(&move |provider, task| (provider != crashed).then(|| truth(task)));
+        harness.now += 60_000;
+        harness.send(Input::Tick);
+    }
+    assert_eq!(harness.finished().expect("finished").tasks_accepted, 20);
+    assert!(
+        harness
+            .accepted()
+            .iter()
+            .all(|(task, outcome)| *outcome == truth(*task))
+    );
+    assert!(
+        !harness.vouchers().contains_key(&crashed),
+        "silent work is never paid"
+    );
+}
+
+#[test]
+fn a_lost_provider_is_reissued_at_once() {
+    let offers = [
+        (1, offer(4, 1_000_000_000, 10), 100),
+        (2, offer(4, 1_000_000_000, 10), 100),
+    ];
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(6, Policy::Replicas(1), u64::MAX)));
+    let gone = account(1);
+    assert!(harness.market.in_flight(&gone) > 0);
+    harness.send(Input::Lost(gone));
+    harness
+        .outstanding
+        .retain(|(provider, _)| *provider != gone);
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    assert_eq!(harness.finished().expect("finished").tasks_accepted, 6);
+}
+
+#[test]
+fn disagreement_adds_replicas_until_a_majority_and_reports_the_loser() {
+    let offers: Vec<_> = (1..=5)
+        .map(|seed| (seed, offer(1, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(10, Policy::Replicas(2), u64::MAX)));
+    let cheater = account(1);
+    while harness.finished().is_none() {
+        harness.answer_all(&move |provider, task| {
+            Some(if provider == cheater {
+                lie(task)
+            } else {
+                truth(task)
+            })
+        });
+    }
+    assert!(
+        harness
+            .accepted()
+            .iter()
+            .all(|(task, outcome)| *outcome == truth(*task))
+    );
+    assert_eq!(harness.frauds(), BTreeSet::from([cheater]));
+    assert!(
+        !harness.vouchers().contains_key(&cheater),
+        "rejected work is never paid"
+    );
+}
+
+#[test]
+fn colluders_with_the_same_lie_lose_to_an_honest_majority() {
+    let offers: Vec<_> = (1..=6)
+        .map(|seed| (seed, offer(1, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(12, Policy::Replicas(3), u64::MAX)));
+    let colluders = [account(1), account(2)];
+    while harness.finished().is_none() {
+        harness.answer_all(&move |provider, task| {
+            Some(if colluders.contains(&provider) {
+                lie(task)
+            } else {
+                truth(task)
+            })
+        });
+    }
+    assert!(
+        harness
+            .accepted()
+            .iter()
+            .all(|(task, outcome)| *outcome == truth(*task))
+    );
+    assert!(harness.frauds().is_subset(&BTreeSet::from(colluders)));
+}
+
+#[test]
+fn adaptive_trusts_providers_after_a_run_of_valid_results() {
+    let offers: Vec<_> = (1..=3)
+        .map(|seed| (seed, offer(2, 1_000_000_000, 10), 100))
+        .collect();
+    let config = MarketConfig {
+        trust_history_min: 5,
+        ..MarketConfig::default()
+    };
+    let mut harness = Harness::new(config, &offers);
+    harness.send(Input::SubmitJob(job(400, Policy::Adaptive, u64::MAX)));
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    let summary = harness.finished().expect("finished");
+    assert_eq!(summary.tasks_accepted, 400);
+    // Untrusted results are replicated; trusted ones mostly are not.
+    let overhead = summary.fuel_executed as f64 / summary.fuel_useful as f64;
+    assert!(overhead > 1.0 && overhead < 1.5, "overhead {overhead}");
+}
+
+#[test]
+fn adaptive_never_accepts_an_untrusted_liar() {
+    let offers: Vec<_> = (1..=3)
+        .map(|seed| (seed, offer(2, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(100, Policy::Adaptive, u64::MAX)));
+    let liar = account(1);
+    while harness.finished().is_none() {
+        harness.answer_all(&move |provider, task| {
+            Some(if provider == liar {
+                lie(task)
+            } else {
+                truth(task)
+            })
+        });
+    }
+    assert!(
+        harness
+            .accepted()
+            .iter()
+            .all(|(task, outcome)| *outcome == truth(*task))
+    );
+    assert!(harness.frauds().contains(&liar));
+}
+
+#[test]
+fn the_budget_is_never_exceeded_and_the_job_says_it_stalled() {
+    let offers: Vec<_> = (1..=4)
+        .map(|seed| (seed, offer(4, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    let budget = 10 * COST;
+    harness.send(Input::SubmitJob(job(100, Policy::Replicas(1), budget)));
+    for _ in 0..50 {
+        harness.answer_all(&honest);
+        assert!(
+            harness
+                .market
+                .committed(&JobId::from_bytes([1; 32]))
+                .expect("job")
+                <= budget
+        );
+    }
+    assert!(harness.log.contains(&Command::JobStalled {
+        job: JobId::from_bytes([1; 32]),
+        reason: Stall::Budget
+    }));
+    let paid: u64 = harness.vouchers().values().map(|(amount, ..)| amount).sum();
+    assert!(paid <= budget);
+    assert!(harness.finished().is_none());
+}
+
+/// One random step of the world around the market.
+#[derive(Debug, Clone)]
+enum Step {
+    Answer { pick: usize, lie: bool },
+    Fail { pick: usize },
+    Lose { provider: u8 },
+    Reconnect { provider: u8 },
+    Tick { advance_ms: u64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (any::<usize>(), prop::bool::weighted(0.2)).prop_map(|(pick, lie)| Step::Answer { pick, lie }),
+        1 => any::<usize>().prop_map(|pick| Step::Fail { pick }),
+        1 => (1u8..=6).prop_map(|provider| Step::Lose { provider }),
+        1 => (1u8..=6).prop_map(|provider| Step::Reconnect { provider }),
+        1 => (0u64..20_000).prop_map(|advance_ms| Step::Tick { advance_ms }),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    prop_oneof![(1u8..=3).prop_map(Policy::Replicas), Just(Policy::Adaptive)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn random_event_sequences_keep_the_market_honest(
+        providers in prop::collection::vec((1u32..=3, 0u64..3, prop::bool::weighted(0.85)), 6),
+        tasks in 1u64..30,
+        policy in policy(),
+        budget_tasks in prop_oneof![Just(u64::MAX / COST), 1u64..60],
+        steps in prop::collection::vec(step(), 0..300),
+        seed in any::<u64>(),
+    ) {
+        let offers: Vec<(u8, Offer, u64)> = providers
+            .iter()
+            .enumerate()
+            .map(|(index, (cores, speed, staked))| {
+                let seed = u8::try_from(index + 1).expect("few providers");
+                (seed, offer(*cores, (speed + 1) * 500_000_000, 10), u64::from(*staked) * 100)
+            })
+            .collect();
+        let unstaked: Vec<AccountId> = offers
+            .iter()
+            .filter(|(_, _, stake)| *stake == 0)
+            .map(|(seed, ..)| account(*seed))
+            .collect();
+        let config = MarketConfig { seed, trust_history_min: 3, ..MarketConfig::default() };
+        let mut harness = Harness::new(config, &offers);
+        let budget = budget_tasks.saturating_mul(COST);
+        let job_id = JobId::from_bytes([1; 32]);
+        harness.send(Input::SubmitJob(job(tasks, policy, budget)));
+        let mut answers: BTreeMap<(AccountId, u64), TaskOutcome> = BTreeMap::new();
+
+        let run = |harness: &mut Harness, step: &Step, answers: &mut BTreeMap<(AccountId, u64), TaskOutcome>| {
+            match step {
+                Step::Answer { pick, lie: lying } => {
+                    if harness.outstanding.is_empty() {
+                        return;
+                    }
+                    let (provider, task) = harness.outstanding.swap_remove(pick % harness.outstanding.len());
+                    let outcome = if *lying { lie(task) } else { truth(task) };
+                    // Results after the decision are ignored, and not paid.
+                    if !harness.decided.contains(&task) {
+                        answers.insert((provider, task), outcome);
+                    }
+                    harness.send(Input::Result { provider, job: job_id, task, result: result(outcome) });
+                }
+                Step::Fail { pick } => {
+                    if harness.outstanding.is_empty() {
+                        return;
+                    }
+                    let (provider, task) = harness.outstanding.swap_remove(pick % harness.outstanding.len());
+                    harness.send(Input::ProviderFailed { provider, job: job_id, task });
+                }
+                Step::Lose { provider } => {
+                    let provider = account(*provider);
+                    harness.outstanding.retain(|(holder, _)| *holder != provider);
+                    harness.send(Input::Lost(provider));
+                }
+                Step::Reconnect { provider } => {
+                    harness.send(Input::Connected(account(*provider)));
+                }
+                Step::Tick { advance_ms } => {
+                    harness.now += advance_ms;
+                    harness.send(Input::Tick);
+                }
+            }
+        };
+        for step in &steps {
+            run(&mut harness, step, &mut answers);
+            prop_assert!(harness.market.committed(&job_id).expect("job") <= budget);
+        }
+        for provider in &unstaked {
+            prop_assert_eq!(harness.assigned_to(*provider), 0, "a provider without stake got work");
+        }
+        // Drain: everyone stakes, reconnects and answers honestly until the job ends.
+        for provider in 1..=6u8 {
+            harness.send(Input::Stake { provider: account(provider), amount: 100 });
+            harness.send(Input::Connected(account(provider)));
+        }
+        for _ in 0..2_000 {
+            if harness.finished().is_some() || harness.log.iter().any(|c| matches!(c, Command::JobStalled { .. })) && harness.outstanding.is_empty() {
+                break;
+            }
+            while let Some((provider, task)) = harness.outstanding.pop() {
+                if !harness.decided.contains(&task) {
+                    answers.insert((provider, task), truth(task));
+                }
+                harness.send(Input::Result { provider, job: job_id, task, result: result(truth(task)) });
+            }
+            harness.now += 1_000_000;
+            harness.send(Input::Tick);
+        }
+        prop_assert!(harness.market.committed(&job_id).expect("job") <= budget);
+
+        // Each task ends at most once, accepted or failed.
+        let accepted = harness.accepted();
+        let failed: BTreeSet<u64> = harness.log.iter().filter_map(|c| match c {
+            Command::TaskFailed { task, .. } => Some(*task),
+            _ => None,
+        }).collect();
+        prop_assert!(accepted.keys().all(|task| !failed.contains(task)));
+        let stalled = harness.log.iter().any(|c| matches!(c, Command::JobStalled { .. }));
+        if let Some(summary) = harness.finished() {
+            prop_assert_eq!(summary.tasks_accepted + summary.tasks_failed, tasks);
+            prop_assert_eq!(accepted.len() as u64 + failed.len() as u64, tasks);
+        } else if !stalled {
+            // A task may only wait when every provider has already answered
+            // it (replicas of a task need distinct providers).
+            for task in (0..tasks).filter(|task| !harness.decided.contains(task)) {
+                let tried = answers.keys().filter(|(_, t)| *t == task).count();
+                prop_assert_eq!(tried, 6, "task {} waits with untried providers", task);
+            }
+        }
+        // Payment: exactly the accepted work, once per matching provider.
+        let mut expected: BTreeMap<AccountId, u64> = BTreeMap::new();
+        for ((provider, task), outcome) in &answers {
+            if accepted.get(task) == Some(outcome) {
+                *expected.entry(*provider).or_default() += (FUEL / 2) * PRICE / 1_000_000;
+            }
+        }
+        let vouchers = harness.vouchers();
+        for (provider, (amount, fuel, _)) in &vouchers {
+            prop_assert_eq!(Some(amount), expected.get(provider));
+            prop_assert_eq!(u128::from(*fuel) * u128::from(PRICE), u128::from(*amount) * 1_000_000);
+        }
+        for (provider, amount) in &expected {
+            prop_assert_eq!(vouchers.get(provider).map(|v| v.0), Some(*amount));
+        }
+        let paid: u64 = vouchers.values().map(|v| v.0).sum();
+        prop_assert!(paid <= budget);
+        // A quorum: under replicas(n), each accepted outcome came from n providers.
+        if let Policy::Replicas(n) = policy {
+            for (task, outcome) in &accepted {
+                let agreeing = answers.iter().filter(|((_, t), o)| t == task && *o == outcome).count();
+                prop_assert!(agreeing >= usize::from(n), "task {} accepted with {} votes", task, agreeing);
+            }
+        }
+    }
+}
