@@ -310,6 +310,8 @@ pub struct Market {
     ready: BTreeSet<RankKey>,
     offer_expiry: BTreeSet<(Millis, ProviderIndex)>,
     leases: BTreeSet<(Millis, ProviderIndex, JobId, u64)>,
+    /// The same leases by provider, to drop a lost provider's quickly.
+    leases_by_provider: BTreeSet<(ProviderIndex, Millis, JobId, u64)>,
     jobs: BTreeMap<JobId, Job>,
     /// Providers owed a new voucher after the current input.
     dirty: BTreeSet<(JobId, ProviderIndex)>,
@@ -325,6 +327,7 @@ impl Market {
             ready: BTreeSet::new(),
             offer_expiry: BTreeSet::new(),
             leases: BTreeSet::new(),
+            leases_by_provider: BTreeSet::new(),
             jobs: BTreeMap::new(),
             dirty: BTreeSet::new(),
         }
@@ -376,10 +379,10 @@ impl Market {
                     self.providers[index as usize].connected = false;
                     self.rerank(now, index);
                     let held: Vec<_> = self
-                        .leases
-                        .iter()
-                        .filter(|lease| lease.1 == index)
-                        .copied()
+                        .leases_by_provider
+                        .range((index, 0, JobId::from_bytes([0; 32]), 0)..)
+                        .take_while(|lease| lease.0 == index)
+                        .map(|&(index, deadline, job, task)| (deadline, index, job, task))
                         .collect();
                     for lease in held {
                         self.expire(now, lease, Late::Ignored, &mut commands);
@@ -658,6 +661,8 @@ impl Market {
         task.reserved += 1;
         job.reserved += job.cost_per_assignment;
         self.leases.insert((deadline, index, job_id, task_index));
+        self.leases_by_provider
+            .insert((index, deadline, job_id, task_index));
         let batch = batches
             .entry((index, job_id))
             .or_insert_with(|| (Vec::new(), deadline));
@@ -686,6 +691,8 @@ impl Market {
         };
         let (_, deadline) = task.running.swap_remove(position);
         self.leases.remove(&(deadline, index, job_id, task_index));
+        self.leases_by_provider
+            .remove(&(index, deadline, job_id, task_index));
         let provider = &mut self.providers[index as usize];
         provider.in_flight = provider.in_flight.saturating_sub(1);
         self.rerank(now, index);
@@ -778,7 +785,11 @@ impl Market {
                 break;
             }
             self.expire(now, lease, Late::Counts, commands);
+            // `expire` released it; make sure a lease never fires twice.
+            let (deadline, index, job, task) = lease;
             self.leases.remove(&lease);
+            self.leases_by_provider
+                .remove(&(index, deadline, job, task));
         }
         while let Some(&(expires, index)) = self.offer_expiry.first() {
             if expires > now {
