@@ -13,5 +13,6 @@ mod market;
 mod rng;
 
 pub use market::{
-    Command, Input, JobSpec, JobSummary, Market, MarketConfig, Policy, Stall, TaskResult,
+    Command, Input, JobSpec, JobSummary, Market, MarketConfig, Millis, Policy, Stall, TaskResult,
 };
+pub use rng::SplitMix64;

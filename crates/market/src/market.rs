@@ -33,6 +33,10 @@ pub struct MarketConfig {
     pub trust_history_min: u32,
     /// The lowest spot-check probability for a trusted provider, per mille.
     pub spot_check_floor_permille: u32,
+    /// Providers in the book from which, under the adaptive policy, two
+    /// matching results from providers without validated history are not
+    /// enough (a third must agree).
+    pub vouching_providers_min: usize,
     /// Providers looked at per placement before a task waits.
     pub candidates_per_placement_max: usize,
     /// Seeds the spot checks.
@@ -52,6 +56,7 @@ impl Default for MarketConfig {
             replicas_max: 7,
             trust_history_min: 10,
             spot_check_floor_permille: 20,
+            vouching_providers_min: 32,
             candidates_per_placement_max: 64,
             seed: 0,
         }
@@ -258,6 +263,9 @@ enum TaskStatus {
 #[derive(Debug)]
 struct Received {
     provider: ProviderIndex,
+    /// The provider had a validated result behind it (a positive streak)
+    /// when this one arrived.
+    vouched: bool,
     outcome: TaskOutcome,
     fuel_used: u64,
     receipt: Option<Box<SignedReceipt>>,
@@ -350,6 +358,11 @@ impl Market {
         self.index.get(provider).map_or(0, |index| {
             self.providers[*index as usize].capacity(&self.config)
         })
+    }
+
+    /// A job's totals so far.
+    pub fn summary(&self, job: &JobId) -> Option<JobSummary> {
+        self.jobs.get(job).map(|job| job.summary)
     }
 
     /// Cost reserved plus paid for a job (never above its budget).
@@ -885,6 +898,7 @@ impl Market {
         job.summary.fuel_executed = job.summary.fuel_executed.saturating_add(result.fuel_used);
         task.results.push(Received {
             provider: index,
+            vouched: self.providers[index as usize].streak > 0,
             outcome: result.outcome,
             fuel_used: result.fuel_used,
             receipt: result.receipt,
@@ -930,7 +944,25 @@ impl Market {
             return;
         };
         let total = task.results.len();
-        if votes >= usize::from(task.quorum) && votes * 2 > total {
+        // Under the adaptive policy fresh identities cannot vouch for each
+        // other: a replicated result backed only by providers with no
+        // validated history needs one more matching vote, so a pair of new
+        // colluding (or identically lazy) providers never carries a task on
+        // its own. An explicit `Replicas(n)` means exactly n, and a book too
+        // small to find third opinions (a devnet) goes without.
+        let vouched = task
+            .results
+            .iter()
+            .any(|result| result.vouched && (result.outcome, result.fuel_used) == best);
+        let quorum = usize::from(task.quorum);
+        let vouching = job.spec.policy == Policy::Adaptive
+            && self.providers.len() >= self.config.vouching_providers_min;
+        let needed = if vouching && quorum >= 2 && !vouched {
+            quorum + 1
+        } else {
+            quorum
+        };
+        if votes >= needed && votes * 2 > total {
             self.accept(now, job_id, task_index, best, commands);
             return;
         }
@@ -949,7 +981,9 @@ impl Market {
             }
             return;
         }
-        let missing = usize::from(task.quorum).saturating_sub(votes).max(1);
+        // One more at a time beyond the quorum: a vouched result arriving
+        // meanwhile may settle the task without it.
+        let missing = quorum.saturating_sub(votes).max(1);
         for _ in outstanding..missing {
             Self::requeue(job, task_index);
         }
@@ -1066,8 +1100,12 @@ impl Market {
         let task = &mut job.tasks[task_index as usize];
         job.reserved -= u64::from(task.reserved) * job.cost_per_assignment;
         task.reserved = 0;
-        task.expired.clear();
         task.queued = 0;
+        // A decided task keeps only its status: with millions of tasks the
+        // results and holder lists would otherwise dominate memory.
+        task.expired = Vec::new();
+        task.running = Vec::new();
+        task.results = Vec::new();
         job.decided += 1;
         if job.decided == job.spec.task_count {
             commands.push(Command::JobFinished {

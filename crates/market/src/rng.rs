@@ -1,8 +1,8 @@
 //! The market's only source of chance: SplitMix64 from a seed it is given,
-//! so a run replays exactly.
+//! so a run replays exactly. The simulator draws from the same generator.
 
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
@@ -20,5 +20,20 @@ impl SplitMix64 {
     /// True with probability `permille / 1000`.
     pub fn chance_permille(&mut self, permille: u32) -> bool {
         self.next_u64() % 1000 < u64::from(permille)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..bound` (0 when `bound` is 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 {
+            0
+        } else {
+            // Multiply-shift: unbiased enough for simulation, no division.
+            ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+        }
     }
 }

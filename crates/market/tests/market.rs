@@ -411,6 +411,45 @@ fn colluders_with_the_same_lie_lose_to_an_honest_majority() {
     assert!(harness.frauds().is_subset(&BTreeSet::from(colluders)));
 }
 
+/// Two fresh providers that return the same lie (a colluding pair, or lazy
+/// ones returning one constant) are the first two asked.
+fn fresh_pair_lies(vouching_providers_min: usize) -> Harness {
+    let offers: Vec<_> = (1..=5)
+        .map(|seed| (seed, offer(1, 1_000_000_000, 10), 100))
+        .collect();
+    let config = MarketConfig {
+        vouching_providers_min,
+        ..MarketConfig::default()
+    };
+    let mut harness = Harness::new(config, &offers);
+    harness.send(Input::SubmitJob(job(1, Policy::Adaptive, u64::MAX)));
+    let pair = [account(1), account(2)];
+    while harness.finished().is_none() {
+        harness.answer_all(&move |provider, task| {
+            Some(if pair.contains(&provider) {
+                lie(task)
+            } else {
+                truth(task)
+            })
+        });
+    }
+    assert_eq!(harness.assigned_to(account(1)), 1);
+    assert_eq!(harness.assigned_to(account(2)), 1);
+    harness
+}
+
+#[test]
+fn fresh_providers_cannot_vouch_for_each_other_under_adaptive() {
+    // Without vouching the pair's matching lie would carry the task...
+    let unguarded = fresh_pair_lies(usize::MAX);
+    assert_eq!(unguarded.accepted().get(&0), Some(&lie(0)));
+    // ...with it, a third opinion is asked, then honest ones until a
+    // majority, and the pair is reported.
+    let guarded = fresh_pair_lies(5);
+    assert_eq!(guarded.accepted().get(&0), Some(&truth(0)));
+    assert_eq!(guarded.frauds(), BTreeSet::from([account(1), account(2)]));
+}
+
 #[test]
 fn adaptive_trusts_providers_after_a_run_of_valid_results() {
     let offers: Vec<_> = (1..=3)

@@ -1,0 +1,349 @@
+//! `idlegrid-sim`: simulate a network of devices running jobs through the
+//! real market state machine, and report what verification costs and
+//! catches.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use idlegrid_market::Policy;
+use idlegrid_sim::{Report, SimConfig, Simulation, Strategy, plot};
+
+#[derive(Debug, Parser)]
+#[command(name = "idlegrid-sim", version, about)]
+struct Cli {
+    /// Seed of everything random in the run; the same seed replays it.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 1_000)]
+    devices: u32,
+    /// Tasks per job.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: u64,
+    /// Jobs run one after another; trust earned carries over.
+    #[arg(long, default_value_t = 1)]
+    jobs: u32,
+    /// `adaptive`, or `replicas=N`.
+    #[arg(long, default_value = "adaptive", value_parser = parse_policy)]
+    policy: Policy,
+    /// Share of devices that cheat.
+    #[arg(long, default_value_t = 0.05)]
+    cheaters: f64,
+    /// Cheating strategies dealt in turn, comma-separated: always_wrong,
+    /// random_wrong, constant_output, colluding.
+    #[arg(long, value_delimiter = ',', default_value = "always_wrong,random_wrong,constant_output,colluding", value_parser = parse_strategy)]
+    cheat_with: Vec<Strategy>,
+    /// Mean fuel of one task.
+    #[arg(long, default_value_t = 2_000_000_000)]
+    task_fuel: u64,
+    /// Median device speed, fuel per second.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    speed: u64,
+    /// Share of devices slowed down by --slow-factor.
+    #[arg(long, default_value_t = 0.0)]
+    slow: f64,
+    #[arg(long, default_value_t = 10)]
+    slow_factor: u64,
+    /// One-way latency range in milliseconds, `LOW-HIGH`.
+    #[arg(long, default_value = "10-150", value_parser = parse_range)]
+    latency_ms: (u64, u64),
+    /// Mean seconds a device stays online (0: no churn).
+    #[arg(long, default_value_t = 1_800.0)]
+    session_secs: f64,
+    /// Mean seconds a device stays away.
+    #[arg(long, default_value_t = 600.0)]
+    offline_secs: f64,
+    /// Share of departures that are silent crashes.
+    #[arg(long, default_value_t = 0.5)]
+    crash: f64,
+    /// Share of tasks a device fails to run (host errors, not fraud).
+    #[arg(long, default_value_t = 0.001)]
+    failures: f64,
+    /// Stop after this much simulated time.
+    #[arg(long, default_value_t = 86_400.0)]
+    time_limit_secs: f64,
+    /// Where to write the per-second CSV (default idlegrid-sim-seed<SEED>.csv).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also write a PNG chart of progress and overhead here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_policy(text: &str) -> Result<Policy, String> {
+    if text == "adaptive" {
+        return Ok(Policy::Adaptive);
+    }
+    text.strip_prefix("replicas=")
+        .and_then(|count| count.parse::<u8>().ok())
+        .filter(|count| *count >= 1)
+        .map(Policy::Replicas)
+        .ok_or_else(|| format!("`{text}` is not a policy: use `adaptive` or `replicas=N` (N ≥ 1)"))
+}
+
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    Strategy::parse(text)
+        .filter(|strategy| *strategy != Strategy::Honest)
+        .ok_or_else(|| {
+            format!("`{text}` is not a cheating strategy: always_wrong, random_wrong, constant_output or colluding")
+        })
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}` is not a range: use LOW-HIGH"))?;
+    let low: u64 = low
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad number `{low}`"))?;
+    let high: u64 = high
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad number `{high}`"))?;
+    if low > high {
+        return Err(format!("range {low}-{high} is backwards"));
+    }
+    Ok((low, high))
+}
+
+fn fraction(name: &str, value: f64) -> anyhow::Result<f64> {
+    if !(0.0..=1.0).contains(&value) {
+        bail!("--{name} must be between 0 and 1, not {value}");
+    }
+    Ok(value)
+}
+
+fn millis(name: &str, seconds: f64) -> anyhow::Result<u64> {
+    if !(seconds >= 0.0 && seconds.is_finite()) {
+        bail!("--{name} must be a non-negative number of seconds");
+    }
+    Ok((seconds * 1_000.0) as u64)
+}
+
+fn config(cli: &Cli) -> anyhow::Result<SimConfig> {
+    if cli.devices == 0 || cli.tasks == 0 || cli.jobs == 0 {
+        bail!("--devices, --tasks and --jobs must be at least 1");
+    }
+    if cli.task_fuel == 0 || cli.speed == 0 {
+        bail!("--task-fuel and --speed must be at least 1");
+    }
+    Ok(SimConfig {
+        seed: cli.seed,
+        devices: cli.devices,
+        tasks: cli.tasks,
+        jobs: cli.jobs,
+        policy: cli.policy,
+        cheater_fraction: fraction("cheaters", cli.cheaters)?,
+        cheat_with: cli.cheat_with.clone(),
+        task_fuel: cli.task_fuel,
+        median_speed: cli.speed,
+        slow_fraction: fraction("slow", cli.slow)?,
+        slow_factor: cli.slow_factor.max(1),
+        latency_ms: cli.latency_ms,
+        session_mean_ms: millis("session-secs", cli.session_secs)?,
+        offline_mean_ms: millis("offline-secs", cli.offline_secs)?.max(1),
+        crash_fraction: fraction("crash", cli.crash)?,
+        failure_fraction: fraction("failures", cli.failures)?,
+        time_limit_ms: millis("time-limit-secs", cli.time_limit_secs)?,
+        ..SimConfig::default()
+    })
+}
+
+fn policy_name(policy: Policy) -> String {
+    match policy {
+        Policy::Adaptive => "adaptive".to_owned(),
+        Policy::Replicas(count) => format!("replicas={count}"),
+    }
+}
+
+fn print_table(config: &SimConfig, report: &Report) {
+    let row = |name: &str, value: String| println!("{name:<24} {value}");
+    println!(
+        "idlegrid-sim · seed {} · {} devices ({} cheating) · {} job(s) × {} tasks · policy {}",
+        config.seed,
+        config.devices,
+        report.cheaters,
+        config.jobs,
+        config.tasks,
+        policy_name(config.policy)
+    );
+    row(
+        "finished",
+        if report.finished {
+            "yes".to_owned()
+        } else {
+            format!("no ({} of {} jobs)", report.jobs_finished, config.jobs)
+        },
+    );
+    row(
+        "tasks",
+        format!(
+            "{} accepted, {} failed, of {}",
+            report.tasks_accepted, report.tasks_failed, report.tasks
+        ),
+    );
+    row(
+        "makespan",
+        format!("{:.1} s simulated", report.makespan_ms as f64 / 1_000.0),
+    );
+    row(
+        "verification overhead",
+        format!(
+            "{:.3}× (fuel executed {} ÷ useful {})",
+            report.overhead, report.fuel_executed, report.fuel_useful
+        ),
+    );
+    if config.jobs > 1 {
+        row(
+            "  in the last job",
+            format!("{:.3}×", report.last_job_overhead),
+        );
+    }
+    row(
+        "fuel burned by devices",
+        format!(
+            "{:.3}× useful (with cancelled and crashed work)",
+            report.fuel_burned as f64 / report.fuel_useful.max(1) as f64
+        ),
+    );
+    row("wrong results accepted", report.wrong_accepted.to_string());
+    row(
+        "cheaters detected",
+        format!(
+            "{} of {} ({} ran tasks)",
+            report.cheaters_detected, report.cheaters, report.cheaters_active
+        ),
+    );
+    for stats in &report.strategies {
+        row(
+            &format!("  {}", stats.strategy),
+            format!(
+                "{} devices ({} active), {} detected, {} tasks run, {} wrong sent, {} wrong accepted",
+                stats.devices,
+                stats.active,
+                stats.detected,
+                stats.tasks_completed,
+                stats.wrong_results_sent,
+                stats.wrong_accepted
+            ),
+        );
+    }
+    row(
+        "honest accused",
+        format!("{} (disputes they would win)", report.honest_accused),
+    );
+    row(
+        "cost",
+        format!(
+            "{} paid of {} budgeted (price {} per million fuel)",
+            report.paid, report.budget, config.price_per_million_fuel
+        ),
+    );
+    row(
+        "churn",
+        format!(
+            "{} departures ({} crashes), {} tasks lost with them",
+            report.departures, report.crashes, report.tasks_lost_to_churn
+        ),
+    );
+    row(
+        "simulation",
+        format!(
+            "{} events, {} assignments, {:.1} s wall",
+            report.events,
+            report.assignments,
+            report.wall_ms as f64 / 1_000.0
+        ),
+    );
+    if !report.violations.is_empty() {
+        row("VIOLATIONS", report.violations.join("; "));
+    }
+}
+
+fn write_csv(path: &PathBuf, simulation: &Simulation) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    writeln!(
+        out,
+        "time_s,tasks_accepted,tasks_failed,fuel_executed,fuel_useful,overhead,devices_online,tasks_in_flight,wrong_accepted,cheaters_detected,paid"
+    )?;
+    for sample in simulation.samples() {
+        writeln!(
+            out,
+            "{:.3},{},{},{},{},{:.6},{},{},{},{},{}",
+            sample.time_ms as f64 / 1_000.0,
+            sample.tasks_accepted,
+            sample.tasks_failed,
+            sample.fuel_executed,
+            sample.fuel_useful,
+            sample.overhead(),
+            sample.devices_online,
+            sample.tasks_in_flight,
+            sample.wrong_accepted,
+            sample.cheaters_detected,
+            sample.paid
+        )?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn run(cli: &Cli) -> anyhow::Result<bool> {
+    let config = config(cli)?;
+    let mut simulation = Simulation::new(config.clone());
+    let report = simulation.run();
+    let csv = cli
+        .csv
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("idlegrid-sim-seed{}.csv", config.seed)));
+    write_csv(&csv, &simulation)?;
+    if let Some(path) = &cli.plot {
+        let title = format!(
+            "idlegrid-sim: {} devices, {} tasks, {} cheating, {}",
+            config.devices,
+            report.tasks,
+            report.cheaters,
+            policy_name(config.policy)
+        );
+        plot::write_png(path, simulation.samples(), report.tasks, &title)
+            .with_context(|| format!("writing the chart {}", path.display()))?;
+    }
+    if cli.json {
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("config".to_owned(), serde_json::to_value(&config)?);
+            object.insert("policy".to_owned(), policy_name(config.policy).into());
+            object.insert("csv".to_owned(), csv.display().to_string().into());
+        }
+        println!("{value}");
+    } else {
+        print_table(&config, &report);
+        println!("{:<24} {}", "csv", csv.display());
+        if let Some(path) = &cli.plot {
+            println!("{:<24} {}", "chart", path.display());
+        }
+    }
+    Ok(report.violations.is_empty())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("idlegrid-sim: the run broke an invariant (see VIOLATIONS)");
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("idlegrid-sim: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

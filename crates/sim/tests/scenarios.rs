@@ -1,0 +1,170 @@
+//! Scenarios run through the simulator, which drives the real market:
+//! churn and crashes lose no work, work flows to fast devices, every kind of
+//! cheater is caught without a wrong result being accepted, and a seed
+//! replays its run.
+
+use idlegrid_market::Policy;
+use idlegrid_sim::{Report, SimConfig, Simulation, Strategy};
+
+/// A small network: no churn, no cheaters, one-second tasks.
+fn base(seed: u64, devices: u32, tasks: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        devices,
+        tasks,
+        cheater_fraction: 0.0,
+        session_mean_ms: 0,
+        failure_fraction: 0.0,
+        task_fuel: 1_000_000_000,
+        ..SimConfig::default()
+    }
+}
+
+fn run(config: SimConfig) -> (Report, Simulation) {
+    let mut simulation = Simulation::new(config);
+    let report = simulation.run();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    (report, simulation)
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let config = SimConfig {
+        devices: 150,
+        tasks: 1_500,
+        session_mean_ms: 20_000,
+        offline_mean_ms: 5_000,
+        ..base(7, 0, 0)
+    };
+    let config = SimConfig {
+        cheater_fraction: 0.1,
+        ..config
+    };
+    let (mut first, first_run) = run(config.clone());
+    let (mut second, second_run) = run(config.clone());
+    first.wall_ms = 0;
+    second.wall_ms = 0;
+    assert_eq!(first, second);
+    assert_eq!(first_run.samples(), second_run.samples());
+    let (mut other, _) = run(SimConfig { seed: 8, ..config });
+    other.wall_ms = 0;
+    assert_ne!(first, other);
+}
+
+#[test]
+fn devices_crashing_mid_job_lose_no_work() {
+    let config = SimConfig {
+        session_mean_ms: 20_000,
+        offline_mean_ms: 4_000,
+        crash_fraction: 1.0,
+        crash_detect_ms: 3_000,
+        ..base(3, 80, 3_000)
+    };
+    let (report, _) = run(config);
+    assert!(report.finished);
+    assert!(report.crashes > 20, "only {} crashes", report.crashes);
+    assert!(report.tasks_lost_to_churn > 20);
+    // Every task lost in a crash was reissued and finished elsewhere.
+    assert_eq!(report.tasks_accepted, 3_000);
+    assert_eq!(report.tasks_failed, 0);
+    assert_eq!(report.wrong_accepted, 0);
+    assert!(report.paid <= report.budget);
+}
+
+#[test]
+fn work_flows_from_slow_devices_to_fast_ones() {
+    let config = SimConfig {
+        slow_fraction: 0.5,
+        slow_factor: 10,
+        ..base(5, 100, 6_000)
+    };
+    let (report, simulation) = run(config);
+    assert!(report.finished);
+    let devices = simulation.devices();
+    // Per core, so that core counts do not decide it.
+    let per_core = |slowed: bool| {
+        let (tasks, cores) = devices
+            .iter()
+            .filter(|device| device.slowed == slowed)
+            .fold((0u64, 0u64), |(tasks, cores), device| {
+                (
+                    tasks + device.tasks_completed,
+                    cores + u64::from(device.cores),
+                )
+            });
+        tasks as f64 / cores.max(1) as f64
+    };
+    let (fast, slow) = (per_core(false), per_core(true));
+    assert!(
+        fast > 4.0 * slow,
+        "fast {fast:.2} vs slow {slow:.2} tasks per core"
+    );
+}
+
+/// 300 devices, 3% of them cheating with one strategy, 100 tasks each.
+fn cheaters(strategy: Strategy, policy: Policy) -> (Report, Simulation) {
+    let config = SimConfig {
+        cheater_fraction: 0.03,
+        cheat_with: vec![strategy],
+        policy,
+        ..base(11, 300, 30_000)
+    };
+    let (report, simulation) = run(config);
+    assert!(report.finished);
+    assert_eq!(report.tasks_accepted + report.tasks_failed, 30_000);
+    assert_eq!(report.cheaters, 9);
+    assert_eq!(report.cheaters_active, 9);
+    assert_eq!(report.honest_accused, 0);
+    (report, simulation)
+}
+
+fn assert_caught(strategy: Strategy, policy: Policy) {
+    let (report, _) = cheaters(strategy, policy);
+    assert_eq!(report.wrong_accepted, 0, "{report:#?}");
+    // Evidence was emitted against every cheater.
+    assert_eq!(report.cheaters_detected, 9, "{report:#?}");
+}
+
+#[test]
+fn always_wrong_cheaters_are_caught_and_never_accepted() {
+    assert_caught(Strategy::AlwaysWrong, Policy::Adaptive);
+}
+
+#[test]
+fn constant_output_cheaters_are_caught_and_never_accepted() {
+    assert_caught(Strategy::ConstantOutput, Policy::Adaptive);
+}
+
+#[test]
+fn colluding_pairs_are_caught_and_never_accepted() {
+    assert_caught(Strategy::Colluding, Policy::Adaptive);
+}
+
+#[test]
+fn random_cheaters_are_caught_and_never_accepted_with_two_replicas() {
+    assert_caught(Strategy::RandomWrong, Policy::Replicas(2));
+}
+
+#[test]
+fn adaptive_lets_only_unchecked_lies_of_trusted_random_cheaters_through() {
+    // A cheater that is honest nine times in ten can earn trust, and a lie
+    // it then sends unchecked is accepted; every lie that is compared is
+    // caught. So a cheater escapes detection only if no lie of its was
+    // ever checked.
+    let (report, simulation) = cheaters(Strategy::RandomWrong, Policy::Adaptive);
+    let liars: Vec<_> = simulation
+        .devices()
+        .into_iter()
+        .filter(|device| device.strategy == Strategy::RandomWrong)
+        .collect();
+    let accepted: u64 = liars.iter().map(|device| device.wrong_accepted).sum();
+    assert_eq!(accepted, report.wrong_accepted);
+    for device in &liars {
+        assert!(device.wrong_sent > 0);
+        assert!(
+            device.detected || device.wrong_accepted == device.wrong_sent,
+            "{device:?}"
+        );
+    }
+    assert!(report.cheaters_detected >= 7, "{report:#?}");
+}
