@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use idlegrid_market::Policy;
 use idlegrid_sim::{Report, SimConfig, Simulation, Strategy, plot};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Parser)]
 #[command(name = "idlegrid-sim", version, about)]
@@ -217,17 +218,18 @@ fn print_table(config: &SimConfig, report: &Report) {
     row(
         "cheaters detected",
         format!(
-            "{} of {} ({} ran tasks)",
-            report.cheaters_detected, report.cheaters, report.cheaters_active
+            "{} of {} that sent a wrong result ({} cheaters, {} ran tasks)",
+            report.cheaters_detected, report.cheaters_lied, report.cheaters, report.cheaters_active
         ),
     );
     for stats in &report.strategies {
         row(
             &format!("  {}", stats.strategy),
             format!(
-                "{} devices ({} active), {} detected, {} tasks run, {} wrong sent, {} wrong accepted",
+                "{} devices ({} active, {} lied), {} detected, {} tasks run, {} wrong sent, {} wrong accepted",
                 stats.devices,
                 stats.active,
+                stats.lied,
                 stats.detected,
                 stats.tasks_completed,
                 stats.wrong_results_sent,
@@ -298,7 +300,23 @@ fn write_csv(path: &PathBuf, simulation: &Simulation) -> anyhow::Result<()> {
 fn run(cli: &Cli) -> anyhow::Result<bool> {
     let config = config(cli)?;
     let mut simulation = Simulation::new(config.clone());
-    let report = simulation.run();
+    // Drawn on stderr, and only when it is a terminal.
+    let total = config.tasks * u64::from(config.jobs);
+    let progress = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} tasks decided · {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    let report = simulation.run_observed(&mut |sample| {
+        progress.set_position(sample.tasks_accepted + sample.tasks_failed);
+        progress.set_message(format!(
+            "{:.1} s simulated · {} online",
+            sample.time_ms as f64 / 1_000.0,
+            sample.devices_online
+        ));
+    });
+    progress.finish_and_clear();
     let csv = cli
         .csv
         .clone()

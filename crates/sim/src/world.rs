@@ -137,6 +137,8 @@ pub struct StrategyStats {
     pub devices: u64,
     /// Devices that ran at least one task.
     pub active: u64,
+    /// Devices that sent at least one wrong result.
+    pub lied: u64,
     pub detected: u64,
     pub slashed: u64,
     pub tasks_completed: u64,
@@ -168,6 +170,8 @@ pub struct Report {
     /// Cheaters that ran at least one task (the others never had a chance
     /// to be caught).
     pub cheaters_active: u64,
+    /// Cheaters that sent at least one wrong result (the others behaved).
+    pub cheaters_lied: u64,
     pub cheaters_detected: u64,
     /// Fraud reported against honest devices (disputes they would win).
     pub honest_accused: u64,
@@ -491,6 +495,11 @@ impl Simulation {
     /// Runs to the end: every job decided, the time limit, or nothing left
     /// to happen.
     pub fn run(&mut self) -> Report {
+        self.run_observed(&mut |_| {})
+    }
+
+    /// [`Simulation::run`], showing `observe` each sample as it is taken.
+    pub fn run_observed(&mut self, observe: &mut dyn FnMut(&Sample)) -> Report {
         let started = Instant::now();
         while let Some(Reverse((at, _, slot))) = self.queue.pop() {
             if at > self.config.time_limit_ms {
@@ -502,7 +511,7 @@ impl Simulation {
             self.free_slots.push(slot);
             self.now = at;
             self.events += 1;
-            self.step(event);
+            self.step(event, observe);
             if self.done_at.is_some() {
                 break;
             }
@@ -534,7 +543,7 @@ impl Simulation {
         &self.samples
     }
 
-    fn step(&mut self, event: Event) {
+    fn step(&mut self, event: Event, observe: &mut dyn FnMut(&Sample)) {
         match event {
             Event::Arrive(device) => self.arrive(device),
             Event::Depart(device) => self.depart(device),
@@ -614,6 +623,9 @@ impl Simulation {
             }
             Event::Sample => {
                 self.record_sample();
+                if let Some(sample) = self.samples.last() {
+                    observe(sample);
+                }
                 let next = self.now + self.config.sample_ms.max(1);
                 self.schedule(next, Event::Sample);
             }
@@ -1069,6 +1081,7 @@ impl Simulation {
             let stats = &mut strategies[index];
             stats.devices += 1;
             stats.active += u64::from(device.tasks_completed > 0);
+            stats.lied += u64::from(device.wrong_sent > 0);
             stats.wrong_accepted += device.wrong_accepted;
             stats.detected += u64::from(device.detected);
             stats.slashed += u64::from(device.slashed);
@@ -1115,6 +1128,11 @@ impl Simulation {
                 .devices
                 .iter()
                 .filter(|device| device.strategy != Strategy::Honest && device.tasks_completed > 0)
+                .count() as u64,
+            cheaters_lied: self
+                .devices
+                .iter()
+                .filter(|device| device.wrong_sent > 0)
                 .count() as u64,
             cheaters_detected: self.cheaters_detected,
             honest_accused: self.honest_accused,

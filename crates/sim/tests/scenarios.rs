@@ -114,6 +114,7 @@ fn cheaters(strategy: Strategy, policy: Policy) -> (Report, Simulation) {
     assert_eq!(report.tasks_accepted + report.tasks_failed, 30_000);
     assert_eq!(report.cheaters, 9);
     assert_eq!(report.cheaters_active, 9);
+    assert_eq!(report.cheaters_lied, 9);
     assert_eq!(report.honest_accused, 0);
     (report, simulation)
 }
