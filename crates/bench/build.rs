@@ -8,7 +8,13 @@ use std::process::Command;
 const EXAMPLES: [&str; 5] = ["pi", "mandelbrot", "hashgrind", "nbody", "wordcount"];
 
 fn main() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    // Read at run time: `env!` would bake in the path of whichever clone
+    // first compiled this script, and a target directory shared between
+    // clones would then reuse it.
+    let Some(manifest_dir) = std::env::var_os("CARGO_MANIFEST_DIR") else {
+        panic!("cargo sets CARGO_MANIFEST_DIR for build scripts");
+    };
+    let examples = Path::new(&manifest_dir).join("../../examples");
     let clang = Command::new("clang")
         .arg("--version")
         .output()

@@ -1,6 +1,6 @@
 //! `idlegrid-bench sandbox`: what running a task in the sandbox costs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -73,8 +73,12 @@ const WORKLOADS: &[Workload] = &[
     },
 ];
 
+/// The examples of the checkout being run (`cargo run` says which), else
+/// of the one this binary was built from.
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("../../examples")
 }
 
 /// Deterministic English-like text for wordcount.
