@@ -1,7 +1,7 @@
 //! The ledger: genesis, applying blocks atomically, and the queries the node
 //! and the CLI need.
 
-use idlegrid_types::{AccountId, ContentId, JobId, ReExecute};
+use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, codec};
 
 use crate::apply::{self, BlockScope, Failure, META_CHAIN, META_HEIGHT, META_PARAMS};
 use crate::genesis::{Genesis, Params};
@@ -49,6 +49,15 @@ impl ReExecute for NoReExecution {
 pub struct TxResult {
     pub hash: ContentId,
     pub outcome: Result<Vec<Event>, Rejection>,
+}
+
+/// Transactions picked for a block, and those dropped on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub included: Vec<SignedTransaction>,
+    /// Encoded size of `included`.
+    pub bytes: usize,
+    pub dropped: Vec<(ContentId, Rejection)>,
 }
 
 /// What applying a block did.
@@ -201,6 +210,56 @@ impl<S: Store> Ledger<S> {
         self.height = height;
         self.state_root = outcome.state_root;
         Ok(outcome)
+    }
+
+    /// Picks the next block's transactions from `candidates`, in their
+    /// order: each is tried on top of the ones already picked, a rejected
+    /// one is dropped with its reason, and picking stops at `max_count`
+    /// transactions or `max_bytes` of encoded transactions. Every picked
+    /// transaction applies when the block does (the proposer's half of
+    /// "a block is valid only if every transaction applies").
+    pub fn select(
+        &self,
+        candidates: impl IntoIterator<Item = SignedTransaction>,
+        max_count: usize,
+        max_bytes: usize,
+        executor: &dyn ReExecute,
+    ) -> Result<Selection, LedgerError> {
+        let height = self.height + 1;
+        let scope = BlockScope {
+            height,
+            params: &self.params,
+            chain_id: &self.chain_id,
+            executor,
+        };
+        let mut overlay = Overlay::new(&self.store);
+        block_step(apply::release_unbondings(&mut overlay, height))?;
+        let mut selection = Selection::default();
+        for signed in candidates {
+            if selection.included.len() >= max_count {
+                break;
+            }
+            let size = codec::encode(&signed).map_or(usize::MAX, |bytes| bytes.len());
+            if selection.bytes.saturating_add(size) > max_bytes {
+                continue;
+            }
+            let checkpoint = overlay.checkpoint();
+            match apply::transaction(&mut overlay, &scope, &signed) {
+                Ok(_) => {
+                    selection.bytes += size;
+                    selection.included.push(signed);
+                }
+                Err(Failure::Rejected(rejection)) => {
+                    overlay.rollback(checkpoint);
+                    selection
+                        .dropped
+                        .push((transaction_hash(&signed), rejection));
+                }
+                Err(Failure::Store(error)) => return Err(error.into()),
+                Err(Failure::Invariant(message)) => return Err(LedgerError::Invariant(message)),
+            }
+        }
+        Ok(selection)
     }
 
     /// Computes a block's writes and outcome without committing them.
