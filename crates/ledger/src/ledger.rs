@@ -226,12 +226,7 @@ impl<S: Store> Ledger<S> {
         executor: &dyn ReExecute,
     ) -> Result<Selection, LedgerError> {
         let height = self.height + 1;
-        let scope = BlockScope {
-            height,
-            params: &self.params,
-            chain_id: &self.chain_id,
-            executor,
-        };
+        let scope = self.scope(height, executor);
         let mut overlay = Overlay::new(&self.store);
         block_step(apply::release_unbondings(&mut overlay, height))?;
         let mut selection = Selection::default();
@@ -243,20 +238,14 @@ impl<S: Store> Ledger<S> {
             if selection.bytes.saturating_add(size) > max_bytes {
                 continue;
             }
-            let checkpoint = overlay.checkpoint();
-            match apply::transaction(&mut overlay, &scope, &signed) {
+            match apply_one(&mut overlay, &scope, &signed)? {
                 Ok(_) => {
                     selection.bytes += size;
                     selection.included.push(signed);
                 }
-                Err(Failure::Rejected(rejection)) => {
-                    overlay.rollback(checkpoint);
-                    selection
-                        .dropped
-                        .push((transaction_hash(&signed), rejection));
-                }
-                Err(Failure::Store(error)) => return Err(error.into()),
-                Err(Failure::Invariant(message)) => return Err(LedgerError::Invariant(message)),
+                Err(rejection) => selection
+                    .dropped
+                    .push((transaction_hash(&signed), rejection)),
             }
         }
         Ok(selection)
@@ -275,26 +264,12 @@ impl<S: Store> Ledger<S> {
                 found: height,
             });
         }
-        let scope = BlockScope {
-            height,
-            params: &self.params,
-            chain_id: &self.chain_id,
-            executor,
-        };
+        let scope = self.scope(height, executor);
         let mut overlay = Overlay::new(&self.store);
         let mut block_events = block_step(apply::release_unbondings(&mut overlay, height))?;
         let mut results = Vec::with_capacity(transactions.len());
         for signed in transactions {
-            let checkpoint = overlay.checkpoint();
-            let outcome = match apply::transaction(&mut overlay, &scope, signed) {
-                Ok(events) => Ok(events),
-                Err(Failure::Rejected(rejection)) => {
-                    overlay.rollback(checkpoint);
-                    Err(rejection)
-                }
-                Err(Failure::Store(error)) => return Err(error.into()),
-                Err(Failure::Invariant(message)) => return Err(LedgerError::Invariant(message)),
-            };
+            let outcome = apply_one(&mut overlay, &scope, signed)?;
             results.push(TxResult {
                 hash: transaction_hash(signed),
                 outcome,
@@ -319,6 +294,15 @@ impl<S: Store> Ledger<S> {
         ))
     }
 
+    fn scope<'a>(&'a self, height: u64, executor: &'a dyn ReExecute) -> BlockScope<'a> {
+        BlockScope {
+            height,
+            params: &self.params,
+            chain_id: &self.chain_id,
+            executor,
+        }
+    }
+
     /// Whether `transaction` would apply on top of the current state, as the
     /// first transaction of the next block (the mempool's admission check).
     pub fn check(
@@ -326,19 +310,8 @@ impl<S: Store> Ledger<S> {
         transaction: &SignedTransaction,
         executor: &dyn ReExecute,
     ) -> Result<Result<Vec<Event>, Rejection>, LedgerError> {
-        let scope = BlockScope {
-            height: self.height + 1,
-            params: &self.params,
-            chain_id: &self.chain_id,
-            executor,
-        };
-        let mut overlay = Overlay::new(&self.store);
-        match apply::transaction(&mut overlay, &scope, transaction) {
-            Ok(events) => Ok(Ok(events)),
-            Err(Failure::Rejected(rejection)) => Ok(Err(rejection)),
-            Err(Failure::Store(error)) => Err(error.into()),
-            Err(Failure::Invariant(message)) => Err(LedgerError::Invariant(message)),
-        }
+        let scope = self.scope(self.height + 1, executor);
+        apply_one(&mut Overlay::new(&self.store), &scope, transaction)
     }
 
     pub fn account(&self, id: &AccountId) -> Result<Account, LedgerError> {
@@ -433,5 +406,24 @@ fn read_root<S: Store>(store: &S, height: u64) -> Result<Option<[u8; 32]>, Store
             StoreError(format!("the stored root of height {height} is malformed"))
         })?)),
         None => Ok(None),
+    }
+}
+
+/// Applies one transaction to the overlay, or rolls it back and says why it
+/// was rejected; errors are the store's or a broken invariant.
+fn apply_one<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    signed: &SignedTransaction,
+) -> Result<Result<Vec<Event>, Rejection>, LedgerError> {
+    let checkpoint = overlay.checkpoint();
+    match apply::transaction(overlay, scope, signed) {
+        Ok(events) => Ok(Ok(events)),
+        Err(Failure::Rejected(rejection)) => {
+            overlay.rollback(checkpoint);
+            Ok(Err(rejection))
+        }
+        Err(Failure::Store(error)) => Err(error.into()),
+        Err(Failure::Invariant(message)) => Err(LedgerError::Invariant(message)),
     }
 }

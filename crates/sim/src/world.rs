@@ -865,6 +865,24 @@ impl Simulation {
         }
     }
 
+    /// Schedules a message from the market to a provider's device, arriving
+    /// after its latency and meant for its current session.
+    fn send_to_device(
+        &mut self,
+        provider: AccountId,
+        job: JobId,
+        message: impl FnOnce(u32, u32, u32) -> Event,
+    ) {
+        let (Some(&device), Some(job_index)) =
+            (self.by_account.get(&provider), self.job_index(&job))
+        else {
+            return;
+        };
+        let record = &self.devices[device as usize];
+        let (at, epoch) = (self.now + record.latency_ms, record.epoch);
+        self.schedule(at, message(device, epoch, job_index));
+    }
+
     fn command(&mut self, command: Command) {
         match command {
             Command::Assign {
@@ -873,51 +891,27 @@ impl Simulation {
                 tasks,
                 ..
             } => {
-                let (Some(&device), Some(job_index)) =
-                    (self.by_account.get(&provider), self.job_index(&job))
-                else {
-                    return;
-                };
                 self.assignments += tasks.len() as u64;
                 if self.market.in_flight(&provider) > self.market.window(&provider) {
                     self.violation(format!("{provider} holds more than its window"));
                 }
-                let record = &self.devices[device as usize];
-                let at = self.now + record.latency_ms;
-                let epoch = record.epoch;
-                self.schedule(
-                    at,
-                    Event::Assign {
-                        device,
-                        epoch,
-                        job: job_index,
-                        tasks,
-                    },
-                );
+                self.send_to_device(provider, job, |device, epoch, job| Event::Assign {
+                    device,
+                    epoch,
+                    job,
+                    tasks,
+                });
             }
             Command::Cancel {
                 provider,
                 job,
                 task,
-            } => {
-                let (Some(&device), Some(job_index)) =
-                    (self.by_account.get(&provider), self.job_index(&job))
-                else {
-                    return;
-                };
-                let record = &self.devices[device as usize];
-                let at = self.now + record.latency_ms;
-                let epoch = record.epoch;
-                self.schedule(
-                    at,
-                    Event::Cancel {
-                        device,
-                        epoch,
-                        job: job_index,
-                        task,
-                    },
-                );
-            }
+            } => self.send_to_device(provider, job, |device, epoch, job| Event::Cancel {
+                device,
+                epoch,
+                job,
+                task,
+            }),
             Command::Voucher {
                 job,
                 provider,
