@@ -321,6 +321,8 @@ pub struct Market {
     /// The same leases by provider, to drop a lost provider's quickly.
     leases_by_provider: BTreeSet<(ProviderIndex, Millis, JobId, u64)>,
     jobs: BTreeMap<JobId, Job>,
+    /// Totals of finished jobs (the jobs themselves are dropped).
+    finished: HashMap<JobId, JobSummary>,
     /// Providers owed a new voucher after the current input.
     dirty: BTreeSet<(JobId, ProviderIndex)>,
 }
@@ -337,6 +339,7 @@ impl Market {
             leases: BTreeSet::new(),
             leases_by_provider: BTreeSet::new(),
             jobs: BTreeMap::new(),
+            finished: HashMap::new(),
             dirty: BTreeSet::new(),
         }
     }
@@ -362,12 +365,18 @@ impl Market {
 
     /// A job's totals so far.
     pub fn summary(&self, job: &JobId) -> Option<JobSummary> {
-        self.jobs.get(job).map(|job| job.summary)
+        self.jobs
+            .get(job)
+            .map(|job| job.summary)
+            .or_else(|| self.finished.get(job).copied())
     }
 
     /// Cost reserved plus paid for a job (never above its budget).
     pub fn committed(&self, job: &JobId) -> Option<u64> {
-        self.jobs.get(job).map(|job| job.reserved + job.paid)
+        self.jobs
+            .get(job)
+            .map(|job| job.reserved + job.paid)
+            .or_else(|| self.finished.get(job).map(|summary| summary.paid))
     }
 
     /// Applies one input at time `now` and returns what to do.
@@ -438,6 +447,13 @@ impl Market {
         }
         self.dispatch(now, &mut commands);
         self.emit_vouchers(&mut commands);
+        // A finished job has paid its last vouchers: only its totals stay.
+        for command in &commands {
+            if let Command::JobFinished { job, summary } = command {
+                self.jobs.remove(job);
+                self.finished.insert(*job, *summary);
+            }
+        }
         commands
     }
 
@@ -510,7 +526,7 @@ impl Market {
     }
 
     fn submit(&mut self, spec: JobSpec) {
-        if self.jobs.contains_key(&spec.id) {
+        if self.jobs.contains_key(&spec.id) || self.finished.contains_key(&spec.id) {
             return;
         }
         let quorum = match spec.policy {

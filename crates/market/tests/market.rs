@@ -268,6 +268,33 @@ fn replicated_job_completes_pays_each_matching_replica_and_respects_windows() {
 }
 
 #[test]
+fn a_finished_job_keeps_only_its_totals() {
+    let offers: Vec<_> = (1..=3)
+        .map(|seed| (seed, offer(2, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(6, Policy::Replicas(2), u64::MAX)));
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    let summary = harness.finished().expect("finished");
+    let id = JobId::from_bytes([1; 32]);
+    assert_eq!(harness.market.summary(&id), Some(summary));
+    assert_eq!(harness.market.committed(&id), Some(summary.paid));
+    // A straggler's result and a resubmission change nothing.
+    let late = harness.send(Input::Result {
+        provider: account(1),
+        job: id,
+        task: 0,
+        result: result(truth(0)),
+    });
+    assert!(late.is_empty());
+    let again = harness.send(Input::SubmitJob(job(6, Policy::Replicas(2), u64::MAX)));
+    assert!(again.is_empty());
+    assert_eq!(harness.market.summary(&id), Some(summary));
+}
+
+#[test]
 fn providers_without_stake_or_above_the_price_get_nothing() {
     let offers = [
         (1, offer(4, 1_000_000_000, 10), 0),
