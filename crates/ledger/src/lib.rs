@@ -18,7 +18,7 @@ pub mod tx;
 pub use genesis::{Genesis, GenesisError, Params};
 pub use ledger::{BlockOutcome, Ledger, LedgerError, NoReExecution, Selection, TxResult};
 pub use state::{Account, Job, JobStatus, Redemption, Stake, Supply, Unbonding};
-pub use store::{Entries, MemoryStore, RedbStore, Store, StoreError, WriteBatch};
+pub use store::{Entries, Layered, MemoryStore, RedbStore, Store, StoreError, WriteBatch};
 pub use tx::{
     Dispute, Event, Evidence, OpenJob, Rejection, SignedTransaction, StakeRole, Transaction,
     TxKind, decode_transaction, transaction_hash,

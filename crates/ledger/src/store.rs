@@ -64,6 +64,55 @@ impl Store for MemoryStore {
     }
 }
 
+/// The committed store seen through the writes of blocks not yet
+/// committed (oldest first): how a node executes a block on top of a parent
+/// that is proposed or notarized but not final. Read-only: `commit` fails.
+#[derive(Debug)]
+pub struct Layered<'a, S: Store> {
+    base: &'a S,
+    layers: Vec<&'a WriteBatch>,
+}
+
+impl<'a, S: Store> Layered<'a, S> {
+    pub fn new(base: &'a S, layers: Vec<&'a WriteBatch>) -> Self {
+        Self { base, layers }
+    }
+}
+
+impl<S: Store> Store for Layered<'_, S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        for layer in self.layers.iter().rev() {
+            if let Some(value) = layer.get(key) {
+                return Ok(value.clone());
+            }
+        }
+        self.base.get(key)
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.base.scan_prefix(prefix)?.into_iter().collect();
+        for layer in &self.layers {
+            for (key, value) in layer
+                .range(prefix.to_vec()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+            {
+                match value {
+                    Some(value) => merged.insert(key.clone(), value.clone()),
+                    None => merged.remove(key),
+                };
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn commit(&mut self, _batch: WriteBatch) -> Result<(), StoreError> {
+        Err(StoreError(
+            "a layered view of pending blocks cannot commit".to_owned(),
+        ))
+    }
+}
+
 const STATE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("ledger_state");
 
 /// The ledger in a redb file: one write transaction per block, durable when

@@ -1,0 +1,43 @@
+//! A block: its parent, its height, the state root its parent left, and
+//! transactions, in the canonical encoding; named by the BLAKE3 of it.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use idlegrid_ledger::SignedTransaction;
+use idlegrid_types::ContentId;
+use idlegrid_types::codec::{self, Bounded, DecodeError};
+
+/// Most transactions in one block.
+pub const BLOCK_TRANSACTIONS_MAX: usize = 20_000;
+/// Most bytes of one encoded block.
+pub const BLOCK_BYTES_MAX: usize = 8 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Block {
+    pub parent: ContentId,
+    pub height: u64,
+    /// The state root after the parent block applied.
+    pub parent_state_root: [u8; 32],
+    pub transactions: Bounded<Vec<SignedTransaction>, BLOCK_TRANSACTIONS_MAX>,
+}
+
+impl Block {
+    pub fn encode(&self) -> Vec<u8> {
+        // Every field has a fixed or bounded encoding.
+        codec::encode(self).unwrap_or_default()
+    }
+
+    /// The block's name: BLAKE3 of its encoding.
+    pub fn digest(&self) -> ContentId {
+        ContentId::of(&self.encode())
+    }
+
+    /// Decodes a block from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, BLOCK_BYTES_MAX)
+    }
+}
+
+/// The parent of height 1: named after the chain, so chains never share it.
+pub fn genesis_digest(chain_id: &str) -> ContentId {
+    ContentId::of(format!("idlegrid genesis {chain_id}").as_bytes())
+}
