@@ -217,16 +217,7 @@ impl<'s, S: Store> Overlay<'s, S> {
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
             self.store.scan_prefix(prefix)?.into_iter().collect();
-        for (key, value) in self
-            .writes
-            .range(prefix.to_vec()..)
-            .take_while(|(key, _)| key.starts_with(prefix))
-        {
-            match value {
-                Some(value) => merged.insert(key.clone(), value.clone()),
-                None => merged.remove(key),
-            };
-        }
+        crate::store::apply_under_prefix(&mut merged, &self.writes, prefix);
         Ok(merged.into_iter().collect())
     }
 

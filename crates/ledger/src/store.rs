@@ -64,6 +64,23 @@ impl Store for MemoryStore {
     }
 }
 
+/// Applies the writes of `batch` under `prefix` to `entries`.
+pub(crate) fn apply_under_prefix(
+    entries: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    batch: &WriteBatch,
+    prefix: &[u8],
+) {
+    for (key, value) in batch
+        .range(prefix.to_vec()..)
+        .take_while(|(key, _)| key.starts_with(prefix))
+    {
+        match value {
+            Some(value) => entries.insert(key.clone(), value.clone()),
+            None => entries.remove(key),
+        };
+    }
+}
+
 /// The committed store seen through the writes of blocks not yet
 /// committed (oldest first): how a node executes a block on top of a parent
 /// that is proposed or notarized but not final. Read-only: `commit` fails.
@@ -93,15 +110,7 @@ impl<S: Store> Store for Layered<'_, S> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
             self.base.scan_prefix(prefix)?.into_iter().collect();
         for layer in &self.layers {
-            for (key, value) in layer
-                .range(prefix.to_vec()..)
-                .take_while(|(key, _)| key.starts_with(prefix))
-            {
-                match value {
-                    Some(value) => merged.insert(key.clone(), value.clone()),
-                    None => merged.remove(key),
-                };
-            }
+            apply_under_prefix(&mut merged, layer, prefix);
         }
         Ok(merged.into_iter().collect())
     }
