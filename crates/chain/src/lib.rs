@@ -1,14 +1,16 @@
 //! The ledger node: orders signed transactions into blocks that
 //! `idlegrid-ledger` applies.
 //!
-//! Today this is the engine-independent half: the bounded [`Mempool`]
-//! (fee order across accounts, nonce order within one), [`Block`]s, and the
-//! [`Chain`] that proposes, verifies and finalizes them, executing blocks
-//! that are not final yet over their ancestors' writes. Consensus
-//! (commonware simplex + marshal) is not wired yet.
+//! Today: the bounded [`Mempool`] (fee order across accounts, nonce order
+//! within one), [`Block`]s, the [`Chain`] that proposes, verifies and
+//! finalizes them (executing blocks that are not final yet over their
+//! ancestors' writes), and [`engine`], the adapter through which
+//! commonware's simplex consensus and marshal order and deliver them. The
+//! validator process, epochs and the HTTP API are not built yet.
 
 mod block;
 mod chain;
+pub mod engine;
 mod mempool;
 
 pub use block::{BLOCK_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, Block, genesis_digest};
