@@ -2,38 +2,19 @@
 //! blocks that are not final yet, forks, invalid blocks, and finalized
 //! blocks delivered twice.
 
+mod common;
+
+use common::{key, ledger};
 use idlegrid_chain::{Block, Chain, ChainError, Finalized, Invalid, Mempool, MempoolConfig};
-use idlegrid_ledger::{
-    Genesis, Ledger, MemoryStore, NoReExecution, Params, SignedTransaction, Transaction, TxKind,
-};
-use idlegrid_types::Keypair;
+use idlegrid_ledger::{MemoryStore, NoReExecution, SignedTransaction};
 use idlegrid_types::codec::Bounded;
 
-const CHAIN: &str = "idlegrid-chain-test";
-
-fn key(seed: u8) -> Keypair {
-    Keypair::from_seed([seed; 32])
-}
-
 fn node() -> Chain<MemoryStore> {
-    let genesis = Genesis {
-        chain_id: CHAIN.to_owned(),
-        params: Params::default(),
-        balances: (1..=3)
-            .map(|seed| (key(seed).account_id(), 1_000))
-            .collect(),
-        validators: vec![(key(200).account_id(), 50_000)],
-    };
-    Chain::new(
-        Ledger::init(MemoryStore::default(), &genesis).expect("genesis"),
-        None,
-    )
+    Chain::new(ledger(3), None)
 }
 
 fn transfer(from: u8, nonce: u64, amount: u64) -> SignedTransaction {
-    let to = key(100).account_id();
-    let body = Transaction::new(CHAIN, nonce, 2, TxKind::Transfer { to, amount }).expect("tx");
-    key(from).sign(body)
+    common::transfer(from, nonce, 2, amount)
 }
 
 fn pool(chain: &Chain<MemoryStore>, txs: &[SignedTransaction]) -> Mempool {

@@ -25,45 +25,22 @@ use commonware_runtime::{Clock, Handle, Quota, Runner, Spawner, Supervisor, dete
 use commonware_storage::archive::immutable;
 use commonware_utils::ordered::Set;
 use commonware_utils::{NZDuration, NZU16, NZU32, NZU64, NZUsize, probability};
+mod common;
+
+use common::{key, ledger, transfer};
 use idlegrid_chain::engine::{App, EngineBlock, Finalizer, Scheme, SharedNode, node};
 use idlegrid_chain::{Mempool, MempoolConfig};
-use idlegrid_ledger::{
-    Genesis, Ledger, MemoryStore, NoReExecution, Params, SignedTransaction, Transaction, TxKind,
-};
-use idlegrid_types::Keypair;
+use idlegrid_ledger::{MemoryStore, NoReExecution, SignedTransaction};
 
-const CHAIN: &str = "idlegrid-consensus-test";
 const NAMESPACE: &[u8] = b"idlegrid-chain-test";
 const VALIDATORS: u64 = 4;
 const TRANSFERS: u64 = 24;
 const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
 
-fn key(seed: u8) -> Keypair {
-    Keypair::from_seed([seed; 32])
-}
-
 fn transfers() -> Vec<SignedTransaction> {
-    let to = key(100).account_id();
     (0..TRANSFERS)
-        .map(|index| {
-            let from = 1 + (index % 3) as u8;
-            let body = Transaction::new(CHAIN, index / 3, 2, TxKind::Transfer { to, amount: 10 })
-                .expect("tx");
-            key(from).sign(body)
-        })
+        .map(|index| transfer(1 + (index % 3) as u8, index / 3, 2, 10))
         .collect()
-}
-
-fn ledger() -> Ledger<MemoryStore> {
-    let genesis = Genesis {
-        chain_id: CHAIN.to_owned(),
-        params: Params::default(),
-        balances: (1..=3)
-            .map(|seed| (key(seed).account_id(), 1_000))
-            .collect(),
-        validators: vec![(key(200).account_id(), 50_000)],
-    };
-    Ledger::init(MemoryStore::default(), &genesis).expect("genesis")
 }
 
 fn archive<C>(prefix: &str, name: &str, cache: &CacheRef, codec_config: C) -> immutable::Config<C> {
@@ -154,7 +131,10 @@ async fn start_validator(
         )
         .await
         .expect("blocks archive");
-        let genesis = EngineBlock::genesis(CHAIN);
+        let chain_id = shared
+            .lock()
+            .map(|node| node.chain.ledger().chain_id().to_owned());
+        let genesis = EngineBlock::genesis(&chain_id.expect("node"));
         let genesis_digest = genesis.digest();
         let (actor, mailbox, _floor) = Marshal::init(
             context.child("marshal"),
@@ -293,7 +273,7 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
         let mut nodes = Vec::new();
         let mut handles = Vec::new();
         for (index, signer) in signers.iter().enumerate() {
-            let ledger = ledger();
+            let ledger = ledger(3);
             let mut mempool = Mempool::new(MempoolConfig::default());
             for tx in transfers() {
                 mempool

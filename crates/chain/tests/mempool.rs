@@ -1,38 +1,15 @@
 //! The mempool against a real ledger: what it refuses and why, fee and
 //! nonce order, its bounds, and that every block it proposes applies.
 
+mod common;
+
+use common::{key, ledger, transfer};
 use idlegrid_chain::{Mempool, MempoolConfig, Refused};
-use idlegrid_ledger::{
-    Genesis, Ledger, MemoryStore, NoReExecution, Params, Rejection, SignedTransaction, Transaction,
-    TxKind,
-};
-use idlegrid_types::{AccountId, Keypair};
+use idlegrid_ledger::{Ledger, MemoryStore, NoReExecution, Rejection, SignedTransaction};
+use idlegrid_types::AccountId;
 use proptest::prelude::*;
 
-const CHAIN: &str = "idlegrid-mempool-test";
 const START: u64 = 1_000;
-
-fn key(seed: u8) -> Keypair {
-    Keypair::from_seed([seed; 32])
-}
-
-fn ledger(accounts: u8) -> Ledger<MemoryStore> {
-    let genesis = Genesis {
-        chain_id: CHAIN.to_owned(),
-        params: Params::default(),
-        balances: (1..=accounts)
-            .map(|seed| (key(seed).account_id(), START))
-            .collect(),
-        validators: vec![(key(200).account_id(), 50_000)],
-    };
-    Ledger::init(MemoryStore::default(), &genesis).expect("genesis")
-}
-
-fn transfer(from: u8, nonce: u64, fee: u64, amount: u64) -> SignedTransaction {
-    let to: AccountId = key(100).account_id();
-    let body = Transaction::new(CHAIN, nonce, fee, TxKind::Transfer { to, amount }).expect("tx");
-    key(from).sign(body)
-}
 
 fn insert(
     pool: &mut Mempool,
