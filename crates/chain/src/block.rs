@@ -37,7 +37,20 @@ impl Block {
     }
 }
 
-/// The parent of height 1: named after the chain, so chains never share it.
+impl Block {
+    /// Height 0: the parent of the first block, holding nothing; its own
+    /// parent is named after the chain, so chains never share it.
+    pub fn genesis(chain_id: &str) -> Self {
+        Self {
+            parent: ContentId::of(format!("idlegrid genesis {chain_id}").as_bytes()),
+            height: 0,
+            parent_state_root: [0; 32],
+            transactions: Bounded::default(),
+        }
+    }
+}
+
+/// The digest of the genesis block: the parent of height 1.
 pub fn genesis_digest(chain_id: &str) -> ContentId {
-    ContentId::of(format!("idlegrid genesis {chain_id}").as_bytes())
+    Block::genesis(chain_id).digest()
 }

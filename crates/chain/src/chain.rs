@@ -37,6 +37,8 @@ pub enum ChainError {
         expected: ContentId,
         found: ContentId,
     },
+    #[error("the ledger is at height {height} but does not record which block it applied there")]
+    UnknownTip { height: u64 },
     #[error("block {height} applied to state root {applied}, but it was verified as {verified}")]
     Diverged {
         height: u64,
@@ -78,17 +80,22 @@ fn hex(root: &[u8; 32]) -> String {
 }
 
 impl<S: Store> Chain<S> {
-    /// A chain whose last finalized block is `tip` (the genesis digest for a
-    /// fresh ledger).
-    pub fn new(ledger: Ledger<S>, tip: Option<ContentId>) -> Self {
-        let tip = tip.unwrap_or_else(|| genesis_digest(ledger.chain_id()));
-        Self {
+    /// A chain over a ledger: its tip is the last block the ledger applied
+    /// (the genesis digest for a fresh ledger).
+    pub fn new(ledger: Ledger<S>) -> Result<Self, ChainError> {
+        let tip = match ledger.height() {
+            0 => genesis_digest(ledger.chain_id()),
+            height => ledger
+                .block_id(height)?
+                .ok_or(ChainError::UnknownTip { height })?,
+        };
+        Ok(Self {
             ledger,
             tip,
             pending: HashMap::new(),
             transactions_max: BLOCK_TRANSACTIONS_MAX,
             bytes_max: BLOCK_BYTES_MAX,
-        }
+        })
     }
 
     /// Limits blocks this node proposes and accepts (at most the protocol's).
@@ -104,6 +111,12 @@ impl<S: Store> Chain<S> {
 
     pub fn tip(&self) -> ContentId {
         self.tip
+    }
+
+    /// Whether `digest` is the tip or a pending block (a block on it can be
+    /// checked).
+    pub fn knows(&self, digest: &ContentId) -> bool {
+        *digest == self.tip || self.pending.contains_key(digest)
     }
 
     /// Blocks verified but not final.
@@ -225,9 +238,9 @@ impl<S: Store> Chain<S> {
                 found: digest,
             });
         }
-        let outcome = self
-            .ledger
-            .apply_block(block.height, &block.transactions, executor)?;
+        let outcome =
+            self.ledger
+                .apply_named_block(digest, block.height, &block.transactions, executor)?;
         if let Some(pending) = self.pending.get(&digest)
             && pending.state_root != outcome.state_root
         {

@@ -3,29 +3,43 @@
 //! and the reporter that applies finalized blocks. Every commonware type
 //! the rest of idlegrid touches stays in this module.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use commonware_actor::Feedback;
-use commonware_codec::{Buf, EncodeSize, Error as CodecError, RangeCfg, Read, Write};
-use commonware_consensus::marshal::Update;
+use commonware_broadcast::buffered;
+use commonware_codec::{Buf, DecodeExt, EncodeSize, Error as CodecError, RangeCfg, Read, Write};
 use commonware_consensus::marshal::ancestry::Ancestry;
+use commonware_consensus::marshal::resolver::p2p as marshal_resolver;
+use commonware_consensus::marshal::standard::{Inline, Standard};
+use commonware_consensus::marshal::{self, Identifier, Start, Update};
+use commonware_consensus::simplex::elector::RoundRobin;
 use commonware_consensus::simplex::scheme::ed25519 as ed25519_scheme;
 use commonware_consensus::simplex::types::Context;
-use commonware_consensus::types::Height;
+use commonware_consensus::simplex::{self, Floor, ForwardPolicy, SkipBudget, SkipPolicy};
+use commonware_consensus::types::{Epoch, FixedEpocher, Height, ViewDelta};
 use commonware_consensus::{Application, BoundedBlock, Heightable, Reporter};
 use commonware_cryptography::blake3::Digest;
-use commonware_cryptography::ed25519::PublicKey;
-use commonware_cryptography::{Digested, Digestible};
-use commonware_utils::Acknowledgement;
+use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
+use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
+use commonware_cryptography::sha256::Sha256;
+use commonware_cryptography::{Digested, Digestible, Signer as _};
+use commonware_p2p::{Blocker, Provider, Receiver, Recipients, Sender};
+use commonware_parallel::Sequential;
+use commonware_runtime::buffer::paged::CacheRef;
+use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
+use commonware_storage::archive::immutable;
+use commonware_utils::ordered::Set;
+use commonware_utils::{Acknowledgement, NZDuration, NZU16, NZU64, NZUsize, NonZeroDuration};
 use futures::StreamExt;
-use idlegrid_ledger::{Ledger, Store};
-use idlegrid_types::codec::Bounded;
-use idlegrid_types::{ContentId, ReExecute};
+use idlegrid_ledger::{SignedTransaction, Store};
+use idlegrid_types::codec::{Bounded, decode, encode};
+use idlegrid_types::{AccountId, ContentId};
 
 use crate::block::{BLOCK_BYTES_MAX, Block};
-use crate::chain::{Chain, Finalized};
-use crate::mempool::Mempool;
+use crate::chain::Finalized;
+use crate::node::{Node, SharedNode};
 
 /// The signing scheme of votes and certificates.
 pub type Scheme = ed25519_scheme::Scheme;
@@ -40,21 +54,12 @@ pub struct EngineBlock(pub Block);
 impl EngineBlock {
     /// Height 0: the parent of the first block, holding nothing.
     pub fn genesis(chain_id: &str) -> Self {
-        Self(Block {
-            parent: crate::block::genesis_digest(chain_id),
-            height: 0,
-            parent_state_root: [0; 32],
-            transactions: Bounded::default(),
-        })
+        Self(Block::genesis(chain_id))
     }
 }
 
 fn digest_of(id: ContentId) -> Digest {
     Digest(*id.as_bytes())
-}
-
-fn id_of(digest: &Digest) -> ContentId {
-    ContentId::from_bytes(digest.0)
 }
 
 impl Write for EngineBlock {
@@ -107,25 +112,6 @@ impl BoundedBlock for EngineBlock {
     }
 }
 
-/// A validator's chain state and mempool, shared by the consensus tasks.
-pub struct Node<S: Store> {
-    pub chain: Chain<S>,
-    pub mempool: Mempool,
-    pub executor: Box<dyn ReExecute + Send>,
-}
-
-impl<S: Store> std::fmt::Debug for Node<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node")
-            .field("height", &self.chain.ledger().height())
-            .field("pending", &self.mempool.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// The node as the engine's tasks share it.
-pub type SharedNode<S> = Arc<Mutex<Node<S>>>;
-
 /// The application simplex (through marshal) asks to propose and verify.
 #[derive(Debug)]
 pub struct App<S: Store> {
@@ -159,7 +145,9 @@ impl<E: Send + 'static, S: Store + Send + 'static> Application<E> for App<S> {
         _input: (),
     ) -> Option<Digested<EngineBlock>> {
         // The first block of the ancestry is the parent.
-        let parent = ancestry.next().await?;
+        let parent = ancestry.next().await?.inner().0.clone();
+        let parent_digest = parent.digest();
+        self.verify_chain(parent, &mut ancestry).await?;
         let Ok(mut node) = self.node.lock() else {
             return None;
         };
@@ -167,8 +155,9 @@ impl<E: Send + 'static, S: Store + Send + 'static> Application<E> for App<S> {
             chain,
             mempool,
             executor,
+            ..
         } = &mut *node;
-        match chain.propose(id_of(&parent.digest()), mempool, executor.as_ref()) {
+        match chain.propose(parent_digest, mempool, executor.as_ref()) {
             Ok(block) => {
                 let block = EngineBlock(block);
                 let digest = block.digest();
@@ -186,23 +175,68 @@ impl<E: Send + 'static, S: Store + Send + 'static> Application<E> for App<S> {
         _context: (E, RoundContext),
         mut ancestry: impl Ancestry<EngineBlock>,
     ) -> bool {
-        // The first block is the one to verify, then its parent.
+        // The first block is the one to verify, then its ancestors.
         let Some(block) = ancestry.next().await else {
             return false;
         };
-        let Ok(mut node) = self.node.lock() else {
-            return false;
-        };
+        self.verify_chain(block.inner().0.clone(), &mut ancestry)
+            .await
+            .is_some()
+    }
+}
+
+/// The most unknown ancestors a node verifies to reach a block (after a
+/// restart, the notarized blocks above its last finalized one).
+const ANCESTRY_MAX: usize = 256;
+
+impl<S: Store> App<S> {
+    /// Verifies `block` and, first, those of its ancestors this node has
+    /// not seen (a restarted node knows only its finalized tip).
+    async fn verify_chain(
+        &self,
+        block: Block,
+        ancestry: &mut impl Ancestry<EngineBlock>,
+    ) -> Option<()> {
+        let mut blocks = vec![block];
+        loop {
+            let oldest = blocks.last()?;
+            let (known, parent_known, finalized) = {
+                let node = self.node.lock().ok()?;
+                (
+                    node.chain.knows(&oldest.digest()),
+                    node.chain.knows(&oldest.parent),
+                    node.ledger().height(),
+                )
+            };
+            if known {
+                blocks.pop();
+                break;
+            }
+            if parent_known {
+                break;
+            }
+            // An unknown parent at or below the finalized height is on a
+            // fork that can never be final.
+            if oldest.height <= finalized + 1 || blocks.len() >= ANCESTRY_MAX {
+                tracing::info!(
+                    height = oldest.height,
+                    "voting against a block on an unknown branch"
+                );
+                return None;
+            }
+            blocks.push(ancestry.next().await?.inner().0.clone());
+        }
+        let mut node = self.node.lock().ok()?;
         let Node {
             chain, executor, ..
         } = &mut *node;
-        match chain.verify(&block.inner().0, executor.as_ref()) {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::info!(%error, height = block.inner().0.height, "voting against a block");
-                false
+        for block in blocks.iter().rev() {
+            if let Err(error) = chain.verify(block, executor.as_ref()) {
+                tracing::info!(%error, height = block.height, "voting against a block");
+                return None;
             }
         }
+        Some(())
     }
 }
 
@@ -243,6 +277,7 @@ impl<S: Store + Send + 'static> Reporter for Finalizer<S> {
             chain,
             mempool,
             executor,
+            ..
         } = &mut *node;
         let block = &block.inner().0;
         match chain.finalize(block, executor.as_ref()) {
@@ -264,17 +299,455 @@ impl<S: Store + Send + 'static> Reporter for Finalizer<S> {
     }
 }
 
-/// The ledger a node starts from, with the chain tip it is at.
-pub fn node<S: Store>(
-    ledger: Ledger<S>,
-    mempool: Mempool,
-    executor: Box<dyn ReExecute + Send>,
-) -> SharedNode<S> {
-    let genesis = EngineBlock::genesis(ledger.chain_id());
-    let tip = (ledger.height() == 0).then(|| genesis.0.digest());
-    Arc::new(Mutex::new(Node {
-        chain: Chain::new(ledger, tip),
-        mempool,
-        executor,
-    }))
+/// The p2p channels a validator uses, in registration order.
+pub mod channel {
+    pub const VOTES: u64 = 0;
+    pub const CERTIFICATES: u64 = 1;
+    pub const REQUESTS: u64 = 2;
+    pub const BROADCAST: u64 = 3;
+    pub const BACKFILL: u64 = 4;
+    /// Transactions one validator accepted, relayed to the others.
+    pub const TRANSACTIONS: u64 = 5;
+    pub const ALL: [u64; 6] = [
+        VOTES,
+        CERTIFICATES,
+        REQUESTS,
+        BROADCAST,
+        BACKFILL,
+        TRANSACTIONS,
+    ];
+}
+
+/// A channel's sending and receiving halves.
+pub type Channel<S, R> = (S, R);
+
+/// The channels of [`channel::ALL`], registered on a p2p network.
+#[derive(Debug)]
+pub struct Channels<S, R> {
+    pub votes: Channel<S, R>,
+    pub certificates: Channel<S, R>,
+    pub requests: Channel<S, R>,
+    pub broadcast: Channel<S, R>,
+    pub backfill: Channel<S, R>,
+    pub transactions: Channel<S, R>,
+}
+
+/// The most transactions one relay message carries.
+pub const RELAY_TRANSACTIONS_MAX: usize = 4_096;
+/// The most bytes of one relay message.
+pub const RELAY_BYTES_MAX: usize = 2 << 20;
+
+/// How often a validator with nothing to relay says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The largest message any channel carries, for `validators` validators.
+pub fn max_message_size(validators: u32) -> u32 {
+    commonware_p2p::max_message_size(&[
+        simplex::max_payload_size::<Scheme, Digest>(validators),
+        marshal::max_payload_size::<Standard<EngineBlock>, Scheme>(validators, &()),
+        RELAY_BYTES_MAX,
+    ])
+}
+
+/// The consensus key of a node: the same ed25519 key as its account.
+pub fn private_key(seed: [u8; 32]) -> PrivateKey {
+    // Thirty-two bytes are always a valid ed25519 seed.
+    PrivateKey::decode(Bytes::copy_from_slice(&seed)).expect("an ed25519 seed is 32 bytes")
+}
+
+/// An account as a consensus participant.
+pub fn public_key(account: &AccountId) -> Result<PublicKey, EngineError> {
+    PublicKey::decode(Bytes::copy_from_slice(account.as_bytes()))
+        .map_err(|_| EngineError::BadKey(account.to_string()))
+}
+
+/// A consensus participant as an account.
+pub fn account_of(key: &PublicKey) -> AccountId {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(key.as_ref());
+    AccountId::from_bytes(bytes)
+}
+
+/// Why a validator's engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("`{0}` is not a usable ed25519 key")]
+    BadKey(String),
+    #[error("the ledger names no validators")]
+    NoValidators,
+    #[error("the ledger lists a validator twice")]
+    DuplicateValidator,
+    #[error("this node's key {0} is not in the validator set")]
+    NotAValidator(AccountId),
+    #[error("the node's state is unavailable (a task panicked while holding it)")]
+    Poisoned,
+    #[error("the ledger could not be read: {0}")]
+    Ledger(String),
+    #[error("storage for {what} could not be opened: {error}")]
+    Storage { what: &'static str, error: String },
+}
+
+/// The validator set at genesis: every account with validator stake, in
+/// key order (the order simplex's leader rotation follows).
+pub fn validator_set<S: Store>(node: &SharedNode<S>) -> Result<Set<PublicKey>, EngineError> {
+    let node = node.lock().map_err(|_| EngineError::Poisoned)?;
+    let validators = node
+        .ledger()
+        .validators()
+        .map_err(|error| EngineError::Ledger(error.to_string()))?;
+    if validators.is_empty() {
+        return Err(EngineError::NoValidators);
+    }
+    let keys = validators
+        .iter()
+        .map(|(account, _)| public_key(account))
+        .collect::<Result<Vec<_>, _>>()?;
+    Set::try_from(keys).map_err(|_| EngineError::DuplicateValidator)
+}
+
+/// How a validator's engine is tuned (the defaults suit a LAN or loopback).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Separates this chain's signatures from every other's.
+    pub namespace: Vec<u8>,
+    /// Prefix of every storage partition (one validator may share a
+    /// directory with others in tests).
+    pub partition_prefix: String,
+    pub leader_timeout: Duration,
+    pub certification_timeout: Duration,
+    pub timeout_retry: Duration,
+    pub fetch_timeout: Duration,
+    /// How often accepted transactions are relayed to the other validators.
+    pub relay_interval: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(chain_id: &str) -> Self {
+        Self {
+            namespace: format!("idlegrid-chain:{chain_id}").into_bytes(),
+            partition_prefix: "idlegrid".to_owned(),
+            leader_timeout: Duration::from_secs(1),
+            certification_timeout: Duration::from_secs(2),
+            timeout_retry: Duration::from_secs(5),
+            fetch_timeout: Duration::from_secs(2),
+            relay_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+type Mailbox = marshal::core::Mailbox<Scheme, Standard<EngineBlock>>;
+
+/// Finalized blocks, as marshal stores them.
+#[derive(Clone)]
+pub struct Blocks {
+    mailbox: Mailbox,
+}
+
+impl std::fmt::Debug for Blocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blocks").finish_non_exhaustive()
+    }
+}
+
+impl Blocks {
+    /// The finalized block at `height`, if this validator stores it.
+    pub async fn at(&self, height: u64) -> Option<Block> {
+        self.mailbox
+            .get_block(Identifier::Height(Height::new(height)))
+            .await
+            .map(|block| block.inner().0.clone())
+    }
+
+    /// The highest finalized height this validator knows of (it may not
+    /// have applied it yet).
+    pub async fn finalized_height(&self) -> Option<u64> {
+        self.mailbox
+            .get_info(Identifier::Latest)
+            .await
+            .map(|(height, _)| height.get())
+    }
+}
+
+/// A started validator: the consensus engine's task and the block store.
+pub struct Running {
+    pub engine: Handle<()>,
+    pub blocks: Blocks,
+}
+
+fn archive<C>(prefix: &str, name: &str, cache: &CacheRef, codec_config: C) -> immutable::Config<C> {
+    immutable::Config {
+        metadata_partition: format!("{prefix}-{name}-metadata"),
+        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
+        freezer_table_initial_size: 64,
+        freezer_table_resize_frequency: 10,
+        freezer_table_resize_chunk_size: 10,
+        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
+        freezer_key_page_cache: cache.clone(),
+        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
+        freezer_value_target_size: 1 << 20,
+        freezer_value_compression: None,
+        ordinal_partition: format!("{prefix}-{name}-ordinal"),
+        items_per_section: NZU64!(1024),
+        codec_config,
+        replay_buffer: NZUsize!(1 << 16),
+        freezer_key_write_buffer: NZUsize!(1 << 16),
+        freezer_value_write_buffer: NZUsize!(1 << 16),
+        ordinal_write_buffer: NZUsize!(1 << 16),
+    }
+}
+
+/// Starts a validator over its shared node: the transaction relay,
+/// marshal (finalized blocks, backfill from peers, delivery to the ledger
+/// exactly once) and one simplex engine over the ledger's validator set.
+/// `peers` tells who is in the set; `blocker` disconnects a peer that
+/// misbehaves.
+pub async fn start<E, P, Bl, S, R, St>(
+    context: E,
+    config: &EngineConfig,
+    signer: PrivateKey,
+    node: SharedNode<St>,
+    peers: P,
+    blocker: Bl,
+    channels: Channels<S, R>,
+) -> Result<Running, EngineError>
+where
+    E: Spawner + Clock + Storage + Metrics + rand_core::CryptoRng,
+    P: Provider<PublicKey = PublicKey>,
+    Bl: Blocker<PublicKey = PublicKey>,
+    S: Sender<PublicKey = PublicKey>,
+    R: Receiver<PublicKey = PublicKey>,
+    St: Store + Send + 'static,
+{
+    let me = signer.public_key();
+    let participants = validator_set(&node)?;
+    if participants.position(&me).is_none() {
+        return Err(EngineError::NotAValidator(account_of(&me)));
+    }
+    let chain_id = node
+        .lock()
+        .map_err(|_| EngineError::Poisoned)?
+        .ledger()
+        .chain_id()
+        .to_owned();
+    let scheme = Scheme::signer(&config.namespace, participants, signer)
+        .ok_or_else(|| EngineError::NotAValidator(account_of(&me)))?;
+    let prefix = &config.partition_prefix;
+    let cache = CacheRef::new(NZU16!(4096), NZUsize!(1024));
+    // One epoch for now: the validator set is the genesis set.
+    let epocher = FixedEpocher::new(NZU64!(1 << 40));
+    start_relay(
+        context.child("relay"),
+        config.relay_interval,
+        node.clone(),
+        channels.transactions,
+    );
+    let resolver = marshal_resolver::init(
+        context.child("marshal_resolver"),
+        marshal_resolver::Config {
+            public_key: me.clone(),
+            peer_provider: peers.clone(),
+            blocker: blocker.clone(),
+            mailbox_size: NZUsize!(1024),
+            fetch_timeout: NonZeroDuration::new(config.fetch_timeout)
+                .unwrap_or(NZDuration!(Duration::from_secs(2))),
+            fetch_retry_delay: Duration::from_millis(100),
+            priority_requests: false,
+            priority_responses: false,
+        },
+        channels.backfill,
+    );
+    let (buffer_engine, buffer) = buffered::Engine::new(
+        context.child("buffer"),
+        buffered::Config {
+            public_key: me.clone(),
+            mailbox_size: NZUsize!(1024),
+            deque_size: 10,
+            priority: false,
+            codec_config: (),
+            peer_provider: peers,
+            strategy: Sequential,
+        },
+    );
+    buffer_engine.start(channels.broadcast);
+    let storage = |what: &'static str| {
+        move |error: commonware_storage::archive::Error| EngineError::Storage {
+            what,
+            error: error.to_string(),
+        }
+    };
+    let finalizations = immutable::Archive::init(
+        context.child("finalizations"),
+        archive(
+            prefix,
+            "finalizations",
+            &cache,
+            Scheme::certificate_codec_config_unbounded(),
+        ),
+    )
+    .await
+    .map_err(storage("finalizations"))?;
+    let blocks = immutable::Archive::init(
+        context.child("blocks"),
+        archive(prefix, "blocks", &cache, ()),
+    )
+    .await
+    .map_err(storage("blocks"))?;
+    let genesis = EngineBlock::genesis(&chain_id);
+    let genesis_digest = genesis.digest();
+    let (actor, mailbox, _floor) = marshal::core::Actor::init(
+        context.child("marshal"),
+        finalizations,
+        blocks,
+        marshal::Config {
+            provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
+            epocher: epocher.clone(),
+            start: Start::Genesis(Digested::precomputed(genesis, genesis_digest)),
+            partition_prefix: format!("{prefix}-marshal"),
+            mailbox_size: NZUsize!(1024),
+            view_retention: ViewDelta::new(256),
+            prunable_items_per_section: NZU64!(1024),
+            page_cache: cache.clone(),
+            replay_buffer: NZUsize!(1 << 16),
+            key_write_buffer: NZUsize!(1 << 16),
+            value_write_buffer: NZUsize!(1 << 16),
+            block_codec_config: (),
+            max_repair: NZUsize!(16),
+            max_pending_acks: NZUsize!(16),
+            strategy: Sequential,
+        },
+    )
+    .await;
+    actor.start(Finalizer::new(node.clone()), buffer, resolver);
+    let inline = Inline::new(
+        context.child("inline"),
+        App::new(node),
+        mailbox.clone(),
+        epocher,
+    );
+    let engine = simplex::Engine::new(
+        context.child("simplex"),
+        simplex::Config {
+            scheme,
+            elector: RoundRobin::<Sha256>::default(),
+            blocker,
+            automaton: inline.clone(),
+            relay: inline.clone(),
+            reporter: inline,
+            strategy: Sequential,
+            partition: format!("{prefix}-simplex"),
+            mailbox_size: NZUsize!(1024),
+            epoch: Epoch::zero(),
+            floor: Floor::Genesis(genesis_digest),
+            replay_buffer: NZUsize!(1 << 20),
+            write_buffer: NZUsize!(1 << 20),
+            page_cache: cache,
+            leader_timeout: config.leader_timeout,
+            certification_timeout: config.certification_timeout,
+            timeout_retry: config.timeout_retry,
+            view_retention: ViewDelta::new(256),
+            skip: SkipPolicy::Enabled {
+                timeout: config.timeout_retry * 2,
+                budget: SkipBudget::Participants,
+            },
+            fetch_timeout: NonZeroDuration::new(config.fetch_timeout)
+                .unwrap_or(NZDuration!(Duration::from_secs(2))),
+            fetch_retry_delay: Duration::from_millis(100),
+            forward: ForwardPolicy::SilentLeader,
+            track_historical_votes: false,
+        },
+    );
+    let (votes, certificates, requests) =
+        (channels.votes, channels.certificates, channels.requests);
+    Ok(Running {
+        engine: engine.start(votes, certificates, requests),
+        blocks: Blocks { mailbox },
+    })
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+/// Relays transactions this validator accepted to the others, and takes in
+/// theirs; a relay message is a bounded list of signed transactions.
+fn start_relay<E, S, R, St>(
+    context: E,
+    interval: Duration,
+    node: SharedNode<St>,
+    (mut sender, mut receiver): Channel<S, R>,
+) where
+    E: Spawner + Clock,
+    S: Sender<PublicKey = PublicKey>,
+    R: Receiver<PublicKey = PublicKey>,
+    St: Store + Send + 'static,
+{
+    let outgoing = node.clone();
+    context.child("out").spawn(move |context| async move {
+        // An empty message now and then tells the others this validator
+        // is alive even when it has nothing to relay.
+        let heartbeat = (HEARTBEAT.as_millis() / interval.as_millis().max(1)).max(1);
+        let mut quiet = 0u128;
+        loop {
+            context.sleep(interval).await;
+            let Ok(batch) = outgoing.lock().map(|mut node| node.take_outbox()) else {
+                return;
+            };
+            let mut messages = relay_messages(batch);
+            quiet += 1;
+            if messages.is_empty() && quiet >= heartbeat {
+                messages.extend(encode(&Vec::<SignedTransaction>::new()).ok());
+            }
+            if !messages.is_empty() {
+                quiet = 0;
+            }
+            for message in messages {
+                sender.send(Recipients::All, message, false);
+            }
+        }
+    });
+    context.child("in").spawn(move |_| async move {
+        while let Ok((from, message)) = receiver.recv().await {
+            let Ok(batch) = decode::<Bounded<Vec<SignedTransaction>, RELAY_TRANSACTIONS_MAX>>(
+                message.as_ref(),
+                RELAY_BYTES_MAX,
+            ) else {
+                tracing::debug!(peer = %account_of(&from), "malformed relay message");
+                continue;
+            };
+            let Ok(mut node) = node.lock() else {
+                return;
+            };
+            node.heard_from(account_of(&from));
+            for transaction in batch.into_inner() {
+                // Refusals are expected (the same transaction from several
+                // peers, or already in a block) and cost the sender nothing.
+                let _ = node.relayed(transaction);
+            }
+        }
+    });
+}
+
+/// Splits transactions into relay messages within the relay bounds.
+fn relay_messages(batch: Vec<SignedTransaction>) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    let mut current: Vec<SignedTransaction> = Vec::new();
+    let mut bytes = 16;
+    for transaction in batch {
+        let size = encode(&transaction).map_or(usize::MAX, |encoded| encoded.len());
+        if size > RELAY_BYTES_MAX / 2 {
+            continue;
+        }
+        if current.len() == RELAY_TRANSACTIONS_MAX || bytes + size > RELAY_BYTES_MAX {
+            messages.extend(encode(&std::mem::take(&mut current)).ok());
+            bytes = 16;
+        }
+        bytes += size;
+        current.push(transaction);
+    }
+    if !current.is_empty() {
+        messages.extend(encode(&current).ok());
+    }
+    messages
 }

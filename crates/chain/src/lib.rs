@@ -12,7 +12,10 @@ mod block;
 mod chain;
 pub mod engine;
 mod mempool;
+mod node;
+pub mod validator;
 
 pub use block::{BLOCK_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, Block, genesis_digest};
 pub use chain::{Chain, ChainError, Finalized, Invalid};
 pub use mempool::{Mempool, MempoolConfig, Refused};
+pub use node::{Node, OUTBOX_MAX, SharedNode, TxStatus, shared};

@@ -2,7 +2,7 @@
 //! account; proposed in fee order across accounts and nonce order within
 //! one.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use idlegrid_ledger::{
     Ledger, LedgerError, Rejection, Selection, SignedTransaction, Store, transaction_hash,
@@ -70,6 +70,9 @@ struct Pending {
     bytes: usize,
 }
 
+/// How many dropped transactions the pool remembers the reason for.
+const DROPPED_REMEMBERED: usize = 65_536;
+
 /// The pool. Deterministic: the same inserts give the same proposals.
 #[derive(Debug, Default)]
 pub struct Mempool {
@@ -79,6 +82,9 @@ pub struct Mempool {
     /// (fee, hash) of everything pending: the cheapest is evicted first.
     by_fee: BTreeSet<(u64, ContentId)>,
     bytes: usize,
+    /// Why recently dropped transactions left (bounded, oldest forgotten).
+    dropped: HashMap<ContentId, Rejection>,
+    dropped_order: VecDeque<ContentId>,
 }
 
 impl Mempool {
@@ -103,6 +109,39 @@ impl Mempool {
 
     pub fn contains(&self, hash: &ContentId) -> bool {
         self.hashes.contains_key(hash)
+    }
+
+    /// Why a transaction that was pending left the pool without a block,
+    /// if it did so recently.
+    pub fn dropped(&self, hash: &ContentId) -> Option<&Rejection> {
+        self.dropped.get(hash)
+    }
+
+    /// The first nonce at or after `from` (the account's next nonce on the
+    /// ledger) that no pending transaction of `account` holds: the nonce
+    /// its next new transaction should carry.
+    pub fn next_nonce(&self, account: &AccountId, from: u64) -> u64 {
+        let mut next = from;
+        if let Some(held) = self.accounts.get(account) {
+            for nonce in held.range(from..).map(|(nonce, _)| *nonce) {
+                if nonce != next {
+                    break;
+                }
+                next += 1;
+            }
+        }
+        next
+    }
+
+    fn remember_dropped(&mut self, hash: ContentId, rejection: Rejection) {
+        if self.dropped.insert(hash, rejection).is_none() {
+            self.dropped_order.push_back(hash);
+        }
+        while self.dropped_order.len() > DROPPED_REMEMBERED {
+            if let Some(old) = self.dropped_order.pop_front() {
+                self.dropped.remove(&old);
+            }
+        }
     }
 
     /// Takes a transaction in, or says why not. The next transaction of an
@@ -262,8 +301,9 @@ impl Mempool {
             }
         }
         let selection = ledger.select(ordered, max_count, max_bytes, executor)?;
-        for (hash, _) in &selection.dropped {
+        for (hash, rejection) in &selection.dropped {
             self.remove(hash);
+            self.remember_dropped(*hash, rejection.clone());
         }
         Ok(selection)
     }

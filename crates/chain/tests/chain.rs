@@ -10,7 +10,7 @@ use idlegrid_ledger::{MemoryStore, NoReExecution, SignedTransaction};
 use idlegrid_types::codec::Bounded;
 
 fn node() -> Chain<MemoryStore> {
-    Chain::new(ledger(3), None)
+    Chain::new(ledger(3)).expect("a fresh chain")
 }
 
 fn transfer(from: u8, nonce: u64, amount: u64) -> SignedTransaction {

@@ -5,37 +5,43 @@
 
 use std::time::Duration;
 
-use commonware_broadcast::buffered;
-use commonware_consensus::marshal::core::Actor as Marshal;
-use commonware_consensus::marshal::resolver::p2p as marshal_resolver;
-use commonware_consensus::marshal::standard::{Inline, Standard};
-use commonware_consensus::marshal::{self, Start};
-use commonware_consensus::simplex::elector::RoundRobin;
-use commonware_consensus::simplex::{self, Floor, ForwardPolicy, SkipBudget, SkipPolicy};
-use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
-use commonware_cryptography::blake3::Digest;
-use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
+use commonware_cryptography::Signer;
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
-use commonware_cryptography::sha256::Sha256;
-use commonware_cryptography::{Digested, Digestible, Signer};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_parallel::Sequential;
-use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Quota, Runner, Spawner, Supervisor, deterministic};
-use commonware_storage::archive::immutable;
-use commonware_utils::ordered::Set;
-use commonware_utils::{NZDuration, NZU16, NZU32, NZU64, NZUsize, probability};
+use commonware_utils::{NZU32, NZUsize, probability};
+// This test builds its own genesis (its validators are its consensus keys).
+#[expect(dead_code)]
 mod common;
 
-use common::{key, ledger, transfer};
-use idlegrid_chain::engine::{App, EngineBlock, Finalizer, Scheme, SharedNode, node};
-use idlegrid_chain::{Mempool, MempoolConfig};
+use common::{CHAIN, key, transfer};
+use idlegrid_chain::engine::{
+    Channels, EngineConfig, account_of, channel, max_message_size, start,
+};
+use idlegrid_chain::{Chain, Mempool, MempoolConfig, SharedNode, shared};
+use idlegrid_ledger::{Genesis, Ledger, Params};
 use idlegrid_ledger::{MemoryStore, NoReExecution, SignedTransaction};
 
-const NAMESPACE: &[u8] = b"idlegrid-chain-test";
 const VALIDATORS: u64 = 4;
 const TRANSFERS: u64 = 24;
 const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
+
+/// A ledger whose validators are the test's consensus keys and where
+/// accounts 1 to 3 hold 1,000 each.
+fn ledger(validators: &[PublicKey]) -> Ledger<MemoryStore> {
+    let genesis = Genesis {
+        chain_id: CHAIN.to_owned(),
+        params: Params::default(),
+        balances: (1..=3)
+            .map(|seed| (key(seed).account_id(), 1_000))
+            .collect(),
+        validators: validators
+            .iter()
+            .map(|key| (account_of(key), 50_000))
+            .collect(),
+    };
+    Ledger::init(MemoryStore::default(), &genesis).expect("genesis")
+}
 
 fn transfers() -> Vec<SignedTransaction> {
     (0..TRANSFERS)
@@ -43,158 +49,40 @@ fn transfers() -> Vec<SignedTransaction> {
         .collect()
 }
 
-fn archive<C>(prefix: &str, name: &str, cache: &CacheRef, codec_config: C) -> immutable::Config<C> {
-    immutable::Config {
-        metadata_partition: format!("{prefix}-{name}-metadata"),
-        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
-        freezer_table_initial_size: 64,
-        freezer_table_resize_frequency: 10,
-        freezer_table_resize_chunk_size: 10,
-        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
-        freezer_key_page_cache: cache.clone(),
-        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
-        freezer_value_target_size: 1 << 20,
-        freezer_value_compression: None,
-        ordinal_partition: format!("{prefix}-{name}-ordinal"),
-        items_per_section: NZU64!(1024),
-        codec_config,
-        replay_buffer: NZUsize!(1 << 16),
-        freezer_key_write_buffer: NZUsize!(1 << 16),
-        freezer_value_write_buffer: NZUsize!(1 << 16),
-        ordinal_write_buffer: NZUsize!(1 << 16),
-    }
-}
-
-/// Starts one validator: marshal with its archives, resolver and broadcast
-/// buffer, and one simplex engine (one epoch for the whole test).
+/// Starts one validator through the library's engine wiring, over the
+/// simulated network.
 async fn start_validator(
     context: deterministic::Context,
     oracle: &Oracle<PublicKey, deterministic::Context>,
     signer: PrivateKey,
-    participants: Set<PublicKey>,
     shared: SharedNode<MemoryStore>,
 ) -> Handle<()> {
     let me = signer.public_key();
     let control = oracle.control(me.clone());
-    let votes = control.register(0, QUOTA).await.expect("votes");
-    let certificates = control.register(1, QUOTA).await.expect("certificates");
-    let requests = control.register(2, QUOTA).await.expect("requests");
-    let broadcast = control.register(3, QUOTA).await.expect("broadcast");
-    let backfill = control.register(4, QUOTA).await.expect("backfill");
+    let mut registered = Vec::new();
+    for id in channel::ALL {
+        registered.push(control.register(id, QUOTA).await.expect("channel"));
+    }
+    let mut registered = registered.into_iter();
+    let mut next = || registered.next().expect("six channels");
+    let channels = Channels {
+        votes: next(),
+        certificates: next(),
+        requests: next(),
+        broadcast: next(),
+        backfill: next(),
+        transactions: next(),
+    };
     let manager = oracle.manager();
-    let prefix = format!("validator-{me}");
+    let mut config = EngineConfig::new(CHAIN);
+    config.partition_prefix = format!("validator-{me}");
     context.spawn(move |context| async move {
-        let scheme = Scheme::signer(NAMESPACE, participants, signer).expect("a participant");
-        let cache = CacheRef::new(NZU16!(4096), NZUsize!(64));
-        let epocher = FixedEpocher::new(NZU64!(1_000_000));
-        let resolver = marshal_resolver::init(
-            context.child("marshal_resolver"),
-            marshal_resolver::Config {
-                public_key: me.clone(),
-                peer_provider: manager.clone(),
-                blocker: control.clone(),
-                mailbox_size: NZUsize!(1024),
-                fetch_timeout: NZDuration!(Duration::from_secs(2)),
-                fetch_retry_delay: Duration::from_millis(100),
-                priority_requests: false,
-                priority_responses: false,
-            },
-            backfill,
-        );
-        let (buffer_engine, buffer) = buffered::Engine::new(
-            context.child("buffer"),
-            buffered::Config {
-                public_key: me.clone(),
-                mailbox_size: NZUsize!(1024),
-                deque_size: 10,
-                priority: false,
-                codec_config: (),
-                peer_provider: manager.clone(),
-                strategy: Sequential,
-            },
-        );
-        buffer_engine.start(broadcast);
-        let finalizations = immutable::Archive::init(
-            context.child("finalizations"),
-            archive(
-                &prefix,
-                "finalizations",
-                &cache,
-                Scheme::certificate_codec_config_unbounded(),
-            ),
-        )
-        .await
-        .expect("finalizations archive");
-        let blocks = immutable::Archive::init(
-            context.child("blocks"),
-            archive(&prefix, "blocks", &cache, ()),
-        )
-        .await
-        .expect("blocks archive");
-        let chain_id = shared
-            .lock()
-            .map(|node| node.chain.ledger().chain_id().to_owned());
-        let genesis = EngineBlock::genesis(&chain_id.expect("node"));
-        let genesis_digest = genesis.digest();
-        let (actor, mailbox, _floor) = Marshal::init(
-            context.child("marshal"),
-            finalizations,
-            blocks,
-            marshal::Config {
-                provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
-                epocher: epocher.clone(),
-                start: Start::Genesis(Digested::precomputed(genesis, genesis_digest)),
-                partition_prefix: format!("{prefix}-marshal"),
-                mailbox_size: NZUsize!(1024),
-                view_retention: ViewDelta::new(256),
-                prunable_items_per_section: NZU64!(1024),
-                page_cache: cache.clone(),
-                replay_buffer: NZUsize!(1 << 16),
-                key_write_buffer: NZUsize!(1 << 16),
-                value_write_buffer: NZUsize!(1 << 16),
-                block_codec_config: (),
-                max_repair: NZUsize!(16),
-                max_pending_acks: NZUsize!(16),
-                strategy: Sequential,
-            },
-        )
-        .await;
-        actor.start(Finalizer::new(shared.clone()), buffer, resolver);
-        let epoch = Epoch::zero();
-        let inline = Inline::new(context.child("inline"), App::new(shared), mailbox, epocher);
-        let engine = simplex::Engine::new(
-            context.child("simplex"),
-            simplex::Config {
-                scheme,
-                elector: RoundRobin::<Sha256>::default(),
-                blocker: control.clone(),
-                automaton: inline.clone(),
-                relay: inline.clone(),
-                reporter: inline,
-                strategy: Sequential,
-                partition: format!("{prefix}-simplex"),
-                mailbox_size: NZUsize!(1024),
-                epoch,
-                floor: Floor::Genesis(genesis_digest),
-                replay_buffer: NZUsize!(1 << 20),
-                write_buffer: NZUsize!(1 << 20),
-                page_cache: cache,
-                leader_timeout: Duration::from_secs(1),
-                certification_timeout: Duration::from_secs(2),
-                timeout_retry: Duration::from_secs(5),
-                view_retention: ViewDelta::new(256),
-                skip: SkipPolicy::Enabled {
-                    timeout: Duration::from_secs(10),
-                    budget: SkipBudget::Participants,
-                },
-                fetch_timeout: NZDuration!(Duration::from_secs(1)),
-                fetch_retry_delay: Duration::from_millis(100),
-                forward: ForwardPolicy::SilentLeader,
-                track_historical_votes: false,
-            },
-        );
-        let handle = engine.start(votes, certificates, requests);
-        let _ = handle.await;
+        let running =
+            match start(context, &config, signer, shared, manager, control, channels).await {
+                Ok(running) => running,
+                Err(error) => panic!("the engine does not start: {error}"),
+            };
+        let _ = running.engine.await;
     })
 }
 
@@ -250,13 +138,7 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
     deterministic::Runner::new(config).start(|context| async move {
         let signers: Vec<PrivateKey> = (0..VALIDATORS).map(PrivateKey::from_seed).collect();
         let keys: Vec<PublicKey> = signers.iter().map(Signer::public_key).collect();
-        let participants = Set::try_from(keys.clone()).expect("distinct keys");
-        let max_size = commonware_p2p::max_message_size(&[
-            commonware_p2p::utils::mux::prefixed(simplex::max_payload_size::<Scheme, Digest>(
-                VALIDATORS as u32,
-            )),
-            marshal::max_payload_size::<Standard<EngineBlock>, Scheme>(VALIDATORS as u32, &()),
-        ]);
+        let max_size = max_message_size(VALIDATORS as u32);
         let (network, oracle) = Network::new_with_peers(
             context.child("network"),
             simulated::Config {
@@ -273,25 +155,30 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
         let mut nodes = Vec::new();
         let mut handles = Vec::new();
         for (index, signer) in signers.iter().enumerate() {
-            let ledger = ledger(3);
-            let mut mempool = Mempool::new(MempoolConfig::default());
-            for tx in transfers() {
-                mempool
-                    .insert(tx, &ledger, &NoReExecution)
-                    .expect("mempool takes it");
-            }
-            let shared = node(ledger, mempool, Box::new(NoReExecution));
+            let chain = Chain::new(ledger(&keys)).expect("a fresh chain");
+            let shared = shared(
+                chain,
+                Mempool::new(MempoolConfig::default()),
+                Box::new(NoReExecution),
+            );
             handles.push(
                 start_validator(
                     context.child("validator").with_attribute("index", index),
                     &oracle,
                     signer.clone(),
-                    participants.clone(),
                     shared.clone(),
                 )
                 .await,
             );
             nodes.push(shared);
+        }
+        // Clients reach one validator; the relay carries their
+        // transactions to the others (any of which may lead a round).
+        {
+            let mut first = nodes[0].lock().expect("node");
+            for tx in transfers() {
+                first.submit(tx).expect("the pool takes it");
+            }
         }
         let mut split = Vec::new();
         match scenario {
@@ -314,7 +201,6 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
                     context.child("validator").with_attribute("index", 3),
                     &oracle,
                     signers[3].clone(),
-                    participants.clone(),
                     nodes[3].clone(),
                 )
                 .await;

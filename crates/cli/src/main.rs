@@ -1,6 +1,8 @@
 //! The `idlegrid` command line.
 
 mod exec;
+mod node;
+mod wallet;
 
 use std::process::ExitCode;
 
@@ -17,6 +19,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Exec(exec::ExecArgs),
+    Validator(node::ValidatorArgs),
+    Testnet(node::TestnetArgs),
+    Wallet(wallet::WalletArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,5 +35,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Exec(args) => exec::run(args),
+        Command::Validator(args) => node::validator(args),
+        Command::Testnet(args) => node::testnet(args),
+        Command::Wallet(args) => wallet::run(args),
     }
 }

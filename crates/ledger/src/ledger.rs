@@ -60,6 +60,18 @@ pub struct Selection {
     pub dropped: Vec<(ContentId, Rejection)>,
 }
 
+/// Where a finalized transaction landed (kept outside the authenticated
+/// state, for the API's "is my transaction in?").
+#[derive(Debug, Clone, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+pub struct TxRecord {
+    pub height: u64,
+    /// Its position in the block.
+    pub index: u32,
+    /// The rejection's code and message, when the block carried it but it
+    /// did not apply.
+    pub rejected: Option<(String, String)>,
+}
+
 /// What applying a block did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockOutcome {
@@ -212,6 +224,31 @@ impl<S: Store> Ledger<S> {
         Ok(outcome)
     }
 
+    /// [`Ledger::apply_block`] for a block with an id (the chain's digest of
+    /// it), recorded in the same write so a restarted node knows its tip.
+    pub fn apply_named_block(
+        &mut self,
+        id: ContentId,
+        height: u64,
+        transactions: &[SignedTransaction],
+        executor: &dyn ReExecute,
+    ) -> Result<BlockOutcome, LedgerError> {
+        let (mut batch, outcome) = self.execute_block(height, transactions, executor)?;
+        batch.insert(keys::block_at(height), Some(id.as_bytes().to_vec()));
+        self.store.commit(batch)?;
+        self.height = height;
+        self.state_root = outcome.state_root;
+        Ok(outcome)
+    }
+
+    /// The id of the block applied at `height`, when it was applied with one.
+    pub fn block_id(&self, height: u64) -> Result<Option<ContentId>, LedgerError> {
+        let bytes = self.store.get(&keys::block_at(height))?;
+        Ok(bytes
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+            .map(ContentId::from_bytes))
+    }
+
     /// Picks the next block's transactions from `candidates`, in their
     /// order: each is tried on top of the ones already picked, a rejected
     /// one is dropped with its reason, and picking stops at `max_count`
@@ -268,12 +305,19 @@ impl<S: Store> Ledger<S> {
         let mut overlay = Overlay::new(&self.store);
         let mut block_events = block_step(apply::release_unbondings(&mut overlay, height))?;
         let mut results = Vec::with_capacity(transactions.len());
-        for signed in transactions {
+        for (index, signed) in transactions.iter().enumerate() {
             let outcome = apply_one(&mut overlay, &scope, signed)?;
-            results.push(TxResult {
-                hash: transaction_hash(signed),
-                outcome,
-            });
+            let hash = transaction_hash(signed);
+            let record = TxRecord {
+                height,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                rejected: outcome
+                    .as_ref()
+                    .err()
+                    .map(|rejection| (rejection.code().to_owned(), rejection.to_string())),
+            };
+            overlay.put(keys::tx_at(&hash), &record);
+            results.push(TxResult { hash, outcome });
         }
         if height.is_multiple_of(self.params.epoch_length_blocks) {
             block_events.extend(block_step(apply::epoch_rewards(
@@ -312,6 +356,11 @@ impl<S: Store> Ledger<S> {
     ) -> Result<Result<Vec<Event>, Rejection>, LedgerError> {
         let scope = self.scope(self.height + 1, executor);
         apply_one(&mut Overlay::new(&self.store), &scope, transaction)
+    }
+
+    /// Where a finalized transaction landed, if it did.
+    pub fn transaction(&self, hash: &ContentId) -> Result<Option<TxRecord>, LedgerError> {
+        Ok(Overlay::new(&self.store).get(&keys::tx_at(hash))?)
     }
 
     pub fn account(&self, id: &AccountId) -> Result<Account, LedgerError> {

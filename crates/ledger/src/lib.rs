@@ -16,7 +16,7 @@ pub mod store;
 pub mod tx;
 
 pub use genesis::{Genesis, GenesisError, Params};
-pub use ledger::{BlockOutcome, Ledger, LedgerError, NoReExecution, Selection, TxResult};
+pub use ledger::{BlockOutcome, Ledger, LedgerError, NoReExecution, Selection, TxRecord, TxResult};
 pub use state::{Account, Job, JobStatus, Redemption, Stake, Supply, Unbonding};
 pub use store::{Entries, Layered, MemoryStore, RedbStore, Store, StoreError, WriteBatch};
 pub use tx::{

@@ -98,6 +98,11 @@ pub(crate) mod keys {
     /// history of roots.
     pub const TREE_NODE: u8 = b't';
     pub const ROOT_AT: u8 = b'h';
+    /// Not part of the authenticated state: where each transaction landed.
+    pub const TX_AT: u8 = b'x';
+    /// Not part of the authenticated state: the id of the block applied at
+    /// each height (the chain's tip after a restart).
+    pub const BLOCK_AT: u8 = b'k';
 
     pub fn account(id: &AccountId) -> Vec<u8> {
         [&[ACCOUNT][..], id.as_bytes()].concat()
@@ -145,6 +150,14 @@ pub(crate) mod keys {
         [&[ROOT_AT][..], &height.to_be_bytes()].concat()
     }
 
+    pub fn block_at(height: u64) -> Vec<u8> {
+        [&[BLOCK_AT][..], &height.to_be_bytes()].concat()
+    }
+
+    pub fn tx_at(hash: &ContentId) -> Vec<u8> {
+        [&[TX_AT][..], hash.as_bytes()].concat()
+    }
+
     /// The last 32 bytes of a key: the account in stake and epoch-fuel keys.
     pub fn trailing_account(key: &[u8]) -> Option<AccountId> {
         let bytes: [u8; 32] = key.get(key.len().checked_sub(32)?..)?.try_into().ok()?;
@@ -153,7 +166,10 @@ pub(crate) mod keys {
 
     /// Whether a key is part of the authenticated state.
     pub fn is_state(key: &[u8]) -> bool {
-        !matches!(key.first(), Some(&TREE_NODE) | Some(&ROOT_AT))
+        !matches!(
+            key.first(),
+            Some(&TREE_NODE) | Some(&ROOT_AT) | Some(&TX_AT) | Some(&BLOCK_AT)
+        )
     }
 }
 

@@ -59,3 +59,38 @@ impl ReExecute for Sandbox {
         })
     }
 }
+
+/// A sandbox made on first use. A validator re-executes only when a
+/// dispute arrives, so it reserves the sandbox's memory pool only then.
+#[derive(Debug)]
+pub struct LazySandbox {
+    config: crate::SandboxConfig,
+    sandbox: std::sync::OnceLock<Result<Sandbox, String>>,
+}
+
+impl LazySandbox {
+    pub fn new(config: crate::SandboxConfig) -> Self {
+        Self {
+            config,
+            sandbox: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl ReExecute for LazySandbox {
+    fn re_execute(
+        &self,
+        module: &[u8],
+        input: &TaskInput,
+        seed: [u8; 32],
+        limits: &ExecutionLimits,
+    ) -> Result<Execution, String> {
+        let sandbox = self
+            .sandbox
+            .get_or_init(|| Sandbox::new(self.config.clone()).map_err(|error| error.to_string()));
+        match sandbox {
+            Ok(sandbox) => sandbox.re_execute(module, input, seed, limits),
+            Err(error) => Err(format!("the sandbox could not start: {error}")),
+        }
+    }
+}

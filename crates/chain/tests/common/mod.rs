@@ -5,7 +5,7 @@ use idlegrid_ledger::{
 };
 use idlegrid_types::Keypair;
 
-const CHAIN: &str = "idlegrid-chain-test";
+pub const CHAIN: &str = "idlegrid-chain-test";
 
 pub fn key(seed: u8) -> Keypair {
     Keypair::from_seed([seed; 32])

@@ -1,0 +1,132 @@
+//! A validator's state as its tasks share it: the chain, the mempool, the
+//! re-executor, and the transactions waiting to be relayed to the other
+//! validators. No commonware types: the HTTP API and the CLI use this.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use idlegrid_ledger::{Ledger, SignedTransaction, Store, TxRecord};
+use idlegrid_types::{AccountId, ContentId, ReExecute};
+
+use crate::chain::Chain;
+use crate::mempool::{Mempool, Refused};
+
+/// The most transactions waiting to be relayed; past it, new ones still
+/// enter the local pool but only this validator will propose them.
+pub const OUTBOX_MAX: usize = 100_000;
+
+/// A validator's chain state and mempool.
+pub struct Node<S: Store> {
+    pub chain: Chain<S>,
+    pub mempool: Mempool,
+    pub executor: Box<dyn ReExecute + Send>,
+    /// Accepted here, not yet relayed to the other validators.
+    outbox: Vec<SignedTransaction>,
+    /// When each other validator was last heard from on the relay channel.
+    peers: BTreeMap<AccountId, Instant>,
+}
+
+impl<S: Store> std::fmt::Debug for Node<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("height", &self.chain.ledger().height())
+            .field("pending", &self.mempool.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The node as the engine's tasks and the API share it.
+pub type SharedNode<S> = Arc<Mutex<Node<S>>>;
+
+/// Where a transaction stands, as this validator knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxStatus {
+    /// In this validator's pool, waiting for a block.
+    Pending,
+    /// In a finalized block.
+    Included(TxRecord),
+    /// It left the pool without a block: it no longer applies.
+    Dropped { code: String, message: String },
+    /// Never seen, or forgotten.
+    Unknown,
+}
+
+impl<S: Store> Node<S> {
+    pub fn new(chain: Chain<S>, mempool: Mempool, executor: Box<dyn ReExecute + Send>) -> Self {
+        Self {
+            chain,
+            mempool,
+            executor,
+            outbox: Vec::new(),
+            peers: BTreeMap::new(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger<S> {
+        self.chain.ledger()
+    }
+
+    /// A transaction from a client: into the pool (checked against the
+    /// finalized state) and queued for the other validators.
+    pub fn submit(&mut self, transaction: SignedTransaction) -> Result<ContentId, Refused> {
+        let hash = self.mempool.insert(
+            transaction.clone(),
+            self.chain.ledger(),
+            self.executor.as_ref(),
+        )?;
+        if self.outbox.len() < OUTBOX_MAX {
+            self.outbox.push(transaction);
+        }
+        Ok(hash)
+    }
+
+    /// A transaction another validator relayed: into the pool only.
+    pub fn relayed(&mut self, transaction: SignedTransaction) -> Result<ContentId, Refused> {
+        self.mempool
+            .insert(transaction, self.chain.ledger(), self.executor.as_ref())
+    }
+
+    /// Takes what waits to be relayed.
+    pub fn take_outbox(&mut self) -> Vec<SignedTransaction> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Notes that `peer` was heard from just now.
+    pub fn heard_from(&mut self, peer: AccountId) {
+        self.peers.insert(peer, Instant::now());
+    }
+
+    /// Other validators heard from, with how long ago.
+    pub fn peers(&self) -> Vec<(AccountId, std::time::Duration)> {
+        self.peers
+            .iter()
+            .map(|(peer, seen)| (*peer, seen.elapsed()))
+            .collect()
+    }
+
+    pub fn status(&self, hash: &ContentId) -> Result<TxStatus, idlegrid_ledger::LedgerError> {
+        if let Some(record) = self.chain.ledger().transaction(hash)? {
+            return Ok(TxStatus::Included(record));
+        }
+        if self.mempool.contains(hash) {
+            return Ok(TxStatus::Pending);
+        }
+        Ok(match self.mempool.dropped(hash) {
+            Some(rejection) => TxStatus::Dropped {
+                code: rejection.code().to_owned(),
+                message: rejection.to_string(),
+            },
+            None => TxStatus::Unknown,
+        })
+    }
+}
+
+/// The shared node for a ledger, its chain tip at the ledger's height.
+pub fn shared<S: Store>(
+    chain: Chain<S>,
+    mempool: Mempool,
+    executor: Box<dyn ReExecute + Send>,
+) -> SharedNode<S> {
+    Arc::new(Mutex::new(Node::new(chain, mempool, executor)))
+}

@@ -1,0 +1,255 @@
+//! What the end-to-end tests share: a testnet of real `idlegrid validator`
+//! processes on loopback, and a small JSON client for their APIs.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use idlegrid_ledger::{SignedTransaction, Transaction, TxKind};
+use idlegrid_types::{AccountId, Keypair, codec};
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_idlegrid");
+
+/// Runs `idlegrid` with `args`, expecting success; returns stdout.
+pub fn idlegrid(args: &[&str]) -> String {
+    let output = Command::new(BIN).args(args).output().expect("run idlegrid");
+    assert!(
+        output.status.success(),
+        "idlegrid {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// `count` consecutive free ports on loopback (the OS picks the first).
+fn free_ports(count: usize) -> u16 {
+    // Find a base whose next `count` ports are all free right now.
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = listener.local_addr().expect("addr").port();
+        drop(listener);
+        if base > u16::MAX - count as u16 {
+            continue;
+        }
+        let held: Vec<_> = (0..count as u16)
+            .map_while(|offset| TcpListener::bind(("127.0.0.1", base + offset)).ok())
+            .collect();
+        if held.len() == count {
+            return base;
+        }
+    }
+    panic!("no run of {count} free ports");
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn get(url: &str) -> Result<(u16, Value), String> {
+    let response = ureq::get(url)
+        .config()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .call()
+        .map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
+    let body: Value = response
+        .into_body()
+        .read_json()
+        .map_err(|error| error.to_string())?;
+    Ok((status, body))
+}
+
+/// POSTs raw bytes with a content type; returns the status and JSON body.
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<(u16, Value), String> {
+    let response = ureq::post(url)
+        .config()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .header("content-type", content_type)
+        .send(body)
+        .map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
+    let body: Value = response
+        .into_body()
+        .read_json()
+        .map_err(|error| error.to_string())?;
+    Ok((status, body))
+}
+
+/// POSTs a hex-encoded transaction the way a client does.
+pub fn submit(api: &str, bytes: &[u8]) -> (u16, Value) {
+    try_submit(api, bytes).expect("the API answers")
+}
+
+/// [`submit`], for a validator that may be down.
+pub fn try_submit(api: &str, bytes: &[u8]) -> Result<(u16, Value), String> {
+    let body = json!({ "transaction": hex::encode(bytes) }).to_string();
+    post(
+        &format!("{api}/v1/transactions"),
+        "application/json",
+        body.as_bytes(),
+    )
+}
+
+pub fn encode(transaction: &SignedTransaction) -> Vec<u8> {
+    codec::encode(transaction).expect("encode")
+}
+
+/// A signed transfer (fee 1), encoded.
+pub fn transfer(key: &Keypair, chain_id: &str, nonce: u64, to: AccountId, amount: u64) -> Vec<u8> {
+    let body = Transaction::new(chain_id, nonce, 1, TxKind::Transfer { to, amount }).expect("body");
+    encode(&key.sign(body))
+}
+
+/// A testnet of real validator processes; all are killed on drop.
+pub struct Testnet {
+    pub dir: tempfile::TempDir,
+    pub configs: Vec<PathBuf>,
+    pub apis: Vec<String>,
+    children: Vec<Option<Child>>,
+    /// How many times each validator was started (its log file suffix).
+    starts: Vec<usize>,
+}
+
+impl Testnet {
+    /// Writes a testnet of `validators` with free ports and starts them all.
+    pub fn start(validators: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = free_ports(validators * 2);
+        let out = idlegrid(&[
+            "testnet",
+            "init",
+            "--validators",
+            &validators.to_string(),
+            "--dir",
+            dir.path().to_str().expect("utf-8 path"),
+            "--p2p-port",
+            &base.to_string(),
+            "--api-port",
+            &(base + validators as u16).to_string(),
+            "--json",
+        ]);
+        let written: Value = serde_json::from_str(&out).expect("testnet json");
+        let strings = |key: &str| -> Vec<String> {
+            written[key]
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|value| value.as_str().expect("string").to_owned())
+                .collect()
+        };
+        let configs = strings("configs").into_iter().map(PathBuf::from).collect();
+        let apis = strings("apis");
+        let mut net = Self {
+            dir,
+            configs,
+            apis,
+            children: (0..validators).map(|_| None).collect(),
+            starts: vec![0; validators],
+        };
+        for index in 0..validators {
+            net.launch(index);
+        }
+        for index in 0..validators {
+            net.wait_ready(index);
+        }
+        net
+    }
+
+    pub fn faucet_key(&self) -> PathBuf {
+        self.dir.path().join("faucet.key")
+    }
+
+    pub fn log(&self, index: usize) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("validator-{index}.{}.log", self.starts[index]))
+    }
+
+    /// Starts validator `index` (again) over its data directory.
+    pub fn launch(&mut self, index: usize) {
+        self.starts[index] += 1;
+        let log = std::fs::File::create(self.log(index)).expect("log file");
+        let child = Command::new(BIN)
+            .args(["validator", "--config"])
+            .arg(&self.configs[index])
+            .env("IDLEGRID_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn validator");
+        self.children[index] = Some(child);
+    }
+
+    /// Waits until validator `index` answers its status endpoint.
+    pub fn wait_ready(&self, index: usize) {
+        let url = format!("{}/v1/status", self.apis[index]);
+        wait_until(Duration::from_secs(60), "a validator's API", || {
+            get(&url).is_ok_and(|(status, _)| status == 200)
+        });
+    }
+
+    /// Kills validator `index` with SIGKILL (no chance to clean up).
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.children[index].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn status(&self, index: usize) -> Value {
+        let (code, body) = get(&format!("{}/v1/status", self.apis[index])).expect("status answers");
+        assert_eq!(code, 200, "status: {body}");
+        body
+    }
+
+    pub fn height(&self, index: usize) -> u64 {
+        self.status(index)["height"].as_u64().expect("height")
+    }
+
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for index in 0..self.configs.len() {
+            for start in 1..=self.starts[index] {
+                let path = self
+                    .dir
+                    .path()
+                    .join(format!("validator-{index}.{start}.log"));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                all.push_str(&format!("--- {}\n", path.display()));
+                for line in tail.into_iter().rev() {
+                    all.push_str(line);
+                    all.push('\n');
+                }
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for index in 0..self.children.len() {
+            self.kill(index);
+        }
+    }
+}
+
+/// The data directory of a config (for tests that look at files).
+pub fn data_dir(config: &Path) -> PathBuf {
+    config.parent().expect("config folder").join("data")
+}

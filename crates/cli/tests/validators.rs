@@ -1,0 +1,130 @@
+//! Four real `idlegrid validator` processes on loopback. One is killed
+//! with SIGKILL in the middle of a stream of transfers and started again
+//! over its data directory: it resumes from its store, catches up from
+//! its peers, every accepted transfer is finalized exactly once, and all
+//! four end on the same blocks and state roots.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Testnet, get, transfer, try_submit, wait_until};
+use idlegrid_node::read_key;
+use idlegrid_types::{AccountId, Keypair};
+use serde_json::Value;
+
+const TRANSFERS: u64 = 240;
+const KILLED: usize = 3;
+/// How far ahead of the finalized nonce the stream runs (the pool takes
+/// up to 64).
+const WINDOW: u64 = 40;
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn account(api: &str, id: &AccountId) -> Value {
+    let (status, body) = get(&format!("{api}/v1/accounts/{id}")).expect("the API answers");
+    assert_eq!(status, 200, "account: {body}");
+    body
+}
+
+fn nonce(api: &str, id: &AccountId) -> u64 {
+    account(api, id)["nonce"].as_u64().expect("nonce")
+}
+
+#[test]
+fn a_validator_killed_mid_stream_restarts_catches_up_and_agrees() {
+    let mut net = Testnet::start(4);
+    let faucet = read_key(&net.faucet_key()).expect("faucet key");
+    let chain_id = net.status(0)["chain_id"]
+        .as_str()
+        .expect("chain id")
+        .to_owned();
+    let recipients: Vec<AccountId> = (1..=4u8)
+        .map(|seed| Keypair::from_seed([seed; 32]).account_id())
+        .collect();
+    let mut expected: BTreeMap<AccountId, u64> = BTreeMap::new();
+    let mut accepted: Vec<String> = Vec::new();
+    let mut height_at_kill = 0;
+    for nonce_now in 0..TRANSFERS {
+        if nonce_now == TRANSFERS / 3 {
+            height_at_kill = net.height(KILLED);
+            net.kill(KILLED);
+        }
+        if nonce_now == 2 * TRANSFERS / 3 {
+            net.launch(KILLED);
+            net.wait_ready(KILLED);
+            // It answers from its store before consensus starts: nothing
+            // it had finalized is lost.
+            assert!(
+                net.height(KILLED) >= height_at_kill,
+                "the restarted validator lost blocks\n{}",
+                net.logs()
+            );
+            // It catches up from its peers before clients use it again.
+            let target = nonce(&net.apis[0], &faucet.account_id());
+            wait_until(CATCH_UP, "the restarted validator to catch up", || {
+                nonce(&net.apis[KILLED], &faucet.account_id()) >= target
+            });
+        }
+        // Stay within the pool's window of nonces ahead.
+        wait_until(CATCH_UP, "the stream's window", || {
+            nonce(&net.apis[0], &faucet.account_id()) + WINDOW > nonce_now
+        });
+        let to = recipients[(nonce_now % 4) as usize];
+        let amount = nonce_now + 1;
+        let bytes = transfer(&faucet, &chain_id, nonce_now, to, amount);
+        // A client submits to a validator that is up; the one that gets
+        // killed takes part again once it is back.
+        let up: Vec<usize> = if nonce_now >= 2 * TRANSFERS / 3 {
+            vec![0, 1, 2, 3]
+        } else {
+            vec![0, 1, 2]
+        };
+        let first = up[(nonce_now as usize) % up.len()];
+        let (status, body) = try_submit(&net.apis[first], &bytes).expect("the API answers");
+        assert_eq!(status, 200, "transfer {nonce_now} refused: {body}");
+        accepted.push(body["hash"].as_str().expect("hash").to_owned());
+        *expected.entry(to).or_default() += amount;
+    }
+    // Every validator, the restarted one included, applies all of them.
+    for api in &net.apis {
+        wait_until(CATCH_UP, "every transfer finalized everywhere", || {
+            nonce(api, &faucet.account_id()) == TRANSFERS
+        });
+    }
+    // Exactly once: each recipient holds exactly what was sent to it, and
+    // each transfer sits at the same place in the same block everywhere.
+    for api in &net.apis {
+        for (to, amount) in &expected {
+            assert_eq!(account(api, to)["balance"].as_u64(), Some(*amount));
+        }
+    }
+    for hash in &accepted {
+        let places: Vec<(Value, Value)> = net
+            .apis
+            .iter()
+            .map(|api| {
+                let (_, body) = get(&format!("{api}/v1/transactions/{hash}")).expect("answers");
+                assert_eq!(body["status"], "included", "{hash} at {api}: {body}");
+                (body["height"].clone(), body["index"].clone())
+            })
+            .collect();
+        assert!(places.iter().all(|place| *place == places[0]), "{places:?}");
+    }
+    // The same block, and so the same state root below it, at a height
+    // all four have reached.
+    let common = (0..4).map(|index| net.height(index)).min().unwrap_or(0);
+    let blocks: Vec<(Value, Value)> = net
+        .apis
+        .iter()
+        .map(|api| {
+            let (status, body) = get(&format!("{api}/v1/blocks/{common}")).expect("answers");
+            assert_eq!(status, 200, "block {common} at {api}: {body}");
+            (body["digest"].clone(), body["parent_state_root"].clone())
+        })
+        .collect();
+    assert!(
+        blocks.iter().all(|block| *block == blocks[0]),
+        "validators disagree at height {common}: {blocks:?}"
+    );
+}

@@ -1,0 +1,13 @@
+//! The idlegrid daemon: a validator process from its configuration file,
+//! its HTTP API, key files, and local testnets.
+
+pub mod api;
+pub mod config;
+pub mod keys;
+pub mod run;
+pub mod testnet;
+
+pub use config::{ConfigError, PeerConfig, ValidatorConfig};
+pub use keys::{KeyError, generate, read_key, write_key};
+pub use run::run_validator;
+pub use testnet::{Testnet, TestnetPlan};

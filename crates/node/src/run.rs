@@ -1,0 +1,85 @@
+//! `idlegrid validator`: opens the ledger, serves the HTTP API and runs
+//! the consensus engine until the process is stopped.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context as _;
+use idlegrid_chain::engine::EngineConfig;
+use idlegrid_chain::validator::{ValidatorSettings, run};
+use idlegrid_chain::{Chain, Mempool, MempoolConfig, shared};
+use idlegrid_ledger::{Genesis, Ledger, RedbStore};
+use idlegrid_sandbox::{LazySandbox, SandboxConfig};
+
+use crate::api::{ApiState, serve};
+use crate::config::ValidatorConfig;
+use crate::keys::read_key;
+
+/// Runs the validator a configuration file describes. Returns only on a
+/// startup error or when the engine stops.
+pub fn run_validator(config_path: &Path) -> anyhow::Result<()> {
+    let config = ValidatorConfig::load(config_path)?;
+    let key = read_key(&config.key_file)?;
+    let genesis = Genesis::from_file(&config.genesis)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = RedbStore::open(&config.data_dir.join("ledger.redb"))?;
+    let ledger = Ledger::open_or_init(store, &genesis)?;
+    anyhow::ensure!(
+        ledger.chain_id() == genesis.chain_id,
+        "the data directory holds chain `{}`, the genesis file is for `{}`",
+        ledger.chain_id(),
+        genesis.chain_id
+    );
+    let chain = Chain::new(ledger)?;
+    let sandbox = LazySandbox::new(SandboxConfig {
+        cache_dir: Some(config.data_dir.join("modules")),
+        ..SandboxConfig::default()
+    });
+    let node = shared(
+        chain,
+        Mempool::new(MempoolConfig::default()),
+        Box::new(sandbox),
+    );
+    let bootstrappers = config
+        .peers
+        .iter()
+        .map(|peer| {
+            peer.account
+                .parse()
+                .map(|account| (account, peer.address))
+                .map_err(|_| anyhow::anyhow!("peer `{}` is not a did:key account", peer.account))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let blocks = Arc::new(OnceLock::new());
+    let state = ApiState {
+        node: node.clone(),
+        blocks: blocks.clone(),
+        validator: key.account_id(),
+    };
+    let listener = std::net::TcpListener::bind(config.api_listen)
+        .with_context(|| format!("binding the API to {}", config.api_listen))?;
+    let api_address = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("api".to_owned())
+        .spawn(move || {
+            if let Err(error) = serve(listener, state) {
+                tracing::error!(%error, "the HTTP API stopped");
+            }
+        })?;
+    let settings = ValidatorSettings {
+        seed: key.seed(),
+        listen: config.p2p_listen,
+        bootstrappers,
+        engine_dir: config.data_dir.join("engine"),
+        worker_threads: config.worker_threads,
+        engine: EngineConfig::new(&genesis.chain_id),
+    };
+    let account = key.account_id();
+    let p2p = config.p2p_listen;
+    run(settings, node, move |found| {
+        let _ = blocks.set(found);
+        println!("validator {account} running: p2p {p2p}, API http://{api_address}");
+    })?;
+    Ok(())
+}
