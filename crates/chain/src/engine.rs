@@ -282,10 +282,11 @@ impl<S: Store + Send + 'static> Reporter for Finalizer<S> {
         let block = &block.inner().0;
         match chain.finalize(block, executor.as_ref()) {
             Ok(outcome) => {
-                if let Finalized::Applied(_) = outcome
-                    && let Err(error) = mempool.finalized(&block.transactions, chain.ledger())
-                {
-                    tracing::error!(%error, "could not prune the mempool");
+                if let Finalized::Applied(outcome) = outcome {
+                    if let Err(error) = mempool.finalized(&block.transactions, chain.ledger()) {
+                        tracing::error!(%error, "could not prune the mempool");
+                    }
+                    node.applied(&outcome);
                 }
                 ack.acknowledge();
             }

@@ -18,4 +18,6 @@ pub mod validator;
 pub use block::{BLOCK_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, Block, genesis_digest};
 pub use chain::{Chain, ChainError, Finalized, Invalid};
 pub use mempool::{Mempool, MempoolConfig, Refused};
-pub use node::{Node, OUTBOX_MAX, SharedNode, TxStatus, shared};
+pub use node::{
+    FinalizedBlock, Node, OUTBOX_MAX, SUBSCRIBER_BACKLOG, SharedNode, TxStatus, shared,
+};

@@ -3,10 +3,11 @@
 //! validators. No commonware types: the HTTP API and the CLI use this.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use idlegrid_ledger::{Ledger, SignedTransaction, Store, TxRecord};
+use idlegrid_ledger::{BlockOutcome, Ledger, SignedTransaction, Store, TxRecord};
 use idlegrid_types::{AccountId, ContentId, ReExecute};
 
 use crate::chain::Chain;
@@ -25,7 +26,21 @@ pub struct Node<S: Store> {
     outbox: Vec<SignedTransaction>,
     /// When each other validator was last heard from on the relay channel.
     peers: BTreeMap<AccountId, Instant>,
+    /// Who wants to hear of each finalized block.
+    subscribers: Vec<SyncSender<FinalizedBlock>>,
 }
+
+/// A block this validator finalized and applied, as observers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalizedBlock {
+    pub height: u64,
+    pub state_root: [u8; 32],
+    /// Its transactions' hashes, in block order.
+    pub transactions: Vec<ContentId>,
+}
+
+/// Finalized blocks a subscriber may fall behind by before it is dropped.
+pub const SUBSCRIBER_BACKLOG: usize = 4_096;
 
 impl<S: Store> std::fmt::Debug for Node<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,6 +75,7 @@ impl<S: Store> Node<S> {
             executor,
             outbox: Vec::new(),
             peers: BTreeMap::new(),
+            subscribers: Vec::new(),
         }
     }
 
@@ -90,6 +106,36 @@ impl<S: Store> Node<S> {
     /// Takes what waits to be relayed.
     pub fn take_outbox(&mut self) -> Vec<SignedTransaction> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Every block finalized from now on. A subscriber that falls
+    /// [`SUBSCRIBER_BACKLOG`] blocks behind is dropped (its receiver then
+    /// reports the channel closed).
+    pub fn subscribe(&mut self) -> Receiver<FinalizedBlock> {
+        let (sender, receiver) = sync_channel(SUBSCRIBER_BACKLOG);
+        self.subscribers.push(sender);
+        receiver
+    }
+
+    /// Tells subscribers of a block just applied.
+    pub(crate) fn applied(&mut self, outcome: &BlockOutcome) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let block = FinalizedBlock {
+            height: outcome.height,
+            state_root: outcome.state_root,
+            transactions: outcome.transactions.iter().map(|tx| tx.hash).collect(),
+        };
+        self.subscribers
+            .retain(|subscriber| match subscriber.try_send(block.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!("dropping a subscriber that fell behind");
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
     }
 
     /// Notes that `peer` was heard from just now.

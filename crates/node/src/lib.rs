@@ -9,5 +9,5 @@ pub mod testnet;
 
 pub use config::{ConfigError, PeerConfig, ValidatorConfig};
 pub use keys::{KeyError, generate, read_key, write_key};
-pub use run::run_validator;
+pub use run::{Validator, run_validator, start_validator};
 pub use testnet::{Testnet, TestnetPlan};

@@ -1,23 +1,51 @@
 //! `idlegrid validator`: opens the ledger, serves the HTTP API and runs
 //! the consensus engine until the process is stopped.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use idlegrid_chain::engine::EngineConfig;
 use idlegrid_chain::validator::{ValidatorSettings, run};
-use idlegrid_chain::{Chain, Mempool, MempoolConfig, shared};
+use idlegrid_chain::{Chain, Mempool, MempoolConfig, SharedNode, shared};
 use idlegrid_ledger::{Genesis, Ledger, RedbStore};
 use idlegrid_sandbox::{LazySandbox, SandboxConfig};
+use idlegrid_types::AccountId;
 
 use crate::api::{ApiState, serve};
 use crate::config::ValidatorConfig;
 use crate::keys::read_key;
 
-/// Runs the validator a configuration file describes. Returns only on a
-/// startup error or when the engine stops.
+/// A validator running in this process.
+#[derive(Debug)]
+pub struct Validator {
+    pub account: AccountId,
+    /// Its chain state (for in-process observers such as benchmarks).
+    pub node: SharedNode<RedbStore>,
+    /// Where its HTTP API listens.
+    pub api: SocketAddr,
+    consensus: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Validator {
+    /// Waits for the consensus engine to stop (it does not on its own).
+    pub fn join(self) -> anyhow::Result<()> {
+        self.consensus
+            .join()
+            .map_err(|_| anyhow::anyhow!("the consensus thread panicked"))?
+    }
+}
+
+/// Runs the validator a configuration file describes until its engine
+/// stops; returns early only on a startup error.
 pub fn run_validator(config_path: &Path) -> anyhow::Result<()> {
+    start_validator(config_path)?.join()
+}
+
+/// Starts the validator a configuration file describes: opens its ledger,
+/// serves its API, and runs consensus on a thread of its own.
+pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
     let config = ValidatorConfig::load(config_path)?;
     let key = read_key(&config.key_file)?;
     let genesis = Genesis::from_file(&config.genesis)?;
@@ -77,9 +105,20 @@ pub fn run_validator(config_path: &Path) -> anyhow::Result<()> {
     };
     let account = key.account_id();
     let p2p = config.p2p_listen;
-    run(settings, node, move |found| {
-        let _ = blocks.set(found);
-        println!("validator {account} running: p2p {p2p}, API http://{api_address}");
-    })?;
-    Ok(())
+    let shared_node = node.clone();
+    let consensus = std::thread::Builder::new()
+        .name("consensus".to_owned())
+        .spawn(move || {
+            run(settings, shared_node, move |found| {
+                let _ = blocks.set(found);
+                println!("validator {account} running: p2p {p2p}, API http://{api_address}");
+            })
+            .map_err(anyhow::Error::from)
+        })?;
+    Ok(Validator {
+        account,
+        node,
+        api: api_address,
+        consensus,
+    })
 }

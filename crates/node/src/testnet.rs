@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use idlegrid_types::Keypair;
+use idlegrid_types::{AccountId, Keypair};
 
 use crate::config::{PeerConfig, ValidatorConfig};
 use crate::keys::{generate, write_key};
@@ -22,6 +22,8 @@ pub struct TestnetPlan {
     pub stake: u64,
     /// The faucet account's balance at genesis.
     pub faucet_balance: u64,
+    /// More accounts funded at genesis.
+    pub accounts: Vec<(AccountId, u64)>,
 }
 
 impl Default for TestnetPlan {
@@ -33,6 +35,7 @@ impl Default for TestnetPlan {
             api_port: 7700,
             stake: 1_000_000,
             faucet_balance: 1_000_000_000_000,
+            accounts: Vec::new(),
         }
     }
 }
@@ -73,6 +76,11 @@ pub fn init(dir: &Path, plan: &TestnetPlan) -> anyhow::Result<Testnet> {
         faucet.account_id(),
         plan.faucet_balance
     );
+    for (account, balance) in &plan.accounts {
+        genesis.push_str(&format!(
+            "\n[[accounts]]\naccount = \"{account}\"\nbalance = {balance}\n"
+        ));
+    }
     for key in &keys {
         genesis.push_str(&format!(
             "\n[[validators]]\naccount = \"{}\"\nstake = {}\n",
