@@ -52,7 +52,7 @@ struct Pending {
     parent: ContentId,
     height: u64,
     writes: WriteBatch,
-    state_root: [u8; 32],
+    outcome: BlockOutcome,
 }
 
 /// What finalizing a block did.
@@ -81,8 +81,13 @@ fn hex(root: &[u8; 32]) -> String {
 
 impl<S: Store> Chain<S> {
     /// A chain over a ledger: its tip is the last block the ledger applied
-    /// (the genesis digest for a fresh ledger).
+    /// (the genesis digest for a fresh ledger). A signature checked once
+    /// (entering the pool, say) is not checked again for the same bytes.
     pub fn new(ledger: Ledger<S>) -> Result<Self, ChainError> {
+        let ledger = match ledger.signature_cache() {
+            Some(_) => ledger,
+            None => ledger.with_signature_cache(Default::default()),
+        };
         let tip = match ledger.height() {
             0 => genesis_digest(ledger.chain_id()),
             height => ledger
@@ -138,7 +143,11 @@ impl<S: Store> Chain<S> {
             cursor = pending.parent;
         }
         layers.reverse();
-        Ok(Ledger::open(Layered::new(self.ledger.store(), layers))?)
+        let view = Ledger::open(Layered::new(self.ledger.store(), layers))?;
+        Ok(match self.ledger.signature_cache() {
+            Some(cache) => view.with_signature_cache(cache.clone()),
+            None => view,
+        })
     }
 
     /// Builds a block on `parent` from the mempool (dropping what no longer
@@ -214,7 +223,7 @@ impl<S: Store> Chain<S> {
                 parent: block.parent,
                 height: block.height,
                 writes,
-                state_root: outcome.state_root,
+                outcome,
             },
         );
         Ok(())
@@ -238,22 +247,36 @@ impl<S: Store> Chain<S> {
                 found: digest,
             });
         }
-        let outcome =
-            self.ledger
-                .apply_named_block(digest, block.height, &block.transactions, executor)?;
-        if let Some(pending) = self.pending.get(&digest)
-            && pending.state_root != outcome.state_root
-        {
-            return Err(ChainError::Diverged {
-                height: block.height,
-                applied: hex(&outcome.state_root),
-                verified: hex(&pending.state_root),
-            });
-        }
+        let outcome = match self.pending.remove(&digest) {
+            // Executed over exactly the committed state when it was
+            // verified: commit those writes rather than execute it again.
+            Some(pending) if pending.parent == self.tip => {
+                self.ledger
+                    .commit_executed(digest, pending.writes, &pending.outcome)?;
+                pending.outcome
+            }
+            pending => {
+                let outcome = self.ledger.apply_named_block(
+                    digest,
+                    block.height,
+                    &block.transactions,
+                    executor,
+                )?;
+                if let Some(pending) = pending
+                    && pending.outcome.state_root != outcome.state_root
+                {
+                    return Err(ChainError::Diverged {
+                        height: block.height,
+                        applied: hex(&outcome.state_root),
+                        verified: hex(&pending.outcome.state_root),
+                    });
+                }
+                outcome
+            }
+        };
         self.tip = digest;
         // Children of this block stay valid; its height's siblings and
         // everything on them do not. Ancestry is rebuilt from the new tip.
-        self.pending.remove(&digest);
         self.prune();
         Ok(Finalized::Applied(outcome))
     }

@@ -176,8 +176,8 @@ impl Mempool {
                 Ok(Err(rejection)) => return Err(Refused::Rejected(rejection)),
                 Err(error) => return Err(Refused::Unavailable(error.to_string())),
             }
-        } else if transaction.verify().is_err() {
-            return Err(Refused::Rejected(Rejection::BadSignature));
+        } else if let Err(rejection) = ledger.verify_signature(&transaction) {
+            return Err(Refused::Rejected(rejection));
         }
         let replaced = match self.accounts.get(&sender).and_then(|held| held.get(&nonce)) {
             Some(current) if current.transaction.body.fee >= fee => {

@@ -90,15 +90,33 @@ fn height(node: &SharedNode<MemoryStore>) -> u64 {
     node.lock().map_or(0, |node| node.chain.ledger().height())
 }
 
-async fn link_all(oracle: &Oracle<PublicKey, deterministic::Context>, keys: &[PublicKey]) {
+/// A link between two validators: a quick reliable LAN, or a slow one
+/// that drops one message in seven and delays the rest unevenly.
+fn link(lossy: bool) -> Link {
+    if lossy {
+        Link {
+            latency: Duration::from_millis(80),
+            jitter: Duration::from_millis(60),
+            success_rate: probability!(0.85),
+        }
+    } else {
+        Link {
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(5),
+            success_rate: probability!(1.0),
+        }
+    }
+}
+
+async fn link_all(
+    oracle: &Oracle<PublicKey, deterministic::Context>,
+    keys: &[PublicKey],
+    lossy: bool,
+) {
     for a in keys {
         for b in keys {
             if a != b {
-                let link = Link {
-                    latency: Duration::from_millis(20),
-                    jitter: Duration::from_millis(5),
-                    success_rate: probability!(1.0),
-                };
+                let link = link(lossy);
                 // Already linked is fine.
                 let _ = oracle.add_link(a.clone(), b.clone(), link).await;
             }
@@ -122,6 +140,8 @@ async fn wait_for(
 enum Scenario {
     /// Run until every node has `target` blocks.
     Steady { target: u64 },
+    /// The same over links that drop and delay messages.
+    Lossy { target: u64 },
     /// Crash the last validator, let the others go on, restart it over its
     /// stored state, and wait for it to catch up; then split the network
     /// 2–2 (no quorum) and heal it.
@@ -151,7 +171,7 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
         )
         .await;
         network.start();
-        link_all(&oracle, &keys).await;
+        link_all(&oracle, &keys, matches!(scenario, Scenario::Lossy { .. })).await;
         let mut nodes = Vec::new();
         let mut handles = Vec::new();
         for (index, signer) in signers.iter().enumerate() {
@@ -182,7 +202,9 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
         }
         let mut split = Vec::new();
         match scenario {
-            Scenario::Steady { target } => wait_for(&context, &nodes, target).await,
+            Scenario::Steady { target } | Scenario::Lossy { target } => {
+                wait_for(&context, &nodes, target).await
+            }
             Scenario::CrashAndPartition => {
                 wait_for(&context, &nodes, 3).await;
                 if let Some(handle) = handles.pop() {
@@ -218,7 +240,7 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
                 context.sleep(Duration::from_secs(20)).await;
                 let after = nodes.iter().map(height).max().unwrap_or(0);
                 split = vec![before, after];
-                link_all(&oracle, &keys).await;
+                link_all(&oracle, &keys, false).await;
                 wait_for(&context, &nodes, after + 3).await;
             }
         }
@@ -278,6 +300,21 @@ fn a_crashed_validator_catches_up_and_a_split_network_stalls_then_heals() {
         let (_, nodes, split) = run(seed, Scenario::CrashAndPartition);
         assert_eq!(split[0], split[1], "seed {seed}: no quorum, no blocks");
         assert!(nodes.iter().all(|node| height(node) >= split[1] + 3));
+        assert_agree(&nodes);
+    }
+}
+
+#[test]
+fn four_validators_agree_over_links_that_drop_and_delay_messages() {
+    for seed in [4, 5] {
+        let (_, nodes, _) = run(seed, Scenario::Lossy { target: 8 });
+        assert!(nodes.iter().all(|node| height(node) >= 8));
+        assert!(
+            nodes
+                .iter()
+                .all(|node| node.lock().expect("node").mempool.is_empty()),
+            "seed {seed}: every transfer was relayed and finalized"
+        );
         assert_agree(&nodes);
     }
 }

@@ -48,6 +48,7 @@ pub(crate) struct BlockScope<'a> {
     pub params: &'a Params,
     pub chain_id: &'a str,
     pub executor: &'a dyn ReExecute,
+    pub signatures: Option<&'a idlegrid_types::SignatureCache>,
 }
 
 /// `amount × numerator / denominator`, rounded down; `numerator ≤
@@ -137,7 +138,11 @@ pub(crate) fn transaction<S: Store>(
     scope: &BlockScope<'_>,
     signed: &SignedTransaction,
 ) -> Applied {
-    let tx = signed.verify().map_err(|_| Rejection::BadSignature)?;
+    let tx = match scope.signatures {
+        Some(cache) => cache.verify(signed),
+        None => signed.verify(),
+    }
+    .map_err(|_| Rejection::BadSignature)?;
     if tx.chain_id.as_str() != scope.chain_id {
         return Err(Rejection::WrongChain {
             expected: scope.chain_id.to_owned(),

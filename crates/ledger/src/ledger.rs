@@ -87,6 +87,9 @@ pub struct BlockOutcome {
 #[derive(Debug)]
 pub struct Ledger<S: Store> {
     store: S,
+    /// Signatures this node already checked (shared by the views a chain
+    /// opens over pending blocks); none by default.
+    signatures: Option<std::sync::Arc<idlegrid_types::SignatureCache>>,
     chain_id: String,
     params: Params,
     height: u64,
@@ -145,6 +148,7 @@ impl<S: Store> Ledger<S> {
         store.commit(batch)?;
         Ok(Self {
             store,
+            signatures: None,
             chain_id: genesis.chain_id.clone(),
             params: genesis.params.clone(),
             height: 0,
@@ -167,6 +171,7 @@ impl<S: Store> Ledger<S> {
         let state_root = read_root(&store, height)?
             .ok_or_else(|| StoreError(format!("the state root of height {height} is missing")))?;
         Ok(Self {
+            signatures: None,
             chain_id: String::from_utf8_lossy(&chain_id).into_owned(),
             params,
             height,
@@ -198,6 +203,30 @@ impl<S: Store> Ledger<S> {
 
     pub fn params(&self) -> &Params {
         &self.params
+    }
+
+    /// Remembers verified signatures in `cache` (see [`SignatureCache`]).
+    ///
+    /// [`SignatureCache`]: idlegrid_types::SignatureCache
+    pub fn with_signature_cache(
+        mut self,
+        cache: std::sync::Arc<idlegrid_types::SignatureCache>,
+    ) -> Self {
+        self.signatures = Some(cache);
+        self
+    }
+
+    pub fn signature_cache(&self) -> Option<&std::sync::Arc<idlegrid_types::SignatureCache>> {
+        self.signatures.as_ref()
+    }
+
+    /// Checks a transaction's signature (through the cache, if any).
+    pub fn verify_signature(&self, transaction: &SignedTransaction) -> Result<(), Rejection> {
+        let verified = match &self.signatures {
+            Some(cache) => cache.verify(transaction).map(|_| ()),
+            None => transaction.verify().map(|_| ()),
+        };
+        verified.map_err(|_| Rejection::BadSignature)
     }
 
     pub fn store(&self) -> &S {
@@ -239,6 +268,28 @@ impl<S: Store> Ledger<S> {
         self.height = height;
         self.state_root = outcome.state_root;
         Ok(outcome)
+    }
+
+    /// Commits a block already executed by [`Ledger::execute_block`] on
+    /// this ledger's current state (its writes and outcome), recording its
+    /// id as [`Ledger::apply_named_block`] does, without executing it again.
+    pub fn commit_executed(
+        &mut self,
+        id: ContentId,
+        mut batch: crate::store::WriteBatch,
+        outcome: &BlockOutcome,
+    ) -> Result<(), LedgerError> {
+        if outcome.height != self.height + 1 {
+            return Err(LedgerError::UnexpectedHeight {
+                expected: self.height + 1,
+                found: outcome.height,
+            });
+        }
+        batch.insert(keys::block_at(outcome.height), Some(id.as_bytes().to_vec()));
+        self.store.commit(batch)?;
+        self.height = outcome.height;
+        self.state_root = outcome.state_root;
+        Ok(())
     }
 
     /// The id of the block applied at `height`, when it was applied with one.
@@ -344,6 +395,7 @@ impl<S: Store> Ledger<S> {
             params: &self.params,
             chain_id: &self.chain_id,
             executor,
+            signatures: self.signatures.as_deref(),
         }
     }
 

@@ -227,6 +227,49 @@ impl<T: Signable> Signed<T> {
     }
 }
 
+/// Signatures already checked, so a transaction verified when it entered
+/// a node's pool is not verified again when its block is built, checked
+/// and applied. A hit needs the same signer, domain, signed bytes and
+/// signature, so it gives the answer verifying would. Bounded: two
+/// generations of at most [`SIGNATURE_CACHE_GENERATION`] entries; when the
+/// current one fills it becomes the previous one, and the previous one is
+/// forgotten.
+#[derive(Debug, Default)]
+pub struct SignatureCache {
+    generations: std::sync::Mutex<[std::collections::HashSet<[u8; 32]>; 2]>,
+}
+
+/// Entries of one generation of a [`SignatureCache`].
+pub const SIGNATURE_CACHE_GENERATION: usize = 1 << 18;
+
+impl SignatureCache {
+    /// [`Signed::verify`], remembering successes.
+    pub fn verify<'a, T: Signable>(&self, signed: &'a Signed<T>) -> Result<&'a T, BadSignature> {
+        let bytes = signed.signed_bytes();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&signed.signer.0);
+        hasher.update(&signed.signature.0);
+        hasher.update(T::DOMAIN.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&bytes);
+        let key = *hasher.finalize().as_bytes();
+        if let Ok(generations) = self.generations.lock()
+            && generations.iter().any(|set| set.contains(&key))
+        {
+            return Ok(&signed.body);
+        }
+        verify_raw(&signed.signer, T::DOMAIN, &bytes, &signed.signature)?;
+        if let Ok(mut generations) = self.generations.lock() {
+            if generations[0].len() >= SIGNATURE_CACHE_GENERATION {
+                let current = std::mem::take(&mut generations[0]);
+                generations[1] = current;
+            }
+            generations[0].insert(key);
+        }
+        Ok(&signed.body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +321,26 @@ mod tests {
 
         let raw = key.sign_raw("another domain", &signed.signed_bytes());
         assert!(verify_raw(&signed.signer, Note::DOMAIN, &signed.signed_bytes(), &raw).is_err());
+    }
+
+    #[test]
+    fn the_signature_cache_answers_as_verifying_does() {
+        let cache = SignatureCache::default();
+        let key = Keypair::from_seed([3; 32]);
+        let signed = key.sign(Note(7));
+        assert!(cache.verify(&signed).is_ok());
+        // A hit needs the very same bytes: another body, signer or
+        // signature with the cached one still fails.
+        let mut other_body = signed.clone();
+        other_body.body = Note(8);
+        assert!(cache.verify(&other_body).is_err());
+        let mut other_signer = signed.clone();
+        other_signer.signer = Keypair::from_seed([4; 32]).account_id();
+        assert!(cache.verify(&other_signer).is_err());
+        let mut forged = signed.clone();
+        forged.signature.0[0] ^= 1;
+        assert!(cache.verify(&forged).is_err());
+        assert!(cache.verify(&signed).is_ok());
     }
 
     #[test]

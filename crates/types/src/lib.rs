@@ -13,7 +13,10 @@ pub mod work;
 
 pub use cid::{ContentId, ParseContentIdError};
 pub use codec::{Bounded, DecodeError, EncodeError, LengthExceeded};
-pub use identity::{AccountId, BadSignature, Keypair, Signable, Signature, Signed};
+pub use identity::{
+    AccountId, BadSignature, Keypair, SIGNATURE_CACHE_GENERATION, Signable, Signature,
+    SignatureCache, Signed,
+};
 pub use work::{
     ErrorKind, Execution, ExecutionLimits, JobId, Offer, ReExecute, Receipt, SignedOffer,
     SignedReceipt, SignedVoucher, TaskInput, TaskOutcome, Voucher, task_seed,
