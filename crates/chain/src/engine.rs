@@ -3,7 +3,8 @@
 //! and the reporter that applies finalized blocks. Every commonware type
 //! the rest of idlegrid touches stays in this module.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
@@ -18,21 +19,25 @@ use commonware_consensus::simplex::elector::RoundRobin;
 use commonware_consensus::simplex::scheme::ed25519 as ed25519_scheme;
 use commonware_consensus::simplex::types::Context;
 use commonware_consensus::simplex::{self, Floor, ForwardPolicy, SkipBudget, SkipPolicy};
-use commonware_consensus::types::{Epoch, FixedEpocher, Height, ViewDelta};
+use commonware_consensus::types::{Epoch, EpochInfo, Epocher, Height, ViewDelta};
 use commonware_consensus::{Application, BoundedBlock, Heightable, Reporter};
 use commonware_cryptography::blake3::Digest;
-use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
+use commonware_cryptography::certificate::{self, Scheme as _, Verifier as _};
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use commonware_cryptography::sha256::Sha256;
 use commonware_cryptography::{Digested, Digestible, Signer as _};
-use commonware_p2p::{Blocker, Provider, Receiver, Recipients, Sender};
+use commonware_macros::select;
+use commonware_p2p::utils::mux::{Builder as _, Muxer};
+use commonware_p2p::{Blocker, Manager, Provider, Receiver, Recipients, Sender, TrackedPeers};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
 use commonware_storage::archive::immutable;
 use commonware_utils::ordered::Set;
+use commonware_utils::vec::NonEmptyVec;
 use commonware_utils::{Acknowledgement, NZDuration, NZU16, NZU64, NZUsize, NonZeroDuration};
 use futures::StreamExt;
+use futures::channel::mpsc;
 use idlegrid_ledger::{SignedTransaction, Store};
 use idlegrid_types::codec::{Bounded, decode, encode};
 use idlegrid_types::{AccountId, ContentId};
@@ -242,23 +247,26 @@ impl<S: Store> App<S> {
 
 /// Applies finalized blocks, in order, acknowledging each once it is
 /// durable; a block marshal delivers again after a restart is not applied
-/// twice.
+/// twice. After an epoch's last block it tells the orchestrator, which
+/// starts the next epoch's engine.
 #[derive(Debug)]
 pub struct Finalizer<S: Store> {
     node: SharedNode<S>,
+    epoch_ended: mpsc::UnboundedSender<u64>,
 }
 
 impl<S: Store> Clone for Finalizer<S> {
     fn clone(&self) -> Self {
         Self {
             node: Arc::clone(&self.node),
+            epoch_ended: self.epoch_ended.clone(),
         }
     }
 }
 
 impl<S: Store> Finalizer<S> {
-    pub fn new(node: SharedNode<S>) -> Self {
-        Self { node }
+    pub fn new(node: SharedNode<S>, epoch_ended: mpsc::UnboundedSender<u64>) -> Self {
+        Self { node, epoch_ended }
     }
 }
 
@@ -286,6 +294,11 @@ impl<S: Store + Send + 'static> Reporter for Finalizer<S> {
                     if let Err(error) = mempool.finalized(&block.transactions, chain.ledger()) {
                         tracing::error!(%error, "could not prune the mempool");
                     }
+                    let ledger = node.ledger();
+                    let epoch = ledger.epoch_of(outcome.height);
+                    if ledger.epoch_of(outcome.height + 1) != epoch {
+                        let _ = self.epoch_ended.unbounded_send(epoch);
+                    }
                     node.applied(&outcome);
                 }
                 ack.acknowledge();
@@ -297,6 +310,139 @@ impl<S: Store + Send + 'static> Reporter for Finalizer<S> {
             }
         }
         Feedback::Ok
+    }
+}
+
+/// The ledger's epochs for commonware: epoch 0 is genesis through height
+/// `length`; epoch `e` is `e × length + 1 ..= (e + 1) × length`, so an
+/// engine epoch ends where the ledger pays rewards and takes the next set.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerEpocher {
+    length: u64,
+}
+
+impl LedgerEpocher {
+    pub fn new(length: u64) -> Self {
+        Self {
+            length: length.max(1),
+        }
+    }
+
+    fn bounds(&self, epoch: u64) -> Option<(u64, u64)> {
+        let last = epoch.checked_add(1)?.checked_mul(self.length)?;
+        let first = if epoch == 0 {
+            0
+        } else {
+            epoch.checked_mul(self.length)?.checked_add(1)?
+        };
+        Some((first, last))
+    }
+}
+
+impl Epocher for LedgerEpocher {
+    fn containing(&self, height: Height) -> Option<EpochInfo> {
+        let epoch = height.get().saturating_sub(1) / self.length;
+        let (first, last) = self.bounds(epoch)?;
+        Some(EpochInfo::new(
+            Epoch::new(epoch),
+            height,
+            Height::new(first),
+            Height::new(last),
+        ))
+    }
+
+    fn first(&self, epoch: Epoch) -> Option<Height> {
+        self.bounds(epoch.get())
+            .map(|(first, _)| Height::new(first))
+    }
+
+    fn last(&self, epoch: Epoch) -> Option<Height> {
+        self.bounds(epoch.get()).map(|(_, last)| Height::new(last))
+    }
+}
+
+/// Each epoch's certificate scheme, built from the validator set the
+/// ledger recorded for it (none for an epoch the ledger has not reached).
+pub struct EpochSchemes<S: Store> {
+    node: SharedNode<S>,
+    namespace: Arc<[u8]>,
+    signer: PrivateKey,
+    built: Arc<Mutex<BTreeMap<u64, (Arc<Scheme>, bool)>>>,
+}
+
+impl<S: Store> Clone for EpochSchemes<S> {
+    fn clone(&self) -> Self {
+        Self {
+            node: Arc::clone(&self.node),
+            namespace: Arc::clone(&self.namespace),
+            signer: self.signer.clone(),
+            built: Arc::clone(&self.built),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for EpochSchemes<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochSchemes").finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> EpochSchemes<S> {
+    fn new(node: SharedNode<S>, namespace: &[u8], signer: PrivateKey) -> Self {
+        Self {
+            node,
+            namespace: namespace.into(),
+            signer,
+            built: Arc::default(),
+        }
+    }
+
+    /// The validators of `epoch`, once the ledger knows them.
+    fn participants(&self, epoch: u64) -> Option<Set<PublicKey>> {
+        let set = self
+            .node
+            .lock()
+            .ok()?
+            .ledger()
+            .validator_set(epoch)
+            .ok()??;
+        let keys: Vec<PublicKey> = set
+            .iter()
+            .filter_map(|(account, _)| public_key(account).ok())
+            .collect();
+        Set::try_from(keys).ok()
+    }
+
+    /// The scheme of `epoch`, and whether this node signs in it.
+    fn get(&self, epoch: u64) -> Option<(Arc<Scheme>, bool)> {
+        if let Some(found) = self.built.lock().ok()?.get(&epoch) {
+            return Some(found.clone());
+        }
+        let participants = self.participants(epoch)?;
+        let built = match Scheme::signer(&self.namespace, participants.clone(), self.signer.clone())
+        {
+            Some(scheme) => (Arc::new(scheme), true),
+            None => (
+                Arc::new(Scheme::verifier(&self.namespace, participants)),
+                false,
+            ),
+        };
+        self.built.lock().ok()?.insert(epoch, built.clone());
+        Some(built)
+    }
+}
+
+impl<S: Store + Send + 'static> certificate::Provider for EpochSchemes<S> {
+    type Scope = Epoch;
+    type Scheme = Scheme;
+
+    fn scoped(&self, epoch: Epoch) -> Option<certificate::Scoped<Scheme>> {
+        let (scheme, signs) = self.get(epoch.get())?;
+        Some(if signs {
+            certificate::Scoped::scheme(scheme)
+        } else {
+            certificate::Scoped::verifier(scheme)
+        })
     }
 }
 
@@ -344,7 +490,9 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The largest message any channel carries, for `validators` validators.
 pub fn max_message_size(validators: u32) -> u32 {
     commonware_p2p::max_message_size(&[
-        simplex::max_payload_size::<Scheme, Digest>(validators),
+        commonware_p2p::utils::mux::prefixed(simplex::max_payload_size::<Scheme, Digest>(
+            validators,
+        )),
         marshal::max_payload_size::<Standard<EngineBlock>, Scheme>(validators, &()),
         RELAY_BYTES_MAX,
     ])
@@ -378,8 +526,6 @@ pub enum EngineError {
     NoValidators,
     #[error("the ledger lists a validator twice")]
     DuplicateValidator,
-    #[error("this node's key {0} is not in the validator set")]
-    NotAValidator(AccountId),
     #[error("the node's state is unavailable (a task panicked while holding it)")]
     Poisoned,
     #[error("the ledger could not be read: {0}")]
@@ -388,14 +534,17 @@ pub enum EngineError {
     Storage { what: &'static str, error: String },
 }
 
-/// The validator set at genesis: every account with validator stake, in
-/// key order (the order simplex's leader rotation follows).
+/// The validator set of the epoch the next block belongs to (the
+/// ledger's record, taken from validator stake at the end of the epoch
+/// before), in key order.
 pub fn validator_set<S: Store>(node: &SharedNode<S>) -> Result<Set<PublicKey>, EngineError> {
     let node = node.lock().map_err(|_| EngineError::Poisoned)?;
-    let validators = node
-        .ledger()
-        .validators()
-        .map_err(|error| EngineError::Ledger(error.to_string()))?;
+    let ledger = node.ledger();
+    let epoch = ledger.epoch_of(ledger.height() + 1);
+    let validators = ledger
+        .validator_set(epoch)
+        .map_err(|error| EngineError::Ledger(error.to_string()))?
+        .unwrap_or_default();
     if validators.is_empty() {
         return Err(EngineError::NoValidators);
     }
@@ -499,9 +648,10 @@ fn archive<C>(prefix: &str, name: &str, cache: &CacheRef, codec_config: C) -> im
 
 /// Starts a validator over its shared node: the transaction relay,
 /// marshal (finalized blocks, backfill from peers, delivery to the ledger
-/// exactly once) and one simplex engine over the ledger's validator set.
-/// `peers` tells who is in the set; `blocker` disconnects a peer that
-/// misbehaves.
+/// exactly once) and, for each epoch in which this node is a validator,
+/// one simplex engine over that epoch's validator set (the ledger's
+/// validator stake at the end of the epoch before). `peers` tracks who is
+/// in each epoch's set; `blocker` disconnects a peer that misbehaves.
 pub async fn start<E, P, Bl, S, R, St>(
     context: E,
     config: &EngineConfig,
@@ -513,29 +663,26 @@ pub async fn start<E, P, Bl, S, R, St>(
 ) -> Result<Running, EngineError>
 where
     E: Spawner + Clock + Storage + Metrics + rand_core::CryptoRng,
-    P: Provider<PublicKey = PublicKey>,
+    P: Provider<PublicKey = PublicKey> + Manager<PublicKey = PublicKey>,
     Bl: Blocker<PublicKey = PublicKey>,
     S: Sender<PublicKey = PublicKey>,
     R: Receiver<PublicKey = PublicKey>,
     St: Store + Send + 'static,
 {
     let me = signer.public_key();
-    let participants = validator_set(&node)?;
-    if participants.position(&me).is_none() {
-        return Err(EngineError::NotAValidator(account_of(&me)));
-    }
-    let chain_id = node
-        .lock()
-        .map_err(|_| EngineError::Poisoned)?
-        .ledger()
-        .chain_id()
-        .to_owned();
-    let scheme = Scheme::signer(&config.namespace, participants, signer)
-        .ok_or_else(|| EngineError::NotAValidator(account_of(&me)))?;
-    let prefix = &config.partition_prefix;
+    let (chain_id, epoch_length, height) = {
+        let node = node.lock().map_err(|_| EngineError::Poisoned)?;
+        let ledger = node.ledger();
+        (
+            ledger.chain_id().to_owned(),
+            ledger.params().epoch_length_blocks,
+            ledger.height(),
+        )
+    };
+    let schemes = EpochSchemes::new(node.clone(), &config.namespace, signer);
+    let prefix = config.partition_prefix.clone();
     let cache = CacheRef::new(NZU16!(4096), NZUsize!(1024));
-    // One epoch for now: the validator set is the genesis set.
-    let epocher = FixedEpocher::new(NZU64!(1 << 40));
+    let epocher = LedgerEpocher::new(epoch_length);
     start_relay(
         context.child("relay"),
         config.relay_interval,
@@ -565,7 +712,7 @@ where
             deque_size: 10,
             priority: false,
             codec_config: (),
-            peer_provider: peers,
+            peer_provider: peers.clone(),
             strategy: Sequential,
         },
     );
@@ -579,7 +726,7 @@ where
     let finalizations = immutable::Archive::init(
         context.child("finalizations"),
         archive(
-            prefix,
+            &prefix,
             "finalizations",
             &cache,
             Scheme::certificate_codec_config_unbounded(),
@@ -589,7 +736,7 @@ where
     .map_err(storage("finalizations"))?;
     let blocks = immutable::Archive::init(
         context.child("blocks"),
-        archive(prefix, "blocks", &cache, ()),
+        archive(&prefix, "blocks", &cache, ()),
     )
     .await
     .map_err(storage("blocks"))?;
@@ -600,8 +747,8 @@ where
         finalizations,
         blocks,
         marshal::Config {
-            provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
-            epocher: epocher.clone(),
+            provider: schemes.clone(),
+            epocher,
             start: Start::Genesis(Digested::precomputed(genesis, genesis_digest)),
             partition_prefix: format!("{prefix}-marshal"),
             mailbox_size: NZUsize!(1024),
@@ -618,50 +765,181 @@ where
         },
     )
     .await;
-    actor.start(Finalizer::new(node.clone()), buffer, resolver);
-    let inline = Inline::new(
-        context.child("inline"),
-        App::new(node),
-        mailbox.clone(),
-        epocher,
+    let (epoch_ended, mut epochs) = mpsc::unbounded();
+    actor.start(Finalizer::new(node.clone(), epoch_ended), buffer, resolver);
+    // One physical channel per simplex network, one subchannel per epoch;
+    // votes for an epoch this node has no engine for reach the backup.
+    let (muxer, mut votes, mut unrouted) = Muxer::builder(
+        context.child("votes_mux"),
+        channels.votes.0,
+        channels.votes.1,
+    )
+    .with_backup()
+    .build();
+    muxer.start();
+    let (muxer, mut certificates) = Muxer::new(
+        context.child("certificates_mux"),
+        channels.certificates.0,
+        channels.certificates.1,
     );
-    let engine = simplex::Engine::new(
-        context.child("simplex"),
-        simplex::Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker,
-            automaton: inline.clone(),
-            relay: inline.clone(),
-            reporter: inline,
-            strategy: Sequential,
-            partition: format!("{prefix}-simplex"),
-            mailbox_size: NZUsize!(1024),
-            epoch: Epoch::zero(),
-            floor: Floor::Genesis(genesis_digest),
-            replay_buffer: NZUsize!(1 << 20),
-            write_buffer: NZUsize!(1 << 20),
-            page_cache: cache,
-            leader_timeout: config.leader_timeout,
-            certification_timeout: config.certification_timeout,
-            timeout_retry: config.timeout_retry,
-            view_retention: ViewDelta::new(256),
-            skip: SkipPolicy::Enabled {
-                timeout: config.timeout_retry * 2,
-                budget: SkipBudget::Participants,
-            },
-            fetch_timeout: NonZeroDuration::new(config.fetch_timeout)
-                .unwrap_or(NZDuration!(Duration::from_secs(2))),
-            fetch_retry_delay: Duration::from_millis(100),
-            forward: ForwardPolicy::SilentLeader,
-            track_historical_votes: false,
-        },
+    muxer.start();
+    let (muxer, mut requests) = Muxer::new(
+        context.child("requests_mux"),
+        channels.requests.0,
+        channels.requests.1,
     );
-    let (votes, certificates, requests) =
-        (channels.votes, channels.certificates, channels.requests);
+    muxer.start();
+
+    // The epoch to run: the one after the last the ledger finished, or the
+    // one its last block is in; its engine starts from the block that
+    // ended the epoch before (genesis for epoch 0).
+    let mut current = epocher_epoch(&epocher, height + 1);
+    let blocks = Blocks {
+        mailbox: mailbox.clone(),
+    };
+    let settings = config.clone();
+    let orchestrator = context.child("epochs").spawn(move |context| async move {
+        let mut engines: BTreeMap<u64, Handle<()>> = BTreeMap::new();
+        let mut tracked = 0u64;
+        let mut known: Vec<PublicKey> = Vec::new();
+        let mut peers = peers;
+        loop {
+            // Enter `current` if it is not running.
+            if !engines.contains_key(&current) {
+                let Some((scheme, signs)) = schemes.get(current) else {
+                    tracing::error!(
+                        epoch = current,
+                        "the ledger has no validator set for this epoch"
+                    );
+                    return;
+                };
+                let participants = scheme.participants().clone();
+                // Track every validator seen so far: this epoch's as
+                // primary, the others as secondary (they still follow).
+                for key in participants.iter() {
+                    if !known.contains(key) {
+                        known.push(key.clone());
+                    }
+                }
+                let secondary: Vec<PublicKey> = known
+                    .iter()
+                    .filter(|key| participants.position(key).is_none())
+                    .cloned()
+                    .collect();
+                tracked = tracked.max(current + 1);
+                let _ = peers.track(
+                    tracked,
+                    TrackedPeers::new(participants.clone(), Set::from_iter_dedup(secondary)),
+                );
+                let floor = match current.checked_sub(1) {
+                    None => Some(genesis_digest),
+                    Some(previous) => {
+                        let boundary = epocher.bounds(previous).map(|(_, last)| last);
+                        let id = boundary.and_then(|height| {
+                            node.lock()
+                                .ok()
+                                .and_then(|node| node.ledger().block_id(height).ok().flatten())
+                        });
+                        id.map(digest_of)
+                    }
+                };
+                let Some(floor) = floor else {
+                    tracing::error!(
+                        epoch = current,
+                        "the block that ended the previous epoch is unknown"
+                    );
+                    return;
+                };
+                tracing::info!(
+                    epoch = current,
+                    validators = participants.len(),
+                    signs,
+                    "entering epoch"
+                );
+                let epoch = Epoch::new(current);
+                if signs {
+                    let inline = Inline::new(
+                        context.child("inline").with_attribute("epoch", current),
+                        App::new(node.clone()),
+                        mailbox.clone(),
+                        epocher,
+                    );
+                    let engine = simplex::Engine::new(
+                        context.child("simplex").with_attribute("epoch", current),
+                        simplex::Config {
+                            scheme: Arc::unwrap_or_clone(scheme),
+                            elector: RoundRobin::<Sha256>::default(),
+                            blocker: blocker.clone(),
+                            automaton: inline.clone(),
+                            relay: inline.clone(),
+                            reporter: inline,
+                            strategy: Sequential,
+                            partition: format!("{prefix}-simplex-e{current}"),
+                            mailbox_size: NZUsize!(1024),
+                            epoch,
+                            floor: Floor::Genesis(floor),
+                            replay_buffer: NZUsize!(1 << 20),
+                            write_buffer: NZUsize!(1 << 20),
+                            page_cache: cache.clone(),
+                            leader_timeout: settings.leader_timeout,
+                            certification_timeout: settings.certification_timeout,
+                            timeout_retry: settings.timeout_retry,
+                            view_retention: ViewDelta::new(256),
+                            skip: SkipPolicy::Enabled {
+                                timeout: settings.timeout_retry * 2,
+                                budget: SkipBudget::Participants,
+                            },
+                            fetch_timeout: NonZeroDuration::new(settings.fetch_timeout)
+                                .unwrap_or(NZDuration!(Duration::from_secs(2))),
+                            fetch_retry_delay: Duration::from_millis(100),
+                            forward: ForwardPolicy::SilentLeader,
+                            track_historical_votes: false,
+                        },
+                    );
+                    let (Ok(vote), Ok(certificate), Ok(request)) = (
+                        votes.register(current).await,
+                        certificates.register(current).await,
+                        requests.register(current).await,
+                    ) else {
+                        tracing::error!(epoch = current, "the epoch's subchannels are taken");
+                        return;
+                    };
+                    engines.insert(current, engine.start(vote, certificate, request));
+                } else {
+                    // Not a validator this epoch: follow through marshal.
+                    engines.insert(current, context.child("follower").spawn(|_| async {}));
+                }
+                // The previous epoch's engine helps laggards finish it;
+                // older ones stop.
+                while engines.len() > 2 {
+                    if let Some((_, old)) = engines.pop_first() {
+                        old.abort();
+                    }
+                }
+            }
+            select! {
+                ended = epochs.next() => {
+                    let Some(ended) = ended else { return };
+                    if ended + 1 > current {
+                        current = ended + 1;
+                    }
+                },
+                message = unrouted.recv() => {
+                    // Votes for an epoch past ours: we are behind; ask the
+                    // sender for the finalization that ends our epoch.
+                    let Some((epoch, (from, _))) = message else { return };
+                    if epoch > current
+                        && let Some((_, last)) = epocher.bounds(current)
+                    {
+                        mailbox.hint_finalized(Height::new(last), NonEmptyVec::new(from));
+                    }
+                },
+            }
+        }
+    });
     Ok(Running {
-        engine: engine.start(votes, certificates, requests),
-        blocks: Blocks { mailbox },
+        engine: orchestrator,
+        blocks,
     })
 }
 
@@ -669,6 +947,13 @@ impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running").finish_non_exhaustive()
     }
+}
+
+/// The epoch of `height`.
+fn epocher_epoch(epocher: &LedgerEpocher, height: u64) -> u64 {
+    epocher
+        .containing(Height::new(height))
+        .map_or(0, |info| info.epoch().get())
 }
 
 /// Relays transactions this validator accepted to the others, and takes in

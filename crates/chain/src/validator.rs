@@ -15,7 +15,7 @@ use commonware_runtime::{Quota, Runner as _, Supervisor as _, tokio};
 use commonware_stream::cups::{self, Cups};
 use commonware_stream::sake::{self, Sake};
 use commonware_utils::{NZU32, NZUsize};
-use idlegrid_ledger::Store;
+use idlegrid_ledger::{Store, VALIDATORS_MAX};
 use idlegrid_types::AccountId;
 
 use crate::engine::{
@@ -68,7 +68,8 @@ pub fn run<S: Store + Send + 'static>(
         .with_catch_panics(false);
     tokio::Runner::new(runtime).start(|context| async move {
         let signer = private_key(settings.seed);
-        let size = max_message_size(participants.len() as u32);
+        // Sized for the largest validator set an epoch may have.
+        let size = max_message_size(VALIDATORS_MAX as u32);
         let p2p = discovery::Config::local(
             Cups::<_, ChaCha20Poly1305>::new(
                 Sake {
@@ -83,7 +84,7 @@ pub fn run<S: Store + Send + 'static>(
             settings.listen,
             settings.listen,
             bootstrappers,
-            NZUsize!(participants.len().max(1)),
+            NZUsize!(VALIDATORS_MAX),
             size,
             NZUsize!(4096),
         );

@@ -16,14 +16,23 @@ mod common;
 
 use common::{CHAIN, key, transfer};
 use idlegrid_chain::engine::{
-    Channels, EngineConfig, account_of, channel, max_message_size, start,
+    Channels, EngineConfig, account_of, channel, max_message_size, private_key, start,
 };
 use idlegrid_chain::{Chain, Mempool, MempoolConfig, SharedNode, shared};
-use idlegrid_ledger::{Genesis, Ledger, Params};
+use idlegrid_ledger::{Genesis, Ledger, Params, StakeRole, Transaction, TxKind};
 use idlegrid_ledger::{MemoryStore, NoReExecution, SignedTransaction};
+use idlegrid_types::Keypair;
 
 const VALIDATORS: u64 = 4;
 const TRANSFERS: u64 = 24;
+const EPOCH: u64 = 4;
+/// Each validator's stake at genesis.
+const STAKE: u64 = 50_000;
+
+/// Validator `index`'s key, as a ledger account.
+fn validator_key(index: u64) -> Keypair {
+    Keypair::from_seed([200 + index as u8; 32])
+}
 const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
 
 /// A ledger whose validators are the test's consensus keys and where
@@ -31,13 +40,19 @@ const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
 fn ledger(validators: &[PublicKey]) -> Ledger<MemoryStore> {
     let genesis = Genesis {
         chain_id: CHAIN.to_owned(),
-        params: Params::default(),
+        // Short epochs: every scenario crosses several, each with its own
+        // simplex engine and validator set.
+        params: Params {
+            epoch_length_blocks: EPOCH,
+            ..Params::default()
+        },
         balances: (1..=3)
             .map(|seed| (key(seed).account_id(), 1_000))
+            .chain(validators.iter().map(|key| (account_of(key), 2 * STAKE)))
             .collect(),
         validators: validators
             .iter()
-            .map(|key| (account_of(key), 50_000))
+            .map(|key| (account_of(key), STAKE))
             .collect(),
     };
     Ledger::init(MemoryStore::default(), &genesis).expect("genesis")
@@ -142,6 +157,10 @@ enum Scenario {
     Steady { target: u64 },
     /// The same over links that drop and delay messages.
     Lossy { target: u64 },
+    /// The last validator unstakes: from the epoch after, the other three
+    /// run consensus and it follows; then it stakes again and is back in
+    /// a later epoch's set.
+    Rotation,
     /// Crash the last validator, let the others go on, restart it over its
     /// stored state, and wait for it to catch up; then split the network
     /// 2–2 (no quorum) and heal it.
@@ -156,7 +175,9 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
         .with_seed(seed)
         .with_timeout(Some(Duration::from_secs(600)));
     deterministic::Runner::new(config).start(|context| async move {
-        let signers: Vec<PrivateKey> = (0..VALIDATORS).map(PrivateKey::from_seed).collect();
+        let signers: Vec<PrivateKey> = (0..VALIDATORS)
+            .map(|index| private_key(validator_key(index).seed()))
+            .collect();
         let keys: Vec<PublicKey> = signers.iter().map(Signer::public_key).collect();
         let max_size = max_message_size(VALIDATORS as u32);
         let (network, oracle) = Network::new_with_peers(
@@ -165,7 +186,7 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
                 max_size,
                 max_peers_per_set: NZUsize!(VALIDATORS as usize),
                 disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(1),
+                tracked_peer_sets: NZUsize!(2),
             },
             keys.clone(),
         )
@@ -204,6 +225,47 @@ fn run(seed: u64, scenario: Scenario) -> (String, Vec<SharedNode<MemoryStore>>, 
         match scenario {
             Scenario::Steady { target } | Scenario::Lossy { target } => {
                 wait_for(&context, &nodes, target).await
+            }
+            Scenario::Rotation => {
+                let leaver = validator_key(3);
+                let stake = |kind: fn(StakeRole, u64) -> TxKind, nonce: u64| {
+                    let body = Transaction::new(CHAIN, nonce, 1, kind(StakeRole::Validator, STAKE))
+                        .expect("tx");
+                    leaver.sign(body)
+                };
+                let unstake = stake(|role, amount| TxKind::Unstake { role, amount }, 0);
+                nodes[0]
+                    .lock()
+                    .expect("node")
+                    .submit(unstake)
+                    .expect("taken");
+                let members = |node: &SharedNode<MemoryStore>| {
+                    let node = node.lock().expect("node");
+                    let ledger = node.ledger();
+                    let epoch = ledger.epoch_of(ledger.height() + 1);
+                    ledger
+                        .validator_set(epoch)
+                        .expect("readable")
+                        .map_or(0, |set| set.len())
+                };
+                while nodes.iter().any(|node| members(node) != 3) {
+                    context.sleep(Duration::from_millis(100)).await;
+                }
+                // Two whole epochs run by three validators, the fourth
+                // following.
+                let target = nodes.iter().map(height).max().unwrap_or(0) + 2 * EPOCH;
+                wait_for(&context, &nodes, target).await;
+                let restake = stake(|role, amount| TxKind::Stake { role, amount }, 1);
+                nodes[1]
+                    .lock()
+                    .expect("node")
+                    .submit(restake)
+                    .expect("taken");
+                while nodes.iter().any(|node| members(node) != 4) {
+                    context.sleep(Duration::from_millis(100)).await;
+                }
+                let target = nodes.iter().map(height).max().unwrap_or(0) + 2 * EPOCH;
+                wait_for(&context, &nodes, target).await;
             }
             Scenario::CrashAndPartition => {
                 wait_for(&context, &nodes, 3).await;
@@ -317,4 +379,41 @@ fn four_validators_agree_over_links_that_drop_and_delay_messages() {
         );
         assert_agree(&nodes);
     }
+}
+
+#[test]
+fn the_validator_set_follows_stake_from_epoch_to_epoch() {
+    for seed in [11, 12, 13] {
+        rotation(seed);
+    }
+}
+
+fn rotation(seed: u64) {
+    let (_, nodes, _) = run(seed, Scenario::Rotation);
+    let leaver = account_of(&private_key(validator_key(3).seed()).public_key());
+    for node in &nodes {
+        let node = node.lock().expect("node");
+        let ledger = node.ledger();
+        let sets: Vec<Vec<_>> = (0..=ledger.epoch_of(ledger.height()))
+            .map(|epoch| {
+                ledger
+                    .validator_set(epoch)
+                    .expect("readable")
+                    .expect("a set per epoch")
+                    .into_iter()
+                    .map(|(account, _)| account)
+                    .collect()
+            })
+            .collect();
+        assert!(
+            sets.iter()
+                .any(|set| set.len() == 3 && !set.contains(&leaver)),
+            "seed {seed}: the leaver left a set"
+        );
+        assert!(
+            sets.last().is_some_and(|set| set.contains(&leaver)),
+            "seed {seed}: the leaver came back"
+        );
+    }
+    assert_agree(&nodes);
 }

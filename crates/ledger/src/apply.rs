@@ -715,6 +715,30 @@ pub(crate) fn epoch_rewards<S: Store>(
 }
 
 /// Accounts with bonded stake of `role`, in account order.
+/// The most validators one epoch has.
+pub const VALIDATORS_MAX: usize = 100;
+
+/// Records the validator set of `epoch` from the validator stake now:
+/// every account with bonded validator stake, the largest
+/// [`VALIDATORS_MAX`] by stake (ties by account). A chain whose validators
+/// all left keeps the previous set rather than halt.
+pub(crate) fn record_validator_set<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    epoch: u64,
+) -> Result<(), StoreError> {
+    let mut set = bonded(overlay, StakeRole::Validator)?;
+    set.sort_by(|(a, stake_a), (b, stake_b)| stake_b.cmp(stake_a).then(a.cmp(b)));
+    set.truncate(VALIDATORS_MAX);
+    if set.is_empty()
+        && let Some(previous) = epoch.checked_sub(1)
+        && let Some(kept) = overlay.get::<Vec<(AccountId, u64)>>(&keys::validator_set(previous))?
+    {
+        set = kept;
+    }
+    overlay.put(keys::validator_set(epoch), &set);
+    Ok(())
+}
+
 pub(crate) fn bonded<S: Store>(
     overlay: &Overlay<'_, S>,
     role: StakeRole,

@@ -136,6 +136,7 @@ impl<S: Store> Ledger<S> {
                     burned: 0,
                 },
             );
+            apply::record_validator_set(&mut overlay, 0)?;
             overlay.put(keys::meta(META_PARAMS), &genesis.params);
             overlay.put_raw(
                 keys::meta(META_CHAIN),
@@ -375,6 +376,7 @@ impl<S: Store> Ledger<S> {
                 &mut overlay,
                 &self.params,
             ))?);
+            apply::record_validator_set(&mut overlay, height / self.params.epoch_length_blocks)?;
         }
         overlay.put(keys::meta(META_HEIGHT), &height);
         let state_root = root::update(&mut overlay, &self.store, height)?;
@@ -459,6 +461,20 @@ impl<S: Store> Ledger<S> {
             &Overlay::new(&self.store),
             StakeRole::Validator,
         )?)
+    }
+
+    /// The epoch a height belongs to: epoch 0 is genesis through the first
+    /// epoch's last block (`epoch_length_blocks`); epoch `e` ends at
+    /// `(e + 1) × epoch_length_blocks`, where rewards are paid and the
+    /// next epoch's validator set is taken.
+    pub fn epoch_of(&self, height: u64) -> u64 {
+        height.saturating_sub(1) / self.params.epoch_length_blocks
+    }
+
+    /// The validators of `epoch` with their stake, largest first, once the
+    /// ledger has reached the end of the epoch before (epoch 0: genesis).
+    pub fn validator_set(&self, epoch: u64) -> Result<Option<Vec<(AccountId, u64)>>, LedgerError> {
+        Ok(Overlay::new(&self.store).get(&keys::validator_set(epoch))?)
     }
 
     pub fn supply(&self) -> Result<Supply, LedgerError> {

@@ -15,6 +15,7 @@ pub mod state;
 pub mod store;
 pub mod tx;
 
+pub use apply::VALIDATORS_MAX;
 pub use genesis::{Genesis, GenesisError, Params};
 pub use ledger::{BlockOutcome, Ledger, LedgerError, NoReExecution, Selection, TxRecord, TxResult};
 pub use state::{Account, Job, JobStatus, Redemption, Stake, Supply, Unbonding};

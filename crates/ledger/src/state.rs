@@ -94,6 +94,8 @@ pub(crate) mod keys {
     pub const EPOCH_FUEL: u8 = b'f';
     pub const DISPUTED: u8 = b'd';
     pub const META: u8 = b'm';
+    /// The validator set of each epoch, taken at the end of the one before.
+    pub const VALIDATOR_SET: u8 = b'e';
     /// Not part of the authenticated state: the tree's own nodes and the
     /// history of roots.
     pub const TREE_NODE: u8 = b't';
@@ -140,6 +142,10 @@ pub(crate) mod keys {
             provider.as_bytes(),
         ]
         .concat()
+    }
+
+    pub fn validator_set(epoch: u64) -> Vec<u8> {
+        [&[VALIDATOR_SET][..], &epoch.to_be_bytes()].concat()
     }
 
     pub fn meta(name: &str) -> Vec<u8> {

@@ -729,3 +729,59 @@ fn dispute_rejections() {
     assert_eq!(rejected(world.submit(BOB, claim)), "re_execution_failed");
     world.assert_books_balance();
 }
+
+#[test]
+fn each_epochs_validator_set_is_the_validator_stake_at_the_end_of_the_one_before() {
+    let mut world = world();
+    let length = params().epoch_length_blocks;
+    let set = |world: &World, epoch: u64| -> Vec<AccountId> {
+        world
+            .ledger
+            .validator_set(epoch)
+            .expect("readable")
+            .unwrap_or_else(|| panic!("no set for epoch {epoch}"))
+            .into_iter()
+            .map(|(account, _)| account)
+            .collect()
+    };
+    assert_eq!(set(&world, 0), vec![world.id(VALIDATOR)]);
+    assert_eq!(world.ledger.validator_set(1).expect("readable"), None);
+    // Alice bonds more than the genesis validator: she leads the next set.
+    world
+        .submit(
+            ALICE,
+            TxKind::Stake {
+                role: StakeRole::Validator,
+                amount: 60_000,
+            },
+        )
+        .expect("stake");
+    world.empty_blocks(length - world.ledger.height());
+    assert_eq!(world.ledger.epoch_of(length), 0);
+    assert_eq!(world.ledger.epoch_of(length + 1), 1);
+    assert_eq!(set(&world, 1), vec![world.id(ALICE), world.id(VALIDATOR)]);
+    // The genesis validator leaves: gone from the epoch after.
+    world
+        .submit(
+            VALIDATOR,
+            TxKind::Unstake {
+                role: StakeRole::Validator,
+                amount: 50_000,
+            },
+        )
+        .expect("unstake");
+    world.empty_blocks(2 * length - world.ledger.height());
+    assert_eq!(set(&world, 2), vec![world.id(ALICE)]);
+    // Everyone leaving keeps the last set rather than halt the chain.
+    world
+        .submit(
+            ALICE,
+            TxKind::Unstake {
+                role: StakeRole::Validator,
+                amount: 60_000,
+            },
+        )
+        .expect("unstake");
+    world.empty_blocks(3 * length - world.ledger.height());
+    assert_eq!(set(&world, 3), vec![world.id(ALICE)]);
+}
