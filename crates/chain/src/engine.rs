@@ -4,6 +4,7 @@
 //! the rest of idlegrid touches stays in this module.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -361,13 +362,16 @@ impl Epocher for LedgerEpocher {
     }
 }
 
+/// Schemes built so far, by epoch, with whether this node signs in it.
+type BuiltSchemes = Arc<Mutex<BTreeMap<u64, (Arc<Scheme>, bool)>>>;
+
 /// Each epoch's certificate scheme, built from the validator set the
 /// ledger recorded for it (none for an epoch the ledger has not reached).
 pub struct EpochSchemes<S: Store> {
     node: SharedNode<S>,
     namespace: Arc<[u8]>,
     signer: PrivateKey,
-    built: Arc<Mutex<BTreeMap<u64, (Arc<Scheme>, bool)>>>,
+    built: BuiltSchemes,
 }
 
 impl<S: Store> Clone for EpochSchemes<S> {
@@ -805,7 +809,7 @@ where
         let mut peers = peers;
         loop {
             // Enter `current` if it is not running.
-            if !engines.contains_key(&current) {
+            if let Entry::Vacant(slot) = engines.entry(current) {
                 let Some((scheme, signs)) = schemes.get(current) else {
                     tracing::error!(
                         epoch = current,
@@ -904,10 +908,10 @@ where
                         tracing::error!(epoch = current, "the epoch's subchannels are taken");
                         return;
                     };
-                    engines.insert(current, engine.start(vote, certificate, request));
+                    slot.insert(engine.start(vote, certificate, request));
                 } else {
                     // Not a validator this epoch: follow through marshal.
-                    engines.insert(current, context.child("follower").spawn(|_| async {}));
+                    slot.insert(context.child("follower").spawn(|_| async {}));
                 }
                 // The previous epoch's engine helps laggards finish it;
                 // older ones stop.
