@@ -26,18 +26,20 @@ pub struct Options {
     quick: bool,
 }
 
-const CHAIN: &str = "idlegrid-bench";
+/// The chain id of every benchmark transaction (the chain suite's too, so
+/// that its transfers are the same size as these).
+pub(crate) const CHAIN: &str = "idlegrid-bench";
 
 /// Funded accounts that send transfers, one per sender per block, so that
 /// no block waits on one account's nonces.
-struct Senders {
+pub(crate) struct Senders {
     keys: Vec<Keypair>,
     nonces: Vec<u64>,
     next: usize,
 }
 
 impl Senders {
-    fn new(count: usize) -> Self {
+    pub(crate) fn new(count: usize) -> Self {
         let keys = (0..count as u64)
             .map(|index| {
                 let mut seed = [0u8; 32];
@@ -104,6 +106,24 @@ fn apply<S: Store>(
     Ok(elapsed)
 }
 
+/// Signs `count` blocks of `block_size` transfers and applies them, in
+/// order, to a fresh in-memory ledger where every sender is funded: the
+/// blocks, and the time applying them took (signature checks included,
+/// signing not). The chain suite's baseline too.
+pub(crate) fn apply_transfer_blocks(
+    senders: &mut Senders,
+    block_size: usize,
+    count: usize,
+) -> anyhow::Result<(Vec<Vec<SignedTransaction>>, Duration)> {
+    let mut ledger = Ledger::init(MemoryStore::default(), &senders.genesis())?;
+    let blocks: Vec<_> = (0..count).map(|_| senders.block(block_size)).collect();
+    let applying = blocks
+        .iter()
+        .map(|block| apply(&mut ledger, block))
+        .sum::<anyhow::Result<Duration>>()?;
+    Ok((blocks, applying))
+}
+
 type SignedMessage = (AccountId, &'static str, Vec<u8>, Signature);
 
 /// What each transaction's signature covers, as the verifiers take it.
@@ -121,7 +141,7 @@ fn signed_messages(block: &[SignedTransaction]) -> Vec<SignedMessage> {
         .collect()
 }
 
-fn per_second(count: usize, elapsed: Duration) -> f64 {
+pub(crate) fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
@@ -141,12 +161,7 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     let mut rows = Vec::new();
 
     // Transfers applied per second, against verifying their signatures alone.
-    let mut ledger = Ledger::init(MemoryStore::default(), &senders.genesis())?;
-    let blocks: Vec<_> = (0..blocks).map(|_| senders.block(block_size)).collect();
-    let applying = blocks
-        .iter()
-        .map(|block| apply(&mut ledger, block))
-        .sum::<anyhow::Result<Duration>>()?;
+    let (blocks, applying) = apply_transfer_blocks(&mut senders, block_size, blocks)?;
     let messages: Vec<_> = blocks
         .iter()
         .flat_map(|block| signed_messages(block))

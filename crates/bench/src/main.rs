@@ -4,6 +4,7 @@
 //! between them; `--json` prints one object per line with the keys `metric`,
 //! `value`, `unit`, `baseline` and `ratio`.
 
+mod chain;
 mod ledger;
 mod market;
 mod native;
@@ -30,6 +31,9 @@ enum Suite {
     /// The market: tasks placed and verified per second as the offer book
     /// grows, against a plain loop handing out the same tasks.
     Market(market::Options),
+    /// The chain: transfers finalized per second and finality latency on one
+    /// and on four validators in this process, against the ledger alone.
+    Chain(chain::Options),
 }
 
 /// One measured figure and what it is compared to.
@@ -93,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Sandbox(options) => (sandbox::run(&options)?, options.json),
         Suite::Ledger(options) => (ledger::run(&options)?, options.json),
         Suite::Market(options) => (market::run(&options)?, options.json),
+        Suite::Chain(options) => (chain::run(&options)?, options.json),
     };
     if json {
         for row in &rows {

@@ -998,6 +998,7 @@ fn start_relay<E, S, R, St>(
         }
     });
     context.child("in").spawn(move |_| async move {
+        let signatures = crate::node::signature_cache(&node);
         while let Ok((from, message)) = receiver.recv().await {
             let Ok(batch) = decode::<Bounded<Vec<SignedTransaction>, RELAY_TRANSACTIONS_MAX>>(
                 message.as_ref(),
@@ -1006,11 +1007,22 @@ fn start_relay<E, S, R, St>(
                 tracing::debug!(peer = %account_of(&from), "malformed relay message");
                 continue;
             };
+            // Signatures first, outside the node's lock; the pool then
+            // finds them checked.
+            let batch: Vec<SignedTransaction> = batch
+                .into_inner()
+                .into_iter()
+                .filter(|transaction| {
+                    signatures
+                        .as_ref()
+                        .is_none_or(|cache| cache.verify(transaction).is_ok())
+                })
+                .collect();
             let Ok(mut node) = node.lock() else {
                 return;
             };
             node.heard_from(account_of(&from));
-            for transaction in batch.into_inner() {
+            for transaction in batch {
                 // Refusals are expected (the same transaction from several
                 // peers, or already in a block) and cost the sender nothing.
                 let _ = node.relayed(transaction);

@@ -20,4 +20,5 @@ pub use chain::{Chain, ChainError, Finalized, Invalid};
 pub use mempool::{Mempool, MempoolConfig, Refused};
 pub use node::{
     FinalizedBlock, Node, OUTBOX_MAX, SUBSCRIBER_BACKLOG, SharedNode, TxStatus, shared,
+    signature_cache,
 };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use idlegrid_ledger::{BlockOutcome, Ledger, SignedTransaction, Store, TxRecord};
-use idlegrid_types::{AccountId, ContentId, ReExecute};
+use idlegrid_types::{AccountId, ContentId, ReExecute, SignatureCache};
 
 use crate::chain::Chain;
 use crate::mempool::{Mempool, Refused};
@@ -166,6 +166,13 @@ impl<S: Store> Node<S> {
             None => TxStatus::Unknown,
         })
     }
+}
+
+/// The node's signature cache, to check transactions' signatures before
+/// taking the node's lock: a submit then finds them checked, and block
+/// building is not held up behind signature checks.
+pub fn signature_cache<S: Store>(node: &SharedNode<S>) -> Option<Arc<SignatureCache>> {
+    node.lock().ok()?.ledger().signature_cache().cloned()
 }
 
 /// The shared node for a ledger, its chain tip at the ledger's height.

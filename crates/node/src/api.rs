@@ -266,6 +266,11 @@ async fn submit<S: Store + Send + 'static>(
             format!("the bytes are not a signed transaction: {error}"),
         )
     })?;
+    // The signature is checked outside the node's lock (a bad one is
+    // refused by the submit below with its reason).
+    if let Some(cache) = idlegrid_chain::signature_cache(&state.node) {
+        let _ = cache.verify(&transaction);
+    }
     let hash = with_node(&state, move |node| Ok(node.submit(transaction)?)).await?;
     Ok(Json(SubmitView {
         hash: hash.to_string(),

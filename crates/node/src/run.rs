@@ -40,7 +40,12 @@ impl Validator {
 /// Runs the validator a configuration file describes until its engine
 /// stops; returns early only on a startup error.
 pub fn run_validator(config_path: &Path) -> anyhow::Result<()> {
-    start_validator(config_path)?.join()
+    let validator = start_validator(config_path)?;
+    println!(
+        "validator {} started: API http://{}",
+        validator.account, validator.api
+    );
+    validator.join()
 }
 
 /// Starts the validator a configuration file describes: opens its ledger,
@@ -111,7 +116,7 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
         .spawn(move || {
             run(settings, shared_node, move |found| {
                 let _ = blocks.set(found);
-                println!("validator {account} running: p2p {p2p}, API http://{api_address}");
+                tracing::info!(%account, %p2p, api = %api_address, "consensus running");
             })
             .map_err(anyhow::Error::from)
         })?;
