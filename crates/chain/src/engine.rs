@@ -122,23 +122,30 @@ impl BoundedBlock for EngineBlock {
 #[derive(Debug)]
 pub struct App<S: Store> {
     node: SharedNode<S>,
+    /// How long a leader with nothing to propose waits for a transaction
+    /// before proposing an empty block.
+    idle_wait: Duration,
 }
 
 impl<S: Store> Clone for App<S> {
     fn clone(&self) -> Self {
         Self {
             node: Arc::clone(&self.node),
+            idle_wait: self.idle_wait,
         }
     }
 }
 
 impl<S: Store> App<S> {
-    pub fn new(node: SharedNode<S>) -> Self {
-        Self { node }
+    pub fn new(node: SharedNode<S>, idle_wait: Duration) -> Self {
+        Self { node, idle_wait }
     }
 }
 
-impl<E: Send + 'static, S: Store + Send + 'static> Application<E> for App<S> {
+/// How often a waiting leader looks at its pool.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+
+impl<E: Clock + Send + 'static, S: Store + Send + 'static> Application<E> for App<S> {
     type SigningScheme = Scheme;
     type Context = RoundContext;
     type Block = EngineBlock;
@@ -146,7 +153,7 @@ impl<E: Send + 'static, S: Store + Send + 'static> Application<E> for App<S> {
 
     async fn propose(
         &mut self,
-        _context: (E, RoundContext),
+        (context, _): (E, RoundContext),
         mut ancestry: impl Ancestry<EngineBlock>,
         _input: (),
     ) -> Option<Digested<EngineBlock>> {
@@ -154,6 +161,18 @@ impl<E: Send + 'static, S: Store + Send + 'static> Application<E> for App<S> {
         let parent = ancestry.next().await?.inner().0.clone();
         let parent_digest = parent.digest();
         self.verify_chain(parent, &mut ancestry).await?;
+        // An idle chain does not spin: with an empty pool the leader waits
+        // a little for a transaction (well within the leader timeout).
+        let started = context.current();
+        while self.node.lock().ok()?.mempool.is_empty()
+            && context
+                .current()
+                .duration_since(started)
+                .unwrap_or_default()
+                < self.idle_wait
+        {
+            context.sleep(IDLE_POLL).await;
+        }
         let Ok(mut node) = self.node.lock() else {
             return None;
         };
@@ -573,6 +592,10 @@ pub struct EngineConfig {
     pub fetch_timeout: Duration,
     /// How often accepted transactions are relayed to the other validators.
     pub relay_interval: Duration,
+    /// How long a leader with an empty pool waits for a transaction before
+    /// proposing an empty block (an idle chain then makes a few blocks a
+    /// second instead of spinning).
+    pub idle_block_wait: Duration,
 }
 
 impl EngineConfig {
@@ -585,6 +608,7 @@ impl EngineConfig {
             timeout_retry: Duration::from_secs(5),
             fetch_timeout: Duration::from_secs(2),
             relay_interval: Duration::from_millis(10),
+            idle_block_wait: Duration::from_millis(200),
         }
     }
 }
@@ -864,7 +888,7 @@ where
                 if signs {
                     let inline = Inline::new(
                         context.child("inline").with_attribute("epoch", current),
-                        App::new(node.clone()),
+                        App::new(node.clone(), settings.idle_block_wait),
                         mailbox.clone(),
                         epocher,
                     );

@@ -248,9 +248,7 @@ impl<S: Store> Ledger<S> {
         executor: &dyn ReExecute,
     ) -> Result<BlockOutcome, LedgerError> {
         let (batch, outcome) = self.execute_block(height, transactions, executor)?;
-        self.store.commit(batch)?;
-        self.height = height;
-        self.state_root = outcome.state_root;
+        self.commit(batch, &outcome)?;
         Ok(outcome)
     }
 
@@ -263,11 +261,8 @@ impl<S: Store> Ledger<S> {
         transactions: &[SignedTransaction],
         executor: &dyn ReExecute,
     ) -> Result<BlockOutcome, LedgerError> {
-        let (mut batch, outcome) = self.execute_block(height, transactions, executor)?;
-        batch.insert(keys::block_at(height), Some(id.as_bytes().to_vec()));
-        self.store.commit(batch)?;
-        self.height = height;
-        self.state_root = outcome.state_root;
+        let (batch, outcome) = self.execute_block(height, transactions, executor)?;
+        self.commit_executed(id, batch, &outcome)?;
         Ok(outcome)
     }
 
@@ -287,6 +282,15 @@ impl<S: Store> Ledger<S> {
             });
         }
         batch.insert(keys::block_at(outcome.height), Some(id.as_bytes().to_vec()));
+        self.commit(batch, outcome)
+    }
+
+    /// Writes a block's batch in one commit and moves to its height.
+    fn commit(
+        &mut self,
+        batch: crate::store::WriteBatch,
+        outcome: &BlockOutcome,
+    ) -> Result<(), LedgerError> {
         self.store.commit(batch)?;
         self.height = outcome.height;
         self.state_root = outcome.state_root;

@@ -60,8 +60,15 @@ pub fn get(url: &str) -> Result<(u16, Value), String> {
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
-        .call()
-        .map_err(|error| error.to_string())?;
+        .call();
+    answer(response)
+}
+
+/// A response's status and JSON body (any status is an answer).
+fn answer(
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<(u16, Value), String> {
+    let response = response.map_err(|error| error.to_string())?;
     let status = response.status().as_u16();
     let body: Value = response
         .into_body()
@@ -78,14 +85,8 @@ pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<(u16, Value), 
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .header("content-type", content_type)
-        .send(body)
-        .map_err(|error| error.to_string())?;
-    let status = response.status().as_u16();
-    let body: Value = response
-        .into_body()
-        .read_json()
-        .map_err(|error| error.to_string())?;
-    Ok((status, body))
+        .send(body);
+    answer(response)
 }
 
 /// POSTs a hex-encoded transaction the way a client does.
