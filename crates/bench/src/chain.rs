@@ -85,14 +85,15 @@ struct Phases {
 
 const FULL: Phases = Phases {
     baseline_blocks: 20,
-    idle: Duration::from_secs(2),
+    idle: Duration::from_secs(3),
     warm_up: Duration::from_secs(2),
     window: Duration::from_secs(10),
 };
 
 const QUICK: Phases = Phases {
     baseline_blocks: 2,
-    idle: Duration::from_millis(500),
+    // An idle leader waits up to 200 ms for a transaction: a few blocks.
+    idle: Duration::from_secs(2),
     warm_up: Duration::from_millis(500),
     window: Duration::from_secs(2),
 };
