@@ -55,6 +55,9 @@ struct InitArgs {
     /// Validator i serves its HTTP API on this port + i.
     #[arg(long, default_value_t = 7700)]
     api_port: u16,
+    /// Blocks per epoch (the validator set follows stake at each boundary).
+    #[arg(long, default_value_t = 100)]
+    epoch_length: u64,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -67,6 +70,7 @@ pub fn testnet(args: TestnetArgs) -> ExitCode {
         chain_id: args.chain_id,
         p2p_port: args.p2p_port,
         api_port: args.api_port,
+        epoch_length: args.epoch_length,
         ..TestnetPlan::default()
     };
     match testnet::init(&args.dir, &plan) {

@@ -73,6 +73,9 @@ enum WalletCommand {
     Transfer(TransferArgs),
     /// Bond tokens as provider or validator stake.
     Stake(StakeArgs),
+    /// Start unbonding stake (it returns to the balance after the chain's
+    /// unbonding period; validator stake leaves the set from the next epoch).
+    Unstake(StakeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -89,10 +92,10 @@ struct TransferArgs {
 
 #[derive(Debug, Args)]
 struct StakeArgs {
-    /// How many tokens to bond (validator stake counts from the next epoch).
+    /// How many tokens (validator stake counts from the next epoch).
     #[arg(long, value_name = "N")]
     amount: u64,
-    /// Which stake to bond.
+    /// Which stake.
     #[arg(long, value_enum, default_value_t = Role::Provider)]
     role: Role,
     #[command(flatten)]
@@ -236,6 +239,13 @@ fn execute(args: WalletArgs) -> Result<(), Failure> {
         }
         WalletCommand::Stake(stake) => {
             let kind = TxKind::Stake {
+                role: stake.role.into(),
+                amount: stake.amount,
+            };
+            send(&client, &load_key(&key_path)?, kind, &stake.send, json)?;
+        }
+        WalletCommand::Unstake(stake) => {
+            let kind = TxKind::Unstake {
                 role: stake.role.into(),
                 amount: stake.amount,
             };

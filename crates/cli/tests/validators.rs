@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Testnet, get, transfer, try_submit, wait_until};
+use common::{Testnet, get, idlegrid, transfer, try_submit, wait_until};
 use idlegrid_node::read_key;
 use idlegrid_types::{AccountId, Keypair};
 use serde_json::Value;
@@ -126,5 +126,69 @@ fn a_validator_killed_mid_stream_restarts_catches_up_and_agrees() {
     assert!(
         blocks.iter().all(|block| *block == blocks[0]),
         "validators disagree at height {common}: {blocks:?}"
+    );
+}
+
+/// The current epoch's validators, as validator `index` reports them.
+fn validators(net: &Testnet, index: usize) -> Vec<String> {
+    net.status(index)["validators"]
+        .as_array()
+        .expect("validators")
+        .iter()
+        .map(|entry| entry["account"].as_str().expect("account").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_validator_that_unstakes_leaves_the_next_epochs_set_and_keeps_following() {
+    let net = Testnet::start_with(4, &["--epoch-length", "10"]);
+    let leaver = net.configs[3]
+        .parent()
+        .expect("validator folder")
+        .join("validator.key");
+    let leaver_account = read_key(&leaver).expect("key").account_id().to_string();
+    assert!(validators(&net, 0).contains(&leaver_account));
+    // Its own wallet, through another validator's API.
+    idlegrid(&[
+        "wallet",
+        "--key",
+        leaver.to_str().expect("utf-8 path"),
+        "--node",
+        &net.apis[0],
+        "unstake",
+        "--role",
+        "validator",
+        "--amount",
+        "1000000",
+        "--wait",
+        "--json",
+    ]);
+    // From the next epoch every validator runs with the other three.
+    for index in 0..4 {
+        wait_until(CATCH_UP, "the next epoch's set", || {
+            let set = validators(&net, index);
+            set.len() == 3 && !set.contains(&leaver_account)
+        });
+    }
+    // Two more epochs go by; the leaver follows them.
+    let target = (0..4).map(|index| net.height(index)).max().unwrap_or(0) + 20;
+    for index in 0..4 {
+        wait_until(CATCH_UP, "two more epochs everywhere", || {
+            net.height(index) >= target
+        });
+    }
+    let blocks: Vec<(Value, Value)> = net
+        .apis
+        .iter()
+        .map(|api| {
+            let (status, body) = get(&format!("{api}/v1/blocks/{target}")).expect("answers");
+            assert_eq!(status, 200, "block {target} at {api}: {body}");
+            (body["digest"].clone(), body["parent_state_root"].clone())
+        })
+        .collect();
+    assert!(
+        blocks.iter().all(|block| *block == blocks[0]),
+        "validators disagree at height {target}: {blocks:?}\n{}",
+        net.logs()
     );
 }

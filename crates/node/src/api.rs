@@ -611,6 +611,9 @@ struct StatusView {
     /// The smallest fee a transaction may pay.
     minimum_fee: u64,
     mempool: MempoolView,
+    /// The epoch the next block belongs to.
+    epoch: u64,
+    /// That epoch's validator set (the one running consensus now).
     validators: Vec<StakeEntry>,
     peers: Vec<PeerView>,
 }
@@ -634,7 +637,13 @@ async fn status<S: Store + Send + 'static>(
                 transactions: node.mempool.len(),
                 bytes: node.mempool.bytes(),
             },
-            validators: stake_entries(ledger.validators().map_err(ledger_unavailable)?),
+            epoch: ledger.epoch_of(height + 1),
+            validators: stake_entries(
+                ledger
+                    .validator_set(ledger.epoch_of(height + 1))
+                    .map_err(ledger_unavailable)?
+                    .unwrap_or_default(),
+            ),
             peers: node
                 .peers()
                 .into_iter()

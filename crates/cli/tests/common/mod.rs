@@ -127,21 +127,31 @@ pub struct Testnet {
 impl Testnet {
     /// Writes a testnet of `validators` with free ports and starts them all.
     pub fn start(validators: usize) -> Self {
+        Self::start_with(validators, &[])
+    }
+
+    /// [`Testnet::start`] with more `testnet init` flags.
+    pub fn start_with(validators: usize, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let base = free_ports(validators * 2);
-        let out = idlegrid(&[
+        let validators_text = validators.to_string();
+        let p2p_port = base.to_string();
+        let api_port = (base + validators as u16).to_string();
+        let mut args = vec![
             "testnet",
             "init",
             "--validators",
-            &validators.to_string(),
+            &validators_text,
             "--dir",
             dir.path().to_str().expect("utf-8 path"),
             "--p2p-port",
-            &base.to_string(),
+            &p2p_port,
             "--api-port",
-            &(base + validators as u16).to_string(),
+            &api_port,
             "--json",
-        ]);
+        ];
+        args.extend_from_slice(flags);
+        let out = idlegrid(&args);
         let written: Value = serde_json::from_str(&out).expect("testnet json");
         let strings = |key: &str| -> Vec<String> {
             written[key]
