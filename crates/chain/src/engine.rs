@@ -1024,17 +1024,13 @@ fn start_relay<E, S, R, St>(
     context.child("in").spawn(move |_| async move {
         let signatures = crate::node::signature_cache(&node);
         while let Ok((from, message)) = receiver.recv().await {
-            let Ok(batch) = decode::<Bounded<Vec<SignedTransaction>, RELAY_TRANSACTIONS_MAX>>(
-                message.as_ref(),
-                RELAY_BYTES_MAX,
-            ) else {
+            let Some(batch) = decode_relay(message.as_ref()) else {
                 tracing::debug!(peer = %account_of(&from), "malformed relay message");
                 continue;
             };
             // Signatures first, outside the node's lock; the pool then
             // finds them checked.
             let batch: Vec<SignedTransaction> = batch
-                .into_inner()
                 .into_iter()
                 .filter(|transaction| {
                     signatures
@@ -1053,6 +1049,14 @@ fn start_relay<E, S, R, St>(
             }
         }
     });
+}
+
+/// A relay message from a peer: at most [`RELAY_TRANSACTIONS_MAX`]
+/// transactions in at most [`RELAY_BYTES_MAX`] bytes, or nothing.
+pub fn decode_relay(bytes: &[u8]) -> Option<Vec<SignedTransaction>> {
+    decode::<Bounded<Vec<SignedTransaction>, RELAY_TRANSACTIONS_MAX>>(bytes, RELAY_BYTES_MAX)
+        .ok()
+        .map(Bounded::into_inner)
 }
 
 /// Splits transactions into relay messages within the relay bounds.
