@@ -25,18 +25,22 @@ pub fn idlegrid(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
-/// `count` consecutive free ports on loopback (the OS picks the first).
+/// `count` consecutive free ports on loopback, below the range the OS
+/// hands out for outgoing connections (so a validator's dial cannot take a
+/// port another validator will listen on after a restart).
 fn free_ports(count: usize) -> u16 {
-    // Find a base whose next `count` ports are all free right now.
-    for _ in 0..100 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = listener.local_addr().expect("addr").port();
-        drop(listener);
-        if base > u16::MAX - count as u16 {
-            continue;
-        }
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Tests in one process take turns through the range; processes start
+    // at different places.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..200 {
+        let offset = NEXT.fetch_add(count as u16 + 1, Ordering::Relaxed);
+        let base = LOW + (start.wrapping_add(offset) % (SPAN - count as u16));
         let held: Vec<_> = (0..count as u16)
-            .map_while(|offset| TcpListener::bind(("127.0.0.1", base + offset)).ok())
+            .map_while(|index| TcpListener::bind(("127.0.0.1", base + index)).ok())
             .collect();
         if held.len() == count {
             return base;
@@ -114,8 +118,13 @@ pub fn transfer(key: &Keypair, chain_id: &str, nonce: u64, to: AccountId, amount
     encode(&key.sign(body))
 }
 
+/// One testnet at a time per test binary: a 2-core machine running two
+/// networks of validators under load starves a restarting one.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A testnet of real validator processes; all are killed on drop.
 pub struct Testnet {
+    _turn: std::sync::MutexGuard<'static, ()>,
     pub dir: tempfile::TempDir,
     pub configs: Vec<PathBuf>,
     pub apis: Vec<String>,
@@ -132,6 +141,9 @@ impl Testnet {
 
     /// [`Testnet::start`] with more `testnet init` flags.
     pub fn start_with(validators: usize, flags: &[&str]) -> Self {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().expect("tempdir");
         let base = free_ports(validators * 2);
         let validators_text = validators.to_string();
@@ -164,6 +176,7 @@ impl Testnet {
         let configs = strings("configs").into_iter().map(PathBuf::from).collect();
         let apis = strings("apis");
         let mut net = Self {
+            _turn: turn,
             dir,
             configs,
             apis,
@@ -205,12 +218,25 @@ impl Testnet {
         self.children[index] = Some(child);
     }
 
-    /// Waits until validator `index` answers its status endpoint.
-    pub fn wait_ready(&self, index: usize) {
+    /// Waits until validator `index` answers its status endpoint; fails
+    /// at once, with its log, if it exited.
+    pub fn wait_ready(&mut self, index: usize) {
         let url = format!("{}/v1/status", self.apis[index]);
-        wait_until(Duration::from_secs(60), "a validator's API", || {
-            get(&url).is_ok_and(|(status, _)| status == 200)
-        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if get(&url).is_ok_and(|(status, _)| status == 200) {
+                return;
+            }
+            let exited = self.children[index]
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "validator {index} is not answering ({exited:?})\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kills validator `index` with SIGKILL (no chance to clean up).
