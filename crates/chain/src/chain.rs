@@ -180,7 +180,17 @@ impl<S: Store> Chain<S> {
     /// the parent's state root, within limits, and every transaction
     /// applies. A valid block is kept as pending.
     pub fn verify(&mut self, block: &Block, executor: &dyn ReExecute) -> Result<(), ChainError> {
-        let digest = block.digest();
+        self.verify_named(block, block.digest(), executor)
+    }
+
+    /// [`Chain::verify`] for a block whose digest the caller already has
+    /// (consensus carries it), so it is not computed again.
+    pub fn verify_named(
+        &mut self,
+        block: &Block,
+        digest: ContentId,
+        executor: &dyn ReExecute,
+    ) -> Result<(), ChainError> {
         if self.pending.contains_key(&digest) {
             return Ok(());
         }
@@ -237,10 +247,19 @@ impl<S: Store> Chain<S> {
         block: &Block,
         executor: &dyn ReExecute,
     ) -> Result<Finalized, ChainError> {
+        self.finalize_named(block, block.digest(), executor)
+    }
+
+    /// [`Chain::finalize`] for a block whose digest the caller already has.
+    pub fn finalize_named(
+        &mut self,
+        block: &Block,
+        digest: ContentId,
+        executor: &dyn ReExecute,
+    ) -> Result<Finalized, ChainError> {
         if block.height <= self.ledger.height() {
             return Ok(Finalized::AlreadyApplied);
         }
-        let digest = block.digest();
         if block.parent != self.tip {
             return Err(ChainError::OutOfOrder {
                 expected: self.tip,

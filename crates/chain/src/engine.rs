@@ -68,6 +68,10 @@ fn digest_of(id: ContentId) -> Digest {
     Digest(*id.as_bytes())
 }
 
+fn id_of(digest: &Digest) -> ContentId {
+    ContentId::from_bytes(digest.0)
+}
+
 impl Write for EngineBlock {
     fn write(&self, buf: &mut impl BufMut) {
         Bytes::from(self.0.encode()).write(buf);
@@ -158,8 +162,8 @@ impl<E: Clock + Send + 'static, S: Store + Send + 'static> Application<E> for Ap
         _input: (),
     ) -> Option<Digested<EngineBlock>> {
         // The first block of the ancestry is the parent.
-        let parent = ancestry.next().await?.inner().0.clone();
-        let parent_digest = parent.digest();
+        let parent = ancestry.next().await?;
+        let parent_digest = id_of(&parent.digest());
         self.verify_chain(parent, &mut ancestry).await?;
         // An idle chain does not spin: with an empty pool the leader waits
         // a little for a transaction (well within the leader timeout).
@@ -204,9 +208,7 @@ impl<E: Clock + Send + 'static, S: Store + Send + 'static> Application<E> for Ap
         let Some(block) = ancestry.next().await else {
             return false;
         };
-        self.verify_chain(block.inner().0.clone(), &mut ancestry)
-            .await
-            .is_some()
+        self.verify_chain(block, &mut ancestry).await.is_some()
     }
 }
 
@@ -219,17 +221,18 @@ impl<S: Store> App<S> {
     /// not seen (a restarted node knows only its finalized tip).
     async fn verify_chain(
         &self,
-        block: Block,
+        block: Digested<EngineBlock>,
         ancestry: &mut impl Ancestry<EngineBlock>,
     ) -> Option<()> {
+        // Digested blocks carry their digest and share the block itself.
         let mut blocks = vec![block];
         loop {
             let oldest = blocks.last()?;
             let (known, parent_known, finalized) = {
                 let node = self.node.lock().ok()?;
                 (
-                    node.chain.knows(&oldest.digest()),
-                    node.chain.knows(&oldest.parent),
+                    node.chain.knows(&id_of(&oldest.digest())),
+                    node.chain.knows(&oldest.inner().0.parent),
                     node.ledger().height(),
                 )
             };
@@ -242,21 +245,23 @@ impl<S: Store> App<S> {
             }
             // An unknown parent at or below the finalized height is on a
             // fork that can never be final.
-            if oldest.height <= finalized + 1 || blocks.len() >= ANCESTRY_MAX {
+            if oldest.inner().0.height <= finalized + 1 || blocks.len() >= ANCESTRY_MAX {
                 tracing::info!(
-                    height = oldest.height,
+                    height = oldest.inner().0.height,
                     "voting against a block on an unknown branch"
                 );
                 return None;
             }
-            blocks.push(ancestry.next().await?.inner().0.clone());
+            blocks.push(ancestry.next().await?);
         }
         let mut node = self.node.lock().ok()?;
         let Node {
             chain, executor, ..
         } = &mut *node;
         for block in blocks.iter().rev() {
-            if let Err(error) = chain.verify(block, executor.as_ref()) {
+            let digest = id_of(&block.digest());
+            let block = &block.inner().0;
+            if let Err(error) = chain.verify_named(block, digest, executor.as_ref()) {
                 tracing::info!(%error, height = block.height, "voting against a block");
                 return None;
             }
@@ -307,8 +312,9 @@ impl<S: Store + Send + 'static> Reporter for Finalizer<S> {
             executor,
             ..
         } = &mut *node;
+        let digest = id_of(&block.digest());
         let block = &block.inner().0;
-        match chain.finalize(block, executor.as_ref()) {
+        match chain.finalize_named(block, digest, executor.as_ref()) {
             Ok(outcome) => {
                 if let Finalized::Applied(outcome) = outcome {
                     if let Err(error) = mempool.finalized(&block.transactions, chain.ledger()) {

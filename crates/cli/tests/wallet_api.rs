@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{BIN, Testnet, get, idlegrid, post, submit, transfer, wait_until};
+use idlegrid_market::SplitMix64;
 use idlegrid_types::Keypair;
 use serde_json::Value;
 
@@ -177,21 +178,10 @@ fn a_new_wallet_is_funded_stakes_and_finds_its_transfer_in_a_block() {
     );
 }
 
-/// SplitMix64: seeded, so a failure replays.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, count: usize) -> Vec<u8> {
-        (0..count).map(|_| self.next() as u8).collect()
-    }
+/// `count` seeded random bytes (the market's generator, so a failure
+/// replays).
+fn random_bytes(random: &mut SplitMix64, count: usize) -> Vec<u8> {
+    (0..count).map(|_| random.next_u64() as u8).collect()
 }
 
 #[test]
@@ -275,10 +265,10 @@ fn bad_transactions_and_random_bytes_get_json_errors_and_the_node_carries_on() {
         "{stderr}"
     );
 
-    let mut random = Random(0x1d1e_671d);
+    let mut random = SplitMix64::new(0x1d1e_671d);
     let transactions = format!("{api}/v1/transactions");
     for size in [0, 1, 2, 17, 255, 4096, 65_536] {
-        let junk = random.bytes(size);
+        let junk = random_bytes(&mut random, size);
         assert_error(
             &post(&transactions, "application/json", &junk).expect("answers"),
             400,
@@ -326,7 +316,11 @@ fn bad_transactions_and_random_bytes_get_json_errors_and_the_node_carries_on() {
             // `~` first: a random segment that happens to be a small
             // number would name a real block.
             let segment: String = std::iter::once("~".to_owned())
-                .chain(random.bytes(size).iter().map(|byte| format!("%{byte:02X}")))
+                .chain(
+                    random_bytes(&mut random, size)
+                        .iter()
+                        .map(|byte| format!("%{byte:02X}")),
+                )
                 .collect();
             let url = format!("{api}{route}{segment}");
             // Rarely valid UTF-8; when it is, it is no id of the route.
