@@ -65,8 +65,15 @@ pub struct ExecArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     wall_time_secs: u64,
     /// Seed of the task's random stream (`random_get`).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "job")]
     seed: u64,
+    /// Seed the task as task `--task` of this job is seeded on the network
+    /// (`job:` and 64 hex digits), to check a provider's result locally.
+    #[arg(long, value_name = "JOB", requires = "task")]
+    job: Option<idlegrid_types::JobId>,
+    /// The task's index in `--job`.
+    #[arg(long, value_name = "N", requires = "job")]
+    task: Option<u64>,
     /// Print one JSON object instead of the task's stdout.
     #[arg(long)]
     json: bool,
@@ -146,7 +153,10 @@ fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
         stdin,
         input_dir: args.input_dir.clone(),
         output_dir: args.output_dir.clone(),
-        seed: seed_from_u64(args.seed),
+        seed: match (args.job, args.task) {
+            (Some(job), Some(task)) => idlegrid_types::task_seed(&job, task),
+            _ => seed_from_u64(args.seed),
+        },
         limits: TaskLimits {
             fuel: args.fuel,
             memory_bytes: args.memory_mib.saturating_mul(1 << 20),

@@ -1,5 +1,6 @@
 //! The `idlegrid` command line.
 
+mod compute;
 mod exec;
 mod node;
 mod wallet;
@@ -19,6 +20,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Exec(exec::ExecArgs),
+    Provide(compute::ProvideArgs),
+    Submit(compute::SubmitArgs),
     Validator(node::ValidatorArgs),
     Testnet(node::TestnetArgs),
     Wallet(wallet::WalletArgs),
@@ -35,6 +38,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Exec(args) => exec::run(args),
+        Command::Provide(args) => compute::provide(args),
+        Command::Submit(args) => compute::submit_job(args),
         Command::Validator(args) => node::validator(args),
         Command::Testnet(args) => node::testnet(args),
         Command::Wallet(args) => wallet::run(args),

@@ -58,6 +58,10 @@ struct InitArgs {
     /// Blocks per epoch (the validator set follows stake at each boundary).
     #[arg(long, default_value_t = 100)]
     epoch_length: u64,
+    /// Tokens minted at each epoch's end, shared by validators (by stake)
+    /// and providers (by the fuel they were paid for).
+    #[arg(long, default_value_t = idlegrid_ledger::Params::default().emission_per_epoch)]
+    emission_per_epoch: u64,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -71,6 +75,7 @@ pub fn testnet(args: TestnetArgs) -> ExitCode {
         p2p_port: args.p2p_port,
         api_port: args.api_port,
         epoch_length: args.epoch_length,
+        emission_per_epoch: args.emission_per_epoch,
         ..TestnetPlan::default()
     };
     match testnet::init(&args.dir, &plan) {

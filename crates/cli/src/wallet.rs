@@ -2,24 +2,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use idlegrid_ledger::{StakeRole, Transaction, TxKind};
+use idlegrid_ledger::{StakeRole, TxKind};
+use idlegrid_node::client::{ApiClient, ApiError, Sent};
 use idlegrid_node::{generate, read_key, write_key};
-use idlegrid_types::{AccountId, Keypair, codec};
+use idlegrid_types::{AccountId, Keypair};
 use serde_json::{Value, json};
 
 /// The node's API when neither `--node` nor `IDLEGRID_NODE` names one.
 const NODE_DEFAULT: &str = "http://127.0.0.1:7700";
-/// The fee when the node does not say what the chain's minimum is.
-const FEE_DEFAULT: u64 = 1;
 /// How long `--wait` waits for a transaction to be included.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often `--wait` asks.
-const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How long one request to the node may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The node refused the request, or the transaction was rejected.
 const EXIT_REFUSED: u8 = 1;
@@ -136,6 +131,22 @@ enum Failure {
     Failed { code: &'static str, message: String },
 }
 
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::Refused { code, message } => Failure::Refused { code, message },
+            other => Failure::Failed {
+                code: match other {
+                    ApiError::Unreachable { .. } => "unreachable",
+                    ApiError::TimedOut { .. } => "timed_out",
+                    _ => "bad_answer",
+                },
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl Failure {
     fn failed(code: &'static str, message: impl Into<String>) -> Self {
         Failure::Failed {
@@ -191,7 +202,7 @@ fn execute(args: WalletArgs) -> Result<(), Failure> {
         .clone()
         .or_else(|| std::env::var("IDLEGRID_NODE").ok())
         .unwrap_or_else(|| NODE_DEFAULT.to_owned());
-    let client = Client::new(&node);
+    let client = ApiClient::new(&node);
     let json = args.json;
     match args.command {
         WalletCommand::New => {
@@ -286,41 +297,13 @@ fn parse_account(text: &str) -> Result<AccountId, Failure> {
 /// Signs `kind` with the chain id and nonce the node reports, submits it,
 /// and (with `--wait`) waits for its block.
 fn send(
-    client: &Client,
+    client: &ApiClient,
     key: &Keypair,
     kind: TxKind,
     send: &SendArgs,
     json: bool,
 ) -> Result<(), Failure> {
-    let status = client.get("/v1/status")?;
-    let chain_id = status["chain_id"]
-        .as_str()
-        .ok_or_else(|| client.bad_answer("/v1/status", "no chain_id"))?;
-    let fee = send
-        .fee
-        .or_else(|| status["minimum_fee"].as_u64())
-        .unwrap_or(FEE_DEFAULT);
-    let account_path = format!("/v1/accounts/{}", key.account_id());
-    let nonce = client.get(&account_path)?["next_nonce"]
-        .as_u64()
-        .ok_or_else(|| client.bad_answer(&account_path, "no next_nonce"))?;
-    let body = Transaction::new(chain_id, nonce, fee, kind)
-        .map_err(|error| client.bad_answer("/v1/status", &format!("the chain id is {error}")))?;
-    let signed = key.sign(body);
-    let bytes = codec::encode(&signed).map_err(|error| {
-        Failure::failed(
-            "encode",
-            format!("failed to encode the transaction: {error}"),
-        )
-    })?;
-    let answer = client.post(
-        "/v1/transactions",
-        &json!({ "transaction": hex::encode(bytes) }),
-    )?;
-    let hash = answer["hash"]
-        .as_str()
-        .ok_or_else(|| client.bad_answer("/v1/transactions", "no hash"))?
-        .to_owned();
+    let Sent { hash, nonce, fee } = client.send(key, kind, send.fee)?;
     if !send.wait {
         if json {
             println!(
@@ -335,7 +318,7 @@ fn send(
     if !json {
         println!("{hash}");
     }
-    let height = wait_for(client, &hash)?;
+    let height = client.wait_included(&hash, WAIT_TIMEOUT)?;
     if json {
         println!(
             "{}",
@@ -345,47 +328,6 @@ fn send(
         println!("included at height {height}");
     }
     Ok(())
-}
-
-/// Polls the transaction's status until it is in a block (its height) or
-/// cannot be any more.
-fn wait_for(client: &Client, hash: &str) -> Result<u64, Failure> {
-    let path = format!("/v1/transactions/{hash}");
-    let deadline = Instant::now() + WAIT_TIMEOUT;
-    loop {
-        let answer = client.get(&path)?;
-        let rejected = || Failure::Refused {
-            code: answer["rejected"]["code"]
-                .as_str()
-                .unwrap_or("rejected")
-                .to_owned(),
-            message: answer["rejected"]["message"]
-                .as_str()
-                .unwrap_or("the transaction did not apply")
-                .to_owned(),
-        };
-        match answer["status"].as_str() {
-            Some("included") if answer["rejected"].is_object() => return Err(rejected()),
-            Some("included") => {
-                return answer["height"].as_u64().ok_or_else(|| {
-                    client.bad_answer(&path, "an included transaction without a height")
-                });
-            }
-            Some("dropped") => return Err(rejected()),
-            Some("pending" | "unknown") => {}
-            _ => return Err(client.bad_answer(&path, "no status")),
-        }
-        if Instant::now() >= deadline {
-            return Err(Failure::failed(
-                "timed_out",
-                format!(
-                    "transaction {hash} was not included within {} s; it may still be",
-                    WAIT_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-        std::thread::sleep(WAIT_POLL_INTERVAL);
-    }
 }
 
 fn print_balance(answer: &Value) {
@@ -410,76 +352,4 @@ fn print_balance(answer: &Value) {
     println!("next nonce       {}", number(&answer["next_nonce"]));
     println!("provider stake   {}", stake("provider"));
     println!("validator stake  {}", stake("validator"));
-}
-
-/// A JSON client for one validator's API.
-struct Client {
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Client {
-    fn new(base: &str) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .build()
-            .new_agent();
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            agent,
-        }
-    }
-
-    fn get(&self, path: &str) -> Result<Value, Failure> {
-        let answer = self.agent.get(format!("{}{path}", self.base)).call();
-        self.answer(path, answer)
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
-        let answer = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .send_json(body);
-        self.answer(path, answer)
-    }
-
-    /// A 2xx answer's JSON, or the error it carries.
-    fn answer(
-        &self,
-        path: &str,
-        answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<Value, Failure> {
-        let response = answer.map_err(|error| {
-            Failure::failed(
-                "unreachable",
-                format!("could not reach the node at {}: {error}", self.base),
-            )
-        })?;
-        let status = response.status();
-        let body: Value = response
-            .into_body()
-            .read_json()
-            .map_err(|_| self.bad_answer(path, &format!("HTTP {status} without a JSON body")))?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        match (
-            body["error"]["code"].as_str(),
-            body["error"]["message"].as_str(),
-        ) {
-            (Some(code), Some(message)) => Err(Failure::Refused {
-                code: code.to_owned(),
-                message: message.to_owned(),
-            }),
-            _ => Err(self.bad_answer(path, &format!("HTTP {status} without an error"))),
-        }
-    }
-
-    fn bad_answer(&self, path: &str, what: &str) -> Failure {
-        Failure::failed(
-            "bad_answer",
-            format!("the node at {}{path} answered {what}", self.base),
-        )
-    }
 }

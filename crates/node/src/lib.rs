@@ -2,8 +2,13 @@
 //! its HTTP API, key files, and local testnets.
 
 pub mod api;
+pub mod client;
 pub mod config;
+pub mod hardware;
+pub mod jobspec;
 pub mod keys;
+pub mod provider;
+pub mod requestor;
 pub mod run;
 pub mod testnet;
 

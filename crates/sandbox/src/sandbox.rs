@@ -344,7 +344,24 @@ impl Sandbox {
     }
 
     /// Runs one task on a prepared module.
+    ///
+    /// Called from inside an async runtime (a validator settling a dispute
+    /// on its consensus thread), the task runs on a thread of its own:
+    /// wasmtime-wasi drives its I/O with its own runtime, which cannot start
+    /// inside another.
     pub fn run(&self, module: &PreparedModule, task: &TaskSpec) -> Result<TaskReport, RunError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return std::thread::scope(|scope| {
+                scope
+                    .spawn(|| self.run_here(module, task))
+                    .join()
+                    .map_err(|_| RunError::Host("the task's thread panicked".to_owned()))?
+            });
+        }
+        self.run_here(module, task)
+    }
+
+    fn run_here(&self, module: &PreparedModule, task: &TaskSpec) -> Result<TaskReport, RunError> {
         let started = Instant::now();
         let limits = task.limits;
         if limits.memory_bytes > self.config.memory_bytes_ceiling {

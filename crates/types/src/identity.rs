@@ -103,7 +103,9 @@ impl fmt::Debug for Signature {
     }
 }
 
-/// A signing key. The account id is its public half.
+/// A signing key. The account id is its public half. Cloning copies the
+/// secret (each role of a node signs on its own thread).
+#[derive(Clone)]
 pub struct Keypair(ed25519_dalek::SigningKey);
 
 impl fmt::Debug for Keypair {

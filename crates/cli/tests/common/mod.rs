@@ -28,7 +28,7 @@ pub fn idlegrid(args: &[&str]) -> String {
 /// `count` consecutive free ports on loopback, below the range the OS
 /// hands out for outgoing connections (so a validator's dial cannot take a
 /// port another validator will listen on after a restart).
-fn free_ports(count: usize) -> u16 {
+pub fn free_ports(count: usize) -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     // Tests in one process take turns through the range; processes start
     // at different places.

@@ -1,0 +1,477 @@
+//! `idlegrid provide` and `idlegrid submit`: the two sides of the compute
+//! network, on the libp2p overlay.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use idlegrid_market::MarketConfig;
+use idlegrid_net::{Multiaddr, OverlayConfig};
+use idlegrid_node::client::ApiClient;
+use idlegrid_node::jobspec::JobFile;
+use idlegrid_node::provider::{Cheat, ProviderConfig, ProviderStats, run_provider};
+use idlegrid_node::read_key;
+use idlegrid_node::requestor::{SubmitConfig, SubmitProgress, submit};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+/// The node's API when neither `--node` nor `IDLEGRID_NODE` names one.
+const NODE_DEFAULT: &str = "http://127.0.0.1:7700";
+
+/// The job ran, but not every task was accepted, or it stopped at its budget.
+const EXIT_INCOMPLETE: u8 = 1;
+/// (clap's) the command line was wrong.
+const _EXIT_USAGE: u8 = 2;
+/// Could not run: a bad job file or key, an unreachable node, the ledger refused.
+const EXIT_FAILED: u8 = 3;
+
+/// Where this node is on the overlay.
+#[derive(Debug, Args)]
+struct OverlayArgs {
+    /// A validator's HTTP API [default: $IDLEGRID_NODE, else http://127.0.0.1:7700].
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
+    /// Address to listen on for peers (repeatable) [default:
+    /// /ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1].
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// A peer to join the network through, ending in /p2p/<peer id> (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Do not look for peers on the local network (multicast DNS).
+    #[arg(long)]
+    no_mdns: bool,
+}
+
+impl OverlayArgs {
+    fn node(&self) -> String {
+        self.node
+            .clone()
+            .or_else(|| std::env::var("IDLEGRID_NODE").ok())
+            .unwrap_or_else(|| NODE_DEFAULT.to_owned())
+    }
+
+    /// The overlay settings; the network is named by the chain the node runs.
+    fn overlay(&self, client: &ApiClient) -> anyhow::Result<OverlayConfig> {
+        let status = client
+            .status()
+            .context("failed to ask the node which chain it runs")?;
+        let chain = status["chain_id"]
+            .as_str()
+            .context("the node's /v1/status has no chain_id")?;
+        let mut config = OverlayConfig::new(chain);
+        if !self.listen.is_empty() {
+            config.listen = self.listen.clone();
+        }
+        config.bootstrap = self.bootstrap.clone();
+        config.mdns = !self.no_mdns;
+        Ok(config)
+    }
+}
+
+fn idlegrid_home() -> anyhow::Result<PathBuf> {
+    match std::env::var_os("IDLEGRID_HOME") {
+        Some(home) => Ok(PathBuf::from(home)),
+        None => std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".idlegrid"))
+            .context("neither IDLEGRID_HOME nor HOME is set; name the key file with --key"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CheatArg {
+    WrongOutput,
+}
+
+/// Rent out this machine: run other people's tasks in the sandbox and get paid.
+///
+/// Detects the hardware, runs the reference benchmark once (the score is
+/// cached), bonds stake if asked, publishes signed offers, runs task batches
+/// on a bounded pool of workers and returns signed receipts. Vouchers are
+/// redeemed on the ledger periodically, when a job is done and at shutdown
+/// (Ctrl-C).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  idlegrid provide --stake 1000
+  idlegrid provide --cores 2 --price-floor 5 --idle-only
+  idlegrid provide --bootstrap /ip4/203.0.113.7/tcp/7800/p2p/12D3KooW…")]
+pub struct ProvideArgs {
+    /// The provider's key file (its ledger account and its peer id)
+    /// [default: $IDLEGRID_HOME/wallet.key].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    overlay: OverlayArgs,
+    /// Modules, compiled code and the benchmark score [default: $IDLEGRID_HOME/provider].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Tasks run at once [default: every core].
+    #[arg(long, value_name = "N")]
+    cores: Option<u32>,
+    /// Memory offered, MiB [default: all of it].
+    #[arg(long, value_name = "N")]
+    memory_mib: Option<u64>,
+    /// The lowest price taken, per million fuel.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    price_floor: u64,
+    /// Take no new work while the owner's own CPU load is above --idle-threshold.
+    #[arg(long)]
+    idle_only: bool,
+    /// The owner's CPU load, percent of all cores, above which --idle-only pauses.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50.0)]
+    idle_threshold: f32,
+    /// Bond provider stake up to this amount before offering (no stake, no work).
+    #[arg(long, value_name = "N")]
+    stake: Option<u64>,
+    /// Offer this benchmark score (fuel per second) instead of measuring it.
+    #[arg(long, value_name = "N")]
+    benchmark_fuel_per_second: Option<u64>,
+    /// Seconds between offers.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    offer_interval_secs: u64,
+    /// Seconds between redemptions of held vouchers.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    redeem_interval_secs: u64,
+    /// Print the start line and the final summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// For tests of verification only: lie about results.
+    #[arg(long, hide = true, value_name = "HOW")]
+    cheat: Option<CheatArg>,
+}
+
+pub fn provide(args: ProvideArgs) -> ExitCode {
+    match run_provide(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
+    let home = idlegrid_home()?;
+    let key_path = args.key.clone().unwrap_or_else(|| home.join("wallet.key"));
+    let key = read_key(&key_path)
+        .with_context(|| format!("failed to load the key {}", key_path.display()))?;
+    let node = args.overlay.node();
+    let client = ApiClient::new(&node);
+    let overlay = args.overlay.overlay(&client)?;
+    let mut config = ProviderConfig::new(
+        key,
+        node,
+        args.data_dir
+            .clone()
+            .unwrap_or_else(|| home.join("provider")),
+        overlay,
+    );
+    config.cores = args.cores;
+    config.memory_bytes = args.memory_mib.map(|mib| mib << 20);
+    config.price_floor_per_million_fuel = args.price_floor;
+    config.idle_only_percent = args.idle_only.then_some(args.idle_threshold);
+    config.stake = args.stake;
+    config.benchmark_fuel_per_second = args.benchmark_fuel_per_second;
+    config.offer_interval = Duration::from_secs(args.offer_interval_secs.max(1));
+    config.redeem_interval = Duration::from_secs(args.redeem_interval_secs.max(1));
+    config.cheat = args.cheat.map(|CheatArg::WrongOutput| Cheat::WrongOutput);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let stats = Arc::new(ProviderStats::default());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let provider = tokio::spawn(run_provider(
+            config,
+            ready_tx,
+            Arc::clone(&stats),
+            shutdown_signal(),
+        ));
+        let Ok(ready) = ready_rx.await else {
+            return provider.await.context("the provider failed")?.map(|_| ());
+        };
+        let addresses: Vec<String> = ready.addresses.iter().map(ToString::to_string).collect();
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "account": ready.account.to_string(),
+                    "addresses": addresses,
+                    "cores": ready.cores,
+                    "hardware": ready.hardware.describe(),
+                    "benchmark_fuel_per_second": ready.benchmark_fuel_per_second,
+                    "provider_stake": ready.provider_stake,
+                })
+            );
+        } else {
+            println!("provider {}", ready.account);
+            println!(
+                "  machine    {} (running {} at once)",
+                ready.hardware.describe(),
+                ready.cores
+            );
+            println!(
+                "  benchmark  {} fuel/s{}",
+                ready.benchmark_fuel_per_second,
+                if ready.benchmark_cached {
+                    " (cached)"
+                } else {
+                    ""
+                }
+            );
+            println!("  stake      {}", ready.provider_stake);
+            for address in &addresses {
+                println!("  listening  {address}");
+            }
+            if ready.provider_stake == 0 {
+                println!("  no provider stake: requestors will not place work here (see --stake)");
+            }
+        }
+        let live =
+            (!args.json && std::io::stderr().is_terminal()).then(|| live_line(Arc::clone(&stats)));
+        let summary = provider.await.context("the provider failed")??;
+        if let Some(live) = live {
+            live.abort();
+        }
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "tasks_done": summary.tasks_done,
+                    "fuel_used": summary.fuel_used,
+                    "earned": summary.earned,
+                    "unredeemed": summary.unredeemed,
+                })
+            );
+        } else {
+            println!(
+                "stopped: {} tasks, {} fuel, earned {} ({} left unredeemed)",
+                summary.tasks_done, summary.fuel_used, summary.earned, summary.unredeemed
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The provider's status line: tasks done, fuel, earned.
+fn live_line(stats: Arc<ProviderStats>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = ProgressBar::new_spinner();
+        let mut timer = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            timer.tick().await;
+            let state = if stats.paused.load(Ordering::Relaxed) {
+                "paused (owner busy)"
+            } else {
+                "working"
+            };
+            bar.set_message(format!(
+                "{} tasks · {} fuel · earned {} (+{} owed) · {} running, {} queued · {state}",
+                stats.tasks_done.load(Ordering::Relaxed),
+                stats.fuel_used.load(Ordering::Relaxed),
+                stats.earned.load(Ordering::Relaxed),
+                stats.owed.load(Ordering::Relaxed),
+                stats.running.load(Ordering::Relaxed),
+                stats.queued.load(Ordering::Relaxed),
+            ));
+            bar.tick();
+        }
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Run a job on the network: open its escrow, place and verify its tasks,
+/// pay for verified results, and write them to a directory.
+///
+/// The job file format is in docs/job-spec.md. Results land in --out: one
+/// file per task under tasks/, and results.json with each task's output
+/// content id, providers and fuel, the cost, and any disputes filed.
+///
+/// Exit status: 0 every task accepted; 1 some tasks failed or the budget ran
+/// out; 2 usage error; 3 could not run (bad job file or key, node
+/// unreachable, the ledger refused the job).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  idlegrid submit examples/pi/job.toml
+  idlegrid submit job.toml --out results --close --json")]
+pub struct SubmitArgs {
+    /// The job file (TOML).
+    job: PathBuf,
+    /// The requestor's key file (pays the escrow) [default: $IDLEGRID_HOME/wallet.key].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    overlay: OverlayArgs,
+    /// Where results go.
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    out: PathBuf,
+    /// After the results, wait for the job's deadline and close it (the
+    /// unspent escrow comes back).
+    #[arg(long)]
+    close: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn submit_job(args: SubmitArgs) -> ExitCode {
+    match run_submit(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "error": { "message": format!("{error:#}") } })
+                );
+            } else {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
+    let job = JobFile::load(&args.job)?;
+    let key_path = match &args.key {
+        Some(path) => path.clone(),
+        None => idlegrid_home()?.join("wallet.key"),
+    };
+    let key = read_key(&key_path)
+        .with_context(|| format!("failed to load the key {}", key_path.display()))?;
+    let node = args.overlay.node();
+    let client = ApiClient::new(&node);
+    let mut overlay = args.overlay.overlay(&client)?;
+    overlay.dial_offer_authors = true;
+    let tasks = job.tasks.len();
+    let config = SubmitConfig {
+        key,
+        node,
+        overlay,
+        job,
+        out_dir: args.out.clone(),
+        close: args.close,
+        market: MarketConfig::default(),
+        tick: Duration::from_millis(100),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let progress = Arc::new(SubmitProgress::default());
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(tasks as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} verified · {msg} · ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let report = runtime.block_on(async {
+        let watcher = bar.clone().map(|bar| {
+            let progress = Arc::clone(&progress);
+            tokio::spawn(async move {
+                let mut timer = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    timer.tick().await;
+                    bar.set_position(progress.accepted.load(Ordering::Relaxed));
+                    bar.set_message(format!(
+                        "{} in flight · {} providers · {} fuel · spent {} of {}",
+                        progress.in_flight.load(Ordering::Relaxed),
+                        progress.providers.load(Ordering::Relaxed),
+                        progress.fuel_executed.load(Ordering::Relaxed),
+                        progress.paid.load(Ordering::Relaxed),
+                        progress.budget.load(Ordering::Relaxed),
+                    ));
+                }
+            })
+        });
+        let report = submit(config, Arc::clone(&progress)).await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
+        report
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    if args.json {
+        let mut value = serde_json::to_value(&report).context("failed to encode the report")?;
+        if let Some(object) = value.as_object_mut() {
+            // The per-task list is in results.json.
+            object.remove("tasks");
+            object.insert("results".to_owned(), json!(args.out.join("results.json")));
+        }
+        println!("{value}");
+    } else {
+        println!("{}", report.job);
+        println!(
+            "  tasks      {} accepted, {} failed of {}",
+            report.accepted, report.failed, report.tasks_total
+        );
+        println!(
+            "  fuel       {} useful, {} executed (with replicas)",
+            report.fuel_useful, report.fuel_executed
+        );
+        println!(
+            "  cost       {} of an escrow of {} ({} providers)",
+            report.paid,
+            report.escrow,
+            report.providers.len()
+        );
+        println!(
+            "  round trip {:.1} ms p50, {:.1} ms p99 (assigned → verified) in {:.1} s",
+            report.task_round_trip_us_p50 as f64 / 1000.0,
+            report.task_round_trip_us_p99 as f64 / 1000.0,
+            report.elapsed_ms as f64 / 1000.0
+        );
+        if !report.disputes.is_empty() {
+            println!("  disputes   {}", report.disputes.len());
+        }
+        match (report.redeemed, report.refund) {
+            (Some(redeemed), Some(refund)) => {
+                println!("  closed     {redeemed} redeemed by providers, {refund} refunded")
+            }
+            _ => println!(
+                "  deadline   height {}; close the job after it for the refund (submit --close waits and closes)",
+                report.deadline_height
+            ),
+        }
+        println!("  results    {}", args.out.join("results.json").display());
+    }
+    Ok(if report.accepted == report.tasks_total {
+        0
+    } else {
+        EXIT_INCOMPLETE
+    })
+}

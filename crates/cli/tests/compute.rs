@@ -1,0 +1,498 @@
+//! The compute network end to end, in real processes on loopback: one
+//! validator, `idlegrid provide` processes and `idlegrid submit`. Jobs run,
+//! results are checked against local execution, providers are paid what
+//! their vouchers say, and the escrow's books close.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{BIN, Testnet, free_ports, get, idlegrid, wait_until};
+use idlegrid_sandbox::{Sandbox, SandboxConfig, TaskSpec, task_limits};
+use idlegrid_types::{ExecutionLimits, JobId, task_seed};
+use serde_json::Value;
+
+const PI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pi/pi.wasm");
+/// Each account's balance from the faucet.
+const FUNDS: u64 = 10_000_000;
+/// Provider stake, where a provider stakes.
+const STAKE: u64 = 5_000;
+
+/// A provider process; killed on drop.
+struct Provider {
+    child: Option<Child>,
+    key: PathBuf,
+    account: String,
+    /// Where it listens: TCP first, then QUIC.
+    addresses: Vec<String>,
+    log: PathBuf,
+    /// Its own flags (listen, bootstrap, stake…).
+    args: Vec<String>,
+    starts: usize,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Provider {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A validator, funded accounts, and providers.
+struct Network {
+    testnet: Testnet,
+    providers: Vec<Provider>,
+}
+
+impl Network {
+    fn start() -> Self {
+        Self {
+            // Without emission, a provider's balance moves only by what it
+            // redeems (epoch rewards would add to it).
+            testnet: Testnet::start_with(1, &["--emission-per-epoch", "0"]),
+            providers: Vec::new(),
+        }
+    }
+
+    fn api(&self) -> &str {
+        &self.testnet.apis[0]
+    }
+
+    fn dir(&self) -> &Path {
+        self.testnet.dir.path()
+    }
+
+    /// A new key file holding `FUNDS` from the faucet; its account.
+    fn funded_key(&self, name: &str) -> (PathBuf, String) {
+        let key = self.dir().join(format!("{name}.key"));
+        let key_text = key.to_str().expect("utf-8 path");
+        idlegrid(&["wallet", "--key", key_text, "new"]);
+        let account = idlegrid(&["wallet", "--key", key_text, "address"])
+            .trim()
+            .to_owned();
+        let faucet = self.testnet.faucet_key();
+        let amount = FUNDS.to_string();
+        idlegrid(&[
+            "wallet",
+            "--node",
+            self.api(),
+            "--key",
+            faucet.to_str().expect("utf-8 path"),
+            "transfer",
+            "--to",
+            &account,
+            "--amount",
+            &amount,
+            "--wait",
+        ]);
+        (key, account)
+    }
+
+    /// Starts a funded provider that joins through `bootstrap`, with
+    /// `flags` added; waits for its start line.
+    fn provider(&mut self, bootstrap: Option<&str>, flags: &[&str]) -> usize {
+        let index = self.providers.len();
+        let (key, account) = self.funded_key(&format!("provider-{index}"));
+        let port = free_ports(1);
+        let mut args: Vec<String> = ["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")]
+            .into_iter()
+            .chain(["--listen", &format!("/ip4/127.0.0.1/udp/{port}/quic-v1")])
+            .map(str::to_owned)
+            .collect();
+        if let Some(bootstrap) = bootstrap {
+            args.extend(["--bootstrap".to_owned(), bootstrap.to_owned()]);
+        }
+        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+        self.providers.push(Provider {
+            child: None,
+            key,
+            account,
+            addresses: Vec::new(),
+            log: PathBuf::new(),
+            args,
+            starts: 0,
+        });
+        self.launch(index);
+        let peer =
+            idlegrid_net::peer_id_of(&self.providers[index].account.parse().expect("account"));
+        self.providers[index].addresses = vec![
+            format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"),
+            format!("/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{peer}"),
+        ];
+        index
+    }
+
+    /// Starts provider `index` (again, over its data directory); waits for
+    /// its start line.
+    fn launch(&mut self, index: usize) {
+        let dir = self.dir().to_owned();
+        let api = self.api().to_owned();
+        let provider = &mut self.providers[index];
+        provider.starts += 1;
+        let data = dir.join(format!("provider-{index}"));
+        let out = dir.join(format!("provider-{index}.{}.out", provider.starts));
+        provider.log = dir.join(format!("provider-{index}.{}.log", provider.starts));
+        let mut child = Command::new(BIN)
+            .args([
+                "provide",
+                "--node",
+                &api,
+                "--no-mdns",
+                "--json",
+                "--cores",
+                "1",
+            ])
+            .args([
+                "--redeem-interval-secs",
+                "3600",
+                "--offer-interval-secs",
+                "2",
+            ])
+            .args(["--benchmark-fuel-per-second", "50000000"])
+            .arg("--key")
+            .arg(&provider.key)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(&provider.args)
+            .env("IDLEGRID_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("out file"))
+            .stderr(std::fs::File::create(&provider.log).expect("log file"))
+            .spawn()
+            .expect("spawn provider");
+        let mut started = Value::Null;
+        wait_until(Duration::from_secs(120), "a provider's start line", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "provider {index} exited ({status}):\n{}",
+                    std::fs::read_to_string(&provider.log).unwrap_or_default()
+                );
+            }
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            match text.lines().next().map(serde_json::from_str::<Value>) {
+                Some(Ok(value)) => {
+                    started = value;
+                    true
+                }
+                _ => false,
+            }
+        });
+        assert_eq!(started["account"], provider.account.as_str());
+        provider.child = Some(child);
+    }
+
+    fn account(&self, account: &str) -> Value {
+        let (status, body) =
+            get(&format!("{}/v1/accounts/{account}", self.api())).expect("account answers");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    fn logs(&self) -> String {
+        let mut all = self.testnet.logs();
+        for provider in &self.providers {
+            let text = std::fs::read_to_string(&provider.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            all.push_str(&format!("--- {}\n", provider.log.display()));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+/// Writes a job file of `tasks` pi tasks.
+fn pi_job(dir: &Path, tasks: u64, policy: &str, deadline_blocks: u64) -> PathBuf {
+    let path = dir.join(format!("job-{tasks}.toml"));
+    let text = format!(
+        "module = {PI:?}\nprice_per_million_fuel = 10\nbudget = {budget}\ndeadline_blocks = {deadline_blocks}\n\
+         [limits]\nfuel = 1000000\noutput_bytes = 4096\n\
+         [verification]\n{policy}\n\
+         [tasks]\nstart = 0\nend = {tasks}\nargs = [\"2000\", \"{{index}}\"]\n",
+        budget = tasks * 8 * 10,
+    );
+    std::fs::write(&path, text).expect("write job file");
+    path
+}
+
+/// Runs `idlegrid submit` and returns its process (stdout: one JSON report).
+fn submit(network: &Network, job: &Path, out: &Path, bootstrap: &str) -> Child {
+    let key = network.dir().join("requestor.key");
+    if !key.exists() {
+        network.funded_key("requestor");
+    }
+    Command::new(BIN)
+        .args([
+            "submit",
+            "--node",
+            network.api(),
+            "--no-mdns",
+            "--json",
+            "--close",
+        ])
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(out)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap])
+        .arg(job)
+        .env("IDLEGRID_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(out.with_extension("log")).expect("log file"))
+        .spawn()
+        .expect("spawn submit")
+}
+
+fn finish(network: &Network, child: Child, out: &Path) -> Value {
+    let output = child.wait_with_output().expect("submit runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "submit failed ({}): {stdout}\n{}\n{}",
+        output.status,
+        std::fs::read_to_string(out.with_extension("log")).unwrap_or_default(),
+        network.logs()
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    eprintln!("submit: {report}");
+    report
+}
+
+/// Every task's output, as the sandbox gives it locally.
+fn expected_outputs(job: &str, tasks: u64) -> Vec<Vec<u8>> {
+    let job: JobId = job.parse().expect("job id");
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+    let module = std::fs::read(PI).expect("pi module");
+    let (module, _) = sandbox.prepare(&module).expect("pi prepares");
+    let limits = ExecutionLimits {
+        fuel: 1_000_000,
+        memory_bytes: 256 << 20,
+        output_bytes: 4096,
+    };
+    (0..tasks)
+        .map(|index| {
+            let spec = TaskSpec {
+                args: vec!["2000".to_owned(), index.to_string()],
+                seed: task_seed(&job, index),
+                limits: task_limits(&limits, Duration::from_secs(60)),
+                ..TaskSpec::default()
+            };
+            let report = sandbox.run(&module, &spec).expect("pi runs");
+            report.result.expect("pi completes").output.stdout
+        })
+        .collect()
+}
+
+/// Every task is accepted once and its file holds what local execution gives.
+fn check_results(out: &Path, report: &Value, tasks: u64) -> Value {
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(results["accepted"], tasks, "{report}");
+    assert_eq!(results["failed"], 0);
+    let records = results["tasks"].as_array().expect("tasks");
+    assert_eq!(records.len() as u64, tasks);
+    let expected = expected_outputs(results["job"].as_str().expect("job"), tasks);
+    for (index, record) in records.iter().enumerate() {
+        assert_eq!(record["index"], index as u64);
+        assert_eq!(record["status"], "accepted");
+        let file = out.join(record["file"].as_str().expect("file"));
+        let bytes = std::fs::read(&file).expect("task output file");
+        assert_eq!(bytes, expected[index], "task {index}");
+        assert_eq!(
+            record["output"],
+            idlegrid_types::ContentId::of(&bytes).to_string()
+        );
+    }
+    results
+}
+
+/// Each provider's (balance, nonce) now.
+fn books(network: &Network) -> BTreeMap<String, (u64, u64)> {
+    network
+        .providers
+        .iter()
+        .map(|provider| {
+            let account = network.account(&provider.account);
+            let number = |key: &str| account[key].as_u64().expect("a number");
+            (
+                provider.account.clone(),
+                (number("balance"), number("nonce")),
+            )
+        })
+        .collect()
+}
+
+/// Providers' balances rose by exactly what they redeemed (less the fee of
+/// each transaction they sent since `before`), the ledger's job says the
+/// same, and redeemed + refund = escrow.
+fn check_books(network: &Network, results: &Value, before: &BTreeMap<String, (u64, u64)>) {
+    let job = results["job"].as_str().expect("job");
+    let (status, on_chain) = get(&format!("{}/v1/jobs/{job}", network.api())).expect("job answers");
+    assert_eq!(status, 200);
+    assert_eq!(on_chain["status"], "closed");
+    let redeemed = on_chain["redeemed_total"].as_u64().expect("redeemed");
+    assert_eq!(results["redeemed"], redeemed);
+    let escrow = results["escrow"].as_u64().expect("escrow");
+    assert_eq!(
+        redeemed + results["refund"].as_u64().expect("refund"),
+        escrow,
+        "{results}"
+    );
+    let after = books(network);
+    let minimum_fee = network.testnet.status(0)["minimum_fee"]
+        .as_u64()
+        .expect("minimum fee");
+    let mut rises = 0;
+    for (account, (balance_before, nonce_before)) in before {
+        let (balance, nonce) = after[account];
+        let paid = results["providers"][account]["paid"].as_u64().unwrap_or(0);
+        // Every transaction since (its redemptions) paid the minimum fee.
+        let transactions = nonce - nonce_before;
+        assert_eq!(
+            balance,
+            balance_before + paid - transactions * minimum_fee,
+            "{account}: {results}"
+        );
+        assert!(
+            transactions <= 2,
+            "{account} sent {transactions} transactions"
+        );
+        rises += paid;
+    }
+    assert_eq!(
+        rises, redeemed,
+        "every voucher was redeemed once: {results}"
+    );
+}
+
+#[test]
+fn a_job_runs_on_three_staked_providers_is_verified_and_the_books_close() {
+    let mut network = Network::start();
+    let stake = STAKE.to_string();
+    let first = network.provider(None, &["--stake", &stake]);
+    let tcp = network.providers[first].addresses[0].clone();
+    let quic = network.providers[first].addresses[1].clone();
+    network.provider(Some(&tcp), &["--stake", &stake]);
+    // One joins over QUIC.
+    network.provider(Some(&quic), &["--stake", &stake]);
+    // No stake, no work.
+    let unstaked = network.provider(Some(&tcp), &[]);
+    let before = books(&network);
+
+    let tasks = 10_000;
+    let out = network.dir().join("results");
+    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 400);
+    let child = submit(&network, &job, &out, &network.providers[1].addresses[0]);
+    let report = finish(&network, child, &out);
+    let results = check_results(&out, &report, tasks);
+
+    let unstaked = &network.providers[unstaked].account;
+    assert!(
+        results["providers"].get(unstaked).is_none(),
+        "an unstaked provider got work: {results}"
+    );
+    for provider in &network.providers[..3] {
+        let paid = results["providers"][&provider.account]["paid"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(paid > 0, "{} was not paid: {results}", provider.account);
+    }
+    check_books(&network, &results, &before);
+}
+
+/// How many task files `out` holds.
+fn accepted_files(out: &Path) -> usize {
+    std::fs::read_dir(out.join("tasks")).map_or(0, |entries| entries.count())
+}
+
+#[test]
+fn a_provider_killed_mid_job_loses_nothing_and_nobody_is_paid_twice() {
+    let mut network = Network::start();
+    let stake = STAKE.to_string();
+    let first = network.provider(None, &["--stake", &stake]);
+    let bootstrap = network.providers[first].addresses[0].clone();
+    network.provider(Some(&bootstrap), &["--stake", &stake]);
+    network.provider(Some(&bootstrap), &["--stake", &stake]);
+    let before = books(&network);
+
+    let tasks = 3_000;
+    let out = network.dir().join("results");
+    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 300);
+    let child = submit(&network, &job, &out, &bootstrap);
+    wait_until(Duration::from_secs(240), "a third of the tasks", || {
+        accepted_files(&out) >= 1_000
+    });
+    network.providers[1].kill();
+    // It comes back over its stored vouchers while the job goes on.
+    wait_until(Duration::from_secs(240), "two thirds of the tasks", || {
+        accepted_files(&out) >= 2_000
+    });
+    network.launch(1);
+    let report = finish(&network, child, &out);
+    let results = check_results(&out, &report, tasks);
+    check_books(&network, &results, &before);
+}
+
+#[test]
+fn a_provider_returning_wrong_outputs_is_outvoted_disputed_and_slashed() {
+    let mut network = Network::start();
+    let stake = STAKE.to_string();
+    let first = network.provider(None, &["--stake", &stake]);
+    let bootstrap = network.providers[first].addresses[0].clone();
+    network.provider(Some(&bootstrap), &["--stake", &stake]);
+    network.provider(Some(&bootstrap), &["--stake", &stake]);
+    let cheater = network.provider(
+        Some(&bootstrap),
+        &["--stake", &stake, "--cheat", "wrong-output"],
+    );
+    let cheater = network.providers[cheater].account.clone();
+
+    let tasks = 400;
+    let out = network.dir().join("results");
+    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
+    let child = submit(&network, &job, &out, &bootstrap);
+    let report = finish(&network, child, &out);
+    // No wrong output was accepted: every file is what local execution gives.
+    let results = check_results(&out, &report, tasks);
+
+    assert_eq!(
+        results["providers"][&cheater]["paid"].as_u64().unwrap_or(0),
+        0,
+        "{results}"
+    );
+    let disputes = results["disputes"].as_array().expect("disputes");
+    assert!(!disputes.is_empty(), "no dispute was filed: {results}");
+    for dispute in disputes {
+        assert_eq!(dispute["provider"], cheater.as_str(), "{results}");
+        assert_eq!(dispute["status"], "included", "{results}");
+    }
+    let slashed_stake = network.account(&cheater)["provider_stake"]["bonded"]
+        .as_u64()
+        .expect("stake");
+    assert!(
+        slashed_stake < STAKE,
+        "the cheater kept its stake of {slashed_stake}"
+    );
+    for provider in &network.providers[..3] {
+        let stake = network.account(&provider.account)["provider_stake"]["bonded"]
+            .as_u64()
+            .expect("stake");
+        assert_eq!(stake, STAKE, "an honest provider lost stake");
+    }
+}

@@ -1,0 +1,17 @@
+//! Carry offers, task batches, results and content between idlegrid nodes over rust-libp2p.
+//!
+//! Everything libp2p lives here: the rest of idlegrid sees an [`Overlay`]
+//! handle, the [`Event`]s it reports, and the wire messages of
+//! [`protocol`]. A node's libp2p identity is its ledger key.
+
+pub mod identity;
+pub mod overlay;
+pub mod protocol;
+
+pub use identity::{account_of, libp2p_keypair, peer_id_of};
+pub use libp2p::{Multiaddr, PeerId};
+pub use overlay::{Event, NetError, Overlay, OverlayConfig, Reply, RequestError};
+pub use protocol::{
+    AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, OUTPUT_INLINE_BYTES_MAX, Request, Response,
+    ResultBatch, TaskBatch, TaskReturn, Wire,
+};

@@ -1,0 +1,739 @@
+//! The swarm: one task owns it, the rest of the node talks to it through an
+//! [`Overlay`] handle (commands in) and a bounded queue of [`Event`]s (out).
+//!
+//! Peers are named by their ledger accounts. Anything a peer sends is
+//! decoded with limits; a peer whose request, response or offer does not
+//! decode, or whose offer is not signed by its author, is disconnected and
+//! blocked.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use idlegrid_types::{AccountId, Keypair, SignedOffer, codec};
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{
+    self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, dcutr,
+    gossipsub, identify, kad, mdns, noise, ping, relay, tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::identity::{account_of, libp2p_keypair, peer_id_of};
+use crate::protocol::{
+    OFFER_BYTES_MAX, Request, Response, WORK_PROTOCOL, Wire, WorkCodec, decode_offer,
+};
+
+/// The identify protocol version every idlegrid node announces.
+pub const PROTOCOL_VERSION: &str = "/idlegrid/1";
+
+/// How an overlay node behaves. Every bound is here, with its unit last.
+#[derive(Debug, Clone)]
+pub struct OverlayConfig {
+    /// Names the network (the chain id): the offers topic and the kademlia
+    /// protocol carry it, so two networks never mix.
+    pub network: String,
+    /// Addresses to listen on (TCP and QUIC).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to connect to first; each address ends in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Find peers on the local network by multicast DNS.
+    pub mdns: bool,
+    /// Connect to every provider whose offer arrives (a requestor does).
+    pub dial_offer_authors: bool,
+    /// How long a request waits for its response.
+    pub request_timeout: Duration,
+    /// Events waiting for the node before new requests are refused.
+    pub events_queue_max: usize,
+    /// Requests a peer may have open at once on one connection.
+    pub streams_per_connection_max: usize,
+    pub connections_max: u32,
+    pub connections_per_peer_max: u32,
+    pub idle_connection_timeout: Duration,
+    /// Peers remembered as blocked; the oldest is forgiven beyond this.
+    pub blocked_peers_max: usize,
+}
+
+impl OverlayConfig {
+    pub fn new(network: impl Into<String>) -> Self {
+        Self {
+            network: network.into(),
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("a valid address"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("a valid address"),
+            ],
+            bootstrap: Vec::new(),
+            mdns: true,
+            dial_offer_authors: false,
+            request_timeout: Duration::from_secs(60),
+            events_queue_max: 4096,
+            streams_per_connection_max: 256,
+            connections_max: 1024,
+            connections_per_peer_max: 2,
+            idle_connection_timeout: Duration::from_secs(300),
+            blocked_peers_max: 10_000,
+        }
+    }
+
+    fn offers_topic(&self) -> gossipsub::IdentTopic {
+        gossipsub::IdentTopic::new(format!("idlegrid/{}/offers/1", self.network))
+    }
+}
+
+/// Something the overlay saw, for the node to act on.
+#[derive(Debug)]
+pub enum Event {
+    Listening(Multiaddr),
+    Connected(AccountId),
+    Disconnected(AccountId),
+    /// A peer subscribed to offers (a provider may want to publish again).
+    OfferSubscriber(AccountId),
+    /// A provider's offer, its signature checked and signed by its author.
+    Offer {
+        provider: AccountId,
+        offer: SignedOffer,
+    },
+    /// A peer's request; answer through `reply` (dropping it refuses).
+    Request {
+        peer: AccountId,
+        request: Request,
+        reply: Reply,
+    },
+    /// A peer sent something malformed and was disconnected and blocked.
+    Misbehaved {
+        peer: PeerId,
+        reason: String,
+    },
+}
+
+/// Where the answer to an inbound request goes.
+#[derive(Debug)]
+pub struct Reply(oneshot::Sender<Response>);
+
+impl Reply {
+    pub fn send(self, response: Response) {
+        // The requester may be gone; nobody is left to tell.
+        let _ = self.0.send(response);
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("could not connect to {0}")]
+    Unreachable(AccountId),
+    #[error("{0} did not answer in time")]
+    Timeout(AccountId),
+    #[error("the connection to {0} closed before it answered")]
+    ConnectionClosed(AccountId),
+    #[error("{0} does not speak the idlegrid work protocol")]
+    Unsupported(AccountId),
+    #[error("the exchange with {peer} failed: {message}")]
+    Io { peer: AccountId, message: String },
+    #[error("the overlay has stopped")]
+    Stopped,
+}
+
+/// Why the overlay could not start or do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("failed to build the transport: {0}")]
+    Transport(String),
+    #[error("failed to listen on {address}: {message}")]
+    Listen { address: Multiaddr, message: String },
+    #[error("failed to start multicast DNS: {0}")]
+    Mdns(String),
+    #[error("failed to publish: {0}")]
+    Publish(String),
+    #[error("failed to dial {address}: {message}")]
+    Dial { address: Multiaddr, message: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("the overlay has stopped")]
+    Stopped,
+}
+
+enum Command {
+    Request {
+        peer: AccountId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, RequestError>>,
+    },
+    PublishOffer {
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), NetError>>,
+    },
+    Dial {
+        address: Multiaddr,
+        done: oneshot::Sender<Result<(), NetError>>,
+    },
+    ListenAddresses(oneshot::Sender<Vec<Multiaddr>>),
+    Connected(oneshot::Sender<Vec<AccountId>>),
+}
+
+/// The handle the rest of the node uses. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    commands: mpsc::Sender<Command>,
+    account: AccountId,
+    peer_id: PeerId,
+}
+
+/// Commands waiting for the swarm task.
+const COMMANDS_QUEUE_MAX: usize = 1024;
+
+impl Overlay {
+    /// Builds the swarm, starts listening and dialing, and spawns the task
+    /// that drives it on the current tokio runtime.
+    pub fn start(
+        keypair: &Keypair,
+        config: OverlayConfig,
+    ) -> Result<(Overlay, mpsc::Receiver<Event>, tokio::task::JoinHandle<()>), NetError> {
+        let mut swarm = build_swarm(keypair, &config)?;
+        let topic = config.offers_topic();
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|error| NetError::Config(format!("failed to subscribe to offers: {error}")))?;
+        for address in &config.listen {
+            swarm
+                .listen_on(address.clone())
+                .map_err(|error| NetError::Listen {
+                    address: address.clone(),
+                    message: error.to_string(),
+                })?;
+        }
+        for address in &config.bootstrap {
+            let Some(Protocol::P2p(peer)) = address.iter().last() else {
+                return Err(NetError::Config(format!(
+                    "the bootstrap address {address} does not end in /p2p/<peer id>"
+                )));
+            };
+            swarm
+                .behaviour_mut()
+                .kademlia
+                .add_address(&peer, address.clone());
+            swarm
+                .dial(address.clone())
+                .map_err(|error| NetError::Dial {
+                    address: address.clone(),
+                    message: error.to_string(),
+                })?;
+        }
+        let (commands, command_queue) = mpsc::channel(COMMANDS_QUEUE_MAX);
+        let (events, event_queue) = mpsc::channel(config.events_queue_max.max(1));
+        let peer_id = *swarm.local_peer_id();
+        let driver = Driver {
+            swarm,
+            config,
+            events,
+            pending_outbound: HashMap::new(),
+            pending_replies: FuturesUnordered::new(),
+            blocked: VecDeque::new(),
+            connected: HashSet::new(),
+            bootstrapped: false,
+        };
+        let task = tokio::spawn(driver.run(command_queue));
+        let overlay = Overlay {
+            commands,
+            account: keypair.account_id(),
+            peer_id,
+        };
+        Ok((overlay, event_queue, task))
+    }
+
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Sends a request and waits for its response (or the timeout).
+    pub async fn request(
+        &self,
+        peer: &AccountId,
+        request: Request,
+    ) -> Result<Response, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Request {
+                peer: *peer,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Stopped)?;
+        answer.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// Publishes a signed offer on the network's offers topic.
+    pub async fn publish_offer(&self, offer: &SignedOffer) -> Result<(), NetError> {
+        let bytes = codec::encode(offer).map_err(|error| NetError::Publish(error.to_string()))?;
+        if bytes.len() > OFFER_BYTES_MAX {
+            return Err(NetError::Publish(format!(
+                "an offer of {} bytes is over the limit of {OFFER_BYTES_MAX}",
+                bytes.len()
+            )));
+        }
+        let (done, result) = oneshot::channel();
+        self.commands
+            .send(Command::PublishOffer { bytes, done })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        result.await.map_err(|_| NetError::Stopped)?
+    }
+
+    pub async fn dial(&self, address: Multiaddr) -> Result<(), NetError> {
+        let (done, result) = oneshot::channel();
+        self.commands
+            .send(Command::Dial { address, done })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        result.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// Where this node listens, each address ending in its `/p2p/` id.
+    pub async fn listen_addresses(&self) -> Result<Vec<Multiaddr>, NetError> {
+        let (done, result) = oneshot::channel();
+        self.commands
+            .send(Command::ListenAddresses(done))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        result.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// The accounts this node has a connection with.
+    pub async fn connected(&self) -> Result<Vec<AccountId>, NetError> {
+        let (done, result) = oneshot::channel();
+        self.commands
+            .send(Command::Connected(done))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        result.await.map_err(|_| NetError::Stopped)
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kademlia: kad::Behaviour<kad::store::MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    work: request_response::Behaviour<WorkCodec>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+}
+
+fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behaviour>, NetError> {
+    let transport_error = |error: &dyn std::fmt::Display| NetError::Transport(error.to_string());
+    let kad_protocol =
+        StreamProtocol::try_from_owned(format!("/idlegrid/{}/kad/1", config.network)).map_err(
+            |error| NetError::Config(format!("the network name makes no protocol: {error}")),
+        )?;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(libp2p_keypair(keypair))
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|error| transport_error(&error))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|error| transport_error(&error))?
+        .with_behaviour(
+            |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let peer_id = key.public().to_peer_id();
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .validate_messages()
+                    .max_transmit_size(64 << 10)
+                    .build()?;
+                let gossipsub = gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossip_config,
+                )?;
+                let mut kademlia = kad::Behaviour::with_config(
+                    peer_id,
+                    kad::store::MemoryStore::new(peer_id),
+                    kad::Config::new(kad_protocol),
+                );
+                kademlia.set_mode(Some(kad::Mode::Server));
+                let mdns = if config.mdns {
+                    Some(mdns::tokio::Behaviour::new(
+                        mdns::Config::default(),
+                        peer_id,
+                    )?)
+                } else {
+                    None
+                };
+                let limits = connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(config.connections_max))
+                    .with_max_established_per_peer(Some(config.connections_per_peer_max))
+                    .with_max_pending_incoming(Some(config.connections_max / 4 + 1));
+                Ok(Behaviour {
+                    blocked: allow_block_list::Behaviour::default(),
+                    limits: connection_limits::Behaviour::new(limits),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(PROTOCOL_VERSION.to_owned(), key.public())
+                            .with_agent_version(format!("idlegrid/{}", env!("CARGO_PKG_VERSION"))),
+                    ),
+                    ping: ping::Behaviour::default(),
+                    kademlia,
+                    gossipsub,
+                    work: request_response::Behaviour::with_codec(
+                        WorkCodec,
+                        [(WORK_PROTOCOL, ProtocolSupport::Full)],
+                        request_response::Config::default()
+                            .with_request_timeout(config.request_timeout)
+                            .with_max_concurrent_streams(config.streams_per_connection_max),
+                    ),
+                    mdns: Toggle::from(mdns),
+                    relay_client,
+                    dcutr: dcutr::Behaviour::new(peer_id),
+                })
+            },
+        )
+        .map_err(|error| transport_error(&error))?
+        .with_swarm_config(|swarm_config| {
+            swarm_config.with_idle_connection_timeout(config.idle_connection_timeout)
+        })
+        .build();
+    Ok(swarm)
+}
+
+type PendingReply = BoxFuture<'static, (ResponseChannel<Wire<Response>>, Option<Response>)>;
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    config: OverlayConfig,
+    events: mpsc::Sender<Event>,
+    pending_outbound:
+        HashMap<OutboundRequestId, (AccountId, oneshot::Sender<Result<Response, RequestError>>)>,
+    pending_replies: FuturesUnordered<PendingReply>,
+    blocked: VecDeque<PeerId>,
+    connected: HashSet<PeerId>,
+    bootstrapped: bool,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut bootstrap_timer = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    // Every handle is gone: the node is shutting down.
+                    None => break,
+                },
+                Some((channel, response)) = self.pending_replies.next(), if !self.pending_replies.is_empty() => {
+                    let response = response.unwrap_or_else(|| Response::refused("dropped", "the node dropped the request"));
+                    // The peer may have gone; its request then simply failed.
+                    let _ = self.swarm.behaviour_mut().work.send_response(channel, Wire::Decoded(response));
+                }
+                event = self.swarm.select_next_some() => self.swarm_event(event).await,
+                _ = bootstrap_timer.tick() => self.bootstrap(),
+            }
+        }
+        debug!("overlay stopped");
+    }
+
+    fn bootstrap(&mut self) {
+        if !self.connected.is_empty() {
+            // Fails only when no peer is known yet.
+            let _ = self.swarm.behaviour_mut().kademlia.bootstrap();
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                let peer_id = peer_id_of(&peer);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .work
+                    .send_request(&peer_id, Wire::Decoded(request));
+                self.pending_outbound.insert(id, (peer, reply));
+            }
+            Command::PublishOffer { bytes, done } => {
+                let topic = self.config.offers_topic();
+                let result = match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                    Ok(_) => Ok(()),
+                    // Nobody to tell yet; the next publication will reach them.
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
+                    Err(error) => Err(NetError::Publish(error.to_string())),
+                };
+                let _ = done.send(result);
+            }
+            Command::Dial { address, done } => {
+                let result = self
+                    .swarm
+                    .dial(address.clone())
+                    .map_err(|error| NetError::Dial {
+                        address,
+                        message: error.to_string(),
+                    });
+                let _ = done.send(result);
+            }
+            Command::ListenAddresses(done) => {
+                let peer_id = *self.swarm.local_peer_id();
+                let addresses = self
+                    .swarm
+                    .listeners()
+                    .map(|address| address.clone().with(Protocol::P2p(peer_id)))
+                    .collect();
+                let _ = done.send(addresses);
+            }
+            Command::Connected(done) => {
+                let accounts = self.connected.iter().filter_map(account_of).collect();
+                let _ = done.send(accounts);
+            }
+        }
+    }
+
+    async fn emit(&mut self, event: Event) {
+        // The node stopped reading: it is shutting down.
+        let _ = self.events.send(event).await;
+    }
+
+    fn misbehaved(&mut self, peer: PeerId, reason: String) {
+        warn!(%peer, %reason, "blocking a peer that sent a malformed message");
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.blocked.push_back(peer);
+        if self.blocked.len() > self.config.blocked_peers_max
+            && let Some(forgiven) = self.blocked.pop_front()
+        {
+            self.swarm.behaviour_mut().blocked.unblock_peer(forgiven);
+        }
+        let _ = self.events.try_send(Event::Misbehaved { peer, reason });
+    }
+
+    async fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.emit(Event::Listening(address)).await;
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                let Some(account) = account_of(&peer_id) else {
+                    // Not an ed25519 identity, so not an idlegrid node.
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                };
+                if let ConnectedPoint::Dialer { address, .. } = endpoint {
+                    self.swarm
+                        .behaviour_mut()
+                        .kademlia
+                        .add_address(&peer_id, address);
+                }
+                if num_established.get() == 1 && self.connected.insert(peer_id) {
+                    if !self.bootstrapped {
+                        self.bootstrapped = true;
+                        let _ = self.swarm.behaviour_mut().kademlia.bootstrap();
+                    }
+                    self.emit(Event::Connected(account)).await;
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0
+                    && self.connected.remove(&peer_id)
+                    && let Some(account) = account_of(&peer_id)
+                {
+                    self.emit(Event::Disconnected(account)).await;
+                }
+            }
+            SwarmEvent::Behaviour(event) => self.behaviour_event(event).await,
+            _ => {}
+        }
+    }
+
+    async fn behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocol_version != PROTOCOL_VERSION {
+                    return;
+                }
+                for address in info.listen_addrs {
+                    self.swarm
+                        .behaviour_mut()
+                        .kademlia
+                        .add_address(&peer_id, address);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer_id, address) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kademlia
+                        .add_address(&peer_id, address.clone());
+                    if !self.connected.contains(&peer_id) {
+                        let _ = self.swarm.dial(address);
+                    }
+                }
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.offer(propagation_source, message_id, message),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic, .. }) => {
+                if topic == self.config.offers_topic().hash()
+                    && let Some(account) = account_of(&peer_id)
+                {
+                    let _ = self.events.try_send(Event::OfferSubscriber(account));
+                }
+            }
+            BehaviourEvent::Work(event) => self.work_event(event),
+            _ => {}
+        }
+    }
+
+    fn offer(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let checked = (|| {
+            let author = message.source.ok_or("an offer without an author")?;
+            let author_account =
+                account_of(&author).ok_or("an offer from a peer that is no account")?;
+            let offer = decode_offer(&message.data).map_err(|_| "an offer that does not decode")?;
+            offer
+                .verify()
+                .map_err(|_| "an offer with a bad signature")?;
+            if offer.signer != author_account {
+                return Err("an offer signed by someone other than its author");
+            }
+            Ok((author, author_account, offer))
+        })();
+        let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+        match checked {
+            Ok((author, provider, offer)) => {
+                gossip.report_message_validation_result(
+                    &id,
+                    &source,
+                    gossipsub::MessageAcceptance::Accept,
+                );
+                if self.config.dial_offer_authors && !self.connected.contains(&author) {
+                    let _ = self.swarm.dial(author);
+                }
+                // Offers come again; one lost while the node is busy costs nothing.
+                let _ = self.events.try_send(Event::Offer { provider, offer });
+            }
+            Err(reason) => {
+                gossip.report_message_validation_result(
+                    &id,
+                    &source,
+                    gossipsub::MessageAcceptance::Reject,
+                );
+                self.misbehaved(source, reason.to_owned());
+            }
+        }
+    }
+
+    fn work_event(&mut self, event: request_response::Event<Wire<Request>, Wire<Response>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let request = match request {
+                        Wire::Decoded(request) => request,
+                        Wire::Malformed(reason) => {
+                            return self.misbehaved(peer, format!("a malformed request: {reason}"));
+                        }
+                    };
+                    let Some(account) = account_of(&peer) else {
+                        return;
+                    };
+                    let (reply, answer) = oneshot::channel();
+                    let event = Event::Request {
+                        peer: account,
+                        request,
+                        reply: Reply(reply),
+                    };
+                    match self.events.try_send(event) {
+                        Ok(()) => self
+                            .pending_replies
+                            .push(Box::pin(async move { (channel, answer.await.ok()) })),
+                        Err(_) => {
+                            let busy =
+                                Response::refused("busy", "the node has too much to do; try again");
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .work
+                                .send_response(channel, Wire::Decoded(busy));
+                        }
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    let Some((account, reply)) = self.pending_outbound.remove(&request_id) else {
+                        return;
+                    };
+                    match response {
+                        Wire::Decoded(response) => {
+                            let _ = reply.send(Ok(response));
+                        }
+                        Wire::Malformed(reason) => {
+                            let _ = reply.send(Err(RequestError::Io {
+                                peer: account,
+                                message: reason.clone(),
+                            }));
+                            self.misbehaved(peer, format!("a malformed response: {reason}"));
+                        }
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                let Some((account, reply)) = self.pending_outbound.remove(&request_id) else {
+                    return;
+                };
+                let failure = match error {
+                    OutboundFailure::DialFailure => RequestError::Unreachable(account),
+                    OutboundFailure::Timeout => RequestError::Timeout(account),
+                    OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed(account),
+                    OutboundFailure::UnsupportedProtocols => RequestError::Unsupported(account),
+                    OutboundFailure::Io(error) => RequestError::Io {
+                        peer: account,
+                        message: error.to_string(),
+                    },
+                };
+                let _ = reply.send(Err(failure));
+            }
+            request_response::Event::InboundFailure { .. }
+            | request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}

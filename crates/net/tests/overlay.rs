@@ -1,0 +1,300 @@
+//! Overlay nodes on loopback: offers travel by gossip, requests get their
+//! responses, content arrives in chunks, and a peer that sends malformed or
+//! oversized messages is blocked while the others keep working.
+
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
+use idlegrid_net::protocol::{MESSAGE_BYTES_MAX, WORK_PROTOCOL};
+use idlegrid_net::{Event, Overlay, OverlayConfig, Request, Response, libp2p_keypair};
+use idlegrid_types::codec::Bounded;
+use idlegrid_types::{ContentId, Keypair, Offer};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, noise, tcp, yamux};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(bootstrap: Vec<Multiaddr>) -> OverlayConfig {
+    let mut config = OverlayConfig::new("overlay-test");
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("address")];
+    config.bootstrap = bootstrap;
+    config.mdns = false;
+    config
+}
+
+fn offer(key: &Keypair, sequence: u64) -> idlegrid_types::SignedOffer {
+    key.sign(Offer {
+        cores: 4,
+        memory_bytes: 1 << 30,
+        gpus: 0,
+        benchmark_fuel_per_second: 1_000_000,
+        price_floor_per_million_fuel: 1,
+        concurrency: 8,
+        idle_only: false,
+        operator: None,
+        sequence,
+        expires_at_ms: u64::MAX,
+    })
+}
+
+/// Starts a node; waits until it listens; gives its address.
+async fn node(seed: u8, bootstrap: Vec<Multiaddr>) -> (Overlay, mpsc::Receiver<Event>, Multiaddr) {
+    let key = Keypair::from_seed([seed; 32]);
+    let (overlay, mut events, _task) =
+        Overlay::start(&key, config(bootstrap)).expect("overlay starts");
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(Event::Listening(_))) => break,
+            Ok(Some(_)) => {}
+            other => panic!("no listen address: {other:?}"),
+        }
+    }
+    let address = overlay.listen_addresses().await.expect("addresses")[0].clone();
+    (overlay, events, address)
+}
+
+/// Answers every content request with `content`, in chunks, until dropped.
+fn serve(mut events: mpsc::Receiver<Event>, content: Vec<u8>, seen: mpsc::UnboundedSender<Event>) {
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Request {
+                    request: Request::Content { offset, .. },
+                    reply,
+                    ..
+                } => {
+                    let start = usize::try_from(offset).expect("offset").min(content.len());
+                    let end = (start + 1000).min(content.len());
+                    reply.send(Response::Content {
+                        total_bytes: content.len() as u64,
+                        bytes: Bounded::new(content[start..end].to_vec()).expect("chunk"),
+                    });
+                }
+                Event::Request { reply, .. } => {
+                    reply.send(Response::refused("unexpected", "not in this test"))
+                }
+                other => {
+                    let _ = seen.send(other);
+                }
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_gossip_requests_answer_and_content_arrives_in_chunks() {
+    let (a, a_events, a_address) = node(1, Vec::new()).await;
+    let (b, mut b_events, _) = node(2, vec![a_address]).await;
+    let content: Vec<u8> = (0..5_000u32).map(|index| (index % 251) as u8).collect();
+    let (seen, _seen_events) = mpsc::unbounded_channel();
+    serve(a_events, content.clone(), seen);
+
+    // The mesh forms within a few heartbeats; offer until one arrives.
+    let key = Keypair::from_seed([1; 32]);
+    let mut sequence = 0;
+    let received = tokio::time::timeout(WAIT, async {
+        loop {
+            sequence += 1;
+            a.publish_offer(&offer(&key, sequence))
+                .await
+                .expect("publish");
+            let deadline = tokio::time::sleep(Duration::from_millis(500));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    event = b_events.recv() => match event.expect("events") {
+                        Event::Offer { provider, offer } => return (provider, offer),
+                        _ => continue,
+                    },
+                    () = &mut deadline => break,
+                }
+            }
+        }
+    })
+    .await
+    .expect("an offer arrives");
+    assert_eq!(received.0, a.account());
+    assert_eq!(received.1.body.cores, 4);
+
+    let mut fetched = Vec::new();
+    loop {
+        let request = Request::Content {
+            cid: ContentId::of(&content),
+            offset: fetched.len() as u64,
+        };
+        match b.request(&a.account(), request).await.expect("a response") {
+            Response::Content { total_bytes, bytes } => {
+                assert_eq!(total_bytes, content.len() as u64);
+                fetched.extend_from_slice(&bytes);
+                if fetched.len() == content.len() {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(fetched, content);
+}
+
+/// A request-response codec that writes whatever bytes it is given, as a
+/// hostile peer would.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        Err(io::Error::other("this peer takes no requests"))
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        futures::AsyncReadExt::read_to_end(io, &mut bytes).await?;
+        if bytes.is_empty() {
+            // The other side closed the stream without an answer.
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        Ok(bytes)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        request: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&request).await?;
+        io.close().await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends `bytes` as a work request from a fresh peer; true when the peer
+/// got no answer (the stream or connection was cut).
+async fn hostile_request(
+    seed: u8,
+    target: &Multiaddr,
+    target_peer: libp2p::PeerId,
+    bytes: Vec<u8>,
+) -> bool {
+    let key = libp2p_keypair(&Keypair::from_seed([seed; 32]));
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(WORK_PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            )
+        })
+        .expect("behaviour")
+        .build();
+    swarm.dial(target.clone()).expect("dial");
+    swarm.behaviour_mut().send_request(&target_peer, bytes);
+    let outcome = tokio::time::timeout(WAIT, async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(request_response::Event::Message { .. }) => return false,
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
+                    return true;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    outcome.expect("the hostile request ends")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_malformed_or_oversized_messages_is_blocked_and_others_keep_working() {
+    let (a, a_events, a_address) = node(3, Vec::new()).await;
+    let (b, _b_events, _) = node(4, vec![a_address.clone()]).await;
+    let content = b"the module".to_vec();
+    let (seen, mut seen_events) = mpsc::unbounded_channel();
+    serve(a_events, content.clone(), seen);
+    let a_peer = a.peer_id();
+
+    // A length prefix over the limit.
+    let oversized = u32::try_from(MESSAGE_BYTES_MAX + 1)
+        .expect("fits")
+        .to_le_bytes()
+        .to_vec();
+    // A valid length and bytes that are no request.
+    let mut malformed = 16u32.to_le_bytes().to_vec();
+    malformed.extend_from_slice(&[0xff; 16]);
+    for (seed, bytes) in [(5u8, oversized), (6u8, malformed)] {
+        assert!(
+            hostile_request(seed, &a_address, a_peer, bytes).await,
+            "a hostile request got an answer"
+        );
+        let blocked = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(Event::Misbehaved { peer, .. }) = seen_events.recv().await {
+                    return peer;
+                }
+            }
+        })
+        .await
+        .expect("the peer is reported");
+        let expected = libp2p_keypair(&Keypair::from_seed([seed; 32]))
+            .public()
+            .to_peer_id();
+        assert_eq!(blocked, expected);
+        // Once blocked, even a well-formed request from it is refused.
+        let valid = idlegrid_types::codec::encode(&Request::JobDone {
+            job: idlegrid_types::JobId::from_bytes([0; 32]),
+        })
+        .expect("encodes");
+        let mut framed = u32::try_from(valid.len())
+            .expect("fits")
+            .to_le_bytes()
+            .to_vec();
+        framed.extend_from_slice(&valid);
+        assert!(
+            hostile_request(seed, &a_address, a_peer, framed).await,
+            "a blocked peer was served"
+        );
+    }
+
+    // The well-behaved peer is still served.
+    let response = b
+        .request(
+            &a.account(),
+            Request::Content {
+                cid: ContentId::of(&content),
+                offset: 0,
+            },
+        )
+        .await
+        .expect("a response");
+    assert!(matches!(response, Response::Content { .. }), "{response:?}");
+}
