@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 use idlegrid_market::MarketConfig;
 use idlegrid_net::{Multiaddr, OverlayConfig};
 use idlegrid_node::client::ApiClient;
+use idlegrid_node::gateway::{GatewayConfig, run_gateway};
 use idlegrid_node::jobspec::JobFile;
 use idlegrid_node::provider::{Cheat, ProviderConfig, ProviderStats, run_provider};
 use idlegrid_node::read_key;
@@ -46,6 +47,11 @@ struct OverlayArgs {
     /// Do not look for peers on the local network (multicast DNS).
     #[arg(long)]
     no_mdns: bool,
+    /// A gateway to be reachable through, ending in /p2p/<peer id>
+    /// (repeatable): for a machine behind NAT. Without --listen, the node
+    /// then listens only through its gateways.
+    #[arg(long, value_name = "MULTIADDR")]
+    relay: Vec<Multiaddr>,
 }
 
 impl OverlayArgs {
@@ -67,7 +73,10 @@ impl OverlayArgs {
         let mut config = OverlayConfig::new(chain);
         if !self.listen.is_empty() {
             config.listen = self.listen.clone();
+        } else if !self.relay.is_empty() {
+            config.listen = Vec::new();
         }
+        config.relays = self.relay.clone();
         config.bootstrap = self.bootstrap.clone();
         config.mdns = !self.no_mdns;
         Ok(config)
@@ -307,6 +316,91 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Relay for machines behind NAT and serve the ledger's HTTP API to clients.
+///
+/// Providers that cannot be reached directly start with `--relay` and this
+/// gateway's address; peers reach them through it (circuit relay v2), and
+/// DCUtR turns those connections into direct ones where the NAT allows.
+/// `/v1/...` on the gateway's API answers as the validator (`--node`) does;
+/// `/v1/gateway` describes the gateway.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  idlegrid gateway --listen /ip4/0.0.0.0/tcp/7900 --api-listen 0.0.0.0:8080
+  idlegrid provide --relay /ip4/203.0.113.7/tcp/7900/p2p/12D3KooW…")]
+pub struct GatewayArgs {
+    /// The gateway's key file (its peer id) [default: $IDLEGRID_HOME/gateway.key,
+    /// made on first use].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    overlay: OverlayArgs,
+    /// Where the HTTP API listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    api_listen: std::net::SocketAddr,
+    /// Print the start line as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn gateway(args: GatewayArgs) -> ExitCode {
+    match run_gateway_command(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn run_gateway_command(args: GatewayArgs) -> anyhow::Result<()> {
+    let key_path = match &args.key {
+        Some(path) => path.clone(),
+        None => idlegrid_home()?.join("gateway.key"),
+    };
+    let key = if key_path.exists() {
+        read_key(&key_path)
+            .with_context(|| format!("failed to load the key {}", key_path.display()))?
+    } else {
+        let key = idlegrid_node::generate()?;
+        idlegrid_node::write_key(&key_path, &key)?;
+        key
+    };
+    let node = args.overlay.node();
+    let client = ApiClient::new(&node);
+    let overlay = args.overlay.overlay(&client)?;
+    let config = GatewayConfig {
+        key,
+        node,
+        overlay,
+        api_listen: args.api_listen,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let gateway = tokio::spawn(run_gateway(config, ready_tx, shutdown_signal()));
+        let Ok(ready) = ready_rx.await else {
+            return gateway.await.context("the gateway failed")?;
+        };
+        let addresses: Vec<String> = ready.addresses.iter().map(ToString::to_string).collect();
+        if args.json {
+            println!(
+                "{}",
+                json!({ "account": ready.account.to_string(), "addresses": addresses, "api": format!("http://{}", ready.api) })
+            );
+        } else {
+            println!("gateway {}", ready.account);
+            println!("  api        http://{}", ready.api);
+            for address in &addresses {
+                println!("  listening  {address}  (providers: --relay {address})");
+            }
+        }
+        gateway.await.context("the gateway failed")?
+    })
 }
 
 /// Run a job on the network: open its escrow, place and verify its tasks,

@@ -21,6 +21,7 @@ struct Cli {
 enum Command {
     Exec(exec::ExecArgs),
     Provide(compute::ProvideArgs),
+    Gateway(compute::GatewayArgs),
     Submit(compute::SubmitArgs),
     Validator(node::ValidatorArgs),
     Testnet(node::TestnetArgs),
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Exec(args) => exec::run(args),
         Command::Provide(args) => compute::provide(args),
+        Command::Gateway(args) => compute::gateway(args),
         Command::Submit(args) => compute::submit_job(args),
         Command::Validator(args) => node::validator(args),
         Command::Testnet(args) => node::testnet(args),

@@ -49,10 +49,20 @@ impl Provider {
     }
 }
 
-/// A validator, funded accounts, and providers.
+/// A validator, funded accounts, providers, and perhaps a gateway.
 struct Network {
     testnet: Testnet,
     providers: Vec<Provider>,
+    gateway: Option<Child>,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if let Some(mut gateway) = self.gateway.take() {
+            let _ = gateway.kill();
+            let _ = gateway.wait();
+        }
+    }
 }
 
 impl Network {
@@ -62,7 +72,64 @@ impl Network {
             // redeems (epoch rewards would add to it).
             testnet: Testnet::start_with(1, &["--emission-per-epoch", "0"]),
             providers: Vec::new(),
+            gateway: None,
         }
+    }
+
+    /// A network with `count` staked providers, all joined through the
+    /// first; gives the first's TCP address.
+    fn with_staked_providers(count: usize) -> (Self, String) {
+        let mut network = Self::start();
+        let stake = STAKE.to_string();
+        let first = network.provider(None, &["--stake", &stake]);
+        let bootstrap = network.providers[first].addresses[0].clone();
+        for _ in 1..count {
+            network.provider(Some(&bootstrap), &["--stake", &stake]);
+        }
+        (network, bootstrap)
+    }
+
+    /// Starts `idlegrid gateway`; gives its overlay address and its API.
+    fn gateway(&mut self) -> (String, String) {
+        let ports = free_ports(2);
+        let out = self.dir().join("gateway.out");
+        let log = self.dir().join("gateway.log");
+        let mut child = Command::new(BIN)
+            .args(["gateway", "--node", self.api(), "--no-mdns", "--json"])
+            .arg("--key")
+            .arg(self.dir().join("gateway.key"))
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{ports}")])
+            .args(["--api-listen", &format!("127.0.0.1:{}", ports + 1)])
+            .env("IDLEGRID_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("out file"))
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn gateway");
+        let mut started = Value::Null;
+        wait_until(Duration::from_secs(60), "the gateway's start line", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the gateway exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            match text.lines().next().map(serde_json::from_str::<Value>) {
+                Some(Ok(value)) => {
+                    started = value;
+                    true
+                }
+                _ => false,
+            }
+        });
+        self.gateway = Some(child);
+        let address = started["addresses"][0]
+            .as_str()
+            .expect("an address")
+            .to_owned();
+        let api = started["api"].as_str().expect("an api").to_owned();
+        (address, api)
     }
 
     fn api(&self) -> &str {
@@ -130,6 +197,39 @@ impl Network {
             format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"),
             format!("/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{peer}"),
         ];
+        index
+    }
+
+    /// Starts a funded provider that listens only through the gateway at
+    /// `relay`, as one behind NAT would.
+    fn provider_behind(&mut self, relay: &str, flags: &[&str]) -> usize {
+        let index = self.providers.len();
+        let (key, account) = self.funded_key(&format!("provider-{index}"));
+        let mut args = vec!["--relay".to_owned(), relay.to_owned()];
+        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+        self.providers.push(Provider {
+            child: None,
+            key,
+            account,
+            addresses: Vec::new(),
+            log: PathBuf::new(),
+            args,
+            starts: 0,
+        });
+        self.launch(index);
+        let out = self.dir().join(format!("provider-{index}.1.out"));
+        let text = std::fs::read_to_string(out).expect("start line");
+        let started: Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        let addresses = started["addresses"].as_array().expect("addresses");
+        assert!(!addresses.is_empty(), "{started}");
+        for address in addresses {
+            let address = address.as_str().expect("an address");
+            assert!(
+                address.contains("/p2p-circuit/"),
+                "listens directly at {address}"
+            );
+        }
         index
     }
 
@@ -230,19 +330,17 @@ fn pi_job(dir: &Path, tasks: u64, policy: &str, deadline_blocks: u64) -> PathBuf
 
 /// Runs `idlegrid submit` and returns its process (stdout: one JSON report).
 fn submit(network: &Network, job: &Path, out: &Path, bootstrap: &str) -> Child {
+    submit_through(network, network.api(), job, out, bootstrap)
+}
+
+/// [`submit`] with the ledger's API at `api`.
+fn submit_through(network: &Network, api: &str, job: &Path, out: &Path, bootstrap: &str) -> Child {
     let key = network.dir().join("requestor.key");
     if !key.exists() {
         network.funded_key("requestor");
     }
     Command::new(BIN)
-        .args([
-            "submit",
-            "--node",
-            network.api(),
-            "--no-mdns",
-            "--json",
-            "--close",
-        ])
+        .args(["submit", "--node", api, "--no-mdns", "--json", "--close"])
         .arg("--key")
         .arg(&key)
         .arg("--out")
@@ -423,12 +521,7 @@ fn accepted_files(out: &Path) -> usize {
 
 #[test]
 fn a_provider_killed_mid_job_loses_nothing_and_nobody_is_paid_twice() {
-    let mut network = Network::start();
-    let stake = STAKE.to_string();
-    let first = network.provider(None, &["--stake", &stake]);
-    let bootstrap = network.providers[first].addresses[0].clone();
-    network.provider(Some(&bootstrap), &["--stake", &stake]);
-    network.provider(Some(&bootstrap), &["--stake", &stake]);
+    let (mut network, bootstrap) = Network::with_staked_providers(3);
     let before = books(&network);
 
     let tasks = 3_000;
@@ -451,12 +544,8 @@ fn a_provider_killed_mid_job_loses_nothing_and_nobody_is_paid_twice() {
 
 #[test]
 fn a_provider_returning_wrong_outputs_is_outvoted_disputed_and_slashed() {
-    let mut network = Network::start();
+    let (mut network, bootstrap) = Network::with_staked_providers(3);
     let stake = STAKE.to_string();
-    let first = network.provider(None, &["--stake", &stake]);
-    let bootstrap = network.providers[first].addresses[0].clone();
-    network.provider(Some(&bootstrap), &["--stake", &stake]);
-    network.provider(Some(&bootstrap), &["--stake", &stake]);
     let cheater = network.provider(
         Some(&bootstrap),
         &["--stake", &stake, "--cheat", "wrong-output"],
@@ -495,4 +584,36 @@ fn a_provider_returning_wrong_outputs_is_outvoted_disputed_and_slashed() {
             .expect("stake");
         assert_eq!(stake, STAKE, "an honest provider lost stake");
     }
+}
+
+#[test]
+fn a_provider_behind_a_gateway_is_reached_through_its_relay() {
+    let mut network = Network::start();
+    let (gateway, gateway_api) = network.gateway();
+    // Its ledger answers through the gateway as through the validator.
+    let (status, through) = get(&format!("{gateway_api}/v1/status")).expect("the gateway answers");
+    assert_eq!(status, 200);
+    assert_eq!(through["chain_id"], network.testnet.status(0)["chain_id"]);
+    // A provider that listens nowhere itself: reachable only through the relay.
+    let stake = STAKE.to_string();
+    network.provider_behind(&gateway, &["--stake", &stake]);
+    let before = books(&network);
+
+    let tasks = 100;
+    let out = network.dir().join("results");
+    let job = pi_job(
+        network.dir(),
+        tasks,
+        "policy = \"replicas\"\nreplicas = 1",
+        300,
+    );
+    let child = submit_through(&network, &gateway_api, &job, &out, &gateway);
+    let report = finish(&network, child, &out);
+    let results = check_results(&out, &report, tasks);
+    let provider = &network.providers[0].account;
+    assert_eq!(
+        results["providers"][provider]["results"], tasks,
+        "{results}"
+    );
+    check_books(&network, &results, &before);
 }

@@ -60,6 +60,12 @@ pub struct OverlayConfig {
     pub idle_connection_timeout: Duration,
     /// Peers remembered as blocked; the oldest is forgiven beyond this.
     pub blocked_peers_max: usize,
+    /// Relay circuits for peers behind NAT (a gateway runs this).
+    pub relay_server: bool,
+    /// Gateways to be reachable through (each ending in `/p2p/<peer id>`):
+    /// this node reserves a circuit with each and listens on it, and DCUtR
+    /// upgrades relayed connections to direct ones where the NAT allows.
+    pub relays: Vec<Multiaddr>,
 }
 
 impl OverlayConfig {
@@ -82,6 +88,8 @@ impl OverlayConfig {
             connections_per_peer_max: 2,
             idle_connection_timeout: Duration::from_secs(300),
             blocked_peers_max: 10_000,
+            relay_server: false,
+            relays: Vec::new(),
         }
     }
 
@@ -214,10 +222,10 @@ impl Overlay {
                     message: error.to_string(),
                 })?;
         }
-        for address in &config.bootstrap {
+        for address in config.bootstrap.iter().chain(&config.relays) {
             let Some(Protocol::P2p(peer)) = address.iter().last() else {
                 return Err(NetError::Config(format!(
-                    "the bootstrap address {address} does not end in /p2p/<peer id>"
+                    "the address {address} does not end in /p2p/<peer id>"
                 )));
             };
             swarm
@@ -231,6 +239,15 @@ impl Overlay {
                     message: error.to_string(),
                 })?;
         }
+        // Circuits are reserved once the connection to each relay is up.
+        let relays: HashMap<PeerId, Multiaddr> = config
+            .relays
+            .iter()
+            .filter_map(|relay| match relay.iter().last() {
+                Some(Protocol::P2p(peer)) => Some((peer, relay.clone())),
+                _ => None,
+            })
+            .collect();
         let (commands, command_queue) = mpsc::channel(COMMANDS_QUEUE_MAX);
         let (events, event_queue) = mpsc::channel(config.events_queue_max.max(1));
         let peer_id = *swarm.local_peer_id();
@@ -243,6 +260,7 @@ impl Overlay {
             blocked: VecDeque::new(),
             connected: HashSet::new(),
             bootstrapped: false,
+            relays,
         };
         let task = tokio::spawn(driver.run(command_queue));
         let overlay = Overlay {
@@ -337,6 +355,7 @@ struct Behaviour {
     work: request_response::Behaviour<WorkCodec>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     relay_client: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
     dcutr: dcutr::Behaviour,
 }
 
@@ -406,6 +425,11 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
                     ),
                     mdns: Toggle::from(mdns),
                     relay_client,
+                    relay_server: Toggle::from(
+                        config
+                            .relay_server
+                            .then(|| relay::Behaviour::new(peer_id, relay_config())),
+                    ),
                     dcutr: dcutr::Behaviour::new(peer_id),
                 })
             },
@@ -416,6 +440,20 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
         })
         .build();
     Ok(swarm)
+}
+
+/// Circuits a gateway relays: task traffic, not just hole-punching
+/// handshakes, so longer and larger than libp2p's defaults, and bounded.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_reservations: 1024,
+        max_reservations_per_peer: 4,
+        max_circuits: 256,
+        max_circuits_per_peer: 16,
+        max_circuit_duration: Duration::from_secs(60 * 60),
+        max_circuit_bytes: 1 << 30,
+        ..relay::Config::default()
+    }
 }
 
 type PendingReply = BoxFuture<'static, (ResponseChannel<Wire<Response>>, Option<Response>)>;
@@ -430,6 +468,8 @@ struct Driver {
     blocked: VecDeque<PeerId>,
     connected: HashSet<PeerId>,
     bootstrapped: bool,
+    /// Relays whose circuit this node has yet to listen on.
+    relays: HashMap<PeerId, Multiaddr>,
 }
 
 impl Driver {
@@ -501,7 +541,11 @@ impl Driver {
                 let addresses = self
                     .swarm
                     .listeners()
-                    .map(|address| address.clone().with(Protocol::P2p(peer_id)))
+                    .map(|address| match address.iter().last() {
+                        // A circuit address already ends in this node's id.
+                        Some(Protocol::P2p(_)) => address.clone(),
+                        _ => address.clone().with(Protocol::P2p(peer_id)),
+                    })
                     .collect();
                 let _ = done.send(addresses);
             }
@@ -533,6 +577,11 @@ impl Driver {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
+                if self.config.relay_server {
+                    // A gateway is where it listens: a relay hands its
+                    // addresses to the peers that reserve circuits with it.
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.emit(Event::Listening(address)).await;
             }
             SwarmEvent::ConnectionEstablished {
@@ -551,6 +600,12 @@ impl Driver {
                         .behaviour_mut()
                         .kademlia
                         .add_address(&peer_id, address);
+                }
+                if let Some(relay) = self.relays.remove(&peer_id) {
+                    let circuit = relay.with(Protocol::P2pCircuit);
+                    if let Err(error) = self.swarm.listen_on(circuit.clone()) {
+                        warn!(%circuit, %error, "could not listen through a relay");
+                    }
                 }
                 if num_established.get() == 1 && self.connected.insert(peer_id) {
                     if !self.bootstrapped {
@@ -573,6 +628,15 @@ impl Driver {
                 }
             }
             SwarmEvent::Behaviour(event) => self.behaviour_event(event).await,
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                warn!(?addresses, ?reason, "stopped listening");
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(%error, "a listener failed"),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(?peer_id, %error, "could not connect");
+            }
             _ => {}
         }
     }
@@ -614,6 +678,9 @@ impl Driver {
                 }
             }
             BehaviourEvent::Work(event) => self.work_event(event),
+            BehaviourEvent::RelayClient(event) => info!(?event, "relay client"),
+            BehaviourEvent::RelayServer(event) => info!(?event, "relay"),
+            BehaviourEvent::Dcutr(event) => info!(?event, "direct connection upgrade"),
             _ => {}
         }
     }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod gateway;
 pub mod hardware;
 pub mod jobspec;
 pub mod keys;

@@ -484,13 +484,11 @@ impl RequestorLoop {
                         }
                     });
                 }
-                vec![
-                    Input::Offer {
-                        provider,
-                        offer: offer.body,
-                    },
-                    Input::Connected(provider),
-                ]
+                // Placement waits for a connection (the overlay dials offer authors).
+                vec![Input::Offer {
+                    provider,
+                    offer: offer.body,
+                }]
             }
             Event::Connected(peer) => vec![Input::Connected(peer)],
             Event::Disconnected(peer) => vec![Input::Lost(peer)],
@@ -543,7 +541,7 @@ impl RequestorLoop {
             let task = result.index();
             match result {
                 TaskReturn::NotRun { reason, .. } => {
-                    debug!(%provider, task, reason = &*reason, "task not run");
+                    info!(%provider, task, reason = &*reason, "task not run");
                     inputs.push(Input::ProviderFailed {
                         provider,
                         job: self.job,
@@ -848,12 +846,12 @@ impl RequestorLoop {
                 let failure = match overlay.request(&provider, Request::Tasks(batch)).await {
                     Ok(Response::Ok) => return,
                     Ok(Response::Refused { code, message }) => {
-                        debug!(%provider, code = &*code, message = &*message, "batch refused");
+                        info!(%provider, code = &*code, message = &*message, "batch refused");
                         false
                     }
                     Ok(Response::Content { .. }) => false,
                     Err(error) => {
-                        debug!(%provider, %error, "batch not delivered");
+                        info!(%provider, %error, "batch not delivered");
                         matches!(
                             error,
                             idlegrid_net::RequestError::Unreachable(_)
