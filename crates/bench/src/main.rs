@@ -5,6 +5,7 @@
 //! `value`, `unit`, `baseline` and `ratio`.
 
 mod chain;
+mod e2e;
 mod ledger;
 mod market;
 mod native;
@@ -34,6 +35,10 @@ enum Suite {
     /// The chain: transfers finalized per second and finality latency on one
     /// and on four validators in this process, against the ledger alone.
     Chain(chain::Options),
+    /// End to end: a job's tasks placed, run, verified and paid for on
+    /// in-process providers, a validator and loopback, against the same
+    /// tasks run directly in the sandbox.
+    E2e(e2e::Options),
 }
 
 /// One measured figure and what it is compared to.
@@ -98,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Ledger(options) => (ledger::run(&options)?, options.json),
         Suite::Market(options) => (market::run(&options)?, options.json),
         Suite::Chain(options) => (chain::run(&options)?, options.json),
+        Suite::E2e(options) => (e2e::run(&options)?, options.json),
     };
     if json {
         for row in &rows {
