@@ -130,12 +130,10 @@ impl fmt::Debug for JobFile {
 /// Why a job file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JobFileError {
-    #[error("failed to read job file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The causes are part of the message, not `#[source]`s, so a report
+    // that prints the chain does not say them twice.
+    #[error("failed to read job file {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     #[error("job file {} is above the limit of {max} bytes", path.display())]
     TooLarge { path: PathBuf, max: usize },
     #[error("{}: {problem}", place(file, *line_column))]
@@ -143,7 +141,6 @@ pub enum JobFileError {
         file: PathBuf,
         /// 1-based line and column (in characters) of the offending text.
         line_column: Option<(usize, usize)>,
-        #[source]
         problem: JobFileProblem,
     },
 }
@@ -388,9 +385,9 @@ impl JobFile {
     /// Reads and checks the job file at `path`.
     pub fn load(path: &Path) -> Result<JobFile, JobFileError> {
         let bytes = read_bounded(path, JOB_FILE_BYTES_MAX)
-            .map_err(|source| JobFileError::Read {
+            .map_err(|error| JobFileError::Read {
                 path: path.to_path_buf(),
-                source,
+                error,
             })?
             .ok_or_else(|| JobFileError::TooLarge {
                 path: path.to_path_buf(),
@@ -398,7 +395,7 @@ impl JobFile {
             })?;
         let text = String::from_utf8(bytes).map_err(|error| JobFileError::Read {
             path: path.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::InvalidData, error),
+            error: io::Error::new(io::ErrorKind::InvalidData, error),
         })?;
         Self::parse(&text, path)
     }
