@@ -39,8 +39,6 @@ const RESULTS_IN_FLIGHT_MAX: usize = 2;
 const RESULTS_ATTEMPTS_MAX: u32 = 3;
 /// How long shutdown waits for the last redemptions.
 const SHUTDOWN_REDEEM_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often vouchers received since are written to disk.
-const VOUCHER_STORE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a redemption waits for its block.
 const REDEEM_WAIT: Duration = Duration::from_secs(30);
 
@@ -308,7 +306,6 @@ pub async fn run_provider(
         outbox: HashMap::new(),
         in_flight: HashMap::new(),
         vouchers,
-        unstored: HashSet::new(),
         redeemer,
         stats: Arc::clone(&stats),
         last_offer_ms: 0,
@@ -324,7 +321,6 @@ pub async fn run_provider(
 
     let mut offer_timer = tokio::time::interval(provider.config.offer_interval);
     let mut redeem_timer = tokio::time::interval(provider.config.redeem_interval);
-    let mut store_timer = tokio::time::interval(VOUCHER_STORE_INTERVAL);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -333,10 +329,8 @@ pub async fn run_provider(
             Some(message) = internal.recv() => provider.internal(message).await,
             _ = offer_timer.tick() => provider.publish_offer().await,
             _ = redeem_timer.tick() => provider.redeem(None),
-            _ = store_timer.tick() => provider.store_vouchers(),
         }
     }
-    provider.store_vouchers();
     info!("shutting down: redeeming vouchers");
     provider.stats.paused.store(true, Ordering::Relaxed);
     let (done, finished) = oneshot::channel();
@@ -438,8 +432,6 @@ struct ProviderLoop {
     in_flight: HashMap<AccountId, usize>,
     /// The newest voucher of each job.
     vouchers: HashMap<JobId, SignedVoucher>,
-    /// Jobs whose newest voucher is not on disk yet.
-    unstored: HashSet<JobId>,
     redeemer: Redeemer,
     stats: Arc<ProviderStats>,
     last_offer_ms: u64,
@@ -653,9 +645,13 @@ impl ProviderLoop {
                 && voucher.body.cumulative_amount >= held.body.cumulative_amount
         });
         if newer {
-            // Written to disk by the next `store_vouchers`, not here: a file
-            // per voucher (about one per result) would block this loop.
-            self.unstored.insert(voucher.body.job);
+            // On disk before it is acknowledged: a provider killed at any
+            // moment keeps every voucher it said it had. (A file per voucher
+            // costs this loop about a millisecond; see the e2e benchmark.)
+            if let Err(error) = store_voucher(&self.config.data_dir, &voucher) {
+                // Still held in memory; only a crash before redeeming loses it.
+                warn!(%error, "failed to store a voucher");
+            }
             self.vouchers.insert(voucher.body.job, voucher);
             self.stats
                 .owed
@@ -676,23 +672,9 @@ impl ProviderLoop {
         }
     }
 
-    /// Writes the vouchers received since the last call to disk, so a crash
-    /// loses at most [`VOUCHER_STORE_INTERVAL`] of earnings.
-    fn store_vouchers(&mut self) {
-        for job in std::mem::take(&mut self.unstored) {
-            if let Some(voucher) = self.vouchers.get(&job)
-                && let Err(error) = store_voucher(&self.config.data_dir, voucher)
-            {
-                // Still held in memory; only a crash before redeeming loses it.
-                warn!(%error, "failed to store a voucher");
-            }
-        }
-    }
-
     /// Orders redemption of one job's voucher, or of every voucher that
     /// owes more than was redeemed.
     fn redeem(&mut self, job: Option<JobId>) {
-        self.store_vouchers();
         let vouchers: Vec<SignedVoucher> = match job {
             Some(job) => self.vouchers.get(&job).cloned().into_iter().collect(),
             None => self.vouchers.values().cloned().collect(),
