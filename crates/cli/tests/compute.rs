@@ -106,23 +106,7 @@ impl Network {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn gateway");
-        let mut started = Value::Null;
-        wait_until(Duration::from_secs(60), "the gateway's start line", || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "the gateway exited ({status}):\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            match text.lines().next().map(serde_json::from_str::<Value>) {
-                Some(Ok(value)) => {
-                    started = value;
-                    true
-                }
-                _ => false,
-            }
-        });
+        let started = start_line(&mut child, &out, &log, "the gateway");
         self.gateway = Some(child);
         let address = started["addresses"][0]
             .as_str()
@@ -166,21 +150,10 @@ impl Network {
         (key, account)
     }
 
-    /// Starts a funded provider that joins through `bootstrap`, with
-    /// `flags` added; waits for its start line.
-    fn provider(&mut self, bootstrap: Option<&str>, flags: &[&str]) -> usize {
+    /// Funds a new provider's key and starts it with `args`.
+    fn add_provider(&mut self, args: Vec<String>) -> usize {
         let index = self.providers.len();
         let (key, account) = self.funded_key(&format!("provider-{index}"));
-        let port = free_ports(1);
-        let mut args: Vec<String> = ["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")]
-            .into_iter()
-            .chain(["--listen", &format!("/ip4/127.0.0.1/udp/{port}/quic-v1")])
-            .map(str::to_owned)
-            .collect();
-        if let Some(bootstrap) = bootstrap {
-            args.extend(["--bootstrap".to_owned(), bootstrap.to_owned()]);
-        }
-        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
         self.providers.push(Provider {
             child: None,
             key,
@@ -191,6 +164,23 @@ impl Network {
             starts: 0,
         });
         self.launch(index);
+        index
+    }
+
+    /// Starts a funded provider that joins through `bootstrap`, with
+    /// `flags` added; waits for its start line.
+    fn provider(&mut self, bootstrap: Option<&str>, flags: &[&str]) -> usize {
+        let port = free_ports(1);
+        let mut args: Vec<String> = ["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")]
+            .into_iter()
+            .chain(["--listen", &format!("/ip4/127.0.0.1/udp/{port}/quic-v1")])
+            .map(str::to_owned)
+            .collect();
+        if let Some(bootstrap) = bootstrap {
+            args.extend(["--bootstrap".to_owned(), bootstrap.to_owned()]);
+        }
+        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+        let index = self.add_provider(args);
         let peer =
             idlegrid_net::peer_id_of(&self.providers[index].account.parse().expect("account"));
         self.providers[index].addresses = vec![
@@ -203,20 +193,9 @@ impl Network {
     /// Starts a funded provider that listens only through the gateway at
     /// `relay`, as one behind NAT would.
     fn provider_behind(&mut self, relay: &str, flags: &[&str]) -> usize {
-        let index = self.providers.len();
-        let (key, account) = self.funded_key(&format!("provider-{index}"));
         let mut args = vec!["--relay".to_owned(), relay.to_owned()];
         args.extend(flags.iter().map(|flag| (*flag).to_owned()));
-        self.providers.push(Provider {
-            child: None,
-            key,
-            account,
-            addresses: Vec::new(),
-            log: PathBuf::new(),
-            args,
-            starts: 0,
-        });
-        self.launch(index);
+        let index = self.add_provider(args);
         let out = self.dir().join(format!("provider-{index}.1.out"));
         let text = std::fs::read_to_string(out).expect("start line");
         let started: Value =
@@ -271,23 +250,12 @@ impl Network {
             .stderr(std::fs::File::create(&provider.log).expect("log file"))
             .spawn()
             .expect("spawn provider");
-        let mut started = Value::Null;
-        wait_until(Duration::from_secs(120), "a provider's start line", || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "provider {index} exited ({status}):\n{}",
-                    std::fs::read_to_string(&provider.log).unwrap_or_default()
-                );
-            }
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            match text.lines().next().map(serde_json::from_str::<Value>) {
-                Some(Ok(value)) => {
-                    started = value;
-                    true
-                }
-                _ => false,
-            }
-        });
+        let started = start_line(
+            &mut child,
+            &out,
+            &provider.log,
+            &format!("provider {index}"),
+        );
         assert_eq!(started["account"], provider.account.as_str());
         provider.child = Some(child);
     }
@@ -312,6 +280,33 @@ impl Network {
         }
         all
     }
+}
+
+/// Waits for the first line `child` writes to `out`, a JSON object; fails
+/// with its log if it exits first.
+fn start_line(child: &mut Child, out: &Path, log: &Path, what: &str) -> Value {
+    let mut started = Value::Null;
+    wait_until(
+        Duration::from_secs(120),
+        &format!("the start line of {what}"),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{what} exited ({status}):\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            let text = std::fs::read_to_string(out).unwrap_or_default();
+            match text.lines().next().map(serde_json::from_str::<Value>) {
+                Some(Ok(value)) => {
+                    started = value;
+                    true
+                }
+                _ => false,
+            }
+        },
+    );
+    started
 }
 
 /// Writes a job file of `tasks` pi tasks.
