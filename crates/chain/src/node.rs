@@ -28,6 +28,17 @@ pub struct Node<S: Store> {
     peers: BTreeMap<AccountId, Instant>,
     /// Who wants to hear of each finalized block.
     subscribers: Vec<SyncSender<FinalizedBlock>>,
+    /// Transactions in blocks finalized since this node started.
+    finalized: FinalizedCounts,
+}
+
+/// Transactions in the blocks a node finalized since it started, by what
+/// the ledger made of them (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinalizedCounts {
+    pub applied: u64,
+    /// Carried by a block but rejected by the ledger.
+    pub rejected: u64,
 }
 
 /// A block this validator finalized and applied, as observers see it.
@@ -76,6 +87,7 @@ impl<S: Store> Node<S> {
             outbox: Vec::new(),
             peers: BTreeMap::new(),
             subscribers: Vec::new(),
+            finalized: FinalizedCounts::default(),
         }
     }
 
@@ -117,8 +129,15 @@ impl<S: Store> Node<S> {
         receiver
     }
 
-    /// Tells subscribers of a block just applied.
+    /// Counts a block just applied and tells subscribers of it.
     pub(crate) fn applied(&mut self, outcome: &BlockOutcome) {
+        for transaction in &outcome.transactions {
+            let count = match transaction.outcome {
+                Ok(_) => &mut self.finalized.applied,
+                Err(_) => &mut self.finalized.rejected,
+            };
+            *count = count.saturating_add(1);
+        }
         if self.subscribers.is_empty() {
             return;
         }
@@ -136,6 +155,11 @@ impl<S: Store> Node<S> {
                 }
                 Err(TrySendError::Disconnected(_)) => false,
             });
+    }
+
+    /// Transactions in blocks finalized since this node started.
+    pub fn finalized_transactions(&self) -> FinalizedCounts {
+        self.finalized
     }
 
     /// Notes that `peer` was heard from just now.

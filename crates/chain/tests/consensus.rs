@@ -352,6 +352,14 @@ fn four_validators_finalize_the_same_ledger_and_replay_by_seed() {
             .all(|node| node.lock().expect("node").mempool.is_empty())
     );
     assert_agree(&nodes);
+    for node in &nodes {
+        let counts = node.lock().expect("node").finalized_transactions();
+        assert_eq!(
+            (counts.applied, counts.rejected),
+            (TRANSFERS, 0),
+            "each node counts the transfers it finalized"
+        );
+    }
     let (replay, _, _) = run(7, scenario);
     assert_eq!(audit, replay, "the same seed must replay the same run");
 }

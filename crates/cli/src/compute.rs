@@ -21,8 +21,7 @@ use idlegrid_node::requestor::{SubmitConfig, SubmitProgress, submit};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-/// The node's API when neither `--node` nor `IDLEGRID_NODE` names one.
-const NODE_DEFAULT: &str = "http://127.0.0.1:7700";
+use crate::resolve::{self, idlegrid_home};
 
 /// The job ran, but not every task was accepted, or it stopped at its budget.
 const EXIT_INCOMPLETE: u8 = 1;
@@ -56,10 +55,7 @@ struct OverlayArgs {
 
 impl OverlayArgs {
     fn node(&self) -> String {
-        self.node
-            .clone()
-            .or_else(|| std::env::var("IDLEGRID_NODE").ok())
-            .unwrap_or_else(|| NODE_DEFAULT.to_owned())
+        resolve::node_url(self.node.as_deref())
     }
 
     /// The overlay settings; the network is named by the chain the node runs.
@@ -83,15 +79,6 @@ impl OverlayArgs {
     }
 }
 
-fn idlegrid_home() -> anyhow::Result<PathBuf> {
-    match std::env::var_os("IDLEGRID_HOME") {
-        Some(home) => Ok(PathBuf::from(home)),
-        None => std::env::var_os("HOME")
-            .map(|home| PathBuf::from(home).join(".idlegrid"))
-            .context("neither IDLEGRID_HOME nor HOME is set; name the key file with --key"),
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum CheatArg {
     WrongOutput,
@@ -107,8 +94,9 @@ enum CheatArg {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   idlegrid provide --stake 1000
-  idlegrid provide --cores 2 --price-floor 5 --idle-only
-  idlegrid provide --bootstrap /ip4/203.0.113.7/tcp/7800/p2p/12D3KooW…")]
+  idlegrid provide --data-dir /tmp/p0 --listen /ip4/127.0.0.1/tcp/7800
+  idlegrid provide --cores 2 --price-floor 5 --idle-only --json
+  idlegrid provide --relay \"$GATEWAY\"    # an address `idlegrid gateway` printed")]
 pub struct ProvideArgs {
     /// The provider's key file (its ledger account and its peer id)
     /// [default: $IDLEGRID_HOME/wallet.key].
@@ -155,18 +143,21 @@ pub struct ProvideArgs {
 }
 
 pub fn provide(args: ProvideArgs) -> ExitCode {
+    let json = args.json;
     match run_provide(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(EXIT_FAILED)
-        }
+        Err(error) => fail(&error, json),
     }
+}
+
+fn fail(error: &anyhow::Error, json: bool) -> ExitCode {
+    resolve::report_error(error, json);
+    ExitCode::from(EXIT_FAILED)
 }
 
 fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
     let home = idlegrid_home()?;
-    let key_path = args.key.clone().unwrap_or_else(|| home.join("wallet.key"));
+    let key_path = resolve::key_path(args.key.as_deref())?;
     let key = read_key(&key_path)
         .with_context(|| format!("failed to load the key {}", key_path.display()))?;
     let node = args.overlay.node();
@@ -296,7 +287,7 @@ fn live_line(stats: Arc<ProviderStats>) -> tokio::task::JoinHandle<()> {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut terminate =
@@ -328,7 +319,9 @@ async fn shutdown_signal() {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   idlegrid gateway --listen /ip4/0.0.0.0/tcp/7900 --api-listen 0.0.0.0:8080
-  idlegrid provide --relay /ip4/203.0.113.7/tcp/7900/p2p/12D3KooW…")]
+  idlegrid gateway --node http://127.0.0.1:7700 --no-mdns --json
+Providers behind NAT then start with `idlegrid provide --relay ADDRESS`, an
+address the gateway printed.")]
 pub struct GatewayArgs {
     /// The gateway's key file (its peer id) [default: $IDLEGRID_HOME/gateway.key,
     /// made on first use].
@@ -345,12 +338,10 @@ pub struct GatewayArgs {
 }
 
 pub fn gateway(args: GatewayArgs) -> ExitCode {
+    let json = args.json;
     match run_gateway_command(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(EXIT_FAILED)
-        }
+        Err(error) => fail(&error, json),
     }
 }
 
@@ -375,6 +366,7 @@ fn run_gateway_command(args: GatewayArgs) -> anyhow::Result<()> {
         node,
         overlay,
         api_listen: args.api_listen,
+        local: idlegrid_node::dashboard::Local::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -416,7 +408,8 @@ fn run_gateway_command(args: GatewayArgs) -> anyhow::Result<()> {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   idlegrid submit examples/pi/job.toml
-  idlegrid submit job.toml --out results --close --json")]
+  idlegrid submit examples/pi/job.toml --key /tmp/me.key --out pi --close --json
+  JOB=$(idlegrid submit examples/pi/job.toml --json | jq -r .job)")]
 pub struct SubmitArgs {
     /// The job file (TOML).
     job: PathBuf,
@@ -440,26 +433,13 @@ pub struct SubmitArgs {
 pub fn submit_job(args: SubmitArgs) -> ExitCode {
     match run_submit(&args) {
         Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            if args.json {
-                println!(
-                    "{}",
-                    json!({ "error": { "message": format!("{error:#}") } })
-                );
-            } else {
-                eprintln!("error: {error:#}");
-            }
-            ExitCode::from(EXIT_FAILED)
-        }
+        Err(error) => fail(&error, args.json),
     }
 }
 
 fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
     let job = JobFile::load(&args.job)?;
-    let key_path = match &args.key {
-        Some(path) => path.clone(),
-        None => idlegrid_home()?.join("wallet.key"),
-    };
+    let key_path = resolve::key_path(args.key.as_deref())?;
     let key = read_key(&key_path)
         .with_context(|| format!("failed to load the key {}", key_path.display()))?;
     let node = args.overlay.node();

@@ -4,29 +4,65 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use idlegrid_node::{TestnetPlan, run_validator, testnet};
+use idlegrid_node::{TestnetPlan, start_validator, testnet};
+use serde_json::json;
+
+use crate::resolve;
 
 /// Run a validator: keys, listen address, peers, data directory and
 /// genesis come from its configuration file.
+///
+/// Prints one line when its API is up (with --json: {"account", "api"}),
+/// then runs until it is killed; killed at any moment, it resumes from its
+/// data directory when started again with the same command.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  idlegrid testnet init --validators 1 --dir /tmp/tn
+  idlegrid validator --config /tmp/tn/validator-0/config.toml
+  idlegrid validator --config /tmp/tn/validator-0/config.toml --json")]
 pub struct ValidatorArgs {
     /// The validator's configuration file (see `idlegrid testnet init`).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Print the start line as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn validator(args: ValidatorArgs) -> ExitCode {
-    match run_validator(&args.config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+    let started = start_validator(&args.config).and_then(|validator| {
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "account": validator.account.to_string(),
+                    "api": format!("http://{}", validator.api),
+                })
+            );
+        } else {
+            println!(
+                "validator {} started: API http://{}",
+                validator.account, validator.api
+            );
         }
+        validator.join()
+    });
+    match started {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error, args.json),
     }
+}
+
+fn fail(error: &anyhow::Error, json: bool) -> ExitCode {
+    resolve::report_error(error, json);
+    ExitCode::FAILURE
 }
 
 /// Local networks for trying idlegrid out.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  idlegrid testnet init --validators 4 --dir /tmp/tn
+  idlegrid testnet init --validators 1 --dir /tmp/tn1 --api-port 7710 --json")]
 pub struct TestnetArgs {
     #[command(subcommand)]
     command: TestnetCommand,
@@ -35,6 +71,14 @@ pub struct TestnetArgs {
 #[derive(Debug, Subcommand)]
 enum TestnetCommand {
     /// Write keys, a genesis and one configuration file per validator.
+    ///
+    /// Validator i listens for peers on --p2p-port + i and serves its API
+    /// on --api-port + i; faucet.key holds the genesis funds. With --json:
+    /// {"genesis", "faucet_key", "configs": [FILE], "apis": [URL]}.
+    #[command(after_help = "Examples:
+  idlegrid testnet init --validators 4 --dir /tmp/tn
+  idlegrid testnet init --validators 1 --dir /tmp/tn1 --epoch-length 20 --json
+  idlegrid testnet init --dir /tmp/quiet --emission-per-epoch 0")]
     Init(InitArgs),
 }
 
@@ -118,9 +162,6 @@ pub fn testnet(args: TestnetArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(&error, args.json),
     }
 }

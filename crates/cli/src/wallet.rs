@@ -6,23 +6,16 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use idlegrid_ledger::{StakeRole, TxKind};
-use idlegrid_node::client::{ApiClient, ApiError, Sent};
+use idlegrid_node::client::{ApiClient, Sent};
 use idlegrid_node::{generate, read_key, write_key};
 use idlegrid_types::{AccountId, Keypair};
 use serde_json::{Value, json};
 
-/// The node's API when neither `--node` nor `IDLEGRID_NODE` names one.
-const NODE_DEFAULT: &str = "http://127.0.0.1:7700";
+use crate::failure::Failure;
+use crate::resolve;
+
 /// How long `--wait` waits for a transaction to be included.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The node refused the request, or the transaction was rejected.
-const EXIT_REFUSED: u8 = 1;
-/// (clap's) the command line was wrong.
-const _EXIT_USAGE: u8 = 2;
-/// The wallet could not finish: the node is unreachable or answered
-/// nonsense, the key file is unusable, or `--wait` timed out.
-const EXIT_FAILED: u8 = 3;
 
 /// Keys, balances, transfers and stake.
 ///
@@ -34,9 +27,10 @@ const EXIT_FAILED: u8 = 3;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   idlegrid wallet new
-  idlegrid wallet balance
-  idlegrid wallet transfer --to did:key:z6Mk… --amount 1000 --wait
-  idlegrid wallet stake --amount 5000 --role provider --wait --json")]
+  idlegrid wallet balance --json
+  idlegrid wallet --key friend.key new
+  idlegrid wallet transfer --to $(idlegrid wallet --key friend.key address) --amount 10
+  idlegrid wallet --key /tmp/tn/faucet.key --node http://127.0.0.1:7700 balance")]
 pub struct WalletArgs {
     #[command(subcommand)]
     command: WalletCommand,
@@ -56,20 +50,54 @@ pub struct WalletArgs {
 #[derive(Debug, Subcommand)]
 enum WalletCommand {
     /// Create a new key file (never overwrites one).
+    ///
+    /// JSON: {"account", "key"} (the account's did:key, the file written).
+    #[command(after_help = "Examples:
+  idlegrid wallet new
+  idlegrid wallet --key friend.key new --json")]
     New,
     /// Print the key's account (a did:key).
+    ///
+    /// JSON: {"account"}.
+    #[command(after_help = "Examples:
+  idlegrid wallet address
+  idlegrid wallet --key friend.key address --json")]
     Address,
     /// Show an account's balance, nonce and stake.
+    ///
+    /// JSON: the node's account view: {"account", "balance", "nonce",
+    /// "next_nonce", "provider_stake", "validator_stake"}, each stake
+    /// {"bonded", "unbonding": [{"amount", "release_height"}]}.
+    #[command(after_help = "Examples:
+  idlegrid wallet balance
+  idlegrid wallet balance $(idlegrid wallet --key friend.key address) --json")]
     Balance {
         /// The account [default: the key's].
         account: Option<String>,
     },
     /// Send tokens to another account.
+    ///
+    /// JSON: {"hash", "nonce", "fee", "status": "pending"}, or with --wait
+    /// {"hash", "nonce", "fee", "status": "included", "height"}.
+    #[command(after_help = "Examples:
+  idlegrid wallet transfer --to $(idlegrid wallet --key friend.key address) --amount 10
+  ME=$(idlegrid wallet address)
+  idlegrid wallet --key /tmp/tn/faucet.key transfer --to \"$ME\" --amount 5000 --wait --json")]
     Transfer(TransferArgs),
     /// Bond tokens as provider or validator stake.
+    ///
+    /// JSON: as `wallet transfer`.
+    #[command(after_help = "Examples:
+  idlegrid wallet stake --amount 5000 --role provider --wait
+  idlegrid wallet stake --amount 1000000 --role validator --wait --json")]
     Stake(StakeArgs),
     /// Start unbonding stake (it returns to the balance after the chain's
     /// unbonding period; validator stake leaves the set from the next epoch).
+    ///
+    /// JSON: as `wallet transfer`.
+    #[command(after_help = "Examples:
+  idlegrid wallet unstake --amount 1000 --role provider --wait
+  idlegrid wallet unstake --amount 1000000 --role validator --json")]
     Unstake(StakeArgs),
 }
 
@@ -122,93 +150,24 @@ impl From<Role> for StakeRole {
     }
 }
 
-/// Why a wallet command failed.
-#[derive(Debug)]
-enum Failure {
-    /// The node answered with an error, or the transaction did not apply.
-    Refused { code: String, message: String },
-    /// Anything else, with a code for `--json`.
-    Failed { code: &'static str, message: String },
-}
-
-impl From<ApiError> for Failure {
-    fn from(error: ApiError) -> Self {
-        match error {
-            ApiError::Refused { code, message } => Failure::Refused { code, message },
-            other => Failure::Failed {
-                code: match other {
-                    ApiError::Unreachable { .. } => "unreachable",
-                    ApiError::TimedOut { .. } => "timed_out",
-                    _ => "bad_answer",
-                },
-                message: other.to_string(),
-            },
-        }
-    }
-}
-
-impl Failure {
-    fn failed(code: &'static str, message: impl Into<String>) -> Self {
-        Failure::Failed {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn code(&self) -> &str {
-        match self {
-            Failure::Refused { code, .. } => code,
-            Failure::Failed { code, .. } => code,
-        }
-    }
-
-    fn message(&self) -> &str {
-        match self {
-            Failure::Refused { message, .. } | Failure::Failed { message, .. } => message,
-        }
-    }
-}
-
 pub fn run(args: WalletArgs) -> ExitCode {
     let json = args.json;
     match execute(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            if json {
-                println!(
-                    "{}",
-                    json!({ "error": { "code": failure.code(), "message": failure.message() } })
-                );
-            }
-            match &failure {
-                Failure::Refused { code, message } => eprintln!("error: {code}: {message}"),
-                Failure::Failed { message, .. } => eprintln!("error: {message}"),
-            }
-            ExitCode::from(match failure {
-                Failure::Refused { .. } => EXIT_REFUSED,
-                Failure::Failed { .. } => EXIT_FAILED,
-            })
-        }
+        Err(failure) => failure.report(json),
     }
 }
 
 fn execute(args: WalletArgs) -> Result<(), Failure> {
-    let key_path = match &args.key {
-        Some(path) => path.clone(),
-        None => default_key_path()?,
-    };
-    let node = args
-        .node
-        .clone()
-        .or_else(|| std::env::var("IDLEGRID_NODE").ok())
-        .unwrap_or_else(|| NODE_DEFAULT.to_owned());
+    let key_path = resolve::key_path(args.key.as_deref())
+        .map_err(|error| Failure::failed("key_file", format!("{error:#}")))?;
+    let node = resolve::node_url(args.node.as_deref());
     let client = ApiClient::new(&node);
     let json = args.json;
     match args.command {
         WalletCommand::New => {
-            let key = generate().map_err(|error| Failure::failed("key_file", error.to_string()))?;
-            write_key(&key_path, &key)
-                .map_err(|error| Failure::failed("key_file", error.to_string()))?;
+            let key = generate().map_err(|error| Failure::key(&error))?;
+            write_key(&key_path, &key).map_err(|error| Failure::key(&error))?;
             let account = key.account_id().to_string();
             if json {
                 println!(
@@ -266,23 +225,8 @@ fn execute(args: WalletArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn default_key_path() -> Result<PathBuf, Failure> {
-    let home = match std::env::var_os("IDLEGRID_HOME") {
-        Some(home) => PathBuf::from(home),
-        None => std::env::var_os("HOME")
-            .map(|home| PathBuf::from(home).join(".idlegrid"))
-            .ok_or_else(|| {
-                Failure::failed(
-                    "key_file",
-                    "neither IDLEGRID_HOME nor HOME is set; name the key file with --key",
-                )
-            })?,
-    };
-    Ok(home.join("wallet.key"))
-}
-
 fn load_key(path: &std::path::Path) -> Result<Keypair, Failure> {
-    read_key(path).map_err(|error| Failure::failed("key_file", error.to_string()))
+    read_key(path).map_err(|error| Failure::key(&error))
 }
 
 fn parse_account(text: &str) -> Result<AccountId, Failure> {

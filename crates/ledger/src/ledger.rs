@@ -6,7 +6,7 @@ use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, codec};
 use crate::apply::{self, BlockScope, Failure, META_CHAIN, META_HEIGHT, META_PARAMS};
 use crate::genesis::{Genesis, Params};
 use crate::root;
-use crate::state::{Account, Job, Overlay, Redemption, Stake, Supply, keys};
+use crate::state::{Account, Job, JobStatus, Overlay, Redemption, Stake, Supply, keys};
 use crate::store::{Store, StoreError};
 use crate::tx::{Event, Rejection, SignedTransaction, StakeRole, transaction_hash};
 
@@ -361,12 +361,22 @@ impl<S: Store> Ledger<S> {
         let mut overlay = Overlay::new(&self.store);
         let mut block_events = block_step(apply::release_unbondings(&mut overlay, height))?;
         let mut results = Vec::with_capacity(transactions.len());
+        // Counted over the jobs this block opens, not its transactions, so
+        // the index does not depend on rejected transactions around them.
+        let mut jobs_opened = 0u32;
         for (index, signed) in transactions.iter().enumerate() {
             let outcome = apply_one(&mut overlay, &scope, signed)?;
             let hash = transaction_hash(signed);
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            for event in outcome.iter().flatten() {
+                if let Event::JobOpened { job, .. } = event {
+                    overlay.put_raw(keys::job_opened(height, jobs_opened, job), Some(Vec::new()));
+                    jobs_opened = jobs_opened.saturating_add(1);
+                }
+            }
             let record = TxRecord {
                 height,
-                index: u32::try_from(index).unwrap_or(u32::MAX),
+                index,
                 rejected: outcome
                     .as_ref()
                     .err()
@@ -446,6 +456,44 @@ impl<S: Store> Ledger<S> {
         for (key, value) in self.store.scan_prefix(&prefix)? {
             if let Some(provider) = keys::trailing_account(&key) {
                 list.push((provider, crate::state::decode_record(&value)?));
+            }
+        }
+        Ok(list)
+    }
+
+    /// Up to `limit` jobs, the most recently opened first (by the height of
+    /// the block that opened them, then their order in it), only those in
+    /// `status` when it is given.
+    ///
+    /// The order comes from an index kept beside the state (like
+    /// [`Ledger::transaction`]'s records, outside the state root), written
+    /// since this version: a job opened by an older build of the ledger is
+    /// not listed. Walking newest first stops at `limit` matches; a filter
+    /// that matches few jobs reads every job record on the way.
+    pub fn jobs(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<(JobId, Job)>, LedgerError> {
+        let overlay = Overlay::new(&self.store);
+        let mut list = Vec::new();
+        if limit == 0 {
+            return Ok(list);
+        }
+        for (key, _) in self.store.scan_prefix(&[keys::JOB_OPENED])?.iter().rev() {
+            let Some(id) = keys::trailing_job(key) else {
+                continue;
+            };
+            let Some(job) = overlay.get::<Job>(&keys::job(&id))? else {
+                return Err(LedgerError::Invariant(format!(
+                    "job {id} is indexed as opened but has no record"
+                )));
+            };
+            if status.is_none_or(|wanted| job.status == wanted) {
+                list.push((id, job));
+                if list.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(list)

@@ -105,6 +105,10 @@ pub(crate) mod keys {
     /// Not part of the authenticated state: the id of the block applied at
     /// each height (the chain's tip after a restart).
     pub const BLOCK_AT: u8 = b'k';
+    /// Not part of the authenticated state: the jobs in the order they were
+    /// opened (height, then the order of the block's openings), for
+    /// listing them.
+    pub const JOB_OPENED: u8 = b'o';
 
     pub fn account(id: &AccountId) -> Vec<u8> {
         [&[ACCOUNT][..], id.as_bytes()].concat()
@@ -164,17 +168,37 @@ pub(crate) mod keys {
         [&[TX_AT][..], hash.as_bytes()].concat()
     }
 
+    /// Big-endian height and ordinal first, so key order is opening order
+    /// (`ordinal`: the count of jobs the block opened before this one).
+    pub fn job_opened(height: u64, ordinal: u32, job: &JobId) -> Vec<u8> {
+        [
+            &[JOB_OPENED][..],
+            &height.to_be_bytes(),
+            &ordinal.to_be_bytes(),
+            job.as_bytes(),
+        ]
+        .concat()
+    }
+
     /// The last 32 bytes of a key: the account in stake and epoch-fuel keys.
     pub fn trailing_account(key: &[u8]) -> Option<AccountId> {
-        let bytes: [u8; 32] = key.get(key.len().checked_sub(32)?..)?.try_into().ok()?;
-        Some(AccountId::from_bytes(bytes))
+        trailing_32(key).map(AccountId::from_bytes)
+    }
+
+    /// The last 32 bytes of a key: the job in job-opened keys.
+    pub fn trailing_job(key: &[u8]) -> Option<JobId> {
+        trailing_32(key).map(JobId::from_bytes)
+    }
+
+    fn trailing_32(key: &[u8]) -> Option<[u8; 32]> {
+        key.get(key.len().checked_sub(32)?..)?.try_into().ok()
     }
 
     /// Whether a key is part of the authenticated state.
     pub fn is_state(key: &[u8]) -> bool {
         !matches!(
             key.first(),
-            Some(&TREE_NODE) | Some(&ROOT_AT) | Some(&TX_AT) | Some(&BLOCK_AT)
+            Some(&TREE_NODE) | Some(&ROOT_AT) | Some(&TX_AT) | Some(&BLOCK_AT) | Some(&JOB_OPENED)
         )
     }
 }

@@ -18,7 +18,8 @@
 //!   and a replayed transaction is refused;
 //! - (d) the memory and redb ledgers give identical outcomes and state roots
 //!   at every height (and redb reopens at the same root);
-//! - (e) a block without its rejected transactions writes exactly the same.
+//! - (e) a block without its rejected transactions writes exactly the same;
+//! - (f) `jobs` lists every opened job, most recently opened first.
 //!
 //! A second group checks that `decode_transaction` never panics on arbitrary
 //! or mutated bytes and that whatever it accepts re-encodes to the same bytes.
@@ -297,6 +298,8 @@ struct Model {
     bonded: BTreeMap<(StakeRole, AccountId), u64>,
     unbonding: BTreeMap<(StakeRole, AccountId), Vec<Unbonding>>,
     jobs: BTreeMap<JobId, ModelJob>,
+    /// Job ids in the order their openings applied.
+    opened: Vec<JobId>,
     redemptions: BTreeMap<(JobId, AccountId), Redemption>,
     /// Fuel redeemed per provider this epoch.
     epoch_fuel: BTreeMap<AccountId, u64>,
@@ -459,6 +462,7 @@ impl Model {
                 );
                 prop_assert!(!self.jobs.contains_key(job), "a job id is reused");
                 self.debit(sender, *escrow, "escrow");
+                self.opened.push(*job);
                 self.jobs.insert(
                     *job,
                     ModelJob {
@@ -679,6 +683,25 @@ impl Model {
             assert_eq!(ledger.redemptions(id).expect("redemptions"), expected);
         }
         assert_eq!(ledger.job(&UNKNOWN_JOB).expect("job"), None);
+        for status in [None, Some(JobStatus::Open), Some(JobStatus::Closed)] {
+            let listed: Vec<JobId> = ledger
+                .jobs(status, usize::MAX)
+                .expect("jobs")
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let expected: Vec<JobId> = self
+                .opened
+                .iter()
+                .rev()
+                .filter(|id| {
+                    status
+                        .is_none_or(|status| self.jobs[*id].closed == (status == JobStatus::Closed))
+                })
+                .copied()
+                .collect();
+            assert_eq!(listed, expected, "jobs listed as {status:?}, newest first");
+        }
         let supply = ledger.supply().expect("supply");
         assert_eq!(supply.genesis, self.genesis_supply);
         assert_eq!(supply.emitted, self.emitted, "emitted");
@@ -1182,7 +1205,8 @@ impl Harness {
         };
         prop_assert_eq!(rewards, expected_rewards, "epoch rewards at {}", height);
 
-        // (a) and (b): the supply invariant, and every query against the model.
+        // (a), (b) and (f): the supply invariant, and every query against the
+        // model.
         self.model.matches(&self.memory, &self.ids);
         self.model.matches(&self.disk, &self.ids);
         Ok(())

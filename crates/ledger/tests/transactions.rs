@@ -331,6 +331,63 @@ fn jobs_open_redeem_and_close_and_the_books_close() {
 }
 
 #[test]
+fn jobs_are_listed_most_recently_opened_first_and_by_status() {
+    let mut world = world();
+    let first = world.open_job(ALICE, terms(world.ledger.height()));
+    // Two jobs in one block: the later one in the block is the newer.
+    let height = world.ledger.height() + 1;
+    let bob_nonce = world.ledger.account(&world.id(BOB)).expect("account").nonce;
+    let alice_nonce = world
+        .ledger
+        .account(&world.id(ALICE))
+        .expect("account")
+        .nonce;
+    let block = [
+        world.sign(BOB, TxKind::OpenJob(terms(height))),
+        world.sign(ALICE, TxKind::OpenJob(terms(height))),
+    ];
+    let outcome = world
+        .ledger
+        .apply_block(height, &block, world.executor.as_ref())
+        .expect("block applies");
+    assert!(outcome.transactions.iter().all(|tx| tx.outcome.is_ok()));
+    let second = JobId::derive(&world.id(BOB), bob_nonce);
+    let third = JobId::derive(&world.id(ALICE), alice_nonce);
+    // A rejected opening is not listed.
+    let mut broke = terms(world.ledger.height());
+    broke.escrow = START * 2;
+    assert_eq!(
+        rejected(world.submit(BOB, TxKind::OpenJob(broke))),
+        "insufficient_balance"
+    );
+    world.empty_blocks(11);
+    world
+        .submit(ALICE, TxKind::CloseJob { job: third })
+        .expect("closes");
+
+    let ids = |status, limit| -> Vec<JobId> {
+        world
+            .ledger
+            .jobs(status, limit)
+            .expect("jobs")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    assert_eq!(ids(None, 10), [third, second, first]);
+    assert_eq!(ids(None, 2), [third, second]);
+    assert_eq!(ids(None, 0), []);
+    assert_eq!(ids(Some(JobStatus::Open), 10), [second, first]);
+    assert_eq!(ids(Some(JobStatus::Open), 1), [second]);
+    assert_eq!(ids(Some(JobStatus::Closed), 10), [third]);
+    let listed = world.ledger.jobs(None, 1).expect("jobs");
+    assert_eq!(
+        Some(&listed[0].1),
+        world.ledger.job(&third).expect("job").as_ref()
+    );
+}
+
+#[test]
 fn job_rejections() {
     let mut world = world();
     let height = world.ledger.height();

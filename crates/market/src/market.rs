@@ -349,6 +349,20 @@ impl Market {
         self.providers.len()
     }
 
+    /// Providers in the book with an offer that has not expired at `now_ms`
+    /// (a connected peer that offers nothing is not one).
+    pub fn offering_count(&self, now_ms: u64) -> usize {
+        self.providers
+            .iter()
+            .filter(|provider| {
+                provider
+                    .offer
+                    .as_ref()
+                    .is_some_and(|offer| offer.expires_at_ms > now_ms)
+            })
+            .count()
+    }
+
     /// Tasks a provider holds now.
     pub fn in_flight(&self, provider: &AccountId) -> u32 {
         self.index
@@ -596,12 +610,13 @@ impl Market {
     }
 
     /// The best ready provider that may run a replica of this task: within
-    /// the job's price, not already holding or having answered it, not of an
+    /// the job's price, offering the memory its tasks may use, not already holding or having answered it, not of an
     /// operator that did.
     fn candidate(&self, job_id: JobId, task_index: u64) -> Option<ProviderIndex> {
         let job = self.jobs.get(&job_id)?;
         let task = &job.tasks[task_index as usize];
         let price = job.spec.price_per_million_fuel;
+        let memory = job.spec.limits.memory_bytes;
         let holders: Vec<ProviderIndex> = task
             .running
             .iter()
@@ -624,7 +639,12 @@ impl Market {
             .find(|(_, price_floor, index)| {
                 let provider = &self.providers[*index as usize];
                 let operator = provider.offer.as_ref().and_then(|offer| offer.operator);
+                let fits = provider
+                    .offer
+                    .as_ref()
+                    .is_some_and(|offer| offer.memory_bytes >= memory);
                 *price_floor <= price
+                    && fits
                     && !holders.contains(index)
                     && operator.is_none_or(|operator| !operators.contains(&operator))
             })

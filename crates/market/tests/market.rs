@@ -312,6 +312,21 @@ fn providers_without_stake_or_above_the_price_get_nothing() {
 }
 
 #[test]
+fn providers_offering_less_memory_than_the_tasks_may_use_get_nothing() {
+    let mut small = offer(4, 1_000_000_000, 10);
+    small.memory_bytes = (1 << 26) - 1;
+    let offers = [(1, small, 100), (2, offer(1, 1_000_000_000, 10), 100)];
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    // The job's tasks may use 64 MiB.
+    harness.send(Input::SubmitJob(job(10, Policy::Replicas(1), u64::MAX)));
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    assert_eq!(harness.assigned_to(account(1)), 0);
+    assert_eq!(harness.assigned_to(account(2)), 10);
+}
+
+#[test]
 fn fast_providers_get_more_work_than_slow_ones() {
     let offers = [
         (1, offer(2, 4_000_000_000, 10), 100),

@@ -67,6 +67,8 @@ pub struct JobState {
     pub deadline_height: u64,
     pub open: bool,
     pub redeemed_total: u64,
+    /// The most memory each of its tasks may use.
+    pub memory_bytes: u64,
 }
 
 /// A JSON client for one validator's API.
@@ -161,6 +163,9 @@ impl ApiClient {
             deadline_height: number("deadline_height")?,
             open: answer["status"].as_str() == Some("open"),
             redeemed_total: number("redeemed_total")?,
+            memory_bytes: answer["limits"]["memory_bytes"]
+                .as_u64()
+                .ok_or_else(|| self.bad_answer(&path, "no limits.memory_bytes"))?,
         }))
     }
 

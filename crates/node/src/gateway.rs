@@ -19,7 +19,9 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use crate::api::ErrorBody;
 use crate::api::REQUEST_BODY_BYTES_MAX;
+use crate::dashboard::{Board, Local, routes as dashboard_routes, track};
 
 /// Largest answer from the validator the gateway passes on, bytes.
 const ANSWER_BYTES_MAX: u64 = 64 << 20;
@@ -33,6 +35,8 @@ pub struct GatewayConfig {
     /// `relay_server` is turned on.
     pub overlay: OverlayConfig,
     pub api_listen: SocketAddr,
+    /// Providers and jobs in this process that the dashboard shows.
+    pub local: Local,
 }
 
 /// What a started gateway tells its caller.
@@ -43,7 +47,7 @@ pub struct GatewayReady {
     pub api: SocketAddr,
 }
 
-struct Proxy {
+pub(crate) struct Proxy {
     node: String,
     agent: ureq::Agent,
     overlay: Overlay,
@@ -78,11 +82,15 @@ pub async fn run_gateway(
             .new_agent(),
         overlay: overlay.clone(),
     });
+    let board = Board::new(&config.node, overlay.clone(), config.local.clone());
+    let watcher = tokio::spawn(Arc::clone(&board).watch());
     let router = Router::new()
         .route("/v1/gateway", any(gateway_status))
         .route("/v1/{*rest}", any(forward))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
-        .with_state(proxy);
+        .with_state(proxy)
+        .merge(dashboard_routes(Arc::clone(&board)));
+    let router = track(&board, router);
     let _ = ready.send(GatewayReady {
         account: config.key.account_id(),
         addresses: overlay.listen_addresses().await?,
@@ -95,6 +103,7 @@ pub async fn run_gateway(
                 Event::Request { reply, .. } => {
                     reply.send(WorkResponse::refused("gateway", "a gateway runs no tasks"))
                 }
+                Event::Offer { provider, offer } => board.offer(provider, offer.body),
                 Event::Misbehaved { peer, reason } => warn!(%peer, %reason, "peer blocked"),
                 other => debug!(?other, "overlay event"),
             }
@@ -105,10 +114,22 @@ pub async fn run_gateway(
         .await
         .context("the gateway's API failed")?;
     events_task.abort();
+    watcher.abort();
     Ok(())
 }
 
-async fn gateway_status(State(proxy): State<Arc<Proxy>>) -> Response {
+/// The gateway itself: its account, its overlay addresses (what
+/// `--relay` and `--bootstrap` take), its peers, and its validator.
+#[utoipa::path(
+    get,
+    path = "/v1/gateway",
+    tag = "gateway",
+    responses(
+        (status = 200, description = "`{account, addresses, peers, node}`", body = Object),
+        (status = 500, description = "Never: listed for the shape of errors", body = ErrorBody),
+    )
+)]
+pub(crate) async fn gateway_status(State(proxy): State<Arc<Proxy>>) -> Response {
     let addresses: Vec<String> = proxy
         .overlay
         .listen_addresses()

@@ -4,10 +4,13 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod dashboard;
+pub mod devnet;
 pub mod gateway;
 pub mod hardware;
 pub mod jobspec;
 pub mod keys;
+pub mod metrics;
 pub mod provider;
 pub mod requestor;
 pub mod run;

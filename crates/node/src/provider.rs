@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use idlegrid_ledger::{StakeRole, TxKind};
@@ -25,7 +25,7 @@ use idlegrid_types::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::client::ApiClient;
+use crate::client::{ApiClient, ApiError};
 use crate::hardware::{self, Hardware};
 
 /// Largest module a provider fetches, bytes.
@@ -74,6 +74,11 @@ pub struct ProviderConfig {
     pub offer_ttl: Duration,
     pub redeem_interval: Duration,
     pub cheat: Option<Cheat>,
+    /// Run as a device this many times slower (1: as fast as this machine
+    /// is): each task is followed by a pause of `slowdown - 1` times its run
+    /// time, and the benchmark score is divided to match. The devnet's
+    /// slower provider uses it so that placement by speed is visible.
+    pub slowdown: u32,
 }
 
 impl ProviderConfig {
@@ -98,6 +103,7 @@ impl ProviderConfig {
             offer_ttl: Duration::from_secs(60),
             redeem_interval: Duration::from_secs(60),
             cheat: None,
+            slowdown: 1,
         }
     }
 }
@@ -239,7 +245,10 @@ pub async fn run_provider(
             .await
             .context("the benchmark thread failed")?
             .context("failed to run the reference benchmark")?;
-            (benchmark.fuel_per_second, benchmark.cached)
+            (
+                benchmark.fuel_per_second / u64::from(config.slowdown.max(1)),
+                benchmark.cached,
+            )
         }
     };
     let provider_stake = ensure_stake(&client, &config.key, config.stake).await?;
@@ -268,6 +277,7 @@ pub async fn run_provider(
             holdings: Arc::clone(&holdings),
             key: config.key.clone(),
             cheat: config.cheat,
+            slowdown: config.slowdown.max(1),
             stats: Arc::clone(&stats),
         };
         std::thread::Builder::new()
@@ -275,7 +285,12 @@ pub async fn run_provider(
             .spawn(move || worker.run())
             .context("failed to start a worker thread")?;
     }
-    let redeemer = Redeemer::start(client.clone(), config.key.clone(), Arc::clone(&stats))?;
+    let redeemer = Redeemer::start(
+        client.clone(),
+        config.key.clone(),
+        Arc::clone(&stats),
+        config.data_dir.clone(),
+    )?;
     // Vouchers held before a crash or restart are redeemed like new ones.
     let vouchers = load_vouchers(&config.data_dir, &config.key.account_id());
 
@@ -536,8 +551,9 @@ impl ProviderLoop {
                 let client = self.client.clone();
                 let internal = self.internal.clone();
                 let price_floor = self.config.price_floor_per_million_fuel;
+                let memory = self.offer.memory_bytes;
                 tokio::task::spawn_blocking(move || {
-                    let check = check_job(&client, &batch.job, price_floor);
+                    let check = check_job(&client, &batch.job, price_floor, memory);
                     let _ = internal.send(Internal::JobChecked {
                         job: batch.job,
                         check,
@@ -837,8 +853,9 @@ fn check_verdict(check: &JobCheck, peer: AccountId, batch: &TaskBatch) -> Result
 }
 
 /// Reads the job from the ledger: it must be open, at a price this
-/// provider takes; then batches from its requestor for its module run.
-fn check_job(client: &ApiClient, job: &JobId, price_floor: u64) -> JobCheck {
+/// provider takes, with tasks that fit the memory it offers; then batches
+/// from its requestor for its module run.
+fn check_job(client: &ApiClient, job: &JobId, price_floor: u64, memory: u64) -> JobCheck {
     match client.job(job) {
         Ok(Some(state)) => {
             let (Ok(requestor), Ok(module)) = (
@@ -861,6 +878,15 @@ fn check_job(client: &ApiClient, job: &JobId, price_floor: u64) -> JobCheck {
                     message: format!(
                         "{job} pays {} per million fuel",
                         state.price_per_million_fuel
+                    ),
+                }
+            } else if state.memory_bytes > memory {
+                JobCheck::Rejected {
+                    code: "memory_too_large",
+                    message: format!(
+                        "{job}'s tasks may use {} MiB; this provider offers {} MiB",
+                        state.memory_bytes >> 20,
+                        memory >> 20
                     ),
                 }
             } else {
@@ -994,6 +1020,7 @@ struct Worker {
     holdings: Arc<Mutex<Holdings>>,
     key: Keypair,
     cheat: Option<Cheat>,
+    slowdown: u32,
     stats: Arc<ProviderStats>,
 }
 
@@ -1024,7 +1051,11 @@ impl Worker {
                 continue;
             }
             self.stats.running.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
             let result = self.execute(&work);
+            if self.slowdown > 1 {
+                std::thread::sleep(started.elapsed() * (self.slowdown - 1));
+            }
             self.stats.running.fetch_sub(1, Ordering::Relaxed);
             let finished = Internal::Finished {
                 requestor: work.requestor,
@@ -1097,6 +1128,20 @@ impl Worker {
     }
 }
 
+/// The ledger's answer says a voucher will never pay more: it holds this
+/// voucher or a newer one already, or the job is closed or gone.
+fn settled(error: &ApiError) -> bool {
+    matches!(
+        error.code(),
+        "voucher_not_newer"
+            | "voucher_below_redeemed"
+            | "voucher_fuel_below_redeemed"
+            | "job_closed"
+            | "job_expired"
+            | "unknown_job"
+    )
+}
+
 /// Redeems vouchers on the ledger, one transaction at a time, on its own
 /// thread (the API client blocks).
 struct Redeemer {
@@ -1105,7 +1150,12 @@ struct Redeemer {
 }
 
 impl Redeemer {
-    fn start(client: ApiClient, key: Keypair, stats: Arc<ProviderStats>) -> anyhow::Result<Self> {
+    fn start(
+        client: ApiClient,
+        key: Keypair,
+        stats: Arc<ProviderStats>,
+        data_dir: PathBuf,
+    ) -> anyhow::Result<Self> {
         let (orders, queue) =
             std_mpsc::channel::<(Vec<SignedVoucher>, Option<oneshot::Sender<()>>)>();
         let redeemed: Arc<Mutex<HashMap<JobId, u64>>> = Arc::default();
@@ -1141,6 +1191,20 @@ impl Redeemer {
                                     (amount - already).min(stats.owed.load(Ordering::Relaxed)),
                                     Ordering::Relaxed,
                                 );
+                            }
+                            Err(error) if settled(&error) => {
+                                // An earlier run redeemed it (or a newer one), or
+                                // the job is past paying: it owes nothing more.
+                                info!(%job, amount, code = error.code(), "voucher already settled");
+                                shared
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .insert(job, amount);
+                                stats.owed.fetch_sub(
+                                    (amount - already).min(stats.owed.load(Ordering::Relaxed)),
+                                    Ordering::Relaxed,
+                                );
+                                let _ = std::fs::remove_file(voucher_path(&data_dir, &job));
                             }
                             Err(error) => warn!(%job, %error, "redeeming a voucher failed"),
                         }

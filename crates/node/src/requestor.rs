@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -20,6 +20,7 @@ use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
     AccountId, ContentId, JobId, Keypair, SignedReceipt, SignedVoucher, TaskOutcome, Voucher,
 };
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -68,6 +69,48 @@ pub struct SubmitProgress {
     pub budget: AtomicU64,
     /// The job is open on the ledger and tasks are being placed.
     pub running: AtomicBool,
+    /// What a dashboard shows beyond the counters.
+    pub detail: Mutex<ProgressDetail>,
+    /// Where each accepted task's round trip is recorded, seconds (a
+    /// gateway's `/metrics` histogram), when someone watches.
+    pub round_trips: Option<Histogram>,
+}
+
+impl SubmitProgress {
+    /// A copy of the detail (a poisoned lock still holds good data: every
+    /// writer leaves it whole).
+    pub fn detail(&self) -> ProgressDetail {
+        self.detail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ProgressDetail)) {
+        change(
+            &mut self
+                .detail
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+}
+
+/// The job's id once open, the tasks accepted so far in the order they
+/// were, and each provider's track record in this job.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressDetail {
+    pub job: Option<JobId>,
+    pub done: Vec<u64>,
+    pub providers: BTreeMap<AccountId, TrackRecord>,
+}
+
+/// A provider's results in one job: those that agreed with the accepted
+/// result, and those that did not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TrackRecord {
+    pub accepted: u64,
+    pub rejected: u64,
 }
 
 /// One task's line in `results.json`.
@@ -185,6 +228,7 @@ pub async fn submit(
             .context("the ledger thread failed")??
     };
     info!(%job, opened_height, deadline_height, "job opened");
+    progress.update(|detail| detail.job = Some(job));
 
     let (overlay, mut events, _driver) = Overlay::start(&config.key, config.overlay.clone())?;
     let (internal_tx, mut internal) = mpsc::unbounded_channel();
@@ -244,8 +288,8 @@ pub async fn submit(
             let commands = market.handle(unix_ms(), input);
             run.apply(commands)?;
         }
-        let connected = market.provider_count() as u64;
-        progress.providers.store(connected, Ordering::Relaxed);
+        let offering = market.offering_count(unix_ms()) as u64;
+        progress.providers.store(offering, Ordering::Relaxed);
         progress.in_flight.store(
             run.providers
                 .keys()
@@ -760,10 +804,24 @@ impl RequestorLoop {
 
     fn accepted(&mut self, task: u64, outcome: TaskOutcome, fuel_used: u64) -> anyhow::Result<()> {
         if let Some(assigned) = self.assigned_at.remove(&task) {
+            let round_trip = assigned.elapsed();
+            if let Some(histogram) = &self.progress.round_trips {
+                histogram.observe(round_trip.as_secs_f64());
+            }
             self.round_trips_us
-                .push(u64::try_from(assigned.elapsed().as_micros()).unwrap_or(u64::MAX));
+                .push(u64::try_from(round_trip.as_micros()).unwrap_or(u64::MAX));
         }
         let results = self.pending.remove(&task).unwrap_or_default();
+        self.progress.update(|detail| {
+            for (provider, result, _) in &results {
+                let track = detail.providers.entry(*provider).or_default();
+                if *result == outcome {
+                    track.accepted += 1;
+                } else {
+                    track.rejected += 1;
+                }
+            }
+        });
         let providers = results
             .iter()
             .filter(|(_, result, _)| *result == outcome)
@@ -797,6 +855,8 @@ impl RequestorLoop {
         }
         self.records.insert(task, record);
         self.progress.accepted.fetch_add(1, Ordering::Relaxed);
+        // After its output file is written: a reader told of the task finds it.
+        self.progress.update(|detail| detail.done.push(task));
         Ok(())
     }
 

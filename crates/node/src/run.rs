@@ -115,7 +115,7 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
         .name("consensus".to_owned())
         .spawn(move || {
             run(settings, shared_node, move |found| {
-                let _ = blocks.set(found);
+                let _ = blocks.set(Arc::new(found));
                 tracing::info!(%account, %p2p, api = %api_address, "consensus running");
             })
             .map_err(anyhow::Error::from)
