@@ -7,7 +7,7 @@
 //! blocked.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -261,6 +261,7 @@ impl Overlay {
             connected: HashSet::new(),
             bootstrapped: false,
             relays,
+            lookups: HashMap::new(),
         };
         let task = tokio::spawn(driver.run(command_queue));
         let overlay = Overlay {
@@ -458,6 +459,11 @@ fn relay_config() -> relay::Config {
 
 type PendingReply = BoxFuture<'static, (ResponseChannel<Wire<Response>>, Option<Response>)>;
 
+/// How often one unreachable peer is looked up in the DHT.
+const LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
+/// Unreachable peers whose last lookup is remembered.
+const LOOKUPS_REMEMBERED_MAX: usize = 1024;
+
 struct Driver {
     swarm: Swarm<Behaviour>,
     config: OverlayConfig,
@@ -470,6 +476,8 @@ struct Driver {
     bootstrapped: bool,
     /// Relays whose circuit this node has yet to listen on.
     relays: HashMap<PeerId, Multiaddr>,
+    /// When each unreachable peer was last looked up in the DHT.
+    lookups: HashMap<PeerId, Instant>,
 }
 
 impl Driver {
@@ -636,8 +644,33 @@ impl Driver {
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "a listener failed"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, %error, "could not connect");
+                if let Some(peer) = peer_id {
+                    self.look_up(peer);
+                }
             }
             _ => {}
+        }
+    }
+
+    /// Asks the DHT where a peer that could not be dialled is now (a
+    /// restarted node listens on new ports); the addresses found serve the
+    /// next dial. At most one lookup per peer per [`LOOKUP_INTERVAL`].
+    fn look_up(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        if self
+            .lookups
+            .get(&peer)
+            .is_some_and(|last| now.duration_since(*last) < LOOKUP_INTERVAL)
+        {
+            return;
+        }
+        if self.lookups.len() >= LOOKUPS_REMEMBERED_MAX {
+            self.lookups
+                .retain(|_, last| now.duration_since(*last) < LOOKUP_INTERVAL);
+        }
+        if self.lookups.len() < LOOKUPS_REMEMBERED_MAX {
+            self.lookups.insert(peer, now);
+            self.swarm.behaviour_mut().kademlia.get_closest_peers(peer);
         }
     }
 
@@ -675,6 +708,23 @@ impl Driver {
                     && let Some(account) = account_of(&peer_id)
                 {
                     let _ = self.events.try_send(Event::OfferSubscriber(account));
+                }
+            }
+            BehaviourEvent::Kademlia(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                ..
+            }) => {
+                // Only the addresses of peers this node looked up: the rest of
+                // a lookup's answer is other peers' say-so about third parties.
+                for info in found.peers {
+                    if self.lookups.contains_key(&info.peer_id) {
+                        for address in info.addrs {
+                            self.swarm
+                                .behaviour_mut()
+                                .kademlia
+                                .add_address(&info.peer_id, address);
+                        }
+                    }
                 }
             }
             BehaviourEvent::Work(event) => self.work_event(event),

@@ -38,6 +38,9 @@ const STAKE_REFRESH: Duration = Duration::from_secs(30);
 const DISPUTES_PER_PROVIDER_MAX: usize = 3;
 /// How long the last vouchers and job-done notices may take.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The first and the longest pause between tries of one farewell.
+const FAREWELL_RETRY_MIN: Duration = Duration::from_millis(200);
+const FAREWELL_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How a job is submitted.
 #[derive(Debug)]
@@ -308,15 +311,32 @@ pub async fn submit(
     // Give every paid provider its newest voucher again (one sent just
     // before may still be on its way), then say the job is over, so it
     // redeems that voucher now.
+    // A provider that restarted may be unreachable at first (new ports, not
+    // yet found again), so each farewell is tried until it lands or the
+    // time is up.
     let farewells = run.vouched.iter().map(|(provider, voucher)| {
         let overlay = overlay.clone();
         let provider = *provider;
         let voucher = voucher.clone();
         async move {
-            overlay
-                .request(&provider, Request::Voucher(voucher))
-                .await?;
-            overlay.request(&provider, Request::JobDone { job }).await
+            let mut pause = FAREWELL_RETRY_MIN;
+            loop {
+                let delivered = match overlay
+                    .request(&provider, Request::Voucher(voucher.clone()))
+                    .await
+                {
+                    Ok(_) => overlay.request(&provider, Request::JobDone { job }).await,
+                    Err(error) => Err(error),
+                };
+                match delivered {
+                    Ok(_) => return,
+                    Err(error) => {
+                        debug!(%provider, %error, "farewell not delivered; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(FAREWELL_RETRY_MAX);
+                    }
+                }
+            }
         }
     });
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, futures::future::join_all(farewells)).await;
