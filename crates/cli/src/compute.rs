@@ -537,8 +537,8 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
                 println!("  closed     {redeemed} redeemed by providers, {refund} refunded")
             }
             _ => println!(
-                "  deadline   height {}; close the job after it for the refund (submit --close waits and closes)",
-                report.deadline_height
+                "  deadline   height {}; then `idlegrid jobs cancel {} --wait` closes it for the refund",
+                report.deadline_height, report.job
             ),
         }
         println!("  results    {}", args.out.join("results.json").display());
