@@ -35,7 +35,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, gauge_value};
 
 /// The largest request body. The hex of a transaction is twice its bytes,
 /// so this admits every transfer, stake and job transaction with room to
@@ -986,44 +986,34 @@ struct ApiMetrics {
 impl ApiMetrics {
     fn new() -> Self {
         let mut metrics = Metrics::new();
-        let mut gauge = |name: &str, help: &str| {
-            let gauge = Gauge::default();
-            metrics.register(name, help, gauge.clone());
-            gauge
-        };
-        let ledger_height = gauge(
+        let ledger_height = metrics.added::<Gauge>(
             "ledger_height",
             "The height of the last block applied to the ledger",
         );
-        let finalized_height = gauge(
+        let finalized_height = metrics.added::<Gauge>(
             "finalized_height",
             "The highest block the engine knows is finalized (the ledger height before the engine runs)",
         );
-        let mempool_transactions = gauge(
+        let mempool_transactions = metrics.added::<Gauge>(
             "mempool_transactions",
             "Transactions waiting in this validator's pool",
         );
-        let mempool_bytes = gauge(
+        let mempool_bytes = metrics.added::<Gauge>(
             "mempool_bytes",
             "Encoded bytes of the transactions waiting in this validator's pool",
         );
-        let peers_connected = gauge(
+        let peers_connected = metrics.added::<Gauge>(
             "peers_connected",
             &format!(
                 "Other validators heard from on the relay channel in the last {} seconds",
                 PEER_SILENCE_MAX.as_secs()
             ),
         );
-        let mut counter = |name: &str, help: &str| {
-            let counter = Counter::default();
-            metrics.register(name, help, counter.clone());
-            counter
-        };
-        let transactions_applied = counter(
+        let transactions_applied = metrics.added::<Counter>(
             "transactions_applied",
             "Transactions in blocks finalized since this node started that the ledger applied",
         );
-        let transactions_rejected = counter(
+        let transactions_rejected = metrics.added::<Counter>(
             "transactions_rejected",
             "Transactions in blocks finalized since this node started that the ledger rejected",
         );
@@ -1047,10 +1037,6 @@ struct NodeReading {
     mempool_bytes: usize,
     peers_connected: usize,
     finalized: FinalizedCounts,
-}
-
-fn gauge_value(value: impl TryInto<i64>) -> i64 {
-    value.try_into().unwrap_or(i64::MAX)
 }
 
 /// Prometheus metrics: ledger and finalized height, the pool, peers,

@@ -35,7 +35,7 @@ use utoipa::OpenApi;
 
 use crate::api::{ApiDoc, ErrorBody};
 use crate::client::ApiClient;
-use crate::metrics::{self, Metrics, latency_histogram};
+use crate::metrics::{self, Metrics, gauge_value, latency_histogram};
 use crate::provider::ProviderStats;
 use crate::requestor::{SubmitProgress, TrackRecord};
 
@@ -589,52 +589,38 @@ struct GatewayMetrics {
 impl GatewayMetrics {
     fn new(local: &Local) -> Self {
         let mut metrics = Metrics::new();
-        let mut gauge = |name: &str, help: &str| {
-            let gauge = Gauge::default();
-            metrics.register(name, help, gauge.clone());
-            gauge
-        };
-        let peers = gauge("overlay_peers", "Peers the gateway has a connection with");
-        let height = gauge(
+        let peers =
+            metrics.added::<Gauge>("overlay_peers", "Peers the gateway has a connection with");
+        let height = metrics.added::<Gauge>(
             "ledger_height",
             "The validator's ledger height, as the gateway last read it",
         );
-        let providers_online = gauge(
+        let providers_online = metrics.added::<Gauge>(
             "providers_online",
             "Providers whose latest offer, seen by gossip, has not expired",
         );
-        let event_clients = gauge("event_clients", "Clients following /v1/events");
-        let mut family = |name: &str, help: &str| {
-            let family = Family::<ProviderLabels, Gauge>::default();
-            metrics.register(name, help, family.clone());
-            family
-        };
-        let provider_tasks = family(
+        let event_clients = metrics.added::<Gauge>("event_clients", "Clients following /v1/events");
+        let provider_tasks = metrics.added::<Family<ProviderLabels, Gauge>>(
             "provider_tasks",
             "Tasks run by each provider in this process",
         );
-        let provider_fuel = family(
+        let provider_fuel = metrics.added::<Family<ProviderLabels, Gauge>>(
             "provider_fuel",
             "Fuel used by each provider in this process",
         );
-        let provider_earned = family(
+        let provider_earned = metrics.added::<Family<ProviderLabels, Gauge>>(
             "provider_earned",
             "Tokens each provider in this process redeemed on the ledger",
         );
-        let provider_owed = family(
+        let provider_owed = metrics.added::<Family<ProviderLabels, Gauge>>(
             "provider_owed",
             "Tokens each provider in this process holds vouchers for, not yet redeemed",
         );
-        let mut job_family = |name: &str, help: &str| {
-            let family = Family::<JobLabels, Gauge>::default();
-            metrics.register(name, help, family.clone());
-            family
-        };
-        let job_tasks_accepted = job_family(
+        let job_tasks_accepted = metrics.added::<Family<JobLabels, Gauge>>(
             "job_tasks_accepted",
             "Tasks verified and accepted, per job submitted from this process",
         );
-        let job_tasks_failed = job_family(
+        let job_tasks_failed = metrics.added::<Family<JobLabels, Gauge>>(
             "job_tasks_failed",
             "Tasks failed, per job submitted from this process",
         );
@@ -658,10 +644,6 @@ impl GatewayMetrics {
             event_clients,
         }
     }
-}
-
-fn gauge_value(value: impl TryInto<i64>) -> i64 {
-    value.try_into().unwrap_or(i64::MAX)
 }
 
 /// Prometheus metrics: peers, the ledger's height, providers online, the

@@ -60,6 +60,12 @@ pub fn latency_histogram() -> Histogram {
     ))
 }
 
+/// A count as a gauge's value (gauges are `i64`; a count past it reads
+/// as the largest).
+pub fn gauge_value(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
 /// The request counters and latency histograms (cheap to clone: clones
 /// share the same series).
 #[derive(Debug, Clone)]
@@ -113,6 +119,14 @@ impl Metrics {
     /// it is a counter).
     pub fn register(&mut self, name: &str, help: &str, metric: impl Metric) {
         self.registry.register(name, help, metric);
+    }
+
+    /// Adds a new metric of type `M` and returns its handle (handles share
+    /// the registered series).
+    pub fn added<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        let metric = M::default();
+        self.registry.register(name, help, metric.clone());
+        metric
     }
 
     /// Adds a metric with a unit (appended to its name).
