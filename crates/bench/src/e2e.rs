@@ -14,7 +14,8 @@
 //! signatures, verification and bookkeeping add to a sandbox run. Each
 //! figure is a fresh job (a fresh `submit`, with its own overlay node);
 //! the validator and the providers are shared by all of them. The round
-//! trip is measured on one provider with one replica per task; throughput
+//! trip is measured on one provider with one replica per task, one task
+//! at a time (so that no task waits behind another); throughput
 //! on three providers of one core each, as tasks over the time from the
 //! job being open on the ledger to its last task decided (finding the
 //! providers included). Every job must end with every task accepted.
@@ -46,6 +47,13 @@ pub struct Options {
     /// Small jobs: checks that the benchmark runs.
     #[arg(long)]
     quick: bool,
+    /// Where the validator, the providers and the requestor keep their
+    /// files (a temporary directory inside it, removed at the end). The
+    /// requestor writes a file per task, so a file system slow to create
+    /// files shows in the throughput; the default is the system's
+    /// temporary directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 /// Tasks in each job.
@@ -108,7 +116,11 @@ const PROVIDER_STOP_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     let sizes = if options.quick { QUICK } else { FULL };
-    let directory = tempfile::tempdir()?;
+    let directory = match &options.dir {
+        Some(dir) => tempfile::tempdir_in(dir)
+            .with_context(|| format!("failed to make a directory in {}", dir.display()))?,
+        None => tempfile::tempdir()?,
+    };
     let requestor = Keypair::from_seed([1; 32]);
     let provider_keys: Vec<Keypair> = (2..)
         .take(PROVIDERS)
@@ -194,6 +206,13 @@ async fn measure(
             requestor,
             job_file(sizes.round_trip_tasks, 1)?,
             "round-trip",
+            // One task at a time: what a task's trip costs, not the time
+            // it queues behind others.
+            MarketConfig {
+                tasks_per_core: 1,
+                tasks_per_core_max: 1,
+                ..MarketConfig::default()
+            },
         )
         .await?;
     for (index, key) in others.iter().enumerate() {
@@ -206,6 +225,7 @@ async fn measure(
             requestor,
             job_file(sizes.throughput_tasks, 1)?,
             "throughput-replicas-1",
+            MarketConfig::default(),
         )
         .await?;
     let replicas_2 = network
@@ -213,6 +233,7 @@ async fn measure(
             requestor,
             job_file(sizes.throughput_tasks, 2)?,
             "throughput-replicas-2",
+            MarketConfig::default(),
         )
         .await?;
     Ok([round_trip, replicas_1, replicas_2])
@@ -448,6 +469,7 @@ impl Network {
         requestor: &Keypair,
         job: JobFile,
         name: &str,
+        market: MarketConfig,
     ) -> anyhow::Result<SubmitReport> {
         let mut overlay = self.overlay()?;
         overlay.dial_offer_authors = true;
@@ -459,7 +481,7 @@ impl Network {
             job,
             out_dir: self.directory.join(name),
             close: false,
-            market: MarketConfig::default(),
+            market,
             tick: REQUESTOR_TICK,
         };
         let progress = Arc::new(SubmitProgress::default());

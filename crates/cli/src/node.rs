@@ -62,7 +62,8 @@ fn fail(error: &anyhow::Error, json: bool) -> ExitCode {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   idlegrid testnet init --validators 4 --dir /tmp/tn
-  idlegrid testnet init --validators 1 --dir /tmp/tn1 --api-port 7710 --json")]
+  idlegrid testnet init --validators 1 --dir /tmp/tn1 --api-port 7710 --json
+  idlegrid testnet join --dir /tmp/tn")]
 pub struct TestnetArgs {
     #[command(subcommand)]
     command: TestnetCommand,
@@ -80,6 +81,36 @@ enum TestnetCommand {
   idlegrid testnet init --validators 1 --dir /tmp/tn1 --epoch-length 20 --json
   idlegrid testnet init --dir /tmp/quiet --emission-per-epoch 0")]
     Init(InitArgs),
+    /// Add a validator that is not in genesis to the testnet in --dir.
+    ///
+    /// Writes validator-N/ (the next free N) with a new key, a
+    /// configuration over the same genesis on the next free ports of the
+    /// init's scheme, and the testnet's validators as peers; nothing is
+    /// overwritten. The new validator is in the set from the epoch after
+    /// its key stakes as a validator. Until then the others do not accept
+    /// its connections and it stays at genesis, so send its transactions
+    /// through another validator's API (--node); once elected it catches
+    /// up and votes. With --json: {"config", "account", "api", "key"}.
+    #[command(after_help = "Examples:
+  idlegrid testnet join --dir /tmp/tn
+  idlegrid testnet join --dir /tmp/tn --json
+  # fund it, start it, and stake through a validator already in the set:
+  NEW=$(idlegrid wallet --key /tmp/tn/validator-4/validator.key address)
+  idlegrid wallet --key /tmp/tn/faucet.key transfer --to $NEW --amount 2000000 --wait
+  idlegrid validator --config /tmp/tn/validator-4/config.toml
+  idlegrid wallet --key /tmp/tn/validator-4/validator.key --node http://127.0.0.1:7700 \\
+    stake --role validator --amount 1000000 --wait")]
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Args)]
+struct JoinArgs {
+    /// The testnet's directory (as written by `idlegrid testnet init`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,7 +143,51 @@ struct InitArgs {
 }
 
 pub fn testnet(args: TestnetArgs) -> ExitCode {
-    let TestnetCommand::Init(args) = args.command;
+    match args.command {
+        TestnetCommand::Init(args) => init(args),
+        TestnetCommand::Join(args) => join(args),
+    }
+}
+
+fn join(args: JoinArgs) -> ExitCode {
+    match testnet::join(&args.dir) {
+        Ok(joined) => {
+            let api = format!("http://{}", joined.validator.api_listen);
+            if args.json {
+                println!(
+                    "{}",
+                    json!({
+                        "config": joined.config.display().to_string(),
+                        "account": joined.account.to_string(),
+                        "api": api,
+                        "key": joined.key.display().to_string(),
+                    })
+                );
+            } else {
+                println!(
+                    "wrote validator {} to {}",
+                    joined.index,
+                    joined.config.parent().unwrap_or(&args.dir).display()
+                );
+                println!("  account  {}", joined.account);
+                println!("  key      {}", joined.key.display());
+                println!(
+                    "  idlegrid validator --config {}   (API {api})",
+                    joined.config.display()
+                );
+                println!(
+                    "It is in the set from the epoch after it stakes; fund it, start it, and stake through a validator already in the set:\n  idlegrid wallet --key {} --node http://{} stake --role validator --amount N --wait",
+                    joined.key.display(),
+                    joined.member_api
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error, args.json),
+    }
+}
+
+fn init(args: InitArgs) -> ExitCode {
     let plan = TestnetPlan {
         validators: args.validators,
         chain_id: args.chain_id,
@@ -137,7 +212,7 @@ pub fn testnet(args: TestnetArgs) -> ExitCode {
                     .collect();
                 println!(
                     "{}",
-                    serde_json::json!({
+                    json!({
                         "genesis": net.genesis.display().to_string(),
                         "faucet_key": net.faucet_key.display().to_string(),
                         "configs": configs,

@@ -112,6 +112,7 @@ fn every_command_and_subcommand_has_examples_in_its_help() {
         "validator",
         "testnet",
         "testnet init",
+        "testnet join",
         "wallet",
         "wallet new",
         "wallet address",
@@ -123,6 +124,95 @@ fn every_command_and_subcommand_has_examples_in_its_help() {
     ];
     let expected: BTreeSet<String> = expected.iter().map(|name| (*name).to_owned()).collect();
     assert_eq!(seen, expected);
+}
+
+#[test]
+fn testnet_join_writes_a_validator_on_the_next_ports_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tn = dir.path().join("tn");
+    // Nothing there yet: an error that says how to make a testnet.
+    let output = run(&["testnet", "join", "--dir", path(&tn), "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let message = json(&output)["error"]["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(message.contains("testnet init"), "{message}");
+
+    let base = free_ports(8);
+    let (p2p, api) = (base.to_string(), (base + 4).to_string());
+    run_json(&[
+        "testnet",
+        "init",
+        "--validators",
+        "2",
+        "--dir",
+        path(&tn),
+        "--p2p-port",
+        &p2p,
+        "--api-port",
+        &api,
+        "--json",
+    ]);
+    let genesis = std::fs::read_to_string(tn.join("genesis.toml")).expect("genesis");
+    let first = |file: &str| std::fs::read(tn.join("validator-0").join(file)).expect("file");
+    let (first_config, first_key) = (first("config.toml"), first("validator.key"));
+    for (index, offset) in [(2u16, 2u16), (3, 3)] {
+        let joined = run_json(&["testnet", "join", "--dir", path(&tn), "--json"]);
+        assert_fields(
+            &joined,
+            &["config", "account", "api", "key"],
+            "testnet join",
+        );
+        let folder = tn.join(format!("validator-{index}"));
+        assert_eq!(joined["config"], path(&folder.join("config.toml")));
+        assert_eq!(joined["key"], path(&folder.join("validator.key")));
+        assert_eq!(
+            joined["api"],
+            format!("http://127.0.0.1:{}", base + 4 + offset)
+        );
+        let account = joined["account"].as_str().expect("account");
+        assert!(account.starts_with("did:key:"), "{joined}");
+        // Not in genesis; the genesis is the testnet's own, untouched.
+        assert!(!genesis.contains(account));
+        assert_eq!(
+            std::fs::read_to_string(tn.join("genesis.toml")).expect("genesis"),
+            genesis
+        );
+        let key = std::fs::read_to_string(folder.join("validator.key")).expect("key");
+        assert!(key.contains(account), "{key}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(folder.join("validator.key"))
+                .expect("key file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let config =
+            idlegrid_node::ValidatorConfig::load(&folder.join("config.toml")).expect("config");
+        assert_eq!(config.genesis, folder.join("../genesis.toml"));
+        assert_eq!(config.p2p_listen.port(), base + offset);
+        // Every validator already there is a peer, at its p2p address.
+        let ports: Vec<u16> = config
+            .peers
+            .iter()
+            .map(|peer| peer.address.port())
+            .collect();
+        assert_eq!(
+            ports,
+            (0..index).map(|other| base + other).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(first("config.toml"), first_config);
+    assert_eq!(first("validator.key"), first_key);
+    // The human form says what to run next.
+    let text = idlegrid(&["testnet", "join", "--dir", path(&tn)]);
+    assert!(
+        text.contains("idlegrid validator --config") && text.contains("stake --role validator"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -547,7 +547,9 @@ fn a_provider_returning_wrong_outputs_is_outvoted_disputed_and_slashed() {
     );
     let cheater = network.providers[cheater].account.clone();
 
-    let tasks = 400;
+    // Long enough that the cheater, started last, is found and given work
+    // before the honest three finish it.
+    let tasks = 1_200;
     let out = network.dir().join("results");
     let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
     let child = submit(&network, &job, &out, &bootstrap);

@@ -2,7 +2,9 @@
 //! with SIGKILL in the middle of a stream of transfers and started again
 //! over its data directory: it resumes from its store, catches up from
 //! its peers, every accepted transfer is finalized exactly once, and all
-//! four end on the same blocks and state roots.
+//! four end on the same blocks and state roots. With short epochs, a
+//! validator that unstakes leaves the set and follows, and one that was
+//! not in genesis joins: it stakes, is elected, catches up and votes.
 
 mod common;
 
@@ -192,4 +194,124 @@ fn a_validator_that_unstakes_leaves_the_next_epochs_set_and_keeps_following() {
         "validators disagree at height {target}: {blocks:?}\n{}",
         net.logs()
     );
+}
+
+/// [`wait_until`] for [`CATCH_UP`], failing with the validators' logs.
+fn wait_for(net: &Testnet, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while !condition() {
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", net.logs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_new_validator_stakes_is_elected_catches_up_and_votes() {
+    let mut net = Testnet::start_with(4, &["--epoch-length", "10"]);
+    // The chain is a few epochs old when the newcomer arrives: it starts
+    // from genesis and no validator tracks it until it is elected.
+    for index in 0..4 {
+        wait_for(&net, "a few epochs", || net.height(index) >= 30);
+    }
+    let joined = net.join();
+    let newcomer = net.configs.len() - 1;
+    let text = |key: &str| joined[key].as_str().expect("string").to_owned();
+    let (account, key) = (text("account"), text("key"));
+    assert_eq!(text("api"), net.apis[newcomer]);
+    assert!(!validators(&net, 0).contains(&account));
+    // As much stake as a genesis validator has (all five are in the set).
+    let stake = net.status(0)["validators"]
+        .as_array()
+        .expect("validators")
+        .iter()
+        .filter_map(|entry| entry["stake"].as_u64())
+        .max()
+        .expect("a genesis validator");
+    idlegrid(&[
+        "wallet",
+        "--key",
+        net.faucet_key().to_str().expect("utf-8 path"),
+        "--node",
+        &net.apis[0],
+        "transfer",
+        "--to",
+        &account,
+        "--amount",
+        &(stake + 1_000).to_string(),
+        "--wait",
+        "--json",
+    ]);
+    net.launch(newcomer);
+    net.wait_ready(newcomer);
+    // It runs outside every set for an epoch before it stakes.
+    let launched = net.height(0);
+    wait_for(&net, "an epoch with the newcomer outside the set", || {
+        net.height(0) >= launched + 10
+    });
+    idlegrid(&[
+        "wallet",
+        "--key",
+        &key,
+        "--node",
+        &net.apis[0],
+        "stake",
+        "--role",
+        "validator",
+        "--amount",
+        &stake.to_string(),
+        "--wait",
+        "--json",
+    ]);
+    // From the next epoch every validator, the newcomer too once it has
+    // caught up that far, runs with five.
+    for index in 0..=newcomer {
+        wait_for(&net, "the next epoch's set, with the newcomer", || {
+            let set = validators(&net, index);
+            set.len() == 5 && set.contains(&account)
+        });
+    }
+    let ahead = (0..newcomer)
+        .map(|index| net.height(index))
+        .max()
+        .unwrap_or(0);
+    wait_for(&net, "the newcomer to catch up", || {
+        net.height(newcomer) >= ahead
+    });
+    // Two more epochs go by with five validators; all agree on them.
+    let target = (0..=newcomer)
+        .map(|index| net.height(index))
+        .max()
+        .unwrap_or(0)
+        + 20;
+    for index in 0..=newcomer {
+        wait_for(&net, "two more epochs everywhere", || {
+            net.height(index) >= target
+        });
+    }
+    let blocks: Vec<(Value, Value)> = net
+        .apis
+        .iter()
+        .map(|api| {
+            let (status, body) = get(&format!("{api}/v1/blocks/{target}")).expect("answers");
+            assert_eq!(status, 200, "block {target} at {api}: {body}");
+            (body["digest"].clone(), body["parent_state_root"].clone())
+        })
+        .collect();
+    assert!(
+        blocks.iter().all(|block| *block == blocks[0]),
+        "validators disagree at height {target}: {blocks:?}\n{}",
+        net.logs()
+    );
+    // It votes: with a genesis validator stopped, the other four of five
+    // are a quorum only with the newcomer.
+    net.kill(3);
+    let up = [0, 1, 2, newcomer];
+    let target = up.iter().map(|index| net.height(*index)).max().unwrap_or(0) + 10;
+    for index in up {
+        wait_for(&net, "blocks without a genesis validator", || {
+            net.height(index) >= target
+        });
+    }
 }

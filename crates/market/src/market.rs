@@ -18,8 +18,16 @@ pub struct MarketConfig {
     pub minimum_stake: u64,
     /// Most offers (providers) the book holds.
     pub offers_max: usize,
-    /// Tasks in flight per core of a provider.
+    /// Tasks in flight per core of a provider, at least.
     pub tasks_per_core: u32,
+    /// Tasks in flight per core of a provider, at most. Between the two,
+    /// a provider is sent enough to keep each core busy for `pipeline_ms`
+    /// (judged by the fuel the job's tasks have used so far and the
+    /// provider's benchmark), so that short tasks do not leave it idle
+    /// while results and new batches cross the network.
+    pub tasks_per_core_max: u32,
+    /// Work per core a provider is given ahead, milliseconds.
+    pub pipeline_ms: Millis,
     /// Most tasks sent to a provider in one batch.
     pub batch_tasks_max: usize,
     /// A lease lasts the task's expected run time times this, plus the base.
@@ -49,7 +57,9 @@ impl Default for MarketConfig {
             minimum_stake: 1,
             offers_max: 1_000_000,
             tasks_per_core: 2,
-            batch_tasks_max: 16,
+            tasks_per_core_max: 64,
+            pipeline_ms: 20,
+            batch_tasks_max: 64,
             lease_factor: 3,
             lease_base_ms: 2_000,
             attempts_max: 5,
@@ -239,9 +249,22 @@ struct Provider {
 }
 
 impl Provider {
-    fn capacity(&self, config: &MarketConfig) -> u32 {
+    /// Tasks it may hold at once: `tasks_per_core` per core, more (up to
+    /// `tasks_per_core_max`) when tasks are known to be short, never more
+    /// than its offer's concurrency.
+    fn capacity(&self, config: &MarketConfig, fuel_per_task: Option<u64>) -> u32 {
         self.offer.as_ref().map_or(0, |offer| {
-            let window = offer.cores.saturating_mul(config.tasks_per_core);
+            let floor = config.tasks_per_core.max(1);
+            let per_core = fuel_per_task.map_or(floor, |fuel| {
+                let ahead = u128::from(config.pipeline_ms)
+                    * u128::from(offer.benchmark_fuel_per_second)
+                    / 1_000
+                    / u128::from(fuel.max(1));
+                u32::try_from(ahead)
+                    .unwrap_or(u32::MAX)
+                    .clamp(floor, config.tasks_per_core_max.max(floor))
+            });
+            let window = offer.cores.max(1).saturating_mul(per_core);
             window.min(offer.concurrency.max(1)).max(1)
         })
     }
@@ -325,6 +348,9 @@ pub struct Market {
     finished: HashMap<JobId, JobSummary>,
     /// Providers owed a new voucher after the current input.
     dirty: BTreeSet<(JobId, ProviderIndex)>,
+    /// Fuel a task has used, on average over recent results (none yet:
+    /// providers get the least window).
+    fuel_per_task: Option<u64>,
 }
 
 impl Market {
@@ -341,6 +367,7 @@ impl Market {
             jobs: BTreeMap::new(),
             finished: HashMap::new(),
             dirty: BTreeSet::new(),
+            fuel_per_task: None,
         }
     }
 
@@ -370,10 +397,18 @@ impl Market {
             .map_or(0, |index| self.providers[*index as usize].in_flight)
     }
 
+    /// Tasks all providers hold now.
+    pub fn in_flight_total(&self) -> u64 {
+        self.providers
+            .iter()
+            .map(|provider| u64::from(provider.in_flight))
+            .sum()
+    }
+
     /// What a provider may hold at once.
     pub fn window(&self, provider: &AccountId) -> u32 {
         self.index.get(provider).map_or(0, |index| {
-            self.providers[*index as usize].capacity(&self.config)
+            self.providers[*index as usize].capacity(&self.config, self.fuel_per_task)
         })
     }
 
@@ -395,7 +430,35 @@ impl Market {
 
     /// Applies one input at time `now` and returns what to do.
     pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Command> {
+        self.handle_all(now, [input])
+    }
+
+    /// Applies several inputs that arrived together (a batch of results),
+    /// then places work and pays once: one voucher per provider and
+    /// batches as large as the windows allow, where input by input would
+    /// give one of each per result.
+    pub fn handle_all(
+        &mut self,
+        now: Millis,
+        inputs: impl IntoIterator<Item = Input>,
+    ) -> Vec<Command> {
         let mut commands = Vec::new();
+        for input in inputs {
+            self.input(now, input, &mut commands);
+        }
+        self.dispatch(now, &mut commands);
+        self.emit_vouchers(&mut commands);
+        // A finished job has paid its last vouchers: only its totals stay.
+        for command in &commands {
+            if let Command::JobFinished { job, summary } = command {
+                self.jobs.remove(job);
+                self.finished.insert(*job, *summary);
+            }
+        }
+        commands
+    }
+
+    fn input(&mut self, now: Millis, input: Input, commands: &mut Vec<Command>) {
         match input {
             Input::Offer { provider, offer } => self.offer(now, provider, offer),
             Input::Stake { provider, amount } => {
@@ -421,7 +484,7 @@ impl Market {
                         .map(|&(index, deadline, job, task)| (deadline, index, job, task))
                         .collect();
                     for lease in held {
-                        self.expire(now, lease, Late::Ignored, &mut commands);
+                        self.expire(now, lease, Late::Ignored, commands);
                     }
                     // Late results it owed are not coming either.
                     for (job_id, task_index) in
@@ -445,30 +508,20 @@ impl Market {
                 job,
                 task,
                 result,
-            } => self.result(now, provider, job, task, result, &mut commands),
+            } => self.result(now, provider, job, task, result, commands),
             Input::ProviderFailed {
                 provider,
                 job,
                 task,
-            } => self.provider_failed(now, provider, job, task, &mut commands),
+            } => self.provider_failed(now, provider, job, task, commands),
             Input::Budget { job, budget } => {
                 if let Some(record) = self.jobs.get_mut(&job) {
                     record.spec.budget = budget;
                     record.stalled = false;
                 }
             }
-            Input::Tick => self.tick(now, &mut commands),
+            Input::Tick => self.tick(now, commands),
         }
-        self.dispatch(now, &mut commands);
-        self.emit_vouchers(&mut commands);
-        // A finished job has paid its last vouchers: only its totals stay.
-        for command in &commands {
-            if let Command::JobFinished { job, summary } = command {
-                self.jobs.remove(job);
-                self.finished.insert(*job, *summary);
-            }
-        }
-        commands
     }
 
     fn provider_index(&mut self, provider: AccountId) -> Option<ProviderIndex> {
@@ -525,7 +578,7 @@ impl Market {
         let eligible = provider.connected
             && provider.stake >= self.config.minimum_stake
             && offer.expires_at_ms > now
-            && provider.in_flight < provider.capacity(&self.config);
+            && provider.in_flight < provider.capacity(&self.config, self.fuel_per_task);
         if !eligible {
             return;
         }
@@ -698,10 +751,22 @@ impl Market {
             return false;
         };
         let provider = &mut self.providers[index as usize];
+        // Tasks queued ahead of this one on each of its cores.
+        let ahead = u64::from(provider.in_flight)
+            / u64::from(
+                provider
+                    .offer
+                    .as_ref()
+                    .map_or(1, |offer| offer.cores.max(1)),
+            );
         provider.in_flight += 1;
         let run_ms = job.spec.limits.fuel.saturating_mul(1_000) / provider.benchmark();
         let deadline = now
-            .saturating_add(run_ms.saturating_mul(self.config.lease_factor))
+            .saturating_add(
+                run_ms
+                    .saturating_mul(ahead + 1)
+                    .saturating_mul(self.config.lease_factor),
+            )
             .saturating_add(self.config.lease_base_ms);
         job.pending.remove(position);
         let task = &mut job.tasks[task_index as usize];
@@ -925,6 +990,18 @@ impl Market {
         if !was_running && !was_expired {
             return;
         }
+        let fuel_per_task = match self.fuel_per_task {
+            None => result.fuel_used,
+            Some(average) => average - average / 8 + result.fuel_used / 8,
+        };
+        if self.fuel_per_task != Some(fuel_per_task) {
+            self.fuel_per_task = Some(fuel_per_task);
+            // Its window follows.
+            self.rerank(now, index);
+        }
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
         // The reservation stays until the task is decided: a received
         // result is owed its payment if it wins.
         let task = &mut job.tasks[task_index as usize];

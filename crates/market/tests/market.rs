@@ -348,6 +348,115 @@ fn fast_providers_get_more_work_than_slow_ones() {
 }
 
 #[test]
+fn short_tasks_widen_a_providers_window_and_a_batch_of_results_pays_once() {
+    // One core, a deep queue offered, a billion fuel a second.
+    let deep = Offer {
+        concurrency: 1_000,
+        ..offer(1, 1_000_000_000, 10)
+    };
+    let provider = account(1);
+    let id = JobId::from_bytes([1; 32]);
+    let mut market = Market::new(MarketConfig::default());
+    market.handle(
+        0,
+        Input::Offer {
+            provider,
+            offer: deep,
+        },
+    );
+    market.handle(
+        0,
+        Input::Stake {
+            provider,
+            amount: 100,
+        },
+    );
+    market.handle(0, Input::Connected(provider));
+    let assigned = |commands: &[Command]| -> Vec<(u64, u64)> {
+        commands
+            .iter()
+            .flat_map(|command| match command {
+                Command::Assign {
+                    tasks,
+                    lease_deadline_ms,
+                    ..
+                } => tasks
+                    .iter()
+                    .map(|task| (*task, *lease_deadline_ms))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    // Nothing is known of the tasks yet: the least window.
+    let first = assigned(&market.handle(
+        0,
+        Input::SubmitJob(job(1_000, Policy::Replicas(1), u64::MAX)),
+    ));
+    assert_eq!(first.len(), 2);
+    let answer = |tasks: &[(u64, u64)]| -> Vec<Input> {
+        tasks
+            .iter()
+            .map(|(task, _)| Input::Result {
+                provider,
+                job: id,
+                task: *task,
+                result: TaskResult {
+                    outcome: truth(*task),
+                    fuel_used: 1_000,
+                    receipt: None,
+                },
+            })
+            .collect()
+    };
+    // Tasks of a microsecond: it is given twenty milliseconds of them,
+    // up to the most per core.
+    let commands = market.handle_all(1, answer(&first));
+    let second = assigned(&commands);
+    let most = MarketConfig::default().tasks_per_core_max as usize;
+    assert_eq!(second.len(), most);
+    assert_eq!(market.in_flight(&provider) as usize, most);
+    // The lease covers the queue in front of the last task: a millisecond
+    // a task (a million fuel at most), three times over, plus the base.
+    let config = MarketConfig::default();
+    let lease = second[most - 1].1 - 1;
+    assert!(
+        lease >= config.lease_base_ms + config.lease_factor * most as u64,
+        "lease of {lease} ms"
+    );
+    let vouchers = |commands: &[Command]| {
+        commands
+            .iter()
+            .filter(|command| matches!(command, Command::Voucher { .. }))
+            .count()
+    };
+    assert_eq!(vouchers(&commands), 1, "one voucher for two results");
+    // Sixty-four results at once: one voucher, and the window refilled.
+    let commands = market.handle_all(2, answer(&second));
+    assert_eq!(vouchers(&commands), 1);
+    assert_eq!(assigned(&commands).len(), most);
+    // Tasks that turn out long shrink it back: nothing more is placed
+    // until it holds fewer than two.
+    let third = assigned(&commands);
+    let long: Vec<Input> = third
+        .iter()
+        .map(|(task, _)| Input::Result {
+            provider,
+            job: id,
+            task: *task,
+            result: TaskResult {
+                outcome: truth(*task),
+                fuel_used: FUEL,
+                receipt: None,
+            },
+        })
+        .collect();
+    let commands = market.handle_all(3, long);
+    assert!(market.window(&provider) < most as u32);
+    assert!(assigned(&commands).len() <= market.window(&provider) as usize);
+}
+
+#[test]
 fn a_crashed_provider_loses_its_leases_and_nothing_is_lost() {
     let offers = [
         (1, offer(2, 1_000_000_000, 10), 100),

@@ -34,6 +34,14 @@ pub const MODULE_BYTES_MAX: usize = 8 << 20;
 const JOB_CHECKS_MAX: usize = 4096;
 /// Results requests in flight to one requestor.
 const RESULTS_IN_FLIGHT_MAX: usize = 2;
+/// Tasks a provider offers to hold per core, queued or running. Requestors
+/// send this many only when tasks are short (see the market's window), so
+/// that a core never waits for the network between them.
+const TASKS_QUEUED_PER_CORE: u32 = 64;
+/// Offers published for new subscribers at most once per this, ms.
+const REPUBLISH_PACE_MS: u64 = 1_000;
+/// Bytes of task input a provider holds queued at most, from all requestors.
+const QUEUE_BYTES_MAX: usize = 64 << 20;
 /// Times a results batch is sent before it is given up (the requestor's
 /// lease then expires and the tasks go elsewhere).
 const RESULTS_ATTEMPTS_MAX: u32 = 3;
@@ -160,6 +168,8 @@ struct Work {
 #[derive(Default)]
 struct Holdings {
     queued: HashSet<(JobId, u64)>,
+    /// Bytes of task input queued.
+    queued_bytes: usize,
     cancelled: HashSet<(JobId, u64)>,
 }
 
@@ -291,6 +301,7 @@ pub async fn run_provider(
         Arc::clone(&stats),
         config.data_dir.clone(),
     )?;
+    let voucher_writer = VoucherWriter::start(config.data_dir.clone())?;
     // Vouchers held before a crash or restart are redeemed like new ones.
     let vouchers = load_vouchers(&config.data_dir, &config.key.account_id());
 
@@ -301,13 +312,17 @@ pub async fn run_provider(
             gpus: u32::try_from(hardware.gpus.len()).unwrap_or(u32::MAX),
             benchmark_fuel_per_second,
             price_floor_per_million_fuel: config.price_floor_per_million_fuel,
-            concurrency: cores.saturating_mul(2),
+            concurrency: cores.saturating_mul(TASKS_QUEUED_PER_CORE),
             idle_only: config.idle_only_percent.is_some(),
             operator: None,
             sequence: 0,
             expires_at_ms: 0,
         },
-        queue_tasks_max: usize::try_from(cores).unwrap_or(1).saturating_mul(4) + BATCH_TASKS_MAX,
+        // What it offers, and a batch more: a result may be on its way back
+        // while the requestor already fills the place it left.
+        queue_tasks_max: usize::try_from(cores.saturating_mul(TASKS_QUEUED_PER_CORE))
+            .unwrap_or(usize::MAX)
+            .saturating_add(BATCH_TASKS_MAX),
         config,
         client,
         overlay,
@@ -321,9 +336,11 @@ pub async fn run_provider(
         outbox: HashMap::new(),
         in_flight: HashMap::new(),
         vouchers,
+        voucher_writer,
         redeemer,
         stats: Arc::clone(&stats),
         last_offer_ms: 0,
+        republish: false,
     };
     provider.stats.owed.store(
         provider.redeemer.owed(&provider.vouchers),
@@ -343,6 +360,11 @@ pub async fn run_provider(
             Some(event) = events.recv() => provider.event(event).await,
             Some(message) = internal.recv() => provider.internal(message).await,
             _ = offer_timer.tick() => provider.publish_offer().await,
+            // A subscriber that came too soon after the last offer gets the
+            // next one as soon as the pace allows, not an interval later.
+            () = tokio::time::sleep(provider.republish_in()), if provider.republish => {
+                provider.publish_offer().await;
+            }
             _ = redeem_timer.tick() => provider.redeem(None),
         }
     }
@@ -447,9 +469,12 @@ struct ProviderLoop {
     in_flight: HashMap<AccountId, usize>,
     /// The newest voucher of each job.
     vouchers: HashMap<JobId, SignedVoucher>,
+    voucher_writer: VoucherWriter,
     redeemer: Redeemer,
     stats: Arc<ProviderStats>,
     last_offer_ms: u64,
+    /// A new subscriber is owed the offer once the pace allows.
+    republish: bool,
 }
 
 impl ProviderLoop {
@@ -457,6 +482,13 @@ impl ProviderLoop {
         self.holdings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long until an offer may be published again for a new
+    /// subscriber: at most one a second.
+    fn republish_in(&self) -> Duration {
+        let since = unix_ms().saturating_sub(self.last_offer_ms);
+        Duration::from_millis(REPUBLISH_PACE_MS.saturating_sub(since))
     }
 
     async fn publish_offer(&mut self) {
@@ -471,6 +503,7 @@ impl ProviderLoop {
             now + duration_ms(self.config.offer_ttl)
         };
         self.last_offer_ms = now;
+        self.republish = false;
         let signed = self.config.key.sign(self.offer.clone());
         if let Err(error) = self.overlay.publish_offer(&signed).await {
             debug!(%error, "offer not published");
@@ -484,8 +517,12 @@ impl ProviderLoop {
                 request,
                 reply,
             } => self.request(peer, request, reply),
-            Event::OfferSubscriber(_) if unix_ms().saturating_sub(self.last_offer_ms) >= 1000 => {
-                self.publish_offer().await;
+            Event::OfferSubscriber(_) => {
+                if self.republish_in().is_zero() {
+                    self.publish_offer().await;
+                } else {
+                    self.republish = true;
+                }
             }
             Event::Misbehaved { peer, reason } => warn!(%peer, %reason, "peer blocked"),
             _ => {}
@@ -508,7 +545,7 @@ impl ProviderLoop {
                 }
                 reply.send(Response::Ok);
             }
-            Request::Voucher(voucher) => reply.send(self.voucher(peer, voucher)),
+            Request::Voucher(voucher) => self.voucher(peer, voucher, reply),
             Request::JobDone { job } => {
                 reply.send(Response::Ok);
                 self.redeem(Some(job));
@@ -537,9 +574,24 @@ impl ProviderLoop {
                 ),
             ));
         }
-        let held =
-            self.holdings().queued.len() + self.waiting.values().map(Vec::len).sum::<usize>();
-        if held + batch.tasks.len() > self.queue_tasks_max {
+        let (queued, queued_bytes) = {
+            let holdings = self.holdings();
+            (holdings.queued.len(), holdings.queued_bytes)
+        };
+        let waiting = self.waiting.values().flatten();
+        let held = queued + waiting.clone().count();
+        let held_bytes = queued_bytes
+            + waiting
+                .map(|work| work.task.input.encoded_len())
+                .sum::<usize>();
+        let batch_bytes: usize = batch
+            .tasks
+            .iter()
+            .map(|task| task.input.encoded_len())
+            .sum();
+        if held + batch.tasks.len() > self.queue_tasks_max
+            || held_bytes + batch_bytes > QUEUE_BYTES_MAX
+        {
             return reply.send(Response::refused("busy", "the provider's queue is full"));
         }
         match self.jobs.get(&batch.job) {
@@ -606,7 +658,10 @@ impl ProviderLoop {
     }
 
     fn queue(&mut self, work: Work) {
-        self.holdings().queued.insert((work.job, work.task.index));
+        let mut holdings = self.holdings();
+        holdings.queued.insert((work.job, work.task.index));
+        holdings.queued_bytes += work.task.input.encoded_len();
+        drop(holdings);
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         // The workers live as long as this loop.
         let _ = self.work.send(work);
@@ -646,34 +701,33 @@ impl ProviderLoop {
         });
     }
 
-    fn voucher(&mut self, peer: AccountId, voucher: SignedVoucher) -> Response {
+    fn voucher(&mut self, peer: AccountId, voucher: SignedVoucher, reply: Reply) {
         if voucher.verify().is_err() || voucher.signer != peer {
-            return Response::refused(
+            return reply.send(Response::refused(
                 "bad_voucher",
                 "the voucher is not signed by the requestor that sent it",
-            );
+            ));
         }
         if voucher.body.provider != self.config.key.account_id() {
-            return Response::refused("bad_voucher", "the voucher pays someone else");
+            return reply.send(Response::refused(
+                "bad_voucher",
+                "the voucher pays someone else",
+            ));
         }
         let newer = self.vouchers.get(&voucher.body.job).is_none_or(|held| {
             voucher.body.sequence > held.body.sequence
                 && voucher.body.cumulative_amount >= held.body.cumulative_amount
         });
-        if newer {
-            // On disk before it is acknowledged: a provider killed at any
-            // moment keeps every voucher it said it had. (A file per voucher
-            // costs this loop about a millisecond; see the e2e benchmark.)
-            if let Err(error) = store_voucher(&self.config.data_dir, &voucher) {
-                // Still held in memory; only a crash before redeeming loses it.
-                warn!(%error, "failed to store a voucher");
-            }
-            self.vouchers.insert(voucher.body.job, voucher);
-            self.stats
-                .owed
-                .store(self.redeemer.owed(&self.vouchers), Ordering::Relaxed);
+        if !newer {
+            return reply.send(Response::Ok);
         }
-        Response::Ok
+        self.vouchers.insert(voucher.body.job, voucher.clone());
+        self.stats
+            .owed
+            .store(self.redeemer.owed(&self.vouchers), Ordering::Relaxed);
+        // On disk before it is acknowledged: a provider killed at any
+        // moment keeps every voucher it said it had.
+        self.voucher_writer.store(voucher, reply);
     }
 
     fn content(&self, cid: ContentId, offset: u64) -> Response {
@@ -1045,6 +1099,9 @@ impl Worker {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 holdings.queued.remove(&key);
+                holdings.queued_bytes = holdings
+                    .queued_bytes
+                    .saturating_sub(work.task.input.encoded_len());
                 holdings.cancelled.remove(&key)
             };
             if cancelled {
@@ -1140,6 +1197,51 @@ fn settled(error: &ApiError) -> bool {
             | "job_expired"
             | "unknown_job"
     )
+}
+
+/// Stores vouchers on their own thread, so that the provider's loop never
+/// waits for the disk, and answers each voucher's request once it is
+/// stored. Vouchers that piled up meanwhile are stored newest only.
+struct VoucherWriter {
+    orders: std_mpsc::Sender<(SignedVoucher, Reply)>,
+}
+
+impl VoucherWriter {
+    fn start(data_dir: PathBuf) -> anyhow::Result<Self> {
+        let (orders, queue) = std_mpsc::channel::<(SignedVoucher, Reply)>();
+        std::thread::Builder::new()
+            .name("provider-vouchers".to_owned())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut newest: HashMap<JobId, SignedVoucher> = HashMap::new();
+                    let mut replies = Vec::new();
+                    for (voucher, reply) in std::iter::once(first).chain(queue.try_iter()) {
+                        replies.push(reply);
+                        let held = newest.get(&voucher.body.job);
+                        if held.is_none_or(|held| voucher.body.sequence > held.body.sequence) {
+                            newest.insert(voucher.body.job, voucher);
+                        }
+                    }
+                    for voucher in newest.values() {
+                        if let Err(error) = store_voucher(&data_dir, voucher) {
+                            // Still held in memory; only a crash before
+                            // redeeming loses it.
+                            warn!(%error, "failed to store a voucher");
+                        }
+                    }
+                    for reply in replies {
+                        reply.send(Response::Ok);
+                    }
+                }
+            })
+            .context("failed to start the voucher thread")?;
+        Ok(Self { orders })
+    }
+
+    fn store(&self, voucher: SignedVoucher, reply: Reply) {
+        // The thread lives as long as the provider.
+        let _ = self.orders.send((voucher, reply));
+    }
 }
 
 /// Redeems vouchers on the ledger, one transaction at a time, on its own

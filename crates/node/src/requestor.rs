@@ -3,7 +3,7 @@
 //! with vouchers, dispute wrong receipts, write the results, and close the
 //! job for the refund.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -17,9 +17,7 @@ use idlegrid_net::{
     TaskBatch, TaskReturn,
 };
 use idlegrid_types::codec::Bounded;
-use idlegrid_types::{
-    AccountId, ContentId, JobId, Keypair, SignedReceipt, SignedVoucher, TaskOutcome, Voucher,
-};
+use idlegrid_types::{AccountId, ContentId, JobId, Keypair, SignedReceipt, TaskOutcome, Voucher};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -29,6 +27,8 @@ use crate::client::ApiClient;
 use crate::jobspec::{JobFile, Verification};
 use crate::provider::content_chunk;
 
+/// Events handled together at most, after the one that woke the loop.
+const DRAIN_MAX: usize = 1_024;
 /// How long a transaction of the requestor's waits for its block.
 const TRANSACTION_WAIT: Duration = Duration::from_secs(60);
 /// How often a provider's stake is read again.
@@ -195,6 +195,10 @@ fn unix_ms() -> u64 {
 }
 
 enum Internal {
+    /// The output thread could not write a task's output (and stopped).
+    OutputFailed(String),
+    /// A voucher request to this provider ended (answered or not).
+    VoucherSent(AccountId),
     Stake {
         provider: AccountId,
         amount: u64,
@@ -253,6 +257,7 @@ pub async fn submit(
         },
         budget: job_file.budget,
     };
+    let outputs = OutputWriter::start(Arc::clone(&progress), internal_tx.clone())?;
     let mut run = RequestorLoop {
         key: config.key.clone(),
         job,
@@ -268,7 +273,11 @@ pub async fn submit(
         providers: BTreeMap::new(),
         dispute_records: Vec::new(),
         stake_read: HashMap::new(),
+        owed: HashMap::new(),
+        vouchers_in_flight: HashSet::new(),
         vouched: HashMap::new(),
+        outputs,
+        output_failed: None,
         finished: None,
         stalled: false,
         progress: Arc::clone(&progress),
@@ -282,26 +291,42 @@ pub async fn submit(
     let running_since = Instant::now();
     let mut tick = tokio::time::interval(config.tick);
     while run.finished.is_none() && !run.stalled {
-        let inputs = tokio::select! {
+        let mut inputs = tokio::select! {
             Some(event) = events.recv() => run.event(event),
             Some(message) = internal.recv() => run.internal(message),
-            _ = tick.tick() => vec![Input::Tick],
+            _ = tick.tick() => {
+                let now = unix_ms();
+                progress
+                    .providers
+                    .store(market.offering_count(now) as u64, Ordering::Relaxed);
+                progress
+                    .in_flight
+                    .store(market.in_flight_total(), Ordering::Relaxed);
+                vec![Input::Tick]
+            }
         };
-        for input in inputs {
-            let commands = market.handle(unix_ms(), input);
+        // What else has arrived is handled with it: one placement and one
+        // voucher per provider for all of it.
+        for _ in 0..DRAIN_MAX {
+            let more = if let Ok(event) = events.try_recv() {
+                run.event(event)
+            } else if let Ok(message) = internal.try_recv() {
+                run.internal(message)
+            } else {
+                break;
+            };
+            inputs.extend(more);
+        }
+        if !inputs.is_empty() {
+            let commands = market.handle_all(unix_ms(), inputs);
             run.apply(commands)?;
         }
-        let offering = market.offering_count(unix_ms()) as u64;
-        progress.providers.store(offering, Ordering::Relaxed);
-        progress.in_flight.store(
-            run.providers
-                .keys()
-                .filter_map(|did| did.parse::<AccountId>().ok())
-                .map(|provider| u64::from(market.in_flight(&provider)))
-                .sum(),
-            Ordering::Relaxed,
-        );
+        run.send_vouchers();
+        if let Some(error) = run.output_failed.take() {
+            bail!(error);
+        }
     }
+    run.outputs.finish().await?;
     progress.running.store(false, Ordering::Relaxed);
     let run_ms = u64::try_from(running_since.elapsed().as_millis()).unwrap_or(u64::MAX);
     if run.stalled {
@@ -314,10 +339,10 @@ pub async fn submit(
     // A provider that restarted may be unreachable at first (new ports, not
     // yet found again), so each farewell is tried until it lands or the
     // time is up.
-    let farewells = run.vouched.iter().map(|(provider, voucher)| {
+    let farewells = run.owed.iter().map(|(provider, voucher)| {
         let overlay = overlay.clone();
         let provider = *provider;
-        let voucher = voucher.clone();
+        let voucher = run.key.sign(voucher.clone());
         async move {
             let mut pause = FAREWELL_RETRY_MIN;
             loop {
@@ -499,8 +524,17 @@ struct RequestorLoop {
     providers: BTreeMap<String, ProviderRecord>,
     dispute_records: Vec<DisputeRecord>,
     stake_read: HashMap<AccountId, Instant>,
-    /// The newest voucher sent to each provider.
-    vouched: HashMap<AccountId, SignedVoucher>,
+    /// The newest voucher owed to each provider, signed or not.
+    owed: HashMap<AccountId, Voucher>,
+    /// Providers with a voucher on its way; the newest owed is sent when
+    /// it lands (a provider stores each before answering, so one at a
+    /// time, superseding those that piled up meanwhile).
+    vouchers_in_flight: HashSet<AccountId>,
+    /// Sequence of the newest voucher sent to each provider.
+    vouched: HashMap<AccountId, u64>,
+    outputs: OutputWriter,
+    /// Why the output thread stopped.
+    output_failed: Option<String>,
     finished: Option<idlegrid_market::JobSummary>,
     stalled: bool,
     progress: Arc<SubmitProgress>,
@@ -682,8 +716,40 @@ impl RequestorLoop {
         Ok(())
     }
 
+    /// Sends each provider the newest voucher it is owed, unless one is
+    /// on its way already.
+    fn send_vouchers(&mut self) {
+        for (provider, voucher) in &self.owed {
+            let sent = self.vouched.get(provider).copied().unwrap_or(0);
+            if voucher.sequence <= sent || self.vouchers_in_flight.contains(provider) {
+                continue;
+            }
+            self.vouched.insert(*provider, voucher.sequence);
+            self.vouchers_in_flight.insert(*provider);
+            let signed = self.key.sign(voucher.clone());
+            let overlay = self.overlay.clone();
+            let internal = self.internal.clone();
+            let provider = *provider;
+            tokio::spawn(async move {
+                // A lost voucher is superseded by the next, or resent at the end.
+                if let Err(error) = overlay.request(&provider, Request::Voucher(signed)).await {
+                    debug!(%provider, %error, "voucher not delivered");
+                }
+                let _ = internal.send(Internal::VoucherSent(provider));
+            });
+        }
+    }
+
     fn internal(&mut self, message: Internal) -> Vec<Input> {
         match message {
+            Internal::OutputFailed(error) => {
+                self.output_failed = Some(error);
+                Vec::new()
+            }
+            Internal::VoucherSent(provider) => {
+                self.vouchers_in_flight.remove(&provider);
+                Vec::new()
+            }
             Internal::Stake { provider, amount } => vec![Input::Stake { provider, amount }],
             Internal::AssignFailed {
                 provider,
@@ -734,23 +800,16 @@ impl RequestorLoop {
                         self.providers.values().map(|record| record.paid).sum(),
                         Ordering::Relaxed,
                     );
-                    let voucher = self.key.sign(Voucher {
-                        job,
+                    self.owed.insert(
                         provider,
-                        cumulative_amount,
-                        cumulative_fuel,
-                        sequence,
-                    });
-                    self.vouched.insert(provider, voucher.clone());
-                    let overlay = self.overlay.clone();
-                    tokio::spawn(async move {
-                        // A lost voucher is superseded by the next, or resent at the end.
-                        if let Err(error) =
-                            overlay.request(&provider, Request::Voucher(voucher)).await
-                        {
-                            debug!(%provider, %error, "voucher not delivered");
-                        }
-                    });
+                        Voucher {
+                            job,
+                            provider,
+                            cumulative_amount,
+                            cumulative_fuel,
+                            sequence,
+                        },
+                    );
                 }
                 Command::Fraud {
                     task,
@@ -784,7 +843,7 @@ impl RequestorLoop {
                     outcome,
                     fuel_used,
                     ..
-                } => self.accepted(task, outcome, fuel_used)?,
+                } => self.accepted(task, outcome, fuel_used),
                 Command::TaskFailed { task, reason, .. } => {
                     self.pending.remove(&task);
                     self.assigned_at.remove(&task);
@@ -822,7 +881,7 @@ impl RequestorLoop {
         Ok(())
     }
 
-    fn accepted(&mut self, task: u64, outcome: TaskOutcome, fuel_used: u64) -> anyhow::Result<()> {
+    fn accepted(&mut self, task: u64, outcome: TaskOutcome, fuel_used: u64) {
         if let Some(assigned) = self.assigned_at.remove(&task) {
             let round_trip = assigned.elapsed();
             if let Some(histogram) = &self.progress.round_trips {
@@ -857,6 +916,7 @@ impl RequestorLoop {
             file: None,
             providers,
         };
+        let mut output_file = None;
         match outcome {
             TaskOutcome::Completed { exit_code, output } => {
                 let stdout = results
@@ -864,9 +924,7 @@ impl RequestorLoop {
                     .find_map(|(_, result, stdout)| (result == outcome).then_some(stdout).flatten())
                     .unwrap_or_default();
                 let file = format!("tasks/{task:06}.out");
-                let path = self.out_dir.join(&file);
-                std::fs::write(&path, &stdout)
-                    .with_context(|| format!("failed to write {}", path.display()))?;
+                output_file = Some((self.out_dir.join(&file), stdout));
                 record.exit_code = Some(exit_code);
                 record.output = Some(output.to_string());
                 record.file = Some(file);
@@ -874,10 +932,7 @@ impl RequestorLoop {
             TaskOutcome::Failed(kind) => record.error = Some(kind.as_str().to_owned()),
         }
         self.records.insert(task, record);
-        self.progress.accepted.fetch_add(1, Ordering::Relaxed);
-        // After its output file is written: a reader told of the task finds it.
-        self.progress.update(|detail| detail.done.push(task));
-        Ok(())
+        self.outputs.write(task, output_file);
     }
 
     fn assign(&mut self, provider: AccountId, tasks: Vec<u64>) {
@@ -890,8 +945,7 @@ impl RequestorLoop {
             else {
                 continue;
             };
-            let size =
-                input.stdin.len() + input.args.iter().map(|arg| arg.len() + 4).sum::<usize>() + 16;
+            let size = 8 + input.encoded_len();
             let current = batches.last_mut().expect("never empty");
             if !current.is_empty()
                 && (bytes + size > MESSAGE_BYTES_MAX / 2
@@ -945,6 +999,68 @@ impl RequestorLoop {
                     lost: failure,
                 });
             });
+        }
+    }
+}
+
+/// An accepted task, and where its output goes (none when it failed).
+type OutputOrder = (u64, Option<(PathBuf, Vec<u8>)>);
+
+/// Writes accepted tasks' outputs on its own thread, so that the loop
+/// deciding tasks never waits for the disk (creating a file costs tens to
+/// hundreds of microseconds), and counts each task accepted once its file
+/// is written: a reader told of the task finds it.
+struct OutputWriter {
+    orders: Option<std_mpsc::Sender<OutputOrder>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl OutputWriter {
+    fn start(
+        progress: Arc<SubmitProgress>,
+        internal: mpsc::UnboundedSender<Internal>,
+    ) -> anyhow::Result<Self> {
+        let (orders, queue) = std_mpsc::channel::<OutputOrder>();
+        let thread = std::thread::Builder::new()
+            .name("requestor-outputs".to_owned())
+            .spawn(move || {
+                while let Ok((task, file)) = queue.recv() {
+                    if let Some((path, stdout)) = file
+                        && let Err(error) = std::fs::write(&path, &stdout)
+                    {
+                        let error = anyhow::Error::new(error)
+                            .context(format!("failed to write {}", path.display()));
+                        let _ = internal.send(Internal::OutputFailed(format!("{error:#}")));
+                        return Err(error);
+                    }
+                    progress.accepted.fetch_add(1, Ordering::Relaxed);
+                    progress.update(|detail| detail.done.push(task));
+                }
+                Ok(())
+            })
+            .context("failed to start the output thread")?;
+        Ok(Self {
+            orders: Some(orders),
+            thread: Some(thread),
+        })
+    }
+
+    fn write(&self, task: u64, file: Option<(PathBuf, Vec<u8>)>) {
+        if let Some(orders) = &self.orders {
+            // A thread that stopped has reported why.
+            let _ = orders.send((task, file));
+        }
+    }
+
+    /// Waits for every output ordered so far.
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        self.orders = None;
+        match self.thread.take() {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .context("the output thread failed")?
+                .map_err(|_| anyhow::anyhow!("the output thread panicked"))?,
+            None => Ok(()),
         }
     }
 }

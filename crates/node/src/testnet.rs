@@ -1,13 +1,17 @@
 //! `idlegrid testnet init`: keys, a genesis and one configuration file per
-//! validator, for a network on this machine.
+//! validator, for a network on this machine; `idlegrid testnet join`: one
+//! more validator, not in genesis, for the same network.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use idlegrid_types::{AccountId, Keypair};
 
 use crate::config::{PeerConfig, ValidatorConfig};
-use crate::keys::{generate, write_key};
+use crate::keys::{generate, read_key, write_key};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -66,7 +70,7 @@ pub fn init(dir: &Path, plan: &TestnetPlan) -> anyhow::Result<Testnet> {
         "a testnet has 1 to 100 validators, not {}",
         plan.validators
     );
-    let genesis_path = dir.join("genesis.toml");
+    let genesis_path = dir.join(GENESIS_FILE);
     anyhow::ensure!(plan.epoch_length > 0, "an epoch is at least one block");
     anyhow::ensure!(
         !genesis_path.exists(),
@@ -104,15 +108,14 @@ pub fn init(dir: &Path, plan: &TestnetPlan) -> anyhow::Result<Testnet> {
         ));
     }
     std::fs::write(&genesis_path, genesis)?;
-    let address = |base: u16, index: usize| -> anyhow::Result<SocketAddr> {
-        let port = u16::try_from(usize::from(base) + index)?;
-        Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+    let listen = Ports {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        p2p: plan.p2p_port,
+        api: plan.api_port,
     };
     let mut configs = Vec::new();
     let mut validators = Vec::new();
     for (index, key) in keys.iter().enumerate() {
-        let folder = dir.join(format!("validator-{index}"));
-        write_key(&folder.join("validator.key"), key)?;
         let peers = keys
             .iter()
             .enumerate()
@@ -120,28 +123,17 @@ pub fn init(dir: &Path, plan: &TestnetPlan) -> anyhow::Result<Testnet> {
             .map(|(other, key)| {
                 Ok(PeerConfig {
                     account: key.account_id().to_string(),
-                    address: address(plan.p2p_port, other)?,
+                    address: listen.p2p(other)?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let config = ValidatorConfig {
-            key_file: "validator.key".into(),
-            genesis: "../genesis.toml".into(),
-            data_dir: "data".into(),
-            p2p_listen: address(plan.p2p_port, index)?,
-            api_listen: address(plan.api_port, index)?,
-            worker_threads: 2,
+        let (path, config) = write_validator(
+            dir,
+            index,
+            key,
+            (listen.p2p(index)?, listen.api(index)?),
             peers,
-        };
-        let path = folder.join("config.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "# validator {index} of {}; run: idlegrid validator --config {}\n{}",
-                plan.validators,
-                path.display(),
-                config.to_toml()
-            ),
+            &format!("validator {index} of {}", plan.validators),
         )?;
         configs.push(path);
         validators.push(config);
@@ -152,4 +144,202 @@ pub fn init(dir: &Path, plan: &TestnetPlan) -> anyhow::Result<Testnet> {
         configs,
         validators,
     })
+}
+
+/// A validator [`join`] added to a testnet.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// Its folder is `validator-{index}`.
+    pub index: usize,
+    pub config: PathBuf,
+    /// Its key file (also the account that must stake).
+    pub key: PathBuf,
+    pub account: AccountId,
+    pub validator: ValidatorConfig,
+    /// The API of a validator that was there before (until it is elected,
+    /// the new one reaches no other validator: its stake goes through
+    /// this one).
+    pub member_api: SocketAddr,
+}
+
+/// Adds a validator that is not in genesis to the testnet in `dir`: a new
+/// key, a configuration over the same genesis on the next free ports of
+/// the init's scheme (validator `i` on the first validator's ports + `i`),
+/// and every validator already there as a peer. It is in the set from the
+/// epoch after it stakes as a validator.
+pub fn join(dir: &Path) -> anyhow::Result<Joined> {
+    anyhow::ensure!(
+        dir.join(GENESIS_FILE).is_file(),
+        "{} holds no testnet (no {GENESIS_FILE}); write one with `idlegrid testnet init`",
+        dir.display()
+    );
+    let members = members(dir)?;
+    let Some((first_index, first)) = members.first() else {
+        anyhow::bail!("{} holds no validator-N/config.toml", dir.display());
+    };
+    let index = members.last().map_or(0, |(last, _)| last + 1);
+    let base = |port: u16| {
+        u16::try_from(*first_index)
+            .ok()
+            .and_then(|offset| port.checked_sub(offset))
+            .with_context(|| {
+                format!("validator {first_index}'s ports do not follow `testnet init`'s scheme")
+            })
+    };
+    let ports = Ports {
+        ip: first.p2p_listen.ip(),
+        p2p: base(first.p2p_listen.port())?,
+        api: base(first.api_listen.port())?,
+    };
+    let mut taken: BTreeSet<SocketAddr> = members
+        .iter()
+        .flat_map(|(_, config)| [config.p2p_listen, config.api_listen])
+        .collect();
+    let p2p_listen = next_free(index, &taken, |at| ports.p2p(at))?;
+    taken.insert(p2p_listen);
+    let api_listen = next_free(index, &taken, |at| ports.api(at))?;
+    // Each member's account, as the others list it among their peers; a
+    // member nobody lists (a one-validator testnet) is read from its key.
+    let listed: std::collections::BTreeMap<SocketAddr, String> = members
+        .iter()
+        .flat_map(|(_, config)| &config.peers)
+        .map(|peer| (peer.address, peer.account.clone()))
+        .collect();
+    let peers = members
+        .iter()
+        .map(|(_, config)| {
+            let account = match listed.get(&config.p2p_listen) {
+                Some(account) => account.clone(),
+                None => read_key(&config.key_file)?.account_id().to_string(),
+            };
+            Ok(PeerConfig {
+                account,
+                address: config.p2p_listen,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let key = generate()?;
+    let (config, validator) = write_validator(
+        dir,
+        index,
+        &key,
+        (p2p_listen, api_listen),
+        peers,
+        &format!(
+            "validator {index}, not in genesis: it is in the set from the epoch after it stakes as a validator"
+        ),
+    )?;
+    Ok(Joined {
+        index,
+        key: config.with_file_name(KEY_FILE),
+        config,
+        account: key.account_id(),
+        validator,
+        member_api: first.api_listen,
+    })
+}
+
+const GENESIS_FILE: &str = "genesis.toml";
+const KEY_FILE: &str = "validator.key";
+const CONFIG_FILE: &str = "config.toml";
+
+/// The init's port scheme: validator `i` listens for peers on `p2p + i`
+/// and serves its API on `api + i`.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    ip: IpAddr,
+    p2p: u16,
+    api: u16,
+}
+
+impl Ports {
+    fn p2p(&self, index: usize) -> anyhow::Result<SocketAddr> {
+        self.at(self.p2p, index)
+    }
+
+    fn api(&self, index: usize) -> anyhow::Result<SocketAddr> {
+        self.at(self.api, index)
+    }
+
+    fn at(&self, base: u16, index: usize) -> anyhow::Result<SocketAddr> {
+        let port = u16::try_from(usize::from(base) + index)
+            .with_context(|| format!("port {base} + {index} is past 65535"))?;
+        Ok(SocketAddr::new(self.ip, port))
+    }
+}
+
+/// The first address from `index` on (by the scheme of `at`) that no
+/// validator of the testnet uses and nothing on this machine listens on.
+fn next_free(
+    index: usize,
+    taken: &BTreeSet<SocketAddr>,
+    at: impl Fn(usize) -> anyhow::Result<SocketAddr>,
+) -> anyhow::Result<SocketAddr> {
+    for offset in index..index + 1_000 {
+        let address = at(offset)?;
+        if !taken.contains(&address) && TcpListener::bind(address).is_ok() {
+            return Ok(address);
+        }
+    }
+    anyhow::bail!("no free port after {}", at(index)?)
+}
+
+/// The validators in a testnet's folder (`validator-N/config.toml`), by N.
+fn members(dir: &Path) -> anyhow::Result<Vec<(usize, ValidatorConfig)>> {
+    let mut members = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(index) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("validator-"))
+            .and_then(|index| index.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path().join(CONFIG_FILE);
+        if path.is_file() {
+            members.push((index, ValidatorConfig::load(&path)?));
+        }
+    }
+    members.sort_by_key(|(index, _)| *index);
+    Ok(members)
+}
+
+/// Writes validator `index`'s key and configuration file into
+/// `dir/validator-{index}` (neither overwrites a file); the configuration
+/// names the testnet's genesis. Returns the file and what it holds.
+fn write_validator(
+    dir: &Path,
+    index: usize,
+    key: &Keypair,
+    (p2p_listen, api_listen): (SocketAddr, SocketAddr),
+    peers: Vec<PeerConfig>,
+    about: &str,
+) -> anyhow::Result<(PathBuf, ValidatorConfig)> {
+    let folder = dir.join(format!("validator-{index}"));
+    write_key(&folder.join(KEY_FILE), key)?;
+    let config = ValidatorConfig {
+        key_file: KEY_FILE.into(),
+        genesis: Path::new("..").join(GENESIS_FILE),
+        data_dir: "data".into(),
+        p2p_listen,
+        api_listen,
+        worker_threads: 2,
+        peers,
+    };
+    let path = folder.join(CONFIG_FILE);
+    let text = format!(
+        "# {about}; run: idlegrid validator --config {}\n{}",
+        path.display(),
+        config.to_toml()
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok((path, config))
 }

@@ -476,6 +476,9 @@ impl Sandbox {
     }
 }
 
+/// Bytes of a slot's memory, and of its tables, kept resident between tasks.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
 fn engine_config(config: &SandboxConfig) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let slots = config.concurrent_tasks_max.max(1);
@@ -485,7 +488,16 @@ fn engine_config(config: &SandboxConfig) -> Config {
         .max_memories_per_module(1)
         .max_tables_per_module(4)
         .table_elements(TABLE_ELEMENTS_MAX)
-        .max_memory_size(usize::try_from(config.memory_bytes_ceiling).unwrap_or(usize::MAX));
+        .max_memory_size(usize::try_from(config.memory_bytes_ceiling).unwrap_or(usize::MAX))
+        // A finished task's memory is zeroed with memset up to this much,
+        // rather than returned to the kernel with madvise: each madvise
+        // flushes every core's TLB, which for short tasks cost more than
+        // the task (most of a provider's time in the e2e benchmark). Past
+        // it, and with the kernel's page-map scan where it has one (Linux
+        // 6.7), only pages the task touched are reset.
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES)
+        .pagemap_scan(wasmtime::Enabled::Auto);
 
     let mut engine = Config::new();
     engine

@@ -369,3 +369,40 @@ fn many_tasks_in_a_row_do_not_leak_instance_slots() {
     }
     assert_still_serves(&sandbox);
 }
+
+#[test]
+fn a_task_finds_nothing_a_previous_task_left_in_memory() {
+    // One slot, so every task reuses the memory the one before dirtied:
+    // below the part kept resident between tasks (zeroed in place), above
+    // it (given back to the kernel), and its data segment.
+    let sandbox = Sandbox::new(SandboxConfig {
+        memory_bytes_ceiling: 1 << 30,
+        concurrent_tasks_max: 1,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let snoop = r#"
+(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello\n")
+  (func (export "_start")
+    (if (i32.ne (memory.size) (i32.const 1)) (then unreachable))
+    (drop (memory.grow (i32.const 39)))
+    (if (i32.ne (i32.load8_u (i32.const 16)) (i32.const 104)) (then unreachable))
+    (if (i32.ne (i32.load (i32.const 102400)) (i32.const 0)) (then unreachable))
+    (if (i32.ne (i32.load (i32.const 2097152)) (i32.const 0)) (then unreachable))
+    (if (i32.ne (i32.load (i32.const 2555900)) (i32.const 0)) (then unreachable))
+    (i32.store8 (i32.const 16) (i32.const 0))
+    (i32.store (i32.const 102400) (i32.const -1))
+    (i32.store (i32.const 2097152) (i32.const -1))
+    (i32.store (i32.const 2555900) (i32.const -1))))
+"#;
+    for round in 0..5 {
+        let report = run_wat(&sandbox, snoop, limits());
+        let completion = report
+            .result
+            .unwrap_or_else(|error| panic!("round {round} saw leftovers: {error:?}"));
+        assert_eq!(completion.exit_code, 0);
+    }
+    assert_still_serves(&sandbox);
+}

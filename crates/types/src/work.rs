@@ -108,6 +108,12 @@ impl TaskInput {
         ContentId::of(&self.encode())
     }
 
+    /// Its encoded size in bytes, without encoding it.
+    pub fn encoded_len(&self) -> usize {
+        let args: usize = self.args.iter().map(|arg| 4 + arg.len()).sum();
+        4 + args + 4 + self.stdin.len()
+    }
+
     pub fn arg_strings(&self) -> Vec<String> {
         self.args.iter().map(|arg| (**arg).clone()).collect()
     }

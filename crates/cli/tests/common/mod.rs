@@ -145,10 +145,13 @@ impl Testnet {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().expect("tempdir");
-        let base = free_ports(validators * 2);
+        // Room for one validator that joins later (`testnet join` takes
+        // the next ports of the init's scheme).
+        let slots = validators + 1;
+        let base = free_ports(slots * 2);
         let validators_text = validators.to_string();
         let p2p_port = base.to_string();
-        let api_port = (base + validators as u16).to_string();
+        let api_port = (base + slots as u16).to_string();
         let mut args = vec![
             "testnet",
             "init",
@@ -190,6 +193,26 @@ impl Testnet {
             net.wait_ready(index);
         }
         net
+    }
+
+    /// `idlegrid testnet join`: writes one more validator (not in
+    /// genesis) and makes it the last index, not started. Returns what
+    /// the command printed ({"config", "account", "api", "key"}).
+    pub fn join(&mut self) -> Value {
+        let out = idlegrid(&[
+            "testnet",
+            "join",
+            "--dir",
+            self.dir.path().to_str().expect("utf-8 path"),
+            "--json",
+        ]);
+        let joined: Value = serde_json::from_str(&out).expect("join json");
+        let text = |key: &str| joined[key].as_str().expect("string").to_owned();
+        self.configs.push(PathBuf::from(text("config")));
+        self.apis.push(text("api"));
+        self.children.push(None);
+        self.starts.push(0);
+        joined
     }
 
     pub fn faucet_key(&self) -> PathBuf {
