@@ -15,10 +15,11 @@
 //! figure is a fresh job (a fresh `submit`, with its own overlay node);
 //! the validator and the providers are shared by all of them. The round
 //! trip is measured on one provider with one replica per task, one task
-//! at a time (so that no task waits behind another); throughput
-//! on three providers of one core each, as tasks over the time from the
-//! job being open on the ledger to its last task decided (finding the
-//! providers included). Every job must end with every task accepted.
+//! at a time (so that no task waits behind another). Throughput is
+//! measured on three providers of one core each, as tasks over the time
+//! from the first task placed to the last decided; how long the job took
+//! to place its first task (finding the providers) is a figure of its
+//! own. Every job must end with every task accepted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -174,16 +175,27 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     }
     let direct_rate = throughput_direct.per_second();
     for (replicas, report) in [(1, replicas_1), (2, replicas_2)] {
+        // Sustained: from the first task placed to the last decided, so
+        // that finding the providers (up to a second's wait for offers
+        // they republish for a new requestor) is not counted as work.
+        let running_ms = report.run_ms.saturating_sub(report.first_placed_ms);
         ensure!(
-            report.run_ms > 0,
+            running_ms > 0,
             "the replicas-{replicas} job reports a run time of 0 ms"
         );
         rows.push(Measurement::new(
             format!("e2e_tasks_per_second_replicas_{replicas}"),
-            report.tasks_total as f64 / (report.run_ms as f64 / 1e3),
+            report.tasks_total as f64 / (running_ms as f64 / 1e3),
             "1/s",
             direct_rate,
             "the same tasks run directly in the sandbox, one thread",
+        ));
+        rows.push(Measurement::new(
+            format!("e2e_first_placement_replicas_{replicas}"),
+            report.first_placed_ms as f64,
+            "ms",
+            report.run_ms as f64,
+            "the whole job, from its escrow to its last task; ratio = value / baseline",
         ));
     }
     Ok(rows)

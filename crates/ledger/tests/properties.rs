@@ -1307,14 +1307,17 @@ fn receipt() -> impl Strategy<Value = idlegrid_types::SignedReceipt> {
     )
         .prop_map(
             |(seed, job, task_index, module, input, outcome, fuel_used)| {
-                Keypair::from_seed([seed; 32]).sign(Receipt {
-                    job,
-                    task_index,
-                    module,
-                    input,
-                    outcome,
-                    fuel_used,
-                })
+                idlegrid_types::SignedReceipt::sign(
+                    &Keypair::from_seed([seed; 32]),
+                    Receipt {
+                        job,
+                        task_index,
+                        module,
+                        input,
+                        outcome,
+                        fuel_used,
+                    },
+                )
             },
         )
 }

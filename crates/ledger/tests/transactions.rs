@@ -600,8 +600,17 @@ fn dispute_setup() -> DisputeSetup {
         output: ContentId::of(b"samples=20000 inside=20000 pi=4.000000000\n"),
     };
     DisputeSetup {
-        honest: world.keys[PROVIDER].sign(honest_receipt),
-        dishonest: world.keys[CHEATER].sign(lie),
+        honest: SignedReceipt::sign(&world.keys[PROVIDER], honest_receipt),
+        // Signed with others in one batch, as providers return results: it
+        // stands alone as evidence through its proof.
+        dishonest: {
+            let others = |task_index| Receipt {
+                task_index,
+                ..lie.clone()
+            };
+            let batch = vec![others(1), others(2), lie.clone(), others(4), others(5)];
+            SignedReceipt::sign_batch(&world.keys[CHEATER], batch).remove(2)
+        },
         world,
         module,
         input,
@@ -703,7 +712,7 @@ fn dispute_rejections() {
     let resign = |world: &World, edit: &dyn Fn(&mut Receipt)| {
         let mut body = dishonest.body.clone();
         edit(&mut body);
-        world.keys[CHEATER].sign(body)
+        SignedReceipt::sign(&world.keys[CHEATER], body)
     };
 
     let mut forged = dishonest.clone();
@@ -721,7 +730,7 @@ fn dispute_rejections() {
         encoded.clone(),
         "receipts_not_comparable",
     ));
-    let twin = world.keys[CHEATER].sign(honest.body.clone());
+    let twin = SignedReceipt::sign(&world.keys[CHEATER], honest.body.clone());
     cases.push((
         Evidence::Conflicting(honest.clone(), twin),
         module.clone(),

@@ -6,7 +6,8 @@ use idlegrid_net::protocol::{decode_offer, decode_request, decode_response};
 use idlegrid_net::{AssignedTask, Request, Response, ResultBatch, TaskBatch, TaskReturn};
 use idlegrid_types::codec::{self, Bounded};
 use idlegrid_types::{
-    ContentId, ExecutionLimits, JobId, Keypair, Offer, Receipt, TaskInput, TaskOutcome, Voucher,
+    ContentId, ExecutionLimits, JobId, Keypair, Offer, Receipt, SignedReceipt, TaskInput,
+    TaskOutcome, Voucher,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -16,17 +17,20 @@ fn valid_messages() -> Vec<Vec<u8>> {
     let job = JobId::from_bytes([3; 32]);
     let input =
         TaskInput::new(vec!["2000".to_owned(), "7".to_owned()], b"stdin".to_vec()).expect("input");
-    let receipt = key.sign(Receipt {
-        job,
-        task_index: 7,
-        module: ContentId::of(b"module"),
-        input: input.content_id(),
-        outcome: TaskOutcome::Completed {
-            exit_code: 0,
-            output: ContentId::of(b"out"),
+    let receipt = SignedReceipt::sign(
+        &key,
+        Receipt {
+            job,
+            task_index: 7,
+            module: ContentId::of(b"module"),
+            input: input.content_id(),
+            outcome: TaskOutcome::Completed {
+                exit_code: 0,
+                output: ContentId::of(b"out"),
+            },
+            fuel_used: 1234,
         },
-        fuel_used: 1234,
-    });
+    );
     let requests = [
         Request::Tasks(TaskBatch {
             job,

@@ -11,16 +11,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use idlegrid_ledger::{StakeRole, TxKind};
-use idlegrid_net::protocol::{CONTENT_CHUNK_BYTES_MAX, bounded_text};
+use idlegrid_net::protocol::{CONTENT_CHUNK_BYTES_MAX, REASON_BYTES_MAX, bounded_text};
 use idlegrid_net::{
-    AssignedTask, BATCH_TASKS_MAX, Event, MESSAGE_BYTES_MAX, Multiaddr, Overlay, OverlayConfig,
-    Reply, Request, Response, ResultBatch, TaskBatch, TaskReturn,
+    AssignedTask, BATCH_TASKS_MAX, Event, MESSAGE_BYTES_MAX, Multiaddr, OUTPUT_INLINE_BYTES_MAX,
+    Overlay, OverlayConfig, Reply, Request, Response, ResultBatch, TaskBatch, TaskReturn,
 };
 use idlegrid_sandbox::{PreparedModule, Sandbox, SandboxConfig, TaskSpec, outcome_of, task_limits};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
     AccountId, ContentId, ErrorKind, ExecutionLimits, JobId, Keypair, Offer, Receipt,
-    SignedVoucher, TaskOutcome, task_seed,
+    SignedReceipt, SignedVoucher, TaskOutcome, task_seed,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -164,6 +164,52 @@ struct Work {
     task: AssignedTask,
 }
 
+/// A task's result on its way back, before it is signed: the results sent
+/// together are signed together, under one signature.
+#[derive(Debug, Clone)]
+enum Finished {
+    Ran {
+        receipt: Receipt,
+        stdout: Bounded<Vec<u8>, OUTPUT_INLINE_BYTES_MAX>,
+    },
+    NotRun {
+        index: u64,
+        reason: Bounded<String, REASON_BYTES_MAX>,
+    },
+}
+
+impl Finished {
+    /// Roughly what it takes on the wire, for packing batches.
+    fn encoded_bytes_estimate(&self) -> usize {
+        match self {
+            Finished::Ran { stdout, .. } => stdout.len() + 512,
+            Finished::NotRun { reason, .. } => reason.len() + 16,
+        }
+    }
+
+    /// Signs the receipts of `results` as one batch.
+    fn sign(key: &Keypair, results: Vec<Finished>) -> Vec<TaskReturn> {
+        let receipts = results
+            .iter()
+            .filter_map(|result| match result {
+                Finished::Ran { receipt, .. } => Some(receipt.clone()),
+                Finished::NotRun { .. } => None,
+            })
+            .collect();
+        let mut signed = SignedReceipt::sign_batch(key, receipts).into_iter();
+        results
+            .into_iter()
+            .map(|result| match result {
+                Finished::Ran { stdout, .. } => TaskReturn::Ran {
+                    receipt: signed.next().expect("one receipt per result that ran"),
+                    stdout,
+                },
+                Finished::NotRun { index, reason } => TaskReturn::NotRun { index, reason },
+            })
+            .collect()
+    }
+}
+
 /// Tasks a provider holds: queued or running. Shared with the workers.
 #[derive(Default)]
 struct Holdings {
@@ -199,11 +245,11 @@ enum Internal {
     Finished {
         requestor: AccountId,
         job: JobId,
-        result: TaskReturn,
+        result: Finished,
     },
     ResultsSent {
         requestor: AccountId,
-        failed: Option<(JobId, Vec<TaskReturn>, u32)>,
+        failed: Option<(JobId, Vec<Finished>, u32)>,
     },
     Paused(bool),
 }
@@ -285,7 +331,6 @@ pub async fn run_provider(
             work: Arc::clone(&work_rx),
             done: internal_tx.clone(),
             holdings: Arc::clone(&holdings),
-            key: config.key.clone(),
             cheat: config.cheat,
             slowdown: config.slowdown.max(1),
             stats: Arc::clone(&stats),
@@ -465,7 +510,7 @@ struct ProviderLoop {
     /// Tasks waiting for their module to arrive.
     waiting: HashMap<ContentId, Vec<Work>>,
     /// Results waiting to go back, per requestor.
-    outbox: HashMap<AccountId, VecDeque<(JobId, TaskReturn)>>,
+    outbox: HashMap<AccountId, VecDeque<(JobId, Finished)>>,
     in_flight: HashMap<AccountId, usize>,
     /// The newest voucher of each job.
     vouchers: HashMap<JobId, SignedVoucher>,
@@ -784,7 +829,7 @@ impl ProviderLoop {
                     Err(reason) => {
                         warn!(%cid, %reason, "module not available");
                         for work in works {
-                            let result = TaskReturn::NotRun {
+                            let result = Finished::NotRun {
                                 index: work.task.index,
                                 reason: bounded_text(reason.clone()),
                             };
@@ -822,7 +867,7 @@ impl ProviderLoop {
         }
     }
 
-    fn finished(&mut self, requestor: AccountId, job: JobId, result: TaskReturn) {
+    fn finished(&mut self, requestor: AccountId, job: JobId, result: Finished) {
         self.outbox
             .entry(requestor)
             .or_default()
@@ -862,11 +907,11 @@ impl ProviderLoop {
             *self.in_flight.entry(requestor).or_default() += 1;
             let overlay = self.overlay.clone();
             let internal = self.internal.clone();
+            let signed = Finished::sign(&self.config.key, results.clone());
             tokio::spawn(async move {
                 let batch = ResultBatch {
                     job,
-                    results: Bounded::new(results.clone())
-                        .expect("at most BATCH_TASKS_MAX results"),
+                    results: Bounded::new(signed).expect("at most BATCH_TASKS_MAX results"),
                 };
                 let failed = match overlay.request(&requestor, Request::Results(batch)).await {
                     Ok(_) => None,
@@ -1072,7 +1117,6 @@ struct Worker {
     work: Arc<Mutex<std_mpsc::Receiver<Work>>>,
     done: mpsc::UnboundedSender<Internal>,
     holdings: Arc<Mutex<Holdings>>,
-    key: Keypair,
     cheat: Option<Cheat>,
     slowdown: u32,
     stats: Arc<ProviderStats>,
@@ -1125,7 +1169,7 @@ impl Worker {
         }
     }
 
-    fn execute(&self, work: &Work) -> TaskReturn {
+    fn execute(&self, work: &Work) -> Finished {
         let input = &work.task.input;
         let (outcome, fuel_used, mut stdout) = match &work.module {
             Err(kind) => (TaskOutcome::Failed(*kind), 0, Vec::new()),
@@ -1147,7 +1191,7 @@ impl Worker {
                         (outcome_of(&report), report.fuel_used, stdout)
                     }
                     Err(error) => {
-                        return TaskReturn::NotRun {
+                        return Finished::NotRun {
                             index: work.task.index,
                             reason: bounded_text(error.to_string()),
                         };
@@ -1167,17 +1211,17 @@ impl Worker {
         }
         self.stats.tasks_done.fetch_add(1, Ordering::Relaxed);
         self.stats.fuel_used.fetch_add(fuel_used, Ordering::Relaxed);
-        let receipt = self.key.sign(Receipt {
+        let receipt = Receipt {
             job: work.job,
             task_index: work.task.index,
             module: work.module_cid,
             input: input.content_id(),
             outcome,
             fuel_used,
-        });
+        };
         match Bounded::new(stdout) {
-            Ok(stdout) => TaskReturn::Ran { receipt, stdout },
-            Err(_) => TaskReturn::NotRun {
+            Ok(stdout) => Finished::Ran { receipt, stdout },
+            Err(_) => Finished::NotRun {
                 index: work.task.index,
                 reason: bounded_text("the output is too large to return".to_owned()),
             },

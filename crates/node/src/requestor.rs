@@ -17,7 +17,9 @@ use idlegrid_net::{
     TaskBatch, TaskReturn,
 };
 use idlegrid_types::codec::Bounded;
-use idlegrid_types::{AccountId, ContentId, JobId, Keypair, SignedReceipt, TaskOutcome, Voucher};
+use idlegrid_types::{
+    AccountId, ContentId, JobId, Keypair, SignatureCache, SignedReceipt, TaskOutcome, Voucher,
+};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -179,6 +181,9 @@ pub struct SubmitReport {
     pub elapsed_ms: u64,
     /// From the job being open on the ledger to its last task decided.
     pub run_ms: u64,
+    /// Of that, until its first task was placed with a provider (finding
+    /// providers: their offers, stake and connections).
+    pub first_placed_ms: u64,
     /// From a task's first assignment to its acceptance (network, execution,
     /// replicas and verification), microseconds: median and 99th percentile.
     pub task_round_trip_us_p50: u64,
@@ -277,11 +282,13 @@ pub async fn submit(
         vouchers_in_flight: HashSet::new(),
         vouched: HashMap::new(),
         outputs,
+        signatures: SignatureCache::default(),
         output_failed: None,
         finished: None,
         stalled: false,
         progress: Arc::clone(&progress),
         assigned_at: HashMap::new(),
+        first_placed: None,
         round_trips_us: Vec::new(),
     };
     let commands = market.handle(unix_ms(), Input::SubmitJob(spec));
@@ -394,6 +401,10 @@ pub async fn submit(
         refund: None,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         run_ms,
+        first_placed_ms: run.first_placed.map_or(run_ms, |placed| {
+            u64::try_from(placed.saturating_duration_since(running_since).as_millis())
+                .unwrap_or(u64::MAX)
+        }),
         task_round_trip_us_p50: percentile(&mut run.round_trips_us, 50),
         task_round_trip_us_p99: percentile(&mut run.round_trips_us, 99),
         tasks: run.records.into_values().collect(),
@@ -533,6 +544,9 @@ struct RequestorLoop {
     /// Sequence of the newest voucher sent to each provider.
     vouched: HashMap<AccountId, u64>,
     outputs: OutputWriter,
+    /// Batch signatures of receipts checked so far: a provider signs the
+    /// results it returns together once.
+    signatures: SignatureCache,
     /// Why the output thread stopped.
     output_failed: Option<String>,
     finished: Option<idlegrid_market::JobSummary>,
@@ -540,6 +554,8 @@ struct RequestorLoop {
     progress: Arc<SubmitProgress>,
     /// When each undecided task was first assigned.
     assigned_at: HashMap<u64, Instant>,
+    /// When the first task was.
+    first_placed: Option<Instant>,
     round_trips_us: Vec<u64>,
 }
 
@@ -698,7 +714,7 @@ impl RequestorLoop {
         receipt: &SignedReceipt,
         stdout: &[u8],
     ) -> Result<(), &'static str> {
-        if receipt.signer != provider || receipt.verify().is_err() {
+        if receipt.signer != provider || receipt.verify_cached(&self.signatures).is_err() {
             return Err("the receipt is not signed by the provider that sent it");
         }
         let body = &receipt.body;
@@ -961,6 +977,7 @@ impl RequestorLoop {
             });
         }
         let now = Instant::now();
+        self.first_placed.get_or_insert(now);
         for tasks in batches.into_iter().filter(|batch| !batch.is_empty()) {
             let indexes: Vec<u64> = tasks.iter().map(|task| task.index).collect();
             for index in &indexes {

@@ -247,20 +247,36 @@ pub const SIGNATURE_CACHE_GENERATION: usize = 1 << 18;
 impl SignatureCache {
     /// [`Signed::verify`], remembering successes.
     pub fn verify<'a, T: Signable>(&self, signed: &'a Signed<T>) -> Result<&'a T, BadSignature> {
-        let bytes = signed.signed_bytes();
+        self.verify_raw(
+            &signed.signer,
+            T::DOMAIN,
+            &signed.signed_bytes(),
+            &signed.signature,
+        )?;
+        Ok(&signed.body)
+    }
+
+    /// [`verify_raw`], remembering successes.
+    pub fn verify_raw(
+        &self,
+        signer: &AccountId,
+        domain: &str,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), BadSignature> {
         let mut hasher = blake3::Hasher::new();
-        hasher.update(&signed.signer.0);
-        hasher.update(&signed.signature.0);
-        hasher.update(T::DOMAIN.as_bytes());
+        hasher.update(&signer.0);
+        hasher.update(&signature.0);
+        hasher.update(domain.as_bytes());
         hasher.update(&[0]);
-        hasher.update(&bytes);
+        hasher.update(message);
         let key = *hasher.finalize().as_bytes();
         if let Ok(generations) = self.generations.lock()
             && generations.iter().any(|set| set.contains(&key))
         {
-            return Ok(&signed.body);
+            return Ok(());
         }
-        verify_raw(&signed.signer, T::DOMAIN, &bytes, &signed.signature)?;
+        verify_raw(signer, domain, message, signature)?;
         if let Ok(mut generations) = self.generations.lock() {
             if generations[0].len() >= SIGNATURE_CACHE_GENERATION {
                 let current = std::mem::take(&mut generations[0]);
@@ -268,7 +284,7 @@ impl SignatureCache {
             }
             generations[0].insert(key);
         }
-        Ok(&signed.body)
+        Ok(())
     }
 }
 

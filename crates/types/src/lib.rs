@@ -18,6 +18,7 @@ pub use identity::{
     SignatureCache, Signed,
 };
 pub use work::{
-    ErrorKind, Execution, ExecutionLimits, JobId, Offer, ReExecute, Receipt, SignedOffer,
-    SignedReceipt, SignedVoucher, TaskInput, TaskOutcome, Voucher, task_seed,
+    ErrorKind, Execution, ExecutionLimits, JobId, Offer, ProofStep, RECEIPT_BATCH_MAX,
+    RECEIPT_PROOF_STEPS_MAX, ReExecute, Receipt, SignedOffer, SignedReceipt, SignedVoucher,
+    TaskInput, TaskOutcome, Voucher, task_seed,
 };

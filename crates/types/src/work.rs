@@ -8,7 +8,9 @@ use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::ContentId;
 use crate::codec::{self, Bounded};
-use crate::identity::{AccountId, Signable, Signed};
+use crate::identity::{
+    AccountId, BadSignature, Keypair, Signable, Signature, SignatureCache, Signed, verify_raw,
+};
 
 /// Most arguments a task may have.
 pub const TASK_ARGS_MAX: usize = 256;
@@ -203,11 +205,150 @@ pub struct Receipt {
     pub fuel_used: u64,
 }
 
-impl Signable for Receipt {
-    const DOMAIN: &'static str = "idlegrid receipt v1";
+/// Receipts one signature covers at most (a batch of results).
+pub const RECEIPT_BATCH_MAX: usize = 1 << RECEIPT_PROOF_STEPS_MAX;
+/// Steps in a receipt's path to its batch's root at most.
+pub const RECEIPT_PROOF_STEPS_MAX: usize = 16;
+/// The domain a batch's root is signed under.
+const RECEIPT_BATCH_DOMAIN: &str = "idlegrid receipt batch v1";
+
+/// One step up from a receipt towards the root its signature covers: the
+/// sibling's hash, and on which side it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProofStep {
+    pub sibling: [u8; 32],
+    pub sibling_on_left: bool,
 }
 
-pub type SignedReceipt = Signed<Receipt>;
+/// A provider's signed receipt. A provider signs the results it returns
+/// together once: the signature covers the root of a Merkle tree over the
+/// batch's receipts, and `proof` leads from this receipt to that root. So
+/// each receipt still stands alone as evidence (a dispute carries just
+/// it), while a batch of hundreds costs one signature to make and one to
+/// check. A receipt signed alone has an empty proof.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SignedReceipt {
+    pub body: Receipt,
+    pub signer: AccountId,
+    pub proof: Bounded<Vec<ProofStep>, RECEIPT_PROOF_STEPS_MAX>,
+    /// Over the batch's root, under its own domain.
+    pub signature: Signature,
+}
+
+impl SignedReceipt {
+    /// Signs receipts as one batch (at most [`RECEIPT_BATCH_MAX`]; more are
+    /// signed in several), in order.
+    pub fn sign_batch(key: &Keypair, receipts: Vec<Receipt>) -> Vec<SignedReceipt> {
+        let mut signed = Vec::with_capacity(receipts.len());
+        let mut receipts = receipts.into_iter().peekable();
+        while receipts.peek().is_some() {
+            let batch: Vec<Receipt> = receipts.by_ref().take(RECEIPT_BATCH_MAX).collect();
+            let levels = merkle_levels(batch.iter().map(receipt_leaf).collect());
+            let root = levels.last().and_then(|level| level.first()).copied();
+            let signature = key.sign_raw(RECEIPT_BATCH_DOMAIN, &root.unwrap_or_default());
+            for (index, body) in batch.into_iter().enumerate() {
+                let proof = merkle_proof(&levels, index);
+                signed.push(SignedReceipt {
+                    body,
+                    signer: key.account_id(),
+                    proof: Bounded::new(proof).expect("a batch is at most 2^16 receipts"),
+                    signature,
+                });
+            }
+        }
+        signed
+    }
+
+    /// Signs one receipt alone.
+    pub fn sign(key: &Keypair, receipt: Receipt) -> SignedReceipt {
+        Self::sign_batch(key, vec![receipt])
+            .pop()
+            .expect("one receipt signed")
+    }
+
+    /// The root of the batch this receipt claims to belong to.
+    pub fn root(&self) -> [u8; 32] {
+        self.proof
+            .iter()
+            .fold(receipt_leaf(&self.body), |hash, step| {
+                if step.sibling_on_left {
+                    merkle_node(&step.sibling, &hash)
+                } else {
+                    merkle_node(&hash, &step.sibling)
+                }
+            })
+    }
+
+    pub fn verify(&self) -> Result<&Receipt, BadSignature> {
+        verify_raw(
+            &self.signer,
+            RECEIPT_BATCH_DOMAIN,
+            &self.root(),
+            &self.signature,
+        )?;
+        Ok(&self.body)
+    }
+
+    /// [`Self::verify`], checking each batch's signature once: the other
+    /// receipts of a batch already checked cost only their hashes.
+    pub fn verify_cached(&self, cache: &SignatureCache) -> Result<&Receipt, BadSignature> {
+        cache.verify_raw(
+            &self.signer,
+            RECEIPT_BATCH_DOMAIN,
+            &self.root(),
+            &self.signature,
+        )?;
+        Ok(&self.body)
+    }
+}
+
+fn receipt_leaf(receipt: &Receipt) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key("idlegrid receipt leaf v1");
+    hasher.update(&codec::encode(receipt).expect("receipts encode"));
+    *hasher.finalize().as_bytes()
+}
+
+fn merkle_node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key("idlegrid receipt node v1");
+    hasher.update(left);
+    hasher.update(right);
+    *hasher.finalize().as_bytes()
+}
+
+/// Every level of the tree over `leaves`, leaves first, root last. A node
+/// without a sibling moves up unchanged.
+fn merkle_levels(leaves: Vec<[u8; 32]>) -> Vec<Vec<[u8; 32]>> {
+    let mut levels = vec![leaves];
+    while levels.last().is_some_and(|level| level.len() > 1) {
+        let below = levels.last().expect("a level");
+        let above = below
+            .chunks(2)
+            .map(|pair| match pair {
+                [left, right] => merkle_node(left, right),
+                [alone] => *alone,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+        levels.push(above);
+    }
+    levels
+}
+
+/// The path from leaf `index` up to the root of `levels`.
+fn merkle_proof(levels: &[Vec<[u8; 32]>], mut index: usize) -> Vec<ProofStep> {
+    let mut proof = Vec::new();
+    for level in &levels[..levels.len().saturating_sub(1)] {
+        let sibling = index ^ 1;
+        if let Some(hash) = level.get(sibling) {
+            proof.push(ProofStep {
+                sibling: *hash,
+                sibling_on_left: sibling < index,
+            });
+        }
+        index /= 2;
+    }
+    proof
+}
 
 /// A requestor's signed promise to pay `provider` a cumulative amount from a
 /// job's escrow. A newer voucher (higher sequence) supersedes older ones.
@@ -283,3 +424,81 @@ impl Signable for Offer {
 }
 
 pub type SignedOffer = Signed<Offer>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn receipt(task_index: u64) -> Receipt {
+        Receipt {
+            job: JobId::from_bytes([7; 32]),
+            task_index,
+            module: ContentId::of(b"module"),
+            input: ContentId::of(&task_index.to_le_bytes()),
+            outcome: TaskOutcome::Completed {
+                exit_code: 0,
+                output: ContentId::of(b"out"),
+            },
+            fuel_used: 1_000 + task_index,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_receipt_of_a_batch_verifies_alone_and_no_altered_one_does(
+            count in 1usize..300,
+            pick in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let key = Keypair::from_seed([3; 32]);
+            let signed = SignedReceipt::sign_batch(&key, (0..count as u64).map(receipt).collect());
+            prop_assert_eq!(signed.len(), count);
+            // One signature for the batch.
+            prop_assert!(signed.iter().all(|one| one.signature == signed[0].signature));
+            for one in &signed {
+                prop_assert!(one.verify().is_ok());
+                // Alone, through the encoding a dispute carries it in.
+                let decoded: SignedReceipt =
+                    codec::decode(&codec::encode(one).expect("encodes"), 4096).expect("decodes");
+                prop_assert!(decoded.verify().is_ok());
+            }
+            let mut altered = signed[pick.index(count)].clone();
+            altered.body.fuel_used += 1;
+            prop_assert!(altered.verify().is_err());
+            // Another receipt's place in the tree does not fit this one.
+            if count > 1 {
+                let mut moved = signed[pick.index(count)].clone();
+                let other = &signed[(pick.index(count) + 1) % count];
+                moved.proof = other.proof.clone();
+                prop_assert!(moved.verify().is_err());
+                let mut flipped = signed[pick.index(count)].clone();
+                if !flipped.proof.is_empty() {
+                    let mut steps = flipped.proof.to_vec();
+                    let at = flip.index(steps.len());
+                    steps[at].sibling_on_left = !steps[at].sibling_on_left;
+                    flipped.proof = Bounded::new(steps).expect("same length");
+                    prop_assert!(flipped.verify().is_err());
+                }
+            }
+            // Someone else's key over the same root does not pass either.
+            let mut forged = signed[pick.index(count)].clone();
+            forged.signer = Keypair::from_seed([4; 32]).account_id();
+            prop_assert!(forged.verify().is_err());
+        }
+    }
+
+    #[test]
+    fn a_cache_checks_a_batch_signature_once_and_still_refuses_forgeries() {
+        let key = Keypair::from_seed([3; 32]);
+        let cache = SignatureCache::default();
+        let signed = SignedReceipt::sign_batch(&key, (0..64).map(receipt).collect());
+        for one in &signed {
+            assert!(one.verify_cached(&cache).is_ok());
+        }
+        let mut altered = signed[5].clone();
+        altered.body.task_index = 6;
+        assert!(altered.verify_cached(&cache).is_err());
+        assert!(SignedReceipt::sign(&key, receipt(1)).proof.is_empty());
+    }
+}
