@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use idlegrid_market::MarketConfig;
-use idlegrid_net::{Multiaddr, OverlayConfig};
+use idlegrid_net::{Event, Multiaddr, Overlay, OverlayConfig, Request, Response};
 use idlegrid_node::jobspec::JobFile;
 use idlegrid_node::provider::{ProviderConfig, ProviderStats, ProviderSummary, run_provider};
 use idlegrid_node::requestor::{SubmitConfig, SubmitProgress, SubmitReport, submit};
@@ -68,7 +68,7 @@ struct Sizes {
 
 const FULL: Sizes = Sizes {
     round_trip_tasks: 2_000,
-    throughput_tasks: 10_000,
+    throughput_tasks: 30_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -141,6 +141,7 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    let overlay_requests = runtime.block_on(overlay_round_trips(sizes.round_trip_tasks))?;
     let reports = runtime.block_on(async {
         let mut network = Network {
             api: format!("http://{}", validator.api),
@@ -173,6 +174,16 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
             format!("the same task run directly in the sandbox ({name}); ratio = baseline / value"),
         )));
     }
+    // The floor under a task's round trip: the overlay's own request and
+    // answer (a task's trip is one request each way).
+    let task_p50_ms = round_trip.task_round_trip_us_p50 as f64 / 1e3;
+    rows.push(Measurement::new(
+        "e2e_overlay_request_p50",
+        overlay_requests.as_secs_f64() * 1e3,
+        "ms",
+        task_p50_ms,
+        "an empty request answered between two overlay nodes, against the task round trip p50; ratio = value / baseline",
+    ));
     let direct_rate = throughput_direct.per_second();
     for (replicas, report) in [(1, replicas_1), (2, replicas_2)] {
         // Sustained: from the first task placed to the last decided, so
@@ -249,6 +260,72 @@ async fn measure(
         )
         .await?;
     Ok([round_trip, replicas_1, replicas_2])
+}
+
+/// The median time for one overlay node to send another an empty request
+/// (`JobDone`) and have its answer, over `count` requests one after
+/// another, on loopback TCP.
+async fn overlay_round_trips(count: u64) -> anyhow::Result<Duration> {
+    let config = || -> anyhow::Result<OverlayConfig> {
+        let mut overlay = OverlayConfig::new(CHAIN_ID);
+        overlay.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+        overlay.mdns = false;
+        Ok(overlay)
+    };
+    let server_key = Keypair::from_seed([201; 32]);
+    let (server, mut server_events, _server_driver) = Overlay::start(&server_key, config()?)?;
+    loop {
+        match tokio::time::timeout(STARTUP_TIMEOUT, server_events.recv()).await {
+            Ok(Some(Event::Listening(_))) => break,
+            Ok(Some(_)) => {}
+            _ => bail!("the overlay's test server did not listen"),
+        }
+    }
+    let address = server
+        .listen_addresses()
+        .await?
+        .into_iter()
+        .next()
+        .context("the overlay's test server listens nowhere")?;
+    tokio::spawn(async move {
+        while let Some(event) = server_events.recv().await {
+            if let Event::Request { reply, .. } = event {
+                reply.send(Response::Ok);
+            }
+        }
+    });
+    let mut client_config = config()?;
+    client_config.bootstrap = vec![address];
+    let (client, _client_events, _client_driver) =
+        Overlay::start(&Keypair::from_seed([202; 32]), client_config)?;
+    let job = idlegrid_types::JobId::from_bytes([0; 32]);
+    let peer = server.account();
+    // The first requests connect (the client knows the server's address
+    // from its bootstrap list) and warm up.
+    let connected = tokio::time::timeout(STARTUP_TIMEOUT, async {
+        while client
+            .request(&peer, Request::JobDone { job })
+            .await
+            .is_err()
+        {}
+    });
+    connected
+        .await
+        .map_err(|_| anyhow!("the overlay's test client did not connect"))?;
+    for _ in 0..100 {
+        client.request(&peer, Request::JobDone { job }).await?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..count {
+        let started = Instant::now();
+        client.request(&peer, Request::JobDone { job }).await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times
+        .get(times.len() / 2)
+        .copied()
+        .context("no overlay requests were measured")
 }
 
 /// A measurement whose ratio is baseline over value: below 1 when the

@@ -135,7 +135,17 @@ pub struct TaskRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// Providers whose result was the accepted one.
-    pub providers: Vec<String>,
+    #[serde(serialize_with = "accounts_as_text")]
+    pub providers: Vec<AccountId>,
+}
+
+/// Accounts as their `did:key` text (encoded when `results.json` is
+/// written, not as each task is decided).
+fn accounts_as_text<S: serde::Serializer>(
+    accounts: &[AccountId],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(accounts.iter().map(ToString::to_string))
 }
 
 /// A dispute the requestor filed.
@@ -395,7 +405,11 @@ pub async fn submit(
         escrow: job_file.budget,
         opened_height,
         deadline_height,
-        providers: run.providers,
+        providers: run
+            .providers
+            .into_iter()
+            .map(|(provider, record)| (provider.to_string(), record))
+            .collect(),
         disputes: run.dispute_records,
         redeemed: None,
         refund: None,
@@ -532,7 +546,7 @@ struct RequestorLoop {
     /// Results of undecided tasks.
     pending: HashMap<u64, Vec<PendingResult>>,
     records: BTreeMap<u64, TaskRecord>,
-    providers: BTreeMap<String, ProviderRecord>,
+    providers: BTreeMap<AccountId, ProviderRecord>,
     dispute_records: Vec<DisputeRecord>,
     stake_read: HashMap<AccountId, Instant>,
     /// The newest voucher owed to each provider, signed or not.
@@ -670,10 +684,7 @@ impl RequestorLoop {
                             self.progress
                                 .fuel_executed
                                 .fetch_add(fuel_used, Ordering::Relaxed);
-                            self.providers
-                                .entry(provider.to_string())
-                                .or_default()
-                                .results += 1;
+                            self.providers.entry(provider).or_default().results += 1;
                             let stdout = matches!(outcome, TaskOutcome::Completed { .. })
                                 .then(|| stdout.into_inner());
                             self.pending
@@ -809,7 +820,7 @@ impl RequestorLoop {
                     cumulative_fuel,
                     sequence,
                 } => {
-                    let record = self.providers.entry(provider.to_string()).or_default();
+                    let record = self.providers.entry(provider).or_default();
                     record.paid = cumulative_amount;
                     record.fuel_paid = cumulative_fuel;
                     self.progress.paid.store(
@@ -920,7 +931,7 @@ impl RequestorLoop {
         let providers = results
             .iter()
             .filter(|(_, result, _)| *result == outcome)
-            .map(|(provider, _, _)| provider.to_string())
+            .map(|(provider, _, _)| *provider)
             .collect();
         let mut record = TaskRecord {
             index: task,
