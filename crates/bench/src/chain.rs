@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,13 @@ pub struct Options {
     /// Short windows: checks that the benchmark runs.
     #[arg(long)]
     quick: bool,
+    /// Where the validators keep their ledgers and consensus journals (a
+    /// temporary directory inside it per configuration, removed at the
+    /// end). Consensus creates and deletes a journal file per view, so a
+    /// file system slow to create files shows in the figures; the default
+    /// is the system's temporary directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 /// Funded accounts that send the transfers: the pool holds only
@@ -126,7 +134,7 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     // their directories go only once nothing writes to them.
     let mut finished = Vec::new();
     for validators in [1, 4] {
-        let mut network = Network::start(validators, &keys)?;
+        let mut network = Network::start(validators, &keys, options.dir.as_deref())?;
         let idle_interval = network.idle_block_interval(phases.idle)?;
         let load = network.load(&transfers, phases)?;
         network.check_agreement()?;
@@ -251,8 +259,12 @@ struct Network {
 impl Network {
     /// Writes a testnet funding every sender, starts its validators and
     /// waits until each has finalized a few blocks.
-    fn start(validators: usize, keys: &[Keypair]) -> anyhow::Result<Self> {
-        let directory = tempfile::tempdir()?;
+    fn start(validators: usize, keys: &[Keypair], dir: Option<&Path>) -> anyhow::Result<Self> {
+        let directory = match dir {
+            Some(dir) => tempfile::tempdir_in(dir)
+                .with_context(|| format!("failed to make a directory in {}", dir.display()))?,
+            None => tempfile::tempdir()?,
+        };
         let base = free_ports(2 * validators)?;
         let plan = TestnetPlan {
             validators,

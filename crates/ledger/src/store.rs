@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -124,11 +124,21 @@ impl<S: Store> Store for Layered<'_, S> {
 
 const STATE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("ledger_state");
 
+/// The state table as one read transaction sees it.
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 /// The ledger in a redb file: one write transaction per block, durable when
 /// `commit` returns.
+///
+/// Reads go through one read transaction kept open between commits (a
+/// block's execution reads thousands of keys, and opening a transaction
+/// and its table for each cost as much as the lookup itself). Every commit
+/// drops it, so the next read sees the new state and redb can reuse the
+/// pages the commit replaced. Clones share the file and the reader.
 #[derive(Clone)]
 pub struct RedbStore {
     database: Arc<redb::Database>,
+    reader: Arc<Mutex<Option<ReadTable>>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -148,18 +158,34 @@ impl RedbStore {
         transaction.commit().map_err(StoreError::from_display)?;
         Ok(Self {
             database: Arc::new(database),
+            reader: Arc::default(),
         })
     }
 
-    /// The state table as of the last commit.
-    fn read_table(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, StoreError> {
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(StoreError::from_display)?;
-        transaction
-            .open_table(STATE)
-            .map_err(StoreError::from_display)
+    /// Runs `read` on the state table as of the last commit (opened once
+    /// per commit).
+    fn with_table<T>(
+        &self,
+        read: impl FnOnce(&ReadTable) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut reader = self.reader_slot()?;
+        let table = match reader.take() {
+            Some(table) => table,
+            None => self
+                .database
+                .begin_read()
+                .map_err(StoreError::from_display)?
+                .open_table(STATE)
+                .map_err(StoreError::from_display)?,
+        };
+        let table = reader.insert(table);
+        read(table)
+    }
+
+    fn reader_slot(&self) -> Result<MutexGuard<'_, Option<ReadTable>>, StoreError> {
+        self.reader
+            .lock()
+            .map_err(|_| StoreError("the store's reader is poisoned".to_owned()))
     }
 
     /// Writes `batch` in a write transaction and drops it without committing:
@@ -197,27 +223,34 @@ fn write_batch(transaction: &redb::WriteTransaction, batch: WriteBatch) -> Resul
 
 impl Store for RedbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let table = self.read_table()?;
-        Ok(table
-            .get(key)
-            .map_err(StoreError::from_display)?
-            .map(|value| value.value().to_vec()))
+        self.with_table(|table| {
+            Ok(table
+                .get(key)
+                .map_err(StoreError::from_display)?
+                .map(|value| value.value().to_vec()))
+        })
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        let table = self.read_table()?;
-        let mut entries = Vec::new();
-        for entry in table.range(prefix..).map_err(StoreError::from_display)? {
-            let (key, value) = entry.map_err(StoreError::from_display)?;
-            if !key.value().starts_with(prefix) {
-                break;
+        self.with_table(|table| {
+            let mut entries = Vec::new();
+            for entry in table.range(prefix..).map_err(StoreError::from_display)? {
+                let (key, value) = entry.map_err(StoreError::from_display)?;
+                if !key.value().starts_with(prefix) {
+                    break;
+                }
+                entries.push((key.value().to_vec(), value.value().to_vec()));
             }
-            entries.push((key.value().to_vec(), value.value().to_vec()));
-        }
-        Ok(entries)
+            Ok(entries)
+        })
     }
 
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        // Reads after the commit must see it, and an open read transaction
+        // would keep the pages it replaces in use: the reader goes, and no
+        // clone opens another until the commit is done.
+        let mut reader = self.reader_slot()?;
+        reader.take();
         let transaction = self
             .database
             .begin_write()
