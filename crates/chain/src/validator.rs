@@ -40,17 +40,9 @@ pub struct ValidatorSettings {
     pub engine: EngineConfig,
 }
 
-/// Messages per second one peer may send on one channel.
+/// Messages per second one peer may send on one channel (also sizes the
+/// network's queues: peers × burst per channel).
 const QUOTA_PER_SECOND: u32 = 1_000;
-/// Messages one peer may send on one channel at once, above the steady
-/// rate. The network sizes every channel's inbound queue and the outbound
-/// queue for this burst from every peer it may retain (400 with 100
-/// validators and four tracked sets), and allocates those queues at start:
-/// a burst of 1,000 (the rate's default) made about 1.3 GB per validator,
-/// touched page by page before the validator could run. A validator sends
-/// a peer a few messages per view and one relay message per interval, far
-/// below this.
-const QUOTA_BURST: u32 = 128;
 
 /// Runs a validator until its engine stops (it does not stop on its own).
 /// `started` is called once the engine runs, with the store of finalized
@@ -98,7 +90,7 @@ pub fn run<S: Store + Send + 'static>(
         );
         let (mut network, mut oracle) = discovery::Network::new(context.child("network"), p2p);
         let _ = oracle.track(0, participants);
-        let quota = Quota::per_second(NZU32!(QUOTA_PER_SECOND)).allow_burst(NZU32!(QUOTA_BURST));
+        let quota = Quota::per_second(NZU32!(QUOTA_PER_SECOND));
         let mut register = |id| network.register(id, quota);
         let channels = Channels {
             votes: register(channel::VOTES),
