@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Testnet, get, idlegrid, transfer, try_submit, wait_until};
+use common::{Testnet, get, idlegrid, poll_until, transfer, try_submit, wait_until};
 use idlegrid_node::read_key;
 use idlegrid_types::{AccountId, Keypair};
 use serde_json::Value;
@@ -132,6 +132,24 @@ fn a_validator_killed_mid_stream_restarts_catches_up_and_agrees() {
     );
 }
 
+/// Every validator holds the same block, on the same state, at `height`.
+fn assert_same_block(net: &Testnet, height: u64) {
+    let blocks: Vec<(Value, Value)> = net
+        .apis
+        .iter()
+        .map(|api| {
+            let (status, body) = get(&format!("{api}/v1/blocks/{height}")).expect("answers");
+            assert_eq!(status, 200, "block {height} at {api}: {body}");
+            (body["digest"].clone(), body["parent_state_root"].clone())
+        })
+        .collect();
+    assert!(
+        blocks.iter().all(|block| *block == blocks[0]),
+        "validators disagree at height {height}: {blocks:?}\n{}",
+        net.logs()
+    );
+}
+
 /// The current epoch's validators, as validator `index` reports them.
 fn validators(net: &Testnet, index: usize) -> Vec<String> {
     net.status(index)["validators"]
@@ -180,31 +198,16 @@ fn a_validator_that_unstakes_leaves_the_next_epochs_set_and_keeps_following() {
             net.height(index) >= target
         });
     }
-    let blocks: Vec<(Value, Value)> = net
-        .apis
-        .iter()
-        .map(|api| {
-            let (status, body) = get(&format!("{api}/v1/blocks/{target}")).expect("answers");
-            assert_eq!(status, 200, "block {target} at {api}: {body}");
-            (body["digest"].clone(), body["parent_state_root"].clone())
-        })
-        .collect();
-    assert!(
-        blocks.iter().all(|block| *block == blocks[0]),
-        "validators disagree at height {target}: {blocks:?}\n{}",
-        net.logs()
-    );
+    assert_same_block(&net, target);
 }
 
 /// [`wait_until`] for [`CATCH_UP`], failing with the validators' logs.
-fn wait_for(net: &Testnet, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + CATCH_UP;
-    while !condition() {
-        if std::time::Instant::now() >= deadline {
-            panic!("timed out waiting for {what}\n{}", net.logs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(net: &Testnet, what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(CATCH_UP, condition),
+        "timed out waiting for {what}\n{}",
+        net.logs()
+    );
 }
 
 #[test]
@@ -290,20 +293,7 @@ fn a_new_validator_stakes_is_elected_catches_up_and_votes() {
             net.height(index) >= target
         });
     }
-    let blocks: Vec<(Value, Value)> = net
-        .apis
-        .iter()
-        .map(|api| {
-            let (status, body) = get(&format!("{api}/v1/blocks/{target}")).expect("answers");
-            assert_eq!(status, 200, "block {target} at {api}: {body}");
-            (body["digest"].clone(), body["parent_state_root"].clone())
-        })
-        .collect();
-    assert!(
-        blocks.iter().all(|block| *block == blocks[0]),
-        "validators disagree at height {target}: {blocks:?}\n{}",
-        net.logs()
-    );
+    assert_same_block(&net, target);
     // It votes: with a genesis validator stopped, the other four of five
     // are a quorum only with the newcomer.
     net.kill(3);

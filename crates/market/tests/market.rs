@@ -394,7 +394,8 @@ fn short_tasks_widen_a_providers_window_and_a_batch_of_results_pays_once() {
         Input::SubmitJob(job(1_000, Policy::Replicas(1), u64::MAX)),
     ));
     assert_eq!(first.len(), 2);
-    let answer = |tasks: &[(u64, u64)]| -> Vec<Input> {
+    // Each assigned task answered, having used `fuel_used`.
+    let answer_using = |tasks: &[(u64, u64)], fuel_used: u64| -> Vec<Input> {
         tasks
             .iter()
             .map(|(task, _)| Input::Result {
@@ -403,12 +404,13 @@ fn short_tasks_widen_a_providers_window_and_a_batch_of_results_pays_once() {
                 task: *task,
                 result: TaskResult {
                     outcome: truth(*task),
-                    fuel_used: 1_000,
+                    fuel_used,
                     receipt: None,
                 },
             })
             .collect()
     };
+    let answer = |tasks: &[(u64, u64)]| answer_using(tasks, 1_000);
     // Tasks of a microsecond: it is given twenty milliseconds of them,
     // up to the most per core.
     let commands = market.handle_all(1, answer(&first));
@@ -438,19 +440,7 @@ fn short_tasks_widen_a_providers_window_and_a_batch_of_results_pays_once() {
     // Tasks that turn out long shrink it back: nothing more is placed
     // until it holds fewer than two.
     let third = assigned(&commands);
-    let long: Vec<Input> = third
-        .iter()
-        .map(|(task, _)| Input::Result {
-            provider,
-            job: id,
-            task: *task,
-            result: TaskResult {
-                outcome: truth(*task),
-                fuel_used: FUEL,
-                receipt: None,
-            },
-        })
-        .collect();
+    let long = answer_using(&third, FUEL);
     let commands = market.handle_all(3, long);
     assert!(market.window(&provider) < most as u32);
     assert!(assigned(&commands).len() <= market.window(&provider) as usize);

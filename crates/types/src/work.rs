@@ -280,19 +280,22 @@ impl SignedReceipt {
     }
 
     pub fn verify(&self) -> Result<&Receipt, BadSignature> {
-        verify_raw(
-            &self.signer,
-            RECEIPT_BATCH_DOMAIN,
-            &self.root(),
-            &self.signature,
-        )?;
-        Ok(&self.body)
+        self.verify_with(verify_raw)
     }
 
     /// [`Self::verify`], checking each batch's signature once: the other
     /// receipts of a batch already checked cost only their hashes.
     pub fn verify_cached(&self, cache: &SignatureCache) -> Result<&Receipt, BadSignature> {
-        cache.verify_raw(
+        self.verify_with(|signer, domain, message, signature| {
+            cache.verify_raw(signer, domain, message, signature)
+        })
+    }
+
+    fn verify_with(
+        &self,
+        check: impl FnOnce(&AccountId, &str, &[u8], &Signature) -> Result<(), BadSignature>,
+    ) -> Result<&Receipt, BadSignature> {
+        check(
             &self.signer,
             RECEIPT_BATCH_DOMAIN,
             &self.root(),

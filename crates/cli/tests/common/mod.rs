@@ -50,12 +50,23 @@ pub fn free_ports(count: usize) -> u16 {
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, condition),
+        "timed out waiting for {what}"
+    );
+}
+
+/// Polls `condition` until it holds (true) or `timeout` passes (false).
+pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 pub fn get(url: &str) -> Result<(u16, Value), String> {
