@@ -582,7 +582,8 @@ impl Load {
         let mut total = 0;
         for (node, validator) in validators.iter().enumerate() {
             let room = IN_FLIGHT_MAX.saturating_sub(self.in_flight);
-            let mut batch = Vec::new();
+            // Who sent each transfer, and the transfers.
+            let (mut senders, mut batch) = (Vec::new(), Vec::new());
             while batch.len() < room.min(SUBMIT_BATCH) {
                 let Some(sender) = self.ready[node].pop_front() else {
                     break;
@@ -592,7 +593,8 @@ impl Load {
                     self.queued[sender] = false;
                     continue;
                 };
-                batch.push((sender, transfer));
+                senders.push(sender);
+                batch.push(transfer);
                 self.outstanding[sender] += 1;
                 if self.outstanding[sender] < NONCES_AHEAD_MAX {
                     self.ready[node].push_back(sender);
@@ -605,15 +607,14 @@ impl Load {
             }
             let submitted = Instant::now();
             let mut hashes = Vec::with_capacity(batch.len());
-            // As the API does: signatures outside the node's lock.
+            // As the relay does: signatures outside the node's lock, as one
+            // batch.
             if let Some(cache) = idlegrid_chain::signature_cache(&validator.node) {
-                for (_, transfer) in &batch {
-                    let _ = cache.verify(transfer);
-                }
+                let _ = cache.verify_many(&batch);
             }
             {
                 let mut guard = lock(validator)?;
-                for (sender, transfer) in batch {
+                for (sender, transfer) in senders.into_iter().zip(batch) {
                     let hash = guard.submit(transfer).map_err(|refused| {
                         anyhow::anyhow!(
                             "validator {node} refused a transfer ({}): {refused}",

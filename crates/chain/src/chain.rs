@@ -151,7 +151,8 @@ impl<S: Store> Chain<S> {
     }
 
     /// Builds a block on `parent` from the mempool (dropping what no longer
-    /// applies) and keeps it as pending.
+    /// applies) and keeps it as pending, executed once: building it
+    /// executed it.
     pub fn propose(
         &mut self,
         parent: ContentId,
@@ -161,18 +162,28 @@ impl<S: Store> Chain<S> {
         let view = self.view(parent)?;
         // Leave room for the block's own fields.
         let room = self.bytes_max.saturating_sub(1024);
-        let selection = mempool.propose(&view, self.transactions_max, room, executor)?;
+        let built = mempool.propose(&view, self.transactions_max, room, executor)?;
         let block = Block {
             parent,
             height: view.height() + 1,
             parent_state_root: view.state_root(),
-            transactions: Bounded::new(selection.included).map_err(|_| Invalid::TooLarge {
-                bytes: usize::MAX,
-                max: self.bytes_max,
+            transactions: Bounded::new(built.selection.included).map_err(|_| {
+                Invalid::TooLarge {
+                    bytes: usize::MAX,
+                    max: self.bytes_max,
+                }
             })?,
         };
         drop(view);
-        self.verify(&block, executor)?;
+        self.pending.insert(
+            block.digest(),
+            Pending {
+                parent,
+                height: block.height,
+                writes: built.writes,
+                outcome: built.outcome,
+            },
+        );
         Ok(block)
     }
 

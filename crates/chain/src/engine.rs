@@ -1034,16 +1034,19 @@ fn start_relay<E, S, R, St>(
                 tracing::debug!(peer = %account_of(&from), "malformed relay message");
                 continue;
             };
-            // Signatures first, outside the node's lock; the pool then
-            // finds them checked.
-            let batch: Vec<SignedTransaction> = batch
-                .into_iter()
-                .filter(|transaction| {
-                    signatures
-                        .as_ref()
-                        .is_none_or(|cache| cache.verify(transaction).is_ok())
-                })
-                .collect();
+            // Signatures first, outside the node's lock and as one batch;
+            // the pool then finds them checked.
+            let batch: Vec<SignedTransaction> = match &signatures {
+                Some(cache) => {
+                    let answers = cache.verify_many(&batch);
+                    batch
+                        .into_iter()
+                        .zip(answers)
+                        .filter_map(|(transaction, answer)| answer.is_ok().then_some(transaction))
+                        .collect()
+                }
+                None => batch,
+            };
             let Ok(mut node) = node.lock() else {
                 return;
             };

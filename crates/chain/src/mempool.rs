@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use idlegrid_ledger::{
-    Ledger, LedgerError, Rejection, Selection, SignedTransaction, Store, transaction_hash,
+    BuiltBlock, Ledger, LedgerError, Rejection, SignedTransaction, Store, transaction_hash,
 };
 use idlegrid_types::{AccountId, ContentId, ReExecute, codec};
 
@@ -262,7 +262,7 @@ impl Mempool {
         max_count: usize,
         max_bytes: usize,
         executor: &dyn ReExecute,
-    ) -> Result<Selection, LedgerError> {
+    ) -> Result<BuiltBlock, LedgerError> {
         // Each account's executable run, in nonce order.
         let mut runs: Vec<Vec<&Pending>> = Vec::new();
         let mut senders: Vec<&AccountId> = self.accounts.keys().collect();
@@ -300,12 +300,12 @@ impl Mempool {
                 heads.push((next.transaction.body.fee, next.hash, index));
             }
         }
-        let selection = ledger.select(ordered, max_count, max_bytes, executor)?;
-        for (hash, rejection) in &selection.dropped {
+        let built = ledger.build_block(ordered, max_count, max_bytes, executor)?;
+        for (hash, rejection) in &built.selection.dropped {
             self.remove(hash);
             self.remember_dropped(*hash, rejection.clone());
         }
-        Ok(selection)
+        Ok(built)
     }
 
     /// After a block is finalized and applied: forgets what it included and

@@ -41,7 +41,8 @@ fn proposes_by_fee_across_accounts_and_by_nonce_within_one() {
     }
     let selection = pool
         .propose(&ledger, 100, 1 << 20, &NoReExecution)
-        .expect("propose");
+        .expect("propose")
+        .selection;
     let (one, two, three) = (
         key(1).account_id(),
         key(2).account_id(),
@@ -93,7 +94,8 @@ fn refuses_what_cannot_apply_with_a_reason() {
     // Once nonce 0 is in a block, it is stale.
     let block = pool
         .propose(&ledger, 100, 1 << 20, &NoReExecution)
-        .expect("propose");
+        .expect("propose")
+        .selection;
     let outcome = ledger
         .apply_block(1, &block.included, &NoReExecution)
         .expect("apply");
@@ -130,7 +132,8 @@ fn a_full_pool_evicts_the_cheapest_and_what_depends_on_it() {
     assert_eq!(pool.len(), 2);
     let selection = pool
         .propose(&ledger, 100, 1 << 20, &NoReExecution)
-        .expect("propose");
+        .expect("propose")
+        .selection;
     assert_eq!(
         order(&selection.included),
         vec![(key(2).account_id(), 0), (key(3).account_id(), 0)]
@@ -146,7 +149,8 @@ fn a_transaction_that_no_longer_applies_is_dropped_with_its_reason() {
     insert(&mut pool, &ledger, transfer(1, 1, 1, 600)).expect("taken");
     let selection = pool
         .propose(&ledger, 100, 1 << 20, &NoReExecution)
-        .expect("propose");
+        .expect("propose")
+        .selection;
     assert_eq!(selection.included.len(), 1);
     assert_eq!(selection.dropped.len(), 1);
     assert_eq!(selection.dropped[0].1.code(), "insufficient_balance");
@@ -164,12 +168,14 @@ fn blocks_respect_count_and_byte_limits() {
     }
     let by_count = pool
         .propose(&ledger, 7, 1 << 20, &NoReExecution)
-        .expect("propose");
+        .expect("propose")
+        .selection;
     assert_eq!(by_count.included.len(), 7);
     let one = by_count.bytes / 7;
     let by_bytes = pool
         .propose(&ledger, 100, one * 3 + one / 2, &NoReExecution)
-        .expect("propose");
+        .expect("propose")
+        .selection;
     assert_eq!(by_bytes.included.len(), 3);
     assert!(by_bytes.bytes <= one * 3 + one / 2);
 }
@@ -195,7 +201,7 @@ proptest! {
             prop_assert!(pool.len() <= 12);
         }
         for _ in 0..blocks {
-            let selection = pool.propose(&ledger, 5, 1 << 20, &NoReExecution).expect("propose");
+            let selection = pool.propose(&ledger, 5, 1 << 20, &NoReExecution).expect("propose").selection;
             prop_assert!(selection.included.len() <= 5);
             let height = ledger.height() + 1;
             let outcome = ledger.apply_block(height, &selection.included, &NoReExecution).expect("apply");

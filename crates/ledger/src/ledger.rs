@@ -60,6 +60,15 @@ pub struct Selection {
     pub dropped: Vec<(ContentId, Rejection)>,
 }
 
+/// A block built by [`Ledger::build_block`]: what was picked and dropped,
+/// and the picked transactions executed as a block.
+#[derive(Debug)]
+pub struct BuiltBlock {
+    pub selection: Selection,
+    pub writes: crate::store::WriteBatch,
+    pub outcome: BlockOutcome,
+}
+
 /// Where a finalized transaction landed (kept outside the authenticated
 /// state, for the API's "is my transaction in?").
 #[derive(Debug, Clone, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
@@ -305,43 +314,48 @@ impl<S: Store> Ledger<S> {
             .map(ContentId::from_bytes))
     }
 
-    /// Picks the next block's transactions from `candidates`, in their
-    /// order: each is tried on top of the ones already picked, a rejected
-    /// one is dropped with its reason, and picking stops at `max_count`
-    /// transactions or `max_bytes` of encoded transactions. Every picked
-    /// transaction applies when the block does (the proposer's half of
-    /// "a block is valid only if every transaction applies").
-    pub fn select(
+    /// Builds the next block from `candidates`, in their order: each is
+    /// tried on top of the ones already picked, a rejected one is dropped
+    /// with its reason, and picking stops at `max_count` transactions or
+    /// `max_bytes` of encoded transactions. Every picked transaction
+    /// applies when the block does (the proposer's half of "a block is
+    /// valid only if every transaction applies"), and the block comes back
+    /// executed: its writes and outcome are what [`Ledger::execute_block`]
+    /// gives for the picked transactions, so a proposer does not execute
+    /// its own block twice.
+    pub fn build_block(
         &self,
         candidates: impl IntoIterator<Item = SignedTransaction>,
         max_count: usize,
         max_bytes: usize,
         executor: &dyn ReExecute,
-    ) -> Result<Selection, LedgerError> {
-        let height = self.height + 1;
-        let scope = self.scope(height, executor);
-        let mut overlay = Overlay::new(&self.store);
-        block_step(apply::release_unbondings(&mut overlay, height))?;
+    ) -> Result<BuiltBlock, LedgerError> {
+        let mut run = BlockRun::start(self, self.height + 1, executor)?;
         let mut selection = Selection::default();
         for signed in candidates {
             if selection.included.len() >= max_count {
                 break;
             }
-            let size = codec::encode(&signed).map_or(usize::MAX, |bytes| bytes.len());
-            if selection.bytes.saturating_add(size) > max_bytes {
+            let encoded = codec::encode(&signed).unwrap_or_default();
+            if encoded.is_empty() || selection.bytes.saturating_add(encoded.len()) > max_bytes {
                 continue;
             }
-            match apply_one(&mut overlay, &scope, &signed)? {
-                Ok(_) => {
-                    selection.bytes += size;
+            let hash = ContentId::of(&encoded);
+            match apply_one(&mut run.overlay, &run.scope, &signed)? {
+                Ok(events) => {
+                    run.record(hash, Ok(events));
+                    selection.bytes += encoded.len();
                     selection.included.push(signed);
                 }
-                Err(rejection) => selection
-                    .dropped
-                    .push((transaction_hash(&signed), rejection)),
+                Err(rejection) => selection.dropped.push((hash, rejection)),
             }
         }
-        Ok(selection)
+        let (writes, outcome) = run.finish()?;
+        Ok(BuiltBlock {
+            selection,
+            writes,
+            outcome,
+        })
     }
 
     /// Computes a block's writes and outcome without committing them.
@@ -351,58 +365,13 @@ impl<S: Store> Ledger<S> {
         transactions: &[SignedTransaction],
         executor: &dyn ReExecute,
     ) -> Result<(crate::store::WriteBatch, BlockOutcome), LedgerError> {
-        if height != self.height + 1 {
-            return Err(LedgerError::UnexpectedHeight {
-                expected: self.height + 1,
-                found: height,
-            });
+        let mut run = BlockRun::start(self, height, executor)?;
+        run.results.reserve(transactions.len());
+        for signed in transactions {
+            let outcome = apply_one(&mut run.overlay, &run.scope, signed)?;
+            run.record(transaction_hash(signed), outcome);
         }
-        let scope = self.scope(height, executor);
-        let mut overlay = Overlay::new(&self.store);
-        let mut block_events = block_step(apply::release_unbondings(&mut overlay, height))?;
-        let mut results = Vec::with_capacity(transactions.len());
-        // Counted over the jobs this block opens, not its transactions, so
-        // the index does not depend on rejected transactions around them.
-        let mut jobs_opened = 0u32;
-        for (index, signed) in transactions.iter().enumerate() {
-            let outcome = apply_one(&mut overlay, &scope, signed)?;
-            let hash = transaction_hash(signed);
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            for event in outcome.iter().flatten() {
-                if let Event::JobOpened { job, .. } = event {
-                    overlay.put_raw(keys::job_opened(height, jobs_opened, job), Some(Vec::new()));
-                    jobs_opened = jobs_opened.saturating_add(1);
-                }
-            }
-            let record = TxRecord {
-                height,
-                index,
-                rejected: outcome
-                    .as_ref()
-                    .err()
-                    .map(|rejection| (rejection.code().to_owned(), rejection.to_string())),
-            };
-            overlay.put(keys::tx_at(&hash), &record);
-            results.push(TxResult { hash, outcome });
-        }
-        if height.is_multiple_of(self.params.epoch_length_blocks) {
-            block_events.extend(block_step(apply::epoch_rewards(
-                &mut overlay,
-                &self.params,
-            ))?);
-            apply::record_validator_set(&mut overlay, height / self.params.epoch_length_blocks)?;
-        }
-        overlay.put(keys::meta(META_HEIGHT), &height);
-        let state_root = root::update(&mut overlay, &self.store, height)?;
-        Ok((
-            overlay.into_batch(),
-            BlockOutcome {
-                height,
-                state_root,
-                transactions: results,
-                block_events,
-            },
-        ))
+        run.finish()
     }
 
     fn scope<'a>(&'a self, height: u64, executor: &'a dyn ReExecute) -> BlockScope<'a> {
@@ -555,6 +524,92 @@ impl<S: Store> Ledger<S> {
         }
         let fees: u64 = overlay.get(&keys::meta(apply::META_FEES))?.unwrap_or(0);
         Ok(total + fees)
+    }
+}
+
+/// A block being executed over a ledger's committed state: the block-level
+/// steps before its transactions, each transaction's outcome and record as
+/// it comes, and the block-level steps and state root after them.
+struct BlockRun<'a, S: Store> {
+    ledger: &'a Ledger<S>,
+    scope: BlockScope<'a>,
+    overlay: Overlay<'a, S>,
+    block_events: Vec<Event>,
+    results: Vec<TxResult>,
+    /// Counted over the jobs this block opens, not its transactions, so
+    /// the index does not depend on rejected transactions around them.
+    jobs_opened: u32,
+}
+
+impl<'a, S: Store> BlockRun<'a, S> {
+    fn start(
+        ledger: &'a Ledger<S>,
+        height: u64,
+        executor: &'a dyn ReExecute,
+    ) -> Result<Self, LedgerError> {
+        if height != ledger.height + 1 {
+            return Err(LedgerError::UnexpectedHeight {
+                expected: ledger.height + 1,
+                found: height,
+            });
+        }
+        let mut overlay = Overlay::new(&ledger.store);
+        let block_events = block_step(apply::release_unbondings(&mut overlay, height))?;
+        Ok(Self {
+            ledger,
+            scope: ledger.scope(height, executor),
+            overlay,
+            block_events,
+            results: Vec::new(),
+            jobs_opened: 0,
+        })
+    }
+
+    /// Records the outcome of the transaction just applied (or rolled
+    /// back) as the block's next one.
+    fn record(&mut self, hash: ContentId, outcome: Result<Vec<Event>, Rejection>) {
+        let height = self.scope.height;
+        let index = u32::try_from(self.results.len()).unwrap_or(u32::MAX);
+        for event in outcome.iter().flatten() {
+            if let Event::JobOpened { job, .. } = event {
+                self.overlay.put_raw(
+                    keys::job_opened(height, self.jobs_opened, job),
+                    Some(Vec::new()),
+                );
+                self.jobs_opened = self.jobs_opened.saturating_add(1);
+            }
+        }
+        let record = TxRecord {
+            height,
+            index,
+            rejected: outcome
+                .as_ref()
+                .err()
+                .map(|rejection| (rejection.code().to_owned(), rejection.to_string())),
+        };
+        self.overlay.put(keys::tx_at(&hash), &record);
+        self.results.push(TxResult { hash, outcome });
+    }
+
+    fn finish(mut self) -> Result<(crate::store::WriteBatch, BlockOutcome), LedgerError> {
+        let height = self.scope.height;
+        let params = &self.ledger.params;
+        if height.is_multiple_of(params.epoch_length_blocks) {
+            self.block_events
+                .extend(block_step(apply::epoch_rewards(&mut self.overlay, params))?);
+            apply::record_validator_set(&mut self.overlay, height / params.epoch_length_blocks)?;
+        }
+        self.overlay.put(keys::meta(META_HEIGHT), &height);
+        let state_root = root::update(&mut self.overlay, &self.ledger.store, height)?;
+        Ok((
+            self.overlay.into_batch(),
+            BlockOutcome {
+                height,
+                state_root,
+                transactions: self.results,
+                block_events: self.block_events,
+            },
+        ))
     }
 }
 

@@ -17,7 +17,9 @@ pub mod tx;
 
 pub use apply::VALIDATORS_MAX;
 pub use genesis::{Genesis, GenesisError, Params};
-pub use ledger::{BlockOutcome, Ledger, LedgerError, NoReExecution, Selection, TxRecord, TxResult};
+pub use ledger::{
+    BlockOutcome, BuiltBlock, Ledger, LedgerError, NoReExecution, Selection, TxRecord, TxResult,
+};
 pub use state::{Account, Job, JobStatus, Redemption, Stake, Supply, Unbonding};
 pub use store::{Entries, Layered, MemoryStore, RedbStore, Store, StoreError, WriteBatch};
 pub use tx::{

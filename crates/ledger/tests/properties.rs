@@ -1127,6 +1127,32 @@ impl Harness {
             .collect();
         prop_assert_eq!(&kept_outcome.transactions, &accepted_results);
 
+        // (g) Building the block from the same candidates picks the accepted
+        // ones, drops the rejected ones with their reasons, and executes it
+        // exactly as verifying the built block would.
+        let built = self
+            .memory
+            .build_block(txs.iter().cloned(), usize::MAX, usize::MAX, &NoReExecution)
+            .expect("build");
+        prop_assert_eq!(&built.selection.included, &kept);
+        let rejected: Vec<_> = full
+            .transactions
+            .iter()
+            .filter_map(|result| {
+                result
+                    .outcome
+                    .clone()
+                    .err()
+                    .map(|rejection| (result.hash, rejection))
+            })
+            .collect();
+        prop_assert_eq!(&built.selection.dropped, &rejected);
+        prop_assert!(
+            built.writes == kept_batch,
+            "building wrote what verifying did not"
+        );
+        prop_assert_eq!(&built.outcome, &kept_outcome);
+
         // (d) Both stores, same outcome and root.
         let in_memory = self
             .memory
