@@ -19,6 +19,6 @@ pub use block::{BLOCK_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, Block, genesis_digest};
 pub use chain::{Chain, ChainError, Finalized, Invalid};
 pub use mempool::{Mempool, MempoolConfig, Refused};
 pub use node::{
-    FinalizedBlock, FinalizedCounts, Node, OUTBOX_MAX, SUBSCRIBER_BACKLOG, SharedNode, TxStatus,
-    shared, signature_cache,
+    FinalizedBlock, FinalizedCounts, Node, OUTBOX_MAX, SUBMIT_BATCH_MAX, SUBSCRIBER_BACKLOG,
+    SharedNode, TxStatus, shared, signature_cache, submit_batch,
 };

@@ -84,6 +84,8 @@ pub type BlocksOnceStarted = Arc<OnceLock<Arc<dyn FinalizedBlocks>>>;
 #[derive(Debug)]
 pub struct ApiState<S: Store> {
     pub node: SharedNode<S>,
+    /// Submitted transactions, taken into `node`'s pool in batches.
+    pub submissions: Arc<crate::submissions::Submissions<S>>,
     /// Finalized blocks, once the engine has started.
     pub blocks: BlocksOnceStarted,
     /// This validator's account.
@@ -94,6 +96,7 @@ impl<S: Store> Clone for ApiState<S> {
     fn clone(&self) -> Self {
         Self {
             node: self.node.clone(),
+            submissions: self.submissions.clone(),
             blocks: self.blocks.clone(),
             validator: self.validator,
         }
@@ -383,12 +386,9 @@ async fn submit<S: Store + Send + 'static>(
             format!("the bytes are not a signed transaction: {error}"),
         )
     })?;
-    // The signature is checked outside the node's lock (a bad one is
-    // refused by the submit below with its reason).
-    if let Some(cache) = idlegrid_chain::signature_cache(&state.node) {
-        let _ = cache.verify(&transaction);
-    }
-    let hash = with_node(&state, move |node| Ok(node.submit(transaction)?)).await?;
+    // With other submissions, its signature checked in a batch outside the
+    // node's lock, then into the pool under one lock for the batch.
+    let hash = state.submissions.submit(transaction).await?;
     Ok(Json(SubmitView {
         hash: hash.to_string(),
     }))
@@ -1271,6 +1271,7 @@ mod tests {
             Box::new(NoReExecution),
         );
         ApiState {
+            submissions: crate::submissions::Submissions::new(node.clone()),
             node,
             blocks: Arc::new(OnceLock::new()),
             validator: key(200).account_id(),
@@ -1419,6 +1420,42 @@ mod tests {
         let (status, body) = get_json(&api, "/v1/providers").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["providers"], json!([]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submissions_each_get_their_own_answer() {
+        let api = api();
+        let good: Vec<SignedTransaction> = (0..40).map(|nonce| transfer(nonce, 1)).collect();
+        // Signed by another key than the one it names.
+        let mut forged = transfer(40, 1);
+        forged.signature = key(2).sign(forged.body.clone()).signature;
+        let requests = good
+            .iter()
+            .chain([&forged])
+            .map(|transaction| {
+                let (api, body) = (api.clone(), submission(transaction));
+                tokio::spawn(async move {
+                    call(&api, "POST", "/v1/transactions", "application/json", body).await
+                })
+            })
+            .collect::<Vec<_>>();
+        let mut answers = Vec::new();
+        for request in requests {
+            answers.push(request.await.expect("the request ran"));
+        }
+        let (forged_answer, good_answers) = answers.split_last().expect("answers");
+        for (transaction, (status, body)) in good.iter().zip(good_answers) {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            assert_eq!(
+                body["hash"],
+                transaction_hash(transaction).to_string().as_str()
+            );
+        }
+        let (status, body) = forged_answer;
+        assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["code"], "bad_signature", "{body}");
+        let (_, body) = get_json(&api, "/v1/status").await;
+        assert_eq!(body["mempool"]["transactions"], 40);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod provider;
 pub mod requestor;
 pub mod run;
+pub mod submissions;
 pub mod testnet;
 
 pub use config::{ConfigError, PeerConfig, ValidatorConfig};

@@ -87,6 +87,7 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
     let blocks = Arc::new(OnceLock::new());
     let state = ApiState {
         node: node.clone(),
+        submissions: crate::submissions::Submissions::new(node.clone()),
         blocks: blocks.clone(),
         validator: key.account_id(),
     };
