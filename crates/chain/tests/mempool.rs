@@ -4,7 +4,9 @@
 mod common;
 
 use common::{key, ledger, transfer};
-use idlegrid_chain::{Mempool, MempoolConfig, Refused};
+use idlegrid_chain::{
+    Chain, Mempool, MempoolConfig, Refused, SUBMIT_BATCH_MAX, shared, submit_batch,
+};
 use idlegrid_ledger::{Ledger, MemoryStore, NoReExecution, Rejection, SignedTransaction};
 use idlegrid_types::AccountId;
 use proptest::prelude::*;
@@ -22,6 +24,42 @@ fn insert(
 /// (sender seed, nonce) of a block, in order.
 fn order(block: &[SignedTransaction]) -> Vec<(AccountId, u64)> {
     block.iter().map(|tx| (tx.signer, tx.body.nonce)).collect()
+}
+
+#[test]
+fn a_submitted_batch_answers_each_transaction_in_order_and_takes_at_most_its_limit() {
+    // 20 funded accounts, 52 nonces each: more than one batch takes.
+    let node = shared(
+        Chain::new(ledger(20)).expect("chain"),
+        Mempool::new(MempoolConfig::default()),
+        Box::new(NoReExecution),
+    );
+    let mut batch: Vec<SignedTransaction> = (0..52)
+        .flat_map(|nonce| (1..=20).map(move |from| transfer(from, nonce, 1, 1)))
+        .collect();
+    // One signed by another key than the one it names.
+    batch[5].signature = key(99).sign(batch[5].body.clone()).signature;
+    let over = batch.len() - SUBMIT_BATCH_MAX;
+    let results = submit_batch(&node, batch.clone());
+    assert_eq!(results.len(), batch.len());
+    for (index, (transaction, result)) in batch.iter().zip(&results).enumerate() {
+        match result {
+            _ if index == 5 => assert_eq!(
+                result,
+                &Err(Refused::Rejected(Rejection::BadSignature)),
+                "the forged one"
+            ),
+            Ok(hash) => assert_eq!(*hash, idlegrid_ledger::transaction_hash(transaction)),
+            Err(refused) => {
+                assert!(index >= SUBMIT_BATCH_MAX, "{index}: {refused}");
+                assert_eq!(refused.code(), "unavailable");
+            }
+        }
+    }
+    let taken = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(taken, SUBMIT_BATCH_MAX - 1);
+    assert_eq!(results[SUBMIT_BATCH_MAX..].len(), over);
+    assert_eq!(node.lock().expect("node").mempool.len(), taken);
 }
 
 #[test]
