@@ -1,10 +1,11 @@
 //! Name, encode and sign the objects every idlegrid node exchanges.
 //!
-//! This crate has no I/O. It holds the vocabulary the other crates speak:
-//! [`ContentId`] names bytes by their BLAKE3 hash, [`codec`] is the one
-//! canonical binary encoding for everything hashed or signed, [`identity`]
-//! is keys, account ids and signatures, and [`work`] is tasks, receipts and
-//! vouchers.
+//! This crate has no I/O (batch signature checks draw their random
+//! coefficients from the OS, which changes no verdict). It holds the
+//! vocabulary the other crates speak: [`ContentId`] names bytes by their
+//! BLAKE3 hash, [`codec`] is the one canonical binary encoding for
+//! everything hashed or signed, [`identity`] is keys, account ids and
+//! signatures, and [`work`] is tasks, receipts and vouchers.
 
 pub mod cid;
 pub mod codec;
