@@ -5,6 +5,7 @@
 //! [`protocol`]. A node's libp2p identity is its ledger key.
 
 pub mod identity;
+mod link;
 pub mod overlay;
 pub mod protocol;
 

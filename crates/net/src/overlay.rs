@@ -7,30 +7,25 @@
 //! blocked.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use idlegrid_types::{AccountId, Keypair, SignedOffer, codec};
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{
-    self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel,
-};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, dcutr,
     gossipsub, identify, kad, mdns, noise, ping, relay, tcp, yamux,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::identity::{account_of, libp2p_keypair, peer_id_of};
-use crate::protocol::{
-    OFFER_BYTES_MAX, Request, Response, WORK_PROTOCOL, Wire, WorkCodec, decode_offer,
-};
+use crate::identity::{account_of, libp2p_keypair};
+use crate::link::{LinkConfig, Links};
+use crate::protocol::{OFFER_BYTES_MAX, Request, Response, decode_offer};
 
 /// The identify protocol version every idlegrid node announces.
 pub const PROTOCOL_VERSION: &str = "/idlegrid/1";
@@ -53,8 +48,9 @@ pub struct OverlayConfig {
     pub request_timeout: Duration,
     /// Events waiting for the node before new requests are refused.
     pub events_queue_max: usize,
-    /// Requests a peer may have open at once on one connection.
-    pub streams_per_connection_max: usize,
+    /// Requests in flight at once on one work link (each way, per peer):
+    /// a peer past it waits, its link's window full, until answers go out.
+    pub requests_in_flight_per_peer_max: usize,
     pub connections_max: u32,
     pub connections_per_peer_max: u32,
     pub idle_connection_timeout: Duration,
@@ -83,7 +79,7 @@ impl OverlayConfig {
             dial_offer_authors: false,
             request_timeout: Duration::from_secs(60),
             events_queue_max: 4096,
-            streams_per_connection_max: 256,
+            requests_in_flight_per_peer_max: 256,
             connections_max: 1024,
             connections_per_peer_max: 2,
             idle_connection_timeout: Duration::from_secs(300),
@@ -129,6 +125,10 @@ pub enum Event {
 pub struct Reply(oneshot::Sender<Response>);
 
 impl Reply {
+    pub(crate) fn new(sender: oneshot::Sender<Response>) -> Self {
+        Reply(sender)
+    }
+
     pub fn send(self, response: Response) {
         // The requester may be gone; nobody is left to tell.
         let _ = self.0.send(response);
@@ -172,11 +172,6 @@ pub enum NetError {
 }
 
 enum Command {
-    Request {
-        peer: AccountId,
-        request: Request,
-        reply: oneshot::Sender<Result<Response, RequestError>>,
-    },
     PublishOffer {
         bytes: Vec<u8>,
         done: oneshot::Sender<Result<(), NetError>>,
@@ -190,11 +185,21 @@ enum Command {
 }
 
 /// The handle the rest of the node uses. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Overlay {
     commands: mpsc::Sender<Command>,
+    links: Arc<Links>,
     account: AccountId,
     peer_id: PeerId,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("account", &self.account)
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Commands waiting for the swarm task.
@@ -250,22 +255,37 @@ impl Overlay {
             .collect();
         let (commands, command_queue) = mpsc::channel(COMMANDS_QUEUE_MAX);
         let (events, event_queue) = mpsc::channel(config.events_queue_max.max(1));
+        let (misbehaved, misbehaving) = mpsc::channel(MISBEHAVED_QUEUE_MAX);
+        let (stop, stopped) = watch::channel(false);
+        let links = Links::start(
+            swarm.behaviour().work.new_control(),
+            LinkConfig {
+                request_timeout: config.request_timeout,
+                in_flight_max: config.requests_in_flight_per_peer_max,
+                idle_timeout: config.idle_connection_timeout,
+                links_max: usize::try_from(config.connections_max).unwrap_or(usize::MAX),
+            },
+            events.clone(),
+            misbehaved,
+            stopped,
+        )
+        .map_err(NetError::Config)?;
         let peer_id = *swarm.local_peer_id();
         let driver = Driver {
             swarm,
             config,
             events,
-            pending_outbound: HashMap::new(),
-            pending_replies: FuturesUnordered::new(),
+            _stop: stop,
             blocked: VecDeque::new(),
             connected: HashSet::new(),
             bootstrapped: false,
             relays,
             lookups: HashMap::new(),
         };
-        let task = tokio::spawn(driver.run(command_queue));
+        let task = tokio::spawn(driver.run(command_queue, misbehaving));
         let overlay = Overlay {
             commands,
+            links,
             account: keypair.account_id(),
             peer_id,
         };
@@ -286,16 +306,19 @@ impl Overlay {
         peer: &AccountId,
         request: Request,
     ) -> Result<Response, RequestError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Request {
-                peer: *peer,
-                request,
-                reply,
-            })
-            .await
-            .map_err(|_| RequestError::Stopped)?;
-        answer.await.map_err(|_| RequestError::Stopped)?
+        self.send(peer, request).await
+    }
+
+    /// Puts a request on its way now (when the peer's link has room) and
+    /// returns the wait for its response, which needs no borrow of this
+    /// handle: a node's loop can send without waiting and hand the wait
+    /// to a task. Requests to one peer leave in the order they are sent.
+    pub fn send(
+        &self,
+        peer: &AccountId,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send + use<> {
+        self.links.send(*peer, request)
     }
 
     /// Publishes a signed offer on the network's offers topic.
@@ -353,7 +376,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     kademlia: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
-    work: request_response::Behaviour<WorkCodec>,
+    work: libp2p_stream::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     relay_client: relay::client::Behaviour,
     relay_server: Toggle<relay::Behaviour>,
@@ -417,13 +440,7 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
                     ping: ping::Behaviour::default(),
                     kademlia,
                     gossipsub,
-                    work: request_response::Behaviour::with_codec(
-                        WorkCodec,
-                        [(WORK_PROTOCOL, ProtocolSupport::Full)],
-                        request_response::Config::default()
-                            .with_request_timeout(config.request_timeout)
-                            .with_max_concurrent_streams(config.streams_per_connection_max),
-                    ),
+                    work: libp2p_stream::Behaviour::new(),
                     mdns: Toggle::from(mdns),
                     relay_client,
                     relay_server: Toggle::from(
@@ -457,7 +474,8 @@ fn relay_config() -> relay::Config {
     }
 }
 
-type PendingReply = BoxFuture<'static, (ResponseChannel<Wire<Response>>, Option<Response>)>;
+/// Misbehaving peers reported by links, waiting for the swarm to block them.
+const MISBEHAVED_QUEUE_MAX: usize = 256;
 
 /// How often one unreachable peer is looked up in the DHT.
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
@@ -468,9 +486,8 @@ struct Driver {
     swarm: Swarm<Behaviour>,
     config: OverlayConfig,
     events: mpsc::Sender<Event>,
-    pending_outbound:
-        HashMap<OutboundRequestId, (AccountId, oneshot::Sender<Result<Response, RequestError>>)>,
-    pending_replies: FuturesUnordered<PendingReply>,
+    /// Dropped when the swarm stops, which ends the work links.
+    _stop: watch::Sender<bool>,
     blocked: VecDeque<PeerId>,
     connected: HashSet<PeerId>,
     bootstrapped: bool,
@@ -481,7 +498,11 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut misbehaving: mpsc::Receiver<(PeerId, String)>,
+    ) {
         let mut bootstrap_timer = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
@@ -490,11 +511,7 @@ impl Driver {
                     // Every handle is gone: the node is shutting down.
                     None => break,
                 },
-                Some((channel, response)) = self.pending_replies.next(), if !self.pending_replies.is_empty() => {
-                    let response = response.unwrap_or_else(|| Response::refused("dropped", "the node dropped the request"));
-                    // The peer may have gone; its request then simply failed.
-                    let _ = self.swarm.behaviour_mut().work.send_response(channel, Wire::Decoded(response));
-                }
+                Some((peer, reason)) = misbehaving.recv() => self.misbehaved(peer, reason),
                 event = self.swarm.select_next_some() => self.swarm_event(event).await,
                 _ = bootstrap_timer.tick() => self.bootstrap(),
             }
@@ -511,19 +528,6 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Request {
-                peer,
-                request,
-                reply,
-            } => {
-                let peer_id = peer_id_of(&peer);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .work
-                    .send_request(&peer_id, Wire::Decoded(request));
-                self.pending_outbound.insert(id, (peer, reply));
-            }
             Command::PublishOffer { bytes, done } => {
                 let topic = self.config.offers_topic();
                 let result = match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
@@ -727,7 +731,6 @@ impl Driver {
                     }
                 }
             }
-            BehaviourEvent::Work(event) => self.work_event(event),
             BehaviourEvent::RelayClient(event) => info!(?event, "relay client"),
             BehaviourEvent::RelayServer(event) => info!(?event, "relay"),
             BehaviourEvent::Dcutr(event) => info!(?event, "direct connection upgrade"),
@@ -771,86 +774,6 @@ impl Driver {
                 );
                 self.misbehaved(source, reason.to_owned());
             }
-        }
-    }
-
-    fn work_event(&mut self, event: request_response::Event<Wire<Request>, Wire<Response>>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let request = match request {
-                        Wire::Decoded(request) => request,
-                        Wire::Malformed(reason) => {
-                            return self.misbehaved(peer, format!("a malformed request: {reason}"));
-                        }
-                    };
-                    let Some(account) = account_of(&peer) else {
-                        return;
-                    };
-                    let (reply, answer) = oneshot::channel();
-                    let event = Event::Request {
-                        peer: account,
-                        request,
-                        reply: Reply(reply),
-                    };
-                    match self.events.try_send(event) {
-                        Ok(()) => self
-                            .pending_replies
-                            .push(Box::pin(async move { (channel, answer.await.ok()) })),
-                        Err(_) => {
-                            let busy =
-                                Response::refused("busy", "the node has too much to do; try again");
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .work
-                                .send_response(channel, Wire::Decoded(busy));
-                        }
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    let Some((account, reply)) = self.pending_outbound.remove(&request_id) else {
-                        return;
-                    };
-                    match response {
-                        Wire::Decoded(response) => {
-                            let _ = reply.send(Ok(response));
-                        }
-                        Wire::Malformed(reason) => {
-                            let _ = reply.send(Err(RequestError::Io {
-                                peer: account,
-                                message: reason.clone(),
-                            }));
-                            self.misbehaved(peer, format!("a malformed response: {reason}"));
-                        }
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                let Some((account, reply)) = self.pending_outbound.remove(&request_id) else {
-                    return;
-                };
-                let failure = match error {
-                    OutboundFailure::DialFailure => RequestError::Unreachable(account),
-                    OutboundFailure::Timeout => RequestError::Timeout(account),
-                    OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed(account),
-                    OutboundFailure::UnsupportedProtocols => RequestError::Unsupported(account),
-                    OutboundFailure::Io(error) => RequestError::Io {
-                        peer: account,
-                        message: error.to_string(),
-                    },
-                };
-                let _ = reply.send(Err(failure));
-            }
-            request_response::Event::InboundFailure { .. }
-            | request_response::Event::ResponseSent { .. } => {}
         }
     }
 }

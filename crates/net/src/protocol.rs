@@ -1,10 +1,13 @@
 //! The messages nodes exchange on the overlay, their bounds, and the
-//! request-response codec that reads them with those bounds.
+//! frames that carry them on a work stream, read with those bounds.
 //!
-//! One request-response protocol carries the whole conversation between a
-//! requestor and a provider; each message is a Borsh-encoded [`Request`] or
-//! [`Response`] behind a 4-byte little-endian length, decoded with
-//! [`MESSAGE_BYTES_MAX`] checked before a byte of the body is read.
+//! One stream protocol carries the whole conversation between a requestor
+//! and a provider. A node sends its requests to a peer on one long-lived
+//! stream it opened, each framed with a request id, and reads the peer's
+//! responses (in any order, named by the same ids) from that stream. Each
+//! message is a Borsh-encoded [`Request`] or [`Response`] behind a 4-byte
+//! little-endian length, decoded with [`MESSAGE_BYTES_MAX`] checked before
+//! a byte of the body is read.
 
 use std::io;
 
@@ -16,8 +19,9 @@ use idlegrid_types::{
 };
 use libp2p::StreamProtocol;
 
-/// The request-response protocol for work between requestors and providers.
-pub const WORK_PROTOCOL: StreamProtocol = StreamProtocol::new("/idlegrid/work/1");
+/// The stream protocol for work between requestors and providers: each
+/// node opens one long-lived stream to each peer it sends requests to.
+pub const WORK_PROTOCOL: StreamProtocol = StreamProtocol::new("/idlegrid/work/2");
 
 /// Largest request or response on the wire, bytes.
 pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
@@ -174,113 +178,80 @@ pub fn decode_offer(bytes: &[u8]) -> Result<SignedOffer, codec::DecodeError> {
     codec::decode(bytes, OFFER_BYTES_MAX)
 }
 
-/// A message read from a peer: decoded, or why it did not decode. The codec
-/// hands malformed input up as a value rather than an I/O error, because
-/// libp2p does not say which peer a failed read came from, and the overlay
-/// must know whom to block.
+/// A message read from a peer: decoded, or why it did not decode. Malformed
+/// input is a value rather than an I/O error so that the overlay can tell
+/// a peer that sent garbage (and is blocked) from a connection that failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wire<T> {
     Decoded(T),
     Malformed(String),
 }
 
-/// The work protocol's codec: length-prefixed, bounded Borsh.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WorkCodec;
-
-async fn read_message<T: BorshDeserialize, R: AsyncRead + Unpin + Send>(
+/// Reads one frame of a work stream: its request id (8 bytes, little
+/// endian), then a Borsh message behind a 4-byte little-endian length that
+/// is checked against [`MESSAGE_BYTES_MAX`] before a byte of the body is
+/// read. After a malformed frame the stream is out of step and must close.
+pub async fn read_frame<T: BorshDeserialize, R: AsyncRead + Unpin>(
     io: &mut R,
-) -> io::Result<Wire<T>> {
-    let mut length = [0u8; 4];
-    io.read_exact(&mut length).await?;
-    let length = u32::from_le_bytes(length) as usize;
+) -> io::Result<(u64, Wire<T>)> {
+    let mut header = [0u8; 12];
+    io.read_exact(&mut header).await?;
+    let (id, length) = header.split_at(8);
+    let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+    let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
     if length > MESSAGE_BYTES_MAX {
         // The body is not read: it is not held, whatever its size.
-        return Ok(Wire::Malformed(format!(
-            "a message of {length} bytes is over the limit of {MESSAGE_BYTES_MAX}"
-        )));
+        return Ok((
+            id,
+            Wire::Malformed(format!(
+                "a message of {length} bytes is over the limit of {MESSAGE_BYTES_MAX}"
+            )),
+        ));
     }
     let mut body = vec![0u8; length];
     io.read_exact(&mut body).await?;
-    Ok(match codec::decode(&body, MESSAGE_BYTES_MAX) {
+    let message = match codec::decode(&body, MESSAGE_BYTES_MAX) {
         Ok(message) => Wire::Decoded(message),
         Err(error) => Wire::Malformed(format!("a message that does not decode: {error}")),
-    })
-}
-
-async fn write_message<T: BorshSerialize, W: AsyncWrite + Unpin + Send>(
-    io: &mut W,
-    message: Wire<T>,
-) -> io::Result<()> {
-    let Wire::Decoded(message) = message else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a malformed message is never sent",
-        ));
     };
-    let body = codec::encode(&message)
-        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))?;
-    if body.len() > MESSAGE_BYTES_MAX {
+    Ok((id, message))
+}
+
+/// Encodes one frame (id, length, body) as [`read_frame`] reads it; a
+/// message over [`MESSAGE_BYTES_MAX`] is refused, never sent.
+pub fn encode_frame<T: BorshSerialize>(id: u64, message: &T) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0u8; 12];
+    borsh::to_writer(&mut frame, message)?;
+    let length = frame.len() - 12;
+    if length > MESSAGE_BYTES_MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "a message of {} bytes is over the limit of {MESSAGE_BYTES_MAX}",
-                body.len()
-            ),
+            format!("a message of {length} bytes is over the limit of {MESSAGE_BYTES_MAX}"),
         ));
     }
-    let length = u32::try_from(body.len()).expect("bounded by MESSAGE_BYTES_MAX");
-    io.write_all(&length.to_le_bytes()).await?;
-    io.write_all(&body).await?;
-    io.close().await
+    frame[..8].copy_from_slice(&id.to_le_bytes());
+    frame[8..12].copy_from_slice(&u32::try_from(length).expect("bounded").to_le_bytes());
+    Ok(frame)
 }
 
-impl libp2p::request_response::Codec for WorkCodec {
-    type Protocol = StreamProtocol;
-    type Request = Wire<Request>;
-    type Response = Wire<Response>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Wire<Request>> {
-        read_message(io).await
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Wire<Response>> {
-        read_message(io).await
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        request: Wire<Request>,
-    ) -> io::Result<()> {
-        write_message(io, request).await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        response: Wire<Response>,
-    ) -> io::Result<()> {
-        write_message(io, response).await
-    }
+/// Writes one frame in a single write and flushes it, so that it leaves
+/// at once as one multiplexer frame.
+pub async fn write_frame<T: BorshSerialize, W: AsyncWrite + Unpin>(
+    io: &mut W,
+    id: u64,
+    message: &T,
+) -> io::Result<()> {
+    let frame = encode_frame(id, message)?;
+    io.write_all(&frame).await?;
+    io.flush().await
 }
 
-/// Decodes a request body (without its length prefix) as the codec does.
+/// Decodes a request body (without its frame header) as [`read_frame`] does.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, codec::DecodeError> {
     codec::decode(bytes, MESSAGE_BYTES_MAX)
 }
 
-/// Decodes a response body (without its length prefix) as the codec does.
+/// Decodes a response body (without its frame header) as [`read_frame`] does.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, codec::DecodeError> {
     codec::decode(bytes, MESSAGE_BYTES_MAX)
 }

@@ -2,16 +2,13 @@
 //! responses, content arrives in chunks, and a peer that sends malformed or
 //! oversized messages is blocked while the others keep working.
 
-use std::io;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
-use idlegrid_net::protocol::{MESSAGE_BYTES_MAX, WORK_PROTOCOL};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use idlegrid_net::protocol::{MESSAGE_BYTES_MAX, WORK_PROTOCOL, encode_frame};
 use idlegrid_net::{Event, Overlay, OverlayConfig, Request, Response, libp2p_keypair};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{ContentId, Keypair, Offer};
-use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
@@ -139,60 +136,9 @@ async fn offers_gossip_requests_answer_and_content_arrives_in_chunks() {
     assert_eq!(fetched, content);
 }
 
-/// A request-response codec that writes whatever bytes it is given, as a
-/// hostile peer would.
-#[derive(Debug, Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = libp2p::StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &Self::Protocol,
-        _: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        Err(io::Error::other("this peer takes no requests"))
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &Self::Protocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        futures::AsyncReadExt::read_to_end(io, &mut bytes).await?;
-        if bytes.is_empty() {
-            // The other side closed the stream without an answer.
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        Ok(bytes)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &Self::Protocol,
-        io: &mut T,
-        request: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&request).await?;
-        io.close().await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &Self::Protocol,
-        _: &mut T,
-        _: Vec<u8>,
-    ) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Sends `bytes` as a work request from a fresh peer; true when the peer
-/// got no answer (the stream or connection was cut).
+/// Writes `bytes` on a work stream from a fresh peer, as a hostile peer
+/// would; true when nothing came back before the stream, the connection or
+/// the dial was cut.
 async fn hostile_request(
     seed: u8,
     target: &Multiaddr,
@@ -208,29 +154,28 @@ async fn hostile_request(
             yamux::Config::default,
         )
         .expect("tcp")
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawCodec,
-                [(WORK_PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
-            )
-        })
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .expect("behaviour")
         .build();
+    let mut control = swarm.behaviour().new_control();
     swarm.dial(target.clone()).expect("dial");
-    swarm.behaviour_mut().send_request(&target_peer, bytes);
-    let outcome = tokio::time::timeout(WAIT, async {
+    let driver = tokio::spawn(async move {
         loop {
-            match swarm.select_next_some().await {
-                SwarmEvent::Behaviour(request_response::Event::Message { .. }) => return false,
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
-                    return true;
-                }
-                _ => {}
-            }
+            swarm.select_next_some().await;
         }
+    });
+    let outcome = tokio::time::timeout(WAIT, async {
+        let Ok(mut stream) = control.open_stream(target_peer, WORK_PROTOCOL).await else {
+            return true;
+        };
+        if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+            return true;
+        }
+        let mut answer = [0u8; 1];
+        !matches!(stream.read(&mut answer).await, Ok(read) if read > 0)
     })
     .await;
+    driver.abort();
     outcome.expect("the hostile request ends")
 }
 
@@ -243,13 +188,31 @@ async fn a_peer_sending_malformed_or_oversized_messages_is_blocked_and_others_ke
     serve(a_events, content.clone(), seen);
     let a_peer = a.peer_id();
 
-    // A length prefix over the limit.
-    let oversized = u32::try_from(MESSAGE_BYTES_MAX + 1)
-        .expect("fits")
-        .to_le_bytes()
-        .to_vec();
+    // A well-formed frame from a fresh peer is answered: what the hostile
+    // peers below get instead is the overlay's doing.
+    let job_done = || {
+        encode_frame(
+            0,
+            &Request::JobDone {
+                job: idlegrid_types::JobId::from_bytes([0; 32]),
+            },
+        )
+        .expect("encodes")
+    };
+    assert!(
+        !hostile_request(7, &a_address, a_peer, job_done()).await,
+        "a well-formed request got no answer"
+    );
+    // A request id, then a length over the limit.
+    let mut oversized = 0u64.to_le_bytes().to_vec();
+    oversized.extend_from_slice(
+        &u32::try_from(MESSAGE_BYTES_MAX + 1)
+            .expect("fits")
+            .to_le_bytes(),
+    );
     // A valid length and bytes that are no request.
-    let mut malformed = 16u32.to_le_bytes().to_vec();
+    let mut malformed = 0u64.to_le_bytes().to_vec();
+    malformed.extend_from_slice(&16u32.to_le_bytes());
     malformed.extend_from_slice(&[0xff; 16]);
     for (seed, bytes) in [(5u8, oversized), (6u8, malformed)] {
         assert!(
@@ -270,17 +233,8 @@ async fn a_peer_sending_malformed_or_oversized_messages_is_blocked_and_others_ke
             .to_peer_id();
         assert_eq!(blocked, expected);
         // Once blocked, even a well-formed request from it is refused.
-        let valid = idlegrid_types::codec::encode(&Request::JobDone {
-            job: idlegrid_types::JobId::from_bytes([0; 32]),
-        })
-        .expect("encodes");
-        let mut framed = u32::try_from(valid.len())
-            .expect("fits")
-            .to_le_bytes()
-            .to_vec();
-        framed.extend_from_slice(&valid);
         assert!(
-            hostile_request(seed, &a_address, a_peer, framed).await,
+            hostile_request(seed, &a_address, a_peer, job_done()).await,
             "a blocked peer was served"
         );
     }
@@ -297,4 +251,77 @@ async fn a_peer_sending_malformed_or_oversized_messages_is_blocked_and_others_ke
         .await
         .expect("a response");
     assert!(matches!(response, Response::Content { .. }), "{response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_reach_their_own_requests_in_any_order_and_a_stopped_peer_fails_what_it_owes() {
+    let key = Keypair::from_seed([8; 32]);
+    let (a, mut a_events, a_driver) = Overlay::start(&key, config(Vec::new())).expect("starts");
+    let a_address = loop {
+        match tokio::time::timeout(WAIT, a_events.recv()).await {
+            Ok(Some(Event::Listening(_))) => {
+                break a.listen_addresses().await.expect("addresses")[0].clone();
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no listen address: {other:?}"),
+        }
+    };
+    let (b, _b_events, _) = node(9, vec![a_address]).await;
+    let cid = ContentId::of(b"nothing");
+
+    // Thirty-two requests in flight at once on b's one link to a; a holds
+    // them all, then answers the last first. Each answer names its offset.
+    const REQUESTS: u64 = 32;
+    let answers: Vec<_> = (0..REQUESTS)
+        .map(|offset| b.send(&a.account(), Request::Content { cid, offset }))
+        .collect();
+    let mut held = Vec::new();
+    while held.len() < REQUESTS as usize {
+        match tokio::time::timeout(WAIT, a_events.recv()).await {
+            Ok(Some(Event::Request {
+                request: Request::Content { offset, .. },
+                reply,
+                ..
+            })) => held.push((offset, reply)),
+            Ok(Some(_)) => {}
+            other => panic!("the requests did not all arrive: {other:?}"),
+        }
+    }
+    for (offset, reply) in held.into_iter().rev() {
+        reply.send(Response::Content {
+            total_bytes: offset,
+            bytes: Bounded::new(offset.to_le_bytes().to_vec()).expect("small"),
+        });
+    }
+    let answers = tokio::time::timeout(WAIT, futures::future::join_all(answers))
+        .await
+        .expect("every answer arrives");
+    for (offset, answer) in (0..REQUESTS).zip(answers) {
+        match answer.expect("an answer") {
+            Response::Content { total_bytes, bytes } => {
+                assert_eq!(total_bytes, offset);
+                assert_eq!(*bytes, offset.to_le_bytes().to_vec());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // A request a holds when it stops fails as a closed connection, at
+    // once rather than after the request timeout.
+    let pending = b.send(&a.account(), Request::Content { cid, offset: 0 });
+    let _held = loop {
+        match tokio::time::timeout(WAIT, a_events.recv()).await {
+            Ok(Some(Event::Request { reply, .. })) => break reply,
+            Ok(Some(_)) => {}
+            other => panic!("the last request did not arrive: {other:?}"),
+        }
+    };
+    a_driver.abort();
+    let failed = tokio::time::timeout(WAIT, pending)
+        .await
+        .expect("the request ends before the test's wait");
+    assert_eq!(
+        failed,
+        Err(idlegrid_net::RequestError::ConnectionClosed(a.account()))
+    );
 }

@@ -905,15 +905,16 @@ impl ProviderLoop {
                 }
             }
             *self.in_flight.entry(requestor).or_default() += 1;
-            let overlay = self.overlay.clone();
             let internal = self.internal.clone();
             let signed = Finished::sign(&self.config.key, results.clone());
+            let batch = ResultBatch {
+                job,
+                results: Bounded::new(signed).expect("at most BATCH_TASKS_MAX results"),
+            };
+            // On its way now; a task waits for the answer.
+            let answer = self.overlay.send(&requestor, Request::Results(batch));
             tokio::spawn(async move {
-                let batch = ResultBatch {
-                    job,
-                    results: Bounded::new(signed).expect("at most BATCH_TASKS_MAX results"),
-                };
-                let failed = match overlay.request(&requestor, Request::Results(batch)).await {
+                let failed = match answer.await {
                     Ok(_) => None,
                     Err(error) => {
                         debug!(%requestor, %error, "results not delivered");

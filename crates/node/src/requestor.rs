@@ -1002,10 +1002,11 @@ impl RequestorLoop {
                 price_per_million_fuel: self.job_file.price_per_million_fuel,
                 tasks: Bounded::new(tasks).expect("at most BATCH_TASKS_MAX"),
             };
-            let overlay = self.overlay.clone();
+            // On its way now, in placement order; a task waits for the answer.
+            let answer = self.overlay.send(&provider, Request::Tasks(batch));
             let internal = self.internal.clone();
             tokio::spawn(async move {
-                let failure = match overlay.request(&provider, Request::Tasks(batch)).await {
+                let failure = match answer.await {
                     Ok(Response::Ok) => return,
                     Ok(Response::Refused { code, message }) => {
                         info!(%provider, code = &*code, message = &*message, "batch refused");
