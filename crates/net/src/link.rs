@@ -524,15 +524,13 @@ impl Links {
                         let response = answer.await.unwrap_or_else(|_| {
                             Response::refused("dropped", "the node dropped the request")
                         });
-                        drop(permit);
-                        (id, response)
+                        (id, response, permit)
                     }
                     .boxed(),
                     Err(_) => {
                         let busy =
                             Response::refused("busy", "the node has too much to do; try again");
-                        drop(permit);
-                        futures::future::ready((id, busy)).boxed()
+                        futures::future::ready((id, busy, permit)).boxed()
                     }
                 };
                 if answers.send(answer).is_err() {
@@ -543,7 +541,10 @@ impl Links {
         let writing = async move {
             let mut waiting = FuturesUnordered::new();
             loop {
-                let (id, response) = tokio::select! {
+                // The permit goes once the answer is written: a peer that
+                // sends requests and never reads the answers holds at most
+                // the bound of them here.
+                let (id, response, _permit) = tokio::select! {
                     answer = answered.recv() => match answer {
                         Some(answer) => {
                             waiting.push(answer);
@@ -583,8 +584,9 @@ impl Links {
     }
 }
 
-/// An answer on its way: the request's id and the response to write.
-type Answer = BoxFuture<'static, (u64, Response)>;
+/// An answer on its way: the request's id, the response to write, and the
+/// request's place in flight.
+type Answer = BoxFuture<'static, (u64, Response, OwnedSemaphorePermit)>;
 
 /// Fails every request in flight and takes no more.
 fn fail_all(in_flight: &Mutex<InFlight>, error: &RequestError) {
