@@ -18,7 +18,6 @@
 //! whose frame does not decode is reported to the swarm, which blocks it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -33,7 +32,9 @@ use tracing::debug;
 
 use crate::identity::{account_of, peer_id_of};
 use crate::overlay::{Event, Reply, RequestError};
-use crate::protocol::{Request, Response, WORK_PROTOCOL, Wire, encode_frame, read_frame};
+use crate::protocol::{
+    Request, Response, WORK_PROTOCOL, Wire, encode_frame, read_frame, send_frame,
+};
 
 /// The bounds and times of work links.
 #[derive(Debug, Clone, Copy)]
@@ -71,22 +72,17 @@ struct InFlight {
     sent: HashMap<u64, Sent>,
 }
 
-struct OutboundLink {
-    generation: u64,
-    queue: mpsc::Sender<Outgoing>,
-}
-
 /// The links of one overlay node, shared by its handles and link tasks.
 pub(crate) struct Links {
     control: Mutex<Control>,
     config: LinkConfig,
-    outbound: Mutex<HashMap<PeerId, OutboundLink>>,
+    /// Each peer's link, by its queue; a closed queue is a link that ended.
+    outbound: Mutex<HashMap<PeerId, mpsc::Sender<Outgoing>>>,
     inbound: Mutex<HashMap<PeerId, usize>>,
-    generations: AtomicU64,
     events: mpsc::Sender<Event>,
     /// Peers that sent something malformed, for the swarm to block.
     misbehaved: mpsc::Sender<(PeerId, String)>,
-    stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<()>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,14 +90,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Links {
-    /// Starts taking the peers' work streams. `stopped` turns true (or its
-    /// sender goes) when the swarm stops; links then end.
+    /// Starts taking the peers' work streams. The sender of `stopped` goes
+    /// when the swarm stops; links then end.
     pub(crate) fn start(
         mut control: Control,
         config: LinkConfig,
         events: mpsc::Sender<Event>,
         misbehaved: mpsc::Sender<(PeerId, String)>,
-        stopped: watch::Receiver<bool>,
+        stopped: watch::Receiver<()>,
     ) -> Result<Arc<Links>, String> {
         let incoming = control
             .accept(WORK_PROTOCOL)
@@ -111,7 +107,6 @@ impl Links {
             config,
             outbound: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
-            generations: AtomicU64::new(0),
             events,
             misbehaved,
             stopped,
@@ -122,7 +117,7 @@ impl Links {
 
     /// The swarm has stopped (its end of `stopped` is gone).
     fn is_stopped(&self) -> bool {
-        self.stopped.has_changed().is_err() || *self.stopped.borrow()
+        self.stopped.has_changed().is_err()
     }
 
     /// Puts a request on the peer's link now when there is room (opening
@@ -163,23 +158,14 @@ impl Links {
         }
         let peer = peer_id_of(&account);
         let mut outgoing = outgoing;
-        // A link that just ended may still be listed: one more try opens
-        // a fresh one.
+        // A link may end between taking its queue and queueing: one more
+        // try opens a fresh one.
         for _ in 0..2 {
             let queue = self.outbound_queue(peer, account)?;
             match queue.try_send(outgoing) {
                 Ok(()) => return Ok(None),
                 Err(mpsc::error::TrySendError::Full(back)) => return Ok(Some((queue, back))),
-                Err(mpsc::error::TrySendError::Closed(back)) => {
-                    outgoing = back;
-                    let mut outbound = lock(&self.outbound);
-                    if outbound
-                        .get(&peer)
-                        .is_some_and(|link| link.queue.is_closed())
-                    {
-                        outbound.remove(&peer);
-                    }
-                }
+                Err(mpsc::error::TrySendError::Closed(back)) => outgoing = back,
             }
         }
         Err(RequestError::ConnectionClosed(account))
@@ -192,12 +178,12 @@ impl Links {
         account: AccountId,
     ) -> Result<mpsc::Sender<Outgoing>, RequestError> {
         let mut outbound = lock(&self.outbound);
-        if let Some(link) = outbound.get(&peer)
-            && !link.queue.is_closed()
+        if let Some(queue) = outbound.get(&peer)
+            && !queue.is_closed()
         {
-            return Ok(link.queue.clone());
+            return Ok(queue.clone());
         }
-        outbound.retain(|_, link| !link.queue.is_closed());
+        outbound.retain(|_, queue| !queue.is_closed());
         if outbound.len() >= self.config.links_max {
             return Err(RequestError::Io {
                 peer: account,
@@ -208,16 +194,9 @@ impl Links {
             });
         }
         let (queue, queued) = mpsc::channel(self.config.in_flight_max.max(1));
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        outbound.insert(
-            peer,
-            OutboundLink {
-                generation,
-                queue: queue.clone(),
-            },
-        );
+        outbound.insert(peer, queue.clone());
         let control = lock(&self.control).clone();
-        tokio::spawn(Arc::clone(self).outbound(peer, account, generation, control, queued));
+        tokio::spawn(Arc::clone(self).outbound(peer, account, control, queued));
         Ok(queue)
     }
 
@@ -227,21 +206,18 @@ impl Links {
         self: Arc<Self>,
         peer: PeerId,
         account: AccountId,
-        generation: u64,
         control: Control,
         mut queued: mpsc::Receiver<Outgoing>,
     ) {
         let ended = self.run_outbound(peer, account, control, &mut queued).await;
+        // Closing the queue marks this link ended; a newer link's is open.
+        queued.close();
         {
             let mut outbound = lock(&self.outbound);
-            if outbound
-                .get(&peer)
-                .is_some_and(|link| link.generation == generation)
-            {
+            if outbound.get(&peer).is_some_and(mpsc::Sender::is_closed) {
                 outbound.remove(&peer);
             }
         }
-        queued.close();
         match ended {
             // It idled out as a request arrived: a fresh link takes it.
             Ok(()) => {
@@ -382,11 +358,7 @@ impl Links {
                     },
                 );
             }
-            let written = async {
-                writer.write_all(&frame).await?;
-                writer.flush().await
-            };
-            if let Err(error) = written.await {
+            if let Err(error) = send_frame(&mut writer, &frame).await {
                 debug!(%account, %error, "a work stream failed while writing");
                 let error = RequestError::Io {
                     peer: account,
@@ -540,23 +512,22 @@ impl Links {
         };
         let writing = async move {
             let mut waiting = FuturesUnordered::new();
+            let mut reading = true;
             loop {
                 // The permit goes once the answer is written: a peer that
                 // sends requests and never reads the answers holds at most
                 // the bound of them here.
                 let (id, response, _permit) = tokio::select! {
-                    answer = answered.recv() => match answer {
-                        Some(answer) => {
-                            waiting.push(answer);
-                            continue;
+                    answer = answered.recv(), if reading => {
+                        match answer {
+                            Some(answer) => waiting.push(answer),
+                            None => reading = false,
                         }
-                        None if waiting.is_empty() => break,
-                        None => match waiting.next().await {
-                            Some(done) => done,
-                            None => break,
-                        },
-                    },
+                        continue;
+                    }
                     Some(done) = waiting.next(), if !waiting.is_empty() => done,
+                    // The reader has stopped and every answer is written.
+                    else => break,
                 };
                 let frame = match encode_frame(id, &response) {
                     Ok(frame) => frame,
@@ -566,11 +537,7 @@ impl Links {
                         encode_frame(id, &refusal).expect("a refusal is small")
                     }
                 };
-                let written = async {
-                    writer.write_all(&frame).await?;
-                    writer.flush().await
-                };
-                if written.await.is_err() {
+                if send_frame(&mut writer, &frame).await.is_err() {
                     return;
                 }
             }

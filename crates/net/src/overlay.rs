@@ -256,7 +256,7 @@ impl Overlay {
         let (commands, command_queue) = mpsc::channel(COMMANDS_QUEUE_MAX);
         let (events, event_queue) = mpsc::channel(config.events_queue_max.max(1));
         let (misbehaved, misbehaving) = mpsc::channel(MISBEHAVED_QUEUE_MAX);
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(());
         let links = Links::start(
             swarm.behaviour().work.new_control(),
             LinkConfig {
@@ -487,7 +487,7 @@ struct Driver {
     config: OverlayConfig,
     events: mpsc::Sender<Event>,
     /// Dropped when the swarm stops, which ends the work links.
-    _stop: watch::Sender<bool>,
+    _stop: watch::Sender<()>,
     blocked: VecDeque<PeerId>,
     connected: HashSet<PeerId>,
     bootstrapped: bool,

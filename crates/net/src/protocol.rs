@@ -234,15 +234,10 @@ pub fn encode_frame<T: BorshSerialize>(id: u64, message: &T) -> io::Result<Vec<u
     Ok(frame)
 }
 
-/// Writes one frame in a single write and flushes it, so that it leaves
-/// at once as one multiplexer frame.
-pub async fn write_frame<T: BorshSerialize, W: AsyncWrite + Unpin>(
-    io: &mut W,
-    id: u64,
-    message: &T,
-) -> io::Result<()> {
-    let frame = encode_frame(id, message)?;
-    io.write_all(&frame).await?;
+/// Writes one encoded frame in a single write and flushes it, so that it
+/// leaves at once as one multiplexer frame.
+pub async fn send_frame<W: AsyncWrite + Unpin>(io: &mut W, frame: &[u8]) -> io::Result<()> {
+    io.write_all(frame).await?;
     io.flush().await
 }
 
