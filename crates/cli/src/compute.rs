@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use idlegrid_api::client::ApiClient;
+use idlegrid_gateway::{GatewayConfig, run_gateway};
 use idlegrid_market::MarketConfig;
 use idlegrid_net::{Multiaddr, OverlayConfig};
-use idlegrid_node::client::ApiClient;
-use idlegrid_node::gateway::{GatewayConfig, run_gateway};
-use idlegrid_node::jobspec::JobFile;
-use idlegrid_node::provider::{Cheat, ProviderConfig, ProviderStats, run_provider};
 use idlegrid_node::read_key;
-use idlegrid_node::requestor::{SubmitConfig, SubmitProgress, submit};
+use idlegrid_provider::{Cheat, ProviderConfig, ProviderStats, run_provider};
+use idlegrid_requestor::JobFile;
+use idlegrid_requestor::{SubmitConfig, SubmitProgress, submit};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -366,7 +366,7 @@ fn run_gateway_command(args: GatewayArgs) -> anyhow::Result<()> {
         node,
         overlay,
         api_listen: args.api_listen,
-        local: idlegrid_node::dashboard::Local::default(),
+        local: idlegrid_gateway::Local::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

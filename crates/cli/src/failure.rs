@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
+use idlegrid_api::client::ApiError;
 use idlegrid_node::KeyError;
-use idlegrid_node::client::ApiError;
 use serde_json::{Map, Value, json};
 
 use crate::resolve;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
+use idlegrid_api::client::ApiClient;
+use idlegrid_api::{JOBS_LIMIT_DEFAULT, JOBS_LIMIT_MAX};
 use idlegrid_ledger::TxKind;
-use idlegrid_node::api::{JOBS_LIMIT_DEFAULT, JOBS_LIMIT_MAX};
-use idlegrid_node::client::ApiClient;
 use idlegrid_node::read_key;
 use idlegrid_types::JobId;
 use serde::Deserialize;

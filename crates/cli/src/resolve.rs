@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use idlegrid_api::client::ApiError;
 use idlegrid_node::KeyError;
-use idlegrid_node::client::ApiError;
 
 /// The node's API when neither `--node` nor `IDLEGRID_NODE` names one.
 pub const NODE_DEFAULT: &str = "http://127.0.0.1:7700";

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use idlegrid_node::api::JOBS_LIMIT_MAX;
-use idlegrid_node::client::{ApiClient, ApiError};
+use idlegrid_api::JOBS_LIMIT_MAX;
+use idlegrid_api::client::{ApiClient, ApiError};
 use serde_json::{Value, json};
 
 use crate::failure::Failure;

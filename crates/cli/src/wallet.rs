@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use idlegrid_api::client::{ApiClient, Sent};
 use idlegrid_ledger::{StakeRole, TxKind};
-use idlegrid_node::client::{ApiClient, Sent};
 use idlegrid_node::{generate, read_key, write_key};
 use idlegrid_types::{AccountId, Keypair};
 use serde_json::{Value, json};

@@ -11,8 +11,10 @@
 
 mod market;
 mod rng;
+mod types;
 
-pub use market::{
-    Command, Input, JobSpec, JobSummary, Market, MarketConfig, Millis, Policy, Stall, TaskResult,
-};
+pub use market::Market;
 pub use rng::SplitMix64;
+pub use types::{
+    Command, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy, Stall, TaskResult,
+};

@@ -4,11 +4,13 @@
 //! handle, the [`Event`]s it reports, and the wire messages of
 //! [`protocol`]. A node's libp2p identity is its ledger key.
 
+pub mod content;
 pub mod identity;
 mod link;
 pub mod overlay;
 pub mod protocol;
 
+pub use content::{content_chunk, fetch_content};
 pub use identity::{account_of, libp2p_keypair, peer_id_of};
 pub use libp2p::{Multiaddr, PeerId};
 pub use overlay::{Event, NetError, Overlay, OverlayConfig, Reply, RequestError};

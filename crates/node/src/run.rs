@@ -13,9 +13,9 @@ use idlegrid_ledger::{Genesis, Ledger, RedbStore};
 use idlegrid_sandbox::{LazySandbox, SandboxConfig};
 use idlegrid_types::AccountId;
 
-use crate::api::{ApiState, serve};
 use crate::config::ValidatorConfig;
 use crate::keys::read_key;
+use idlegrid_api::{ApiState, Submissions, serve};
 
 /// A validator running in this process.
 #[derive(Debug)]
@@ -87,7 +87,7 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
     let blocks = Arc::new(OnceLock::new());
     let state = ApiState {
         node: node.clone(),
-        submissions: crate::submissions::Submissions::new(node.clone()),
+        submissions: Submissions::new(node.clone()),
         blocks: blocks.clone(),
         validator: key.account_id(),
     };

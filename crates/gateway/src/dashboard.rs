@@ -31,13 +31,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tracing::debug;
-use utoipa::OpenApi;
 
-use crate::api::{ApiDoc, ErrorBody};
-use crate::client::ApiClient;
-use crate::metrics::{self, Metrics, gauge_value, latency_histogram};
-use crate::provider::ProviderStats;
-use crate::requestor::{SubmitProgress, TrackRecord};
+use idlegrid_api::ErrorBody;
+use idlegrid_api::client::ApiClient;
+use idlegrid_api::metrics::{self, Metrics, gauge_value, latency_histogram};
+use idlegrid_provider::ProviderStats;
+use idlegrid_requestor::{SubmitProgress, TrackRecord};
 
 /// Providers whose offers the gateway remembers (the newest offers win).
 const PROVIDERS_MAX: usize = 1024;
@@ -513,50 +512,8 @@ pub(crate) fn routes(board: Arc<Board>) -> Router {
         .route("/v1/local/jobs/{job}/tasks/{index}", get(task_output))
         .route("/v1/events", get(events))
         .route("/v1/activity", get(activity))
-        .route("/v1/openapi.json", get(openapi_document))
         .route("/metrics", get(scrape))
         .with_state(board)
-}
-
-/// The gateway's own routes in OpenAPI 3.1; [`gateway_document`] adds the
-/// validator's, which the gateway passes on.
-#[derive(Debug, OpenApi)]
-#[openapi(
-    info(
-        title = "idlegrid gateway API",
-        description = "A gateway's HTTP/JSON API: its own routes (the network it sees, jobs submitted from its process, live events, metrics) and, under /v1, the validator's API, which it passes on. Every error is `{\"error\":{\"code\",\"message\"}}`."
-    ),
-    paths(
-        crate::gateway::gateway_status,
-        network,
-        local_jobs,
-        task_output,
-        events,
-        activity,
-        openapi_document,
-        scrape
-    )
-)]
-pub struct GatewayDoc;
-
-/// What a gateway answers: its own routes, then the validator's it passes on.
-pub fn gateway_document() -> utoipa::openapi::OpenApi {
-    let mut document = GatewayDoc::openapi();
-    // `merge` keeps what the gateway already describes (its /metrics and
-    // this document) and adds the rest.
-    document.merge(ApiDoc::openapi());
-    document
-}
-
-/// This document: the gateway's routes and the validator's, in OpenAPI 3.1.
-#[utoipa::path(
-    get,
-    path = "/v1/openapi.json",
-    tag = "meta",
-    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
-)]
-async fn openapi_document() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(gateway_document())
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -655,7 +612,7 @@ impl GatewayMetrics {
     tag = "meta",
     responses((status = 200, description = "The metrics in the OpenMetrics text format", body = str, content_type = "application/openmetrics-text"))
 )]
-async fn scrape(State(board): State<Arc<Board>>) -> Response {
+pub(crate) async fn scrape(State(board): State<Arc<Board>>) -> Response {
     let gauges = &board.metrics;
     if let Ok(peers) = board.overlay.connected().await {
         gauges.peers.set(gauge_value(peers.len()));
@@ -748,7 +705,7 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
         (status = 500, description = "The view failed (`internal`)", body = ErrorBody),
     )
 )]
-async fn network(State(board): State<Arc<Board>>) -> Response {
+pub(crate) async fn network(State(board): State<Arc<Board>>) -> Response {
     match tokio::task::spawn_blocking(move || board.network()).await {
         Ok(view) => axum::Json(view).into_response(),
         Err(error) => error_answer(
@@ -767,7 +724,7 @@ async fn network(State(board): State<Arc<Board>>) -> Response {
     tag = "gateway",
     responses((status = 200, description = "`{\"jobs\":[…]}`", body = Object))
 )]
-async fn local_jobs(State(board): State<Arc<Board>>) -> Response {
+pub(crate) async fn local_jobs(State(board): State<Arc<Board>>) -> Response {
     let jobs: Vec<Value> = board.local.jobs().iter().map(|job| job.view()).collect();
     axum::Json(json!({ "jobs": jobs })).into_response()
 }
@@ -787,7 +744,7 @@ async fn local_jobs(State(board): State<Arc<Board>>) -> Response {
         (status = 404, description = "No such local job, or no accepted result yet (`not_found`)", body = ErrorBody),
     )
 )]
-async fn task_output(
+pub(crate) async fn task_output(
     State(board): State<Arc<Board>>,
     path: Result<Path<(String, u64)>, PathRejection>,
 ) -> Response {
@@ -848,7 +805,7 @@ async fn task_output(
     tag = "gateway",
     responses((status = 200, description = "`{\"blocks\":[{height, digest, transactions, kinds}]}`", body = Object))
 )]
-async fn activity(State(board): State<Arc<Board>>) -> Response {
+pub(crate) async fn activity(State(board): State<Arc<Board>>) -> Response {
     let blocks: Vec<Value> = board
         .activity
         .lock()
@@ -880,7 +837,7 @@ impl Drop for ClientSlot {
         (status = 503, description = "Too many clients already (`busy`)", body = ErrorBody),
     )
 )]
-async fn events(State(board): State<Arc<Board>>) -> Response {
+pub(crate) async fn events(State(board): State<Arc<Board>>) -> Response {
     if board.clients.fetch_add(1, Ordering::Relaxed) >= EVENT_CLIENTS_MAX {
         board.clients.fetch_sub(1, Ordering::Relaxed);
         return error_answer(

@@ -12,22 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use idlegrid_api::client::ApiClient;
+use idlegrid_gateway::{
+    GatewayConfig, ImageLayout, JobPhase, Local, LocalJob, LocalProvider, run_gateway,
+};
 use idlegrid_market::MarketConfig;
 use idlegrid_net::{Multiaddr, OverlayConfig};
+use idlegrid_node::testnet::{TestnetPlan, init as init_testnet};
+use idlegrid_node::{generate, read_key, start_validator, write_key};
+use idlegrid_provider::{ProviderConfig, ProviderStats, ProviderSummary, run_provider};
+use idlegrid_requestor::{JobFile, SubmitConfig, SubmitReport, submit};
 use idlegrid_types::{AccountId, Keypair};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
-
-use crate::client::ApiClient;
-use crate::dashboard::{ImageLayout, JobPhase, Local, LocalJob, LocalProvider};
-use crate::gateway::{GatewayConfig, run_gateway};
-use crate::jobspec::JobFile;
-use crate::keys::{generate, read_key, write_key};
-use crate::provider::{ProviderConfig, ProviderStats, ProviderSummary, run_provider};
-use crate::requestor::{SubmitConfig, SubmitReport, submit};
-use crate::run::start_validator;
-use crate::testnet::{TestnetPlan, init as init_testnet};
 
 /// The chain the devnet runs.
 pub const CHAIN_ID: &str = "idlegrid-devnet";
@@ -48,7 +46,10 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 const VALIDATOR_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The demo job: a Mandelbrot image in tiles, one task each.
-const MANDELBROT_WASM: &[u8] = include_bytes!("../../../examples/mandelbrot/mandelbrot.wasm");
+const MANDELBROT_WASM: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/mandelbrot/mandelbrot.wasm"
+));
 pub const DEMO_WIDTH: u32 = 960;
 pub const DEMO_HEIGHT: u32 = 640;
 pub const DEMO_TILE: u32 = 64;

@@ -12,16 +12,16 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use idlegrid_net::{Event, Multiaddr, Overlay, OverlayConfig, Response as WorkResponse};
 use idlegrid_types::{AccountId, Keypair};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::api::ErrorBody;
-use crate::api::REQUEST_BODY_BYTES_MAX;
-use crate::dashboard::{Board, Local, routes as dashboard_routes, track};
+use crate::dashboard::{self, Board, Local, routes as dashboard_routes, track};
+use idlegrid_api::{ApiDoc, ErrorBody, REQUEST_BODY_BYTES_MAX};
+use utoipa::OpenApi;
 
 /// Largest answer from the validator the gateway passes on, bytes.
 const ANSWER_BYTES_MAX: u64 = 64 << 20;
@@ -86,6 +86,7 @@ pub async fn run_gateway(
     let watcher = tokio::spawn(Arc::clone(&board).watch());
     let router = Router::new()
         .route("/v1/gateway", any(gateway_status))
+        .route("/v1/openapi.json", get(openapi_document))
         .route("/v1/{*rest}", any(forward))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(proxy)
@@ -129,7 +130,7 @@ pub async fn run_gateway(
         (status = 500, description = "Never: listed for the shape of errors", body = ErrorBody),
     )
 )]
-pub(crate) async fn gateway_status(State(proxy): State<Arc<Proxy>>) -> Response {
+async fn gateway_status(State(proxy): State<Arc<Proxy>>) -> Response {
     let addresses: Vec<String> = proxy
         .overlay
         .listen_addresses()
@@ -196,4 +197,45 @@ async fn forward(
 fn bad_gateway(message: &str) -> Response {
     let body = json!({ "error": { "code": "bad_gateway", "message": message } });
     (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+}
+
+/// The gateway's own routes in OpenAPI 3.1; [`gateway_document`] adds the
+/// validator's, which the gateway passes on.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "idlegrid gateway API",
+        description = "A gateway's HTTP/JSON API: its own routes (the network it sees, jobs submitted from its process, live events, metrics) and, under /v1, the validator's API, which it passes on. Every error is `{\"error\":{\"code\",\"message\"}}`."
+    ),
+    paths(
+        gateway_status,
+        dashboard::network,
+        dashboard::local_jobs,
+        dashboard::task_output,
+        dashboard::events,
+        dashboard::activity,
+        openapi_document,
+        dashboard::scrape
+    )
+)]
+pub struct GatewayDoc;
+
+/// What a gateway answers: its own routes, then the validator's it passes on.
+pub fn gateway_document() -> utoipa::openapi::OpenApi {
+    let mut document = GatewayDoc::openapi();
+    // `merge` keeps what the gateway already describes (its /metrics and
+    // this document) and adds the rest.
+    document.merge(ApiDoc::openapi());
+    document
+}
+
+/// This document: the gateway's routes and the validator's, in OpenAPI 3.1.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
+)]
+async fn openapi_document() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(gateway_document())
 }

@@ -1,11 +1,13 @@
 //! `idlegrid devnet`: the whole network in one process, with the dashboard.
 
+mod network;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use self::network::{DevnetConfig, DevnetNotice, DevnetReady, run_devnet};
 use anyhow::Context;
 use clap::Args;
-use idlegrid_node::devnet::{DevnetConfig, DevnetNotice, DevnetReady, run_devnet};
 use serde_json::json;
 use tokio::sync::mpsc;
 

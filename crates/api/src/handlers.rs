@@ -1,0 +1,648 @@
+//! The handlers and the JSON views they answer with: transactions,
+//! accounts, jobs, providers, blocks and the node's status.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use idlegrid_chain::{Block, TxStatus};
+use idlegrid_ledger::{
+    Job, JobStatus, Stake, StakeRole, Store, decode_transaction, transaction_hash,
+};
+use idlegrid_types::{AccountId, ContentId, JobId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody, ledger_unavailable};
+use crate::limits::{ENGINE_ANSWER_TIMEOUT, JOBS_LIMIT_DEFAULT, JOBS_LIMIT_MAX};
+use crate::state::{ApiState, finalized_height, with_node};
+
+/// A path segment, or our error for one axum could not decode.
+fn segment(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    Ok(path?.0)
+}
+
+fn parse_account(text: &str) -> Result<AccountId, ApiError> {
+    text.parse().map_err(|error| {
+        ApiError::bad_request("malformed_account", format!("not an account id: {error}"))
+    })
+}
+
+// ---- POST /v1/transactions ----
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct SubmitRequest {
+    /// Hex of the canonical encoding of a signed transaction.
+    transaction: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SubmitView {
+    /// The transaction's hash (`b3:` and 64 hex digits).
+    hash: String,
+}
+
+/// Submit a signed transaction to this validator's pool.
+///
+/// It is checked against the finalized state and relayed to the other
+/// validators; `GET /v1/transactions/{hash}` follows it.
+#[utoipa::path(
+    post,
+    path = "/v1/transactions",
+    tag = "transactions",
+    request_body = SubmitRequest,
+    responses(
+        (status = 200, description = "Taken into the pool", body = SubmitView),
+        (status = 400, description = "Malformed JSON or transaction (`malformed_json`, `malformed_transaction`)", body = ErrorBody),
+        (status = 413, description = "The body is over the limit (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "Refused: it would not apply, or the pool is full (the code says why)", body = ErrorBody),
+        (status = 500, description = "The request failed inside the node (`internal`)", body = ErrorBody),
+        (status = 503, description = "The node cannot answer now (`unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn submit<S: Store + Send + 'static>(
+    State(state): State<ApiState<S>>,
+    request: Result<Json<SubmitRequest>, JsonRejection>,
+) -> Result<Json<SubmitView>, ApiError> {
+    let Json(request) = request?;
+    let bytes = hex::decode(request.transaction.trim()).map_err(|error| {
+        ApiError::bad_request(
+            "malformed_transaction",
+            format!("the transaction is not hex: {error}"),
+        )
+    })?;
+    let transaction = decode_transaction(&bytes).map_err(|error| {
+        ApiError::bad_request(
+            "malformed_transaction",
+            format!("the bytes are not a signed transaction: {error}"),
+        )
+    })?;
+    // With other submissions, its signature checked in a batch outside the
+    // node's lock, then into the pool under one lock for the batch.
+    let hash = state.submissions.submit(transaction).await?;
+    Ok(Json(SubmitView {
+        hash: hash.to_string(),
+    }))
+}
+
+// ---- GET /v1/transactions/{hash} ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RejectedView {
+    code: String,
+    message: String,
+}
+
+/// Where a transaction stands, as this validator knows it.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TxState {
+    /// In this validator's pool, waiting for a block.
+    Pending,
+    /// In a finalized block.
+    Included,
+    /// It left the pool without a block: it no longer applies.
+    Dropped,
+    /// Never seen, or forgotten.
+    Unknown,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TxStatusView {
+    hash: String,
+    status: TxState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u32>,
+    /// Why it did not apply: included but rejected by the ledger, or dropped
+    /// from the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<RejectedView>,
+}
+
+/// Where a transaction stands: pending, included (where), dropped (why) or
+/// unknown.
+#[utoipa::path(
+    get,
+    path = "/v1/transactions/{hash}",
+    tag = "transactions",
+    params(("hash" = String, Path, description = "The transaction's hash (`b3:` and 64 hex digits)")),
+    responses(
+        (status = 200, description = "What this validator knows of it", body = TxStatusView),
+        (status = 400, description = "Not a transaction hash (`malformed_hash`, `malformed_path`)", body = ErrorBody),
+        (status = 500, description = "The request failed inside the node (`internal`)", body = ErrorBody),
+        (status = 503, description = "The node cannot answer now (`unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn transaction<S: Store + Send + 'static>(
+    State(state): State<ApiState<S>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<TxStatusView>, ApiError> {
+    let text = segment(path)?;
+    let hash: ContentId = text.parse().map_err(|error| {
+        ApiError::bad_request("malformed_hash", format!("not a transaction hash: {error}"))
+    })?;
+    let found = with_node(&state, move |node| {
+        node.status(&hash).map_err(ledger_unavailable)
+    })
+    .await?;
+    let mut view = TxStatusView {
+        hash: hash.to_string(),
+        status: TxState::Unknown,
+        height: None,
+        index: None,
+        rejected: None,
+    };
+    match found {
+        TxStatus::Pending => view.status = TxState::Pending,
+        TxStatus::Included(record) => {
+            view.status = TxState::Included;
+            view.height = Some(record.height);
+            view.index = Some(record.index);
+            view.rejected = record
+                .rejected
+                .map(|(code, message)| RejectedView { code, message });
+        }
+        TxStatus::Dropped { code, message } => {
+            view.status = TxState::Dropped;
+            view.rejected = Some(RejectedView { code, message });
+        }
+        TxStatus::Unknown => {}
+    }
+    Ok(Json(view))
+}
+
+// ---- GET /v1/accounts/{account} ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UnbondingView {
+    amount: u64,
+    release_height: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StakeView {
+    bonded: u64,
+    /// Leaving the stake, still slashable until released.
+    unbonding: Vec<UnbondingView>,
+}
+
+impl From<Stake> for StakeView {
+    fn from(stake: Stake) -> Self {
+        Self {
+            bonded: stake.bonded,
+            unbonding: stake
+                .unbonding
+                .iter()
+                .map(|entry| UnbondingView {
+                    amount: entry.amount,
+                    release_height: entry.release_height,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AccountView {
+    account: String,
+    balance: u64,
+    /// The nonce the ledger expects next.
+    nonce: u64,
+    /// The nonce a new transaction should carry: past the ones pending here.
+    next_nonce: u64,
+    validator_stake: StakeView,
+    provider_stake: StakeView,
+}
+
+/// An account's balance, nonces and stake (an account the ledger has never
+/// seen has nothing: zero balance, nonce 0).
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account}",
+    tag = "ledger",
+    params(("account" = String, Path, description = "The account (`did:key:z6Mk…`)")),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 400, description = "Not an account id (`malformed_account`, `malformed_path`)", body = ErrorBody),
+        (status = 500, description = "The request failed inside the node (`internal`)", body = ErrorBody),
+        (status = 503, description = "The node cannot answer now (`unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn account<S: Store + Send + 'static>(
+    State(state): State<ApiState<S>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<AccountView>, ApiError> {
+    let id = parse_account(&segment(path)?)?;
+    let view = with_node(&state, move |node| {
+        let ledger = node.ledger();
+        let account = ledger.account(&id).map_err(ledger_unavailable)?;
+        let validator_stake = ledger
+            .stake(StakeRole::Validator, &id)
+            .map_err(ledger_unavailable)?;
+        let provider_stake = ledger
+            .stake(StakeRole::Provider, &id)
+            .map_err(ledger_unavailable)?;
+        Ok(AccountView {
+            account: id.to_string(),
+            balance: account.balance,
+            nonce: account.nonce,
+            next_nonce: node.mempool.next_nonce(&id, account.nonce),
+            validator_stake: validator_stake.into(),
+            provider_stake: provider_stake.into(),
+        })
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+// ---- GET /v1/jobs/{job} ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LimitsView {
+    fuel: u64,
+    memory_bytes: u64,
+    output_bytes: u64,
+}
+
+/// Whether a job still takes redemptions.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum JobState {
+    Open,
+    Closed,
+}
+
+impl From<JobStatus> for JobState {
+    fn from(status: JobStatus) -> Self {
+        match status {
+            JobStatus::Open => Self::Open,
+            JobStatus::Closed => Self::Closed,
+        }
+    }
+}
+
+impl From<JobState> for JobStatus {
+    fn from(state: JobState) -> Self {
+        match state {
+            JobState::Open => Self::Open,
+            JobState::Closed => Self::Closed,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobView {
+    job: String,
+    requestor: String,
+    module: String,
+    spec: String,
+    escrow: u64,
+    price_per_million_fuel: u64,
+    deadline_height: u64,
+    limits: LimitsView,
+    status: JobState,
+    redeemed_total: u64,
+}
+
+impl JobView {
+    fn new(id: JobId, job: Job) -> Self {
+        Self {
+            job: id.to_string(),
+            requestor: job.requestor.to_string(),
+            module: job.module.to_string(),
+            spec: job.spec.to_string(),
+            escrow: job.escrow,
+            price_per_million_fuel: job.price_per_million_fuel,
+            deadline_height: job.deadline_height,
+            limits: LimitsView {
+                fuel: job.limits.fuel,
+                memory_bytes: job.limits.memory_bytes,
+                output_bytes: job.limits.output_bytes,
+            },
+            status: job.status.into(),
+            redeemed_total: job.redeemed_total,
+        }
+    }
+}
+
+/// A job: its requestor, module, escrow, price, deadline, limits and status.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job}",
+    tag = "ledger",
+    params(("job" = String, Path, description = "The job id (`job:` and 64 hex digits)")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "Not a job id (`malformed_job_id`, `malformed_path`)", body = ErrorBody),
+        (status = 404, description = "No such job (`not_found`)", body = ErrorBody),
+        (status = 500, description = "The request failed inside the node (`internal`)", body = ErrorBody),
+        (status = 503, description = "The node cannot answer now (`unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn job<S: Store + Send + 'static>(
+    State(state): State<ApiState<S>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let text = segment(path)?;
+    let id: JobId = text.parse().map_err(|error: String| {
+        ApiError::bad_request("malformed_job_id", format!("not a job id: {error}"))
+    })?;
+    let found = with_node(&state, move |node| {
+        node.ledger().job(&id).map_err(ledger_unavailable)
+    })
+    .await?;
+    match found {
+        Some(job) => Ok(Json(JobView::new(id, job))),
+        None => Err(ApiError::not_found(format!("there is no job {id}"))),
+    }
+}
+
+// ---- GET /v1/jobs ----
+
+// `IntoParams` is not imported: its derive's code names it in full, which
+// the `unused_qualifications` lint would flag were it in scope.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct JobsQuery {
+    /// Only jobs in this status.
+    status: Option<JobState>,
+    /// At most this many jobs.
+    // The attribute takes literals: JOBS_LIMIT_MAX and JOBS_LIMIT_DEFAULT
+    // (a test checks that the document says the same).
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobsView {
+    /// The most recently opened first.
+    jobs: Vec<JobView>,
+}
+
+/// The ledger's jobs, the most recently opened first (by the height of the
+/// block that opened them, then their order in it).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "ledger",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "The jobs", body = JobsView),
+        (status = 400, description = "A bad status or limit (`malformed_query`)", body = ErrorBody),
+        (status = 500, description = "The request failed inside the node (`internal`)", body = ErrorBody),
+        (status = 503, description = "The node cannot answer now (`unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn jobs<S: Store + Send + 'static>(
+    State(state): State<ApiState<S>>,
+    query: Result<Query<JobsQuery>, QueryRejection>,
+) -> Result<Json<JobsView>, ApiError> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(JOBS_LIMIT_DEFAULT);
+    if !(1..=JOBS_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "malformed_query",
+            format!("limit must be from 1 to {JOBS_LIMIT_MAX}, not {limit}"),
+        ));
+    }
+    let status = query.status.map(JobStatus::from);
+    let list = with_node(&state, move |node| {
+        node.ledger()
+            .jobs(status, limit)
+            .map_err(ledger_unavailable)
+    })
+    .await?;
+    Ok(Json(JobsView {
+        jobs: list
+            .into_iter()
+            .map(|(id, job)| JobView::new(id, job))
+            .collect(),
+    }))
+}
+
+// ---- GET /v1/providers ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StakeEntry {
+    account: String,
+    stake: u64,
+}
+
+fn stake_entries(list: Vec<(AccountId, u64)>) -> Vec<StakeEntry> {
+    list.into_iter()
+        .map(|(account, stake)| StakeEntry {
+            account: account.to_string(),
+            stake,
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProvidersView {
+    /// Accounts with bonded provider stake, and how much.
+    providers: Vec<StakeEntry>,
+}
+
+/// Accounts with bonded provider stake, and how much.
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    tag = "ledger",
+    responses(
+        (status = 200, description = "The providers", body = ProvidersView),
+        (status = 500, description = "The request failed inside the node (`internal`)", body = ErrorBody),
+        (status = 503, description = "The node cannot answer now (`unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn providers<S: Store + Send + 'static>(
+    State(state): State<ApiState<S>>,
+) -> Result<Json<ProvidersView>, ApiError> {
+    let list = with_node(&state, |node| {
+        node.ledger().providers().map_err(ledger_unavailable)
+    })
+    .await?;
+    Ok(Json(ProvidersView {
+        providers: stake_entries(list),
+    }))
+}
+
+// ---- GET /v1/blocks/{height} ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BlockTxView {
+    hash: String,
+    signer: String,
+    nonce: u64,
+    fee: u64,
+    /// The transaction kind's snake_case name (`transfer`, `stake`, …).
+    #[schema(example = "transfer")]
+    kind: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BlockView {
+    height: u64,
+    digest: String,
+    parent: String,
+    parent_state_root: String,
+    transactions: Vec<BlockTxView>,
+}
+
+impl From<&Block> for BlockView {
+    fn from(block: &Block) -> Self {
+        Self {
+            height: block.height,
+            digest: block.digest().to_string(),
+            parent: block.parent.to_string(),
+            parent_state_root: hex::encode(block.parent_state_root),
+            transactions: block
+                .transactions
+                .iter()
+                .map(|transaction| BlockTxView {
+                    hash: transaction_hash(transaction).to_string(),
+                    signer: transaction.signer.to_string(),
+                    nonce: transaction.body.nonce,
+                    fee: transaction.body.fee,
+                    kind: transaction.body.kind.name(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A finalized block and its transactions.
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{height}",
+    tag = "chain",
+    params(("height" = u64, Path, description = "The block's height")),
+    responses(
+        (status = 200, description = "The block", body = BlockView),
+        (status = 400, description = "Not a height (`malformed_height`, `malformed_path`)", body = ErrorBody),
+        (status = 404, description = "This validator holds no finalized block there (`not_found`)", body = ErrorBody),
+        (status = 503, description = "The engine has not started (`starting`) or did not answer (`unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn block<S: Store + Send + 'static>(
+    State(state): State<ApiState<S>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<BlockView>, ApiError> {
+    let text = segment(path)?;
+    let height: u64 = text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "malformed_height",
+            "a block height is a non-negative decimal integer",
+        )
+    })?;
+    let Some(blocks) = state.blocks.get().cloned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the consensus engine has not started yet",
+        ));
+    };
+    let found = tokio::time::timeout(ENGINE_ANSWER_TIMEOUT, blocks.at(height))
+        .await
+        .map_err(|_| ApiError::unavailable("the consensus engine did not answer in time"))?;
+    match found {
+        Some(block) => Ok(Json(BlockView::from(&block))),
+        None => Err(ApiError::not_found(format!(
+            "this validator holds no finalized block at height {height}"
+        ))),
+    }
+}
+
+// ---- GET /v1/status ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MempoolView {
+    transactions: usize,
+    bytes: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PeerView {
+    account: String,
+    last_seen_ms: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatusView {
+    chain_id: String,
+    validator: String,
+    /// The height of the last block applied to the ledger.
+    height: u64,
+    /// The highest block the engine knows is finalized (at least `height`
+    /// once the engine runs; `height` before).
+    finalized_height: u64,
+    /// The state root after `height`, in hex.
+    state_root: String,
+    /// The digest of the block at `height`.
+    tip: String,
+    /// The smallest fee a transaction may pay.
+    minimum_fee: u64,
+    mempool: MempoolView,
+    /// The epoch the next block belongs to.
+    epoch: u64,
+    /// That epoch's validator set (the one running consensus now).
+    validators: Vec<StakeEntry>,
+    peers: Vec<PeerView>,
+}
+
+/// The chain and this validator: heights, state root, fees, pool, epoch,
+/// validators and peers.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "chain",
+    responses(
+        (status = 200, description = "The node's status", body = StatusView),
+        (status = 500, description = "The request failed inside the node (`internal`)", body = ErrorBody),
+        (status = 503, description = "The node cannot answer now (`unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn status<S: Store + Send + 'static>(
+    State(state): State<ApiState<S>>,
+) -> Result<Json<StatusView>, ApiError> {
+    let validator = state.validator;
+    let view = with_node(&state, move |node| {
+        let ledger = node.ledger();
+        let height = ledger.height();
+        Ok(StatusView {
+            chain_id: ledger.chain_id().to_owned(),
+            validator: validator.to_string(),
+            height,
+            finalized_height: height,
+            state_root: hex::encode(ledger.state_root()),
+            tip: node.chain.tip().to_string(),
+            minimum_fee: ledger.params().minimum_fee,
+            mempool: MempoolView {
+                transactions: node.mempool.len(),
+                bytes: node.mempool.bytes(),
+            },
+            epoch: ledger.epoch_of(height + 1),
+            validators: stake_entries(
+                ledger
+                    .validator_set(ledger.epoch_of(height + 1))
+                    .map_err(ledger_unavailable)?
+                    .unwrap_or_default(),
+            ),
+            peers: node
+                .peers()
+                .into_iter()
+                .map(|(account, since)| PeerView {
+                    account: account.to_string(),
+                    last_seen_ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
+                })
+                .collect(),
+        })
+    })
+    .await?;
+    Ok(Json(StatusView {
+        finalized_height: finalized_height(&state, view.height).await,
+        ..view
+    }))
+}

@@ -1,0 +1,239 @@
+//! What consensus calls into: [`App`], which proposes and verifies blocks
+//! through [`Chain`](crate::Chain), and [`Finalizer`], which applies the
+//! finalized ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use commonware_actor::Feedback;
+use commonware_consensus::marshal::Update;
+use commonware_consensus::marshal::ancestry::Ancestry;
+use commonware_consensus::{Application, Reporter};
+use commonware_cryptography::{Digested, Digestible};
+use commonware_runtime::Clock;
+use commonware_utils::Acknowledgement;
+use futures::StreamExt;
+use futures::channel::mpsc;
+use idlegrid_ledger::Store;
+
+use super::block::{EngineBlock, id_of};
+use super::{RoundContext, Scheme};
+use crate::chain::Finalized;
+use crate::node::{Node, SharedNode};
+
+/// The application simplex (through marshal) asks to propose and verify.
+#[derive(Debug)]
+pub struct App<S: Store> {
+    node: SharedNode<S>,
+    /// How long a leader with nothing to propose waits for a transaction
+    /// before proposing an empty block.
+    idle_wait: Duration,
+}
+
+impl<S: Store> Clone for App<S> {
+    fn clone(&self) -> Self {
+        Self {
+            node: Arc::clone(&self.node),
+            idle_wait: self.idle_wait,
+        }
+    }
+}
+
+impl<S: Store> App<S> {
+    pub fn new(node: SharedNode<S>, idle_wait: Duration) -> Self {
+        Self { node, idle_wait }
+    }
+}
+
+/// How often a waiting leader looks at its pool.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+
+impl<E: Clock + Send + 'static, S: Store + Send + 'static> Application<E> for App<S> {
+    type SigningScheme = Scheme;
+    type Context = RoundContext;
+    type Block = EngineBlock;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (context, _): (E, RoundContext),
+        mut ancestry: impl Ancestry<EngineBlock>,
+        _input: (),
+    ) -> Option<Digested<EngineBlock>> {
+        // The first block of the ancestry is the parent.
+        let parent = ancestry.next().await?;
+        let parent_digest = id_of(&parent.digest());
+        self.verify_chain(parent, &mut ancestry).await?;
+        // An idle chain does not spin: with an empty pool the leader waits
+        // a little for a transaction (well within the leader timeout).
+        let started = context.current();
+        while self.node.lock().ok()?.mempool.is_empty()
+            && context
+                .current()
+                .duration_since(started)
+                .unwrap_or_default()
+                < self.idle_wait
+        {
+            context.sleep(IDLE_POLL).await;
+        }
+        let Ok(mut node) = self.node.lock() else {
+            return None;
+        };
+        let Node {
+            chain,
+            mempool,
+            executor,
+            ..
+        } = &mut *node;
+        match chain.propose(parent_digest, mempool, executor.as_ref()) {
+            Ok(block) => {
+                let block = EngineBlock(block);
+                let digest = block.digest();
+                Some(Digested::precomputed(block, digest))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "not proposing on this parent");
+                None
+            }
+        }
+    }
+
+    async fn verify(
+        &mut self,
+        _context: (E, RoundContext),
+        mut ancestry: impl Ancestry<EngineBlock>,
+    ) -> bool {
+        // The first block is the one to verify, then its ancestors.
+        let Some(block) = ancestry.next().await else {
+            return false;
+        };
+        self.verify_chain(block, &mut ancestry).await.is_some()
+    }
+}
+
+/// The most unknown ancestors a node verifies to reach a block (after a
+/// restart, the notarized blocks above its last finalized one).
+const ANCESTRY_MAX: usize = 256;
+
+impl<S: Store> App<S> {
+    /// Verifies `block` and, first, those of its ancestors this node has
+    /// not seen (a restarted node knows only its finalized tip).
+    async fn verify_chain(
+        &self,
+        block: Digested<EngineBlock>,
+        ancestry: &mut impl Ancestry<EngineBlock>,
+    ) -> Option<()> {
+        // Digested blocks carry their digest and share the block itself.
+        let mut blocks = vec![block];
+        loop {
+            let oldest = blocks.last()?;
+            let (known, parent_known, finalized) = {
+                let node = self.node.lock().ok()?;
+                (
+                    node.chain.knows(&id_of(&oldest.digest())),
+                    node.chain.knows(&oldest.inner().0.parent),
+                    node.ledger().height(),
+                )
+            };
+            if known {
+                blocks.pop();
+                break;
+            }
+            if parent_known {
+                break;
+            }
+            // An unknown parent at or below the finalized height is on a
+            // fork that can never be final.
+            if oldest.inner().0.height <= finalized + 1 || blocks.len() >= ANCESTRY_MAX {
+                tracing::info!(
+                    height = oldest.inner().0.height,
+                    "voting against a block on an unknown branch"
+                );
+                return None;
+            }
+            blocks.push(ancestry.next().await?);
+        }
+        let mut node = self.node.lock().ok()?;
+        let Node {
+            chain, executor, ..
+        } = &mut *node;
+        for block in blocks.iter().rev() {
+            let digest = id_of(&block.digest());
+            let block = &block.inner().0;
+            if let Err(error) = chain.verify_named(block, digest, executor.as_ref()) {
+                tracing::info!(%error, height = block.height, "voting against a block");
+                return None;
+            }
+        }
+        Some(())
+    }
+}
+
+/// Applies finalized blocks, in order, acknowledging each once it is
+/// durable; a block marshal delivers again after a restart is not applied
+/// twice. After an epoch's last block it tells the orchestrator, which
+/// starts the next epoch's engine.
+#[derive(Debug)]
+pub struct Finalizer<S: Store> {
+    node: SharedNode<S>,
+    epoch_ended: mpsc::UnboundedSender<u64>,
+}
+
+impl<S: Store> Clone for Finalizer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            node: Arc::clone(&self.node),
+            epoch_ended: self.epoch_ended.clone(),
+        }
+    }
+}
+
+impl<S: Store> Finalizer<S> {
+    pub fn new(node: SharedNode<S>, epoch_ended: mpsc::UnboundedSender<u64>) -> Self {
+        Self { node, epoch_ended }
+    }
+}
+
+impl<S: Store + Send + 'static> Reporter for Finalizer<S> {
+    type Activity = Update<EngineBlock>;
+
+    fn report(&mut self, activity: Update<EngineBlock>) -> Feedback {
+        let Update::Block(block, ack) = activity else {
+            return Feedback::Ok;
+        };
+        let Ok(mut node) = self.node.lock() else {
+            tracing::error!("node state poisoned; not acknowledging");
+            return Feedback::Ok;
+        };
+        let Node {
+            chain,
+            mempool,
+            executor,
+            ..
+        } = &mut *node;
+        let digest = id_of(&block.digest());
+        let block = &block.inner().0;
+        match chain.finalize_named(block, digest, executor.as_ref()) {
+            Ok(outcome) => {
+                if let Finalized::Applied(outcome) = outcome {
+                    if let Err(error) = mempool.finalized(&block.transactions, chain.ledger()) {
+                        tracing::error!(%error, "could not prune the mempool");
+                    }
+                    let ledger = node.ledger();
+                    let epoch = ledger.epoch_of(outcome.height);
+                    if ledger.epoch_of(outcome.height + 1) != epoch {
+                        let _ = self.epoch_ended.unbounded_send(epoch);
+                    }
+                    node.applied(&outcome);
+                }
+                ack.acknowledge();
+            }
+            // Not acknowledging stops marshal: a node that cannot apply a
+            // finalized block halts rather than diverge.
+            Err(error) => {
+                tracing::error!(%error, height = block.height, "cannot apply a finalized block")
+            }
+        }
+        Feedback::Ok
+    }
+}

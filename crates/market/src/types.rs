@@ -1,0 +1,211 @@
+//! What goes into and comes out of the [`Market`](crate::Market): its
+//! configuration, the jobs and results it is given, and the commands it
+//! returns.
+
+use idlegrid_types::{
+    AccountId, ContentId, ExecutionLimits, JobId, Offer, SignedReceipt, TaskOutcome,
+};
+
+/// Milliseconds; whatever clock the caller uses, consistently.
+pub type Millis = u64;
+
+/// How the market behaves. Every bound is here, with its unit in its name.
+#[derive(Debug, Clone)]
+pub struct MarketConfig {
+    /// Stake a provider needs before it gets work.
+    pub minimum_stake: u64,
+    /// Most offers (providers) the book holds.
+    pub offers_max: usize,
+    /// Tasks in flight per core of a provider, at least.
+    pub tasks_per_core: u32,
+    /// Tasks in flight per core of a provider, at most. Between the two,
+    /// a provider is sent enough to keep each core busy for `pipeline_ms`
+    /// (judged by the fuel the job's tasks have used so far and the
+    /// provider's benchmark), so that short tasks do not leave it idle
+    /// while results and new batches cross the network.
+    pub tasks_per_core_max: u32,
+    /// Work per core a provider is given ahead, milliseconds.
+    pub pipeline_ms: Millis,
+    /// Most tasks sent to a provider in one batch.
+    pub batch_tasks_max: usize,
+    /// A lease lasts the task's expected run time times this, plus the base.
+    pub lease_factor: u64,
+    pub lease_base_ms: Millis,
+    /// Provider failures (crash, timeout) a task survives before it fails.
+    pub attempts_max: u32,
+    /// Most results collected for one task while its replicas disagree.
+    pub replicas_max: u32,
+    /// Consecutive valid results before a provider's results may be trusted alone.
+    pub trust_history_min: u32,
+    /// The lowest spot-check probability for a trusted provider, per mille.
+    pub spot_check_floor_permille: u32,
+    /// Providers in the book from which, under the adaptive policy, two
+    /// matching results from providers without validated history are not
+    /// enough (a third must agree).
+    pub vouching_providers_min: usize,
+    /// Providers looked at per placement before a task waits.
+    pub candidates_per_placement_max: usize,
+    /// Seeds the spot checks.
+    pub seed: u64,
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        Self {
+            minimum_stake: 1,
+            offers_max: 1_000_000,
+            tasks_per_core: 2,
+            tasks_per_core_max: 64,
+            pipeline_ms: 20,
+            batch_tasks_max: 64,
+            lease_factor: 3,
+            lease_base_ms: 2_000,
+            attempts_max: 5,
+            replicas_max: 7,
+            trust_history_min: 10,
+            spot_check_floor_permille: 20,
+            vouching_providers_min: 32,
+            candidates_per_placement_max: 64,
+            seed: 0,
+        }
+    }
+}
+
+/// How a job's results are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// A quorum of this many matching results from distinct providers.
+    Replicas(u8),
+    /// A trusted provider's result alone, spot-checked with a probability
+    /// that falls as its run of valid results grows; everyone else's
+    /// replicated to two.
+    Adaptive,
+}
+
+/// A job as the market sees it: tasks are numbered `0..task_count`.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub id: JobId,
+    pub module: ContentId,
+    pub task_count: u64,
+    pub limits: ExecutionLimits,
+    pub price_per_million_fuel: u64,
+    pub policy: Policy,
+    /// The most the job may pay in total.
+    pub budget: u64,
+}
+
+/// What a provider says a task produced.
+#[derive(Debug, Clone)]
+pub struct TaskResult {
+    pub outcome: TaskOutcome,
+    pub fuel_used: u64,
+    /// The signed receipt, kept as fraud evidence if the result loses.
+    pub receipt: Option<Box<SignedReceipt>>,
+}
+
+/// Something that happened, with the time of the call.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A (signature-checked) offer.
+    Offer {
+        provider: AccountId,
+        offer: Offer,
+    },
+    /// The provider's stake on the ledger.
+    Stake {
+        provider: AccountId,
+        amount: u64,
+    },
+    Connected(AccountId),
+    Lost(AccountId),
+    SubmitJob(JobSpec),
+    Result {
+        provider: AccountId,
+        job: JobId,
+        task: u64,
+        result: TaskResult,
+    },
+    /// The provider could not run the task (crash, host error); not fraud.
+    ProviderFailed {
+        provider: AccountId,
+        job: JobId,
+        task: u64,
+    },
+    Budget {
+        job: JobId,
+        budget: u64,
+    },
+    /// Time passed: expire leases and offers.
+    Tick,
+}
+
+/// Why a job stopped placing work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// Placing more would commit more than the budget.
+    Budget,
+}
+
+/// Totals of a finished job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobSummary {
+    pub tasks_accepted: u64,
+    pub tasks_failed: u64,
+    /// Fuel of every result received, replicas included.
+    pub fuel_executed: u64,
+    /// Fuel of the accepted results, once per task.
+    pub fuel_useful: u64,
+    pub paid: u64,
+}
+
+/// What the caller should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Assign {
+        provider: AccountId,
+        job: JobId,
+        tasks: Vec<u64>,
+        lease_deadline_ms: Millis,
+    },
+    Cancel {
+        provider: AccountId,
+        job: JobId,
+        task: u64,
+    },
+    /// Sign and send a cumulative voucher.
+    Voucher {
+        job: JobId,
+        provider: AccountId,
+        cumulative_amount: u64,
+        cumulative_fuel: u64,
+        sequence: u64,
+    },
+    /// A provider's result lost to the accepted one.
+    Fraud {
+        job: JobId,
+        task: u64,
+        provider: AccountId,
+        /// (the accepted receipt, the losing receipt), when both were signed.
+        evidence: Option<Box<(SignedReceipt, SignedReceipt)>>,
+    },
+    TaskAccepted {
+        job: JobId,
+        task: u64,
+        outcome: TaskOutcome,
+        fuel_used: u64,
+    },
+    TaskFailed {
+        job: JobId,
+        task: u64,
+        reason: String,
+    },
+    JobStalled {
+        job: JobId,
+        reason: Stall,
+    },
+    JobFinished {
+        job: JobId,
+        summary: JobSummary,
+    },
+}

@@ -1,0 +1,220 @@
+//! What goes into the provider's core and what comes out: its
+//! configuration, the [`Input`]s the shell gives it, and the [`Command`]s
+//! it gives back.
+
+use idlegrid_net::{Request, Response, ResultBatch};
+use idlegrid_types::{
+    AccountId, ContentId, ErrorKind, ExecutionLimits, JobId, Keypair, Offer, SignedOffer,
+    SignedVoucher, TaskInput, TaskOutcome,
+};
+
+/// Names one inbound request until it is answered.
+pub type RequestId = u64;
+/// Names one results batch on its way to a requestor.
+pub type BatchId = u64;
+
+/// A test-only way to make a provider lie, to test that liars are caught.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cheat {
+    /// Return a wrong output (the true one with bytes appended) for every
+    /// completed task, with a receipt signed over it.
+    WrongOutput,
+}
+
+/// What the core is set up with.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Signs offers and receipts; vouchers must pay this account.
+    pub key: Keypair,
+    /// What is offered (its sequence and expiry are the core's to set).
+    pub offer: Offer,
+    /// How long a published offer stays valid, ms.
+    pub offer_ttl_ms: u64,
+    /// Tasks held at most: waiting for a job check or a module, queued and
+    /// running.
+    pub queue_tasks_max: usize,
+    /// Bytes of task input held at most.
+    pub queue_bytes_max: usize,
+    pub cheat: Option<Cheat>,
+}
+
+/// What the ledger says about a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobCheck {
+    /// Open, at a price this provider takes, with tasks that fit: batches
+    /// from `requestor` for `module` run.
+    Approved {
+        requestor: AccountId,
+        module: ContentId,
+    },
+    Rejected {
+        code: &'static str,
+        message: String,
+    },
+}
+
+/// How getting a module ready ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleStatus {
+    /// Compiled and held by the shell.
+    Ready,
+    /// The bytes are what the job names, and the sandbox refuses them: a
+    /// deterministic failure every replica reports the same way.
+    Invalid(ErrorKind),
+    /// It could not be fetched or stored (not a claim about the module).
+    Unavailable(String),
+}
+
+/// What running one task gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunResult {
+    Ran {
+        outcome: TaskOutcome,
+        fuel_used: u64,
+        stdout: Vec<u8>,
+    },
+    /// The host could not run it.
+    NotRun { reason: String },
+}
+
+/// How an ordered redemption ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redemption {
+    /// Included in a block: the amount is paid.
+    Paid,
+    /// The ledger says this voucher will never pay more (it holds this one
+    /// or a newer one already, or the job is closed or gone).
+    Settled,
+    /// Not included; tried again later.
+    Failed,
+}
+
+/// Something that happened.
+#[derive(Debug)]
+pub enum Input {
+    /// A peer's request, answered by a [`Command::Reply`] (or
+    /// [`Command::StoreVoucher`], [`Command::ServeContent`]) with its id.
+    Request {
+        id: RequestId,
+        peer: AccountId,
+        request: Request,
+    },
+    /// A peer subscribed to offers.
+    OfferSubscriber,
+    /// Time to publish the offer again.
+    OfferTimer,
+    /// Time to redeem every voucher that owes more than was redeemed.
+    RedeemTimer,
+    /// The time [`ProviderCore::wake_at`] asked for came.
+    Wake,
+    JobChecked {
+        job: JobId,
+        check: JobCheck,
+    },
+    ModuleReady {
+        cid: ContentId,
+        status: ModuleStatus,
+    },
+    /// A worker ran a task of a [`Command::Run`].
+    TaskDone {
+        job: JobId,
+        index: u64,
+        result: RunResult,
+    },
+    /// A worker skipped a task that was cancelled before it started.
+    TaskSkipped {
+        job: JobId,
+        index: u64,
+    },
+    /// A [`Command::SendResults`] was answered, or could not be delivered.
+    ResultsAnswered {
+        batch: BatchId,
+        delivered: bool,
+    },
+    /// A redemption of a [`Command::Redeem`] ended.
+    Redeemed {
+        job: JobId,
+        amount: u64,
+        outcome: Redemption,
+    },
+    /// The owner's load crossed the idle threshold.
+    Paused(bool),
+    /// Stop taking work and redeem everything owed.
+    Shutdown,
+}
+
+/// A task to run, as the core hands it to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub job: JobId,
+    pub index: u64,
+    pub module: ContentId,
+    pub limits: ExecutionLimits,
+    pub wall_time_ms: u64,
+    pub input: TaskInput,
+}
+
+/// What the shell should do.
+#[derive(Debug)]
+pub enum Command {
+    Reply {
+        id: RequestId,
+        response: Response,
+    },
+    /// Answer with a chunk of content this node holds on disk.
+    ServeContent {
+        id: RequestId,
+        cid: ContentId,
+        offset: u64,
+    },
+    /// Read the job from the ledger; answer with [`Input::JobChecked`].
+    CheckJob {
+        job: JobId,
+    },
+    /// Get the module ready (disk, or fetched from `from`); answer with
+    /// [`Input::ModuleReady`].
+    FetchModule {
+        from: AccountId,
+        cid: ContentId,
+    },
+    /// Let a compiled module go.
+    DropModule(ContentId),
+    /// Queue the task for a worker (its module is ready).
+    Run(Task),
+    /// A queued task is no longer wanted: skip it if it has not started.
+    Cancel {
+        job: JobId,
+        index: u64,
+    },
+    /// Send signed results; answer with [`Input::ResultsAnswered`].
+    SendResults {
+        batch: BatchId,
+        requestor: AccountId,
+        results: ResultBatch,
+    },
+    PublishOffer(SignedOffer),
+    /// Store the voucher on disk, then answer request `reply` with `Ok`.
+    StoreVoucher {
+        voucher: SignedVoucher,
+        reply: RequestId,
+    },
+    /// Delete a job's stored voucher: it owes nothing more.
+    ForgetVoucher(JobId),
+    /// Redeem these on the ledger, one by one; answer each with
+    /// [`Input::Redeemed`].
+    Redeem(Vec<SignedVoucher>),
+}
+
+/// Counts for the status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub tasks_done: u64,
+    pub fuel_used: u64,
+    /// Paid out on the ledger by vouchers redeemed in this run.
+    pub earned: u64,
+    /// Owed by vouchers held but not yet redeemed.
+    pub owed: u64,
+    /// Tasks held: waiting for a check or a module, queued or running.
+    pub held: u64,
+    pub paused: bool,
+}

@@ -1,0 +1,19 @@
+//! Rent out a machine's idle cores: offer them on the overlay, run the
+//! tasks requestors send in the sandbox, sign receipts for what ran, and
+//! redeem the vouchers that pay for it.
+//!
+//! [`core`] decides (what to take, run, sign, keep and redeem) without I/O;
+//! [`run_provider`] is the shell around it: the overlay, the worker pool,
+//! the disk and the ledger.
+
+pub mod core;
+pub mod hardware;
+mod ledger;
+mod run;
+mod store;
+mod worker;
+
+pub use crate::core::Cheat;
+pub use run::{
+    MODULE_BYTES_MAX, ProviderConfig, ProviderReady, ProviderStats, ProviderSummary, run_provider,
+};

@@ -1,0 +1,746 @@
+//! The requestor's decisions, without I/O: what to place with whom (through
+//! `idlegrid-market`), which results count, what to pay, whom to dispute,
+//! and what each task's record says.
+//!
+//! The shell gives [`RequestorCore::input`] what happens (offers,
+//! connections, results, ledger answers, failed deliveries), which answers
+//! requests at once and queues the rest for the market; then
+//! [`RequestorCore::step`] runs the market once over everything queued and
+//! gives what to send, write, pay and dispute. Time is the caller's
+//! (microseconds on any clock, used consistently). No sockets, clocks,
+//! threads or files, so every rule is tested without a network: a result
+//! counts only with a receipt its provider signed for this job's task,
+//! module and input; a provider is paid once per task it answered right.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use idlegrid_ledger::{Dispute, Evidence};
+use idlegrid_market::{
+    Command as MarketCommand, Input as MarketInput, JobSpec, JobSummary, Market, MarketConfig,
+    Policy, TaskResult,
+};
+use idlegrid_net::{
+    AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, Request, Response, ResultBatch, TaskBatch,
+    TaskReturn,
+};
+use idlegrid_types::codec::Bounded;
+use idlegrid_types::{
+    AccountId, ContentId, JobId, Keypair, Offer, SignatureCache, SignedReceipt, SignedVoucher,
+    TaskOutcome, Voucher,
+};
+
+use crate::jobspec::{JobFile, Verification};
+use crate::report::{ProviderRecord, TaskRecord, TrackRecord};
+
+/// Names one inbound request until it is answered.
+pub type RequestId = u64;
+
+/// How often a provider's stake is read again, microseconds.
+pub const STAKE_REFRESH_US: u64 = 30_000_000;
+/// Disputes filed against one provider in one job: enough to slash it,
+/// without a block of disputes for every task a liar touched.
+pub const DISPUTES_PER_PROVIDER_MAX: usize = 3;
+
+/// Something that happened.
+#[derive(Debug)]
+pub enum Input {
+    /// A provider's offer, its signature checked by the overlay.
+    Offer {
+        provider: AccountId,
+        offer: Offer,
+    },
+    Connected(AccountId),
+    Disconnected(AccountId),
+    /// A peer's request, answered by a [`Command::Reply`] with its id.
+    Request {
+        id: RequestId,
+        peer: AccountId,
+        request: Request,
+    },
+    /// A provider's stake on the ledger (after [`Command::ReadStake`]).
+    Stake {
+        provider: AccountId,
+        amount: u64,
+    },
+    /// A batch of [`Command::SendTasks`] was refused or not delivered;
+    /// `lost` when the provider could not be reached at all.
+    AssignFailed {
+        provider: AccountId,
+        tasks: Vec<u64>,
+        lost: bool,
+    },
+    /// A [`Command::SendVoucher`] ended (answered or not).
+    VoucherAnswered(AccountId),
+    /// Time passed: leases and offers expire.
+    Tick,
+}
+
+/// What the shell should do.
+#[derive(Debug)]
+pub enum Command {
+    Reply {
+        id: RequestId,
+        response: Response,
+    },
+    /// Read the provider's stake; answer with [`Input::Stake`].
+    ReadStake(AccountId),
+    /// Send a batch of tasks; answer a refusal or failure with
+    /// [`Input::AssignFailed`].
+    SendTasks {
+        provider: AccountId,
+        batch: TaskBatch,
+    },
+    /// Tell the provider these tasks are no longer wanted.
+    Cancel {
+        provider: AccountId,
+        tasks: Vec<u64>,
+    },
+    /// Send the newest voucher owed; answer with [`Input::VoucherAnswered`].
+    SendVoucher {
+        provider: AccountId,
+        voucher: SignedVoucher,
+    },
+    /// File a dispute on the ledger against a provider's receipt.
+    Dispute {
+        task: u64,
+        provider: AccountId,
+        dispute: Box<Dispute>,
+    },
+    /// A task is accepted: write its output (when it completed) to `file`
+    /// under the results folder.
+    Accepted {
+        task: u64,
+        output: Option<(String, Vec<u8>)>,
+        /// From its first assignment to its acceptance, when it was accepted.
+        round_trip_us: Option<u64>,
+    },
+    /// Placing more would pass the budget.
+    Stalled,
+    /// Every task is decided.
+    Finished(JobSummary),
+}
+
+/// One provider's result for an undecided task: who, what, and the stdout
+/// when it completed.
+type PendingResult = (AccountId, TaskOutcome, Option<Vec<u8>>);
+
+/// The requestor's state machine for one job.
+#[derive(Debug)]
+pub struct RequestorCore {
+    key: Keypair,
+    job: JobId,
+    job_file: Arc<JobFile>,
+    market: Market,
+    /// Market inputs waiting for the next [`RequestorCore::step`].
+    queued: Vec<MarketInput>,
+    input_cids: Vec<Option<ContentId>>,
+    /// Results of undecided tasks.
+    pending: HashMap<u64, Vec<PendingResult>>,
+    /// Who was sent each undecided task: only their results count, once
+    /// each (the market's rule too).
+    holders: HashMap<u64, Vec<AccountId>>,
+    records: BTreeMap<u64, TaskRecord>,
+    providers: BTreeMap<AccountId, ProviderRecord>,
+    tracks: BTreeMap<AccountId, TrackRecord>,
+    /// When each provider's stake was last asked for.
+    stake_read_us: HashMap<AccountId, u64>,
+    /// The newest voucher owed to each provider, signed or not.
+    owed: HashMap<AccountId, Voucher>,
+    /// Providers with a voucher on its way; the newest owed is sent when
+    /// it lands (a provider stores each before answering, so one at a
+    /// time, superseding those that piled up meanwhile).
+    vouchers_in_flight: HashSet<AccountId>,
+    /// Sequence of the newest voucher sent to each provider.
+    vouched: HashMap<AccountId, u64>,
+    /// Batch signatures of receipts checked so far: a provider signs the
+    /// results it returns together once.
+    signatures: SignatureCache,
+    disputes_against: HashMap<AccountId, usize>,
+    disputes_filed: usize,
+    fuel_executed: u64,
+    failed: u64,
+    finished: Option<JobSummary>,
+    stalled: bool,
+    /// When each undecided task was first assigned.
+    assigned_at_us: HashMap<u64, u64>,
+    first_placed_us: Option<u64>,
+    round_trips_us: Vec<u64>,
+}
+
+impl RequestorCore {
+    /// A core for `job`, opened on the ledger from `job_file`; `start` gives
+    /// its first commands.
+    pub fn new(key: Keypair, job: JobId, job_file: Arc<JobFile>, market: MarketConfig) -> Self {
+        let market = Market::new(MarketConfig {
+            seed: u64::from_le_bytes(job.as_bytes()[..8].try_into().expect("8 bytes")),
+            ..market
+        });
+        Self {
+            key,
+            job,
+            input_cids: vec![None; job_file.tasks.len()],
+            job_file,
+            market,
+            queued: Vec::new(),
+            pending: HashMap::new(),
+            holders: HashMap::new(),
+            records: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            tracks: BTreeMap::new(),
+            stake_read_us: HashMap::new(),
+            owed: HashMap::new(),
+            vouchers_in_flight: HashSet::new(),
+            vouched: HashMap::new(),
+            signatures: SignatureCache::default(),
+            disputes_against: HashMap::new(),
+            disputes_filed: 0,
+            fuel_executed: 0,
+            failed: 0,
+            finished: None,
+            stalled: false,
+            assigned_at_us: HashMap::new(),
+            first_placed_us: None,
+            round_trips_us: Vec::new(),
+        }
+    }
+
+    /// Submits the job to the market.
+    pub fn start(&mut self, now_us: u64) -> Vec<Command> {
+        let spec = JobSpec {
+            id: self.job,
+            module: self.job_file.module_cid,
+            task_count: self.job_file.tasks.len() as u64,
+            limits: self.job_file.limits,
+            price_per_million_fuel: self.job_file.price_per_million_fuel,
+            policy: match self.job_file.verification {
+                Verification::Adaptive => Policy::Adaptive,
+                Verification::Replicas(replicas) => Policy::Replicas(replicas),
+            },
+            budget: self.job_file.budget,
+        };
+        self.queued.push(MarketInput::SubmitJob(spec));
+        self.step(now_us)
+    }
+
+    pub fn job(&self) -> JobId {
+        self.job
+    }
+
+    /// Every task is decided, or placing more would pass the budget.
+    pub fn done(&self) -> bool {
+        self.finished.is_some() || self.stalled
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.stalled
+    }
+
+    pub fn summary(&self) -> JobSummary {
+        self.finished.unwrap_or_default()
+    }
+
+    /// Providers with a live offer, the stake to back it and a connection.
+    pub fn offering(&self, now_us: u64) -> usize {
+        self.market.offering_count(now_us / 1000)
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.market.in_flight_total()
+    }
+
+    /// Fuel of every result that counted, replicas included.
+    pub fn fuel_executed(&self) -> u64 {
+        self.fuel_executed
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    /// What vouchers promise in all.
+    pub fn paid(&self) -> u64 {
+        self.providers.values().map(|record| record.paid).sum()
+    }
+
+    pub fn records(&self) -> &BTreeMap<u64, TaskRecord> {
+        &self.records
+    }
+
+    pub fn providers(&self) -> &BTreeMap<AccountId, ProviderRecord> {
+        &self.providers
+    }
+
+    /// Each provider's results that agreed with the accepted one and that
+    /// did not.
+    pub fn tracks(&self) -> &BTreeMap<AccountId, TrackRecord> {
+        &self.tracks
+    }
+
+    /// The newest voucher owed to each provider, signed.
+    pub fn owed_vouchers(&self) -> Vec<(AccountId, SignedVoucher)> {
+        self.owed
+            .iter()
+            .map(|(provider, voucher)| (*provider, self.key.sign(voucher.clone())))
+            .collect()
+    }
+
+    pub fn disputes_filed(&self) -> usize {
+        self.disputes_filed
+    }
+
+    /// When the first task was placed, on the caller's clock.
+    pub fn first_placed_us(&self) -> Option<u64> {
+        self.first_placed_us
+    }
+
+    /// Each accepted task's round trip, in the order they were accepted.
+    pub fn round_trips_us(&self) -> &[u64] {
+        &self.round_trips_us
+    }
+
+    /// Takes what happened; answers requests at once and queues the rest
+    /// for the next [`RequestorCore::step`].
+    pub fn input(&mut self, now_us: u64, input: Input) -> Vec<Command> {
+        let mut commands = Vec::new();
+        match input {
+            Input::Offer { provider, offer } => {
+                let expired = offer.expires_at_ms != 0 && offer.expires_at_ms <= now_us / 1000;
+                // An expired offer withdraws the provider (it paused); a
+                // live one needs its stake, read again now and then.
+                let stale = self
+                    .stake_read_us
+                    .get(&provider)
+                    .is_none_or(|read| now_us.saturating_sub(*read) >= STAKE_REFRESH_US);
+                if !expired && stale {
+                    self.stake_read_us.insert(provider, now_us);
+                    commands.push(Command::ReadStake(provider));
+                }
+                // Placement waits for a connection (the overlay dials offer authors).
+                self.queued.push(MarketInput::Offer { provider, offer });
+            }
+            Input::Connected(peer) => self.queued.push(MarketInput::Connected(peer)),
+            Input::Disconnected(peer) => self.queued.push(MarketInput::Lost(peer)),
+            Input::Request { id, peer, request } => {
+                let response = self.request(peer, request);
+                commands.push(Command::Reply { id, response });
+            }
+            Input::Stake { provider, amount } => {
+                self.queued.push(MarketInput::Stake { provider, amount });
+            }
+            Input::AssignFailed {
+                provider,
+                tasks,
+                lost,
+            } => {
+                if lost {
+                    self.queued.push(MarketInput::Lost(provider));
+                } else {
+                    for task in tasks {
+                        self.queued.push(MarketInput::ProviderFailed {
+                            provider,
+                            job: self.job,
+                            task,
+                        });
+                    }
+                }
+            }
+            Input::VoucherAnswered(provider) => {
+                self.vouchers_in_flight.remove(&provider);
+            }
+            Input::Tick => self.queued.push(MarketInput::Tick),
+        }
+        commands
+    }
+
+    /// Runs the market over everything queued (one placement and one
+    /// voucher per provider for all of it); gives what to do.
+    pub fn step(&mut self, now_us: u64) -> Vec<Command> {
+        let mut commands = Vec::new();
+        if !self.queued.is_empty() {
+            let inputs = std::mem::take(&mut self.queued);
+            let decided = self.market.handle_all(now_us / 1000, inputs);
+            self.apply(now_us, decided, &mut commands);
+        }
+        self.send_vouchers(&mut commands);
+        commands
+    }
+
+    fn request(&mut self, peer: AccountId, request: Request) -> Response {
+        match request {
+            Request::Results(batch) => self.results(peer, batch),
+            Request::Content { cid, offset } if cid == self.job_file.module_cid => {
+                idlegrid_net::content_chunk(&self.job_file.module, offset)
+            }
+            Request::Content { cid, .. } => {
+                Response::refused("not_found", format!("this requestor does not hold {cid}"))
+            }
+            other => Response::refused(
+                "not_a_provider",
+                format!("a requestor does not take `{}` requests", other.name()),
+            ),
+        }
+    }
+
+    fn results(&mut self, provider: AccountId, batch: ResultBatch) -> Response {
+        if batch.job != self.job {
+            return Response::refused("unknown_job", format!("this requestor runs {}", self.job));
+        }
+        for result in batch.results.into_inner() {
+            let task = result.index();
+            match result {
+                TaskReturn::NotRun { reason, .. } => {
+                    tracing::info!(%provider, task, reason = &*reason, "task not run");
+                    self.queued.push(MarketInput::ProviderFailed {
+                        provider,
+                        job: self.job,
+                        task,
+                    });
+                }
+                TaskReturn::Ran { receipt, stdout } => {
+                    let asked = self
+                        .holders
+                        .get(&task)
+                        .is_some_and(|holders| holders.contains(&provider));
+                    let answered = self.pending.get(&task).is_some_and(|results| {
+                        results.iter().any(|(from, _, _)| *from == provider)
+                    });
+                    if !asked || answered {
+                        // Not sent to it, decided already, or sent again:
+                        // it counts for nothing.
+                        tracing::debug!(%provider, task, "a result nobody waits for");
+                        continue;
+                    }
+                    match self.check_receipt(provider, &receipt, &stdout) {
+                        Ok(()) => {
+                            let outcome = receipt.body.outcome;
+                            let fuel_used = receipt.body.fuel_used;
+                            self.fuel_executed = self.fuel_executed.saturating_add(fuel_used);
+                            self.providers.entry(provider).or_default().results += 1;
+                            let stdout = matches!(outcome, TaskOutcome::Completed { .. })
+                                .then(|| stdout.into_inner());
+                            self.pending
+                                .entry(task)
+                                .or_default()
+                                .push((provider, outcome, stdout));
+                            self.queued.push(MarketInput::Result {
+                                provider,
+                                job: self.job,
+                                task,
+                                result: TaskResult {
+                                    outcome,
+                                    fuel_used,
+                                    receipt: Some(Box::new(receipt)),
+                                },
+                            });
+                        }
+                        Err(reason) => {
+                            tracing::warn!(%provider, task, reason, "unusable result");
+                            self.queued.push(MarketInput::ProviderFailed {
+                                provider,
+                                job: self.job,
+                                task,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Response::Ok
+    }
+
+    fn input_cid(&mut self, task: u64) -> Option<ContentId> {
+        let index = usize::try_from(task).ok()?;
+        let slot = self.input_cids.get_mut(index)?;
+        if slot.is_none() {
+            *slot = Some(self.job_file.tasks[index].content_id());
+        }
+        *slot
+    }
+
+    /// A receipt counts only if its provider signed it for this job's task,
+    /// module and input, and the output it names is the one sent.
+    fn check_receipt(
+        &mut self,
+        provider: AccountId,
+        receipt: &SignedReceipt,
+        stdout: &[u8],
+    ) -> Result<(), &'static str> {
+        if receipt.signer != provider || receipt.verify_cached(&self.signatures).is_err() {
+            return Err("the receipt is not signed by the provider that sent it");
+        }
+        let body = &receipt.body;
+        if body.job != self.job {
+            return Err("the receipt names another job");
+        }
+        if body.module != self.job_file.module_cid {
+            return Err("the receipt names another module");
+        }
+        if self.input_cid(body.task_index) != Some(body.input) {
+            return Err("the receipt names another input");
+        }
+        if let TaskOutcome::Completed { output, .. } = body.outcome
+            && ContentId::of(stdout) != output
+        {
+            return Err("the output sent is not the one the receipt names");
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, now_us: u64, decided: Vec<MarketCommand>, commands: &mut Vec<Command>) {
+        let mut cancels: HashMap<AccountId, Vec<u64>> = HashMap::new();
+        for command in decided {
+            match command {
+                MarketCommand::Assign {
+                    provider, tasks, ..
+                } => self.assign(now_us, provider, tasks, commands),
+                MarketCommand::Cancel { provider, task, .. } => {
+                    cancels.entry(provider).or_default().push(task);
+                }
+                MarketCommand::Voucher {
+                    job,
+                    provider,
+                    cumulative_amount,
+                    cumulative_fuel,
+                    sequence,
+                } => {
+                    let record = self.providers.entry(provider).or_default();
+                    record.paid = cumulative_amount;
+                    record.fuel_paid = cumulative_fuel;
+                    self.owed.insert(
+                        provider,
+                        Voucher {
+                            job,
+                            provider,
+                            cumulative_amount,
+                            cumulative_fuel,
+                            sequence,
+                        },
+                    );
+                }
+                MarketCommand::Fraud {
+                    task,
+                    provider,
+                    evidence,
+                    ..
+                } => self.fraud(task, provider, evidence, commands),
+                MarketCommand::TaskAccepted {
+                    task,
+                    outcome,
+                    fuel_used,
+                    ..
+                } => self.accepted(now_us, task, outcome, fuel_used, commands),
+                MarketCommand::TaskFailed { task, reason, .. } => {
+                    self.pending.remove(&task);
+                    self.holders.remove(&task);
+                    self.assigned_at_us.remove(&task);
+                    self.failed += 1;
+                    self.records.insert(
+                        task,
+                        TaskRecord {
+                            index: task,
+                            status: "failed",
+                            exit_code: None,
+                            output: None,
+                            error: Some(reason),
+                            fuel: None,
+                            file: None,
+                            providers: Vec::new(),
+                        },
+                    );
+                }
+                MarketCommand::JobStalled { .. } => {
+                    self.stalled = true;
+                    commands.push(Command::Stalled);
+                }
+                MarketCommand::JobFinished { summary, .. } => {
+                    self.finished = Some(summary);
+                    commands.push(Command::Finished(summary));
+                }
+            }
+        }
+        for (provider, tasks) in cancels {
+            commands.push(Command::Cancel { provider, tasks });
+        }
+    }
+
+    fn fraud(
+        &mut self,
+        task: u64,
+        provider: AccountId,
+        evidence: Option<Box<(SignedReceipt, SignedReceipt)>>,
+        commands: &mut Vec<Command>,
+    ) {
+        tracing::warn!(%provider, task, "a provider's result lost to the accepted one");
+        let disputed = self.disputes_against.entry(provider).or_default();
+        let Some(evidence) = evidence else {
+            return;
+        };
+        if *disputed >= DISPUTES_PER_PROVIDER_MAX {
+            return;
+        }
+        let Some(input) = usize::try_from(task)
+            .ok()
+            .and_then(|index| self.job_file.tasks.get(index))
+        else {
+            return;
+        };
+        // A job file's module and inputs are within a dispute's bounds, so
+        // both always fit.
+        let (Ok(module), Ok(input)) = (
+            Bounded::new(self.job_file.module.clone()),
+            Bounded::new(input.encode()),
+        ) else {
+            return;
+        };
+        *disputed += 1;
+        self.disputes_filed += 1;
+        let (accepted, losing) = *evidence;
+        commands.push(Command::Dispute {
+            task,
+            provider,
+            dispute: Box::new(Dispute {
+                evidence: Evidence::Conflicting(accepted, losing),
+                module,
+                input,
+            }),
+        });
+    }
+
+    fn accepted(
+        &mut self,
+        now_us: u64,
+        task: u64,
+        outcome: TaskOutcome,
+        fuel_used: u64,
+        commands: &mut Vec<Command>,
+    ) {
+        let round_trip_us = self
+            .assigned_at_us
+            .remove(&task)
+            .map(|assigned| now_us.saturating_sub(assigned));
+        if let Some(round_trip) = round_trip_us {
+            self.round_trips_us.push(round_trip);
+        }
+        self.holders.remove(&task);
+        let results = self.pending.remove(&task).unwrap_or_default();
+        for (provider, result, _) in &results {
+            let track = self.tracks.entry(*provider).or_default();
+            if *result == outcome {
+                track.accepted += 1;
+            } else {
+                track.rejected += 1;
+            }
+        }
+        let providers = results
+            .iter()
+            .filter(|(_, result, _)| *result == outcome)
+            .map(|(provider, _, _)| *provider)
+            .collect();
+        let mut record = TaskRecord {
+            index: task,
+            status: "accepted",
+            exit_code: None,
+            output: None,
+            error: None,
+            fuel: Some(fuel_used),
+            file: None,
+            providers,
+        };
+        let mut output = None;
+        match outcome {
+            TaskOutcome::Completed {
+                exit_code,
+                output: cid,
+            } => {
+                let stdout = results
+                    .into_iter()
+                    .find_map(|(_, result, stdout)| (result == outcome).then_some(stdout).flatten())
+                    .unwrap_or_default();
+                let file = format!("tasks/{task:06}.out");
+                record.exit_code = Some(exit_code);
+                record.output = Some(cid.to_string());
+                record.file = Some(file.clone());
+                output = Some((file, stdout));
+            }
+            TaskOutcome::Failed(kind) => record.error = Some(kind.as_str().to_owned()),
+        }
+        self.records.insert(task, record);
+        commands.push(Command::Accepted {
+            task,
+            output,
+            round_trip_us,
+        });
+    }
+
+    /// Packs a provider's assignment into batches within a message's bounds.
+    fn assign(
+        &mut self,
+        now_us: u64,
+        provider: AccountId,
+        tasks: Vec<u64>,
+        commands: &mut Vec<Command>,
+    ) {
+        let mut batches: Vec<Vec<AssignedTask>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for task in tasks {
+            let Some(input) = usize::try_from(task)
+                .ok()
+                .and_then(|index| self.job_file.tasks.get(index))
+            else {
+                continue;
+            };
+            let size = 8 + input.encoded_len();
+            let current = batches.last_mut().expect("never empty");
+            if !current.is_empty()
+                && (bytes + size > MESSAGE_BYTES_MAX / 2 || current.len() == BATCH_TASKS_MAX)
+            {
+                batches.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            batches.last_mut().expect("never empty").push(AssignedTask {
+                index: task,
+                input: input.clone(),
+            });
+        }
+        self.first_placed_us.get_or_insert(now_us);
+        for tasks in batches.into_iter().filter(|batch| !batch.is_empty()) {
+            for task in &tasks {
+                self.assigned_at_us.entry(task.index).or_insert(now_us);
+                let holders = self.holders.entry(task.index).or_default();
+                if !holders.contains(&provider) {
+                    holders.push(provider);
+                }
+            }
+            commands.push(Command::SendTasks {
+                provider,
+                batch: TaskBatch {
+                    job: self.job,
+                    module: self.job_file.module_cid,
+                    limits: self.job_file.limits,
+                    wall_time_ms: self.job_file.wall_time_secs.saturating_mul(1000),
+                    price_per_million_fuel: self.job_file.price_per_million_fuel,
+                    tasks: Bounded::new(tasks).expect("at most BATCH_TASKS_MAX"),
+                },
+            });
+        }
+    }
+
+    /// Sends each provider the newest voucher it is owed, unless one is
+    /// on its way already.
+    fn send_vouchers(&mut self, commands: &mut Vec<Command>) {
+        for (provider, voucher) in &self.owed {
+            let sent = self.vouched.get(provider).copied().unwrap_or(0);
+            if voucher.sequence <= sent || self.vouchers_in_flight.contains(provider) {
+                continue;
+            }
+            self.vouched.insert(*provider, voucher.sequence);
+            self.vouchers_in_flight.insert(*provider);
+            commands.push(Command::SendVoucher {
+                provider: *provider,
+                voucher: self.key.sign(voucher.clone()),
+            });
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! Job files as a requestor writes them: every field, every mistake.
+
+use super::*;
+
+const HEAD: &str = "module = \"m.wasm\"\nprice_per_million_fuel = 10\nbudget = 1000\n";
+const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+/// A folder holding a module `m.wasm`, where job files are parsed as
+/// `job.toml`.
+struct Folder {
+    dir: tempfile::TempDir,
+}
+
+impl Folder {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.wasm"), MODULE).unwrap();
+        Self { dir }
+    }
+
+    fn job_path(&self) -> PathBuf {
+        self.dir.path().join("job.toml")
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.dir.path().join(name), bytes).unwrap();
+    }
+
+    fn parse(&self, text: &str) -> Result<JobFile, JobFileError> {
+        JobFile::parse(text, &self.job_path())
+    }
+}
+
+/// Parses `text` and asserts it fails at `line:column` with `message`.
+fn check_error(text: &str, (line, column): (usize, usize), message: &str) {
+    let folder = Folder::new();
+    let error = folder.parse(text).unwrap_err();
+    assert_eq!(error.location(), Some((line, column)), "{error}");
+    let shown = error.to_string();
+    let expected = format!("{}:{line}:{column}: ", folder.job_path().display());
+    assert!(shown.starts_with(&expected), "{shown}");
+    let problem = error.problem().unwrap().to_string();
+    assert!(problem.contains(message), "{problem:?} lacks {message:?}");
+}
+
+fn args(input: &TaskInput) -> Vec<String> {
+    input.arg_strings()
+}
+
+#[test]
+fn a_range_expands_its_templates_once_per_index() {
+    let folder = Folder::new();
+    let text = format!(
+        "{HEAD}[tasks]\nstart = 98\nend = 102\nargs = [\"200000\", \"{{index}}\", \"n{{index}}.{{index}}\"]\nstdin = \"shared\"\n"
+    );
+    let job = folder.parse(&text).unwrap();
+    assert_eq!(job.tasks.len(), 4);
+    assert_eq!(args(&job.tasks[0]), ["200000", "98", "n98.98"]);
+    assert_eq!(args(&job.tasks[3]), ["200000", "101", "n101.101"]);
+    assert!(job.tasks.iter().all(|task| *task.stdin == b"shared"));
+    assert_eq!(job.module, MODULE);
+    assert_eq!(job.module_cid, ContentId::of(MODULE));
+    assert_eq!(job.module_path, folder.dir.path().join("m.wasm"));
+    assert_eq!(job.path, folder.job_path());
+}
+
+#[test]
+fn braces_that_are_not_placeholders_are_literal() {
+    let folder = Folder::new();
+    let text = format!(
+        "{HEAD}[tasks]\nend = 1\nargs = ['{{\"a\": {{index}}}}', \"{{}}\", \"{{index\", \"}}{{ x }}\"]\n"
+    );
+    let job = folder.parse(&text).unwrap();
+    assert_eq!(
+        args(&job.tasks[0]),
+        ["{\"a\": 0}", "{}", "{index", "}{ x }"]
+    );
+}
+
+#[test]
+fn omitted_fields_take_their_defaults() {
+    let folder = Folder::new();
+    let job = folder.parse(&format!("{HEAD}[tasks]\nend = 2\n")).unwrap();
+    assert_eq!(
+        job.limits,
+        ExecutionLimits {
+            fuel: FUEL_DEFAULT,
+            memory_bytes: MEMORY_BYTES_DEFAULT,
+            output_bytes: OUTPUT_BYTES_MAX,
+        }
+    );
+    assert_eq!(job.wall_time_secs, 60);
+    assert_eq!(job.deadline_blocks, 600);
+    assert_eq!(job.verification, Verification::Adaptive);
+    assert_eq!(job.price_per_million_fuel, 10);
+    assert_eq!(job.budget, 1000);
+    assert_eq!(job.tasks.len(), 2);
+    assert!(
+        job.tasks
+            .iter()
+            .all(|task| task.args.is_empty() && task.stdin.is_empty())
+    );
+}
+
+#[test]
+fn every_field_is_read() {
+    let folder = Folder::new();
+    let text = "module = \"m.wasm\"\nprice_per_million_fuel = 3\nbudget = 5_000_000\n\
+                deadline_blocks = 10\n[limits]\nfuel = 1_000_000\nmemory_mib = 64\n\
+                output_bytes = 65536\nwall_time_secs = 3600\n[verification]\n\
+                policy = \"replicas\"\nreplicas = 7\n[tasks]\nend = 1\n";
+    let job = folder.parse(text).unwrap();
+    assert_eq!(
+        job.limits,
+        ExecutionLimits {
+            fuel: 1_000_000,
+            memory_bytes: 64 << 20,
+            output_bytes: 65536,
+        }
+    );
+    assert_eq!(job.wall_time_secs, 3600);
+    assert_eq!(job.deadline_blocks, 10);
+    assert_eq!(job.verification, Verification::Replicas(7));
+    assert_eq!(job.price_per_million_fuel, 3);
+    assert_eq!(job.budget, 5_000_000);
+}
+
+#[test]
+fn the_spec_cid_is_stable_and_covers_every_field() {
+    let folder = Folder::new();
+    let base = format!("{HEAD}[tasks]\nend = 3\nargs = [\"{{index}}\"]\n");
+    let spec = |text: &str| folder.parse(text).unwrap().spec_cid();
+    let first = spec(&base);
+    folder.write("job.toml", base.as_bytes());
+    assert_eq!(JobFile::load(&folder.job_path()).unwrap().spec_cid(), first);
+    assert_eq!(spec(&base), first);
+
+    let variants = [
+        base.replace("price_per_million_fuel = 10", "price_per_million_fuel = 11"),
+        base.replace("budget = 1000", "budget = 1001"),
+        format!("deadline_blocks = 601\n{base}"),
+        format!("{base}[limits]\nfuel = 7\n"),
+        format!("{base}[limits]\nmemory_mib = 1\n"),
+        format!("{base}[limits]\noutput_bytes = 1\n"),
+        format!("{base}[limits]\nwall_time_secs = 61\n"),
+        format!("{base}[verification]\npolicy = \"replicas\"\nreplicas = 2\n"),
+        base.replace("end = 3", "end = 4"),
+        base.replace("\"{index}\"", "\"x{index}\""),
+        format!("{base}stdin = \"x\"\n"),
+    ];
+    for variant in &variants {
+        assert_ne!(spec(variant), first, "{variant}");
+    }
+    folder.write("m.wasm", b"another module");
+    assert_ne!(spec(&base), first);
+}
+
+#[test]
+fn explicit_tasks_take_inline_stdin_or_a_stdin_file() {
+    let folder = Folder::new();
+    folder.write("input.txt", b"from a file\n");
+    let text = format!(
+        "{HEAD}[[task]]\nargs = [\"1000\", \"{{index}}\"]\nstdin = \"inline\"\n\n\
+         [[task]]\nstdin_file = \"input.txt\"\n\n[[task]]\n"
+    );
+    let job = folder.parse(&text).unwrap();
+    assert_eq!(job.tasks.len(), 3);
+    // Explicit arguments are literal.
+    assert_eq!(args(&job.tasks[0]), ["1000", "{index}"]);
+    assert_eq!(*job.tasks[0].stdin, b"inline");
+    assert!(job.tasks[1].args.is_empty());
+    assert_eq!(*job.tasks[1].stdin, b"from a file\n");
+    assert_eq!(job.tasks[2], TaskInput::default());
+}
+
+#[test]
+fn toml_mistakes_point_at_their_place() {
+    check_error(
+        &format!("{HEAD}[tasks\nend = 1\n"),
+        (4, 7),
+        "unclosed table, expected `]`",
+    );
+    check_error(
+        &format!("{HEAD}[tasks]\nstart = 1\n"),
+        (4, 1),
+        "missing field `end`",
+    );
+    check_error(
+        &format!("{HEAD}colour = 1\n[tasks]\nend = 1\n"),
+        (4, 1),
+        "unknown field `colour`",
+    );
+    check_error(
+        &format!("{HEAD}[tasks]\nend = 1\n  stdn = \"x\"\n"),
+        (6, 3),
+        "unknown field `stdn`",
+    );
+    check_error(
+        "module = \"m.wasm\"\nprice_per_million_fuel = \"ten\"\nbudget = 1\n[tasks]\nend = 1\n",
+        (2, 26),
+        "invalid type",
+    );
+    check_error(
+        &format!("{HEAD}[tasks]\nend = -3\n"),
+        (5, 7),
+        "invalid value: integer `-3`, expected u64",
+    );
+    check_error(
+        "price_per_million_fuel = 1\nbudget = 1\n[tasks]\nend = 1\n",
+        (1, 1),
+        "missing field `module`",
+    );
+    check_error(
+        &format!("{HEAD}[verification]\npolicy = \"bogus\"\n[tasks]\nend = 1\n"),
+        (5, 10),
+        "unknown variant `bogus`, expected `adaptive` or `replicas`",
+    );
+}
+
+#[test]
+fn out_of_range_numbers_point_at_the_value() {
+    let tasks = "[tasks]\nend = 1\n";
+    check_error(
+        &format!("module = \"m.wasm\"\nprice_per_million_fuel = 0\nbudget = 1\n{tasks}"),
+        (2, 26),
+        "`price_per_million_fuel` must be at least 1",
+    );
+    check_error(
+        &format!("module = \"m.wasm\"\nprice_per_million_fuel = 1\nbudget = 0\n{tasks}"),
+        (3, 10),
+        "`budget` must be at least 1",
+    );
+    check_error(
+        &format!("{HEAD}deadline_blocks = 9\n{tasks}"),
+        (4, 19),
+        "`deadline_blocks` is 9, outside the allowed 10..=1000000",
+    );
+    check_error(
+        &format!("{HEAD}[limits]\nfuel = 0\n{tasks}"),
+        (5, 8),
+        "`fuel` is 0, outside the allowed 1..=10000000000000",
+    );
+    check_error(
+        &format!("{HEAD}[limits]\nmemory_mib = 4097\n{tasks}"),
+        (5, 14),
+        "`memory_mib` is 4097, outside the allowed 1..=4096",
+    );
+    check_error(
+        &format!("{HEAD}[limits]\noutput_bytes = 1048577\n{tasks}"),
+        (5, 16),
+        "`output_bytes` is 1048577, outside the allowed 0..=1048576",
+    );
+    check_error(
+        &format!("{HEAD}[limits]\nwall_time_secs = 3601\n{tasks}"),
+        (5, 18),
+        "`wall_time_secs` is 3601, outside the allowed 1..=3600",
+    );
+    check_error(
+        &format!("{HEAD}[verification]\npolicy = \"replicas\"\nreplicas = 8\n{tasks}"),
+        (6, 12),
+        "`replicas` is 8, outside the allowed 1..=7",
+    );
+}
+
+#[test]
+fn replicas_and_policy_must_agree() {
+    let tasks = "[tasks]\nend = 1\n";
+    check_error(
+        &format!("{HEAD}[verification]\nreplicas = 2\n{tasks}"),
+        (5, 12),
+        "`replicas` is only allowed with `policy = \"replicas\"`",
+    );
+    check_error(
+        &format!("{HEAD}[verification]\npolicy = \"adaptive\"\nreplicas = 2\n{tasks}"),
+        (6, 12),
+        "`replicas` is only allowed with `policy = \"replicas\"`",
+    );
+    check_error(
+        &format!("{HEAD}[verification]\npolicy = \"replicas\"\n{tasks}"),
+        (5, 10),
+        "`policy = \"replicas\"` needs `replicas`",
+    );
+}
+
+#[test]
+fn a_job_has_exactly_one_task_form() {
+    check_error(
+        &format!("{HEAD}[tasks]\nend = 3\n\n[[task]]\nargs = [\"a\"]\n"),
+        (7, 1),
+        "either a `[tasks]` range or `[[task]]` entries, not both",
+    );
+    check_error(
+        &format!("{HEAD}[[task]]\nargs = [\"a\"]\n\n[tasks]\nend = 3\n"),
+        (7, 1),
+        "either a `[tasks]` range or `[[task]]` entries, not both",
+    );
+    check_error(HEAD, (1, 1), "the job has no tasks");
+    check_error(
+        &format!("{HEAD}task = []\n"),
+        (4, 8),
+        "the job has no tasks",
+    );
+}
+
+#[test]
+fn a_range_must_hold_between_one_and_tasks_max_tasks() {
+    check_error(
+        &format!("{HEAD}[tasks]\nstart = 5\nend = 5\n"),
+        (6, 7),
+        "the range is empty: `end` (5) must be above `start` (5)",
+    );
+    check_error(
+        &format!("{HEAD}[tasks]\nstart = 10\nend = 1_000_011\n"),
+        (6, 7),
+        "1000001 tasks, above the limit of 1000000",
+    );
+}
+
+#[test]
+fn argument_mistakes_point_at_the_argument() {
+    check_error(
+        &format!("{HEAD}[tasks]\nend = 2\nargs = [\"1\", \"{{seed}}\"]\n"),
+        (6, 14),
+        "unknown placeholder `{seed}` in an argument; the only one is `{index}`",
+    );
+    let long = "x".repeat(TASK_ARG_BYTES_MAX - 1);
+    check_error(
+        &format!("{HEAD}[tasks]\nstart = 9\nend = 11\nargs = [\"{long}{{index}}\"]\n"),
+        (7, 9),
+        "argument of task 1 is 4097 bytes, above the limit of 4096",
+    );
+    let many = vec!["\"a\""; TASK_ARGS_MAX + 1].join(", ");
+    check_error(
+        &format!("{HEAD}[[task]]\nargs = [{many}]\n"),
+        (5, 8),
+        "257 arguments, above the limit of 256",
+    );
+}
+
+#[test]
+fn stdin_mistakes_point_at_their_place() {
+    check_error(
+        &format!("{HEAD}[[task]]\nstdin = \"a\"\nstdin_file = \"input.txt\"\n"),
+        (6, 14),
+        "`stdin` and `stdin_file` are both set; give one",
+    );
+    check_error(
+        &format!("{HEAD}[[task]]\n\n[[task]]\nstdin_file = \"absent.txt\"\n"),
+        (7, 14),
+        "failed to read stdin file",
+    );
+    let big = "x".repeat(TASK_STDIN_INLINE_BYTES_MAX + 1);
+    check_error(
+        &format!("{HEAD}[tasks]\nend = 1\nstdin = \"{big}\"\n"),
+        (6, 9),
+        "stdin is above the limit of 1048576 bytes",
+    );
+}
+
+#[test]
+fn a_stdin_file_above_the_limit_is_refused() {
+    let folder = Folder::new();
+    folder.write("big.txt", &vec![b'x'; TASK_STDIN_INLINE_BYTES_MAX + 1]);
+    let error = folder
+        .parse(&format!("{HEAD}[[task]]\nstdin_file = \"big.txt\"\n"))
+        .unwrap_err();
+    assert_eq!(error.location(), Some((5, 14)));
+    assert!(
+        error.to_string().contains("stdin is above the limit"),
+        "{error}"
+    );
+}
+
+#[test]
+fn task_inputs_are_bounded_in_total() {
+    let folder = Folder::new();
+    let stdin = vec![b'x'; TASK_STDIN_INLINE_BYTES_MAX];
+    folder.write("input.txt", &stdin);
+    let error = folder
+        .parse(&format!(
+            "{HEAD}[tasks]\nend = 300\nstdin_file = \"input.txt\"\n"
+        ))
+        .unwrap_err();
+    assert_eq!(error.location(), Some((4, 1)));
+    // 256 tasks of 1 MiB plus their length prefixes pass 256 MiB at task 255.
+    assert!(
+        error
+            .to_string()
+            .ends_with("the task inputs add up to more than 268435456 bytes (at task 255)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_module_must_exist_and_fit() {
+    check_error(
+        "price_per_million_fuel = 1\nbudget = 1\nmodule = \"absent.wasm\"\n[tasks]\nend = 1\n",
+        (3, 10),
+        "failed to read module",
+    );
+    let folder = Folder::new();
+    folder.write("big.wasm", &vec![0; MODULE_BYTES_MAX + 1]);
+    let error = folder
+        .parse("module = \"big.wasm\"\nprice_per_million_fuel = 1\nbudget = 1\n[tasks]\nend = 1\n")
+        .unwrap_err();
+    assert_eq!(error.location(), Some((1, 10)));
+    assert!(
+        error
+            .to_string()
+            .contains("is above the limit of 8388608 bytes"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_missing_job_file_is_named() {
+    let folder = Folder::new();
+    let error = JobFile::load(&folder.dir.path().join("nope.toml")).unwrap_err();
+    assert_eq!(error.location(), None);
+    let shown = error.to_string();
+    assert!(shown.starts_with("failed to read job file "), "{shown}");
+    assert!(shown.contains("nope.toml"), "{shown}");
+}
+
+#[test]
+fn line_column_counts_characters_from_one() {
+    let text = "ab\nπé=1\n";
+    assert_eq!(line_column(text, 0), (1, 1));
+    assert_eq!(line_column(text, 2), (1, 3));
+    assert_eq!(line_column(text, 3), (2, 1));
+    // `=` is after two two-byte characters.
+    assert_eq!(line_column(text, 7), (2, 3));
+    assert_eq!(line_column(text, 100), (3, 1));
+}
+
+#[test]
+fn the_pi_example_loads() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/pi/job.toml"
+    ));
+    let job = JobFile::load(path).unwrap();
+    assert_eq!(job.tasks.len(), 1000);
+    assert_eq!(args(&job.tasks[0]), ["20000", "0"]);
+    assert_eq!(args(&job.tasks[999]), ["20000", "999"]);
+    assert_eq!(job.verification, Verification::Adaptive);
+    assert_eq!(job.price_per_million_fuel, 10);
+    // Three replicas of every task at the fuel cap fit the budget.
+    let worst_cost = 1000 * 3 * job.limits.fuel * job.price_per_million_fuel / 1_000_000;
+    assert!(job.budget >= worst_cost, "{} < {worst_cost}", job.budget);
+    assert!(!job.module.is_empty());
+}

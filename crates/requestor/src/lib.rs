@@ -1,0 +1,16 @@
+//! Run a job on the network: read its job file, open its escrow, place its
+//! tasks with providers, verify what comes back, pay for verified work,
+//! dispute wrong receipts, write the results, and close it for the refund.
+//!
+//! [`core`] decides (place, check, pay, dispute, record) without I/O;
+//! [`submit`] is the shell around it: the overlay, the ledger and the disk.
+
+pub mod core;
+pub mod jobspec;
+mod ledger;
+pub mod report;
+mod run;
+
+pub use jobspec::{JobFile, Verification};
+pub use report::{DisputeRecord, ProviderRecord, SubmitReport, TaskRecord, TrackRecord};
+pub use run::{ProgressDetail, SubmitConfig, SubmitProgress, submit};

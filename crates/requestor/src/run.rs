@@ -1,0 +1,560 @@
+//! The requestor's shell: opens the job on the ledger, starts the overlay,
+//! feeds the [`RequestorCore`] what happens and carries out what it
+//! decides (send, cancel, pay, dispute, write), then says goodbye to the
+//! providers, writes `results.json` and, when asked, closes the job.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use idlegrid_api::client::ApiClient;
+use idlegrid_market::MarketConfig;
+use idlegrid_net::{Event, Overlay, OverlayConfig, Reply, Request, RequestError, Response};
+use idlegrid_types::codec::Bounded;
+use idlegrid_types::{AccountId, JobId, Keypair};
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::core::{Command, Input, RequestId, RequestorCore};
+use crate::jobspec::JobFile;
+use crate::ledger::{Disputer, TRANSACTION_WAIT, close_job, open_job};
+use crate::report::{DisputeRecord, SubmitReport, TrackRecord, percentile};
+
+/// Events handled together at most, after the one that woke the loop.
+const DRAIN_MAX: usize = 1_024;
+/// How long the last vouchers and job-done notices may take.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The first and the longest pause between tries of one farewell.
+const FAREWELL_RETRY_MIN: Duration = Duration::from_millis(200);
+const FAREWELL_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How a job is submitted.
+#[derive(Debug)]
+pub struct SubmitConfig {
+    pub key: Keypair,
+    /// A validator's HTTP API.
+    pub node: String,
+    pub overlay: OverlayConfig,
+    pub job: JobFile,
+    /// Where results go: one file per task under `tasks/`, and `results.json`.
+    pub out_dir: PathBuf,
+    /// After the results, wait for the deadline and close the job.
+    pub close: bool,
+    pub market: MarketConfig,
+    /// How often leases and offers are checked.
+    pub tick: Duration,
+}
+
+/// Live counters, for the progress bar.
+#[derive(Debug, Default)]
+pub struct SubmitProgress {
+    pub tasks_total: AtomicU64,
+    pub accepted: AtomicU64,
+    pub failed: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub providers: AtomicU64,
+    pub fuel_executed: AtomicU64,
+    pub paid: AtomicU64,
+    pub budget: AtomicU64,
+    /// The job is open on the ledger and tasks are being placed.
+    pub running: AtomicBool,
+    /// What a dashboard shows beyond the counters.
+    pub detail: Mutex<ProgressDetail>,
+    /// Where each accepted task's round trip is recorded, seconds (a
+    /// gateway's `/metrics` histogram), when someone watches.
+    pub round_trips: Option<Histogram>,
+}
+
+impl SubmitProgress {
+    /// A copy of the detail (a poisoned lock still holds good data: every
+    /// writer leaves it whole).
+    pub fn detail(&self) -> ProgressDetail {
+        self.detail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ProgressDetail)) {
+        change(
+            &mut self
+                .detail
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+}
+
+/// The job's id once open, the tasks accepted so far in the order they
+/// were, and each provider's track record in this job.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressDetail {
+    pub job: Option<JobId>,
+    pub done: Vec<u64>,
+    pub providers: BTreeMap<AccountId, TrackRecord>,
+}
+
+/// What reaches the loop from the threads and tasks it started.
+enum Internal {
+    Core(Input),
+    /// The output thread could not write a task's output (and stopped).
+    OutputFailed(String),
+    Disputed(DisputeRecord),
+}
+
+impl From<DisputeRecord> for Internal {
+    fn from(record: DisputeRecord) -> Self {
+        Internal::Disputed(record)
+    }
+}
+
+/// Microseconds since `epoch`: the core's clock.
+fn micros_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Runs a job from its file to its results (and, with `close`, its refund).
+pub async fn submit(
+    config: SubmitConfig,
+    progress: Arc<SubmitProgress>,
+) -> anyhow::Result<SubmitReport> {
+    let started = Instant::now();
+    let client = ApiClient::new(&config.node);
+    let job_file = Arc::new(config.job);
+    let tasks_total = job_file.tasks.len() as u64;
+    progress.tasks_total.store(tasks_total, Ordering::Relaxed);
+    progress.budget.store(job_file.budget, Ordering::Relaxed);
+    std::fs::create_dir_all(config.out_dir.join("tasks"))
+        .with_context(|| format!("failed to create {}", config.out_dir.display()))?;
+
+    // Open the escrow.
+    let (job, opened_height, deadline_height) = {
+        let client = client.clone();
+        let key = config.key.clone();
+        let job_file = Arc::clone(&job_file);
+        tokio::task::spawn_blocking(move || open_job(&client, &key, &job_file))
+            .await
+            .context("the ledger thread failed")??
+    };
+    info!(%job, opened_height, deadline_height, "job opened");
+    progress.update(|detail| detail.job = Some(job));
+
+    let (overlay, mut events, _driver) = Overlay::start(&config.key, config.overlay.clone())?;
+    let (internal_tx, mut internal) = mpsc::unbounded_channel();
+    let disputer = Disputer::start(client.clone(), config.key.clone(), internal_tx.clone())?;
+    let outputs = OutputWriter::start(Arc::clone(&progress), internal_tx.clone())?;
+    let epoch = Instant::now();
+    let mut run = Shell {
+        core: RequestorCore::new(
+            config.key.clone(),
+            job,
+            Arc::clone(&job_file),
+            config.market,
+        ),
+        client: client.clone(),
+        overlay: overlay.clone(),
+        internal: internal_tx,
+        disputer,
+        outputs,
+        out_dir: config.out_dir.clone(),
+        replies: HashMap::new(),
+        next_request: 0,
+        dispute_records: Vec::new(),
+        output_failed: None,
+        progress: Arc::clone(&progress),
+        epoch,
+    };
+    let commands = run.core.start(micros_since(epoch));
+    run.apply(commands);
+    progress.running.store(true, Ordering::Relaxed);
+
+    let running_since = Instant::now();
+    let mut tick = tokio::time::interval(config.tick);
+    while !run.core.done() {
+        tokio::select! {
+            Some(event) = events.recv() => run.event(event),
+            Some(message) = internal.recv() => run.internal(message),
+            _ = tick.tick() => {
+                let now = micros_since(epoch);
+                progress
+                    .providers
+                    .store(run.core.offering(now) as u64, Ordering::Relaxed);
+                progress
+                    .in_flight
+                    .store(run.core.in_flight(), Ordering::Relaxed);
+                run.input(Input::Tick);
+            }
+        };
+        // What else has arrived is handled with it: one placement and one
+        // voucher per provider for all of it.
+        for _ in 0..DRAIN_MAX {
+            if let Ok(event) = events.try_recv() {
+                run.event(event);
+            } else if let Ok(message) = internal.try_recv() {
+                run.internal(message);
+            } else {
+                break;
+            }
+        }
+        let commands = run.core.step(micros_since(epoch));
+        run.apply(commands);
+        if let Some(error) = run.output_failed.take() {
+            bail!(error);
+        }
+    }
+    run.outputs.finish().await?;
+    progress.running.store(false, Ordering::Relaxed);
+    let run_ms = u64::try_from(running_since.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let stalled = run.core.stalled();
+    if stalled {
+        warn!("the job stopped: placing more would pass its budget");
+    }
+
+    // Give every paid provider its newest voucher again (one sent just
+    // before may still be on its way), then say the job is over, so it
+    // redeems that voucher now.
+    // A provider that restarted may be unreachable at first (new ports, not
+    // yet found again), so each farewell is tried until it lands or the
+    // time is up.
+    let farewells = run
+        .core
+        .owed_vouchers()
+        .into_iter()
+        .map(|(provider, voucher)| {
+            let overlay = overlay.clone();
+            async move {
+                let mut pause = FAREWELL_RETRY_MIN;
+                loop {
+                    let delivered = match overlay
+                        .request(&provider, Request::Voucher(voucher.clone()))
+                        .await
+                    {
+                        Ok(_) => overlay.request(&provider, Request::JobDone { job }).await,
+                        Err(error) => Err(error),
+                    };
+                    match delivered {
+                        Ok(_) => return,
+                        Err(error) => {
+                            debug!(%provider, %error, "farewell not delivered; trying again");
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(FAREWELL_RETRY_MAX);
+                        }
+                    }
+                }
+            }
+        });
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, futures::future::join_all(farewells)).await;
+
+    // Disputes still being filed finish before the report.
+    while run.dispute_records.len() < run.core.disputes_filed() {
+        match tokio::time::timeout(TRANSACTION_WAIT, internal.recv()).await {
+            Ok(Some(Internal::Disputed(record))) => run.dispute_records.push(record),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+
+    let summary = run.core.summary();
+    let mut round_trips_us = run.core.round_trips_us().to_vec();
+    let first_placed_ms = run.core.first_placed_us().map_or(run_ms, |placed| {
+        let running_since_us =
+            u64::try_from(running_since.duration_since(epoch).as_micros()).unwrap_or(0);
+        placed.saturating_sub(running_since_us) / 1000
+    });
+    let mut report = SubmitReport {
+        job: job.to_string(),
+        module: job_file.module_cid.to_string(),
+        tasks_total,
+        accepted: summary.tasks_accepted,
+        failed: summary.tasks_failed,
+        fuel_useful: summary.fuel_useful,
+        fuel_executed: summary.fuel_executed,
+        paid: run.core.paid(),
+        escrow: job_file.budget,
+        opened_height,
+        deadline_height,
+        providers: run
+            .core
+            .providers()
+            .iter()
+            .map(|(provider, record)| (provider.to_string(), record.clone()))
+            .collect(),
+        disputes: std::mem::take(&mut run.dispute_records),
+        redeemed: None,
+        refund: None,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        run_ms,
+        first_placed_ms,
+        task_round_trip_us_p50: percentile(&mut round_trips_us, 50),
+        task_round_trip_us_p99: percentile(&mut round_trips_us, 99),
+        tasks: run.core.records().values().cloned().collect(),
+    };
+    if config.close {
+        let client = client.clone();
+        let key = config.key.clone();
+        let (redeemed, refund) =
+            tokio::task::spawn_blocking(move || close_job(&client, &key, &job, deadline_height))
+                .await
+                .context("the ledger thread failed")??;
+        report.redeemed = Some(redeemed);
+        report.refund = Some(refund);
+    }
+    let results = serde_json::to_vec_pretty(&report).context("failed to encode results.json")?;
+    std::fs::write(config.out_dir.join("results.json"), results).with_context(|| {
+        format!(
+            "failed to write {}",
+            config.out_dir.join("results.json").display()
+        )
+    })?;
+    if stalled {
+        bail!(
+            "the job stopped after {} of {tasks_total} tasks: placing more would pass its budget of {}",
+            report.accepted,
+            report.escrow
+        );
+    }
+    Ok(report)
+}
+
+/// Carries out the core's commands.
+struct Shell {
+    core: RequestorCore,
+    client: ApiClient,
+    overlay: Overlay,
+    internal: mpsc::UnboundedSender<Internal>,
+    disputer: Disputer,
+    outputs: OutputWriter,
+    out_dir: PathBuf,
+    /// Requests waiting for their answer.
+    replies: HashMap<RequestId, Reply>,
+    next_request: RequestId,
+    dispute_records: Vec<DisputeRecord>,
+    /// Why the output thread stopped.
+    output_failed: Option<String>,
+    progress: Arc<SubmitProgress>,
+    /// The core's clock starts here.
+    epoch: Instant,
+}
+
+impl Shell {
+    fn event(&mut self, event: Event) {
+        let input = match event {
+            Event::Offer { provider, offer } => Input::Offer {
+                provider,
+                offer: offer.body,
+            },
+            Event::Connected(peer) => Input::Connected(peer),
+            Event::Disconnected(peer) => Input::Disconnected(peer),
+            Event::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                self.next_request += 1;
+                let id = self.next_request;
+                self.replies.insert(id, reply);
+                Input::Request { id, peer, request }
+            }
+            Event::Misbehaved { peer, reason } => {
+                warn!(%peer, %reason, "peer blocked");
+                return;
+            }
+            Event::Listening(_) | Event::OfferSubscriber(_) => return,
+        };
+        self.input(input);
+    }
+
+    fn internal(&mut self, message: Internal) {
+        match message {
+            Internal::Core(input) => self.input(input),
+            Internal::OutputFailed(error) => self.output_failed = Some(error),
+            Internal::Disputed(record) => self.dispute_records.push(record),
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let commands = self.core.input(micros_since(self.epoch), input);
+        self.apply(commands);
+    }
+
+    fn apply(&mut self, commands: Vec<Command>) {
+        let mut decided = false;
+        for command in commands {
+            match command {
+                Command::Reply { id, response } => {
+                    if let Some(reply) = self.replies.remove(&id) {
+                        reply.send(response);
+                    }
+                }
+                Command::ReadStake(provider) => {
+                    let client = self.client.clone();
+                    let internal = self.internal.clone();
+                    tokio::task::spawn_blocking(move || match client.account(&provider) {
+                        Ok(account) => {
+                            let amount = account.provider_stake;
+                            let _ =
+                                internal.send(Internal::Core(Input::Stake { provider, amount }));
+                        }
+                        Err(error) => {
+                            debug!(%provider, %error, "could not read the provider's stake")
+                        }
+                    });
+                }
+                Command::SendTasks { provider, batch } => self.send_tasks(provider, batch),
+                Command::Cancel { provider, tasks } => {
+                    let overlay = self.overlay.clone();
+                    let job = self.core.job();
+                    tokio::spawn(async move {
+                        for chunk in tasks.chunks(idlegrid_net::BATCH_TASKS_MAX) {
+                            let tasks = Bounded::new(chunk.to_vec()).expect("one chunk");
+                            let _ = overlay
+                                .request(&provider, Request::Cancel { job, tasks })
+                                .await;
+                        }
+                    });
+                }
+                Command::SendVoucher { provider, voucher } => {
+                    let overlay = self.overlay.clone();
+                    let internal = self.internal.clone();
+                    tokio::spawn(async move {
+                        // A lost voucher is superseded by the next, or resent at the end.
+                        if let Err(error) =
+                            overlay.request(&provider, Request::Voucher(voucher)).await
+                        {
+                            debug!(%provider, %error, "voucher not delivered");
+                        }
+                        let _ = internal.send(Internal::Core(Input::VoucherAnswered(provider)));
+                    });
+                }
+                Command::Dispute {
+                    task,
+                    provider,
+                    dispute,
+                } => self.disputer.file(task, provider, dispute),
+                Command::Accepted {
+                    task,
+                    output,
+                    round_trip_us,
+                } => {
+                    if let (Some(histogram), Some(round_trip)) =
+                        (&self.progress.round_trips, round_trip_us)
+                    {
+                        histogram.observe(Duration::from_micros(round_trip).as_secs_f64());
+                    }
+                    let file = output.map(|(file, stdout)| (self.out_dir.join(file), stdout));
+                    self.outputs.write(task, file);
+                    decided = true;
+                }
+                Command::Stalled | Command::Finished(_) => {}
+            }
+        }
+        self.progress
+            .fuel_executed
+            .store(self.core.fuel_executed(), Ordering::Relaxed);
+        self.progress
+            .paid
+            .store(self.core.paid(), Ordering::Relaxed);
+        self.progress
+            .failed
+            .store(self.core.failed(), Ordering::Relaxed);
+        if decided {
+            let tracks = self.core.tracks().clone();
+            self.progress.update(|detail| detail.providers = tracks);
+        }
+    }
+
+    fn send_tasks(&self, provider: AccountId, batch: idlegrid_net::TaskBatch) {
+        let tasks: Vec<u64> = batch.tasks.iter().map(|task| task.index).collect();
+        // On its way now, in placement order; a task waits for the answer.
+        let answer = self.overlay.send(&provider, Request::Tasks(batch));
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let lost = match answer.await {
+                Ok(Response::Ok) => return,
+                Ok(Response::Refused { code, message }) => {
+                    info!(%provider, code = &*code, message = &*message, "batch refused");
+                    false
+                }
+                Ok(Response::Content { .. }) => false,
+                Err(error) => {
+                    info!(%provider, %error, "batch not delivered");
+                    matches!(
+                        error,
+                        RequestError::Unreachable(_) | RequestError::ConnectionClosed(_)
+                    )
+                }
+            };
+            let _ = internal.send(Internal::Core(Input::AssignFailed {
+                provider,
+                tasks,
+                lost,
+            }));
+        });
+    }
+}
+
+/// An accepted task, and where its output goes (none when it failed).
+type OutputOrder = (u64, Option<(PathBuf, Vec<u8>)>);
+
+/// Writes accepted tasks' outputs on its own thread, so that the loop
+/// deciding tasks never waits for the disk (creating a file costs tens to
+/// hundreds of microseconds), and counts each task accepted once its file
+/// is written: a reader told of the task finds it.
+struct OutputWriter {
+    orders: Option<std_mpsc::Sender<OutputOrder>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl OutputWriter {
+    fn start(
+        progress: Arc<SubmitProgress>,
+        internal: mpsc::UnboundedSender<Internal>,
+    ) -> anyhow::Result<Self> {
+        let (orders, queue) = std_mpsc::channel::<OutputOrder>();
+        let thread = std::thread::Builder::new()
+            .name("requestor-outputs".to_owned())
+            .spawn(move || {
+                while let Ok((task, file)) = queue.recv() {
+                    if let Some((path, stdout)) = file
+                        && let Err(error) = std::fs::write(&path, &stdout)
+                    {
+                        let error = anyhow::Error::new(error)
+                            .context(format!("failed to write {}", path.display()));
+                        let _ = internal.send(Internal::OutputFailed(format!("{error:#}")));
+                        return Err(error);
+                    }
+                    progress.accepted.fetch_add(1, Ordering::Relaxed);
+                    progress.update(|detail| detail.done.push(task));
+                }
+                Ok(())
+            })
+            .context("failed to start the output thread")?;
+        Ok(Self {
+            orders: Some(orders),
+            thread: Some(thread),
+        })
+    }
+
+    fn write(&self, task: u64, file: Option<(PathBuf, Vec<u8>)>) {
+        if let Some(orders) = &self.orders {
+            // A thread that stopped has reported why.
+            let _ = orders.send((task, file));
+        }
+    }
+
+    /// Waits for every output ordered so far.
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        self.orders = None;
+        match self.thread.take() {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .context("the output thread failed")?
+                .map_err(|_| anyhow::anyhow!("the output thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}

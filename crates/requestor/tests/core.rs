@@ -1,0 +1,555 @@
+//! The requestor's decisions without a network: placement, which results
+//! count, payment and disputes, driven through `RequestorCore`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use idlegrid_market::MarketConfig;
+use idlegrid_net::{Request, Response, ResultBatch, TaskBatch, TaskReturn};
+use idlegrid_requestor::core::{Command, DISPUTES_PER_PROVIDER_MAX, Input, RequestorCore};
+use idlegrid_requestor::{JobFile, Verification};
+use idlegrid_types::codec::Bounded;
+use idlegrid_types::{
+    AccountId, ContentId, ExecutionLimits, JobId, Keypair, Offer, Receipt, SignedReceipt,
+    TaskInput, TaskOutcome,
+};
+use proptest::prelude::*;
+
+/// The core's clock, microseconds.
+const NOW: u64 = 1_000_000_000;
+/// Fuel each task reports, and the price: each accepted result earns 10.
+const FUEL: u64 = 1_000_000;
+const PRICE: u64 = 10;
+const MODULE: &[u8] = b"\0asm module bytes";
+
+fn key(seed: u8) -> Keypair {
+    Keypair::from_seed([seed; 32])
+}
+
+fn input(index: u64) -> TaskInput {
+    TaskInput::new(vec![index.to_string()], Vec::new()).expect("small")
+}
+
+fn job_file(tasks: u64, verification: Verification) -> Arc<JobFile> {
+    Arc::new(JobFile {
+        path: PathBuf::from("job.toml"),
+        module_path: PathBuf::from("m.wasm"),
+        module: MODULE.to_vec(),
+        module_cid: ContentId::of(MODULE),
+        tasks: (0..tasks).map(input).collect(),
+        limits: ExecutionLimits {
+            fuel: 10 * FUEL,
+            memory_bytes: 1 << 20,
+            output_bytes: 1 << 10,
+        },
+        wall_time_secs: 10,
+        price_per_million_fuel: PRICE,
+        verification,
+        budget: 1_000_000,
+        deadline_blocks: 100,
+    })
+}
+
+fn job() -> JobId {
+    JobId::derive(&key(1).account_id(), 0)
+}
+
+fn requestor(tasks: u64, verification: Verification) -> RequestorCore {
+    let mut core = RequestorCore::new(
+        key(1),
+        job(),
+        job_file(tasks, verification),
+        MarketConfig::default(),
+    );
+    let commands = core.start(NOW);
+    assert!(sent_tasks(&commands).is_empty(), "nobody to place with yet");
+    core
+}
+
+fn offer() -> Offer {
+    Offer {
+        cores: 1,
+        memory_bytes: 1 << 30,
+        gpus: 0,
+        benchmark_fuel_per_second: 1_000_000_000,
+        price_floor_per_million_fuel: 1,
+        concurrency: 4,
+        idle_only: false,
+        operator: None,
+        sequence: 1,
+        expires_at_ms: NOW / 1000 + 1_000_000,
+    }
+}
+
+/// A provider offers, is staked and connects; gives what the step decided.
+fn join(core: &mut RequestorCore, provider: AccountId) -> Vec<Command> {
+    let mut commands = core.input(
+        NOW,
+        Input::Offer {
+            provider,
+            offer: offer(),
+        },
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|command| matches!(command, Command::ReadStake(p) if *p == provider))
+    );
+    commands.extend(core.input(
+        NOW,
+        Input::Stake {
+            provider,
+            amount: 1_000,
+        },
+    ));
+    commands.extend(core.input(NOW, Input::Connected(provider)));
+    commands.extend(core.step(NOW));
+    commands
+}
+
+fn sent_tasks(commands: &[Command]) -> Vec<(AccountId, Vec<u64>)> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::SendTasks { provider, batch } => Some((
+                *provider,
+                batch.tasks.iter().map(|task| task.index).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn batches(commands: &[Command]) -> Vec<(AccountId, TaskBatch)> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::SendTasks { provider, batch } => Some((*provider, batch.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn receipt(task: u64, stdout: &[u8]) -> Receipt {
+    Receipt {
+        job: job(),
+        task_index: task,
+        module: ContentId::of(MODULE),
+        input: input(task).content_id(),
+        outcome: TaskOutcome::Completed {
+            exit_code: 0,
+            output: ContentId::of(stdout),
+        },
+        fuel_used: FUEL,
+    }
+}
+
+/// A provider's results request carrying `returns`.
+fn results(id: u64, provider: &Keypair, returns: Vec<(Receipt, Vec<u8>)>) -> Input {
+    let (receipts, outputs): (Vec<_>, Vec<_>) = returns.into_iter().unzip();
+    let signed = SignedReceipt::sign_batch(provider, receipts);
+    let results = signed
+        .into_iter()
+        .zip(outputs)
+        .map(|(receipt, stdout)| TaskReturn::Ran {
+            receipt,
+            stdout: Bounded::new(stdout).expect("small"),
+        })
+        .collect();
+    Input::Request {
+        id,
+        peer: provider.account_id(),
+        request: Request::Results(ResultBatch {
+            job: job(),
+            results: Bounded::new(results).expect("within a batch"),
+        }),
+    }
+}
+
+/// An accepted task's output file: where, and what.
+type Output = Option<(String, Vec<u8>)>;
+
+fn accepted(commands: &[Command]) -> Vec<(u64, Output)> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Accepted { task, output, .. } => Some((*task, output.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn vouchers(commands: &[Command]) -> Vec<(AccountId, u64, u64)> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::SendVoucher { provider, voucher } => Some((
+                *provider,
+                voucher.body.cumulative_amount,
+                voucher.body.sequence,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn tasks_are_placed_once_a_provider_offers_is_staked_and_connected() {
+    let mut core = requestor(3, Verification::Replicas(1));
+    let provider = key(10).account_id();
+    let commands = join(&mut core, provider);
+    // One core: a window of two tasks until their cost is known.
+    let placed = sent_tasks(&commands);
+    assert_eq!(placed, vec![(provider, vec![0, 1])]);
+    let (_, batch) = &batches(&commands)[0];
+    assert_eq!(batch.job, job());
+    assert_eq!(batch.module, ContentId::of(MODULE));
+    assert_eq!(batch.price_per_million_fuel, PRICE);
+    assert_eq!(batch.tasks[1].input, input(1));
+    assert_eq!(core.first_placed_us(), Some(NOW));
+}
+
+#[test]
+fn an_accepted_result_is_written_and_paid_for_with_one_voucher_at_a_time() {
+    let mut core = requestor(2, Verification::Replicas(1));
+    let provider = key(10);
+    join(&mut core, provider.account_id());
+    let answer = results(1, &provider, vec![(receipt(0, b"zero"), b"zero".to_vec())]);
+    let replies = core.input(NOW + 400, answer);
+    assert!(matches!(
+        &replies[..],
+        [Command::Reply {
+            id: 1,
+            response: Response::Ok
+        }]
+    ));
+    let commands = core.step(NOW + 400);
+    assert_eq!(
+        accepted(&commands),
+        vec![(0, Some(("tasks/000000.out".to_owned(), b"zero".to_vec())))]
+    );
+    assert_eq!(core.round_trips_us(), &[400]);
+    assert_eq!(vouchers(&commands), vec![(provider.account_id(), PRICE, 1)]);
+    let record = &core.records()[&0];
+    assert_eq!(record.status, "accepted");
+    assert_eq!(record.providers, vec![provider.account_id()]);
+
+    // The next voucher waits until the first is answered.
+    core.input(
+        NOW,
+        results(2, &provider, vec![(receipt(1, b"one"), b"one".to_vec())]),
+    );
+    let commands = core.step(NOW);
+    assert_eq!(accepted(&commands).len(), 1);
+    assert!(vouchers(&commands).is_empty(), "one voucher at a time");
+    core.input(NOW, Input::VoucherAnswered(provider.account_id()));
+    let commands = core.step(NOW);
+    assert_eq!(
+        vouchers(&commands),
+        vec![(provider.account_id(), 2 * PRICE, 2)]
+    );
+    assert!(core.done());
+    assert_eq!(core.summary().tasks_accepted, 2);
+    assert_eq!(core.paid(), 2 * PRICE);
+}
+
+#[test]
+fn a_result_whose_receipt_does_not_check_never_counts() {
+    let provider = key(10);
+    let stranger = key(11);
+    let mut bad: Vec<(&str, Input)> = Vec::new();
+    // Signed by the stranger, sent by the provider.
+    let mut by_stranger = results(1, &stranger, vec![(receipt(0, b"x"), b"x".to_vec())]);
+    if let Input::Request { peer, .. } = &mut by_stranger {
+        *peer = provider.account_id();
+    }
+    bad.push(("sent by another than its signer", by_stranger));
+    let mut other_module = receipt(0, b"x");
+    other_module.module = ContentId::of(b"another module");
+    bad.push((
+        "another module",
+        results(1, &provider, vec![(other_module, b"x".to_vec())]),
+    ));
+    let mut other_input = receipt(0, b"x");
+    other_input.input = input(7).content_id();
+    bad.push((
+        "another input",
+        results(1, &provider, vec![(other_input, b"x".to_vec())]),
+    ));
+    let mut other_job = receipt(0, b"x");
+    other_job.job = JobId::derive(&key(1).account_id(), 99);
+    bad.push((
+        "another job",
+        results(1, &provider, vec![(other_job, b"x".to_vec())]),
+    ));
+    bad.push((
+        "an output that is not the one named",
+        results(1, &provider, vec![(receipt(0, b"x"), b"y".to_vec())]),
+    ));
+    for (why, answer) in bad {
+        let mut core = requestor(1, Verification::Replicas(1));
+        join(&mut core, provider.account_id());
+        core.input(NOW, answer);
+        let commands = core.step(NOW);
+        assert!(accepted(&commands).is_empty(), "{why}: accepted");
+        assert_eq!(core.paid(), 0, "{why}: paid");
+        assert_eq!(core.fuel_executed(), 0, "{why}: counted");
+    }
+}
+
+#[test]
+fn results_for_another_job_are_refused_and_the_module_is_served() {
+    let mut core = requestor(1, Verification::Replicas(1));
+    let provider = key(10);
+    let other = Input::Request {
+        id: 5,
+        peer: provider.account_id(),
+        request: Request::Results(ResultBatch {
+            job: JobId::derive(&key(1).account_id(), 99),
+            results: Bounded::default(),
+        }),
+    };
+    let commands = core.input(NOW, other);
+    assert!(matches!(
+        &commands[..],
+        [Command::Reply { id: 5, response: Response::Refused { code, .. } }] if &**code == "unknown_job"
+    ));
+    let module = Input::Request {
+        id: 6,
+        peer: provider.account_id(),
+        request: Request::Content {
+            cid: ContentId::of(MODULE),
+            offset: 0,
+        },
+    };
+    let commands = core.input(NOW, module);
+    assert!(matches!(
+        &commands[..],
+        [Command::Reply { id: 6, response: Response::Content { total_bytes, bytes } }]
+            if *total_bytes == MODULE.len() as u64 && &bytes[..] == MODULE
+    ));
+}
+
+#[test]
+fn a_provider_s_stake_is_read_once_per_refresh() {
+    let mut core = requestor(1, Verification::Replicas(1));
+    let provider = key(10).account_id();
+    let reads = |commands: Vec<Command>| {
+        commands
+            .iter()
+            .filter(|command| matches!(command, Command::ReadStake(_)))
+            .count()
+    };
+    let offer = || Input::Offer {
+        provider,
+        offer: offer(),
+    };
+    assert_eq!(reads(core.input(NOW, offer())), 1);
+    assert_eq!(reads(core.input(NOW + 1_000_000, offer())), 0);
+    assert_eq!(
+        reads(core.input(NOW + idlegrid_requestor::core::STAKE_REFRESH_US, offer())),
+        1
+    );
+}
+
+#[test]
+fn the_loser_of_a_disagreement_is_disputed_a_bounded_number_of_times() {
+    let tasks = 5;
+    let mut core = requestor(tasks, Verification::Replicas(2));
+    let providers = [key(10), key(11), key(12)];
+    let mut assigned: BTreeMap<AccountId, Vec<u64>> = BTreeMap::new();
+    for provider in &providers {
+        for (to, tasks) in sent_tasks(&join(&mut core, provider.account_id())) {
+            assigned.entry(to).or_default().extend(tasks);
+        }
+    }
+    // key(12) lies about everything; the others tell the truth.
+    let mut disputes: HashMap<AccountId, usize> = HashMap::new();
+    let mut id = 0;
+    for _ in 0..4 {
+        let work = std::mem::take(&mut assigned);
+        for (provider, tasks) in work {
+            let signer = providers
+                .iter()
+                .find(|key| key.account_id() == provider)
+                .expect("one of them");
+            let returns = tasks
+                .iter()
+                .map(|task| {
+                    let stdout = if provider == key(12).account_id() {
+                        b"lie".to_vec()
+                    } else {
+                        task.to_le_bytes().to_vec()
+                    };
+                    (receipt(*task, &stdout), stdout)
+                })
+                .collect();
+            id += 1;
+            core.input(NOW, results(id, signer, returns));
+        }
+        let commands = core.step(NOW);
+        for command in &commands {
+            if let Command::Dispute {
+                provider, dispute, ..
+            } = command
+            {
+                *disputes.entry(*provider).or_default() += 1;
+                assert_eq!(&dispute.module[..], MODULE);
+            }
+        }
+        for (to, tasks) in sent_tasks(&commands) {
+            assigned.entry(to).or_default().extend(tasks);
+        }
+    }
+    assert!(core.done(), "every task decided");
+    assert_eq!(core.summary().tasks_accepted, tasks);
+    assert_eq!(disputes.len(), 1, "only the liar: {disputes:?}");
+    assert_eq!(
+        disputes[&key(12).account_id()],
+        DISPUTES_PER_PROVIDER_MAX.min(tasks as usize)
+    );
+    assert_eq!(core.disputes_filed(), DISPUTES_PER_PROVIDER_MAX);
+    for record in core.records().values() {
+        assert!(!record.providers.contains(&key(12).account_id()));
+    }
+}
+
+/// One thing a provider does.
+#[derive(Debug, Clone)]
+enum Act {
+    /// Answers some of what it was sent, truthfully.
+    Answer {
+        provider: usize,
+        count: usize,
+    },
+    /// Sends one of its earlier results batches again.
+    Replay {
+        provider: usize,
+        pick: usize,
+    },
+    /// Answers a task it was never sent.
+    Unasked {
+        provider: usize,
+        task: u64,
+    },
+    /// Its voucher request ended.
+    VoucherAnswered {
+        provider: usize,
+    },
+    Tick,
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![
+        4 => (0..3usize, 1..6usize).prop_map(|(provider, count)| Act::Answer { provider, count }),
+        2 => (0..3usize, any::<usize>()).prop_map(|(provider, pick)| Act::Replay { provider, pick }),
+        1 => (0..3usize, 0..12u64).prop_map(|(provider, task)| Act::Unasked { provider, task }),
+        2 => (0..3usize).prop_map(|provider| Act::VoucherAnswered { provider }),
+        1 => Just(Act::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// However providers replay, duplicate or volunteer results, each is
+    /// paid exactly once per task its result was accepted for: the newest
+    /// voucher it holds is the price of those tasks, and vouchers only go up.
+    #[test]
+    fn a_requestor_never_pays_twice_for_one_task(
+        replicas in 1..3u8,
+        acts in proptest::collection::vec(act(), 1..120),
+    ) {
+        let tasks = 12;
+        let mut core = requestor(tasks, Verification::Replicas(replicas));
+        let keys = [key(10), key(11), key(12)];
+        let mut assigned: Vec<Vec<u64>> = vec![Vec::new(); 3];
+        let mut sent: Vec<Vec<Input>> = (0..3).map(|_| Vec::new()).collect();
+        let mut newest: HashMap<AccountId, (u64, u64)> = HashMap::new();
+        let mut commands = Vec::new();
+        for provider in &keys {
+            commands.extend(join(&mut core, provider.account_id()));
+        }
+        let mut id = 0;
+        for act in acts {
+            let decided = std::mem::take(&mut commands);
+            for (to, tasks) in sent_tasks(&decided) {
+                let slot = keys.iter().position(|key| key.account_id() == to).expect("known");
+                assigned[slot].extend(tasks);
+            }
+            for (provider, amount, sequence) in vouchers(&decided) {
+                if let Some((held_amount, held_sequence)) = newest.get(&provider) {
+                    prop_assert!(sequence > *held_sequence && amount >= *held_amount);
+                }
+                newest.insert(provider, (amount, sequence));
+            }
+            id += 1;
+            let input = match act {
+                Act::Answer { provider, count } => {
+                    let take = count.min(assigned[provider].len());
+                    if take == 0 { continue; }
+                    let returns = assigned[provider]
+                        .drain(..take)
+                        .map(|task| {
+                            let stdout = task.to_le_bytes().to_vec();
+                            (receipt(task, &stdout), stdout)
+                        })
+                        .collect();
+                    let answer = results(id, &keys[provider], returns);
+                    let again = results(id, &keys[provider], match &answer {
+                        Input::Request { request: Request::Results(batch), .. } => batch
+                            .results
+                            .iter()
+                            .filter_map(|result| match result {
+                                TaskReturn::Ran { receipt, stdout } => Some((receipt.body.clone(), stdout.to_vec())),
+                                TaskReturn::NotRun { .. } => None,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    });
+                    sent[provider].push(again);
+                    answer
+                }
+                Act::Replay { provider, pick } => {
+                    if sent[provider].is_empty() { continue; }
+                    let earlier = &sent[provider][pick % sent[provider].len()];
+                    match earlier {
+                        Input::Request { peer, request, .. } => Input::Request {
+                            id,
+                            peer: *peer,
+                            request: request.clone(),
+                        },
+                        _ => continue,
+                    }
+                }
+                Act::Unasked { provider, task } => {
+                    let stdout = task.to_le_bytes().to_vec();
+                    results(id, &keys[provider], vec![(receipt(task, &stdout), stdout)])
+                }
+                Act::VoucherAnswered { provider } => Input::VoucherAnswered(keys[provider].account_id()),
+                Act::Tick => Input::Tick,
+            };
+            commands = core.input(NOW, input);
+            commands.extend(core.step(NOW));
+        }
+        for (provider, amount, sequence) in vouchers(&commands) {
+            newest.insert(provider, (amount, sequence));
+        }
+        // What each provider is owed, from the records of accepted tasks.
+        let mut earned: HashMap<AccountId, u64> = HashMap::new();
+        for record in core.records().values() {
+            for provider in &record.providers {
+                *earned.entry(*provider).or_default() += PRICE;
+            }
+            prop_assert!(record.providers.len() <= usize::from(replicas) + 1);
+        }
+        for (provider, record) in core.providers() {
+            prop_assert_eq!(record.paid, earned.get(provider).copied().unwrap_or(0));
+        }
+        for (provider, voucher) in core.owed_vouchers() {
+            prop_assert_eq!(voucher.body.cumulative_amount, earned.get(&provider).copied().unwrap_or(0));
+            prop_assert!(voucher.verify().is_ok());
+        }
+    }
+}
