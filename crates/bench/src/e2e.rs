@@ -32,6 +32,7 @@ use idlegrid_node::testnet::{self, TestnetPlan};
 use idlegrid_node::{Validator, start_validator};
 use idlegrid_provider::{ProviderConfig, ProviderStats, ProviderSummary, run_provider};
 use idlegrid_requestor::JobFile;
+use idlegrid_requestor::core::REFEREE_FUEL_DEFAULT;
 use idlegrid_requestor::{SubmitConfig, SubmitProgress, SubmitReport, submit};
 use idlegrid_sandbox::{Sandbox, SandboxConfig, TaskSpec, seed_from_u64, task_limits};
 use idlegrid_types::{AccountId, Keypair};
@@ -572,6 +573,7 @@ impl Network {
             close: false,
             market,
             tick: REQUESTOR_TICK,
+            referee_fuel: REFEREE_FUEL_DEFAULT,
         };
         let progress = Arc::new(SubmitProgress::default());
         let report = tokio::time::timeout(JOB_TIMEOUT, submit(config, progress))

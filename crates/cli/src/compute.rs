@@ -17,6 +17,7 @@ use idlegrid_net::{Multiaddr, OverlayConfig};
 use idlegrid_node::read_key;
 use idlegrid_provider::{Cheat, ProviderConfig, ProviderStats, run_provider};
 use idlegrid_requestor::JobFile;
+use idlegrid_requestor::core::REFEREE_FUEL_DEFAULT;
 use idlegrid_requestor::{SubmitConfig, SubmitProgress, submit};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -425,6 +426,11 @@ pub struct SubmitArgs {
     /// unspent escrow comes back).
     #[arg(long)]
     close: bool,
+    /// When providers' results for a task disagree, re-execute the task on
+    /// this machine if its fuel limit is at most this (0: never); the
+    /// re-execution decides who lied. A task over it fails, saying why.
+    #[arg(long, value_name = "FUEL", default_value_t = REFEREE_FUEL_DEFAULT)]
+    referee_fuel: u64,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -456,6 +462,7 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
         close: args.close,
         market: MarketConfig::default(),
         tick: Duration::from_millis(100),
+        referee_fuel: args.referee_fuel,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Testnet, free_ports, get, idlegrid, wait_until};
+use common::{BIN, Testnet, free_ports, get, idlegrid, poll_until, wait_until};
 use idlegrid_sandbox::{Sandbox, SandboxConfig, TaskSpec, task_limits};
 use idlegrid_types::{ExecutionLimits, JobId, task_seed};
 use serde_json::Value;
@@ -350,7 +350,21 @@ fn submit_through(network: &Network, api: &str, job: &Path, out: &Path, bootstra
         .expect("spawn submit")
 }
 
-fn finish(network: &Network, child: Child, out: &Path) -> Value {
+/// Waits for `submit` to exit (at most ten minutes: a job that never ends
+/// fails the test with its logs rather than hanging it).
+fn finish(network: &Network, mut child: Child, out: &Path) -> Value {
+    let exited = poll_until(Duration::from_secs(600), || {
+        child.try_wait().expect("submit is waitable").is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "submit did not finish in ten minutes\n{}\n{}",
+            std::fs::read_to_string(out.with_extension("log")).unwrap_or_default(),
+            network.logs()
+        );
+    }
     let output = child.wait_with_output().expect("submit runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -510,6 +524,19 @@ fn a_job_runs_on_three_staked_providers_is_verified_and_the_books_close() {
 }
 
 /// How many task files `out` holds.
+/// Waits (at most four minutes) for `count` accepted results under `out`,
+/// failing with the requestor's and the network's logs.
+fn wait_for_results(network: &Network, out: &Path, count: usize) {
+    if !poll_until(Duration::from_secs(240), || accepted_files(out) >= count) {
+        panic!(
+            "{} of {count} results after four minutes\n{}\n{}",
+            accepted_files(out),
+            std::fs::read_to_string(out.with_extension("log")).unwrap_or_default(),
+            network.logs()
+        );
+    }
+}
+
 fn accepted_files(out: &Path) -> usize {
     std::fs::read_dir(out.join("tasks")).map_or(0, |entries| entries.count())
 }
@@ -523,14 +550,10 @@ fn a_provider_killed_mid_job_loses_nothing_and_nobody_is_paid_twice() {
     let out = network.dir().join("results");
     let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 300);
     let child = submit(&network, &job, &out, &bootstrap);
-    wait_until(Duration::from_secs(240), "a third of the tasks", || {
-        accepted_files(&out) >= 1_000
-    });
+    wait_for_results(&network, &out, 1_000);
     network.providers[1].kill();
     // It comes back over its stored vouchers while the job goes on.
-    wait_until(Duration::from_secs(240), "two thirds of the tasks", || {
-        accepted_files(&out) >= 2_000
-    });
+    wait_for_results(&network, &out, 2_000);
     network.launch(1);
     let report = finish(&network, child, &out);
     let results = check_results(&out, &report, tasks);
@@ -538,7 +561,7 @@ fn a_provider_killed_mid_job_loses_nothing_and_nobody_is_paid_twice() {
 }
 
 #[test]
-fn a_provider_returning_wrong_outputs_is_outvoted_disputed_and_slashed() {
+fn a_provider_returning_wrong_outputs_is_caught_by_re_execution_disputed_and_slashed() {
     let (mut network, bootstrap) = Network::with_staked_providers(3);
     let stake = STAKE.to_string();
     let cheater = network.provider(
@@ -581,6 +604,62 @@ fn a_provider_returning_wrong_outputs_is_outvoted_disputed_and_slashed() {
             .expect("stake");
         assert_eq!(stake, STAKE, "an honest provider lost stake");
     }
+}
+
+/// One honest provider and `liars` that return the same wrong output for
+/// every task (so their lies agree): every result is still right, every
+/// liar is disputed and slashed, and the honest provider never is.
+fn liars_agreeing_lose_to_re_execution(liars: usize) {
+    let (mut network, bootstrap) = Network::with_staked_providers(1);
+    let stake = STAKE.to_string();
+    let honest = network.providers[0].account.clone();
+    let liars: Vec<String> = (0..liars)
+        .map(|_| {
+            let liar = network.provider(
+                Some(&bootstrap),
+                &["--stake", &stake, "--cheat", "wrong-output"],
+            );
+            network.providers[liar].account.clone()
+        })
+        .collect();
+    let tasks = 300;
+    let out = network.dir().join("results");
+    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
+    let child = submit(&network, &job, &out, &bootstrap);
+    let report = finish(&network, child, &out);
+    // Every file is what local execution gives, however many agreed on a lie.
+    let results = check_results(&out, &report, tasks);
+    let disputes = results["disputes"].as_array().expect("disputes");
+    for dispute in disputes {
+        assert_ne!(dispute["provider"], honest.as_str(), "{results}");
+        assert_eq!(dispute["status"], "included", "{results}");
+    }
+    for liar in &liars {
+        assert!(
+            disputes
+                .iter()
+                .any(|dispute| dispute["provider"] == liar.as_str()),
+            "{liar} was never disputed: {results}"
+        );
+        let left = network.account(liar)["provider_stake"]["bonded"]
+            .as_u64()
+            .expect("stake");
+        assert!(left < STAKE, "a liar kept its stake of {left}");
+    }
+    let kept = network.account(&honest)["provider_stake"]["bonded"]
+        .as_u64()
+        .expect("stake");
+    assert_eq!(kept, STAKE, "the honest provider lost stake");
+}
+
+#[test]
+fn two_liars_agreeing_lose_to_re_execution() {
+    liars_agreeing_lose_to_re_execution(2);
+}
+
+#[test]
+fn three_liars_agreeing_lose_to_re_execution() {
+    liars_agreeing_lose_to_re_execution(3);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! [`Input`] (an offer seen, a provider connected or lost, a result, a lease
 //! timer, a job submitted, a budget changed) and returns [`Command`]s (send
 //! these tasks to that provider, cancel, sign a voucher, report fraud, a task
-//! or job finished). No sockets, clocks, threads or randomness except from
+//! or job finished, re-execute a task whose results disagree). No sockets, clocks, threads or randomness except from
 //! the seed it is given, so it can be tested exhaustively and simulated at
 //! scale.
 
@@ -16,5 +16,5 @@ mod types;
 pub use market::Market;
 pub use rng::SplitMix64;
 pub use types::{
-    Command, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy, Stall, TaskResult,
+    Command, Decision, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy, Stall, TaskResult,
 };

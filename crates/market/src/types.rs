@@ -136,6 +136,23 @@ pub enum Input {
         job: JobId,
         budget: u64,
     },
+    /// What re-executing a task gave, after a [`Command::Referee`]: the
+    /// truth its results are judged by. `output_held`: the caller has the
+    /// output itself (it re-executed the task), so the task can be accepted
+    /// even when no provider's result matches.
+    Verdict {
+        job: JobId,
+        task: u64,
+        outcome: TaskOutcome,
+        fuel_used: u64,
+        output_held: bool,
+    },
+    /// The task could not be re-executed nor disputed: it fails.
+    RefereeFailed {
+        job: JobId,
+        task: u64,
+        reason: String,
+    },
     /// Time passed: expire leases and offers.
     Tick,
 }
@@ -145,6 +162,15 @@ pub enum Input {
 pub enum Stall {
     /// Placing more would commit more than the budget.
     Budget,
+}
+
+/// How an accepted result was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A quorum of providers returned it and none returned anything else.
+    Quorum,
+    /// Re-executing the task gave it.
+    ReExecution,
 }
 
 /// Totals of a finished job.
@@ -157,6 +183,11 @@ pub struct JobSummary {
     /// Fuel of the accepted results, once per task.
     pub fuel_useful: u64,
     pub paid: u64,
+    /// Tasks whose results disagreed and were sent to a referee.
+    pub tasks_refereed: u64,
+    /// Accepted tasks placed again because a provider that vouched for
+    /// them was caught lying.
+    pub tasks_reopened: u64,
 }
 
 /// What the caller should do.
@@ -181,12 +212,22 @@ pub enum Command {
         cumulative_fuel: u64,
         sequence: u64,
     },
-    /// A provider's result lost to the accepted one.
+    /// A task's results disagree, so someone lied: re-execute it (or have
+    /// the ledger do so through a dispute over `evidence`) and answer with
+    /// [`Input::Verdict`]. Nothing is accepted by counting.
+    Referee {
+        job: JobId,
+        task: u64,
+        /// Two signed receipts that disagree, when the results carried them.
+        evidence: Option<Box<(SignedReceipt, SignedReceipt)>>,
+    },
+    /// A provider's result differs from the re-execution: it lied.
     Fraud {
         job: JobId,
         task: u64,
         provider: AccountId,
-        /// (the accepted receipt, the losing receipt), when both were signed.
+        /// (a receipt that differs from the losing one, the losing
+        /// receipt), when both were signed: a dispute's evidence.
         evidence: Option<Box<(SignedReceipt, SignedReceipt)>>,
     },
     TaskAccepted {
@@ -194,6 +235,17 @@ pub enum Command {
         task: u64,
         outcome: TaskOutcome,
         fuel_used: u64,
+        decision: Decision,
+        /// It was accepted before, on the word of a provider since caught
+        /// lying, and checked again.
+        rechecked: bool,
+    },
+    /// An accepted task is open again: a provider whose result it was
+    /// accepted on was caught lying. It is placed again, and accepted
+    /// (again) only with results no provider caught lying vouches for.
+    TaskReopened {
+        job: JobId,
+        task: u64,
     },
     TaskFailed {
         job: JobId,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use idlegrid_market::{
-    Command, Input, JobSpec, JobSummary, Market, MarketConfig, Policy, Stall, TaskResult,
+    Command, Decision, Input, JobSpec, JobSummary, Market, MarketConfig, Policy, Stall, TaskResult,
 };
 use idlegrid_types::{AccountId, ContentId, ExecutionLimits, JobId, Keypair, Offer, TaskOutcome};
 use proptest::prelude::*;
@@ -80,7 +80,14 @@ struct Harness {
     outstanding: Vec<(AccountId, u64)>,
     /// Tasks accepted or failed so far.
     decided: BTreeSet<u64>,
+    /// Times each task was decided (a reopened task may be decided again).
+    decisions_made: BTreeMap<u64, u32>,
+    /// How many times its task had been decided when an assignment was made.
+    assigned_after: BTreeMap<(AccountId, u64), u32>,
     log: Vec<Command>,
+    /// How a referee answers: with the truth, holding its output or not;
+    /// `None` leaves referees unanswered.
+    referee: Option<bool>,
 }
 
 impl Harness {
@@ -91,7 +98,10 @@ impl Harness {
             providers: Vec::new(),
             outstanding: Vec::new(),
             decided: BTreeSet::new(),
+            decisions_made: BTreeMap::new(),
+            assigned_after: BTreeMap::new(),
             log: Vec::new(),
+            referee: Some(true),
         };
         for (seed, offer, stake) in offers {
             let provider = account(*seed);
@@ -111,6 +121,7 @@ impl Harness {
 
     fn send(&mut self, input: Input) -> Vec<Command> {
         let commands = self.market.handle(self.now, input);
+        let mut referees = Vec::new();
         for command in &commands {
             match command {
                 Command::Assign {
@@ -118,6 +129,8 @@ impl Harness {
                 } => {
                     for task in tasks {
                         self.outstanding.push((*provider, *task));
+                        let made = self.decisions_made.get(task).copied().unwrap_or(0);
+                        self.assigned_after.insert((*provider, *task), made);
                     }
                 }
                 Command::Cancel { provider, task, .. } => {
@@ -125,7 +138,12 @@ impl Harness {
                 }
                 Command::TaskAccepted { task, .. } | Command::TaskFailed { task, .. } => {
                     self.decided.insert(*task);
+                    *self.decisions_made.entry(*task).or_default() += 1;
                 }
+                Command::TaskReopened { task, .. } => {
+                    self.decided.remove(task);
+                }
+                Command::Referee { job, task, .. } => referees.push((*job, *task)),
                 _ => {}
             }
             assert!(
@@ -135,6 +153,17 @@ impl Harness {
             );
         }
         self.log.extend(commands.iter().cloned());
+        if let Some(output_held) = self.referee {
+            for (job, task) in referees {
+                self.send(Input::Verdict {
+                    job,
+                    task,
+                    outcome: truth(task),
+                    fuel_used: FUEL / 2,
+                    output_held,
+                });
+            }
+        }
         commands
     }
 
@@ -157,6 +186,14 @@ impl Harness {
         }
     }
 
+    /// Whether an answer to this assignment counts: its task was not
+    /// decided since it was assigned (a decision ends every lease on it,
+    /// late ones included, even if the task is reopened later).
+    fn counts(&self, provider: AccountId, task: u64) -> bool {
+        self.assigned_after.get(&(provider, task)).copied()
+            == Some(self.decisions_made.get(&task).copied().unwrap_or(0))
+    }
+
     fn finished(&self) -> Option<JobSummary> {
         self.log.iter().find_map(|command| match command {
             Command::JobFinished { summary, .. } => Some(*summary),
@@ -164,17 +201,47 @@ impl Harness {
         })
     }
 
+    /// What each task stands accepted with now (a reopened task is not,
+    /// until it is accepted again).
     fn accepted(&self) -> BTreeMap<u64, TaskOutcome> {
+        self.decisions()
+            .into_iter()
+            .map(|(task, (outcome, _))| (task, outcome))
+            .collect()
+    }
+
+    fn decisions(&self) -> BTreeMap<u64, (TaskOutcome, Decision)> {
         let mut accepted = BTreeMap::new();
         for command in &self.log {
-            if let Command::TaskAccepted { task, outcome, .. } = command {
-                assert!(
-                    accepted.insert(*task, *outcome).is_none(),
-                    "task {task} accepted twice"
-                );
+            match command {
+                Command::TaskAccepted {
+                    task,
+                    outcome,
+                    decision,
+                    ..
+                } => {
+                    assert!(
+                        accepted.insert(*task, (*outcome, *decision)).is_none(),
+                        "task {task} accepted twice without being reopened"
+                    );
+                }
+                Command::TaskReopened { task, .. } => {
+                    assert!(
+                        accepted.remove(task).is_some(),
+                        "reopened {task}, never accepted"
+                    );
+                }
+                _ => {}
             }
         }
         accepted
+    }
+
+    fn referees(&self) -> usize {
+        self.log
+            .iter()
+            .filter(|command| matches!(command, Command::Referee { .. }))
+            .count()
     }
 
     fn assigned_to(&self, provider: AccountId) -> usize {
@@ -497,7 +564,7 @@ fn a_lost_provider_is_reissued_at_once() {
 }
 
 #[test]
-fn disagreement_adds_replicas_until_a_majority_and_reports_the_loser() {
+fn a_disagreement_is_decided_by_re_execution_and_only_the_liar_is_reported() {
     let offers: Vec<_> = (1..=5)
         .map(|seed| (seed, offer(1, 1_000_000_000, 10), 100))
         .collect();
@@ -519,6 +586,7 @@ fn disagreement_adds_replicas_until_a_majority_and_reports_the_loser() {
             .iter()
             .all(|(task, outcome)| *outcome == truth(*task))
     );
+    assert!(harness.referees() >= 1);
     assert_eq!(harness.frauds(), BTreeSet::from([cheater]));
     assert!(
         !harness.vouchers().contains_key(&cheater),
@@ -527,13 +595,14 @@ fn disagreement_adds_replicas_until_a_majority_and_reports_the_loser() {
 }
 
 #[test]
-fn colluders_with_the_same_lie_lose_to_an_honest_majority() {
-    let offers: Vec<_> = (1..=6)
+fn liars_agreeing_with_each_other_are_never_believed_over_the_re_execution() {
+    // Three of four providers tell the same lie: a vote would accept it.
+    let offers: Vec<_> = (1..=4)
         .map(|seed| (seed, offer(1, 1_000_000_000, 10), 100))
         .collect();
     let mut harness = Harness::new(MarketConfig::default(), &offers);
     harness.send(Input::SubmitJob(job(12, Policy::Replicas(3), u64::MAX)));
-    let colluders = [account(1), account(2)];
+    let colluders = [account(1), account(2), account(3)];
     while harness.finished().is_none() {
         harness.answer_all(&move |provider, task| {
             Some(if colluders.contains(&provider) {
@@ -549,7 +618,80 @@ fn colluders_with_the_same_lie_lose_to_an_honest_majority() {
             .iter()
             .all(|(task, outcome)| *outcome == truth(*task))
     );
-    assert!(harness.frauds().is_subset(&BTreeSet::from(colluders)));
+    assert_eq!(harness.frauds(), BTreeSet::from(colluders));
+    assert!(!harness.frauds().contains(&account(4)));
+}
+
+#[test]
+fn tasks_accepted_on_a_liar_s_word_are_checked_again_once_it_is_caught() {
+    // Two colluders and one honest provider, two replicas a task: tasks
+    // given to the pair are accepted on their matching lie until one of
+    // them meets the honest provider on a task and is caught.
+    let offers: Vec<_> = (1..=3)
+        .map(|seed| (seed, offer(1, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.send(Input::SubmitJob(job(30, Policy::Replicas(2), u64::MAX)));
+    let colluders = [account(1), account(2)];
+    let mut steps = 0;
+    while harness.finished().is_none() {
+        harness.answer_all(&move |provider, task| {
+            Some(if colluders.contains(&provider) {
+                lie(task)
+            } else {
+                truth(task)
+            })
+        });
+        steps += 1;
+        assert!(steps < 1_000, "the job never finished");
+    }
+    let reopened = harness
+        .log
+        .iter()
+        .filter(|command| matches!(command, Command::TaskReopened { .. }))
+        .count();
+    assert!(reopened > 0, "no lie was ever accepted to be rechecked");
+    assert!(
+        harness
+            .accepted()
+            .iter()
+            .all(|(task, outcome)| *outcome == truth(*task)),
+        "a wrong result stands at the end"
+    );
+    let summary = harness.finished().expect("finished");
+    assert_eq!(summary.tasks_accepted, 30);
+    assert_eq!(summary.tasks_reopened, reopened as u64);
+    assert_eq!(harness.frauds(), BTreeSet::from(colluders));
+}
+
+#[test]
+fn a_verdict_whose_output_is_not_held_waits_for_a_provider_to_match_it() {
+    let offers: Vec<_> = (1..=3)
+        .map(|seed| (seed, offer(1, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    harness.referee = Some(false);
+    harness.send(Input::SubmitJob(job(1, Policy::Replicas(2), u64::MAX)));
+    // The first two answer with two different lies.
+    let mut answered = 0;
+    while harness.finished().is_none() {
+        harness.answer_all(&move |provider, task| {
+            Some(match provider {
+                p if p == account(1) => lie(task),
+                p if p == account(2) => lie(task + 7),
+                _ => truth(task),
+            })
+        });
+        answered += 1;
+        assert!(answered < 100, "the job never finished");
+    }
+    let decisions = harness.decisions();
+    assert_eq!(decisions[&0], (truth(0), Decision::ReExecution));
+    assert_eq!(harness.frauds(), BTreeSet::from([account(1), account(2)]));
+    assert_eq!(
+        harness.vouchers().keys().copied().collect::<Vec<_>>(),
+        vec![account(3)]
+    );
 }
 
 /// Two fresh providers that return the same lie (a colluding pair, or lazy
@@ -584,8 +726,8 @@ fn fresh_providers_cannot_vouch_for_each_other_under_adaptive() {
     // Without vouching the pair's matching lie would carry the task...
     let unguarded = fresh_pair_lies(usize::MAX);
     assert_eq!(unguarded.accepted().get(&0), Some(&lie(0)));
-    // ...with it, a third opinion is asked, then honest ones until a
-    // majority, and the pair is reported.
+    // ...with it, a third opinion is asked, the disagreement goes to a
+    // referee, and the pair is reported.
     let guarded = fresh_pair_lies(5);
     assert_eq!(guarded.accepted().get(&0), Some(&truth(0)));
     assert_eq!(guarded.frauds(), BTreeSet::from([account(1), account(2)]));
@@ -720,8 +862,10 @@ proptest! {
         let job_id = JobId::from_bytes([1; 32]);
         harness.send(Input::SubmitJob(job(tasks, policy, budget)));
         let mut answers: BTreeMap<(AccountId, u64), TaskOutcome> = BTreeMap::new();
+        // How many times its task had been decided when each answer came.
+        let mut generations: BTreeMap<(AccountId, u64), u32> = BTreeMap::new();
 
-        let run = |harness: &mut Harness, step: &Step, answers: &mut BTreeMap<(AccountId, u64), TaskOutcome>| {
+        let run = |harness: &mut Harness, step: &Step, answers: &mut BTreeMap<(AccountId, u64), TaskOutcome>, generations: &mut BTreeMap<(AccountId, u64), u32>| {
             match step {
                 Step::Answer { pick, lie: lying } => {
                     if harness.outstanding.is_empty() {
@@ -730,8 +874,9 @@ proptest! {
                     let (provider, task) = harness.outstanding.swap_remove(pick % harness.outstanding.len());
                     let outcome = if *lying { lie(task) } else { truth(task) };
                     // Results after the decision are ignored, and not paid.
-                    if !harness.decided.contains(&task) {
+                    if harness.counts(provider, task) {
                         answers.insert((provider, task), outcome);
+                        generations.insert((provider, task), harness.decisions_made.get(&task).copied().unwrap_or(0));
                     }
                     harness.send(Input::Result { provider, job: job_id, task, result: result(outcome) });
                 }
@@ -757,7 +902,7 @@ proptest! {
             }
         };
         for step in &steps {
-            run(&mut harness, step, &mut answers);
+            run(&mut harness, step, &mut answers, &mut generations);
             prop_assert!(harness.market.committed(&job_id).expect("job") <= budget);
         }
         for provider in &unstaked {
@@ -773,8 +918,9 @@ proptest! {
                 break;
             }
             while let Some((provider, task)) = harness.outstanding.pop() {
-                if !harness.decided.contains(&task) {
+                if harness.counts(provider, task) {
                     answers.insert((provider, task), truth(task));
+                    generations.insert((provider, task), harness.decisions_made.get(&task).copied().unwrap_or(0));
                 }
                 harness.send(Input::Result { provider, job: job_id, task, result: result(truth(task)) });
             }
@@ -803,28 +949,67 @@ proptest! {
             }
         }
         // Payment: exactly the accepted work, once per matching provider.
+        // An answer is paid by the decision that follows it, if that accepts
+        // the same outcome (a task reopened after a backer was caught may be
+        // decided again; what an earlier acceptance paid stays paid).
+        let mut acceptances: Vec<(u64, u32, TaskOutcome)> = Vec::new();
+        let mut decided_times: BTreeMap<u64, u32> = BTreeMap::new();
+        for command in &harness.log {
+            match command {
+                Command::TaskAccepted { task, outcome, .. } => {
+                    let count = decided_times.entry(*task).or_default();
+                    *count += 1;
+                    acceptances.push((*task, *count, *outcome));
+                }
+                Command::TaskFailed { task, .. } => *decided_times.entry(*task).or_default() += 1,
+                _ => {}
+            }
+        }
         let mut expected: BTreeMap<AccountId, u64> = BTreeMap::new();
         for ((provider, task), outcome) in &answers {
-            if accepted.get(task) == Some(outcome) {
+            let generation = generations[&(*provider, *task)];
+            if acceptances.contains(&(*task, generation + 1, *outcome)) {
                 *expected.entry(*provider).or_default() += (FUEL / 2) * PRICE / 1_000_000;
             }
         }
+        // A provider caught lying is paid for nothing it answered after.
         let vouchers = harness.vouchers();
+        let caught = harness.frauds();
         for (provider, (amount, fuel, _)) in &vouchers {
-            prop_assert_eq!(Some(amount), expected.get(provider));
+            let owed = expected.get(provider).copied().unwrap_or(0);
+            if caught.contains(provider) {
+                prop_assert!(*amount <= owed);
+            } else {
+                prop_assert_eq!(*amount, owed);
+            }
             prop_assert_eq!(u128::from(*fuel) * u128::from(PRICE), u128::from(*amount) * 1_000_000);
         }
         for (provider, amount) in &expected {
-            prop_assert_eq!(vouchers.get(provider).map(|v| v.0), Some(*amount));
+            if !caught.contains(provider) {
+                prop_assert_eq!(vouchers.get(provider).map(|v| v.0), Some(*amount));
+            }
         }
         let paid: u64 = vouchers.values().map(|v| v.0).sum();
         prop_assert!(paid <= budget);
-        // A quorum: under replicas(n), each accepted outcome came from n providers.
-        if let Policy::Replicas(n) = policy {
-            for (task, outcome) in &accepted {
-                let agreeing = answers.iter().filter(|((_, t), o)| t == task && *o == outcome).count();
-                prop_assert!(agreeing >= usize::from(n), "task {} accepted with {} votes", task, agreeing);
+        // A quorum: under replicas(n), each outcome accepted on providers'
+        // word came from n of them; one decided by re-execution is the truth.
+        for (task, (outcome, decision)) in harness.decisions() {
+            match decision {
+                Decision::ReExecution => prop_assert_eq!(outcome, truth(task)),
+                Decision::Quorum => {
+                    if let Policy::Replicas(n) = policy {
+                        let agreeing = answers.iter().filter(|((_, t), o)| *t == task && **o == outcome).count();
+                        prop_assert!(agreeing >= usize::from(n), "task {} accepted with {} votes", task, agreeing);
+                    }
+                }
             }
+        }
+        // No provider that only ever told the truth is reported.
+        for provider in harness.frauds() {
+            prop_assert!(
+                answers.iter().any(|((p, task), outcome)| *p == provider && *outcome != truth(*task)),
+                "an honest provider was reported"
+            );
         }
     }
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use idlegrid_ledger::{Dispute, Evidence};
 use idlegrid_market::{
-    Command as MarketCommand, Input as MarketInput, JobSpec, JobSummary, Market, MarketConfig,
-    Policy, TaskResult,
+    Command as MarketCommand, Decision, Input as MarketInput, JobSpec, JobSummary, Market,
+    MarketConfig, Policy, TaskResult,
 };
 use idlegrid_net::{
     AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, Request, Response, ResultBatch, TaskBatch,
@@ -41,6 +41,18 @@ pub const STAKE_REFRESH_US: u64 = 30_000_000;
 /// Disputes filed against one provider in one job: enough to slash it,
 /// without a block of disputes for every task a liar touched.
 pub const DISPUTES_PER_PROVIDER_MAX: usize = 3;
+/// Tasks of at most this much fuel are re-executed by the requestor itself
+/// when their results disagree, unless it is told otherwise (about a
+/// minute and a half of one core).
+pub const REFEREE_FUEL_DEFAULT: u64 = 100_000_000_000;
+
+/// What re-executing a task gave the requestor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReExecution {
+    pub outcome: TaskOutcome,
+    pub fuel_used: u64,
+    pub stdout: Vec<u8>,
+}
 
 /// Something that happened.
 #[derive(Debug)]
@@ -72,6 +84,12 @@ pub enum Input {
     },
     /// A [`Command::SendVoucher`] ended (answered or not).
     VoucherAnswered(AccountId),
+    /// A [`Command::ReExecute`] ended: what the task gave, or why the host
+    /// could not run it.
+    ReExecuted {
+        task: u64,
+        result: Result<ReExecution, String>,
+    },
     /// Time passed: leases and offers expire.
     Tick,
 }
@@ -101,11 +119,21 @@ pub enum Command {
         provider: AccountId,
         voucher: SignedVoucher,
     },
+    /// Run the task in this requestor's own sandbox: its results disagree.
+    /// Answer with [`Input::ReExecuted`].
+    ReExecute {
+        task: u64,
+    },
     /// File a dispute on the ledger against a provider's receipt.
     Dispute {
         task: u64,
         provider: AccountId,
         dispute: Box<Dispute>,
+    },
+    /// An accepted task is open again (a provider that vouched for it was
+    /// caught lying): it no longer counts as accepted until it is again.
+    Reopened {
+        task: u64,
     },
     /// A task is accepted: write its output (when it completed) to `file`
     /// under the results folder.
@@ -125,6 +153,23 @@ pub enum Command {
 /// when it completed.
 type PendingResult = (AccountId, TaskOutcome, Option<Vec<u8>>);
 
+/// How the market accepted a task.
+#[derive(Debug, Clone, Copy)]
+struct Accepted {
+    outcome: TaskOutcome,
+    fuel_used: u64,
+    decision: Decision,
+    rechecked: bool,
+}
+
+/// The output id a record shows for an outcome.
+fn outcome_output(outcome: TaskOutcome) -> Option<String> {
+    match outcome {
+        TaskOutcome::Completed { output, .. } => Some(output.to_string()),
+        TaskOutcome::Failed(_) => None,
+    }
+}
+
 /// The requestor's state machine for one job.
 #[derive(Debug)]
 pub struct RequestorCore {
@@ -132,6 +177,14 @@ pub struct RequestorCore {
     job: JobId,
     job_file: Arc<JobFile>,
     market: Market,
+    /// Disagreeing tasks of at most this much fuel are re-executed here.
+    referee_fuel: u64,
+    /// What re-executing a task here gave, until the task is accepted.
+    referee_outputs: HashMap<u64, Vec<u8>>,
+    /// The records of accepted tasks reopened, until they are accepted again.
+    reopened: HashMap<u64, TaskRecord>,
+    /// Tasks re-executed here so far.
+    re_executed: u64,
     /// Market inputs waiting for the next [`RequestorCore::step`].
     queued: Vec<MarketInput>,
     input_cids: Vec<Option<ContentId>>,
@@ -171,7 +224,13 @@ pub struct RequestorCore {
 impl RequestorCore {
     /// A core for `job`, opened on the ledger from `job_file`; `start` gives
     /// its first commands.
-    pub fn new(key: Keypair, job: JobId, job_file: Arc<JobFile>, market: MarketConfig) -> Self {
+    pub fn new(
+        key: Keypair,
+        job: JobId,
+        job_file: Arc<JobFile>,
+        market: MarketConfig,
+        referee_fuel: u64,
+    ) -> Self {
         let market = Market::new(MarketConfig {
             seed: u64::from_le_bytes(job.as_bytes()[..8].try_into().expect("8 bytes")),
             ..market
@@ -182,6 +241,10 @@ impl RequestorCore {
             input_cids: vec![None; job_file.tasks.len()],
             job_file,
             market,
+            referee_fuel,
+            referee_outputs: HashMap::new(),
+            reopened: HashMap::new(),
+            re_executed: 0,
             queued: Vec::new(),
             pending: HashMap::new(),
             holders: HashMap::new(),
@@ -289,6 +352,11 @@ impl RequestorCore {
         self.disputes_filed
     }
 
+    /// Tasks re-executed here because their results disagreed.
+    pub fn re_executed(&self) -> u64 {
+        self.re_executed
+    }
+
     /// When the first task was placed, on the caller's clock.
     pub fn first_placed_us(&self) -> Option<u64> {
         self.first_placed_us
@@ -347,6 +415,27 @@ impl RequestorCore {
             }
             Input::VoucherAnswered(provider) => {
                 self.vouchers_in_flight.remove(&provider);
+            }
+            Input::ReExecuted { task, result } => {
+                let job = self.job;
+                match result {
+                    Ok(execution) => {
+                        if matches!(execution.outcome, TaskOutcome::Completed { .. }) {
+                            self.referee_outputs.insert(task, execution.stdout);
+                        }
+                        self.queued.push(MarketInput::Verdict {
+                            job,
+                            task,
+                            outcome: execution.outcome,
+                            fuel_used: execution.fuel_used,
+                            output_held: true,
+                        });
+                    }
+                    Err(reason) => {
+                        self.queued
+                            .push(MarketInput::RefereeFailed { job, task, reason })
+                    }
+                }
             }
             Input::Tick => self.queued.push(MarketInput::Tick),
         }
@@ -524,15 +613,34 @@ impl RequestorCore {
                     evidence,
                     ..
                 } => self.fraud(task, provider, evidence, commands),
+                MarketCommand::Referee { task, .. } => self.referee(task, commands),
+                MarketCommand::TaskReopened { task, .. } => {
+                    if let Some(record) = self.records.remove(&task) {
+                        self.reopened.insert(task, record);
+                    }
+                    commands.push(Command::Reopened { task });
+                }
                 MarketCommand::TaskAccepted {
                     task,
                     outcome,
                     fuel_used,
+                    decision,
+                    rechecked,
                     ..
-                } => self.accepted(now_us, task, outcome, fuel_used, commands),
+                } => {
+                    let accepted = Accepted {
+                        outcome,
+                        fuel_used,
+                        decision,
+                        rechecked,
+                    };
+                    self.accepted(now_us, task, accepted, commands);
+                }
                 MarketCommand::TaskFailed { task, reason, .. } => {
                     self.pending.remove(&task);
                     self.holders.remove(&task);
+                    self.referee_outputs.remove(&task);
+                    self.reopened.remove(&task);
                     self.assigned_at_us.remove(&task);
                     self.failed += 1;
                     self.records.insert(
@@ -546,6 +654,8 @@ impl RequestorCore {
                             fuel: None,
                             file: None,
                             providers: Vec::new(),
+                            verified: "",
+                            rechecked: false,
                         },
                     );
                 }
@@ -607,19 +717,47 @@ impl RequestorCore {
         });
     }
 
+    /// A task whose results disagree: re-executed here when its fuel
+    /// limit is within the requestor's, and otherwise failed, saying why.
+    fn referee(&mut self, task: u64, commands: &mut Vec<Command>) {
+        let fuel = self.job_file.limits.fuel;
+        if fuel <= self.referee_fuel {
+            self.re_executed += 1;
+            commands.push(Command::ReExecute { task });
+            return;
+        }
+        let reason = format!(
+            "its results disagree and its fuel limit ({fuel}) is over this requestor's \
+             re-execution limit ({}); raise --referee-fuel to settle it here",
+            self.referee_fuel
+        );
+        self.queued.push(MarketInput::RefereeFailed {
+            job: self.job,
+            task,
+            reason,
+        });
+    }
+
     fn accepted(
         &mut self,
         now_us: u64,
         task: u64,
-        outcome: TaskOutcome,
-        fuel_used: u64,
+        accepted: Accepted,
         commands: &mut Vec<Command>,
     ) {
+        let Accepted {
+            outcome,
+            fuel_used,
+            decision,
+            rechecked,
+        } = accepted;
         let round_trip_us = self
             .assigned_at_us
             .remove(&task)
             .map(|assigned| now_us.saturating_sub(assigned));
-        if let Some(round_trip) = round_trip_us {
+        if let Some(round_trip) = round_trip_us
+            && !rechecked
+        {
             self.round_trips_us.push(round_trip);
         }
         self.holders.remove(&task);
@@ -632,11 +770,24 @@ impl RequestorCore {
                 track.rejected += 1;
             }
         }
-        let providers = results
+        let mut providers: Vec<AccountId> = results
             .iter()
             .filter(|(_, result, _)| *result == outcome)
             .map(|(provider, _, _)| *provider)
             .collect();
+        // Accepted again after a recheck: those who vouched for the same
+        // result before still did.
+        let earlier = self.reopened.remove(&task);
+        if let Some(earlier) = &earlier
+            && earlier.output == outcome_output(outcome)
+        {
+            for provider in &earlier.providers {
+                if !providers.contains(provider) {
+                    providers.push(*provider);
+                }
+            }
+        }
+        let referee_output = self.referee_outputs.remove(&task);
         let mut record = TaskRecord {
             index: task,
             status: "accepted",
@@ -646,6 +797,11 @@ impl RequestorCore {
             fuel: Some(fuel_used),
             file: None,
             providers,
+            verified: match decision {
+                Decision::Quorum => "quorum",
+                Decision::ReExecution => "re-execution",
+            },
+            rechecked,
         };
         let mut output = None;
         match outcome {
@@ -656,6 +812,7 @@ impl RequestorCore {
                 let stdout = results
                     .into_iter()
                     .find_map(|(_, result, stdout)| (result == outcome).then_some(stdout).flatten())
+                    .or(referee_output)
                     .unwrap_or_default();
                 let file = format!("tasks/{task:06}.out");
                 record.exit_code = Some(exit_code);

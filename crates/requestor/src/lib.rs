@@ -8,6 +8,7 @@
 pub mod core;
 pub mod jobspec;
 mod ledger;
+mod referee;
 pub mod report;
 mod run;
 

@@ -33,6 +33,15 @@ pub struct TaskRecord {
     /// Providers whose result was the accepted one.
     #[serde(serialize_with = "accounts_as_text")]
     pub providers: Vec<AccountId>,
+    /// How an accepted result was established: `quorum` (providers agreed
+    /// and none disagreed) or `re-execution` (results disagreed and
+    /// running the task again decided); empty when the task failed.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub verified: &'static str,
+    /// Accepted once on the word of a provider later caught lying, and
+    /// checked again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rechecked: bool,
 }
 
 /// Accounts as their `did:key` text (encoded when `results.json` is

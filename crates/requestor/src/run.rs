@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::core::{Command, Input, RequestId, RequestorCore};
 use crate::jobspec::JobFile;
 use crate::ledger::{Disputer, TRANSACTION_WAIT, close_job, open_job};
+use crate::referee::Referee;
 use crate::report::{DisputeRecord, SubmitReport, TrackRecord, percentile};
 
 /// Events handled together at most, after the one that woke the loop.
@@ -47,6 +48,9 @@ pub struct SubmitConfig {
     pub market: MarketConfig,
     /// How often leases and offers are checked.
     pub tick: Duration,
+    /// Tasks whose results disagree are re-executed here when their fuel
+    /// limit is at most this (0: never).
+    pub referee_fuel: u64,
 }
 
 /// Live counters, for the progress bar.
@@ -106,6 +110,12 @@ enum Internal {
     Disputed(DisputeRecord),
 }
 
+impl From<Input> for Internal {
+    fn from(input: Input) -> Self {
+        Internal::Core(input)
+    }
+}
+
 impl From<DisputeRecord> for Internal {
     fn from(record: DisputeRecord) -> Self {
         Internal::Disputed(record)
@@ -147,6 +157,7 @@ pub async fn submit(
     let (internal_tx, mut internal) = mpsc::unbounded_channel();
     let disputer = Disputer::start(client.clone(), config.key.clone(), internal_tx.clone())?;
     let outputs = OutputWriter::start(Arc::clone(&progress), internal_tx.clone())?;
+    let referee = Referee::start(job, Arc::clone(&job_file), internal_tx.clone())?;
     let epoch = Instant::now();
     let mut run = Shell {
         core: RequestorCore::new(
@@ -154,7 +165,9 @@ pub async fn submit(
             job,
             Arc::clone(&job_file),
             config.market,
+            config.referee_fuel,
         ),
+        referee,
         client: client.clone(),
         overlay: overlay.clone(),
         internal: internal_tx,
@@ -327,6 +340,7 @@ struct Shell {
     overlay: Overlay,
     internal: mpsc::UnboundedSender<Internal>,
     disputer: Disputer,
+    referee: Referee,
     outputs: OutputWriter,
     out_dir: PathBuf,
     /// Requests waiting for their answer.
@@ -435,6 +449,11 @@ impl Shell {
                     provider,
                     dispute,
                 } => self.disputer.file(task, provider, dispute),
+                Command::ReExecute { task } => self.referee.order(task),
+                Command::Reopened { task } => {
+                    self.outputs.reopened(task);
+                    decided = true;
+                }
                 Command::Accepted {
                     task,
                     output,
@@ -497,8 +516,14 @@ impl Shell {
     }
 }
 
-/// An accepted task, and where its output goes (none when it failed).
-type OutputOrder = (u64, Option<(PathBuf, Vec<u8>)>);
+/// What the output thread does, in the order decisions were made.
+enum OutputOrder {
+    /// A task accepted, and where its output goes (none when it failed).
+    Accepted(u64, Option<(PathBuf, Vec<u8>)>),
+    /// An accepted task is being checked again: not counted until it is
+    /// accepted again (its file is then written anew).
+    Reopened(u64),
+}
 
 /// Writes accepted tasks' outputs on its own thread, so that the loop
 /// deciding tasks never waits for the disk (creating a file costs tens to
@@ -518,7 +543,19 @@ impl OutputWriter {
         let thread = std::thread::Builder::new()
             .name("requestor-outputs".to_owned())
             .spawn(move || {
-                while let Ok((task, file)) = queue.recv() {
+                while let Ok(order) = queue.recv() {
+                    let (task, file) = match order {
+                        OutputOrder::Accepted(task, file) => (task, file),
+                        OutputOrder::Reopened(task) => {
+                            let _ = progress.accepted.fetch_update(
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                                |accepted| accepted.checked_sub(1),
+                            );
+                            progress.update(|detail| detail.done.retain(|done| *done != task));
+                            continue;
+                        }
+                    };
                     if let Some((path, stdout)) = file
                         && let Err(error) = std::fs::write(&path, &stdout)
                     {
@@ -540,9 +577,17 @@ impl OutputWriter {
     }
 
     fn write(&self, task: u64, file: Option<(PathBuf, Vec<u8>)>) {
+        self.order(OutputOrder::Accepted(task, file));
+    }
+
+    fn reopened(&self, task: u64) {
+        self.order(OutputOrder::Reopened(task));
+    }
+
+    fn order(&self, order: OutputOrder) {
         if let Some(orders) = &self.orders {
             // A thread that stopped has reported why.
-            let _ = orders.send((task, file));
+            let _ = orders.send(order);
         }
     }
 

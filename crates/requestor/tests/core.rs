@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use idlegrid_market::MarketConfig;
 use idlegrid_net::{Request, Response, ResultBatch, TaskBatch, TaskReturn};
-use idlegrid_requestor::core::{Command, DISPUTES_PER_PROVIDER_MAX, Input, RequestorCore};
+use idlegrid_requestor::core::{
+    Command, DISPUTES_PER_PROVIDER_MAX, Input, REFEREE_FUEL_DEFAULT, ReExecution, RequestorCore,
+};
 use idlegrid_requestor::{JobFile, Verification};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
@@ -56,11 +58,20 @@ fn job() -> JobId {
 }
 
 fn requestor(tasks: u64, verification: Verification) -> RequestorCore {
+    requestor_refereeing(tasks, verification, REFEREE_FUEL_DEFAULT)
+}
+
+fn requestor_refereeing(
+    tasks: u64,
+    verification: Verification,
+    referee_fuel: u64,
+) -> RequestorCore {
     let mut core = RequestorCore::new(
         key(1),
         job(),
         job_file(tasks, verification),
         MarketConfig::default(),
+        referee_fuel,
     );
     let commands = core.start(NOW);
     assert!(sent_tasks(&commands).is_empty(), "nobody to place with yet");
@@ -388,7 +399,20 @@ fn the_loser_of_a_disagreement_is_disputed_a_bounded_number_of_times() {
             id += 1;
             core.input(NOW, results(id, signer, returns));
         }
-        let commands = core.step(NOW);
+        let mut commands = core.step(NOW);
+        // The requestor re-executes what disagrees; its sandbox says the truth.
+        let mut referred = 0;
+        while let Some(task) = commands.iter().find_map(|command| match command {
+            Command::ReExecute { task } => Some(*task),
+            _ => None,
+        }) {
+            commands
+                .retain(|command| !matches!(command, Command::ReExecute { task: t } if *t == task));
+            core.input(NOW, re_executed(task));
+            commands.extend(core.step(NOW));
+            referred += 1;
+            assert!(referred < 100);
+        }
         for command in &commands {
             if let Command::Dispute {
                 provider, dispute, ..
@@ -413,6 +437,112 @@ fn the_loser_of_a_disagreement_is_disputed_a_bounded_number_of_times() {
     for record in core.records().values() {
         assert!(!record.providers.contains(&key(12).account_id()));
     }
+}
+
+/// What re-executing a task gives: the truth the honest providers return.
+fn re_executed(task: u64) -> Input {
+    let stdout = task.to_le_bytes().to_vec();
+    Input::ReExecuted {
+        task,
+        result: Ok(ReExecution {
+            outcome: TaskOutcome::Completed {
+                exit_code: 0,
+                output: ContentId::of(&stdout),
+            },
+            fuel_used: FUEL,
+            stdout,
+        }),
+    }
+}
+
+#[test]
+fn agreeing_liars_lose_to_the_requestor_s_re_execution_whose_output_is_written() {
+    // Two of three providers return the same lie for the one task: a vote
+    // would accept it.
+    let mut core = requestor(1, Verification::Replicas(3));
+    let providers = [key(10), key(11), key(12)];
+    for provider in &providers {
+        join(&mut core, provider.account_id());
+    }
+    for (id, provider) in providers.iter().enumerate() {
+        let stdout = if id < 2 {
+            b"lie".to_vec()
+        } else {
+            0u64.to_le_bytes().to_vec()
+        };
+        core.input(
+            NOW,
+            results(id as u64, provider, vec![(receipt(0, &stdout), stdout)]),
+        );
+    }
+    let commands = core.step(NOW);
+    assert!(
+        accepted(&commands).is_empty(),
+        "nothing accepted by counting"
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|command| matches!(command, Command::ReExecute { task: 0 }))
+    );
+    core.input(NOW, re_executed(0));
+    let commands = core.step(NOW);
+    assert_eq!(
+        accepted(&commands),
+        vec![(
+            0,
+            Some(("tasks/000000.out".to_owned(), 0u64.to_le_bytes().to_vec()))
+        )]
+    );
+    let disputed: Vec<AccountId> = commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Dispute { provider, .. } => Some(*provider),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(disputed, vec![key(10).account_id(), key(11).account_id()]);
+    let record = &core.records()[&0];
+    assert_eq!(record.verified, "re-execution");
+    assert_eq!(record.providers, vec![key(12).account_id()]);
+    assert_eq!(
+        vouchers(&commands),
+        vec![(key(12).account_id(), PRICE, 1)],
+        "only the honest provider is paid"
+    );
+}
+
+#[test]
+fn a_disagreement_over_the_referee_limit_fails_the_task_saying_why() {
+    let mut core = requestor_refereeing(1, Verification::Replicas(2), 0);
+    let providers = [key(10), key(11)];
+    for provider in &providers {
+        join(&mut core, provider.account_id());
+    }
+    for (id, provider) in providers.iter().enumerate() {
+        let stdout = vec![id as u8];
+        core.input(
+            NOW,
+            results(id as u64, provider, vec![(receipt(0, &stdout), stdout)]),
+        );
+    }
+    let commands = core.step(NOW);
+    assert!(
+        !commands
+            .iter()
+            .any(|command| matches!(command, Command::ReExecute { .. }))
+    );
+    let commands = core.step(NOW);
+    assert!(core.done(), "{commands:?}");
+    let record = &core.records()[&0];
+    assert_eq!(record.status, "failed");
+    assert!(
+        record
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("--referee-fuel")),
+        "{record:?}"
+    );
 }
 
 /// One thing a provider does.

@@ -30,14 +30,18 @@ pub fn task_limits(limits: &ExecutionLimits, wall_time: Duration) -> TaskLimits 
     }
 }
 
-impl ReExecute for Sandbox {
-    fn re_execute(
+impl Sandbox {
+    /// Runs a task again, exactly as a provider must have, and gives what
+    /// it found with the task's stdout (a requestor settling a
+    /// disagreement itself keeps the output). An `Err` means the host could
+    /// not run it, or it ran past the wall clock: not a verdict.
+    pub fn re_execute_with_output(
         &self,
         module: &[u8],
         input: &TaskInput,
         seed: [u8; 32],
         limits: &ExecutionLimits,
-    ) -> Result<Execution, String> {
+    ) -> Result<(Execution, Vec<u8>), String> {
         let task = TaskSpec {
             args: input.arg_strings(),
             stdin: input.stdin.to_vec(),
@@ -53,10 +57,28 @@ impl ReExecute for Sandbox {
         if outcome == TaskOutcome::Failed(ErrorKind::WallTimeout) {
             return Err("the re-execution ran past its wall-clock limit".to_owned());
         }
-        Ok(Execution {
+        let stdout = match report.result {
+            Ok(completion) => completion.output.stdout,
+            Err(_) => Vec::new(),
+        };
+        let execution = Execution {
             outcome,
             fuel_used: report.fuel_used,
-        })
+        };
+        Ok((execution, stdout))
+    }
+}
+
+impl ReExecute for Sandbox {
+    fn re_execute(
+        &self,
+        module: &[u8],
+        input: &TaskInput,
+        seed: [u8; 32],
+        limits: &ExecutionLimits,
+    ) -> Result<Execution, String> {
+        self.re_execute_with_output(module, input, seed, limits)
+            .map(|(execution, _)| execution)
     }
 }
 
@@ -77,6 +99,26 @@ impl LazySandbox {
     }
 }
 
+impl LazySandbox {
+    /// [`Sandbox::re_execute_with_output`] on the sandbox, made now if it
+    /// was not yet.
+    pub fn re_execute_with_output(
+        &self,
+        module: &[u8],
+        input: &TaskInput,
+        seed: [u8; 32],
+        limits: &ExecutionLimits,
+    ) -> Result<(Execution, Vec<u8>), String> {
+        let sandbox = self
+            .sandbox
+            .get_or_init(|| Sandbox::new(self.config.clone()).map_err(|error| error.to_string()));
+        match sandbox {
+            Ok(sandbox) => sandbox.re_execute_with_output(module, input, seed, limits),
+            Err(error) => Err(format!("the sandbox could not start: {error}")),
+        }
+    }
+}
+
 impl ReExecute for LazySandbox {
     fn re_execute(
         &self,
@@ -85,12 +127,7 @@ impl ReExecute for LazySandbox {
         seed: [u8; 32],
         limits: &ExecutionLimits,
     ) -> Result<Execution, String> {
-        let sandbox = self
-            .sandbox
-            .get_or_init(|| Sandbox::new(self.config.clone()).map_err(|error| error.to_string()));
-        match sandbox {
-            Ok(sandbox) => sandbox.re_execute(module, input, seed, limits),
-            Err(error) => Err(format!("the sandbox could not start: {error}")),
-        }
+        self.re_execute_with_output(module, input, seed, limits)
+            .map(|(execution, _)| execution)
     }
 }

@@ -63,6 +63,11 @@ struct Cli {
     /// Share of tasks a device fails to run (host errors, not fraud).
     #[arg(long, default_value_t = 0.001)]
     failures: f64,
+    /// The requestor re-executes disagreeing tasks of at most this much fuel
+    /// itself; larger ones go to the ledger as disputes (0: always). Default:
+    /// every task.
+    #[arg(long)]
+    referee_fuel: Option<u64>,
     /// Stop after this much simulated time.
     #[arg(long, default_value_t = 86_400.0)]
     time_limit_secs: f64,
@@ -153,6 +158,7 @@ fn config(cli: &Cli) -> anyhow::Result<SimConfig> {
         crash_fraction: fraction("crash", cli.crash)?,
         failure_fraction: fraction("failures", cli.failures)?,
         time_limit_ms: millis("time-limit-secs", cli.time_limit_secs)?,
+        referee_fuel_max: cli.referee_fuel.unwrap_or(u64::MAX),
         ..SimConfig::default()
     })
 }
@@ -197,8 +203,8 @@ fn print_table(config: &SimConfig, report: &Report) {
     row(
         "verification overhead",
         format!(
-            "{:.3}× (fuel executed {} ÷ useful {})",
-            report.overhead, report.fuel_executed, report.fuel_useful
+            "{:.3}× (fuel executed {} and re-executed {} ÷ useful {})",
+            report.overhead, report.fuel_executed, report.fuel_refereed, report.fuel_useful
         ),
     );
     if config.jobs > 1 {
@@ -214,7 +220,22 @@ fn print_table(config: &SimConfig, report: &Report) {
             report.fuel_burned as f64 / report.fuel_useful.max(1) as f64
         ),
     );
-    row("wrong results accepted", report.wrong_accepted.to_string());
+    row(
+        "wrong results accepted",
+        format!(
+            "{} at the end ({} before the rechecks)",
+            report.wrong_accepted, report.wrong_accepted_before_rechecks
+        ),
+    );
+    row(
+        "verification",
+        format!(
+            "{} tasks refereed (re-executed: {:.3}× useful fuel), {} rechecked after a liar was caught",
+            report.tasks_refereed,
+            report.fuel_refereed as f64 / report.fuel_useful.max(1) as f64,
+            report.tasks_reopened
+        ),
+    );
     row(
         "cheaters detected",
         format!(

@@ -5,6 +5,10 @@
 
 use idlegrid_market::Policy;
 use idlegrid_sim::{Report, SimConfig, Simulation, Strategy};
+use proptest::prelude::{
+    Just, ProptestConfig, any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest,
+};
+use proptest::strategy::Strategy as Generate;
 
 /// A small network: no churn, no cheaters, one-second tasks.
 fn base(seed: u64, devices: u32, tasks: u64) -> SimConfig {
@@ -121,6 +125,8 @@ fn cheaters(strategy: Strategy, policy: Policy) -> (Report, Simulation) {
 
 fn assert_caught(strategy: Strategy, policy: Policy) {
     let (report, _) = cheaters(strategy, policy);
+    // At the end: a lie accepted before its teller was caught is checked
+    // again once it is.
     assert_eq!(report.wrong_accepted, 0, "{report:#?}");
     // Evidence was emitted against every cheater.
     assert_eq!(report.cheaters_detected, 9, "{report:#?}");
@@ -168,4 +174,67 @@ fn adaptive_lets_only_unchecked_lies_of_trusted_random_cheaters_through() {
         );
     }
     assert!(report.cheaters_detected >= 7, "{report:#?}");
+}
+
+#[test]
+fn a_majority_of_liars_telling_the_same_lie_never_gets_it_accepted() {
+    // Two thirds of the devices return one constant output: tasks given to
+    // two of them are accepted on their matching lie, until one of them
+    // meets an honest device on a task; re-execution catches it there, and
+    // every task it vouched for is checked again.
+    let config = SimConfig {
+        cheater_fraction: 0.66,
+        cheat_with: vec![Strategy::ConstantOutput],
+        policy: Policy::Replicas(2),
+        ..base(13, 60, 3_000)
+    };
+    let (report, _) = run(config);
+    assert!(report.finished, "{report:#?}");
+    assert_eq!(report.tasks_accepted, 3_000);
+    assert_eq!(report.wrong_accepted, 0, "{report:#?}");
+    assert!(report.wrong_accepted_before_rechecks > 0, "{report:#?}");
+    assert!(report.tasks_reopened > 0);
+    assert_eq!(report.honest_accused, 0);
+}
+
+fn strategies() -> impl Generate<Value = Vec<Strategy>> {
+    prop::sample::subsequence(Strategy::CHEATING.to_vec(), 1..=4)
+}
+
+fn policies() -> impl Generate<Value = Policy> {
+    prop_oneof![Just(Policy::Adaptive), (1u8..=3).prop_map(Policy::Replicas)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// Whatever cheaters there are and however many, with churn and host
+    /// failures: no device that only told the truth is ever reported, and
+    /// the run keeps every invariant.
+    #[test]
+    fn no_honest_device_is_ever_accused(
+        seed in any::<u64>(),
+        cheat_with in strategies(),
+        cheater_fraction in 0.0f64..0.7,
+        policy in policies(),
+    ) {
+        let config = SimConfig {
+            cheater_fraction,
+            cheat_with,
+            policy,
+            session_mean_ms: 30_000,
+            offline_mean_ms: 10_000,
+            failure_fraction: 0.01,
+            ..base(seed, 60, 600)
+        };
+        let mut simulation = Simulation::new(config);
+        let report = simulation.run();
+        prop_assert!(report.violations.is_empty(), "{:?}", report.violations);
+        prop_assert_eq!(report.honest_accused, 0);
+        for device in simulation.devices() {
+            if device.strategy == Strategy::Honest {
+                prop_assert!(!device.detected);
+            }
+        }
+    }
 }

@@ -21,6 +21,7 @@ use idlegrid_net::{Multiaddr, OverlayConfig};
 use idlegrid_node::testnet::{TestnetPlan, init as init_testnet};
 use idlegrid_node::{generate, read_key, start_validator, write_key};
 use idlegrid_provider::{ProviderConfig, ProviderStats, ProviderSummary, run_provider};
+use idlegrid_requestor::core::REFEREE_FUEL_DEFAULT;
 use idlegrid_requestor::{JobFile, SubmitConfig, SubmitReport, submit};
 use idlegrid_types::{AccountId, Keypair};
 use serde::{Deserialize, Serialize};
@@ -498,6 +499,7 @@ fn demo_job(
         close: false,
         market: MarketConfig::default(),
         tick: Duration::from_millis(100),
+        referee_fuel: REFEREE_FUEL_DEFAULT,
     };
     let image = folder.join("mandelbrot.png");
     Ok(async move {

@@ -41,6 +41,9 @@ struct Provider {
     /// Consecutive results that matched the accepted one.
     streak: u32,
     failures: u32,
+    /// A re-execution showed one of its results wrong: it gets no more work
+    /// and its word counts for nothing, here or in tasks it vouched for.
+    caught: bool,
     rank: Option<RankKey>,
     /// Tasks whose lease it let expire and may still answer late.
     late: Vec<(JobId, u64)>,
@@ -90,6 +93,17 @@ struct Received {
     outcome: TaskOutcome,
     fuel_used: u64,
     receipt: Option<Box<SignedReceipt>>,
+    /// Its payment is owed already (a task reopened keeps what it paid).
+    paid: bool,
+}
+
+/// What an accepted task keeps for an audit: the result accepted, the
+/// providers whose word it was accepted on, and one of their receipts.
+#[derive(Debug)]
+struct Backing {
+    outcome: (TaskOutcome, u64),
+    providers: Vec<ProviderIndex>,
+    receipt: Option<Box<SignedReceipt>>,
 }
 
 #[derive(Debug)]
@@ -106,6 +120,16 @@ struct Task {
     attempts: u32,
     /// Assignments whose cost is still reserved against the budget.
     reserved: u32,
+    /// Waiting for a re-execution's verdict.
+    refereeing: bool,
+    /// What re-execution gave, once known.
+    verdict: Option<(TaskOutcome, u64)>,
+    /// The verdict's output is held by the caller.
+    output_held: bool,
+    /// Accepted on providers' word alone (not re-executed): who vouched.
+    backing: Option<Box<Backing>>,
+    /// Times it was reopened after a backer was caught.
+    reopened: u8,
 }
 
 #[derive(Debug)]
@@ -118,6 +142,8 @@ struct Job {
     reserved: u64,
     paid: u64,
     owed: HashMap<ProviderIndex, (u64, u64, u64)>,
+    /// Tasks accepted on each provider's word, for audits when it is caught.
+    backed: HashMap<ProviderIndex, Vec<u64>>,
     decided: u64,
     stalled: bool,
     summary: JobSummary,
@@ -318,6 +344,17 @@ impl Market {
                     record.stalled = false;
                 }
             }
+            Input::Verdict {
+                job,
+                task,
+                outcome,
+                fuel_used,
+                output_held,
+            } => self.verdict(now, job, task, (outcome, fuel_used), output_held, commands),
+            Input::RefereeFailed { job, task, reason } => {
+                let reason = format!("it could not be re-executed: {reason}");
+                self.fail_task(now, job, task, &reason, commands);
+            }
             Input::Tick => self.tick(now, commands),
         }
     }
@@ -338,6 +375,7 @@ impl Market {
             in_flight: 0,
             streak: 0,
             failures: 0,
+            caught: false,
             rank: None,
             late: Vec::new(),
         });
@@ -374,6 +412,7 @@ impl Market {
             return;
         };
         let eligible = provider.connected
+            && !provider.caught
             && provider.stake >= self.config.minimum_stake
             && offer.expires_at_ms > now
             && provider.in_flight < provider.capacity(&self.config, self.fuel_per_task);
@@ -413,6 +452,11 @@ impl Market {
                 queued: quorum,
                 attempts: 0,
                 reserved: 0,
+                refereeing: false,
+                verdict: None,
+                output_held: false,
+                backing: None,
+                reopened: 0,
             });
         }
         let cost_per_assignment = cost(spec.limits.fuel, spec.price_per_million_fuel);
@@ -426,6 +470,7 @@ impl Market {
                 reserved: 0,
                 paid: 0,
                 owed: HashMap::new(),
+                backed: HashMap::new(),
                 decided: 0,
                 stalled: false,
                 summary: JobSummary::default(),
@@ -437,6 +482,14 @@ impl Market {
     fn dispatch(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let mut batches: BTreeMap<(ProviderIndex, JobId), (Vec<u64>, Millis)> = BTreeMap::new();
         let job_ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        if self.ready.is_empty() {
+            // Nobody to place with: replicas nobody in the book may ever
+            // take (every provider caught, or asked) go to a referee now
+            // rather than wait for a provider that will not come.
+            for job_id in &job_ids {
+                self.referee_stranded(*job_id, commands);
+            }
+        }
         let mut active = job_ids;
         while !active.is_empty() && !self.ready.is_empty() {
             let mut next_round = Vec::new();
@@ -457,6 +510,53 @@ impl Market {
                     lease_deadline_ms: deadline,
                 });
             }
+        }
+    }
+
+    /// Sends to a referee the job's next pending replicas that no provider
+    /// in the book may ever take.
+    fn referee_stranded(&mut self, job_id: JobId, commands: &mut Vec<Command>) {
+        let mut position = 0;
+        while position < PENDING_SCAN_MAX {
+            let Some(&task_index) = self
+                .jobs
+                .get(&job_id)
+                .and_then(|job| job.pending.get(position))
+            else {
+                return;
+            };
+            if !self.stranded(job_id, task_index) {
+                position += 1;
+                continue;
+            }
+            self.strand(job_id, position, commands);
+        }
+    }
+
+    /// Whether a task's pending replicas can never be placed: nothing of it
+    /// is under way (a result still coming could settle it) and no provider
+    /// in the book may take it.
+    fn stranded(&self, job_id: JobId, task_index: u64) -> bool {
+        let running = self
+            .jobs
+            .get(&job_id)
+            .is_some_and(|job| !job.tasks[task_index as usize].running.is_empty());
+        !running && !self.could_answer(job_id, task_index)
+    }
+
+    /// Drops the pending replica at `position`, which nobody may take; its
+    /// task goes to a referee once nothing else is under way for it.
+    fn strand(&mut self, job_id: JobId, position: usize, commands: &mut Vec<Command>) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let Some(task_index) = job.pending.remove(position) else {
+            return;
+        };
+        let task = &mut job.tasks[task_index as usize];
+        task.queued = task.queued.saturating_sub(1);
+        if task.status == TaskStatus::Open && task.queued == 0 && task.running.is_empty() {
+            self.referee_unanswerable(job_id, task_index, commands);
         }
     }
 
@@ -522,7 +622,12 @@ impl Market {
             let Some(&task_index) = job.pending.get(position) else {
                 return false;
             };
-            if job.tasks[task_index as usize].status != TaskStatus::Open {
+            let task = &mut job.tasks[task_index as usize];
+            if task.status != TaskStatus::Open || task.refereeing || task.queued == 0 {
+                // Decided, or a verdict will decide it (what it needs then
+                // is queued anew), or left over from before it was decided
+                // and reopened.
+                task.queued = task.queued.saturating_sub(1);
                 job.pending.remove(position);
                 continue;
             }
@@ -539,6 +644,12 @@ impl Market {
             if let Some(index) = self.candidate(job_id, task_index) {
                 chosen = Some((position, task_index, index));
                 break;
+            }
+            if self.stranded(job_id, task_index) {
+                // No provider in the book may ever take this replica (all
+                // caught, or all asked already): a re-execution decides.
+                self.strand(job_id, position, commands);
+                continue;
             }
             position += 1;
         }

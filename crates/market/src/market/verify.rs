@@ -1,10 +1,12 @@
-//! Verification and payment: results tallied into a decision, the
-//! winners owed and the losers reported, and cumulative vouchers.
+//! Verification and payment: results that agree accepted on a quorum, a
+//! disagreement sent to a referee whose re-execution decides (never a
+//! vote), liars reported and the tasks they vouched for checked again,
+//! the right answers paid with cumulative vouchers.
 
 use idlegrid_types::{AccountId, JobId, TaskOutcome};
 
-use super::{Market, ProviderIndex, Received, TaskStatus, cost};
-use crate::types::{Command, Millis, Policy, TaskResult};
+use super::{Backing, Market, ProviderIndex, Received, TaskStatus, cost};
+use crate::types::{Command, Decision, Millis, Policy, TaskResult};
 
 impl Market {
     pub(super) fn result(
@@ -37,6 +39,12 @@ impl Market {
         if !was_running && !was_expired {
             return;
         }
+        if self.providers[index as usize].caught {
+            // Its word counts for nothing: the replica is asked elsewhere.
+            Self::release_reservation(job, task_index);
+            self.evaluate(now, job_id, task_index, commands);
+            return;
+        }
         let fuel_per_task = match self.fuel_per_task {
             None => result.fuel_used,
             Some(average) => average - average / 8 + result.fuel_used / 8,
@@ -62,6 +70,7 @@ impl Market {
             outcome: result.outcome,
             fuel_used: result.fuel_used,
             receipt: result.receipt,
+            paid: false,
         });
         if job.spec.policy == Policy::Adaptive && task.results.len() == 1 && task.quorum == 1 {
             let provider = &self.providers[index as usize];
@@ -78,9 +87,11 @@ impl Market {
         self.evaluate(now, job_id, task_index, commands);
     }
 
-    /// Accepts the task if one (outcome, fuel) has its quorum and a
-    /// majority; otherwise asks for more replicas, or gives up.
-    fn evaluate(
+    /// Accepts the task when a quorum of providers not caught lying
+    /// returned one (outcome, fuel) and nobody returned anything else;
+    /// sends a disagreement to a referee, never to a vote; otherwise asks
+    /// for more replicas, or gives up.
+    pub(super) fn evaluate(
         &mut self,
         now: Millis,
         job_id: JobId,
@@ -92,18 +103,45 @@ impl Market {
             return;
         };
         let task = &job.tasks[task_index as usize];
-        let mut tallies: Vec<((TaskOutcome, u64), usize)> = Vec::new();
-        for result in &task.results {
-            let key = (result.outcome, result.fuel_used);
-            match tallies.iter_mut().find(|(seen, _)| *seen == key) {
-                Some((_, count)) => *count += 1,
-                None => tallies.push((key, 1)),
-            }
-        }
-        let Some(&(best, votes)) = tallies.iter().max_by_key(|(_, count)| *count) else {
+        if task.status != TaskStatus::Open || task.refereeing {
             return;
-        };
-        let total = task.results.len();
+        }
+        if let Some(truth) = task.verdict {
+            self.judge(now, job_id, task_index, truth, commands);
+            return;
+        }
+        let best = task
+            .results
+            .first()
+            .map(|first| (first.outcome, first.fuel_used));
+        let disagreeing = task
+            .results
+            .iter()
+            .find(|result| Some((result.outcome, result.fuel_used)) != best);
+        if let (Some(first), Some(other)) = (task.results.first(), disagreeing) {
+            // Execution is deterministic: a disagreement means someone
+            // lied, and running the task once more says who.
+            let evidence = match (&first.receipt, &other.receipt) {
+                (Some(first), Some(other)) => {
+                    Some(Box::new(((**first).clone(), (**other).clone())))
+                }
+                _ => None,
+            };
+            let task = &mut job.tasks[task_index as usize];
+            task.refereeing = true;
+            job.summary.tasks_refereed += 1;
+            commands.push(Command::Referee {
+                job: job_id,
+                task: task_index,
+                evidence,
+            });
+            return;
+        }
+        // Every result agrees; only the word of providers not caught lying
+        // counts towards the quorum.
+        let providers = &self.providers;
+        let honest = |result: &&Received| !providers[result.provider as usize].caught;
+        let votes = task.results.iter().filter(honest).count();
         // Under the adaptive policy fresh identities cannot vouch for each
         // other: a replicated result backed only by providers with no
         // validated history needs one more matching vote, so a pair of new
@@ -113,7 +151,8 @@ impl Market {
         let vouched = task
             .results
             .iter()
-            .any(|result| result.vouched && (result.outcome, result.fuel_used) == best);
+            .filter(honest)
+            .any(|result| result.vouched);
         let quorum = usize::from(task.quorum);
         let vouching = job.spec.policy == Policy::Adaptive
             && self.providers.len() >= self.config.vouching_providers_min;
@@ -122,12 +161,15 @@ impl Market {
         } else {
             quorum
         };
-        if votes >= needed && votes * 2 > total {
-            self.accept(now, job_id, task_index, best, commands);
+        if let Some(best) = best
+            && votes >= needed
+        {
+            self.accept(now, job_id, task_index, best, Decision::Quorum, commands);
             return;
         }
         // Expired leases are not waited for: each was replaced when it expired
         // (its late result still counts if it comes).
+        let total = task.results.len();
         let outstanding = task.running.len() + usize::from(task.queued);
         if total + outstanding >= replicas_max {
             if outstanding == 0 {
@@ -135,18 +177,253 @@ impl Market {
                     now,
                     job_id,
                     task_index,
-                    "its replicas never agreed",
+                    "too few providers not caught lying answered it",
                     commands,
                 );
             }
             return;
         }
-        // One more at a time beyond the quorum: a vouched result arriving
-        // meanwhile may settle the task without it.
-        let missing = quorum.saturating_sub(votes).max(1);
+        if outstanding == 0 && !self.could_answer(job_id, task_index) {
+            self.referee_unanswerable(job_id, task_index, commands);
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let missing = needed.saturating_sub(votes).max(1);
         for _ in outstanding..missing {
             Self::requeue(job, task_index);
         }
+    }
+
+    /// Nobody left may give another opinion on a task: a re-execution
+    /// confirms its results (or the task fails, saying so).
+    pub(super) fn referee_unanswerable(
+        &mut self,
+        job_id: JobId,
+        task_index: u64,
+        commands: &mut Vec<Command>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let task = &mut job.tasks[task_index as usize];
+        if task.status != TaskStatus::Open || task.refereeing {
+            return;
+        }
+        task.refereeing = true;
+        job.summary.tasks_refereed += 1;
+        commands.push(Command::Referee {
+            job: job_id,
+            task: task_index,
+            evidence: None,
+        });
+    }
+
+    /// Whether a provider in the book, not caught lying, with an offer and
+    /// stake, has yet to hold or answer this task; or whether nobody offers
+    /// at all yet (providers may still come).
+    pub(super) fn could_answer(&self, job_id: JobId, task_index: u64) -> bool {
+        let Some(task) = self
+            .jobs
+            .get(&job_id)
+            .and_then(|job| job.tasks.get(task_index as usize))
+        else {
+            return false;
+        };
+        let mut anyone_offers = false;
+        for (index, provider) in self.providers.iter().enumerate() {
+            if provider.offer.is_none() || provider.stake < self.config.minimum_stake {
+                continue;
+            }
+            anyone_offers = true;
+            let index = index as ProviderIndex;
+            let asked = task.results.iter().any(|result| result.provider == index)
+                || task.expired.contains(&index)
+                || task.running.iter().any(|(held, _)| *held == index);
+            if !provider.caught && !asked {
+                return true;
+            }
+        }
+        !anyone_offers
+    }
+
+    /// A re-execution's verdict on a task.
+    pub(super) fn verdict(
+        &mut self,
+        now: Millis,
+        job_id: JobId,
+        task_index: u64,
+        truth: (TaskOutcome, u64),
+        output_held: bool,
+        commands: &mut Vec<Command>,
+    ) {
+        let Some(task) = self
+            .jobs
+            .get_mut(&job_id)
+            .and_then(|job| job.tasks.get_mut(task_index as usize))
+        else {
+            return;
+        };
+        if task.status != TaskStatus::Open {
+            return;
+        }
+        task.refereeing = false;
+        task.verdict = Some(truth);
+        task.output_held = output_held;
+        self.judge(now, job_id, task_index, truth, commands);
+    }
+
+    /// Judges a task's results by the truth: those that differ are fraud,
+    /// their providers caught; the task is accepted with the truth when a
+    /// result matches it (those providers paid) or the caller holds its
+    /// output, and placed again otherwise.
+    fn judge(
+        &mut self,
+        now: Millis,
+        job_id: JobId,
+        task_index: u64,
+        truth: (TaskOutcome, u64),
+        commands: &mut Vec<Command>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let task = &mut job.tasks[task_index as usize];
+        let matches = |result: &Received| (result.outcome, result.fuel_used) == truth;
+        let honest_receipt = task
+            .results
+            .iter()
+            .find(|result| matches(result))
+            .and_then(|result| result.receipt.clone());
+        let mut liars = Vec::new();
+        let mut kept = Vec::with_capacity(task.results.len());
+        for result in std::mem::take(&mut task.results) {
+            if matches(&result) {
+                kept.push(result);
+                continue;
+            }
+            // Evidence: the losing receipt against one that differs from
+            // it (the truth's, or another lie), both signed.
+            let other = honest_receipt.clone().or_else(|| {
+                kept.iter()
+                    .chain(liars.iter().map(|(liar, _)| liar))
+                    .find(|other: &&Received| {
+                        (other.outcome, other.fuel_used) != (result.outcome, result.fuel_used)
+                    })
+                    .and_then(|other| other.receipt.clone())
+            });
+            let evidence = match (other, &result.receipt) {
+                (Some(other), Some(losing)) => Some(Box::new((*other, (**losing).clone()))),
+                _ => None,
+            };
+            liars.push((result, evidence));
+        }
+        let any_match = !kept.is_empty();
+        let output_held = task.output_held;
+        task.results = kept;
+        for (liar, evidence) in liars {
+            commands.push(Command::Fraud {
+                job: job_id,
+                task: task_index,
+                provider: self.providers[liar.provider as usize].id,
+                evidence,
+            });
+            self.catch(now, liar.provider, commands);
+        }
+        if any_match || output_held {
+            self.accept(
+                now,
+                job_id,
+                task_index,
+                truth,
+                Decision::ReExecution,
+                commands,
+            );
+            return;
+        }
+        // Nobody answered right and the truth's output is not at hand: a
+        // provider not caught lying must produce it.
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let task = &job.tasks[task_index as usize];
+        if task.status == TaskStatus::Open && task.running.is_empty() && task.queued == 0 {
+            Self::requeue(job, task_index);
+        }
+    }
+
+    /// A provider was shown to have lied: it gets no more work, and every
+    /// task of an open job accepted on its word is placed again.
+    fn catch(&mut self, now: Millis, index: ProviderIndex, commands: &mut Vec<Command>) {
+        let provider = &mut self.providers[index as usize];
+        provider.streak = 0;
+        if provider.caught {
+            return;
+        }
+        provider.caught = true;
+        self.rerank(now, index);
+        let job_ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job_id in job_ids {
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            for task_index in job.backed.remove(&index).unwrap_or_default() {
+                self.reopen(now, job_id, task_index, index, commands);
+            }
+        }
+    }
+
+    /// Places an accepted task again because `liar` vouched for it; its
+    /// backers' results stay (paid already) and are weighed again.
+    fn reopen(
+        &mut self,
+        now: Millis,
+        job_id: JobId,
+        task_index: u64,
+        liar: ProviderIndex,
+        commands: &mut Vec<Command>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let task = &mut job.tasks[task_index as usize];
+        let vouched_by_liar = task
+            .backing
+            .as_ref()
+            .is_some_and(|backing| backing.providers.contains(&liar));
+        if task.status != TaskStatus::Accepted || !vouched_by_liar {
+            return;
+        }
+        let Some(backing) = task.backing.take() else {
+            return;
+        };
+        let (outcome, fuel_used) = backing.outcome;
+        let mut receipt = backing.receipt;
+        task.results = backing
+            .providers
+            .iter()
+            .map(|provider| Received {
+                provider: *provider,
+                vouched: false,
+                outcome,
+                fuel_used,
+                receipt: receipt.take(),
+                paid: true,
+            })
+            .collect();
+        task.status = TaskStatus::Open;
+        task.reopened = task.reopened.saturating_add(1);
+        task.attempts = 0;
+        job.decided -= 1;
+        job.summary.tasks_accepted -= 1;
+        job.summary.fuel_useful = job.summary.fuel_useful.saturating_sub(fuel_used);
+        job.summary.tasks_reopened += 1;
+        commands.push(Command::TaskReopened {
+            job: job_id,
+            task: task_index,
+        });
+        self.evaluate(now, job_id, task_index, commands);
     }
 
     fn accept(
@@ -155,6 +432,7 @@ impl Market {
         job_id: JobId,
         task_index: u64,
         (outcome, fuel_used): (TaskOutcome, u64),
+        decision: Decision,
         commands: &mut Vec<Command>,
     ) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -162,37 +440,40 @@ impl Market {
         };
         let task = &mut job.tasks[task_index as usize];
         task.status = TaskStatus::Accepted;
-        let winner = task
-            .results
-            .iter()
-            .find(|result| (result.outcome, result.fuel_used) == (outcome, fuel_used))
-            .and_then(|result| result.receipt.clone());
         let amount = cost(fuel_used, job.spec.price_per_million_fuel);
-        for result in &task.results {
+        let mut backers = Vec::new();
+        let mut receipt = None;
+        for result in &mut task.results {
+            // Every result left agrees with what is accepted.
             let provider = &mut self.providers[result.provider as usize];
-            if (result.outcome, result.fuel_used) == (outcome, fuel_used) {
+            if !provider.caught {
                 provider.streak = provider.streak.saturating_add(1);
+                backers.push(result.provider);
+            }
+            if receipt.is_none() {
+                receipt = result.receipt.take();
+            }
+            if !result.paid {
+                result.paid = true;
                 let owed = job.owed.entry(result.provider).or_default();
                 owed.0 += amount;
                 owed.1 += fuel_used;
                 job.paid += amount;
                 job.summary.paid += amount;
                 self.dirty.insert((job_id, result.provider));
-            } else {
-                provider.streak = 0;
-                let evidence = match (&winner, &result.receipt) {
-                    (Some(accepted), Some(losing)) => {
-                        Some(Box::new(((**accepted).clone(), (**losing).clone())))
-                    }
-                    _ => None,
-                };
-                commands.push(Command::Fraud {
-                    job: job_id,
-                    task: task_index,
-                    provider: provider.id,
-                    evidence,
-                });
             }
+        }
+        if decision == Decision::Quorum {
+            // Accepted on these providers' word: if one is caught lying
+            // before the job ends, the task is checked again.
+            for backer in &backers {
+                job.backed.entry(*backer).or_default().push(task_index);
+            }
+            task.backing = Some(Box::new(Backing {
+                outcome: (outcome, fuel_used),
+                providers: backers,
+                receipt,
+            }));
         }
         job.summary.tasks_accepted += 1;
         job.summary.fuel_useful = job.summary.fuel_useful.saturating_add(fuel_used);
@@ -201,6 +482,8 @@ impl Market {
             task: task_index,
             outcome,
             fuel_used,
+            decision,
+            rechecked: task.reopened > 0,
         });
         self.close_task(now, job_id, task_index, commands);
     }

@@ -78,8 +78,14 @@ pub struct SimConfig {
     pub crash_detect_ms: u64,
     /// Share of tasks a device fails to run (host error, not fraud).
     pub failure_fraction: f64,
-    /// Time from fraud evidence to the stake being slashed on the ledger.
+    /// Time from fraud evidence to the stake being slashed on the ledger;
+    /// also how long a dispute takes to give a verdict.
     pub dispute_delay_ms: u64,
+    /// Tasks of at most this much fuel the requestor re-executes itself
+    /// when their results disagree (at `median_speed`, holding the output);
+    /// above it the ledger re-executes through a dispute, and a provider
+    /// must still produce the output.
+    pub referee_fuel_max: u64,
     /// Job budget as a multiple of one assignment's cost per task.
     pub budget_factor: f64,
     pub price_per_million_fuel: u64,
@@ -110,6 +116,7 @@ impl Default for SimConfig {
             crash_detect_ms: 10_000,
             failure_fraction: 0.001,
             dispute_delay_ms: 5_000,
+            referee_fuel_max: u64::MAX,
             budget_factor: 4.0,
             price_per_million_fuel: 10,
             tick_ms: 250,

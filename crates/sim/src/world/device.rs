@@ -195,7 +195,7 @@ impl Simulation {
 }
 
 /// A task's fuel: deterministic, spread ±50% around the configured mean.
-fn task_fuel(config: &SimConfig, job: u32, task: u64) -> u64 {
+pub(super) fn task_fuel(config: &SimConfig, job: u32, task: u64) -> u64 {
     let mut rng = SplitMix64::new(config.seed ^ (u64::from(job) << 48) ^ task);
     let spread = 0.5 + rng.unit();
     ((config.task_fuel as f64 * spread) as u64).max(1)

@@ -96,6 +96,8 @@ struct SimJob {
     finished: Option<JobSummary>,
     /// Summary of the job's results as the market keeps them.
     decided: u64,
+    /// Fuel the requestor spent re-executing this job's tasks.
+    fuel_refereed: u64,
 }
 
 /// Offers last this long; devices renew them at half-life.
@@ -125,8 +127,14 @@ pub struct Simulation {
     /// strategy got a wrong result accepted.
     wrong_outputs: HashMap<(u32, u64), Vec<(ContentId, u32)>>,
     paid: u64,
-    wrong_accepted: u64,
+    /// Tasks accepted now with a wrong result, and the device whose output
+    /// it was (if one sent it): a reopened task leaves this set.
+    wrong_standing: HashMap<(u32, u64), Option<u32>>,
+    /// Wrong results accepted at some point (reopened ones included).
+    wrong_accepted_ever: u64,
     honest_accused: u64,
+    /// Fuel the requestor spent re-executing tasks whose results disagreed.
+    fuel_refereed: u64,
     cheaters_detected: u64,
     fuel_burned: u64,
     crashes: u64,
@@ -245,8 +253,10 @@ impl Simulation {
             vouchers: HashMap::new(),
             wrong_outputs: HashMap::new(),
             paid: 0,
-            wrong_accepted: 0,
+            wrong_standing: HashMap::new(),
+            wrong_accepted_ever: 0,
             honest_accused: 0,
+            fuel_refereed: 0,
             cheaters_detected: 0,
             fuel_burned: 0,
             crashes: 0,
@@ -445,6 +455,7 @@ impl Simulation {
             budget,
             finished: None,
             decided: 0,
+            fuel_refereed: 0,
         });
         self.deliver(Input::SubmitJob(JobSpec {
             id,
@@ -573,7 +584,7 @@ impl Simulation {
                 };
                 let sent = self.wrong_outputs.remove(&(job_index, task));
                 if outcome != expected {
-                    self.wrong_accepted += 1;
+                    self.wrong_accepted_ever += 1;
                     let winner = sent.into_iter().flatten().find(|(output, _)| {
                         outcome
                             == TaskOutcome::Completed {
@@ -581,11 +592,47 @@ impl Simulation {
                                 output: *output,
                             }
                     });
-                    if let Some((_, device)) = winner {
+                    let device = winner.map(|(_, device)| device);
+                    if let Some(device) = device {
                         self.devices[device as usize].wrong_accepted += 1;
                     }
+                    self.wrong_standing.insert((job_index, task), device);
                 }
                 self.task_decided(job_index);
+            }
+            Command::TaskReopened { job, task } => {
+                let Some(job_index) = self.job_index(&job) else {
+                    return;
+                };
+                if let Some(device) = self.wrong_standing.remove(&(job_index, task)).flatten() {
+                    self.devices[device as usize].wrong_accepted -= 1;
+                }
+                self.jobs[job_index as usize].decided -= 1;
+            }
+            Command::Referee { job, task, .. } => {
+                // The requestor re-executes the task itself, holding the
+                // output, or the ledger does through a dispute.
+                let Some(job_index) = self.job_index(&job) else {
+                    return;
+                };
+                let fuel = device::task_fuel(&self.config, job_index, task);
+                let (delay_ms, output_held) = if fuel <= self.config.referee_fuel_max {
+                    self.fuel_refereed += fuel;
+                    (fuel * 1_000 / self.config.median_speed.max(1), true)
+                } else {
+                    (self.config.dispute_delay_ms, false)
+                };
+                let verdict = Input::Verdict {
+                    job,
+                    task,
+                    outcome: TaskOutcome::Completed {
+                        exit_code: 0,
+                        output: truth(job, task),
+                    },
+                    fuel_used: fuel,
+                    output_held,
+                };
+                self.schedule(self.now + delay_ms.max(1), Event::ToMarket(verdict));
             }
             Command::TaskFailed { job, task, .. } => {
                 if let Some(job_index) = self.job_index(&job) {

@@ -37,14 +37,25 @@ pub struct Report {
     pub makespan_ms: u64,
     pub fuel_executed: u64,
     pub fuel_useful: u64,
-    /// `fuel_executed / fuel_useful`.
+    /// `(fuel_executed + fuel_refereed) / fuel_useful`.
     pub overhead: f64,
     /// The same over the last job only: with trust carried over from the
     /// jobs before it.
     pub last_job_overhead: f64,
     /// Fuel devices spent, including cancelled and crashed work.
     pub fuel_burned: u64,
+    /// Fuel the requestor spent re-executing tasks whose results disagreed
+    /// (counted in the overheads).
+    pub fuel_refereed: u64,
+    /// Tasks whose results disagreed and went to a referee.
+    pub tasks_refereed: u64,
+    /// Accepted tasks checked again because a provider that vouched for
+    /// them was caught lying.
+    pub tasks_reopened: u64,
+    /// Wrong results standing accepted at the end (after the rechecks).
     pub wrong_accepted: u64,
+    /// Wrong results accepted at some point, rechecked ones included.
+    pub wrong_accepted_before_rechecks: u64,
     pub cheaters: u64,
     /// Cheaters that ran at least one task (the others never had a chance
     /// to be caught).
@@ -119,6 +130,8 @@ impl Simulation {
             total.fuel_executed += summary.fuel_executed;
             total.fuel_useful += summary.fuel_useful;
             total.paid += summary.paid;
+            total.tasks_refereed += summary.tasks_refereed;
+            total.tasks_reopened += summary.tasks_reopened;
         }
         total
     }
@@ -133,7 +146,7 @@ impl Simulation {
             fuel_useful: totals.fuel_useful,
             devices_online: self.online,
             tasks_in_flight: self.in_flight,
-            wrong_accepted: self.wrong_accepted,
+            wrong_accepted: self.wrong_standing.len() as u64,
             cheaters_detected: self.cheaters_detected,
             paid: self.paid,
         };
@@ -188,6 +201,7 @@ impl Simulation {
             .last()
             .and_then(|job| job.finished.or_else(|| self.market.summary(&job.id)))
             .unwrap_or_default();
+        let last_refereed = self.jobs.last().map_or(0, |job| job.fuel_refereed);
         let finished_jobs = self
             .jobs
             .iter()
@@ -202,10 +216,17 @@ impl Simulation {
             makespan_ms: self.done_at.unwrap_or(self.now),
             fuel_executed: totals.fuel_executed,
             fuel_useful: totals.fuel_useful,
-            overhead: ratio(totals.fuel_executed, totals.fuel_useful),
-            last_job_overhead: ratio(last.fuel_executed, last.fuel_useful),
+            overhead: ratio(
+                totals.fuel_executed + self.fuel_refereed,
+                totals.fuel_useful,
+            ),
+            last_job_overhead: ratio(last.fuel_executed + last_refereed, last.fuel_useful),
             fuel_burned: self.fuel_burned,
-            wrong_accepted: self.wrong_accepted,
+            fuel_refereed: self.fuel_refereed,
+            tasks_refereed: totals.tasks_refereed,
+            tasks_reopened: totals.tasks_reopened,
+            wrong_accepted: self.wrong_standing.len() as u64,
+            wrong_accepted_before_rechecks: self.wrong_accepted_ever,
             cheaters: self
                 .devices
                 .iter()

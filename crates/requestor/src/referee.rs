@@ -1,0 +1,77 @@
+//! The requestor as its own referee: a task whose results disagree runs
+//! again in this machine's sandbox, one at a time on a thread of its own,
+//! and what it gives decides which providers lied.
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use anyhow::Context;
+use idlegrid_sandbox::{LazySandbox, SandboxConfig};
+use idlegrid_types::{JobId, task_seed};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::core::{Input, ReExecution};
+use crate::jobspec::JobFile;
+
+/// Re-executes tasks of one job on its own thread; the sandbox starts on
+/// the first one (most jobs never need it).
+pub(crate) struct Referee {
+    orders: std_mpsc::Sender<u64>,
+}
+
+impl Referee {
+    pub(crate) fn start<T: From<Input> + Send + 'static>(
+        job: JobId,
+        job_file: Arc<JobFile>,
+        done: mpsc::UnboundedSender<T>,
+    ) -> anyhow::Result<Self> {
+        let (orders, queue) = std_mpsc::channel::<u64>();
+        std::thread::Builder::new()
+            .name("requestor-referee".to_owned())
+            .spawn(move || {
+                let sandbox = LazySandbox::new(SandboxConfig {
+                    concurrent_tasks_max: 1,
+                    ..SandboxConfig::default()
+                });
+                while let Ok(task) = queue.recv() {
+                    let result = match usize::try_from(task)
+                        .ok()
+                        .and_then(|index| job_file.tasks.get(index))
+                    {
+                        Some(input) => sandbox
+                            .re_execute_with_output(
+                                &job_file.module,
+                                input,
+                                task_seed(&job, task),
+                                &job_file.limits,
+                            )
+                            .map(|(execution, stdout)| ReExecution {
+                                outcome: execution.outcome,
+                                fuel_used: execution.fuel_used,
+                                stdout,
+                            }),
+                        None => Err(format!("the job has no task {task}")),
+                    };
+                    info!(
+                        task,
+                        ok = result.is_ok(),
+                        "task re-executed to settle a disagreement"
+                    );
+                    if done
+                        .send(Input::ReExecuted { task, result }.into())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+            .context("failed to start the referee thread")?;
+        Ok(Self { orders })
+    }
+
+    pub(crate) fn order(&self, task: u64) {
+        // The thread lives as long as the requestor.
+        let _ = self.orders.send(task);
+    }
+}
