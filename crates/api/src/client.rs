@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use idlegrid_ledger::{Transaction, TxKind};
-use idlegrid_types::{AccountId, JobId, Keypair, codec};
+use idlegrid_types::{AccountId, ErrorKind, JobId, Keypair, TaskOutcome, codec};
 use serde_json::{Value, json};
 
 /// How long one request to the node may take.
@@ -13,6 +13,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The fee when the node does not say what the chain's minimum is.
 const FEE_DEFAULT: u64 = 1;
+
+/// What a dispute's re-execution of a task gave, as the node reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub outcome: TaskOutcome,
+    pub fuel_used: u64,
+    /// The signers whose receipts differed from it, slashed by the dispute.
+    pub wrong: Vec<AccountId>,
+}
 
 /// Why a call to the node failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +216,49 @@ impl ApiClient {
             .ok_or_else(|| self.bad_answer("/v1/transactions", "no hash"))?
             .to_owned();
         Ok(Sent { hash, nonce, fee })
+    }
+
+    /// What a finalized dispute's re-execution found: `None` when the
+    /// transaction is not (yet) a dispute that applied.
+    pub fn verdict(&self, hash: &str) -> Result<Option<Verdict>, ApiError> {
+        let path = format!("/v1/transactions/{hash}");
+        let answer = self.get(&path)?;
+        let verdict = &answer["verdict"];
+        if !verdict.is_object() {
+            return Ok(None);
+        }
+        let bad = |what: &str| self.bad_answer(&path, what);
+        let outcome = match (verdict["exit_code"].as_i64(), verdict["error"].as_str()) {
+            (Some(exit_code), None) => TaskOutcome::Completed {
+                exit_code: i32::try_from(exit_code)
+                    .map_err(|_| bad("an exit code out of range"))?,
+                output: verdict["output"]
+                    .as_str()
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| bad("a verdict without its output"))?,
+            },
+            (None, Some(error)) => TaskOutcome::Failed(
+                ErrorKind::ALL
+                    .into_iter()
+                    .find(|kind| kind.as_str() == error)
+                    .ok_or_else(|| bad("a verdict with an unknown error"))?,
+            ),
+            _ => return Err(bad("a verdict with neither an exit code nor an error")),
+        };
+        let wrong = verdict["wrong"]
+            .as_array()
+            .ok_or_else(|| bad("a verdict without `wrong`"))?
+            .iter()
+            .map(|account| account.as_str().and_then(|text| text.parse().ok()))
+            .collect::<Option<Vec<AccountId>>>()
+            .ok_or_else(|| bad("a verdict naming something that is not an account"))?;
+        Ok(Some(Verdict {
+            outcome,
+            fuel_used: verdict["fuel_used"]
+                .as_u64()
+                .ok_or_else(|| bad("a verdict without fuel_used"))?,
+            wrong,
+        }))
     }
 
     /// Polls a transaction until it is in a block (its height) or cannot be

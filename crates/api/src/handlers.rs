@@ -7,9 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use idlegrid_chain::{Block, TxStatus};
 use idlegrid_ledger::{
-    Job, JobStatus, Stake, StakeRole, Store, decode_transaction, transaction_hash,
+    DisputeVerdict, Job, JobStatus, Stake, StakeRole, Store, decode_transaction, transaction_hash,
 };
-use idlegrid_types::{AccountId, ContentId, JobId};
+use idlegrid_types::{AccountId, ContentId, JobId, TaskOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -120,6 +120,50 @@ pub(crate) struct TxStatusView {
     /// from the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     rejected: Option<RejectedView>,
+    /// For a dispute that applied: what re-executing the task gave, and
+    /// whose receipts differed from it (each slashed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<VerdictView>,
+}
+
+/// What a dispute's re-execution of a task found.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VerdictView {
+    job: String,
+    task: u64,
+    /// The task's exit code, when it ran to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    /// The content id of its output, when it ran to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+    /// Why it stopped (`out_of_fuel`, `trap`, ...), when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    fuel_used: u64,
+    /// The signers whose receipts differed (each slashed by this dispute);
+    /// empty when every receipt was right.
+    wrong: Vec<String>,
+}
+
+impl From<DisputeVerdict> for VerdictView {
+    fn from(verdict: DisputeVerdict) -> Self {
+        let (exit_code, output, error) = match verdict.outcome {
+            TaskOutcome::Completed { exit_code, output } => {
+                (Some(exit_code), Some(output.to_string()), None)
+            }
+            TaskOutcome::Failed(kind) => (None, None, Some(kind.as_str().to_owned())),
+        };
+        Self {
+            job: verdict.job.to_string(),
+            task: verdict.task,
+            exit_code,
+            output,
+            error,
+            fuel_used: verdict.fuel_used,
+            wrong: verdict.wrong.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 /// Where a transaction stands: pending, included (where), dropped (why) or
@@ -144,8 +188,10 @@ pub(crate) async fn transaction<S: Store + Send + 'static>(
     let hash: ContentId = text.parse().map_err(|error| {
         ApiError::bad_request("malformed_hash", format!("not a transaction hash: {error}"))
     })?;
-    let found = with_node(&state, move |node| {
-        node.status(&hash).map_err(ledger_unavailable)
+    let (found, verdict) = with_node(&state, move |node| {
+        let status = node.status(&hash).map_err(ledger_unavailable)?;
+        let verdict = node.ledger().verdict(&hash).map_err(ledger_unavailable)?;
+        Ok((status, verdict))
     })
     .await?;
     let mut view = TxStatusView {
@@ -154,6 +200,7 @@ pub(crate) async fn transaction<S: Store + Send + 'static>(
         height: None,
         index: None,
         rejected: None,
+        verdict: verdict.map(VerdictView::from),
     };
     match found {
         TxStatus::Pending => view.status = TxState::Pending,

@@ -428,7 +428,8 @@ pub struct SubmitArgs {
     close: bool,
     /// When providers' results for a task disagree, re-execute the task on
     /// this machine if its fuel limit is at most this (0: never); the
-    /// re-execution decides who lied. A task over it fails, saying why.
+    /// re-execution decides who lied. Over it, a dispute of two differing
+    /// receipts lets the ledger's re-execution decide.
     #[arg(long, value_name = "FUEL", default_value_t = REFEREE_FUEL_DEFAULT)]
     referee_fuel: u64,
     /// Print the report as one JSON object.

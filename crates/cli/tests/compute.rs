@@ -330,6 +330,18 @@ fn submit(network: &Network, job: &Path, out: &Path, bootstrap: &str) -> Child {
 
 /// [`submit`] with the ledger's API at `api`.
 fn submit_through(network: &Network, api: &str, job: &Path, out: &Path, bootstrap: &str) -> Child {
+    submit_with(network, api, job, out, bootstrap, &[])
+}
+
+/// [`submit_through`] with more flags.
+fn submit_with(
+    network: &Network,
+    api: &str,
+    job: &Path,
+    out: &Path,
+    bootstrap: &str,
+    flags: &[&str],
+) -> Child {
     let key = network.dir().join("requestor.key");
     if !key.exists() {
         network.funded_key("requestor");
@@ -341,6 +353,7 @@ fn submit_through(network: &Network, api: &str, job: &Path, out: &Path, bootstra
         .arg("--out")
         .arg(out)
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap])
+        .args(flags)
         .arg(job)
         .env("IDLEGRID_LOG", "info")
         .stdin(Stdio::null())
@@ -369,14 +382,33 @@ fn finish(network: &Network, mut child: Child, out: &Path) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "submit failed ({}): {stdout}\n{}\n{}",
+        "submit failed ({}): {stdout}\nfailed tasks: {}\n{}\n{}",
         output.status,
+        failed_tasks(out),
         std::fs::read_to_string(out.with_extension("log")).unwrap_or_default(),
         network.logs()
     );
     let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
     eprintln!("submit: {report}");
     report
+}
+
+/// The records of the tasks `results.json` under `out` says failed.
+fn failed_tasks(out: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(out.join("results.json")) else {
+        return "(no results.json)".to_owned();
+    };
+    let results: Value = serde_json::from_str(&text).unwrap_or_default();
+    let failed: Vec<&Value> = results["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter(|task| task["status"] == "failed")
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::to_string(&failed).unwrap_or_default()
 }
 
 /// Every task's output, as the sandbox gives it locally.
@@ -650,6 +682,54 @@ fn liars_agreeing_lose_to_re_execution(liars: usize) {
         .as_u64()
         .expect("stake");
     assert_eq!(kept, STAKE, "the honest provider lost stake");
+}
+
+#[test]
+fn a_requestor_that_re_executes_nothing_lets_the_ledger_settle_disagreements() {
+    let (mut network, bootstrap) = Network::with_staked_providers(2);
+    let stake = STAKE.to_string();
+    let liar = network.provider(
+        Some(&bootstrap),
+        &["--stake", &stake, "--cheat", "wrong-output"],
+    );
+    let liar = network.providers[liar].account.clone();
+    let tasks = 300;
+    let out = network.dir().join("results");
+    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
+    let api = network.api().to_owned();
+    let child = submit_with(
+        &network,
+        &api,
+        &job,
+        &out,
+        &bootstrap,
+        &["--referee-fuel", "0"],
+    );
+    let report = finish(&network, child, &out);
+    let results = check_results(&out, &report, tasks);
+    let disputes = results["disputes"].as_array().expect("disputes");
+    let settlements: Vec<&Value> = disputes
+        .iter()
+        .filter(|dispute| dispute["settlement"] == true)
+        .collect();
+    assert!(
+        !settlements.is_empty(),
+        "the ledger settled nothing: {results}"
+    );
+    for dispute in disputes {
+        assert_eq!(dispute["status"], "included", "{results}");
+        assert_eq!(dispute["wrong"], serde_json::json!([liar]), "{results}");
+    }
+    let left = network.account(&liar)["provider_stake"]["bonded"]
+        .as_u64()
+        .expect("stake");
+    assert!(left < STAKE, "the liar kept its stake of {left}");
+    for provider in &network.providers[..2] {
+        let kept = network.account(&provider.account)["provider_stake"]["bonded"]
+            .as_u64()
+            .expect("stake");
+        assert_eq!(kept, STAKE, "an honest provider lost stake");
+    }
 }
 
 #[test]

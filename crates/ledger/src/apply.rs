@@ -567,7 +567,12 @@ fn settle_dispute<S: Store>(
         )
         .map_err(Rejection::ReExecutionFailed)?;
 
-    let mut events = Vec::new();
+    let mut events = vec![Event::Verdict {
+        job: first.job,
+        task: first.task_index,
+        outcome: truth.outcome,
+        fuel_used: truth.fuel_used,
+    }];
     for (receipt, claim) in receipts.iter().zip(&claims) {
         if (claim.outcome, claim.fuel_used) == (truth.outcome, truth.fuel_used) {
             continue;
@@ -578,7 +583,8 @@ fn settle_dispute<S: Store>(
         );
         events.push(slash(overlay, scope.params, receipt.signer, reporter)?);
     }
-    if events.is_empty() {
+    if events.len() == 1 {
+        // Every receipt was right: the reporter pays for the re-execution.
         debit(overlay, &reporter, deposit)?;
         burn(overlay, deposit)?;
         events.push(Event::DisputeRejected {

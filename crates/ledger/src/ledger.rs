@@ -1,7 +1,7 @@
 //! The ledger: genesis, applying blocks atomically, and the queries the node
 //! and the CLI need.
 
-use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, codec};
+use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, TaskOutcome, codec};
 
 use crate::apply::{self, BlockScope, Failure, META_CHAIN, META_HEIGHT, META_PARAMS};
 use crate::genesis::{Genesis, Params};
@@ -79,6 +79,47 @@ pub struct TxRecord {
     /// The rejection's code and message, when the block carried it but it
     /// did not apply.
     pub rejected: Option<(String, String)>,
+}
+
+/// What a finalized dispute's re-execution found (kept outside the
+/// authenticated state, for the reporter to learn who was wrong).
+#[derive(Debug, Clone, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+pub struct DisputeVerdict {
+    pub job: JobId,
+    pub task: u64,
+    pub outcome: TaskOutcome,
+    pub fuel_used: u64,
+    /// The signers whose receipts differed from it, slashed by the dispute.
+    pub wrong: Vec<AccountId>,
+}
+
+impl DisputeVerdict {
+    /// The verdict a dispute's events carry, if they carry one.
+    fn from_events(events: &[Event]) -> Option<Self> {
+        let mut verdict = events.iter().find_map(|event| match event {
+            Event::Verdict {
+                job,
+                task,
+                outcome,
+                fuel_used,
+            } => Some(Self {
+                job: *job,
+                task: *task,
+                outcome: *outcome,
+                fuel_used: *fuel_used,
+                wrong: Vec::new(),
+            }),
+            _ => None,
+        })?;
+        verdict.wrong = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Slashed { provider, .. } => Some(*provider),
+                _ => None,
+            })
+            .collect();
+        Some(verdict)
+    }
 }
 
 /// What applying a block did.
@@ -400,6 +441,12 @@ impl<S: Store> Ledger<S> {
         Ok(Overlay::new(&self.store).get(&keys::tx_at(hash))?)
     }
 
+    /// What a finalized dispute's re-execution found, if `hash` is one
+    /// that applied.
+    pub fn verdict(&self, hash: &ContentId) -> Result<Option<DisputeVerdict>, LedgerError> {
+        Ok(Overlay::new(&self.store).get(&keys::verdict_at(hash))?)
+    }
+
     pub fn account(&self, id: &AccountId) -> Result<Account, LedgerError> {
         Ok(apply::account(&Overlay::new(&self.store), id)?)
     }
@@ -588,6 +635,13 @@ impl<'a, S: Store> BlockRun<'a, S> {
                 .map(|rejection| (rejection.code().to_owned(), rejection.to_string())),
         };
         self.overlay.put(keys::tx_at(&hash), &record);
+        if let Some(verdict) = outcome
+            .as_ref()
+            .ok()
+            .and_then(|events| DisputeVerdict::from_events(events))
+        {
+            self.overlay.put(keys::verdict_at(&hash), &verdict);
+        }
         self.results.push(TxResult { hash, outcome });
     }
 

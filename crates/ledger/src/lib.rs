@@ -18,7 +18,8 @@ pub mod tx;
 pub use apply::VALIDATORS_MAX;
 pub use genesis::{Genesis, GenesisError, Params};
 pub use ledger::{
-    BlockOutcome, BuiltBlock, Ledger, LedgerError, NoReExecution, Selection, TxRecord, TxResult,
+    BlockOutcome, BuiltBlock, DisputeVerdict, Ledger, LedgerError, NoReExecution, Selection,
+    TxRecord, TxResult,
 };
 pub use state::{Account, Job, JobStatus, Redemption, Stake, Supply, Unbonding};
 pub use store::{Entries, Layered, MemoryStore, RedbStore, Store, StoreError, WriteBatch};

@@ -109,6 +109,9 @@ pub(crate) mod keys {
     /// opened (height, then the order of the block's openings), for
     /// listing them.
     pub const JOB_OPENED: u8 = b'o';
+    /// Not part of the authenticated state: what each dispute's
+    /// re-execution found, by the dispute transaction's hash.
+    pub const VERDICT_AT: u8 = b'v';
 
     pub fn account(id: &AccountId) -> Vec<u8> {
         [&[ACCOUNT][..], id.as_bytes()].concat()
@@ -168,6 +171,10 @@ pub(crate) mod keys {
         [&[TX_AT][..], hash.as_bytes()].concat()
     }
 
+    pub fn verdict_at(hash: &ContentId) -> Vec<u8> {
+        [&[VERDICT_AT][..], hash.as_bytes()].concat()
+    }
+
     /// Big-endian height and ordinal first, so key order is opening order
     /// (`ordinal`: the count of jobs the block opened before this one).
     pub fn job_opened(height: u64, ordinal: u32, job: &JobId) -> Vec<u8> {
@@ -198,7 +205,12 @@ pub(crate) mod keys {
     pub fn is_state(key: &[u8]) -> bool {
         !matches!(
             key.first(),
-            Some(&TREE_NODE) | Some(&ROOT_AT) | Some(&TX_AT) | Some(&BLOCK_AT) | Some(&JOB_OPENED)
+            Some(&TREE_NODE)
+                | Some(&ROOT_AT)
+                | Some(&TX_AT)
+                | Some(&BLOCK_AT)
+                | Some(&JOB_OPENED)
+                | Some(&VERDICT_AT)
         )
     }
 }

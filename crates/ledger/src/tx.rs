@@ -4,6 +4,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use idlegrid_types::codec::{self, Bounded, DecodeError};
 use idlegrid_types::{
     AccountId, ContentId, ExecutionLimits, JobId, Signable, Signed, SignedReceipt, SignedVoucher,
+    TaskOutcome,
 };
 
 /// Longest chain id.
@@ -236,6 +237,14 @@ pub enum Event {
     DisputeRejected {
         reporter: AccountId,
         deposit_burned: u64,
+    },
+    /// What a dispute's re-execution of a task gave: every receipt that
+    /// differs from it was slashed (its `Slashed` events follow).
+    Verdict {
+        job: JobId,
+        task: u64,
+        outcome: TaskOutcome,
+        fuel_used: u64,
     },
     ProviderRewarded {
         provider: AccountId,

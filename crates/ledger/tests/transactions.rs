@@ -4,15 +4,17 @@
 use std::path::Path;
 
 use idlegrid_ledger::{
-    Dispute, Event, Evidence, Genesis, JobStatus, Ledger, MemoryStore, NoReExecution, OpenJob,
-    Params, Rejection, SignedTransaction, StakeRole, Transaction, TxKind,
+    Dispute, DisputeVerdict, Event, Evidence, Genesis, JobStatus, Ledger, MemoryStore,
+    NoReExecution, OpenJob, Params, Rejection, SignedTransaction, StakeRole, Transaction, TxKind,
+    transaction_hash,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig, TaskSpec, outcome_of, task_limits};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
-    AccountId, ContentId, ExecutionLimits, JobId, Keypair, ReExecute, Receipt, SignedReceipt,
-    TaskInput, TaskOutcome, Voucher, task_seed,
+    AccountId, ContentId, Execution, ExecutionLimits, JobId, Keypair, ReExecute, Receipt,
+    SignedReceipt, TaskInput, TaskOutcome, Voucher, task_seed,
 };
+use proptest::prelude::*;
 
 const CHAIN: &str = "idlegrid-test";
 const FEE: u64 = 10;
@@ -636,10 +638,22 @@ fn a_dishonest_receipt_is_slashed_and_an_honest_one_survives() {
     } = dispute_setup();
     let reporter_before = world.balance(BOB);
     let burned_before = world.ledger.supply().unwrap().burned;
+    let truth = (honest.body.outcome, honest.body.fuel_used);
     let evidence = Evidence::Conflicting(honest, dishonest.clone());
-    let events = world
-        .submit(BOB, dispute(evidence, &module, &input.encode()))
-        .expect("the dispute applies");
+    let signed = world.sign(BOB, dispute(evidence, &module, &input.encode()));
+    let hash = transaction_hash(&signed);
+    let events = world.apply(signed).expect("the dispute applies");
+    // The reporter learns what re-execution gave and who was wrong.
+    assert_eq!(
+        world.ledger.verdict(&hash).expect("store"),
+        Some(DisputeVerdict {
+            job: dishonest.body.job,
+            task: 3,
+            outcome: truth.0,
+            fuel_used: truth.1,
+            wrong: vec![world.id(CHEATER)],
+        })
+    );
     let slashed = u64::from(params().slash_fraction_bps) * 40_000 / 10_000;
     let to_reporter = slashed * u64::from(params().slash_reporter_share_bps) / 10_000;
     assert!(events.contains(&Event::Slashed {
@@ -674,6 +688,47 @@ fn a_dishonest_receipt_is_slashed_and_an_honest_one_survives() {
 }
 
 #[test]
+fn a_two_receipt_dispute_where_the_accused_is_right_slashes_its_counterpart() {
+    let DisputeSetup {
+        mut world,
+        module,
+        input,
+        honest,
+        dishonest,
+    } = dispute_setup();
+    // The reporter believed the wrong side: it names the honest receipt
+    // second, as the one it accuses.
+    let evidence = Evidence::Conflicting(dishonest, honest.clone());
+    let signed = world.sign(BOB, dispute(evidence, &module, &input.encode()));
+    let hash = transaction_hash(&signed);
+    let events = world.apply(signed).expect("the dispute applies");
+    let slashed: Vec<AccountId> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Slashed { provider, .. } => Some(*provider),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slashed, vec![world.id(CHEATER)]);
+    let verdict = world.ledger.verdict(&hash).unwrap().expect("a verdict");
+    assert_eq!(
+        (verdict.outcome, verdict.fuel_used),
+        (honest.body.outcome, honest.body.fuel_used)
+    );
+    assert_eq!(verdict.wrong, vec![world.id(CHEATER)]);
+    let stake_of = |who: usize| {
+        world
+            .ledger
+            .stake(StakeRole::Provider, &world.id(who))
+            .unwrap()
+            .bonded
+    };
+    assert_eq!(stake_of(PROVIDER), 40_000);
+    assert!(stake_of(CHEATER) < 40_000);
+    world.assert_books_balance();
+}
+
+#[test]
 fn a_false_claim_costs_the_reporter_its_deposit() {
     let DisputeSetup {
         mut world,
@@ -684,8 +739,20 @@ fn a_false_claim_costs_the_reporter_its_deposit() {
     } = dispute_setup();
     let before = world.balance(BOB);
     let claim = dispute(Evidence::Claimed(honest), &module, &input.encode());
-    let events = world.submit(BOB, claim).expect("applies");
+    let signed = world.sign(BOB, claim);
+    let hash = transaction_hash(&signed);
+    let events = world.apply(signed).expect("applies");
     let deposit = params().dispute_deposit;
+    // Nobody was wrong, and the verdict says so.
+    assert_eq!(
+        world
+            .ledger
+            .verdict(&hash)
+            .unwrap()
+            .expect("a verdict")
+            .wrong,
+        vec![]
+    );
     assert!(events.contains(&Event::DisputeRejected {
         reporter: world.id(BOB),
         deposit_burned: deposit
@@ -850,4 +917,129 @@ fn each_epochs_validator_set_is_the_validator_stake_at_the_end_of_the_one_before
         .expect("unstake");
     world.empty_blocks(3 * length - world.ledger.height());
     assert_eq!(set(&world, 3), vec![world.id(ALICE)]);
+}
+
+/// A re-execution that always gives one fixed result.
+struct Fixed(Execution);
+
+impl ReExecute for Fixed {
+    fn re_execute(
+        &self,
+        _module: &[u8],
+        _input: &TaskInput,
+        _seed: [u8; 32],
+        _limits: &ExecutionLimits,
+    ) -> Result<Execution, String> {
+        Ok(self.0)
+    }
+}
+
+/// A claim a receipt makes: the truth, or one of the ways to differ from it.
+#[derive(Debug, Clone, Copy)]
+enum Claim {
+    Truth,
+    OtherOutput,
+    OtherFuel(u64),
+    OtherExit(i32),
+    Trapped,
+}
+
+fn claim() -> impl Strategy<Value = Claim> {
+    prop_oneof![
+        3 => Just(Claim::Truth),
+        1 => Just(Claim::OtherOutput),
+        1 => (1u64..1_000).prop_map(Claim::OtherFuel),
+        1 => (1i32..255).prop_map(Claim::OtherExit),
+        1 => Just(Claim::Trapped),
+    ]
+}
+
+fn claimed(truth: Execution, claim: Claim) -> (TaskOutcome, u64) {
+    let output = ContentId::of(b"pi=3.14");
+    match claim {
+        Claim::Truth => (truth.outcome, truth.fuel_used),
+        Claim::OtherOutput => (
+            TaskOutcome::Completed {
+                exit_code: 0,
+                output: ContentId::of(b"pi=4"),
+            },
+            truth.fuel_used,
+        ),
+        Claim::OtherFuel(delta) => (truth.outcome, truth.fuel_used + delta),
+        Claim::OtherExit(exit_code) => (
+            TaskOutcome::Completed { exit_code, output },
+            truth.fuel_used,
+        ),
+        Claim::Trapped => (
+            TaskOutcome::Failed(idlegrid_types::ErrorKind::Trap),
+            truth.fuel_used,
+        ),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever two receipts claim and whoever files them, in whichever
+    /// order: a receipt equal to the re-execution is never slashed, every
+    /// one that differs is, and the verdict names exactly those.
+    #[test]
+    fn a_receipt_equal_to_the_re_execution_is_never_slashed(
+        first in claim(),
+        second in claim(),
+        swap in any::<bool>(),
+        reporter in prop_oneof![Just(ALICE), Just(BOB), Just(PROVIDER)],
+    ) {
+        let truth = Execution {
+            outcome: TaskOutcome::Completed { exit_code: 0, output: ContentId::of(b"pi=3.14") },
+            fuel_used: 5_000,
+        };
+        let mut world = world_with(Box::new(Fixed(truth)));
+        for who in [PROVIDER, CHEATER] {
+            let stake = TxKind::Stake { role: StakeRole::Provider, amount: 40_000 };
+            world.submit(who, stake).expect("stakes");
+        }
+        let module = b"\0asm\x01\0\0\0".to_vec();
+        let mut job_terms = terms(world.ledger.height());
+        job_terms.module = ContentId::of(&module);
+        let job = world.open_job(ALICE, job_terms);
+        let input = TaskInput::new(vec!["7".to_owned()], Vec::new()).expect("input");
+        let receipt = |signer: usize, claim: Claim| {
+            let (outcome, fuel_used) = claimed(truth, claim);
+            SignedReceipt::sign(&world.keys[signer], Receipt {
+                job,
+                task_index: 9,
+                module: ContentId::of(&module),
+                input: input.content_id(),
+                outcome,
+                fuel_used,
+            })
+        };
+        let signers = [(PROVIDER, first), (CHEATER, second)];
+        let (a, b) = (receipt(PROVIDER, first), receipt(CHEATER, second));
+        let agree = (a.body.outcome, a.body.fuel_used) == (b.body.outcome, b.body.fuel_used);
+        let evidence = if swap { Evidence::Conflicting(b, a) } else { Evidence::Conflicting(a, b) };
+        let signed = world.sign(reporter, dispute(evidence, &module, &input.encode()));
+        let hash = transaction_hash(&signed);
+        let applied = world.apply(signed);
+        if agree {
+            prop_assert_eq!(rejected(applied), "receipts_agree");
+            return Ok(());
+        }
+        let events = applied.expect("a dispute of differing receipts applies");
+        let verdict = world.ledger.verdict(&hash).unwrap().expect("a verdict");
+        prop_assert_eq!((verdict.outcome, verdict.fuel_used), (truth.outcome, truth.fuel_used));
+        for (signer, claim) in signers {
+            let right = claimed(truth, claim) == (truth.outcome, truth.fuel_used);
+            let id = world.id(signer);
+            let slashed = events
+                .iter()
+                .any(|event| matches!(event, Event::Slashed { provider, .. } if *provider == id));
+            let bonded = world.ledger.stake(StakeRole::Provider, &id).unwrap().bonded;
+            prop_assert_eq!(slashed, !right);
+            prop_assert_eq!(verdict.wrong.contains(&id), !right);
+            prop_assert_eq!(bonded == 40_000, right);
+        }
+        world.assert_books_balance();
+    }
 }

@@ -47,6 +47,10 @@ pub struct MarketConfig {
     pub candidates_per_placement_max: usize,
     /// Seeds the spot checks.
     pub seed: u64,
+    /// Whether a task that no provider in the book may check goes to a
+    /// referee (the caller can re-execute it) rather than wait for one to
+    /// come.
+    pub referee_unanswerable: bool,
 }
 
 impl Default for MarketConfig {
@@ -67,6 +71,7 @@ impl Default for MarketConfig {
             vouching_providers_min: 32,
             candidates_per_placement_max: 64,
             seed: 0,
+            referee_unanswerable: true,
         }
     }
 }

@@ -90,6 +90,13 @@ pub enum Input {
         task: u64,
         result: Result<ReExecution, String>,
     },
+    /// A [`Command::AskLedger`] ended: what the ledger's re-execution gave
+    /// (outcome, fuel, and the signers it found wrong, slashed already), or
+    /// why the ledger did not settle it.
+    LedgerVerdict {
+        task: u64,
+        result: Result<(TaskOutcome, u64, Vec<AccountId>), String>,
+    },
     /// Time passed: leases and offers expire.
     Tick,
 }
@@ -123,6 +130,13 @@ pub enum Command {
     /// Answer with [`Input::ReExecuted`].
     ReExecute {
         task: u64,
+    },
+    /// The task's results disagree and it is too large to re-execute
+    /// here: file this two-receipt dispute, whose re-execution on the
+    /// ledger decides it. Answer with [`Input::LedgerVerdict`].
+    AskLedger {
+        task: u64,
+        dispute: Box<Dispute>,
     },
     /// File a dispute on the ledger against a provider's receipt.
     Dispute {
@@ -185,6 +199,9 @@ pub struct RequestorCore {
     reopened: HashMap<u64, TaskRecord>,
     /// Tasks re-executed here so far.
     re_executed: u64,
+    /// Tasks the ledger settled, with the signers it slashed for them (not
+    /// disputed again).
+    settled_by_ledger: HashMap<u64, Vec<AccountId>>,
     /// Market inputs waiting for the next [`RequestorCore::step`].
     queued: Vec<MarketInput>,
     input_cids: Vec<Option<ContentId>>,
@@ -233,6 +250,9 @@ impl RequestorCore {
     ) -> Self {
         let market = Market::new(MarketConfig {
             seed: u64::from_le_bytes(job.as_bytes()[..8].try_into().expect("8 bytes")),
+            // A lone result nobody else may check is re-executed here when
+            // it can be; otherwise it waits for another provider.
+            referee_unanswerable: job_file.limits.fuel <= referee_fuel,
             ..market
         });
         Self {
@@ -245,6 +265,7 @@ impl RequestorCore {
             referee_outputs: HashMap::new(),
             reopened: HashMap::new(),
             re_executed: 0,
+            settled_by_ledger: HashMap::new(),
             queued: Vec::new(),
             pending: HashMap::new(),
             holders: HashMap::new(),
@@ -437,6 +458,26 @@ impl RequestorCore {
                     }
                 }
             }
+            Input::LedgerVerdict { task, result } => {
+                let job = self.job;
+                match result {
+                    Ok((outcome, fuel_used, wrong)) => {
+                        self.settled_by_ledger.insert(task, wrong);
+                        self.queued.push(MarketInput::Verdict {
+                            job,
+                            task,
+                            outcome,
+                            fuel_used,
+                            output_held: false,
+                        });
+                    }
+                    Err(reason) => self.queued.push(MarketInput::RefereeFailed {
+                        job,
+                        task,
+                        reason: format!("the ledger did not settle it: {reason}"),
+                    }),
+                }
+            }
             Input::Tick => self.queued.push(MarketInput::Tick),
         }
         commands
@@ -613,7 +654,9 @@ impl RequestorCore {
                     evidence,
                     ..
                 } => self.fraud(task, provider, evidence, commands),
-                MarketCommand::Referee { task, .. } => self.referee(task, commands),
+                MarketCommand::Referee { task, evidence, .. } => {
+                    self.referee(task, evidence, commands)
+                }
                 MarketCommand::TaskReopened { task, .. } => {
                     if let Some(record) = self.records.remove(&task) {
                         self.reopened.insert(task, record);
@@ -637,6 +680,7 @@ impl RequestorCore {
                     self.accepted(now_us, task, accepted, commands);
                 }
                 MarketCommand::TaskFailed { task, reason, .. } => {
+                    self.settled_by_ledger.remove(&task);
                     self.pending.remove(&task);
                     self.holders.remove(&task);
                     self.referee_outputs.remove(&task);
@@ -682,6 +726,14 @@ impl RequestorCore {
         commands: &mut Vec<Command>,
     ) {
         tracing::warn!(%provider, task, "a provider's result lost to the accepted one");
+        if self
+            .settled_by_ledger
+            .get(&task)
+            .is_some_and(|wrong| wrong.contains(&provider))
+        {
+            // The ledger's own verdict slashed it for this task already.
+            return;
+        }
         let disputed = self.disputes_against.entry(provider).or_default();
         let Some(evidence) = evidence else {
             return;
@@ -689,46 +741,66 @@ impl RequestorCore {
         if *disputed >= DISPUTES_PER_PROVIDER_MAX {
             return;
         }
-        let Some(input) = usize::try_from(task)
-            .ok()
-            .and_then(|index| self.job_file.tasks.get(index))
-        else {
+        let Some(dispute) = self.dispute(task, *evidence) else {
             return;
         };
+        *self.disputes_against.entry(provider).or_default() += 1;
+        self.disputes_filed += 1;
+        commands.push(Command::Dispute {
+            task,
+            provider,
+            dispute,
+        });
+    }
+
+    /// A two-receipt dispute of `task` (the accused receipt second).
+    fn dispute(
+        &self,
+        task: u64,
+        (first, second): (SignedReceipt, SignedReceipt),
+    ) -> Option<Box<Dispute>> {
+        let input = usize::try_from(task)
+            .ok()
+            .and_then(|index| self.job_file.tasks.get(index))?;
         // A job file's module and inputs are within a dispute's bounds, so
         // both always fit.
         let (Ok(module), Ok(input)) = (
             Bounded::new(self.job_file.module.clone()),
             Bounded::new(input.encode()),
         ) else {
-            return;
+            return None;
         };
-        *disputed += 1;
-        self.disputes_filed += 1;
-        let (accepted, losing) = *evidence;
-        commands.push(Command::Dispute {
-            task,
-            provider,
-            dispute: Box::new(Dispute {
-                evidence: Evidence::Conflicting(accepted, losing),
-                module,
-                input,
-            }),
-        });
+        Some(Box::new(Dispute {
+            evidence: Evidence::Conflicting(first, second),
+            module,
+            input,
+        }))
     }
 
-    /// A task whose results disagree: re-executed here when its fuel
-    /// limit is within the requestor's, and otherwise failed, saying why.
-    fn referee(&mut self, task: u64, commands: &mut Vec<Command>) {
+    /// A task whose results disagree (or that nobody else may check):
+    /// re-executed here when its fuel limit is within the requestor's;
+    /// otherwise settled by the ledger when two signed receipts differ;
+    /// otherwise failed, saying why.
+    fn referee(
+        &mut self,
+        task: u64,
+        evidence: Option<Box<(SignedReceipt, SignedReceipt)>>,
+        commands: &mut Vec<Command>,
+    ) {
         let fuel = self.job_file.limits.fuel;
         if fuel <= self.referee_fuel {
             self.re_executed += 1;
             commands.push(Command::ReExecute { task });
             return;
         }
+        if let Some(dispute) = evidence.and_then(|evidence| self.dispute(task, *evidence)) {
+            self.disputes_filed += 1;
+            commands.push(Command::AskLedger { task, dispute });
+            return;
+        }
         let reason = format!(
-            "its results disagree and its fuel limit ({fuel}) is over this requestor's \
-             re-execution limit ({}); raise --referee-fuel to settle it here",
+            "nobody else may check its result and its fuel limit ({fuel}) is over this \
+             requestor's re-execution limit ({}); raise --referee-fuel to check it here",
             self.referee_fuel
         );
         self.queued.push(MarketInput::RefereeFailed {
@@ -787,6 +859,7 @@ impl RequestorCore {
                 }
             }
         }
+        self.settled_by_ledger.remove(&task);
         let referee_output = self.referee_outputs.remove(&task);
         let mut record = TaskRecord {
             index: task,

@@ -6,11 +6,12 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
-use idlegrid_api::client::ApiClient;
+use idlegrid_api::client::{ApiClient, Verdict};
 use idlegrid_ledger::{Dispute, OpenJob, TxKind};
 use idlegrid_types::{AccountId, JobId, Keypair};
 use tracing::info;
 
+use crate::core::Input;
 use crate::jobspec::JobFile;
 use crate::report::DisputeRecord;
 
@@ -88,43 +89,80 @@ pub(crate) fn close_job(
     ))
 }
 
-/// Files disputes on the ledger, one at a time, on its own thread, and
-/// reports each filed (included or not) to `done`.
+/// What the [`Disputer`] is asked to file.
+enum Order {
+    /// A dispute against `provider`'s receipt, the second in the evidence.
+    Accuse { provider: AccountId },
+    /// A dispute whose re-execution decides a task too large to re-execute
+    /// here; its verdict goes back to the core.
+    Settle,
+}
+
+/// Files disputes on the ledger, one at a time, on its own thread: reports
+/// each filed (included or not, and who the ledger found wrong) to `done`,
+/// and a settlement's verdict as an [`Input::LedgerVerdict`] after it.
 pub(crate) struct Disputer {
-    orders: std_mpsc::Sender<(u64, AccountId, Box<Dispute>)>,
+    orders: std_mpsc::Sender<(u64, Order, Box<Dispute>)>,
 }
 
 impl Disputer {
-    pub(crate) fn start<T: From<DisputeRecord> + Send + 'static>(
+    pub(crate) fn start<T: From<DisputeRecord> + From<Input> + Send + 'static>(
         client: ApiClient,
         key: Keypair,
         done: tokio::sync::mpsc::UnboundedSender<T>,
     ) -> anyhow::Result<Self> {
-        let (orders, queue) = std_mpsc::channel::<(u64, AccountId, Box<Dispute>)>();
+        let (orders, queue) = std_mpsc::channel::<(u64, Order, Box<Dispute>)>();
         std::thread::Builder::new()
             .name("requestor-disputes".to_owned())
             .spawn(move || {
-                while let Ok((task, provider, dispute)) = queue.recv() {
-                    let sent = client.send(&key, TxKind::Dispute(dispute), None);
-                    let (transaction, status) = match sent {
-                        Ok(sent) => {
-                            let status = match client.wait_included(&sent.hash, TRANSACTION_WAIT) {
-                                Ok(_) => "included".to_owned(),
-                                Err(error) => error.to_string(),
-                            };
-                            (Some(sent.hash), status)
+                while let Ok((task, order, dispute)) = queue.recv() {
+                    let (transaction, verdict) = file(&client, &key, dispute);
+                    let (status, wrong) = match (&verdict, &order) {
+                        (Err(error), _) => (error.clone(), Vec::new()),
+                        (Ok(verdict), Order::Accuse { provider })
+                            if !verdict.wrong.contains(provider) =>
+                        {
+                            // Our own re-execution and the ledger's differ:
+                            // the receipt stands, and the deposit is lost.
+                            tracing::error!(
+                                task,
+                                %provider,
+                                "the ledger found a receipt right that this requestor's \
+                                 re-execution found wrong"
+                            );
+                            (
+                                "rejected: the ledger's re-execution found the receipt right"
+                                    .to_owned(),
+                                Vec::new(),
+                            )
                         }
-                        Err(error) => (None, error.to_string()),
+                        (Ok(verdict), _) => ("included".to_owned(), verdict.wrong.clone()),
                     };
-                    info!(task, %provider, %status, "dispute filed");
+                    let provider = match &order {
+                        Order::Accuse { provider } => Some(provider.to_string()),
+                        Order::Settle => None,
+                    };
+                    info!(task, ?provider, %status, "dispute filed");
                     let record = DisputeRecord {
                         task,
-                        provider: provider.to_string(),
+                        provider,
+                        settlement: matches!(order, Order::Settle),
+                        wrong: wrong.iter().map(ToString::to_string).collect(),
                         transaction,
                         status,
                     };
                     if done.send(record.into()).is_err() {
                         return;
+                    }
+                    if let Order::Settle = order {
+                        let result = verdict
+                            .map(|verdict| (verdict.outcome, verdict.fuel_used, verdict.wrong));
+                        if done
+                            .send(Input::LedgerVerdict { task, result }.into())
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
                 }
             })
@@ -132,9 +170,38 @@ impl Disputer {
         Ok(Self { orders })
     }
 
-    pub(crate) fn file(&self, task: u64, provider: AccountId, dispute: Box<Dispute>) {
+    /// Disputes `provider`'s receipt for `task`.
+    pub(crate) fn accuse(&self, task: u64, provider: AccountId, dispute: Box<Dispute>) {
         // The thread lives as long as the requestor; a dispute it could not
         // take is reported by the count of records falling short.
-        let _ = self.orders.send((task, provider, dispute));
+        let _ = self
+            .orders
+            .send((task, Order::Accuse { provider }, dispute));
     }
+
+    /// Asks the ledger to settle `task` by re-execution.
+    pub(crate) fn settle(&self, task: u64, dispute: Box<Dispute>) {
+        let _ = self.orders.send((task, Order::Settle, dispute));
+    }
+}
+
+/// Sends a dispute and waits for its block and verdict: the transaction's
+/// hash (once sent) and the verdict, or why there is none.
+fn file(
+    client: &ApiClient,
+    key: &Keypair,
+    dispute: Box<Dispute>,
+) -> (Option<String>, Result<Verdict, String>) {
+    let sent = match client.send(key, TxKind::Dispute(dispute), None) {
+        Ok(sent) => sent,
+        Err(error) => return (None, Err(error.to_string())),
+    };
+    let verdict = client
+        .wait_included(&sent.hash, TRANSACTION_WAIT)
+        .and_then(|_| client.verdict(&sent.hash))
+        .map_err(|error| error.to_string())
+        .and_then(|verdict| {
+            verdict.ok_or_else(|| "the ledger reported no verdict for it".to_owned())
+        });
+    (Some(sent.hash), verdict)
 }

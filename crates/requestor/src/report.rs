@@ -57,7 +57,13 @@ fn accounts_as_text<S: serde::Serializer>(
 #[derive(Debug, Clone, Serialize)]
 pub struct DisputeRecord {
     pub task: u64,
-    pub provider: String,
+    /// The provider accused; none for a settlement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Filed for the ledger to decide a task too large to re-execute here.
+    pub settlement: bool,
+    /// Who the ledger's re-execution found wrong (each slashed).
+    pub wrong: Vec<String>,
     pub transaction: Option<String>,
     /// `included`, or why it was not.
     pub status: String,

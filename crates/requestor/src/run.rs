@@ -448,7 +448,8 @@ impl Shell {
                     task,
                     provider,
                     dispute,
-                } => self.disputer.file(task, provider, dispute),
+                } => self.disputer.accuse(task, provider, dispute),
+                Command::AskLedger { task, dispute } => self.disputer.settle(task, dispute),
                 Command::ReExecute { task } => self.referee.order(task),
                 Command::Reopened { task } => {
                     self.outputs.reopened(task);

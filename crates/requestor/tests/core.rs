@@ -512,25 +512,95 @@ fn agreeing_liars_lose_to_the_requestor_s_re_execution_whose_output_is_written()
     );
 }
 
-#[test]
-fn a_disagreement_over_the_referee_limit_fails_the_task_saying_why() {
+/// Two providers that disagree on the one task, with no local referee.
+fn disagreement_over_the_referee_limit() -> RequestorCore {
     let mut core = requestor_refereeing(1, Verification::Replicas(2), 0);
-    let providers = [key(10), key(11)];
-    for provider in &providers {
+    for (id, provider) in [key(10), key(11)].iter().enumerate() {
         join(&mut core, provider.account_id());
-    }
-    for (id, provider) in providers.iter().enumerate() {
-        let stdout = vec![id as u8];
+        let stdout = if id == 0 {
+            0u64.to_le_bytes().to_vec()
+        } else {
+            b"lie".to_vec()
+        };
         core.input(
             NOW,
             results(id as u64, provider, vec![(receipt(0, &stdout), stdout)]),
         );
     }
+    core
+}
+
+#[test]
+fn a_disagreement_over_the_referee_limit_is_settled_by_the_ledger() {
+    let mut core = disagreement_over_the_referee_limit();
     let commands = core.step(NOW);
     assert!(
         !commands
             .iter()
             .any(|command| matches!(command, Command::ReExecute { .. }))
+    );
+    let signers: Vec<Vec<AccountId>> = commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::AskLedger { task: 0, dispute } => Some(
+                dispute
+                    .evidence
+                    .receipts()
+                    .iter()
+                    .map(|receipt| receipt.signer)
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        signers,
+        vec![vec![key(10).account_id(), key(11).account_id()]],
+        "one two-receipt dispute: {commands:?}"
+    );
+    assert!(accepted(&commands).is_empty());
+    // The ledger's re-execution agrees with the first provider and slashed
+    // the second.
+    let truth = 0u64.to_le_bytes();
+    core.input(
+        NOW,
+        Input::LedgerVerdict {
+            task: 0,
+            result: Ok((
+                TaskOutcome::Completed {
+                    exit_code: 0,
+                    output: ContentId::of(&truth),
+                },
+                FUEL,
+                vec![key(11).account_id()],
+            )),
+        },
+    );
+    let commands = core.step(NOW);
+    assert_eq!(
+        accepted(&commands),
+        vec![(0, Some(("tasks/000000.out".to_owned(), truth.to_vec())))]
+    );
+    assert!(
+        !commands
+            .iter()
+            .any(|command| matches!(command, Command::Dispute { .. })),
+        "the ledger slashed the liar already: {commands:?}"
+    );
+    assert_eq!(vouchers(&commands), vec![(key(10).account_id(), PRICE, 1)]);
+    assert_eq!(core.records()[&0].verified, "re-execution");
+}
+
+#[test]
+fn a_disagreement_the_ledger_cannot_settle_fails_the_task_saying_why() {
+    let mut core = disagreement_over_the_referee_limit();
+    core.step(NOW);
+    core.input(
+        NOW,
+        Input::LedgerVerdict {
+            task: 0,
+            result: Err("re-execution failed: out of memory".to_owned()),
+        },
     );
     let commands = core.step(NOW);
     assert!(core.done(), "{commands:?}");
@@ -540,9 +610,37 @@ fn a_disagreement_over_the_referee_limit_fails_the_task_saying_why() {
         record
             .error
             .as_deref()
-            .is_some_and(|error| error.contains("--referee-fuel")),
+            .is_some_and(|error| error.contains("ledger") && error.contains("out of memory")),
         "{record:?}"
     );
+}
+
+#[test]
+fn a_result_nobody_else_may_check_waits_for_another_provider_over_the_referee_limit() {
+    // One provider, two replicas wanted: nobody can give the second yet,
+    // and the task is too large to check here.
+    let mut core = requestor_refereeing(1, Verification::Replicas(2), 0);
+    join(&mut core, key(10).account_id());
+    let stdout = 0u64.to_le_bytes().to_vec();
+    core.input(
+        NOW,
+        results(0, &key(10), vec![(receipt(0, &stdout), stdout)]),
+    );
+    for _ in 0..3 {
+        let commands = core.step(NOW);
+        assert!(
+            !commands.iter().any(|command| matches!(
+                command,
+                Command::ReExecute { .. } | Command::AskLedger { .. }
+            )),
+            "{commands:?}"
+        );
+    }
+    assert!(!core.done(), "the task waits rather than fails");
+    assert!(core.records().is_empty(), "{:?}", core.records());
+    // A second provider comes: it is asked for the second opinion.
+    let commands = join(&mut core, key(11).account_id());
+    assert_eq!(sent_tasks(&commands), vec![(key(11).account_id(), vec![0])]);
 }
 
 /// One thing a provider does.

@@ -537,6 +537,9 @@ impl Market {
     /// is under way (a result still coming could settle it) and no provider
     /// in the book may take it.
     fn stranded(&self, job_id: JobId, task_index: u64) -> bool {
+        if !self.config.referee_unanswerable {
+            return false;
+        }
         let running = self
             .jobs
             .get(&job_id)

@@ -183,7 +183,10 @@ impl Market {
             }
             return;
         }
-        if outstanding == 0 && !self.could_answer(job_id, task_index) {
+        if outstanding == 0
+            && self.config.referee_unanswerable
+            && !self.could_answer(job_id, task_index)
+        {
             self.referee_unanswerable(job_id, task_index, commands);
             return;
         }

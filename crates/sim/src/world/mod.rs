@@ -230,6 +230,9 @@ impl Simulation {
         let market = Market::new(MarketConfig {
             seed: config.seed ^ 0x6d61_726b_6574,
             offers_max: (config.devices as usize).max(1),
+            // Like a requestor: it checks lone results itself only when
+            // its tasks are within its re-execution limit.
+            referee_unanswerable: config.task_fuel.saturating_mul(2) <= config.referee_fuel_max,
             ..MarketConfig::default()
         });
         let limits = ExecutionLimits {
