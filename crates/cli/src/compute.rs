@@ -141,6 +141,10 @@ pub struct ProvideArgs {
     /// For tests of verification only: lie about results.
     #[arg(long, hide = true, value_name = "HOW")]
     cheat: Option<CheatArg>,
+    /// For tests of verification only: with --cheat, run this many tasks
+    /// honestly first.
+    #[arg(long, hide = true, value_name = "TASKS", default_value_t = 0)]
+    cheat_after: u64,
 }
 
 pub fn provide(args: ProvideArgs) -> ExitCode {
@@ -180,7 +184,9 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
     config.benchmark_fuel_per_second = args.benchmark_fuel_per_second;
     config.offer_interval = Duration::from_secs(args.offer_interval_secs.max(1));
     config.redeem_interval = Duration::from_secs(args.redeem_interval_secs.max(1));
-    config.cheat = args.cheat.map(|CheatArg::WrongOutput| Cheat::WrongOutput);
+    config.cheat = args.cheat.map(|CheatArg::WrongOutput| Cheat::WrongOutput {
+        honest_first: args.cheat_after,
+    });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -537,6 +543,18 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
             report.task_round_trip_us_p99 as f64 / 1000.0,
             report.elapsed_ms as f64 / 1000.0
         );
+        if report.tasks_refereed > 0 || report.tasks_rechecked > 0 {
+            println!(
+                "  verified   {} by re-execution ({} here, {} by the ledger), {} checked again \
+                 after a liar was caught",
+                report.tasks_refereed,
+                report.tasks_re_executed_here,
+                report
+                    .tasks_refereed
+                    .saturating_sub(report.tasks_re_executed_here),
+                report.tasks_rechecked
+            );
+        }
         if !report.disputes.is_empty() {
             println!("  disputes   {}", report.disputes.len());
         }

@@ -733,6 +733,53 @@ fn a_requestor_that_re_executes_nothing_lets_the_ledger_settle_disagreements() {
 }
 
 #[test]
+fn a_provider_honest_until_trusted_then_lying_leaves_no_wrong_result() {
+    let (mut network, bootstrap) = Network::with_staked_providers(2);
+    let stake = STAKE.to_string();
+    // Honest long enough to be trusted (its results then accepted on its
+    // word alone, bar spot checks), lying on every task after.
+    let liar = network.provider(
+        Some(&bootstrap),
+        &[
+            "--stake",
+            &stake,
+            "--cheat",
+            "wrong-output",
+            "--cheat-after",
+            "40",
+        ],
+    );
+    let liar = network.providers[liar].account.clone();
+    let tasks = 600;
+    let out = network.dir().join("results");
+    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
+    let child = submit(&network, &job, &out, &bootstrap);
+    let report = finish(&network, child, &out);
+    // Every file and every record in results.json is the true output:
+    // whatever was accepted on the liar's word was checked again.
+    let results = check_results(&out, &report, tasks);
+    assert!(
+        report["tasks_rechecked"].as_u64().unwrap_or(0) > 0,
+        "nothing accepted on the liar's word was checked again: {report}"
+    );
+    let disputes = results["disputes"].as_array().expect("disputes");
+    assert!(!disputes.is_empty(), "the liar was never caught: {results}");
+    for dispute in disputes {
+        assert_eq!(dispute["provider"], liar.as_str(), "{results}");
+    }
+    let left = network.account(&liar)["provider_stake"]["bonded"]
+        .as_u64()
+        .expect("stake");
+    assert!(left < STAKE, "the liar kept its stake of {left}");
+    for provider in &network.providers[..2] {
+        let kept = network.account(&provider.account)["provider_stake"]["bonded"]
+            .as_u64()
+            .expect("stake");
+        assert_eq!(kept, STAKE, "an honest provider lost stake");
+    }
+}
+
+#[test]
 fn two_liars_agreeing_lose_to_re_execution() {
     liars_agreeing_lose_to_re_execution(2);
 }

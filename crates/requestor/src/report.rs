@@ -93,6 +93,14 @@ pub struct SubmitReport {
     pub opened_height: u64,
     pub deadline_height: u64,
     pub providers: BTreeMap<String, ProviderRecord>,
+    /// Tasks whose results disagreed (or that nobody else could check),
+    /// settled by re-execution.
+    pub tasks_refereed: u64,
+    /// Of those, re-executed by this requestor (the rest by the ledger).
+    pub tasks_re_executed_here: u64,
+    /// Accepted tasks checked again after a provider that vouched for them
+    /// was caught lying.
+    pub tasks_rechecked: u64,
     pub disputes: Vec<DisputeRecord>,
     /// Set when the job was closed: what providers redeemed and what came back.
     #[serde(skip_serializing_if = "Option::is_none")]

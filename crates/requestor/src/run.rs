@@ -296,6 +296,9 @@ pub async fn submit(
             .iter()
             .map(|(provider, record)| (provider.to_string(), record.clone()))
             .collect(),
+        tasks_refereed: summary.tasks_refereed,
+        tasks_re_executed_here: run.core.re_executed(),
+        tasks_rechecked: summary.tasks_reopened,
         disputes: std::mem::take(&mut run.dispute_records),
         redeemed: None,
         refund: None,

@@ -677,8 +677,9 @@ impl ProviderCore {
         self.tasks_done += 1;
         self.fuel_used = self.fuel_used.saturating_add(fuel_used);
         let mut outcome = outcome;
-        if let (Some(Cheat::WrongOutput), TaskOutcome::Completed { exit_code, .. }) =
+        if let (Some(Cheat::WrongOutput { honest_first }), TaskOutcome::Completed { exit_code, .. }) =
             (self.config.cheat, outcome)
+            && self.tasks_done > honest_first
         {
             stdout.extend_from_slice(b" (forged)");
             outcome = TaskOutcome::Completed {

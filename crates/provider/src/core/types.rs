@@ -17,8 +17,9 @@ pub type BatchId = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cheat {
     /// Return a wrong output (the true one with bytes appended) for every
-    /// completed task, with a receipt signed over it.
-    WrongOutput,
+    /// completed task after the first `honest_first` it ran, with a receipt
+    /// signed over it: 0 lies from the start; more earns trust first.
+    WrongOutput { honest_first: u64 },
 }
 
 /// What the core is set up with.
