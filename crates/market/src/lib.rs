@@ -16,5 +16,6 @@ mod types;
 pub use market::Market;
 pub use rng::SplitMix64;
 pub use types::{
-    Command, Decision, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy, Stall, TaskResult,
+    Command, Decision, FraudEvidence, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy,
+    Stall, TaskResult,
 };

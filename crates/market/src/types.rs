@@ -76,6 +76,20 @@ impl Default for MarketConfig {
     }
 }
 
+/// What shows a provider's result wrong, for a dispute.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "evidence only travels boxed inside a `Fraud` command"
+)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FraudEvidence {
+    /// A receipt that differs from the losing one, and the losing receipt.
+    Conflicting(SignedReceipt, SignedReceipt),
+    /// The losing receipt alone (nobody else answered; a re-execution
+    /// showed it wrong).
+    Lone(SignedReceipt),
+}
+
 /// How a job's results are verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -231,9 +245,8 @@ pub enum Command {
         job: JobId,
         task: u64,
         provider: AccountId,
-        /// (a receipt that differs from the losing one, the losing
-        /// receipt), when both were signed: a dispute's evidence.
-        evidence: Option<Box<(SignedReceipt, SignedReceipt)>>,
+        /// A dispute's evidence, when the losing receipt was signed.
+        evidence: Option<Box<FraudEvidence>>,
     },
     TaskAccepted {
         job: JobId,

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use idlegrid_ledger::{Dispute, Evidence};
 use idlegrid_market::{
-    Command as MarketCommand, Decision, Input as MarketInput, JobSpec, JobSummary, Market,
-    MarketConfig, Policy, TaskResult,
+    Command as MarketCommand, Decision, FraudEvidence, Input as MarketInput, JobSpec, JobSummary,
+    Market, MarketConfig, Policy, TaskResult,
 };
 use idlegrid_net::{
     AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, Request, Response, ResultBatch, TaskBatch,
@@ -722,7 +722,7 @@ impl RequestorCore {
         &mut self,
         task: u64,
         provider: AccountId,
-        evidence: Option<Box<(SignedReceipt, SignedReceipt)>>,
+        evidence: Option<Box<FraudEvidence>>,
         commands: &mut Vec<Command>,
     ) {
         tracing::warn!(%provider, task, "a provider's result lost to the accepted one");
@@ -741,7 +741,12 @@ impl RequestorCore {
         if *disputed >= DISPUTES_PER_PROVIDER_MAX {
             return;
         }
-        let Some(dispute) = self.dispute(task, *evidence) else {
+        let evidence = match *evidence {
+            FraudEvidence::Conflicting(first, second) => Evidence::Conflicting(first, second),
+            // Nobody else answered: our own re-execution showed it wrong.
+            FraudEvidence::Lone(losing) => Evidence::Claimed(losing),
+        };
+        let Some(dispute) = self.dispute(task, evidence) else {
             return;
         };
         *self.disputes_against.entry(provider).or_default() += 1;
@@ -753,12 +758,8 @@ impl RequestorCore {
         });
     }
 
-    /// A two-receipt dispute of `task` (the accused receipt second).
-    fn dispute(
-        &self,
-        task: u64,
-        (first, second): (SignedReceipt, SignedReceipt),
-    ) -> Option<Box<Dispute>> {
+    /// A dispute of `task` with this evidence (an accused receipt second).
+    fn dispute(&self, task: u64, evidence: Evidence) -> Option<Box<Dispute>> {
         let input = usize::try_from(task)
             .ok()
             .and_then(|index| self.job_file.tasks.get(index))?;
@@ -771,7 +772,7 @@ impl RequestorCore {
             return None;
         };
         Some(Box::new(Dispute {
-            evidence: Evidence::Conflicting(first, second),
+            evidence,
             module,
             input,
         }))
@@ -793,7 +794,11 @@ impl RequestorCore {
             commands.push(Command::ReExecute { task });
             return;
         }
-        if let Some(dispute) = evidence.and_then(|evidence| self.dispute(task, *evidence)) {
+        let conflicting = evidence.map(|evidence| {
+            let (first, second) = *evidence;
+            Evidence::Conflicting(first, second)
+        });
+        if let Some(dispute) = conflicting.and_then(|evidence| self.dispute(task, evidence)) {
             self.disputes_filed += 1;
             commands.push(Command::AskLedger { task, dispute });
             return;

@@ -6,7 +6,7 @@
 use idlegrid_types::{AccountId, JobId, TaskOutcome};
 
 use super::{Backing, Market, ProviderIndex, Received, TaskStatus, cost};
-use crate::types::{Command, Decision, Millis, Policy, TaskResult};
+use crate::types::{Command, Decision, FraudEvidence, Millis, Policy, TaskResult};
 
 impl Market {
     pub(super) fn result(
@@ -316,10 +316,12 @@ impl Market {
                     })
                     .and_then(|other| other.receipt.clone())
             });
-            let evidence = match (other, &result.receipt) {
-                (Some(other), Some(losing)) => Some(Box::new((*other, (**losing).clone()))),
-                _ => None,
-            };
+            let evidence = result.receipt.as_ref().map(|losing| {
+                Box::new(match other {
+                    Some(other) => FraudEvidence::Conflicting(*other, (**losing).clone()),
+                    None => FraudEvidence::Lone((**losing).clone()),
+                })
+            });
             liars.push((result, evidence));
         }
         let any_match = !kept.is_empty();
