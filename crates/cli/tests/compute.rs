@@ -594,11 +594,11 @@ fn a_provider_killed_mid_job_loses_nothing_and_nobody_is_paid_twice() {
 
 /// Starts a staked provider that returns wrong outputs after its first
 /// `honest_first` tasks; its account.
-fn liar(network: &mut Network, bootstrap: &str, honest_first: u64) -> String {
+fn liar(network: &mut Network, bootstrap: Option<&str>, honest_first: u64) -> String {
     let stake = STAKE.to_string();
     let honest_first = honest_first.to_string();
     let index = network.provider(
-        Some(bootstrap),
+        bootstrap,
         &[
             "--stake",
             &stake,
@@ -609,6 +609,21 @@ fn liar(network: &mut Network, bootstrap: &str, honest_first: u64) -> String {
         ],
     );
     network.providers[index].account.clone()
+}
+
+/// A network whose first provider, the one everybody bootstraps from, is a
+/// liar (see [`liar`]) followed by `honest` staked providers: the requestor
+/// finds the liar first, so it gets work however fast the others are.
+/// Gives the network, the liar's account and the bootstrap address.
+fn liar_first(honest: usize, honest_first: u64) -> (Network, String, String) {
+    let mut network = Network::start();
+    let liar = liar(&mut network, None, honest_first);
+    let bootstrap = network.providers[0].addresses[0].clone();
+    let stake = STAKE.to_string();
+    for _ in 0..honest {
+        network.provider(Some(&bootstrap), &["--stake", &stake]);
+    }
+    (network, liar, bootstrap)
 }
 
 /// Every liar lost stake to a slash; every honest provider kept all of it.
@@ -633,11 +648,7 @@ fn check_stakes<'a>(
 
 #[test]
 fn a_provider_returning_wrong_outputs_is_caught_by_re_execution_disputed_and_slashed() {
-    let (mut network, bootstrap) = Network::with_staked_providers(3);
-    let cheater = liar(&mut network, &bootstrap, 0);
-
-    // Long enough that the cheater, started last, is found and given work
-    // before the honest three finish it.
+    let (network, cheater, bootstrap) = liar_first(3, 0);
     let tasks = 1_200;
     let out = network.dir().join("results");
     let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
@@ -657,7 +668,7 @@ fn a_provider_returning_wrong_outputs_is_caught_by_re_execution_disputed_and_sla
         assert_eq!(dispute["provider"], cheater.as_str(), "{results}");
         assert_eq!(dispute["status"], "included", "{results}");
     }
-    let honest = network.providers[..3].iter().map(|p| p.account.as_str());
+    let honest = network.providers[1..].iter().map(|p| p.account.as_str());
     check_stakes(&network, [cheater.as_str()], honest);
 }
 
@@ -668,7 +679,7 @@ fn liars_agreeing_lose_to_re_execution(liars: usize) {
     let (mut network, bootstrap) = Network::with_staked_providers(1);
     let honest = network.providers[0].account.clone();
     let liars: Vec<String> = (0..liars)
-        .map(|_| liar(&mut network, &bootstrap, 0))
+        .map(|_| liar(&mut network, Some(&bootstrap), 0))
         .collect();
     let tasks = 300;
     let out = network.dir().join("results");
@@ -701,8 +712,7 @@ fn liars_agreeing_lose_to_re_execution(liars: usize) {
 
 #[test]
 fn a_requestor_that_re_executes_nothing_lets_the_ledger_settle_disagreements() {
-    let (mut network, bootstrap) = Network::with_staked_providers(2);
-    let liar = liar(&mut network, &bootstrap, 0);
+    let (network, liar, bootstrap) = liar_first(2, 0);
     let tasks = 300;
     let out = network.dir().join("results");
     let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
@@ -730,16 +740,15 @@ fn a_requestor_that_re_executes_nothing_lets_the_ledger_settle_disagreements() {
         assert_eq!(dispute["status"], "included", "{results}");
         assert_eq!(dispute["wrong"], serde_json::json!([liar]), "{results}");
     }
-    let honest = network.providers[..2].iter().map(|p| p.account.as_str());
+    let honest = network.providers[1..].iter().map(|p| p.account.as_str());
     check_stakes(&network, [liar.as_str()], honest);
 }
 
 #[test]
 fn a_provider_honest_until_trusted_then_lying_leaves_no_wrong_result() {
-    let (mut network, bootstrap) = Network::with_staked_providers(2);
     // Honest long enough to be trusted (its results then accepted on its
     // word alone, bar spot checks), lying on every task after.
-    let liar = liar(&mut network, &bootstrap, 40);
+    let (network, liar, bootstrap) = liar_first(2, 40);
     let tasks = 600;
     let out = network.dir().join("results");
     let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
@@ -757,7 +766,7 @@ fn a_provider_honest_until_trusted_then_lying_leaves_no_wrong_result() {
     for dispute in disputes {
         assert_eq!(dispute["provider"], liar.as_str(), "{results}");
     }
-    let honest = network.providers[..2].iter().map(|p| p.account.as_str());
+    let honest = network.providers[1..].iter().map(|p| p.account.as_str());
     check_stakes(&network, [liar.as_str()], honest);
 }
 
