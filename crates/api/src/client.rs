@@ -64,6 +64,19 @@ pub struct AccountState {
     pub next_nonce: u64,
     /// Bonded provider stake (what the market counts).
     pub provider_stake: u64,
+    /// The provider's track record and what a slash would take.
+    pub provider_record: ProviderRecordState,
+}
+
+/// A provider's track record on the ledger (`provider_record` in
+/// `/v1/accounts/{account}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProviderRecordState {
+    pub fuel_paid: u64,
+    pub jobs_paid: u64,
+    pub disputes_lost: u64,
+    /// What one slash would take from its stake now.
+    pub slashable: u64,
 }
 
 /// A job as the ledger holds it.
@@ -142,6 +155,15 @@ impl ApiClient {
             balance: number(&answer["balance"], "balance")?,
             next_nonce: number(&answer["next_nonce"], "next_nonce")?,
             provider_stake: number(&answer["provider_stake"]["bonded"], "provider stake")?,
+            provider_record: ProviderRecordState {
+                fuel_paid: number(&answer["provider_record"]["fuel_paid"], "fuel paid")?,
+                jobs_paid: number(&answer["provider_record"]["jobs_paid"], "jobs paid")?,
+                disputes_lost: number(
+                    &answer["provider_record"]["disputes_lost"],
+                    "disputes lost",
+                )?,
+                slashable: number(&answer["provider_record"]["slashable"], "slashable stake")?,
+            },
         })
     }
 

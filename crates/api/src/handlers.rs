@@ -262,6 +262,41 @@ pub(crate) struct AccountView {
     next_nonce: u64,
     validator_stake: StakeView,
     provider_stake: StakeView,
+    provider_record: ProviderRecordView,
+}
+
+/// A provider's track record on the ledger, which every requestor starts
+/// from when deciding how far to trust its results.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProviderRecordView {
+    /// Fuel requestors paid it for, through redeemed vouchers.
+    fuel_paid: u64,
+    /// Tokens redeemed from those vouchers.
+    amount_paid: u64,
+    /// Jobs it redeemed at least one voucher from.
+    jobs_paid: u64,
+    /// Disputes whose re-execution showed one of its receipts wrong.
+    disputes_lost: u64,
+    /// Height of the last of them (0: none).
+    last_lost_height: u64,
+    /// What one slash would take from its stake now: the requestor's cover
+    /// for results it accepts on this provider's word alone.
+    slashable: u64,
+}
+
+fn provider_record<S: Store>(
+    ledger: &idlegrid_ledger::Ledger<S>,
+    id: &AccountId,
+) -> Result<ProviderRecordView, ApiError> {
+    let record = ledger.provider_record(id).map_err(ledger_unavailable)?;
+    Ok(ProviderRecordView {
+        fuel_paid: record.fuel_paid,
+        amount_paid: record.amount_paid,
+        jobs_paid: record.jobs_paid,
+        disputes_lost: record.disputes_lost,
+        last_lost_height: record.last_lost_height,
+        slashable: ledger.slashable(id).map_err(ledger_unavailable)?,
+    })
 }
 
 /// An account's balance, nonces and stake (an account the ledger has never
@@ -299,6 +334,7 @@ pub(crate) async fn account<S: Store + Send + 'static>(
             next_nonce: node.mempool.next_nonce(&id, account.nonce),
             validator_stake: validator_stake.into(),
             provider_stake: provider_stake.into(),
+            provider_record: provider_record(ledger, &id)?,
         })
     })
     .await?;
@@ -488,12 +524,21 @@ fn stake_entries(list: Vec<(AccountId, u64)>) -> Vec<StakeEntry> {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ProvidersView {
-    /// Accounts with bonded provider stake, and how much.
-    providers: Vec<StakeEntry>,
+pub(crate) struct ProviderEntry {
+    account: String,
+    /// Bonded provider stake.
+    stake: u64,
+    record: ProviderRecordView,
 }
 
-/// Accounts with bonded provider stake, and how much.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProvidersView {
+    /// Accounts with bonded provider stake, how much, and their record.
+    providers: Vec<ProviderEntry>,
+}
+
+/// Accounts with bonded provider stake, how much, and each one's track
+/// record (fuel paid for, jobs, disputes lost, what a slash would take).
 #[utoipa::path(
     get,
     path = "/v1/providers",
@@ -507,13 +552,21 @@ pub(crate) struct ProvidersView {
 pub(crate) async fn providers<S: Store + Send + 'static>(
     State(state): State<ApiState<S>>,
 ) -> Result<Json<ProvidersView>, ApiError> {
-    let list = with_node(&state, |node| {
-        node.ledger().providers().map_err(ledger_unavailable)
+    let providers = with_node(&state, |node| {
+        let ledger = node.ledger();
+        let list = ledger.providers().map_err(ledger_unavailable)?;
+        list.into_iter()
+            .map(|(account, stake)| {
+                Ok(ProviderEntry {
+                    record: provider_record(ledger, &account)?,
+                    account: account.to_string(),
+                    stake,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
     })
     .await?;
-    Ok(Json(ProvidersView {
-        providers: stake_entries(list),
-    }))
+    Ok(Json(ProvidersView { providers }))
 }
 
 // ---- GET /v1/blocks/{height} ----

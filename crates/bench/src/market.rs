@@ -5,7 +5,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use anyhow::bail;
-use idlegrid_market::{Command, Input, JobSpec, Market, MarketConfig, Policy, TaskResult};
+use idlegrid_market::{
+    Command, Input, JobSpec, Market, MarketConfig, Policy, Standing, TaskResult,
+};
 use idlegrid_types::{ContentId, ExecutionLimits, JobId, Keypair, Offer, TaskOutcome};
 
 use crate::Measurement;
@@ -53,9 +55,9 @@ fn market(providers: usize) -> (Market, Vec<idlegrid_types::AccountId>) {
         );
         market.handle(
             0,
-            Input::Stake {
+            Input::Standing {
                 provider,
-                amount: 1,
+                standing: Standing::staked(1, 5_000),
             },
         );
         market.handle(0, Input::Connected(provider));

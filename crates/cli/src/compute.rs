@@ -443,6 +443,57 @@ pub struct SubmitArgs {
     json: bool,
 }
 
+/// Shows a running job: on the terminal's progress bar; with `--json`, one
+/// `{"progress": …}` object a second on stderr; otherwise each new reason
+/// it waits for, as a line on stderr. Runs until aborted.
+async fn watch_submit(progress: Arc<SubmitProgress>, bar: Option<ProgressBar>, json: bool) {
+    let mut timer = tokio::time::interval(Duration::from_millis(200));
+    let mut said: Option<String> = None;
+    let mut ticks = 0u64;
+    loop {
+        timer.tick().await;
+        ticks += 1;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let waiting = progress.detail().waiting;
+        if let Some(bar) = &bar {
+            bar.set_position(load(&progress.accepted));
+            let mut message = format!(
+                "{} in flight · {} providers · {} fuel · spent {} of {}",
+                load(&progress.in_flight),
+                load(&progress.providers),
+                load(&progress.fuel_executed),
+                load(&progress.paid),
+                load(&progress.budget),
+            );
+            if let Some(waiting) = &waiting {
+                message.push_str(" · waiting: ");
+                message.push_str(waiting);
+            }
+            bar.set_message(message);
+        } else if json {
+            if ticks.is_multiple_of(5) && progress.running.load(Ordering::Relaxed) {
+                let line = json!({ "progress": {
+                    "tasks_total": load(&progress.tasks_total),
+                    "accepted": load(&progress.accepted),
+                    "failed": load(&progress.failed),
+                    "in_flight": load(&progress.in_flight),
+                    "providers": load(&progress.providers),
+                    "fuel_executed": load(&progress.fuel_executed),
+                    "paid": load(&progress.paid),
+                    "budget": load(&progress.budget),
+                    "waiting": waiting,
+                }});
+                eprintln!("{line}");
+            }
+        } else if let Some(reason) = waiting.as_ref().filter(|_| waiting != said) {
+            eprintln!("waiting: {reason}");
+        }
+        if waiting.is_some() {
+            said = waiting;
+        }
+    }
+}
+
 pub fn submit_job(args: SubmitArgs) -> ExitCode {
     match run_submit(&args) {
         Ok(code) => ExitCode::from(code),
@@ -485,28 +536,9 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
         bar
     });
     let report = runtime.block_on(async {
-        let watcher = bar.clone().map(|bar| {
-            let progress = Arc::clone(&progress);
-            tokio::spawn(async move {
-                let mut timer = tokio::time::interval(Duration::from_millis(200));
-                loop {
-                    timer.tick().await;
-                    bar.set_position(progress.accepted.load(Ordering::Relaxed));
-                    bar.set_message(format!(
-                        "{} in flight · {} providers · {} fuel · spent {} of {}",
-                        progress.in_flight.load(Ordering::Relaxed),
-                        progress.providers.load(Ordering::Relaxed),
-                        progress.fuel_executed.load(Ordering::Relaxed),
-                        progress.paid.load(Ordering::Relaxed),
-                        progress.budget.load(Ordering::Relaxed),
-                    ));
-                }
-            })
-        });
+        let watcher = tokio::spawn(watch_submit(Arc::clone(&progress), bar.clone(), args.json));
         let report = submit(config, Arc::clone(&progress)).await;
-        if let Some(watcher) = watcher {
-            watcher.abort();
-        }
+        watcher.abort();
         report
     });
     if let Some(bar) = bar {

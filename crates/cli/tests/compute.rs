@@ -771,6 +771,50 @@ fn a_provider_honest_until_trusted_then_lying_leaves_no_wrong_result() {
 }
 
 #[test]
+fn a_job_no_provider_can_check_says_what_it_waits_for_until_one_comes() {
+    let (mut network, bootstrap) = Network::with_staked_providers(1);
+    let tasks = 20;
+    let out = network.dir().join("results");
+    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
+    let api = network.api().to_owned();
+    // Re-executing nothing itself, the requestor needs a second provider
+    // to check the only one's results.
+    let child = submit_with(
+        &network,
+        &api,
+        &job,
+        &out,
+        &bootstrap,
+        &["--referee-fuel", "0"],
+    );
+    let log = out.with_extension("log");
+    let waiting = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find_map(|line| line["progress"]["waiting"].as_str().map(str::to_owned))
+    };
+    let said = poll_until(Duration::from_secs(120), || {
+        waiting().is_some_and(|reason| reason.contains("second opinion"))
+    });
+    assert!(
+        said,
+        "submit never said what it waits for: {:?}\n{}",
+        waiting(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let reason = waiting().expect("a reason");
+    assert!(reason.contains("another staked provider"), "{reason}");
+    assert!(reason.contains("--referee-fuel"), "{reason}");
+    // What it asked for settles the job.
+    let stake = STAKE.to_string();
+    network.provider(Some(&bootstrap), &["--stake", &stake]);
+    let report = finish(&network, child, &out);
+    check_results(&out, &report, tasks);
+}
+
+#[test]
 fn two_liars_agreeing_lose_to_re_execution() {
     liars_agreeing_lose_to_re_execution(2);
 }

@@ -217,6 +217,7 @@ impl LocalJob {
             "module": self.module.to_string(),
             "state": phase.name(),
             "error": error,
+            "waiting": detail.waiting,
             "tasks_total": load(&progress.tasks_total),
             "accepted": load(&progress.accepted),
             "failed": load(&progress.failed),

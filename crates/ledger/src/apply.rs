@@ -4,7 +4,8 @@ use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, TaskInput, task_see
 
 use crate::genesis::Params;
 use crate::state::{
-    Account, Job, JobStatus, Overlay, Redemption, Stake, Supply, UNBONDINGS_MAX, Unbonding, keys,
+    Account, Job, JobStatus, Overlay, ProviderRecord, Redemption, Stake, Supply, UNBONDINGS_MAX,
+    Unbonding, keys,
 };
 use crate::store::{Store, StoreError};
 use crate::tx::{
@@ -61,7 +62,7 @@ fn ratio(amount: u64, numerator: u128, denominator: u128) -> u64 {
     u64::try_from(share).expect("a share of a u64 fits a u64")
 }
 
-fn bps(amount: u64, basis_points: u16) -> u64 {
+pub(crate) fn bps(amount: u64, basis_points: u16) -> u64 {
     ratio(amount, u128::from(basis_points), 10_000)
 }
 
@@ -439,6 +440,7 @@ fn redeem<S: Store>(
         .into());
     }
     let fuel = terms.cumulative_fuel - redeemed.fuel;
+    let first_from_job = redeemed.sequence == 0;
     record.escrow -= owed;
     record.redeemed_total += owed;
     overlay.put(keys::job(&id), &record);
@@ -452,6 +454,12 @@ fn redeem<S: Store>(
     let fuel_key = keys::epoch_fuel(&provider);
     let epoch_fuel: u64 = overlay.get(&fuel_key)?.unwrap_or(0);
     overlay.put(fuel_key, &epoch_fuel.saturating_add(fuel));
+    let record_key = keys::provider_record(&provider);
+    let mut track: ProviderRecord = overlay.get(&record_key)?.unwrap_or_default();
+    track.fuel_paid = track.fuel_paid.saturating_add(fuel);
+    track.amount_paid = track.amount_paid.saturating_add(owed);
+    track.jobs_paid += u64::from(first_from_job);
+    overlay.put(record_key, &track);
     Ok(vec![Event::Redeemed {
         job: id,
         provider,
@@ -582,6 +590,11 @@ fn settle_dispute<S: Store>(
             &true,
         );
         events.push(slash(overlay, scope.params, receipt.signer, reporter)?);
+        let record_key = keys::provider_record(&receipt.signer);
+        let mut track: ProviderRecord = overlay.get(&record_key)?.unwrap_or_default();
+        track.disputes_lost += 1;
+        track.last_lost_height = scope.height;
+        overlay.put(record_key, &track);
     }
     if events.len() == 1 {
         // Every receipt was right: the reporter pays for the re-execution.

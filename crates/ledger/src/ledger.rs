@@ -6,7 +6,9 @@ use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, TaskOutcome, codec}
 use crate::apply::{self, BlockScope, Failure, META_CHAIN, META_HEIGHT, META_PARAMS};
 use crate::genesis::{Genesis, Params};
 use crate::root;
-use crate::state::{Account, Job, JobStatus, Overlay, Redemption, Stake, Supply, keys};
+use crate::state::{
+    Account, Job, JobStatus, Overlay, ProviderRecord, Redemption, Stake, Supply, keys,
+};
 use crate::store::{Store, StoreError};
 use crate::tx::{Event, Rejection, SignedTransaction, StakeRole, transaction_hash};
 
@@ -453,6 +455,21 @@ impl<S: Store> Ledger<S> {
 
     pub fn stake(&self, role: StakeRole, id: &AccountId) -> Result<Stake, LedgerError> {
         Ok(apply::stake(&Overlay::new(&self.store), role, id)?)
+    }
+
+    /// A provider's track record (all zero for one never paid nor disputed).
+    pub fn provider_record(&self, id: &AccountId) -> Result<ProviderRecord, LedgerError> {
+        Ok(Overlay::new(&self.store)
+            .get(&keys::provider_record(id))?
+            .unwrap_or_default())
+    }
+
+    /// What one slash would take from a provider now: the slash fraction of
+    /// its bonded and unbonding stake.
+    pub fn slashable(&self, id: &AccountId) -> Result<u64, LedgerError> {
+        let stake = self.stake(StakeRole::Provider, id)?;
+        let total = stake.bonded.saturating_add(stake.unbonding_total());
+        Ok(apply::bps(total, self.params.slash_fraction_bps))
     }
 
     pub fn job(&self, id: &JobId) -> Result<Option<Job>, LedgerError> {

@@ -21,7 +21,7 @@ pub use ledger::{
     BlockOutcome, BuiltBlock, DisputeVerdict, Ledger, LedgerError, NoReExecution, Selection,
     TxRecord, TxResult,
 };
-pub use state::{Account, Job, JobStatus, Redemption, Stake, Supply, Unbonding};
+pub use state::{Account, Job, JobStatus, ProviderRecord, Redemption, Stake, Supply, Unbonding};
 pub use store::{Entries, Layered, MemoryStore, RedbStore, Store, StoreError, WriteBatch};
 pub use tx::{
     Dispute, Event, Evidence, OpenJob, Rejection, SignedTransaction, StakeRole, Transaction,

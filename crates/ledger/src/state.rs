@@ -67,6 +67,23 @@ pub struct Redemption {
     pub sequence: u64,
 }
 
+/// A provider's track record, kept by the ledger so that every requestor
+/// starts from it: what requestors paid it for, in how many jobs, and how
+/// often a re-execution showed one of its receipts wrong.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProviderRecord {
+    /// Fuel requestors paid it for, through redeemed vouchers.
+    pub fuel_paid: u64,
+    /// Tokens redeemed from those vouchers.
+    pub amount_paid: u64,
+    /// Jobs it redeemed at least one voucher from.
+    pub jobs_paid: u64,
+    /// Disputes whose re-execution showed one of its receipts wrong.
+    pub disputes_lost: u64,
+    /// Height of the last of them (0: none).
+    pub last_lost_height: u64,
+}
+
 /// Where the tokens are, for the supply invariant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Supply {
@@ -93,6 +110,7 @@ pub(crate) mod keys {
     pub const REDEMPTION: u8 = b'r';
     pub const EPOCH_FUEL: u8 = b'f';
     pub const DISPUTED: u8 = b'd';
+    pub const PROVIDER_RECORD: u8 = b'p';
     pub const META: u8 = b'm';
     /// The validator set of each epoch, taken at the end of the one before.
     pub const VALIDATOR_SET: u8 = b'e';
@@ -139,6 +157,10 @@ pub(crate) mod keys {
 
     pub fn epoch_fuel(provider: &AccountId) -> Vec<u8> {
         [&[EPOCH_FUEL][..], provider.as_bytes()].concat()
+    }
+
+    pub fn provider_record(provider: &AccountId) -> Vec<u8> {
+        [&[PROVIDER_RECORD][..], provider.as_bytes()].concat()
     }
 
     pub fn disputed(job: &JobId, task_index: u64, provider: &AccountId) -> Vec<u8> {

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use idlegrid_ledger::{
     Dispute, DisputeVerdict, Event, Evidence, Genesis, JobStatus, Ledger, MemoryStore,
-    NoReExecution, OpenJob, Params, Rejection, SignedTransaction, StakeRole, Transaction, TxKind,
-    transaction_hash,
+    NoReExecution, OpenJob, Params, ProviderRecord, Rejection, SignedTransaction, StakeRole,
+    Transaction, TxKind, transaction_hash,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig, TaskSpec, outcome_of, task_limits};
 use idlegrid_types::codec::Bounded;
@@ -314,6 +314,18 @@ fn jobs_open_redeem_and_close_and_the_books_close() {
         .submit(PROVIDER, world.voucher(ALICE, job, PROVIDER, 4_500, 2))
         .expect("redeems the difference");
     assert_eq!(world.balance(PROVIDER), START - 2 * FEE + 4_500);
+    // The provider's record counts what it was paid, and the job once.
+    let record = world.ledger.provider_record(&world.id(PROVIDER)).unwrap();
+    assert_eq!(
+        record,
+        ProviderRecord {
+            fuel_paid: 4_500_000,
+            amount_paid: 4_500,
+            jobs_paid: 1,
+            disputes_lost: 0,
+            last_lost_height: 0,
+        }
+    );
     world
         .submit(ALICE, TxKind::TopUpJob { job, amount: 1_000 })
         .expect("tops up");
@@ -716,6 +728,17 @@ fn a_two_receipt_dispute_where_the_accused_is_right_slashes_its_counterpart() {
         (honest.body.outcome, honest.body.fuel_used)
     );
     assert_eq!(verdict.wrong, vec![world.id(CHEATER)]);
+    // The record every requestor reads says who lost, and only them.
+    let lost = |who: usize| {
+        world
+            .ledger
+            .provider_record(&world.id(who))
+            .unwrap()
+            .disputes_lost
+    };
+    assert_eq!((lost(CHEATER), lost(PROVIDER)), (1, 0));
+    let cheater = world.ledger.provider_record(&world.id(CHEATER)).unwrap();
+    assert_eq!(cheater.last_lost_height, world.ledger.height());
     let stake_of = |who: usize| {
         world
             .ledger

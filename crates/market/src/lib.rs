@@ -13,9 +13,9 @@ mod market;
 mod rng;
 mod types;
 
-pub use market::Market;
+pub use market::{Market, spot_check_permille};
 pub use rng::SplitMix64;
 pub use types::{
     Command, Decision, FraudEvidence, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy,
-    Stall, TaskResult,
+    Stall, Standing, TaskResult, Waiting,
 };

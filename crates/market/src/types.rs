@@ -123,6 +123,56 @@ pub struct TaskResult {
     pub receipt: Option<Box<SignedReceipt>>,
 }
 
+/// What the ledger says of a provider, read by the caller: the stake that
+/// backs its results and the record every requestor starts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Bonded provider stake; below [`MarketConfig::minimum_stake`] it
+    /// gets no work.
+    pub stake: u64,
+    /// What one slash would take from it now: the cover for results
+    /// accepted on its word alone.
+    pub slashable: u64,
+    /// Fuel requestors paid it for, through redeemed vouchers.
+    pub fuel_paid: u64,
+    /// Jobs it was paid from.
+    pub jobs_paid: u64,
+    /// Disputes whose re-execution showed one of its receipts wrong.
+    pub disputes_lost: u64,
+}
+
+impl Standing {
+    /// Staked, with no record: a provider's standing on a fresh ledger.
+    pub fn staked(stake: u64, slash_fraction_bps: u16) -> Self {
+        Self {
+            stake,
+            slashable: (u128::from(stake) * u128::from(slash_fraction_bps.min(10_000)) / 10_000)
+                as u64,
+            ..Self::default()
+        }
+    }
+}
+
+/// What an unfinished job waits for now, so that a requestor can say why
+/// nothing moves and what would move it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Replicas waiting to be placed.
+    pub pending: u64,
+    /// Tasks holding a result that no provider now in the book may check:
+    /// each ready one answered it already, or none is ready. Another
+    /// provider (or the requestor's own re-execution) would settle them.
+    pub second_opinion: u64,
+    /// Tasks waiting for a re-execution's verdict (the requestor's, or the
+    /// ledger's through a dispute).
+    pub refereeing: u64,
+    /// Providers that may take work now: connected, staked, offering, not
+    /// caught lying.
+    pub providers_ready: u64,
+    /// The job's budget is spent while tasks remain.
+    pub budget_spent: bool,
+}
+
 /// Something that happened, with the time of the call.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -131,10 +181,10 @@ pub enum Input {
         provider: AccountId,
         offer: Offer,
     },
-    /// The provider's stake on the ledger.
-    Stake {
+    /// What the ledger says of the provider: stake and track record.
+    Standing {
         provider: AccountId,
-        amount: u64,
+        standing: Standing,
     },
     Connected(AccountId),
     Lost(AccountId),

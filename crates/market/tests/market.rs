@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use idlegrid_market::{
-    Command, Decision, Input, JobSpec, JobSummary, Market, MarketConfig, Policy, Stall, TaskResult,
+    Command, Decision, Input, JobSpec, JobSummary, Market, MarketConfig, Policy, Stall, Standing,
+    TaskResult, spot_check_permille,
 };
 use idlegrid_types::{AccountId, ContentId, ExecutionLimits, JobId, Keypair, Offer, TaskOutcome};
 use proptest::prelude::*;
@@ -13,6 +14,15 @@ use proptest::prelude::*;
 const FUEL: u64 = 1_000_000;
 const PRICE: u64 = 100;
 const COST: u64 = FUEL * PRICE / 1_000_000;
+
+/// Staked, with a slash covering the value of `stake` tasks, and no record.
+fn standing(stake: u64) -> Standing {
+    Standing {
+        stake,
+        slashable: stake.saturating_mul(COST),
+        ..Standing::default()
+    }
+}
 
 fn account(seed: u8) -> AccountId {
     Keypair::from_seed([seed; 32]).account_id()
@@ -110,9 +120,9 @@ impl Harness {
                 provider,
                 offer: offer.clone(),
             });
-            harness.send(Input::Stake {
+            harness.send(Input::Standing {
                 provider,
-                amount: *stake,
+                standing: standing(*stake),
             });
             harness.send(Input::Connected(provider));
         }
@@ -433,9 +443,9 @@ fn short_tasks_widen_a_providers_window_and_a_batch_of_results_pays_once() {
     );
     market.handle(
         0,
-        Input::Stake {
+        Input::Standing {
             provider,
-            amount: 100,
+            standing: standing(100),
         },
     );
     market.handle(0, Input::Connected(provider));
@@ -754,6 +764,109 @@ fn adaptive_trusts_providers_after_a_run_of_valid_results() {
     assert!(overhead > 1.0 && overhead < 1.5, "overhead {overhead}");
 }
 
+/// Overhead (fuel executed over fuel useful) of a 300-task adaptive job
+/// answered honestly by three providers the ledger describes by `ledger`.
+fn honest_overhead(ledger: Standing) -> f64 {
+    let offers: Vec<_> = (1..=3)
+        .map(|seed| (seed, offer(2, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    for seed in 1..=3 {
+        harness.send(Input::Standing {
+            provider: account(seed),
+            standing: ledger,
+        });
+    }
+    harness.send(Input::SubmitJob(job(300, Policy::Adaptive, u64::MAX)));
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    let summary = harness.finished().expect("finished");
+    assert_eq!(summary.tasks_accepted, 300);
+    summary.fuel_executed as f64 / summary.fuel_useful as f64
+}
+
+/// Paid for 1,000 tasks' fuel across five jobs, and staked to cover 1,000
+/// results.
+fn with_record() -> Standing {
+    Standing {
+        fuel_paid: 1_000 * FUEL,
+        jobs_paid: 5,
+        ..standing(1_000)
+    }
+}
+
+#[test]
+fn a_record_on_the_ledger_earns_trust_from_the_first_result() {
+    let fresh = honest_overhead(standing(1_000));
+    let known = honest_overhead(with_record());
+    // Only spot checks are replicated for providers with history.
+    assert!(known < 1.1, "overhead {known} with a record");
+    assert!(
+        known < fresh,
+        "a record saved nothing: {known} against {fresh}"
+    );
+}
+
+#[test]
+fn a_record_with_a_lost_dispute_carries_no_trust() {
+    let known = honest_overhead(with_record());
+    let disputed = honest_overhead(Standing {
+        disputes_lost: 1,
+        ..with_record()
+    });
+    assert!(disputed > known + 0.05, "{disputed} against {known}");
+}
+
+#[test]
+fn results_accepted_on_one_word_never_exceed_what_its_stake_covers() {
+    let covered = honest_overhead(with_record());
+    // A slash covering five results' value: the rest must be replicated.
+    let thin = honest_overhead(Standing {
+        slashable: 5 * COST / 2,
+        ..with_record()
+    });
+    assert!(covered < 1.1, "overhead {covered}");
+    // 300 tasks, at most 3 × 5 of them on one word.
+    assert!(thin >= 2.0 - 15.0 / 300.0, "overhead {thin}");
+}
+
+#[test]
+fn a_lone_provider_s_results_are_said_to_wait_for_a_second_opinion() {
+    let offers = [(1, offer(2, 1_000_000_000, 10), 100)];
+    let config = MarketConfig {
+        referee_unanswerable: false,
+        ..MarketConfig::default()
+    };
+    let mut harness = Harness::new(config, &offers);
+    let id = JobId::from_bytes([1; 32]);
+    harness.send(Input::SubmitJob(job(6, Policy::Adaptive, u64::MAX)));
+    let before = harness.market.waiting(&id).expect("running");
+    assert_eq!((before.second_opinion, before.providers_ready), (0, 1));
+    for _ in 0..10 {
+        harness.answer_all(&honest);
+    }
+    let waiting = harness.market.waiting(&id).expect("running");
+    assert_eq!(waiting.second_opinion, 6, "{waiting:?}");
+    assert_eq!(waiting.refereeing, 0);
+    // Once a second provider is ready, nothing waits on it any more.
+    harness.send(Input::Offer {
+        provider: account(2),
+        offer: offer(2, 1_000_000_000, 10),
+    });
+    harness.send(Input::Standing {
+        provider: account(2),
+        standing: standing(100),
+    });
+    harness.send(Input::Connected(account(2)));
+    let waiting = harness.market.waiting(&id).expect("running");
+    assert_eq!(waiting.second_opinion, 0, "{waiting:?}");
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    assert!(harness.market.waiting(&id).is_none());
+}
+
 #[test]
 fn adaptive_never_accepts_an_untrusted_liar() {
     let offers: Vec<_> = (1..=3)
@@ -832,6 +945,45 @@ fn policy() -> impl Strategy<Value = Policy> {
 }
 
 proptest! {
+    /// A lie checked with the spot-check odds loses more in expectation
+    /// than it gains, however much history the liar built first.
+    #[test]
+    fn spot_check_odds_make_every_lie_a_loss(
+        history in 0u32..1_000_000,
+        value in 1u64..1_000_000_000,
+        slashable in 1u64..1_000_000_000_000,
+        floor in 0u32..1_000,
+    ) {
+        let permille = spot_check_permille(history, value, slashable, floor);
+        prop_assert!(permille >= floor.min(1_000) && permille <= 1_000);
+        // Expected gain of one lie: (1 − q)·value − q·slashable < 0.
+        let gain = u128::from(1_000 - permille) * u128::from(value);
+        let loss = u128::from(permille) * u128::from(slashable);
+        prop_assert!(gain < loss, "q = {permille}‰: gain {gain} ≥ loss {loss}");
+    }
+}
+
+/// Notes an answer the market will count: one given before its task was
+/// decided again, and the first of its generation (a provider holding a
+/// stale copy of an assignment it already answered is not heard twice).
+fn record(
+    harness: &Harness,
+    answers: &mut BTreeMap<(AccountId, u64), TaskOutcome>,
+    generations: &mut BTreeMap<(AccountId, u64), u32>,
+    provider: AccountId,
+    task: u64,
+    outcome: TaskOutcome,
+) {
+    if !harness.counts(provider, task) {
+        return;
+    }
+    let generation = harness.decisions_made.get(&task).copied().unwrap_or(0);
+    if generations.insert((provider, task), generation) != Some(generation) {
+        answers.insert((provider, task), outcome);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
@@ -874,10 +1026,7 @@ proptest! {
                     let (provider, task) = harness.outstanding.swap_remove(pick % harness.outstanding.len());
                     let outcome = if *lying { lie(task) } else { truth(task) };
                     // Results after the decision are ignored, and not paid.
-                    if harness.counts(provider, task) {
-                        answers.insert((provider, task), outcome);
-                        generations.insert((provider, task), harness.decisions_made.get(&task).copied().unwrap_or(0));
-                    }
+                    record(harness, answers, generations, provider, task, outcome);
                     harness.send(Input::Result { provider, job: job_id, task, result: result(outcome) });
                 }
                 Step::Fail { pick } => {
@@ -910,7 +1059,7 @@ proptest! {
         }
         // Drain: everyone stakes, reconnects and answers honestly until the job ends.
         for provider in 1..=6u8 {
-            harness.send(Input::Stake { provider: account(provider), amount: 100 });
+            harness.send(Input::Standing { provider: account(provider), standing: standing(100) });
             harness.send(Input::Connected(account(provider)));
         }
         for _ in 0..2_000 {
@@ -918,10 +1067,7 @@ proptest! {
                 break;
             }
             while let Some((provider, task)) = harness.outstanding.pop() {
-                if harness.counts(provider, task) {
-                    answers.insert((provider, task), truth(task));
-                    generations.insert((provider, task), harness.decisions_made.get(&task).copied().unwrap_or(0));
-                }
+                record(&harness, &mut answers, &mut generations, provider, task, truth(task));
                 harness.send(Input::Result { provider, job: job_id, task, result: result(truth(task)) });
             }
             harness.now += 1_000_000;

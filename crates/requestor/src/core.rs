@@ -18,7 +18,7 @@ use std::sync::Arc;
 use idlegrid_ledger::{Dispute, Evidence};
 use idlegrid_market::{
     Command as MarketCommand, Decision, FraudEvidence, Input as MarketInput, JobSpec, JobSummary,
-    Market, MarketConfig, Policy, TaskResult,
+    Market, MarketConfig, Policy, Standing, TaskResult,
 };
 use idlegrid_net::{
     AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, Request, Response, ResultBatch, TaskBatch,
@@ -35,6 +35,24 @@ use crate::report::{ProviderRecord, TaskRecord, TrackRecord};
 
 /// Names one inbound request until it is answered.
 pub type RequestId = u64;
+
+/// "1 task waits", "3 tasks wait".
+fn tasks_word(count: u64, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("task {one}")
+    } else {
+        format!("tasks {many}")
+    }
+}
+
+/// "a, b or c".
+fn or_list(items: &[String]) -> String {
+    match items.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
 
 /// How often a provider's stake is read again, microseconds.
 pub const STAKE_REFRESH_US: u64 = 30_000_000;
@@ -70,10 +88,10 @@ pub enum Input {
         peer: AccountId,
         request: Request,
     },
-    /// A provider's stake on the ledger (after [`Command::ReadStake`]).
-    Stake {
+    /// What the ledger says of a provider (after [`Command::ReadStanding`]).
+    Standing {
         provider: AccountId,
-        amount: u64,
+        standing: Standing,
     },
     /// A batch of [`Command::SendTasks`] was refused or not delivered;
     /// `lost` when the provider could not be reached at all.
@@ -108,8 +126,8 @@ pub enum Command {
         id: RequestId,
         response: Response,
     },
-    /// Read the provider's stake; answer with [`Input::Stake`].
-    ReadStake(AccountId),
+    /// Read the provider's stake and record; answer with [`Input::Standing`].
+    ReadStanding(AccountId),
     /// Send a batch of tasks; answer a refusal or failure with
     /// [`Input::AssignFailed`].
     SendTasks {
@@ -333,6 +351,52 @@ impl RequestorCore {
         self.market.in_flight_total()
     }
 
+    /// What holds the job up and what would move it, in words; `None`
+    /// while nothing does. Looks at every task: ask now and then.
+    pub fn waiting(&self) -> Option<String> {
+        if self.done() {
+            return None;
+        }
+        let waiting = self.market.waiting(&self.job)?;
+        let fuel = self.job_file.limits.fuel;
+        let mut reasons = Vec::new();
+        if waiting.providers_ready == 0 && (waiting.pending > 0 || waiting.second_opinion > 0) {
+            reasons.push(
+                "no provider can take work: none connected has stake and a live offer \
+                 (one starts with `idlegrid provide --stake N`)"
+                    .to_owned(),
+            );
+        } else if waiting.second_opinion > 0 {
+            let mut unblock = vec![
+                "another staked provider".to_owned(),
+                "a provider whose record on the ledger earns trust".to_owned(),
+            ];
+            if fuel > self.referee_fuel {
+                unblock.push(format!(
+                    "re-executing them here (--referee-fuel {fuel}, now {})",
+                    self.referee_fuel
+                ));
+            }
+            unblock.push("`policy = \"replicas\"` with `replicas = 1` in the job file".to_owned());
+            reasons.push(format!(
+                "{} {} for a second opinion that none of the {} connected providers can \
+                 give; {} would settle them",
+                waiting.second_opinion,
+                tasks_word(waiting.second_opinion, "waits", "wait"),
+                waiting.providers_ready,
+                or_list(&unblock)
+            ));
+        }
+        if waiting.refereeing > 0 && self.in_flight() == 0 {
+            reasons.push(format!(
+                "{} {} for a re-execution's verdict (here, or the ledger's through a dispute)",
+                waiting.refereeing,
+                tasks_word(waiting.refereeing, "waits", "wait")
+            ));
+        }
+        (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+
     /// Fuel of every result that counted, replicas included.
     pub fn fuel_executed(&self) -> u64 {
         self.fuel_executed
@@ -403,7 +467,7 @@ impl RequestorCore {
                     .is_none_or(|read| now_us.saturating_sub(*read) >= STAKE_REFRESH_US);
                 if !expired && stale {
                     self.stake_read_us.insert(provider, now_us);
-                    commands.push(Command::ReadStake(provider));
+                    commands.push(Command::ReadStanding(provider));
                 }
                 // Placement waits for a connection (the overlay dials offer authors).
                 self.queued.push(MarketInput::Offer { provider, offer });
@@ -414,8 +478,9 @@ impl RequestorCore {
                 let response = self.request(peer, request);
                 commands.push(Command::Reply { id, response });
             }
-            Input::Stake { provider, amount } => {
-                self.queued.push(MarketInput::Stake { provider, amount });
+            Input::Standing { provider, standing } => {
+                self.queued
+                    .push(MarketInput::Standing { provider, standing });
             }
             Input::AssignFailed {
                 provider,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use idlegrid_api::client::ApiClient;
-use idlegrid_market::MarketConfig;
+use idlegrid_market::{MarketConfig, Standing};
 use idlegrid_net::{Event, Overlay, OverlayConfig, Reply, Request, RequestError, Response};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{AccountId, JobId, Keypair};
@@ -98,6 +98,8 @@ impl SubmitProgress {
 #[derive(Debug, Clone, Default)]
 pub struct ProgressDetail {
     pub job: Option<JobId>,
+    /// What holds the job up and what would move it, when something does.
+    pub waiting: Option<String>,
     pub done: Vec<u64>,
     pub providers: BTreeMap<AccountId, TrackRecord>,
 }
@@ -121,6 +123,9 @@ impl From<DisputeRecord> for Internal {
         Internal::Disputed(record)
     }
 }
+
+/// How often what the job waits for is worked out (it looks at every task).
+const WAITING_EVERY: Duration = Duration::from_secs(1);
 
 /// Microseconds since `epoch`: the core's clock.
 fn micros_since(epoch: Instant) -> u64 {
@@ -187,6 +192,7 @@ pub async fn submit(
 
     let running_since = Instant::now();
     let mut tick = tokio::time::interval(config.tick);
+    let mut waiting_read = Instant::now();
     while !run.core.done() {
         tokio::select! {
             Some(event) = events.recv() => run.event(event),
@@ -200,6 +206,11 @@ pub async fn submit(
                     .in_flight
                     .store(run.core.in_flight(), Ordering::Relaxed);
                 run.input(Input::Tick);
+                if waiting_read.elapsed() >= WAITING_EVERY {
+                    waiting_read = Instant::now();
+                    let waiting = run.core.waiting();
+                    progress.update(|detail| detail.waiting = waiting);
+                }
             }
         };
         // What else has arrived is handled with it: one placement and one
@@ -221,6 +232,7 @@ pub async fn submit(
     }
     run.outputs.finish().await?;
     progress.running.store(false, Ordering::Relaxed);
+    progress.update(|detail| detail.waiting = None);
     let run_ms = u64::try_from(running_since.elapsed().as_millis()).unwrap_or(u64::MAX);
     let stalled = run.core.stalled();
     if stalled {
@@ -407,14 +419,21 @@ impl Shell {
                         reply.send(response);
                     }
                 }
-                Command::ReadStake(provider) => {
+                Command::ReadStanding(provider) => {
                     let client = self.client.clone();
                     let internal = self.internal.clone();
                     tokio::task::spawn_blocking(move || match client.account(&provider) {
                         Ok(account) => {
-                            let amount = account.provider_stake;
-                            let _ =
-                                internal.send(Internal::Core(Input::Stake { provider, amount }));
+                            let record = account.provider_record;
+                            let standing = Standing {
+                                stake: account.provider_stake,
+                                slashable: record.slashable,
+                                fuel_paid: record.fuel_paid,
+                                jobs_paid: record.jobs_paid,
+                                disputes_lost: record.disputes_lost,
+                            };
+                            let input = Input::Standing { provider, standing };
+                            let _ = internal.send(Internal::Core(input));
                         }
                         Err(error) => {
                             debug!(%provider, %error, "could not read the provider's stake")

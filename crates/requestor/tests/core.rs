@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use idlegrid_market::MarketConfig;
+use idlegrid_market::{MarketConfig, Standing};
 use idlegrid_net::{Request, Response, ResultBatch, TaskBatch, TaskReturn};
 use idlegrid_requestor::core::{
     Command, DISPUTES_PER_PROVIDER_MAX, Input, REFEREE_FUEL_DEFAULT, ReExecution, RequestorCore,
@@ -105,13 +105,13 @@ fn join(core: &mut RequestorCore, provider: AccountId) -> Vec<Command> {
     assert!(
         commands
             .iter()
-            .any(|command| matches!(command, Command::ReadStake(p) if *p == provider))
+            .any(|command| matches!(command, Command::ReadStanding(p) if *p == provider))
     );
     commands.extend(core.input(
         NOW,
-        Input::Stake {
+        Input::Standing {
             provider,
-            amount: 1_000,
+            standing: Standing::staked(1_000, 5_000),
         },
     ));
     commands.extend(core.input(NOW, Input::Connected(provider)));
@@ -349,7 +349,7 @@ fn a_provider_s_stake_is_read_once_per_refresh() {
     let reads = |commands: Vec<Command>| {
         commands
             .iter()
-            .filter(|command| matches!(command, Command::ReadStake(_)))
+            .filter(|command| matches!(command, Command::ReadStanding(_)))
             .count()
     };
     let offer = || Input::Offer {

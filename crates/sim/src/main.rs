@@ -40,6 +40,10 @@ struct Cli {
     /// Mean fuel of one task.
     #[arg(long, default_value_t = 2_000_000_000)]
     task_fuel: u64,
+    /// Each device's bonded stake; a slash takes half. Results accepted on
+    /// one device's word alone never add up to more than that half.
+    #[arg(long, default_value_t = 10_000_000)]
+    stake: u64,
     /// Median device speed, fuel per second.
     #[arg(long, default_value_t = 1_000_000_000)]
     speed: u64,
@@ -159,6 +163,7 @@ fn config(cli: &Cli) -> anyhow::Result<SimConfig> {
         failure_fraction: fraction("failures", cli.failures)?,
         time_limit_ms: millis("time-limit-secs", cli.time_limit_secs)?,
         referee_fuel_max: cli.referee_fuel.unwrap_or(u64::MAX),
+        stake: cli.stake,
         ..SimConfig::default()
     })
 }

@@ -509,12 +509,15 @@ function jobCard(id) {
   fields.progressText = h("span", { className: "progress-text" });
   fields.error = h("p", { className: "job-error" });
   fields.error.hidden = true;
+  fields.waiting = h("p", { className: "job-waiting" });
+  fields.waiting.hidden = true;
   const info = h(
     "div",
     { className: "job-info" },
     h("div", { className: "job-head" }, fields.name, fields.state, h("span", { className: "job-id", text: shortJob(id), title: id })),
     h("div", { className: "progress" }, fields.fill, fields.progressText),
     stats,
+    fields.waiting,
     fields.error,
   );
   const card = h("article", { className: "job", data: { job: id } }, info);
@@ -552,6 +555,8 @@ function updateJob(entry, job) {
   fields.eta.textContent = eta(job);
   fields.failed.textContent = int(job.failed);
   fields.rate.textContent = accepted > 0 && job.elapsed_ms > 0 ? `${((1000 * accepted) / job.elapsed_ms).toFixed(1)} tasks/s` : DASH;
+  fields.waiting.hidden = typeof job.waiting !== "string";
+  fields.waiting.textContent = typeof job.waiting === "string" ? `waiting: ${job.waiting}` : "";
   fields.error.hidden = !job.error;
   fields.error.textContent = job.error || "";
   if (job.image) syncImage(entry, job);

@@ -6,12 +6,16 @@
 mod lease;
 mod verify;
 
+pub use verify::spot_check_permille;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use idlegrid_types::{AccountId, JobId, Offer, SignedReceipt, TaskOutcome};
 
 use crate::rng::SplitMix64;
-use crate::types::{Command, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy, Stall};
+use crate::types::{
+    Command, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy, Stall, Standing, Waiting,
+};
 
 type ProviderIndex = u32;
 
@@ -35,10 +39,13 @@ type RankKey = (u64, u64, ProviderIndex);
 struct Provider {
     id: AccountId,
     offer: Option<Offer>,
-    stake: u64,
+    standing: Standing,
+    /// Value of its results accepted on its word alone in jobs still
+    /// running (a catch re-checks them): never more than its stake's cover.
+    exposed: u64,
     connected: bool,
     in_flight: u32,
-    /// Consecutive results that matched the accepted one.
+    /// Consecutive results that matched the accepted one, here.
     streak: u32,
     failures: u32,
     /// A re-execution showed one of its results wrong: it gets no more work
@@ -50,6 +57,19 @@ struct Provider {
 }
 
 impl Provider {
+    /// Results of validated history: its streak here, plus what the ledger
+    /// says requestors paid it for (in tasks of `fuel_per_task`) when no
+    /// dispute ever went against it.
+    fn history(&self, fuel_per_task: Option<u64>) -> u32 {
+        let carried = match fuel_per_task {
+            Some(fuel) if self.standing.disputes_lost == 0 && self.standing.jobs_paid > 0 => {
+                u32::try_from(self.standing.fuel_paid / fuel.max(1)).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        };
+        self.streak.saturating_add(carried)
+    }
+
     /// Tasks it may hold at once: `tasks_per_core` per core, more (up to
     /// `tasks_per_core_max`) when tasks are known to be short, never more
     /// than its offer's concurrency.
@@ -144,6 +164,9 @@ struct Job {
     owed: HashMap<ProviderIndex, (u64, u64, u64)>,
     /// Tasks accepted on each provider's word, for audits when it is caught.
     backed: HashMap<ProviderIndex, Vec<u64>>,
+    /// Value accepted on each provider's word alone (its share of the
+    /// provider's `exposed`, released when the job finishes).
+    exposed: HashMap<ProviderIndex, u64>,
     decided: u64,
     stalled: bool,
     summary: JobSummary,
@@ -252,6 +275,48 @@ impl Market {
             .or_else(|| self.finished.get(job).map(|summary| summary.paid))
     }
 
+    /// What an unfinished job waits for (`None`: no such job running).
+    /// Looks at every task: meant for a caller that asks now and then.
+    pub fn waiting(&self, job_id: &JobId) -> Option<Waiting> {
+        let job = self.jobs.get(job_id)?;
+        let ready: Vec<ProviderIndex> = self
+            .providers
+            .iter()
+            .enumerate()
+            .filter(|(_, provider)| {
+                provider.connected
+                    && !provider.caught
+                    && provider.offer.is_some()
+                    && provider.standing.stake >= self.config.minimum_stake
+            })
+            .map(|(index, _)| index as ProviderIndex)
+            .collect();
+        let mut waiting = Waiting {
+            pending: job.pending.len() as u64,
+            providers_ready: ready.len() as u64,
+            budget_spent: job.stalled,
+            ..Waiting::default()
+        };
+        for task in &job.tasks {
+            if task.status != TaskStatus::Open {
+                continue;
+            }
+            if task.refereeing {
+                waiting.refereeing += 1;
+                continue;
+            }
+            let idle = task.running.is_empty() && !task.results.is_empty();
+            let checkable = ready.iter().any(|index| {
+                !task.results.iter().any(|result| result.provider == *index)
+                    && !task.expired.contains(index)
+            });
+            if idle && !checkable {
+                waiting.second_opinion += 1;
+            }
+        }
+        Some(waiting)
+    }
+
     /// Applies one input at time `now` and returns what to do.
     pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Command> {
         self.handle_all(now, [input])
@@ -275,7 +340,13 @@ impl Market {
         // A finished job has paid its last vouchers: only its totals stay.
         for command in &commands {
             if let Command::JobFinished { job, summary } = command {
-                self.jobs.remove(job);
+                // What was accepted on one provider's word is final now.
+                if let Some(finished) = self.jobs.remove(job) {
+                    for (index, value) in finished.exposed {
+                        let provider = &mut self.providers[index as usize];
+                        provider.exposed = provider.exposed.saturating_sub(value);
+                    }
+                }
                 self.finished.insert(*job, *summary);
             }
         }
@@ -285,9 +356,9 @@ impl Market {
     fn input(&mut self, now: Millis, input: Input, commands: &mut Vec<Command>) {
         match input {
             Input::Offer { provider, offer } => self.offer(now, provider, offer),
-            Input::Stake { provider, amount } => {
+            Input::Standing { provider, standing } => {
                 if let Some(index) = self.provider_index(provider) {
-                    self.providers[index as usize].stake = amount;
+                    self.providers[index as usize].standing = standing;
                     self.rerank(now, index);
                 }
             }
@@ -370,7 +441,8 @@ impl Market {
         self.providers.push(Provider {
             id: provider,
             offer: None,
-            stake: 0,
+            standing: Standing::default(),
+            exposed: 0,
             connected: false,
             in_flight: 0,
             streak: 0,
@@ -413,7 +485,7 @@ impl Market {
         };
         let eligible = provider.connected
             && !provider.caught
-            && provider.stake >= self.config.minimum_stake
+            && provider.standing.stake >= self.config.minimum_stake
             && offer.expires_at_ms > now
             && provider.in_flight < provider.capacity(&self.config, self.fuel_per_task);
         if !eligible {
@@ -471,6 +543,7 @@ impl Market {
                 paid: 0,
                 owed: HashMap::new(),
                 backed: HashMap::new(),
+                exposed: HashMap::new(),
                 decided: 0,
                 stalled: false,
                 summary: JobSummary::default(),

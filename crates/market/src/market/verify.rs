@@ -8,6 +8,24 @@ use idlegrid_types::{AccountId, JobId, TaskOutcome};
 use super::{Backing, Market, ProviderIndex, Received, TaskStatus, cost};
 use crate::types::{Command, Decision, FraudEvidence, Millis, Policy, TaskResult};
 
+/// How often, per mille, a trusted provider's result is checked again: the
+/// more history, the less often, never below `floor`, and never so seldom
+/// that a lie pays. A lie earns at most `value` when it goes unchecked and
+/// costs `slashable` when checked, so with odds `q` its expected gain is
+/// `(1 - q) * value - q * slashable`; `q` is kept at least twice the
+/// break-even `value / (value + slashable)`, making every lie a loss in
+/// expectation whatever the liar did before or does after.
+pub fn spot_check_permille(history: u32, value: u64, slashable: u64, floor: u32) -> u32 {
+    let by_history = 10_000 / (10 + history.min(u32::MAX - 10));
+    let stakes = u128::from(value) + u128::from(slashable);
+    let by_stake = if stakes == 0 {
+        1_000
+    } else {
+        (2_000 * u128::from(value)).div_ceil(stakes).min(1_000) as u32
+    };
+    by_history.max(by_stake).max(floor).min(1_000)
+}
+
 impl Market {
     pub(super) fn result(
         &mut self,
@@ -66,22 +84,35 @@ impl Market {
         job.summary.fuel_executed = job.summary.fuel_executed.saturating_add(result.fuel_used);
         task.results.push(Received {
             provider: index,
-            vouched: self.providers[index as usize].streak > 0,
+            vouched: self.providers[index as usize].history(self.fuel_per_task) > 0,
             outcome: result.outcome,
             fuel_used: result.fuel_used,
             receipt: result.receipt,
             paid: false,
         });
         if job.spec.policy == Policy::Adaptive && task.results.len() == 1 && task.quorum == 1 {
-            let provider = &self.providers[index as usize];
-            let trusted = provider.streak >= self.config.trust_history_min;
-            let spot_check = trusted && {
-                let odds = 10_000 / (10 + provider.streak);
-                let permille = odds.max(self.config.spot_check_floor_permille);
+            // Accepted on its word alone only when its history earns it,
+            // its stake covers the value so accepted, and no spot check
+            // falls on it.
+            let value = cost(result.fuel_used, job.spec.price_per_million_fuel);
+            let provider = &mut self.providers[index as usize];
+            let history = provider.history(self.fuel_per_task);
+            let trusted = history >= self.config.trust_history_min;
+            let covered = provider.exposed.saturating_add(value) <= provider.standing.slashable;
+            let spot_check = trusted && covered && {
+                let permille = spot_check_permille(
+                    history,
+                    value,
+                    provider.standing.slashable,
+                    self.config.spot_check_floor_permille,
+                );
                 self.rng.chance_permille(permille)
             };
-            if !trusted || spot_check {
+            if !trusted || !covered || spot_check {
                 task.quorum = 2;
+            } else {
+                provider.exposed += value;
+                *job.exposed.entry(index).or_default() += value;
             }
         }
         self.evaluate(now, job_id, task_index, commands);
@@ -236,7 +267,7 @@ impl Market {
         };
         let mut anyone_offers = false;
         for (index, provider) in self.providers.iter().enumerate() {
-            if provider.offer.is_none() || provider.stake < self.config.minimum_stake {
+            if provider.offer.is_none() || provider.standing.stake < self.config.minimum_stake {
                 continue;
             }
             anyone_offers = true;

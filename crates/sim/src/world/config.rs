@@ -89,6 +89,8 @@ pub struct SimConfig {
     /// Job budget as a multiple of one assignment's cost per task.
     pub budget_factor: f64,
     pub price_per_million_fuel: u64,
+    /// Each honest device's bonded stake (a slash takes half).
+    pub stake: u64,
     pub tick_ms: u64,
     pub sample_ms: u64,
     /// Simulated time after which the run stops, finished or not.
@@ -119,6 +121,7 @@ impl Default for SimConfig {
             referee_fuel_max: u64::MAX,
             budget_factor: 4.0,
             price_per_million_fuel: 10,
+            stake: 10_000_000,
             tick_ms: 250,
             sample_ms: 500,
             time_limit_ms: 24 * 3_600_000,

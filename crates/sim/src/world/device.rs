@@ -1,10 +1,12 @@
 //! The devices: coming and going, running the tasks they are given, and
 //! answering honestly or not.
 
-use idlegrid_market::{Input, SplitMix64, TaskResult};
+use idlegrid_market::{Input, SplitMix64, Standing, TaskResult};
 use idlegrid_types::{ContentId, JobId, Offer, TaskOutcome};
 
-use super::{Event, OFFER_TTL_MS, SimConfig, Simulation, Strategy, exponential};
+use super::{
+    Event, OFFER_TTL_MS, SLASH_FRACTION_BPS, SimConfig, Simulation, Strategy, exponential,
+};
 
 impl Simulation {
     pub(super) fn arrive(&mut self, index: u32) {
@@ -20,9 +22,13 @@ impl Simulation {
         let at = self.now + latency;
         self.schedule(
             at,
-            Event::ToMarket(Input::Stake {
+            Event::ToMarket(Input::Standing {
                 provider: id,
-                amount: if slashed { 0 } else { 1_000_000 },
+                standing: if slashed {
+                    Standing::default()
+                } else {
+                    Standing::staked(self.config.stake, SLASH_FRACTION_BPS)
+                },
             }),
         );
         self.schedule(at, Event::ToMarket(Input::Connected(id)));

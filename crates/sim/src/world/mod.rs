@@ -15,7 +15,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Instant;
 
 use idlegrid_market::{
-    Command, Input, JobSpec, JobSummary, Market, MarketConfig, Millis, SplitMix64,
+    Command, Input, JobSpec, JobSummary, Market, MarketConfig, Millis, SplitMix64, Standing,
 };
 use idlegrid_types::{AccountId, ContentId, ExecutionLimits, JobId, TaskOutcome};
 
@@ -102,6 +102,8 @@ struct SimJob {
 
 /// Offers last this long; devices renew them at half-life.
 const OFFER_TTL_MS: Millis = 10 * 60_000;
+/// Share of a provider's stake one slash takes: the ledger's default.
+const SLASH_FRACTION_BPS: u16 = 5_000;
 
 /// A run in progress. [`Simulation::run`] drives it to the end.
 #[derive(Debug)]
@@ -421,9 +423,9 @@ impl Simulation {
                 let record = &mut self.devices[device as usize];
                 record.slashed = true;
                 let id = record.id;
-                self.deliver(Input::Stake {
+                self.deliver(Input::Standing {
                     provider: id,
-                    amount: 0,
+                    standing: Standing::default(),
                 });
             }
             Event::SubmitJob(index) => self.submit_job(index),
