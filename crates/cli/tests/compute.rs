@@ -675,16 +675,27 @@ fn a_provider_returning_wrong_outputs_is_caught_by_re_execution_disputed_and_sla
 /// One honest provider and `liars` that return the same wrong output for
 /// every task (so their lies agree): every result is still right, every
 /// liar is disputed and slashed, and the honest provider never is.
-fn liars_agreeing_lose_to_re_execution(liars: usize) {
-    let (mut network, bootstrap) = Network::with_staked_providers(1);
-    let honest = network.providers[0].account.clone();
-    let liars: Vec<String> = (0..liars)
-        .map(|_| liar(&mut network, Some(&bootstrap), 0))
-        .collect();
+fn liars_agreeing_lose_to_re_execution(count: usize) {
+    // A liar first, the one everybody bootstraps from, so liars get work
+    // however fast the honest provider is.
+    let (mut network, first, bootstrap) = liar_first(0, 0);
+    let mut liars = vec![first];
+    for _ in 1..count {
+        liars.push(liar(&mut network, Some(&bootstrap), 0));
+    }
+    let stake = STAKE.to_string();
+    let index = network.provider(Some(&bootstrap), &["--stake", &stake]);
+    let honest = network.providers[index].account.clone();
     let tasks = 300;
     let out = network.dir().join("results");
     let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
-    let child = submit(&network, &job, &out, &bootstrap);
+    // The requestor dials every provider itself.
+    let mut flags = Vec::new();
+    for provider in &network.providers[1..] {
+        flags.extend(["--bootstrap", provider.addresses[0].as_str()]);
+    }
+    let api = network.api().to_owned();
+    let child = submit_with(&network, &api, &job, &out, &bootstrap, &flags);
     let report = finish(&network, child, &out);
     // Every file is what local execution gives, however many agreed on a lie.
     let results = check_results(&out, &report, tasks);
