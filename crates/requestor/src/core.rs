@@ -36,24 +36,6 @@ use crate::report::{ProviderRecord, TaskRecord, TrackRecord};
 /// Names one inbound request until it is answered.
 pub type RequestId = u64;
 
-/// "1 task waits", "3 tasks wait".
-fn tasks_word(count: u64, one: &str, many: &str) -> String {
-    if count == 1 {
-        format!("task {one}")
-    } else {
-        format!("tasks {many}")
-    }
-}
-
-/// "a, b or c".
-fn or_list(items: &[String]) -> String {
-    match items.split_last() {
-        None => String::new(),
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-    }
-}
-
 /// How often a provider's stake is read again, microseconds.
 pub const STAKE_REFRESH_US: u64 = 30_000_000;
 /// Disputes filed against one provider in one job: enough to slash it,
@@ -358,43 +340,12 @@ impl RequestorCore {
             return None;
         }
         let waiting = self.market.waiting(&self.job)?;
-        let fuel = self.job_file.limits.fuel;
-        let mut reasons = Vec::new();
-        if waiting.providers_ready == 0 && (waiting.pending > 0 || waiting.second_opinion > 0) {
-            reasons.push(
-                "no provider can take work: none connected has stake and a live offer \
-                 (one starts with `idlegrid provide --stake N`)"
-                    .to_owned(),
-            );
-        } else if waiting.second_opinion > 0 {
-            let mut unblock = vec![
-                "another staked provider".to_owned(),
-                "a provider whose record on the ledger earns trust".to_owned(),
-            ];
-            if fuel > self.referee_fuel {
-                unblock.push(format!(
-                    "re-executing them here (--referee-fuel {fuel}, now {})",
-                    self.referee_fuel
-                ));
-            }
-            unblock.push("`policy = \"replicas\"` with `replicas = 1` in the job file".to_owned());
-            reasons.push(format!(
-                "{} {} for a second opinion that none of the {} connected providers can \
-                 give; {} would settle them",
-                waiting.second_opinion,
-                tasks_word(waiting.second_opinion, "waits", "wait"),
-                waiting.providers_ready,
-                or_list(&unblock)
-            ));
-        }
-        if waiting.refereeing > 0 && self.in_flight() == 0 {
-            reasons.push(format!(
-                "{} {} for a re-execution's verdict (here, or the ledger's through a dispute)",
-                waiting.refereeing,
-                tasks_word(waiting.refereeing, "waits", "wait")
-            ));
-        }
-        (!reasons.is_empty()).then(|| reasons.join("; "))
+        crate::waiting::explain(
+            &waiting,
+            self.job_file.limits.fuel,
+            self.referee_fuel,
+            self.in_flight(),
+        )
     }
 
     /// Fuel of every result that counted, replicas included.

@@ -11,6 +11,7 @@ mod ledger;
 mod referee;
 pub mod report;
 mod run;
+mod waiting;
 
 pub use jobspec::{JobFile, Verification};
 pub use report::{DisputeRecord, ProviderRecord, SubmitReport, TaskRecord, TrackRecord};
