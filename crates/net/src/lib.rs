@@ -16,5 +16,5 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use overlay::{Event, NetError, Overlay, OverlayConfig, Reply, RequestError};
 pub use protocol::{
     AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, OUTPUT_INLINE_BYTES_MAX, Request, Response,
-    ResultBatch, TaskBatch, TaskReturn, Wire,
+    ResultBatch, TaskBatch, TaskReturn, Wire, check_offer,
 };

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::identity::{account_of, libp2p_keypair};
 use crate::link::{LinkConfig, Links};
-use crate::protocol::{OFFER_BYTES_MAX, Request, Response, decode_offer};
+use crate::protocol::{OFFER_BYTES_MAX, Request, Response, check_offer, decode_offer};
 
 /// The identify protocol version every idlegrid node announces.
 pub const PROTOCOL_VERSION: &str = "/idlegrid/1";
@@ -744,13 +744,8 @@ impl Driver {
             let author_account =
                 account_of(&author).ok_or("an offer from a peer that is no account")?;
             let offer = decode_offer(&message.data).map_err(|_| "an offer that does not decode")?;
-            offer
-                .verify()
-                .map_err(|_| "an offer with a bad signature")?;
-            if offer.signer != author_account {
-                return Err("an offer signed by someone other than its author");
-            }
-            Ok((author, author_account, offer))
+            check_offer(&author_account, &offer)?;
+            Ok::<_, &'static str>((author, author_account, offer))
         })();
         let gossip = &mut self.swarm.behaviour_mut().gossipsub;
         match checked {

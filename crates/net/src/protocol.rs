@@ -15,7 +15,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use idlegrid_types::codec::{self, Bounded};
 use idlegrid_types::{
-    ContentId, ExecutionLimits, JobId, SignedOffer, SignedReceipt, SignedVoucher, TaskInput,
+    AccountId, ContentId, ExecutionLimits, JobId, SignedOffer, SignedReceipt, SignedVoucher,
+    TaskInput,
 };
 use libp2p::StreamProtocol;
 
@@ -120,6 +121,9 @@ pub enum Request {
     JobDone { job: JobId },
     /// Anyone → anyone: a chunk of content the other side holds.
     Content { cid: ContentId, offset: u64 },
+    /// Requestor → provider: your newest offer (asked once a connection
+    /// opens, so a newcomer need not wait for the next one gossiped).
+    Offer,
 }
 
 impl Request {
@@ -131,6 +135,7 @@ impl Request {
             Request::Voucher(_) => "voucher",
             Request::JobDone { .. } => "job_done",
             Request::Content { .. } => "content",
+            Request::Offer => "offer",
         }
     }
 }
@@ -149,6 +154,8 @@ pub enum Response {
         total_bytes: u64,
         bytes: Bounded<Vec<u8>, CONTENT_CHUNK_BYTES_MAX>,
     },
+    /// The provider's newest signed offer, as it was gossiped.
+    Offer(Box<SignedOffer>),
 }
 
 impl Response {
@@ -171,6 +178,17 @@ pub fn bounded_text(mut text: String) -> Bounded<String, REASON_BYTES_MAX> {
         text.truncate(end);
     }
     Bounded::new(text).expect("cut to the bound")
+}
+
+/// An offer is its author's: signed by it, and the signature holds.
+pub fn check_offer(author: &AccountId, offer: &SignedOffer) -> Result<(), &'static str> {
+    offer
+        .verify()
+        .map_err(|_| "an offer with a bad signature")?;
+    if offer.signer != *author {
+        return Err("an offer signed by someone other than its author");
+    }
+    Ok(())
 }
 
 /// Decodes a gossiped offer with its bound.

@@ -74,6 +74,7 @@ fn valid_messages() -> Vec<Vec<u8>> {
             cid: ContentId::of(b"module"),
             offset: 4,
         },
+        Request::Offer,
     ];
     let responses = [
         Response::Ok,
@@ -105,6 +106,7 @@ fn valid_messages() -> Vec<Vec<u8>> {
             .map(|response| codec::encode(response).expect("encodes")),
     );
     all.push(codec::encode(&offer).expect("encodes"));
+    all.push(codec::encode(&Response::Offer(Box::new(offer))).expect("encodes"));
     all
 }
 

@@ -649,6 +649,38 @@ fn offers_are_paced_for_new_subscribers_and_expire_at_once_when_paused() {
 }
 
 #[test]
+fn a_requestor_asking_for_the_offer_gets_the_newest_one_signed() {
+    let mut core = ProviderCore::new(config(10), Vec::new());
+    let ask = |core: &mut ProviderCore, now| {
+        let commands = core.handle(
+            now,
+            Input::Request {
+                id: 3,
+                peer: requestor(),
+                request: Request::Offer,
+            },
+        );
+        match &replies(&commands)[..] {
+            [(3, response)] => response.clone(),
+            other => panic!("one reply expected: {other:?}"),
+        }
+    };
+    assert_eq!(
+        refusal_code(&ask(&mut core, NOW)).as_deref(),
+        Some("no_offer")
+    );
+    core.handle(NOW, Input::OfferTimer);
+    let newest = offer_of(&core.handle(NOW + 5_000, Input::OfferTimer)).expect("published");
+    match ask(&mut core, NOW + 6_000) {
+        Response::Offer(offer) => {
+            assert_eq!(offer.body, newest);
+            assert!(offer.verify().is_ok());
+        }
+        other => panic!("an offer expected: {other:?}"),
+    }
+}
+
+#[test]
 fn compiled_modules_held_are_bounded() {
     let mut core = ProviderCore::new(config(10_000), Vec::new());
     let mut dropped = 0;

@@ -110,6 +110,9 @@ pub enum Command {
     },
     /// Read the provider's stake and record; answer with [`Input::Standing`].
     ReadStanding(AccountId),
+    /// Ask the peer for its newest offer; answer one that is its own with
+    /// [`Input::Offer`] (a peer that is no provider refuses).
+    AskOffer(AccountId),
     /// Send a batch of tasks; answer a refusal or failure with
     /// [`Input::AssignFailed`].
     SendTasks {
@@ -423,7 +426,14 @@ impl RequestorCore {
                 // Placement waits for a connection (the overlay dials offer authors).
                 self.queued.push(MarketInput::Offer { provider, offer });
             }
-            Input::Connected(peer) => self.queued.push(MarketInput::Connected(peer)),
+            Input::Connected(peer) => {
+                // A provider first heard of by this connection is asked
+                // for its offer rather than left to the next gossiped one.
+                if !self.stake_read_us.contains_key(&peer) {
+                    commands.push(Command::AskOffer(peer));
+                }
+                self.queued.push(MarketInput::Connected(peer));
+            }
             Input::Disconnected(peer) => self.queued.push(MarketInput::Lost(peer)),
             Input::Request { id, peer, request } => {
                 let response = self.request(peer, request);

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use idlegrid_api::client::ApiClient;
 use idlegrid_market::{MarketConfig, Standing};
-use idlegrid_net::{Event, Overlay, OverlayConfig, Reply, Request, RequestError, Response};
+use idlegrid_net::{
+    Event, Overlay, OverlayConfig, Reply, Request, RequestError, Response, check_offer,
+};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{AccountId, JobId, Keypair};
 use prometheus_client::metrics::histogram::Histogram;
@@ -440,6 +442,7 @@ impl Shell {
                         }
                     });
                 }
+                Command::AskOffer(peer) => self.ask_offer(peer),
                 Command::SendTasks { provider, batch } => self.send_tasks(provider, batch),
                 Command::Cancel { provider, tasks } => {
                     let overlay = self.overlay.clone();
@@ -509,6 +512,29 @@ impl Shell {
         }
     }
 
+    fn ask_offer(&self, peer: AccountId) {
+        let overlay = self.overlay.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            match overlay.request(&peer, Request::Offer).await {
+                Ok(Response::Offer(offer)) => match check_offer(&peer, &offer) {
+                    Ok(()) => {
+                        let input = Input::Offer {
+                            provider: peer,
+                            offer: offer.body,
+                        };
+                        let _ = internal.send(Internal::Core(input));
+                    }
+                    Err(reason) => warn!(%peer, reason, "offer asked for not taken"),
+                },
+                // Not a provider (a gateway, another requestor), or none yet:
+                // its offers, if any, come by gossip.
+                Ok(other) => debug!(%peer, ?other, "no offer given"),
+                Err(error) => debug!(%peer, %error, "offer not asked"),
+            }
+        });
+    }
+
     fn send_tasks(&self, provider: AccountId, batch: idlegrid_net::TaskBatch) {
         let tasks: Vec<u64> = batch.tasks.iter().map(|task| task.index).collect();
         // On its way now, in placement order; a task waits for the answer.
@@ -521,7 +547,7 @@ impl Shell {
                     info!(%provider, code = &*code, message = &*message, "batch refused");
                     false
                 }
-                Ok(Response::Content { .. }) => false,
+                Ok(Response::Content { .. } | Response::Offer(_)) => false,
                 Err(error) => {
                     info!(%provider, %error, "batch not delivered");
                     matches!(

@@ -365,6 +365,46 @@ fn a_provider_s_stake_is_read_once_per_refresh() {
 }
 
 #[test]
+fn a_peer_connected_before_its_offer_is_asked_for_it_and_then_placed_with() {
+    let mut core = requestor(3, Verification::Replicas(1));
+    let provider = key(10).account_id();
+    let asked = |commands: &[Command]| {
+        commands
+            .iter()
+            .filter(|command| matches!(command, Command::AskOffer(p) if *p == provider))
+            .count()
+    };
+    // Connected first (the peer it bootstrapped from): asked, nothing placed.
+    let commands = core.input(NOW, Input::Connected(provider));
+    assert_eq!(asked(&commands), 1);
+    assert!(sent_tasks(&core.step(NOW)).is_empty());
+    // The answer is taken as an offer: stake read, then work placed.
+    let commands = core.input(
+        NOW,
+        Input::Offer {
+            provider,
+            offer: offer(),
+        },
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|command| matches!(command, Command::ReadStanding(p) if *p == provider))
+    );
+    core.input(
+        NOW,
+        Input::Standing {
+            provider,
+            standing: Standing::staked(1_000, 5_000),
+        },
+    );
+    assert_eq!(sent_tasks(&core.step(NOW)), vec![(provider, vec![0, 1])]);
+    // A provider whose offer is known is not asked again when it reconnects.
+    core.input(NOW, Input::Disconnected(provider));
+    assert_eq!(asked(&core.input(NOW, Input::Connected(provider))), 0);
+}
+
+#[test]
 fn the_loser_of_a_disagreement_is_disputed_a_bounded_number_of_times() {
     let tasks = 5;
     let mut core = requestor(tasks, Verification::Replicas(2));

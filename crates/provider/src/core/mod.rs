@@ -19,8 +19,8 @@ use idlegrid_net::{
 };
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
-    AccountId, ContentId, ErrorKind, JobId, Keypair, Receipt, SignedReceipt, SignedVoucher,
-    TaskOutcome,
+    AccountId, ContentId, ErrorKind, JobId, Keypair, Receipt, SignedOffer, SignedReceipt,
+    SignedVoucher, TaskOutcome,
 };
 
 mod types;
@@ -152,6 +152,8 @@ pub struct ProviderCore {
     paused: bool,
     shutting_down: bool,
     last_offer_ms: Option<u64>,
+    /// The newest offer published, for requestors that ask for it.
+    last_offer: Option<SignedOffer>,
     /// A new subscriber is owed the offer once the pace allows.
     republish: bool,
     jobs: HashMap<JobId, JobCheck>,
@@ -199,6 +201,7 @@ impl ProviderCore {
             paused: false,
             shutting_down: false,
             last_offer_ms: None,
+            last_offer: None,
             republish: false,
             jobs: HashMap::new(),
             parked: HashMap::new(),
@@ -317,7 +320,9 @@ impl ProviderCore {
         };
         self.last_offer_ms = Some(now_ms);
         self.republish = false;
-        Command::PublishOffer(self.config.key.sign(offer.clone()))
+        let signed = self.config.key.sign(offer.clone());
+        self.last_offer = Some(signed.clone());
+        Command::PublishOffer(signed)
     }
 
     fn request(
@@ -358,6 +363,10 @@ impl ProviderCore {
                 commands.push(Command::ServeContent { id, cid, offset });
                 return;
             }
+            Request::Offer => match &self.last_offer {
+                Some(offer) => Response::Offer(Box::new(offer.clone())),
+                None => Response::refused("no_offer", "this provider has made no offer yet"),
+            },
             Request::Results(_) => Response::refused("not_a_requestor", "this node is a provider"),
         };
         commands.push(Command::Reply { id, response });
