@@ -17,5 +17,5 @@ pub use market::{Market, spot_check_permille};
 pub use rng::SplitMix64;
 pub use types::{
     Command, Decision, FraudEvidence, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy,
-    Stall, Standing, TaskResult, Waiting,
+    Stall, Standing, TaskResult, Trust, Waiting,
 };

@@ -9,6 +9,32 @@ use idlegrid_types::{
 /// Milliseconds; whatever clock the caller uses, consistently.
 pub type Millis = u64;
 
+/// The adaptive policy's knobs: what a requestor trades verification
+/// overhead against wrong results with. A provider's word alone is taken
+/// only after `after` results of validated history; from then on its
+/// results are spot-checked with odds `halving / (halving + history)`,
+/// never below `floor_permille`, nor below what makes a lie a loss (see
+/// [`spot_check_permille`](crate::spot_check_permille)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trust {
+    /// Results of validated history before a provider's word alone counts.
+    pub after: u32,
+    /// The history at which the spot-check odds are one half.
+    pub halving: u32,
+    /// The lowest spot-check odds, per mille.
+    pub floor_permille: u32,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Self {
+            after: 10,
+            halving: 10,
+            floor_permille: 20,
+        }
+    }
+}
+
 /// How the market behaves. Every bound is here, with its unit in its name.
 #[derive(Debug, Clone)]
 pub struct MarketConfig {
@@ -35,10 +61,8 @@ pub struct MarketConfig {
     pub attempts_max: u32,
     /// Most results collected for one task while its replicas disagree.
     pub replicas_max: u32,
-    /// Consecutive valid results before a provider's results may be trusted alone.
-    pub trust_history_min: u32,
-    /// The lowest spot-check probability for a trusted provider, per mille.
-    pub spot_check_floor_permille: u32,
+    /// When the adaptive policy takes a provider's word alone.
+    pub trust: Trust,
     /// Providers in the book from which, under the adaptive policy, two
     /// matching results from providers without validated history are not
     /// enough (a third must agree).
@@ -66,8 +90,7 @@ impl Default for MarketConfig {
             lease_base_ms: 2_000,
             attempts_max: 5,
             replicas_max: 7,
-            trust_history_min: 10,
-            spot_check_floor_permille: 20,
+            trust: Trust::default(),
             vouching_providers_min: 32,
             candidates_per_placement_max: 64,
             seed: 0,

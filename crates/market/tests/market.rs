@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use idlegrid_market::{
     Command, Decision, Input, JobSpec, JobSummary, Market, MarketConfig, Policy, Stall, Standing,
-    TaskResult, spot_check_permille,
+    TaskResult, Trust, spot_check_permille,
 };
 use idlegrid_types::{AccountId, ContentId, ExecutionLimits, JobId, Keypair, Offer, TaskOutcome};
 use proptest::prelude::*;
@@ -749,7 +749,10 @@ fn adaptive_trusts_providers_after_a_run_of_valid_results() {
         .map(|seed| (seed, offer(2, 1_000_000_000, 10), 100))
         .collect();
     let config = MarketConfig {
-        trust_history_min: 5,
+        trust: Trust {
+            after: 5,
+            ..Trust::default()
+        },
         ..MarketConfig::default()
     };
     let mut harness = Harness::new(config, &offers);
@@ -953,8 +956,10 @@ proptest! {
         value in 1u64..1_000_000_000,
         slashable in 1u64..1_000_000_000_000,
         floor in 0u32..1_000,
+        halving in 0u32..1_000,
     ) {
-        let permille = spot_check_permille(history, value, slashable, floor);
+        let trust = Trust { after: 0, halving, floor_permille: floor };
+        let permille = spot_check_permille(history, value, slashable, &trust);
         prop_assert!(permille >= floor.min(1_000) && permille <= 1_000);
         // Expected gain of one lie: (1 − q)·value − q·slashable < 0.
         let gain = u128::from(1_000 - permille) * u128::from(value);
@@ -1008,7 +1013,8 @@ proptest! {
             .filter(|(_, _, stake)| *stake == 0)
             .map(|(seed, ..)| account(*seed))
             .collect();
-        let config = MarketConfig { seed, trust_history_min: 3, ..MarketConfig::default() };
+        let trust = Trust { after: 3, ..Trust::default() };
+        let config = MarketConfig { seed, trust, ..MarketConfig::default() };
         let mut harness = Harness::new(config, &offers);
         let budget = budget_tasks.saturating_mul(COST);
         let job_id = JobId::from_bytes([1; 32]);

@@ -256,6 +256,8 @@ impl RequestorCore {
             // A lone result nobody else may check is re-executed here when
             // it can be; otherwise it waits for another provider.
             referee_unanswerable: job_file.limits.fuel <= referee_fuel,
+            // The job file's choice of overhead against risk.
+            trust: job_file.trust,
             ..market
         });
         Self {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use idlegrid_market::{MarketConfig, Standing};
+use idlegrid_market::{MarketConfig, Standing, Trust};
 use idlegrid_net::{Request, Response, ResultBatch, TaskBatch, TaskReturn};
 use idlegrid_requestor::core::{
     Command, DISPUTES_PER_PROVIDER_MAX, Input, REFEREE_FUEL_DEFAULT, ReExecution, RequestorCore,
@@ -48,6 +48,7 @@ fn job_file(tasks: u64, verification: Verification) -> Arc<JobFile> {
         wall_time_secs: 10,
         price_per_million_fuel: PRICE,
         verification,
+        trust: Trust::default(),
         budget: 1_000_000,
         deadline_blocks: 100,
     })
@@ -362,6 +363,58 @@ fn a_provider_s_stake_is_read_once_per_refresh() {
         reads(core.input(NOW + idlegrid_requestor::core::STAKE_REFRESH_US, offer())),
         1
     );
+}
+
+/// Whether a lone, well-staked provider's first result is accepted on its
+/// word under the job file's `trust`.
+fn first_word_taken(trust: Trust) -> bool {
+    let mut file = (*job_file(1, Verification::Adaptive)).clone();
+    file.trust = trust;
+    let mut core = RequestorCore::new(
+        key(1),
+        job(),
+        Arc::new(file),
+        MarketConfig::default(),
+        REFEREE_FUEL_DEFAULT,
+    );
+    core.start(NOW);
+    let provider = key(10);
+    let id = provider.account_id();
+    let offer = offer();
+    core.input(
+        NOW,
+        Input::Offer {
+            provider: id,
+            offer,
+        },
+    );
+    let standing = Standing::staked(1 << 40, 5_000);
+    core.input(
+        NOW,
+        Input::Standing {
+            provider: id,
+            standing,
+        },
+    );
+    core.input(NOW, Input::Connected(id));
+    assert_eq!(sent_tasks(&core.step(NOW)), vec![(id, vec![0])]);
+    let answer = results(1, &provider, vec![(receipt(0, b"zero"), b"zero".to_vec())]);
+    core.input(NOW, answer);
+    !accepted(&core.step(NOW)).is_empty()
+}
+
+#[test]
+fn the_job_file_s_trust_knobs_decide_when_a_lone_word_counts() {
+    // By default a provider with no history is checked first.
+    assert!(!first_word_taken(Trust::default()));
+    // A requestor that asks for no history and no spot checks takes it
+    // (its stake covers the value many times over).
+    let trusting = Trust {
+        after: 0,
+        halving: 0,
+        floor_permille: 0,
+    };
+    assert!(first_word_taken(trusting));
 }
 
 #[test]

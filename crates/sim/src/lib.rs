@@ -3,6 +3,7 @@
 //! real [`idlegrid_market::Market`].
 
 pub mod plot;
+pub mod sweep;
 mod world;
 
 pub use world::{DeviceStats, Report, SimConfig, Simulation, Strategy, StrategyStats};

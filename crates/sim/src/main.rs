@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use idlegrid_market::Policy;
+use idlegrid_market::{Policy, Trust};
+use idlegrid_sim::sweep::{self, SweepPoint};
 use idlegrid_sim::{Report, SimConfig, Simulation, Strategy, plot};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -30,6 +31,17 @@ struct Cli {
     /// `adaptive`, or `replicas=N`.
     #[arg(long, default_value = "adaptive", value_parser = parse_policy)]
     policy: Policy,
+    /// Adaptive policy: results of validated history before a device's
+    /// word alone is taken.
+    #[arg(long, default_value_t = Trust::default().after)]
+    trust_after: u32,
+    /// Adaptive policy: the history at which a trusted device's results
+    /// are spot-checked half the time (odds H / (H + history)).
+    #[arg(long, default_value_t = Trust::default().halving)]
+    check_halving: u32,
+    /// Adaptive policy: the lowest spot-check odds, per mille.
+    #[arg(long, default_value_t = Trust::default().floor_permille)]
+    check_floor_permille: u32,
     /// Share of devices that cheat.
     #[arg(long, default_value_t = 0.05)]
     cheaters: f64,
@@ -81,9 +93,19 @@ struct Cli {
     /// Also write a PNG chart of progress and overhead here.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Print the report as one JSON object instead of a table.
+    /// Print the report as one JSON object instead of a table (with
+    /// --sweep, one object per setting, one per line).
     #[arg(long)]
     json: bool,
+    /// Run the adaptive policy over a grid of its knobs (--trust-after
+    /// 0,3,10 × --check-halving 2,5,10,20,40, and the setting given) instead
+    /// of once: each setting's overhead and wrong results accepted, the
+    /// frontier marked, as a table, in the CSV and, with --plot, as a chart.
+    #[arg(long)]
+    sweep: bool,
+    /// With --sweep: seeds each setting runs on (from --seed on).
+    #[arg(long, default_value_t = 3)]
+    seeds: u32,
 }
 
 fn parse_policy(text: &str) -> Result<Policy, String> {
@@ -150,6 +172,11 @@ fn config(cli: &Cli) -> anyhow::Result<SimConfig> {
         tasks: cli.tasks,
         jobs: cli.jobs,
         policy: cli.policy,
+        trust: Trust {
+            after: cli.trust_after,
+            halving: cli.check_halving,
+            floor_permille: cli.check_floor_permille.min(1_000),
+        },
         cheater_fraction: fraction("cheaters", cli.cheaters)?,
         cheat_with: cli.cheat_with.clone(),
         task_fuel: cli.task_fuel,
@@ -168,23 +195,41 @@ fn config(cli: &Cli) -> anyhow::Result<SimConfig> {
     })
 }
 
-fn policy_name(policy: Policy) -> String {
+/// The policy as `--policy` takes it.
+fn policy_flag(policy: Policy) -> String {
     match policy {
         Policy::Adaptive => "adaptive".to_owned(),
         Policy::Replicas(count) => format!("replicas={count}"),
     }
 }
 
+/// The policy with the adaptive knobs, for people.
+fn policy_name(config: &SimConfig) -> String {
+    let trust = config.trust;
+    match config.policy {
+        Policy::Adaptive => format!(
+            "adaptive {}/{}/{}‰",
+            trust.after, trust.halving, trust.floor_permille
+        ),
+        Policy::Replicas(_) => policy_flag(config.policy),
+    }
+}
+
 fn print_table(config: &SimConfig, report: &Report) {
     let row = |name: &str, value: String| println!("{name:<24} {value}");
     println!(
-        "idlegrid-sim · seed {} · {} devices ({} cheating) · {} job(s) × {} tasks · policy {}",
+        "idlegrid-sim · seed {} · {} devices ({} cheating) · {} job(s) × {} tasks · policy {}{}",
         config.seed,
         config.devices,
         report.cheaters,
         config.jobs,
         config.tasks,
-        policy_name(config.policy)
+        policy_name(config),
+        if config.policy == Policy::Adaptive {
+            " (trust after / check halving / floor)"
+        } else {
+            ""
+        }
     );
     row(
         "finished",
@@ -354,7 +399,7 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
             config.devices,
             report.tasks,
             report.cheaters,
-            policy_name(config.policy)
+            policy_name(&config)
         );
         plot::write_png(path, simulation.samples(), report.tasks, &title)
             .with_context(|| format!("writing the chart {}", path.display()))?;
@@ -363,7 +408,14 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         let mut value = serde_json::to_value(&report)?;
         if let Some(object) = value.as_object_mut() {
             object.insert("config".to_owned(), serde_json::to_value(&config)?);
-            object.insert("policy".to_owned(), policy_name(config.policy).into());
+            object.insert("policy".to_owned(), policy_flag(config.policy).into());
+            let trust = config.trust;
+            let trust = serde_json::json!({
+                "after": trust.after,
+                "halving": trust.halving,
+                "floor_permille": trust.floor_permille,
+            });
+            object.insert("trust".to_owned(), trust);
             object.insert("csv".to_owned(), csv.display().to_string().into());
         }
         println!("{value}");
@@ -377,12 +429,133 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     Ok(report.violations.is_empty())
 }
 
+fn run_sweep(cli: &Cli) -> anyhow::Result<bool> {
+    let config = config(cli)?;
+    if config.policy != Policy::Adaptive {
+        bail!("--sweep varies the adaptive policy's knobs: leave --policy at adaptive");
+    }
+    let mut grid = sweep::grid();
+    if !grid.contains(&config.trust) {
+        grid.push(config.trust);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let progress = ProgressBar::new((grid.len() as u64) * u64::from(cli.seeds.max(1))).with_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs")?,
+    );
+    let points = sweep::sweep(&config, &grid, cli.seeds, threads, &|done, _| {
+        progress.set_position(done as u64);
+    });
+    progress.finish_and_clear();
+    let csv = cli
+        .csv
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("idlegrid-sim-sweep-seed{}.csv", config.seed)));
+    write_sweep_csv(&csv, &points)?;
+    if let Some(path) = &cli.plot {
+        let title = format!(
+            "idlegrid-sim sweep: {} devices, {} job(s) × {} tasks, {:.0}% cheating, {} seed(s)",
+            config.devices,
+            config.jobs,
+            config.tasks,
+            config.cheater_fraction * 100.0,
+            cli.seeds.max(1)
+        );
+        plot::write_frontier_png(path, &points, config.trust, &title)
+            .with_context(|| format!("writing the chart {}", path.display()))?;
+    }
+    let mut ordered: Vec<&SweepPoint> = points.iter().collect();
+    ordered.sort_by(|a, b| a.overhead.total_cmp(&b.overhead));
+    if cli.json {
+        for point in ordered {
+            println!("{}", serde_json::to_string(point)?);
+        }
+    } else {
+        println!(
+            "idlegrid-sim sweep · seeds {}..{} · {} devices · {} job(s) × {} tasks",
+            config.seed,
+            config.seed + u64::from(cli.seeds.max(1)) - 1,
+            config.devices,
+            config.jobs,
+            config.tasks
+        );
+        println!(
+            "{:<16} {:>9} {:>10} {:>12} {:>10} {:>8}  ",
+            "after/halving/‰", "overhead", "last job", "wrong (mean)", "wrong max", "honest"
+        );
+        for point in ordered {
+            let mut notes = Vec::new();
+            if point.frontier {
+                notes.push("frontier");
+            }
+            if point.trust() == config.trust {
+                notes.push("in use");
+            }
+            if point.unfinished > 0 {
+                notes.push("UNFINISHED runs");
+            }
+            println!(
+                "{:<16} {:>8.3}× {:>9.3}× {:>12.1} {:>10} {:>8}  {}",
+                point.label(),
+                point.overhead,
+                point.last_job_overhead,
+                point.wrong_accepted,
+                point.wrong_accepted_max,
+                point.honest_accused,
+                notes.join(", ")
+            );
+        }
+        println!("{:<24} {}", "csv", csv.display());
+        if let Some(path) = &cli.plot {
+            println!("{:<24} {}", "chart", path.display());
+        }
+    }
+    Ok(points.iter().all(|point| point.honest_accused == 0))
+}
+
+fn write_sweep_csv(path: &PathBuf, points: &[SweepPoint]) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    writeln!(
+        out,
+        "trust_after,check_halving,check_floor_permille,seeds,overhead,last_job_overhead,wrong_accepted_mean,wrong_accepted_max,honest_accused,unfinished,frontier"
+    )?;
+    for point in points {
+        writeln!(
+            out,
+            "{},{},{},{},{:.6},{:.6},{:.3},{},{},{},{}",
+            point.after,
+            point.halving,
+            point.floor_permille,
+            point.seeds,
+            point.overhead,
+            point.last_job_overhead,
+            point.wrong_accepted,
+            point.wrong_accepted_max,
+            point.honest_accused,
+            point.unfinished,
+            point.frontier
+        )?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let outcome = if cli.sweep {
+        run_sweep(&cli)
+    } else {
+        run(&cli)
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("idlegrid-sim: the run broke an invariant (see VIOLATIONS)");
+            let why = if cli.sweep {
+                "an honest device was accused (see the honest column)"
+            } else {
+                "the run broke an invariant (see VIOLATIONS)"
+            };
+            eprintln!("idlegrid-sim: {why}");
             ExitCode::from(1)
         }
         Err(error) => {

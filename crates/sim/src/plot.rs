@@ -9,10 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Context as _, anyhow, bail};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
+use idlegrid_market::Trust;
+
 use crate::Sample;
+use crate::sweep::SweepPoint;
 
 /// A point of a line: (time in seconds, value).
 type Point = (f64, f64);
@@ -90,6 +94,22 @@ fn register_file(path: &Path) -> Result<(), String> {
 /// Maps a plotters drawing error into anyhow with some context.
 fn draw_err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> anyhow::Error {
     move |e| anyhow!("drawing the chart ({what}): {e}")
+}
+
+/// Draws a chart's legend, boxed, at `position`.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    position: SeriesLabelPosition,
+    what: &'static str,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FAMILY, 15).into_font())
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_err(what))
 }
 
 /// Milliseconds to seconds.
@@ -249,14 +269,11 @@ pub fn write_png(
                 PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(font(15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_err("progress legend"))?;
+    legend(
+        &mut chart,
+        SeriesLabelPosition::LowerRight,
+        "progress legend",
+    )?;
 
     // 2. Verification overhead.
     let mut chart = ChartBuilder::on(&bottom)
@@ -300,15 +317,101 @@ pub fn write_png(
         .legend(move |(x, y)| {
             PathElement::new(vec![(x, y), (x + 24, y)], overhead_color.stroke_width(2))
         });
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(font(15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_err("overhead legend"))?;
+    legend(
+        &mut chart,
+        SeriesLabelPosition::UpperRight,
+        "overhead legend",
+    )?;
 
+    root.present()
+        .map_err(draw_err("writing the file"))
+        .with_context(|| format!("writing chart {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes a PNG chart of a sweep: each setting of the adaptive policy as a
+/// point, verification overhead across, wrong results accepted up, labelled
+/// `after/halving/floor`; the frontier (settings nothing beats on both)
+/// joined by a line, and `current` ringed.
+pub fn write_frontier_png(
+    path: &Path,
+    points: &[SweepPoint],
+    current: Trust,
+    title: &str,
+) -> anyhow::Result<()> {
+    if points.is_empty() {
+        bail!("no settings to plot");
+    }
+    ensure_font()?;
+    let font = |size: u32| (FAMILY, size).into_font();
+    let overheads = points.iter().map(|point| point.overhead);
+    let x_lo = overheads.clone().fold(f64::INFINITY, f64::min);
+    let x_hi = overheads.fold(f64::NEG_INFINITY, f64::max);
+    let span = (x_hi - x_lo).max(0.05);
+    let (x_lo, x_hi) = widen(x_lo - span * 0.05, x_hi + span * 0.15, 0.05);
+    let y_hi = points
+        .iter()
+        .map(|point| point.wrong_accepted)
+        .fold(1.0, f64::max)
+        * 1.1;
+
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err("background"))?;
+    let root = root.titled(title, font(24)).map_err(draw_err("title"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_lo..x_hi, 0.0..y_hi)
+        .map_err(draw_err("axes"))?;
+    chart
+        .configure_mesh()
+        .x_desc("verification overhead (fuel executed / useful)")
+        .y_desc("wrong results accepted at the end (mean over seeds)")
+        .label_style(font(15))
+        .axis_desc_style(font(17))
+        .light_line_style(RGBColor(235, 235, 235))
+        .x_label_formatter(&|x| format!("{x:.2}"))
+        .draw()
+        .map_err(draw_err("mesh"))?;
+
+    let mut frontier: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|point| point.frontier)
+        .map(|point| (point.overhead, point.wrong_accepted))
+        .collect();
+    frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let frontier_color = RGBColor(0, 110, 200);
+    chart
+        .draw_series(LineSeries::new(frontier, frontier_color.stroke_width(2)))
+        .map_err(draw_err("frontier"))?
+        .label("frontier: nothing has both less overhead and fewer wrong results")
+        .legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 24, y)], frontier_color.stroke_width(2))
+        });
+    let other = RGBColor(150, 150, 150);
+    for point in points {
+        let color = if point.frontier {
+            frontier_color
+        } else {
+            other
+        };
+        let at = (point.overhead, point.wrong_accepted);
+        // The label sits up and right of its point.
+        chart
+            .draw_series([EmptyElement::at(at)
+                + Circle::new((0, 0), 5, color.filled())
+                + Text::new(point.label(), (7, -18), font(14).color(&BLACK))])
+            .map_err(draw_err("point"))?;
+        if point.trust() == current {
+            chart
+                .draw_series([Circle::new(at, 11, RED.stroke_width(2))])
+                .map_err(draw_err("current"))?
+                .label("the setting in use (after/halving/floor)")
+                .legend(|(x, y)| Circle::new((x + 12, y), 6, RED.stroke_width(2)));
+        }
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight, "legend")?;
     root.present()
         .map_err(draw_err("writing the file"))
         .with_context(|| format!("writing chart {}", path.display()))?;
@@ -377,6 +480,25 @@ mod tests {
         let flat = dir.path().join("flat.png");
         write_png(&flat, &same_time, 0, "all at one time")?;
         assert_png(&flat);
+        Ok(())
+    }
+
+    #[test]
+    fn a_sweep_charts_as_a_png() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut points: Vec<SweepPoint> = [(1.1, 40.0, 2), (1.3, 12.0, 10), (1.4, 20.0, 20)]
+            .into_iter()
+            .map(|(overhead, wrong, halving)| crate::sweep::point_at(overhead, wrong, halving))
+            .collect();
+        crate::sweep::mark_frontier(&mut points);
+        let path = dir.path().join("frontier.png");
+        let current = points[1].trust();
+        write_frontier_png(&path, &points, current, "a sweep")?;
+        assert_png(&path);
+        assert!(
+            write_frontier_png(&path, &[], current, "none").is_err(),
+            "no settings, no chart"
+        );
         Ok(())
     }
 

@@ -46,6 +46,7 @@ fn a_run_writes_its_report_csv_and_chart() {
             .is_some_and(|overhead| overhead >= 1.0)
     );
     assert_eq!(report["policy"], "adaptive");
+    assert_eq!(report["trust"]["after"], 10);
     assert_eq!(report["violations"].as_array().map(Vec::len), Some(0));
 
     let text = std::fs::read_to_string(&csv).expect("csv");

@@ -6,24 +6,31 @@
 use idlegrid_types::{AccountId, JobId, TaskOutcome};
 
 use super::{Backing, Market, ProviderIndex, Received, TaskStatus, cost};
-use crate::types::{Command, Decision, FraudEvidence, Millis, Policy, TaskResult};
+use crate::types::{Command, Decision, FraudEvidence, Millis, Policy, TaskResult, Trust};
 
 /// How often, per mille, a trusted provider's result is checked again: the
-/// more history, the less often, never below `floor`, and never so seldom
-/// that a lie pays. A lie earns at most `value` when it goes unchecked and
-/// costs `slashable` when checked, so with odds `q` its expected gain is
+/// more history, the less often (`trust.halving / (trust.halving +
+/// history)`), never below `trust.floor_permille`, and never so seldom that
+/// a lie pays. A lie earns at most `value` when it goes unchecked and costs
+/// `slashable` when checked, so with odds `q` its expected gain is
 /// `(1 - q) * value - q * slashable`; `q` is kept at least twice the
 /// break-even `value / (value + slashable)`, making every lie a loss in
 /// expectation whatever the liar did before or does after.
-pub fn spot_check_permille(history: u32, value: u64, slashable: u64, floor: u32) -> u32 {
-    let by_history = 10_000 / (10 + history.min(u32::MAX - 10));
+pub fn spot_check_permille(history: u32, value: u64, slashable: u64, trust: &Trust) -> u32 {
+    let halving = u64::from(trust.halving);
+    let by_history = (1_000 * halving)
+        .checked_div(halving + u64::from(history))
+        .unwrap_or(0) as u32;
     let stakes = u128::from(value) + u128::from(slashable);
     let by_stake = if stakes == 0 {
         1_000
     } else {
         (2_000 * u128::from(value)).div_ceil(stakes).min(1_000) as u32
     };
-    by_history.max(by_stake).max(floor).min(1_000)
+    by_history
+        .max(by_stake)
+        .max(trust.floor_permille)
+        .min(1_000)
 }
 
 impl Market {
@@ -97,14 +104,14 @@ impl Market {
             let value = cost(result.fuel_used, job.spec.price_per_million_fuel);
             let provider = &mut self.providers[index as usize];
             let history = provider.history(self.fuel_per_task);
-            let trusted = history >= self.config.trust_history_min;
+            let trusted = history >= self.config.trust.after;
             let covered = provider.exposed.saturating_add(value) <= provider.standing.slashable;
             let spot_check = trusted && covered && {
                 let permille = spot_check_permille(
                     history,
                     value,
                     provider.standing.slashable,
-                    self.config.spot_check_floor_permille,
+                    &self.config.trust,
                 );
                 self.rng.chance_permille(permille)
             };

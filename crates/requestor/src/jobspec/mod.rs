@@ -13,6 +13,7 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use idlegrid_market::Trust;
 use idlegrid_sandbox::limits::{
     FUEL_DEFAULT, MEMORY_BYTES_CEILING_DEFAULT, MEMORY_BYTES_DEFAULT,
     OUTPUT_BYTES_DEFAULT as SANDBOX_OUTPUT_BYTES_DEFAULT,
@@ -59,6 +60,8 @@ pub const DEADLINE_BLOCKS_MIN: u64 = 10;
 pub const DEADLINE_BLOCKS_MAX: u64 = 1_000_000;
 /// Most providers that may run each task under `policy = "replicas"`.
 pub const REPLICAS_MAX: u8 = 7;
+/// The largest `trust_after` and `check_halving`, in results.
+pub const TRUST_KNOB_MAX: u32 = 1_000_000;
 /// The placeholder an argument template replaces with the task's index.
 pub const INDEX_PLACEHOLDER: &str = "index";
 
@@ -102,6 +105,9 @@ pub struct JobFile {
     /// Tokens per million units of fuel a task uses.
     pub price_per_million_fuel: u64,
     pub verification: Verification,
+    /// Under the adaptive policy, when a provider's word alone is taken:
+    /// this requestor's own choice, not part of the job's spec.
+    pub trust: Trust,
     /// The most the job may pay; escrowed when the job opens.
     pub budget: u64,
     /// Blocks after opening during which providers may redeem.
@@ -121,6 +127,7 @@ impl fmt::Debug for JobFile {
             .field("wall_time_secs", &self.wall_time_secs)
             .field("price_per_million_fuel", &self.price_per_million_fuel)
             .field("verification", &self.verification)
+            .field("trust", &self.trust)
             .field("budget", &self.budget)
             .field("deadline_blocks", &self.deadline_blocks)
             .finish()
@@ -187,6 +194,8 @@ pub enum JobFileProblem {
     },
     #[error("`replicas` is only allowed with `policy = \"replicas\"`")]
     ReplicasWithoutPolicy,
+    #[error("`{field}` tunes the adaptive policy: it is not allowed with `policy = \"replicas\"`")]
+    TrustWithReplicas { field: &'static str },
     #[error(
         "`policy = \"replicas\"` needs `replicas`, how many providers run each task (1..={REPLICAS_MAX})"
     )]
@@ -286,6 +295,9 @@ enum RawPolicy {
 struct RawVerification {
     policy: Option<Spanned<RawPolicy>>,
     replicas: Option<Spanned<u64>>,
+    trust_after: Option<Spanned<u64>>,
+    check_halving: Option<Spanned<u64>>,
+    check_floor_permille: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -431,6 +443,7 @@ impl JobFile {
         )?;
         let (limits, wall_time_secs) = Self::limits(&report, raw.limits.as_ref())?;
         let verification = Self::verification(&report, raw.verification.as_ref())?;
+        let trust = Self::trust(&report, raw.verification.as_ref(), verification)?;
 
         let module_path = folder.join(raw.module.get_ref());
         let module = read_bounded(&module_path, MODULE_BYTES_MAX)
@@ -480,6 +493,7 @@ impl JobFile {
             wall_time_secs,
             price_per_million_fuel,
             verification,
+            trust,
             budget,
             deadline_blocks,
         })
@@ -569,6 +583,59 @@ impl JobFile {
                 Err(report.at(span, JobFileProblem::ReplicasMissing))
             }
         }
+    }
+
+    /// The adaptive policy's knobs, each defaulting to the market's.
+    fn trust(
+        report: &Reporter<'_>,
+        raw: Option<&RawVerification>,
+        verification: Verification,
+    ) -> Result<Trust, JobFileError> {
+        let default = Trust::default();
+        let Some(raw) = raw else {
+            return Ok(default);
+        };
+        let knobs = [
+            ("trust_after", &raw.trust_after),
+            ("check_halving", &raw.check_halving),
+            ("check_floor_permille", &raw.check_floor_permille),
+        ];
+        if let Verification::Replicas(_) = verification
+            && let Some((field, Some(value))) = knobs.iter().find(|(_, value)| value.is_some())
+        {
+            return Err(report.at(value.span(), JobFileProblem::TrustWithReplicas { field }));
+        }
+        let knob = |field, value: &Option<Spanned<u64>>, default: u32, max: u32| {
+            report
+                .optional(
+                    field,
+                    value.as_ref(),
+                    u64::from(default),
+                    0..=u64::from(max),
+                )
+                // In range, so it fits a u32.
+                .map(|value| u32::try_from(value).unwrap_or(max))
+        };
+        Ok(Trust {
+            after: knob(
+                "trust_after",
+                &raw.trust_after,
+                default.after,
+                TRUST_KNOB_MAX,
+            )?,
+            halving: knob(
+                "check_halving",
+                &raw.check_halving,
+                default.halving,
+                TRUST_KNOB_MAX,
+            )?,
+            floor_permille: knob(
+                "check_floor_permille",
+                &raw.check_floor_permille,
+                default.floor_permille,
+                1_000,
+            )?,
+        })
     }
 
     fn stdin(

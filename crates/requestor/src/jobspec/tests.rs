@@ -283,6 +283,43 @@ fn replicas_and_policy_must_agree() {
 }
 
 #[test]
+fn the_adaptive_policy_s_knobs_are_the_requestor_s_and_not_the_spec_s() {
+    let folder = Folder::new();
+    let tasks = "[tasks]\nend = 1\n";
+    let plain = folder.parse(&format!("{HEAD}{tasks}")).unwrap();
+    assert_eq!(plain.trust, Trust::default());
+    let tuned = folder
+        .parse(&format!(
+            "{HEAD}[verification]\ntrust_after = 3\ncheck_halving = 5\ncheck_floor_permille = 40\n{tasks}"
+        ))
+        .unwrap();
+    assert_eq!(
+        tuned.trust,
+        Trust {
+            after: 3,
+            halving: 5,
+            floor_permille: 40
+        }
+    );
+    // How a requestor checks is its own business: the job's terms on the
+    // ledger are the same.
+    assert_eq!(tuned.spec_cid(), plain.spec_cid());
+
+    check_error(
+        &format!("{HEAD}[verification]\ncheck_floor_permille = 1001\n{tasks}"),
+        (5, 24),
+        "`check_floor_permille` is 1001, outside the allowed 0..=1000",
+    );
+    check_error(
+        &format!(
+            "{HEAD}[verification]\npolicy = \"replicas\"\nreplicas = 2\ntrust_after = 1\n{tasks}"
+        ),
+        (7, 15),
+        "`trust_after` tunes the adaptive policy",
+    );
+}
+
+#[test]
 fn a_job_has_exactly_one_task_form() {
     check_error(
         &format!("{HEAD}[tasks]\nend = 3\n\n[[task]]\nargs = [\"a\"]\n"),

@@ -1,7 +1,7 @@
 //! What a run is configured with: the devices' strategies and the
 //! [`SimConfig`].
 
-use idlegrid_market::Policy;
+use idlegrid_market::{Policy, Trust};
 
 /// How a device answers the tasks it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -57,6 +57,9 @@ pub struct SimConfig {
     pub jobs: u32,
     #[serde(skip)]
     pub policy: Policy,
+    /// The adaptive policy's knobs.
+    #[serde(skip)]
+    pub trust: Trust,
     /// Share of devices that cheat, dealt the strategies in `cheat_with` in turn.
     pub cheater_fraction: f64,
     pub cheat_with: Vec<Strategy>,
@@ -105,6 +108,7 @@ impl Default for SimConfig {
             tasks: 10_000,
             jobs: 1,
             policy: Policy::Adaptive,
+            trust: Trust::default(),
             cheater_fraction: 0.05,
             cheat_with: Strategy::CHEATING.to_vec(),
             task_fuel: 2_000_000_000,

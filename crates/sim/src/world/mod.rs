@@ -235,6 +235,7 @@ impl Simulation {
             // Like a requestor: it checks lone results itself only when
             // its tasks are within its re-execution limit.
             referee_unanswerable: config.task_fuel.saturating_mul(2) <= config.referee_fuel_max,
+            trust: config.trust,
             ..MarketConfig::default()
         });
         let limits = ExecutionLimits {
