@@ -1,0 +1,43 @@
+//! GPU tasks that give the same bytes on every machine: a WGSL compute
+//! kernel is checked with naga against the *exact* class (integer and f32
+//! `+ - *` arithmetic, comparisons and a few rounding-free builtins, the
+//! operations measured bit-identical on an NVIDIA H200, Mesa's lavapipe and
+//! the CPU), compiled to SPIR-V with every float operation decorated
+//! `NoContraction` and bounds-checked accesses, and run through wgpu's
+//! Vulkan backend with bounded buffers and dispatches.
+//!
+//! This is the only crate that imports naga and wgpu.
+
+mod kernel;
+mod run;
+
+pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
+pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu};
+
+use std::time::Duration;
+
+/// Why a kernel could not be compiled or run.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// The WGSL does not parse or validate, or has no such entry point.
+    #[error("invalid kernel: {0}")]
+    Invalid(String),
+    /// The kernel uses an operation whose result differs between GPUs.
+    #[error("not exact: {0}")]
+    NotExact(String),
+    /// The buffers given do not match the kernel, or exceed a bound.
+    #[error("bad bindings: {0}")]
+    Bindings(String),
+    /// The dispatch or workgroup size exceeds a bound.
+    #[error("bad dispatch: {0}")]
+    Dispatch(String),
+    /// The run outlasted its wall-clock limit.
+    #[error("the kernel ran past its wall-clock limit of {0:?}")]
+    WallTimeout(Duration),
+    /// No usable GPU.
+    #[error("no GPU: {0}")]
+    NoAdapter(String),
+    /// The device failed while running.
+    #[error("the GPU failed: {0}")]
+    Device(String),
+}

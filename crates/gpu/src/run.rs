@@ -1,0 +1,333 @@
+//! Running a [`Kernel`] on a GPU through wgpu's Vulkan backend: its strict
+//! SPIR-V loaded as is, inputs uploaded, outputs zeroed, one dispatch, the
+//! outputs read back, all bounded.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use wgpu::util::DeviceExt;
+
+use crate::{GpuError, Kernel};
+
+/// Largest buffer a task may bind, bytes (within the device's own limit).
+pub const BUFFER_BYTES_MAX: u64 = 256 << 20;
+
+/// The adapter a [`Gpu`] runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterInfo {
+    pub name: String,
+    /// PCI vendor id (0x10de NVIDIA, 0x10005 Mesa's software drivers).
+    pub vendor: u32,
+    pub device: u32,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+/// One GPU, opened for running kernels.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: AdapterInfo,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu").field("info", &self.info).finish()
+    }
+}
+
+impl Gpu {
+    /// Every Vulkan adapter on this machine that can load SPIR-V as is.
+    pub fn adapters() -> Vec<AdapterInfo> {
+        futures::executor::block_on(instance().enumerate_adapters(wgpu::Backends::VULKAN))
+            .into_iter()
+            .filter(|adapter| {
+                adapter
+                    .features()
+                    .contains(wgpu::Features::PASSTHROUGH_SHADERS)
+            })
+            .map(|adapter| info(&adapter))
+            .collect()
+    }
+
+    /// Opens the first adapter whose name contains `name` (any adapter
+    /// when `None`).
+    pub fn open(name: Option<&str>) -> Result<Self, GpuError> {
+        let adapters =
+            futures::executor::block_on(instance().enumerate_adapters(wgpu::Backends::VULKAN));
+        let adapter = adapters
+            .into_iter()
+            .filter(|adapter| {
+                adapter
+                    .features()
+                    .contains(wgpu::Features::PASSTHROUGH_SHADERS)
+            })
+            .find(|adapter| name.is_none_or(|name| adapter.get_info().name.contains(name)))
+            .ok_or_else(|| {
+                GpuError::NoAdapter(match name {
+                    Some(name) => format!("no Vulkan adapter named like `{name}`"),
+                    None => "no Vulkan adapter (on a machine without a GPU, install Mesa's \
+                             lavapipe: apt-get install mesa-vulkan-drivers)"
+                        .to_owned(),
+                })
+            })?;
+        let info = info(&adapter);
+        let (device, queue) =
+            futures::executor::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("idlegrid-gpu"),
+                required_features: wgpu::Features::PASSTHROUGH_SHADERS,
+                required_limits: adapter.limits(),
+                ..wgpu::DeviceDescriptor::default()
+            }))
+            .map_err(|error| GpuError::NoAdapter(format!("{}: {error}", info.name)))?;
+        Ok(Self {
+            device,
+            queue,
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &AdapterInfo {
+        &self.info
+    }
+
+    /// Runs `kernel` over `workgroups` with `inputs` bound to its input
+    /// bindings in order and zeroed outputs of `output_bytes` bound to its
+    /// output bindings; gives each output's bytes. A run that outlasts
+    /// `timeout` fails with [`GpuError::WallTimeout`].
+    pub fn run(
+        &self,
+        kernel: &Kernel,
+        inputs: &[&[u8]],
+        output_bytes: &[u64],
+        workgroups: [u32; 3],
+        timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>, GpuError> {
+        self.check(kernel, inputs, output_bytes, workgroups)?;
+        let device = &self.device;
+        // The one unsafe call in the project outside dependencies: the
+        // SPIR-V goes to the driver unchecked by wgpu. It is naga's own
+        // output for a module naga validated, compiled with bounds checks
+        // on every access and bounded loops, plus decorations only.
+        #[expect(unsafe_code, reason = "loading SPIR-V written and validated by naga")]
+        let module = unsafe {
+            device.create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
+                label: Some("kernel"),
+                entry_points: Cow::Owned(vec![wgpu::PassthroughShaderEntryPoint {
+                    name: Cow::Borrowed(kernel.entry_point.as_str()),
+                    workgroup_size: (
+                        kernel.workgroup_size[0],
+                        kernel.workgroup_size[1],
+                        kernel.workgroup_size[2],
+                    ),
+                }]),
+                spirv: Some(Cow::Borrowed(&kernel.spirv)),
+                ..Default::default()
+            })
+        };
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+            .bindings
+            .iter()
+            .map(|binding| wgpu::BindGroupLayoutEntry {
+                binding: binding.binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: !binding.writable,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: None,
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: None,
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(&kernel.entry_point),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+
+        // Buffers in binding order; storage sizes are whole words.
+        let mut inputs = inputs.iter();
+        let mut outputs_bytes = output_bytes.iter();
+        let mut buffers = Vec::new();
+        let mut outputs = Vec::new();
+        for binding in &kernel.bindings {
+            if binding.writable {
+                let bytes = *outputs_bytes.next().expect("checked");
+                let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size: words(bytes),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                outputs.push((buffers.len(), bytes));
+                buffers.push(buffer);
+            } else {
+                let bytes = inputs.next().expect("checked");
+                let mut padded = bytes.to_vec();
+                padded.resize(words(bytes.len() as u64) as usize, 0);
+                buffers.push(
+                    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: None,
+                        contents: &padded,
+                        usage: wgpu::BufferUsages::STORAGE,
+                    }),
+                );
+            }
+        }
+        let bind_entries: Vec<wgpu::BindGroupEntry> = kernel
+            .bindings
+            .iter()
+            .zip(&buffers)
+            .map(|(binding, buffer)| wgpu::BindGroupEntry {
+                binding: binding.binding,
+                resource: buffer.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &bind_entries,
+        });
+        let readbacks: Vec<wgpu::Buffer> = outputs
+            .iter()
+            .map(|(_, bytes)| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size: words(*bytes),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        }
+        for ((index, bytes), readback) in outputs.iter().zip(&readbacks) {
+            encoder.copy_buffer_to_buffer(&buffers[*index], 0, readback, 0, words(*bytes));
+        }
+        let submission = self.queue.submit([encoder.finish()]);
+        for readback in &readbacks {
+            readback.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        }
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: Some(timeout),
+            })
+            .map_err(|error| match error {
+                wgpu::PollError::Timeout => GpuError::WallTimeout(timeout),
+                other => GpuError::Device(other.to_string()),
+            })?;
+        let mut results = Vec::with_capacity(readbacks.len());
+        for ((_, bytes), readback) in outputs.iter().zip(&readbacks) {
+            let mapped = readback
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|error| GpuError::Device(error.to_string()))?;
+            results.push(mapped[..*bytes as usize].to_vec());
+        }
+        Ok(results)
+    }
+
+    /// Refuses what does not fit the kernel or the device before anything
+    /// is created.
+    fn check(
+        &self,
+        kernel: &Kernel,
+        inputs: &[&[u8]],
+        output_bytes: &[u64],
+        workgroups: [u32; 3],
+    ) -> Result<(), GpuError> {
+        let (want_inputs, want_outputs) = (kernel.inputs().count(), kernel.outputs().count());
+        if inputs.len() != want_inputs || output_bytes.len() != want_outputs {
+            return Err(GpuError::Bindings(format!(
+                "the kernel binds {want_inputs} inputs and {want_outputs} outputs; \
+                 {} and {} were given",
+                inputs.len(),
+                output_bytes.len()
+            )));
+        }
+        let limits = self.device.limits();
+        let max = BUFFER_BYTES_MAX
+            .min(limits.max_storage_buffer_binding_size)
+            .min(limits.max_buffer_size);
+        let sizes = inputs.iter().map(|input| input.len() as u64);
+        if let Some(size) = sizes
+            .chain(output_bytes.iter().copied())
+            .find(|size| *size > max)
+        {
+            return Err(GpuError::Bindings(format!(
+                "a buffer of {size} bytes, over the limit of {max}"
+            )));
+        }
+        let per_dimension = limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|count| *count > per_dimension) {
+            return Err(GpuError::Dispatch(format!(
+                "{workgroups:?} workgroups; at most {per_dimension} per dimension"
+            )));
+        }
+        let invocations: u64 = kernel
+            .workgroup_size
+            .iter()
+            .map(|n| u64::from(*n))
+            .product();
+        if invocations > u64::from(limits.max_compute_invocations_per_workgroup)
+            || kernel
+                .workgroup_size
+                .iter()
+                .zip([
+                    limits.max_compute_workgroup_size_x,
+                    limits.max_compute_workgroup_size_y,
+                    limits.max_compute_workgroup_size_z,
+                ])
+                .any(|(size, max)| *size > max)
+        {
+            return Err(GpuError::Dispatch(format!(
+                "a workgroup of {:?} is larger than the device allows",
+                kernel.workgroup_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
+    descriptor.backends = wgpu::Backends::VULKAN;
+    wgpu::Instance::new(descriptor)
+}
+
+fn info(adapter: &wgpu::Adapter) -> AdapterInfo {
+    let info = adapter.get_info();
+    AdapterInfo {
+        name: info.name,
+        vendor: info.vendor,
+        device: info.device,
+        driver: info.driver,
+        driver_info: info.driver_info,
+    }
+}
+
+/// `bytes` rounded up to whole 4-byte words, at least one.
+fn words(bytes: u64) -> u64 {
+    bytes.div_ceil(4).max(1) * 4
+}

@@ -1,0 +1,126 @@
+//! Kernels the tests run, with the same arithmetic in Rust.
+
+/// Mandelbrot escape counts in f32 using only `+ - *` and comparisons:
+/// params are width, height, the iteration cap, and the bits of the x and
+/// y steps.
+pub const MANDELBROT: &str = r#"
+@group(0) @binding(0) var<storage, read> params: array<u32>;
+@group(0) @binding(1) var<storage, read_write> counts: array<u32>;
+
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let width = params[0];
+    let height = params[1];
+    if (id.x >= width || id.y >= height) {
+        return;
+    }
+    let x0 = f32(id.x) * bitcast<f32>(params[3]) - 2.25;
+    let y0 = f32(id.y) * bitcast<f32>(params[4]) - 1.5;
+    var x = 0.0;
+    var y = 0.0;
+    var i = 0u;
+    loop {
+        if (i >= params[2]) {
+            break;
+        }
+        let x2 = x * x;
+        let y2 = y * y;
+        if (x2 + y2 > 4.0) {
+            break;
+        }
+        let xt = x2 - y2 + x0;
+        y = 2.0 * x * y + y0;
+        x = xt;
+        i = i + 1u;
+    }
+    counts[id.y * width + id.x] = i;
+}
+"#;
+
+pub fn mandelbrot_params(width: u32, height: u32, iterations: u32) -> Vec<u32> {
+    let x_step: f32 = 3.0 / width as f32;
+    let y_step: f32 = 3.0 / height as f32;
+    vec![
+        width,
+        height,
+        iterations,
+        x_step.to_bits(),
+        y_step.to_bits(),
+    ]
+}
+
+/// The same, in Rust (which never fuses or reorders float operations).
+pub fn mandelbrot(params: &[u32]) -> Vec<u32> {
+    let (width, height, iterations) = (params[0], params[1], params[2]);
+    let (x_step, y_step) = (f32::from_bits(params[3]), f32::from_bits(params[4]));
+    let mut counts = Vec::new();
+    for py in 0..height {
+        for px in 0..width {
+            let x0 = px as f32 * x_step - 2.25;
+            let y0 = py as f32 * y_step - 1.5;
+            let (mut x, mut y, mut i) = (0.0f32, 0.0f32, 0u32);
+            while i < iterations {
+                let x2 = x * x;
+                let y2 = y * y;
+                if x2 + y2 > 4.0 {
+                    break;
+                }
+                let xt = x2 - y2 + x0;
+                y = 2.0 * x * y + y0;
+                x = xt;
+                i += 1;
+            }
+            counts.push(i);
+        }
+    }
+    counts
+}
+
+/// 64 rounds of xorshift and multiply over each input word.
+pub const INT_HASH: &str = r#"
+@group(0) @binding(0) var<storage, read> words: array<u32>;
+@group(0) @binding(1) var<storage, read_write> hashes: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x >= arrayLength(&words)) {
+        return;
+    }
+    var h = words[id.x] ^ id.x;
+    for (var round = 0u; round < 64u; round = round + 1u) {
+        h = h ^ (h << 13u);
+        h = h ^ (h >> 17u);
+        h = h ^ (h << 5u);
+        h = h * 2654435761u + round / 3u;
+    }
+    hashes[id.x] = h;
+}
+"#;
+
+pub fn int_hash(words: &[u32]) -> Vec<u32> {
+    words
+        .iter()
+        .enumerate()
+        .map(|(index, word)| {
+            let mut h = word ^ index as u32;
+            for round in 0u32..64 {
+                h ^= h << 13;
+                h ^= h >> 17;
+                h ^= h << 5;
+                h = h.wrapping_mul(2_654_435_761).wrapping_add(round / 3);
+            }
+            h
+        })
+        .collect()
+}
+
+pub fn bytes(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|word| word.to_le_bytes()).collect()
+}
+
+pub fn words(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|chunk| u32::from_le_bytes(chunk.try_into().expect("four bytes")))
+        .collect()
+}
