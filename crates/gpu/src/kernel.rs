@@ -12,8 +12,8 @@ use naga::{
 
 use crate::GpuError;
 
-/// Most storage buffers a kernel binds.
-pub const BINDINGS_MAX: usize = 8;
+/// Most storage buffers a kernel binds (the meter takes one more).
+pub const BINDINGS_MAX: usize = 7;
 
 /// How far a task's results must agree across machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,17 +37,26 @@ pub struct Binding {
 pub struct Kernel {
     pub entry_point: String,
     pub workgroup_size: [u32; 3],
-    /// By binding number.
+    /// The kernel's own buffers, by binding number.
     pub bindings: Vec<Binding>,
-    /// The strict SPIR-V.
+    /// The meter's buffer, after the kernel's own (see [`crate::meter`]).
+    pub meter_binding: u32,
+    /// Fuel each invocation may use.
+    pub fuel_per_invocation: u32,
+    /// The strict, metered SPIR-V.
     pub spirv: Vec<u32>,
 }
 
 impl Kernel {
     /// Checks `wgsl`'s compute entry point `entry_point` against `class` and
-    /// compiles it.
-    pub fn compile(wgsl: &str, entry_point: &str, class: Class) -> Result<Self, GpuError> {
-        let module = naga::front::wgsl::parse_str(wgsl)
+    /// compiles it metered, each invocation allowed `fuel_per_invocation`.
+    pub fn compile(
+        wgsl: &str,
+        entry_point: &str,
+        class: Class,
+        fuel_per_invocation: u32,
+    ) -> Result<Self, GpuError> {
+        let mut module = naga::front::wgsl::parse_str(wgsl)
             .map_err(|error| GpuError::Invalid(error.emit_to_string(wgsl)))?;
         let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
             .validate(&module)
@@ -65,11 +74,20 @@ impl Kernel {
         match class {
             Class::Exact => exact(&module, &info, index)?,
         }
+        let meter_binding = bindings.last().map_or(0, |binding| binding.binding + 1);
+        crate::meter::instrument(&mut module, index, meter_binding, fuel_per_invocation);
+        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .map_err(|error| {
+                GpuError::Invalid(format!("the metered kernel does not validate: {error:?}"))
+            })?;
         let spirv = strict_spirv(&module, &info, entry_point)?;
         Ok(Self {
             entry_point: entry_point.to_owned(),
             workgroup_size,
             bindings,
+            meter_binding,
+            fuel_per_invocation,
             spirv,
         })
     }

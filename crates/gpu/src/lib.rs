@@ -9,10 +9,11 @@
 //! This is the only crate that imports naga and wgpu.
 
 mod kernel;
+pub mod meter;
 mod run;
 
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
-pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu};
+pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Stopped};
 
 use std::time::Duration;
 

@@ -12,6 +12,28 @@ use crate::{GpuError, Kernel};
 /// Largest buffer a task may bind, bytes (within the device's own limit).
 pub const BUFFER_BYTES_MAX: u64 = 256 << 20;
 
+/// Why a run's invocations stopped early; its outputs are then not the
+/// kernel's answer, on any device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// An invocation used more than the kernel's fuel per invocation.
+    OutOfFuel,
+    /// A loop ran more than [`crate::meter::LOOP_ITERATIONS_MAX`] times
+    /// in one go.
+    LoopLimit,
+}
+
+/// What a run gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuRun {
+    /// Each output's bytes, in binding order.
+    pub outputs: Vec<Vec<u8>>,
+    /// Fuel used: one per invocation plus one per loop iteration, summed
+    /// over invocations; the same on every device.
+    pub fuel: u64,
+    pub stopped: Option<Stopped>,
+}
+
 /// The adapter a [`Gpu`] runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdapterInfo {
@@ -93,8 +115,8 @@ impl Gpu {
 
     /// Runs `kernel` over `workgroups` with `inputs` bound to its input
     /// bindings in order and zeroed outputs of `output_bytes` bound to its
-    /// output bindings; gives each output's bytes. A run that outlasts
-    /// `timeout` fails with [`GpuError::WallTimeout`].
+    /// output bindings; gives each output's bytes and the fuel used. A run
+    /// that outlasts `timeout` fails with [`GpuError::WallTimeout`].
     pub fn run(
         &self,
         kernel: &Kernel,
@@ -102,7 +124,7 @@ impl Gpu {
         output_bytes: &[u64],
         workgroups: [u32; 3],
         timeout: Duration,
-    ) -> Result<Vec<Vec<u8>>, GpuError> {
+    ) -> Result<GpuRun, GpuError> {
         self.check(kernel, inputs, output_bytes, workgroups)?;
         let device = &self.device;
         // The one unsafe call in the project outside dependencies: the
@@ -125,8 +147,14 @@ impl Gpu {
                 ..Default::default()
             })
         };
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
-            .bindings
+        // The kernel's buffers and then the meter's.
+        let meter = crate::Binding {
+            binding: kernel.meter_binding,
+            writable: true,
+        };
+        let bindings: Vec<crate::Binding> =
+            kernel.bindings.iter().copied().chain([meter]).collect();
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .map(|binding| wgpu::BindGroupLayoutEntry {
                 binding: binding.binding,
@@ -161,10 +189,11 @@ impl Gpu {
 
         // Buffers in binding order; storage sizes are whole words.
         let mut inputs = inputs.iter();
-        let mut outputs_bytes = output_bytes.iter();
+        let meter_bytes = crate::meter::METER_WORDS * 4;
+        let mut outputs_bytes = output_bytes.iter().chain([&meter_bytes]);
         let mut buffers = Vec::new();
         let mut outputs = Vec::new();
-        for binding in &kernel.bindings {
+        for binding in &bindings {
             if binding.writable {
                 let bytes = *outputs_bytes.next().expect("checked");
                 let buffer = device.create_buffer(&wgpu::BufferDescriptor {
@@ -188,8 +217,7 @@ impl Gpu {
                 );
             }
         }
-        let bind_entries: Vec<wgpu::BindGroupEntry> = kernel
-            .bindings
+        let bind_entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
             .zip(&buffers)
             .map(|(binding, buffer)| wgpu::BindGroupEntry {
@@ -245,7 +273,23 @@ impl Gpu {
                 .map_err(|error| GpuError::Device(error.to_string()))?;
             results.push(mapped[..*bytes as usize].to_vec());
         }
-        Ok(results)
+        let meter = results.pop().expect("the meter is read back last");
+        let word = |index: usize| {
+            u32::from_le_bytes(meter[index * 4..index * 4 + 4].try_into().expect("a word"))
+        };
+        let flags = word(2);
+        let stopped = if flags & crate::meter::FLAG_OUT_OF_FUEL != 0 {
+            Some(Stopped::OutOfFuel)
+        } else if flags & crate::meter::FLAG_LOOP_LIMIT != 0 {
+            Some(Stopped::LoopLimit)
+        } else {
+            None
+        };
+        Ok(GpuRun {
+            outputs: results,
+            fuel: u64::from(word(0)) | u64::from(word(1)) << 32,
+            stopped,
+        })
     }
 
     /// Refuses what does not fit the kernel or the device before anything

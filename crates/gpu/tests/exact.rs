@@ -5,9 +5,10 @@
 mod kernels;
 
 use idlegrid_gpu::{Class, GpuError, Kernel, contraction_counts};
+use kernels::FUEL;
 
 fn refusal(wgsl: &str) -> GpuError {
-    Kernel::compile(wgsl, "main", Class::Exact).expect_err("refused")
+    Kernel::compile(wgsl, "main", Class::Exact, FUEL).expect_err("refused")
 }
 
 /// A kernel whose one line of arithmetic is `expression` over `a` and `b`,
@@ -27,24 +28,27 @@ fn float_kernel(expression: &str) -> String {
 
 #[test]
 fn the_example_kernels_compile_with_their_bindings() {
-    let kernel = Kernel::compile(kernels::MANDELBROT, "main", Class::Exact).expect("exact");
+    let kernel = Kernel::compile(kernels::MANDELBROT, "main", Class::Exact, FUEL).expect("exact");
     assert_eq!(kernel.workgroup_size, [8, 8, 1]);
     assert_eq!(kernel.inputs().count(), 1);
     assert_eq!(kernel.outputs().count(), 1);
-    let kernel = Kernel::compile(kernels::INT_HASH, "main", Class::Exact).expect("exact");
+    let kernel = Kernel::compile(kernels::INT_HASH, "main", Class::Exact, FUEL).expect("exact");
     assert_eq!(kernel.workgroup_size, [64, 1, 1]);
 }
 
 #[test]
 fn every_float_operation_is_decorated_no_contraction() {
-    let kernel = Kernel::compile(kernels::MANDELBROT, "main", Class::Exact).expect("exact");
+    let kernel = Kernel::compile(kernels::MANDELBROT, "main", Class::Exact, FUEL).expect("exact");
     let (decorated, arithmetic) = contraction_counts(&kernel.spirv);
     // x*step, -2.25 twice, x*x, y*y, x2+y2, x2-y2, +x0, 2*x, *y, +y0.
     assert!(arithmetic >= 11, "{arithmetic} float operations");
     assert_eq!(decorated, arithmetic);
-    // The same pass over integer-only SPIR-V adds nothing.
-    let kernel = Kernel::compile(kernels::INT_HASH, "main", Class::Exact).expect("exact");
+    // The same pass over integer-only SPIR-V (the meter's counting too)
+    // adds nothing.
+    let kernel = Kernel::compile(kernels::INT_HASH, "main", Class::Exact, FUEL).expect("exact");
     assert_eq!(contraction_counts(&kernel.spirv), (0, 0));
+    // The meter takes the binding after the kernel's own.
+    assert_eq!(kernel.meter_binding, 2);
 }
 
 #[test]
@@ -56,7 +60,7 @@ fn f32_addition_multiplication_and_exact_builtins_are_in_the_class() {
         "select(a, b, a < b)",
         "f32(u32(a) / 3u)",
     ] {
-        Kernel::compile(&float_kernel(expression), "main", Class::Exact)
+        Kernel::compile(&float_kernel(expression), "main", Class::Exact, FUEL)
             .unwrap_or_else(|error| panic!("{expression}: {error}"));
     }
 }
@@ -103,7 +107,8 @@ fn bad_wgsl_and_missing_entry_points_are_invalid_with_where() {
         GpuError::Invalid(message) => assert!(message.contains("1:"), "{message}"),
         other => panic!("{other}"),
     }
-    let error = Kernel::compile(kernels::INT_HASH, "nope", Class::Exact).expect_err("no entry");
+    let error =
+        Kernel::compile(kernels::INT_HASH, "nope", Class::Exact, FUEL).expect_err("no entry");
     assert!(error.to_string().contains("`nope`"), "{error}");
     let no_output = "@group(0) @binding(0) var<storage, read> i: array<u32>;\n\
                      @compute @workgroup_size(1) fn main() { let x = i[0]; }";

@@ -1,5 +1,8 @@
 //! Kernels the tests run, with the same arithmetic in Rust.
 
+/// Fuel per invocation the tests allow.
+pub const FUEL: u32 = 1_000_000;
+
 /// Mandelbrot escape counts in f32 using only `+ - *` and comparisons:
 /// params are width, height, the iteration cap, and the bits of the x and
 /// y steps.
