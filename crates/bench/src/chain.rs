@@ -39,12 +39,8 @@ use crate::ledger::{CHAIN, Senders, apply_transfer_blocks, per_second};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Print one JSON object per line.
-    #[arg(long)]
-    pub json: bool,
-    /// Short windows: checks that the benchmark runs.
-    #[arg(long)]
-    quick: bool,
+    #[command(flatten)]
+    pub common: crate::Common,
     /// Where the validators keep their ledgers and consensus journals (a
     /// temporary directory inside it per configuration, removed at the
     /// end). Consensus creates and deletes a journal file per view, so a
@@ -112,7 +108,7 @@ const QUICK: Phases = Phases {
 };
 
 pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
-    let phases = if options.quick { QUICK } else { FULL };
+    let phases = if options.common.quick { QUICK } else { FULL };
 
     // The ledger alone, with as many funded accounts as the chain has
     // senders: what consensus, the network and redb are added to.

@@ -43,12 +43,8 @@ use crate::Measurement;
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Print one JSON object per line.
-    #[arg(long)]
-    pub json: bool,
-    /// Small jobs: checks that the benchmark runs.
-    #[arg(long)]
-    quick: bool,
+    #[command(flatten)]
+    pub common: crate::Common,
     /// Where the validator, the providers and the requestor keep their
     /// files (a temporary directory inside it, removed at the end). The
     /// requestor writes a file per task, so a file system slow to create
@@ -117,7 +113,7 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(600);
 const PROVIDER_STOP_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
-    let sizes = if options.quick { QUICK } else { FULL };
+    let sizes = if options.common.quick { QUICK } else { FULL };
     let directory = match &options.dir {
         Some(dir) => tempfile::tempdir_in(dir)
             .with_context(|| format!("failed to make a directory in {}", dir.display()))?,

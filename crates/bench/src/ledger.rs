@@ -18,12 +18,8 @@ use crate::Measurement;
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Print one JSON object per line.
-    #[arg(long)]
-    pub json: bool,
-    /// Tiny blocks and one repetition: checks that the benchmark runs.
-    #[arg(long)]
-    quick: bool,
+    #[command(flatten)]
+    pub common: crate::Common,
 }
 
 /// The chain id of every benchmark transaction (the chain suite's too, so
@@ -152,7 +148,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     // (block size, blocks) for throughput, block sizes and repetitions for commits.
-    let (block_size, blocks, commit_sizes, repetitions) = if options.quick {
+    let (block_size, blocks, commit_sizes, repetitions) = if options.common.quick {
         (20, 2, [10, 100], 1)
     } else {
         (1_000, 20, [1_000, 10_000], 3)

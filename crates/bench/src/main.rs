@@ -6,6 +6,7 @@
 
 mod chain;
 mod e2e;
+mod gpu;
 mod ledger;
 mod market;
 mod native;
@@ -39,6 +40,21 @@ enum Suite {
     /// in-process providers, a validator and loopback, against the same
     /// tasks run directly in the sandbox.
     E2e(e2e::Options),
+    /// GPU kernels: an exact, metered kernel against the same work as a WASI
+    /// task in the sandbox on one core, and against the plain kernel.
+    Gpu(gpu::Options),
+}
+
+/// Flags every suite takes.
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// The suite's smallest sizes and one repetition: checks that the
+    /// benchmark runs.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// One measured figure and what it is compared to.
@@ -99,11 +115,12 @@ fn print_table(rows: &[Measurement]) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (rows, json) = match cli.suite {
-        Suite::Sandbox(options) => (sandbox::run(&options)?, options.json),
-        Suite::Ledger(options) => (ledger::run(&options)?, options.json),
-        Suite::Market(options) => (market::run(&options)?, options.json),
-        Suite::Chain(options) => (chain::run(&options)?, options.json),
-        Suite::E2e(options) => (e2e::run(&options)?, options.json),
+        Suite::Sandbox(options) => (sandbox::run(&options)?, options.common.json),
+        Suite::Ledger(options) => (ledger::run(&options)?, options.common.json),
+        Suite::Market(options) => (market::run(&options)?, options.common.json),
+        Suite::Chain(options) => (chain::run(&options)?, options.common.json),
+        Suite::E2e(options) => (e2e::run(&options)?, options.common.json),
+        Suite::Gpu(options) => (gpu::run(&options)?, options.common.json),
     };
     if json {
         for row in &rows {

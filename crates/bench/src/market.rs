@@ -14,12 +14,8 @@ use crate::Measurement;
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Print one JSON object per line.
-    #[arg(long)]
-    pub json: bool,
-    /// Small books and jobs: checks that the benchmark runs.
-    #[arg(long)]
-    quick: bool,
+    #[command(flatten)]
+    pub common: crate::Common,
 }
 
 fn offer(index: usize) -> Offer {
@@ -153,7 +149,7 @@ fn plain_loop_per_second(providers: usize, tasks: u64) -> f64 {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
-    let (books, tasks): (&[usize], u64) = if options.quick {
+    let (books, tasks): (&[usize], u64) = if options.common.quick {
         (&[100, 1_000], 2_000)
     } else {
         (&[1_000, 10_000, 100_000], 100_000)

@@ -11,12 +11,8 @@ use crate::{Measurement, native};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Print one JSON object per line.
-    #[arg(long)]
-    pub json: bool,
-    /// Small arguments and one repetition: checks that the benchmark runs.
-    #[arg(long)]
-    quick: bool,
+    #[command(flatten)]
+    pub common: crate::Common,
     /// Repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     repetitions: usize,
@@ -75,7 +71,7 @@ const WORKLOADS: &[Workload] = &[
 
 /// The examples of the checkout being run (`cargo run` says which), else
 /// of the one this binary was built from.
-fn examples_dir() -> PathBuf {
+pub(crate) fn examples_dir() -> PathBuf {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest_dir.join("../../examples")
@@ -103,12 +99,12 @@ fn text(bytes: usize) -> Vec<u8> {
     out
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }
 
-fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
@@ -116,7 +112,7 @@ fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
 }
 
-fn sandbox(
+pub(crate) fn sandbox(
     consume_fuel: bool,
     canonicalize_nans: bool,
     cache_dir: Option<PathBuf>,
@@ -165,7 +161,7 @@ fn time_wasm(
 }
 
 pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
-    let repetitions = if options.quick {
+    let repetitions = if options.common.quick {
         1
     } else {
         options.repetitions.max(1)
@@ -185,7 +181,7 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
         }
         let path = examples_dir().join(format!("{0}/{0}.wasm", workload.name));
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let (args, input_bytes) = if options.quick {
+        let (args, input_bytes) = if options.common.quick {
             (workload.quick_args, workload.quick_input_bytes)
         } else {
             (workload.args, workload.input_bytes)

@@ -56,38 +56,51 @@ impl Kernel {
         class: Class,
         fuel_per_invocation: u32,
     ) -> Result<Self, GpuError> {
-        let mut module = naga::front::wgsl::parse_str(wgsl)
-            .map_err(|error| GpuError::Invalid(error.emit_to_string(wgsl)))?;
-        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
-            .validate(&module)
-            .map_err(|error| GpuError::Invalid(error.emit_to_string(wgsl)))?;
-        let (index, entry) = module
-            .entry_points
-            .iter()
-            .enumerate()
-            .find(|(_, entry)| entry.name == entry_point && entry.stage == ShaderStage::Compute)
-            .ok_or_else(|| {
-                GpuError::Invalid(format!("no compute entry point named `{entry_point}`"))
-            })?;
-        let workgroup_size = entry.workgroup_size;
-        let bindings = bindings(&module)?;
+        let Parsed {
+            mut module,
+            info,
+            index,
+            workgroup_size,
+            bindings,
+        } = parse(wgsl, entry_point)?;
         match class {
             Class::Exact => exact(&module, &info, index)?,
         }
         let meter_binding = bindings.last().map_or(0, |binding| binding.binding + 1);
         crate::meter::instrument(&mut module, index, meter_binding, fuel_per_invocation);
-        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
-            .validate(&module)
-            .map_err(|error| {
-                GpuError::Invalid(format!("the metered kernel does not validate: {error:?}"))
-            })?;
-        let spirv = strict_spirv(&module, &info, entry_point)?;
+        let info = validate(&module).map_err(|error| {
+            GpuError::Invalid(format!("the metered kernel does not validate: {error:?}"))
+        })?;
+        let spirv = no_contraction(&spirv(&module, &info, entry_point)?)?;
         Ok(Self {
             entry_point: entry_point.to_owned(),
             workgroup_size,
             bindings,
             meter_binding,
             fuel_per_invocation,
+            spirv,
+        })
+    }
+
+    /// The same kernel as plain wgpu would run it: no exactness check, no
+    /// meter, no `NoContraction` (accesses still bounds-checked). Only for
+    /// measuring what strictness costs: its results may differ between
+    /// devices, and it reports no fuel.
+    pub fn compile_plain(wgsl: &str, entry_point: &str) -> Result<Self, GpuError> {
+        let Parsed {
+            module,
+            info,
+            workgroup_size,
+            bindings,
+            ..
+        } = parse(wgsl, entry_point)?;
+        let spirv = spirv(&module, &info, entry_point)?;
+        Ok(Self {
+            entry_point: entry_point.to_owned(),
+            workgroup_size,
+            meter_binding: bindings.last().map_or(0, |binding| binding.binding + 1),
+            bindings,
+            fuel_per_invocation: 0,
             spirv,
         })
     }
@@ -101,6 +114,47 @@ impl Kernel {
     pub fn outputs(&self) -> impl Iterator<Item = &Binding> {
         self.bindings.iter().filter(|binding| binding.writable)
     }
+}
+
+/// A parsed, validated kernel and what compiling it needs.
+struct Parsed {
+    module: Module,
+    info: ModuleInfo,
+    /// The entry point's index.
+    index: usize,
+    workgroup_size: [u32; 3],
+    bindings: Vec<Binding>,
+}
+
+fn validate(
+    module: &Module,
+) -> Result<ModuleInfo, Box<naga::WithSpan<naga::valid::ValidationError>>> {
+    Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(module)
+        .map_err(Box::new)
+}
+
+fn parse(wgsl: &str, entry_point: &str) -> Result<Parsed, GpuError> {
+    let module = naga::front::wgsl::parse_str(wgsl)
+        .map_err(|error| GpuError::Invalid(error.emit_to_string(wgsl)))?;
+    let info = validate(&module).map_err(|error| GpuError::Invalid(error.emit_to_string(wgsl)))?;
+    let (index, entry) = module
+        .entry_points
+        .iter()
+        .enumerate()
+        .find(|(_, entry)| entry.name == entry_point && entry.stage == ShaderStage::Compute)
+        .ok_or_else(|| {
+            GpuError::Invalid(format!("no compute entry point named `{entry_point}`"))
+        })?;
+    let workgroup_size = entry.workgroup_size;
+    let bindings = bindings(&module)?;
+    Ok(Parsed {
+        module,
+        info,
+        index,
+        workgroup_size,
+        bindings,
+    })
 }
 
 /// The kernel's storage buffers; anything else it binds (uniforms,
@@ -235,13 +289,8 @@ fn float_width(inner: &TypeInner) -> Option<u8> {
 }
 
 /// SPIR-V for the entry point: out-of-bounds reads give zero and writes
-/// are dropped, workgroup memory starts zeroed, loops are bounded, and
-/// every float operation is `NoContraction`.
-fn strict_spirv(
-    module: &Module,
-    info: &ModuleInfo,
-    entry_point: &str,
-) -> Result<Vec<u32>, GpuError> {
+/// are dropped, workgroup memory starts zeroed, and loops are bounded.
+fn spirv(module: &Module, info: &ModuleInfo, entry_point: &str) -> Result<Vec<u32>, GpuError> {
     let policy = naga::proc::BoundsCheckPolicy::ReadZeroSkipWrite;
     let options = spv::Options {
         bounds_check_policies: naga::proc::BoundsCheckPolicies {
@@ -258,9 +307,8 @@ fn strict_spirv(
         shader_stage: ShaderStage::Compute,
         entry_point: entry_point.to_owned(),
     };
-    let words = spv::write_vec(module, info, &options, Some(&pipeline))
-        .map_err(|error| GpuError::Invalid(format!("cannot compile to SPIR-V: {error}")))?;
-    no_contraction(&words)
+    spv::write_vec(module, info, &options, Some(&pipeline))
+        .map_err(|error| GpuError::Invalid(format!("cannot compile to SPIR-V: {error}")))
 }
 
 /// SPIR-V opcodes of float arithmetic a driver could fuse or reorder.

@@ -3,42 +3,11 @@
 /// Fuel per invocation the tests allow.
 pub const FUEL: u32 = 1_000_000;
 
-/// Mandelbrot escape counts in f32 using only `+ - *` and comparisons:
-/// params are width, height, the iteration cap, and the bits of the x and
-/// y steps.
-pub const MANDELBROT: &str = r#"
-@group(0) @binding(0) var<storage, read> params: array<u32>;
-@group(0) @binding(1) var<storage, read_write> counts: array<u32>;
-
-@compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    let width = params[0];
-    let height = params[1];
-    if (id.x >= width || id.y >= height) {
-        return;
-    }
-    let x0 = f32(id.x) * bitcast<f32>(params[3]) - 2.25;
-    let y0 = f32(id.y) * bitcast<f32>(params[4]) - 1.5;
-    var x = 0.0;
-    var y = 0.0;
-    var i = 0u;
-    loop {
-        if (i >= params[2]) {
-            break;
-        }
-        let x2 = x * x;
-        let y2 = y * y;
-        if (x2 + y2 > 4.0) {
-            break;
-        }
-        let xt = x2 - y2 + x0;
-        y = 2.0 * x * y + y0;
-        x = xt;
-        i = i + 1u;
-    }
-    counts[id.y * width + id.x] = i;
-}
-"#;
+/// Mandelbrot escape counts in f32 using only `+ - *` and comparisons
+/// (the example): params are width, height, the iteration cap, and the
+/// bits of the x and y steps.
+pub const MANDELBROT: &str =
+    include_str!("../../../../examples/mandelbrot-gpu/mandelbrot-gpu.wgsl");
 
 pub fn mandelbrot_params(width: u32, height: u32, iterations: u32) -> Vec<u32> {
     let x_step: f32 = 3.0 / width as f32;
