@@ -400,7 +400,10 @@ fn the_devnet_renders_the_demo_shows_it_on_the_dashboard_stops_cleanly_and_resum
         "the devnet's image differs from local execs of its tiles"
     );
 
-    // Placement is visible: the slow provider ran fewer tiles than either fast one.
+    // Placement is visible: the slow provider ran fewer tiles than the fast
+    // ones did on average. (Not fewer than each: tiles take about a
+    // millisecond, so on a loaded machine round trips weigh as much as
+    // speed, and one fast provider can trail it.)
     let (status, network) = get(&format!("{dashboard}/v1/network")).expect("the network view");
     assert_eq!(status, 200, "{network}");
     let listed = network["providers"].as_array().expect("providers");
@@ -412,13 +415,14 @@ fn the_devnet_renders_the_demo_shows_it_on_the_dashboard_stops_cleanly_and_resum
             .unwrap_or_else(|| panic!("{account} is not in {network}"))
     };
     let slow_tasks = tasks_of(&slow);
-    for provider in &providers[..2] {
-        let fast = tasks_of(provider["account"].as_str().expect("an account"));
-        assert!(
-            slow_tasks < fast,
-            "slow ran {slow_tasks}, a fast one {fast}: {network}"
-        );
-    }
+    let fast_tasks: u64 = providers[..2]
+        .iter()
+        .map(|provider| tasks_of(provider["account"].as_str().expect("an account")))
+        .sum();
+    assert!(
+        slow_tasks * 2 < fast_tasks,
+        "slow ran {slow_tasks}, the fast ones {fast_tasks} together: {network}"
+    );
 
     // Once it is done: every tile drawn, the job shown done; a screenshot
     // for the CI run's artifacts.
