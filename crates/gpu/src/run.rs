@@ -59,19 +59,6 @@ impl std::fmt::Debug for Gpu {
 }
 
 impl Gpu {
-    /// Every Vulkan adapter on this machine that can load SPIR-V as is.
-    pub fn adapters() -> Vec<AdapterInfo> {
-        futures::executor::block_on(instance().enumerate_adapters(wgpu::Backends::VULKAN))
-            .into_iter()
-            .filter(|adapter| {
-                adapter
-                    .features()
-                    .contains(wgpu::Features::PASSTHROUGH_SHADERS)
-            })
-            .map(|adapter| info(&adapter))
-            .collect()
-    }
-
     /// Opens the first adapter whose name contains `name` (any adapter
     /// when `None`).
     pub fn open(name: Option<&str>) -> Result<Self, GpuError> {

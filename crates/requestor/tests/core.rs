@@ -94,8 +94,9 @@ fn offer() -> Offer {
     }
 }
 
-/// A provider offers, is staked and connects; gives what the step decided.
-fn join(core: &mut RequestorCore, provider: AccountId) -> Vec<Command> {
+/// A provider offers (its stake is then read) and is found `standing`;
+/// gives what the core answered.
+fn offers_with(core: &mut RequestorCore, provider: AccountId, standing: Standing) -> Vec<Command> {
     let mut commands = core.input(
         NOW,
         Input::Offer {
@@ -108,13 +109,13 @@ fn join(core: &mut RequestorCore, provider: AccountId) -> Vec<Command> {
             .iter()
             .any(|command| matches!(command, Command::ReadStanding(p) if *p == provider))
     );
-    commands.extend(core.input(
-        NOW,
-        Input::Standing {
-            provider,
-            standing: Standing::staked(1_000, 5_000),
-        },
-    ));
+    commands.extend(core.input(NOW, Input::Standing { provider, standing }));
+    commands
+}
+
+/// A provider offers, is staked and connects; gives what the step decided.
+fn join(core: &mut RequestorCore, provider: AccountId) -> Vec<Command> {
+    let mut commands = offers_with(core, provider, Standing::staked(1_000, 5_000));
     commands.extend(core.input(NOW, Input::Connected(provider)));
     commands.extend(core.step(NOW));
     commands
@@ -380,22 +381,7 @@ fn first_word_taken(trust: Trust) -> bool {
     core.start(NOW);
     let provider = key(10);
     let id = provider.account_id();
-    let offer = offer();
-    core.input(
-        NOW,
-        Input::Offer {
-            provider: id,
-            offer,
-        },
-    );
-    let standing = Standing::staked(1 << 40, 5_000);
-    core.input(
-        NOW,
-        Input::Standing {
-            provider: id,
-            standing,
-        },
-    );
+    offers_with(&mut core, id, Standing::staked(1 << 40, 5_000));
     core.input(NOW, Input::Connected(id));
     assert_eq!(sent_tasks(&core.step(NOW)), vec![(id, vec![0])]);
     let answer = results(1, &provider, vec![(receipt(0, b"zero"), b"zero".to_vec())]);
@@ -432,25 +418,7 @@ fn a_peer_connected_before_its_offer_is_asked_for_it_and_then_placed_with() {
     assert_eq!(asked(&commands), 1);
     assert!(sent_tasks(&core.step(NOW)).is_empty());
     // The answer is taken as an offer: stake read, then work placed.
-    let commands = core.input(
-        NOW,
-        Input::Offer {
-            provider,
-            offer: offer(),
-        },
-    );
-    assert!(
-        commands
-            .iter()
-            .any(|command| matches!(command, Command::ReadStanding(p) if *p == provider))
-    );
-    core.input(
-        NOW,
-        Input::Standing {
-            provider,
-            standing: Standing::staked(1_000, 5_000),
-        },
-    );
+    offers_with(&mut core, provider, Standing::staked(1_000, 5_000));
     assert_eq!(sent_tasks(&core.step(NOW)), vec![(provider, vec![0, 1])]);
     // A provider whose offer is known is not asked again when it reconnects.
     core.input(NOW, Input::Disconnected(provider));
