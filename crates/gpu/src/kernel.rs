@@ -45,6 +45,18 @@ pub struct Kernel {
     pub fuel_per_invocation: u32,
     /// The strict, metered SPIR-V.
     pub spirv: Vec<u32>,
+    /// The module the SPIR-V was written from (metered, for the exact
+    /// class), for running the kernel without a GPU.
+    pub(crate) ir: std::sync::Arc<Ir>,
+}
+
+/// A kernel's naga module as compiled, with its validation info and its
+/// entry point's index.
+#[derive(Debug)]
+pub(crate) struct Ir {
+    pub(crate) module: Module,
+    pub(crate) info: ModuleInfo,
+    pub(crate) entry_index: usize,
 }
 
 impl Kernel {
@@ -79,6 +91,11 @@ impl Kernel {
             meter_binding,
             fuel_per_invocation,
             spirv,
+            ir: std::sync::Arc::new(Ir {
+                module,
+                info,
+                entry_index: index,
+            }),
         })
     }
 
@@ -90,9 +107,9 @@ impl Kernel {
         let Parsed {
             module,
             info,
+            index,
             workgroup_size,
             bindings,
-            ..
         } = parse(wgsl, entry_point)?;
         let spirv = spirv(&module, &info, entry_point)?;
         Ok(Self {
@@ -102,6 +119,11 @@ impl Kernel {
             bindings,
             fuel_per_invocation: 0,
             spirv,
+            ir: std::sync::Arc::new(Ir {
+                module,
+                info,
+                entry_index: index,
+            }),
         })
     }
 

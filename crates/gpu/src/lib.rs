@@ -13,7 +13,7 @@ pub mod meter;
 mod run;
 
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
-pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Stopped};
+pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Metered, Step, Stopped};
 
 use std::time::Duration;
 

@@ -34,6 +34,25 @@ pub struct GpuRun {
     pub stopped: Option<Stopped>,
 }
 
+/// One dispatch of a program: `kernel` over a grid of `workgroups`. The
+/// dispatches of one program run in order over the same buffers, so every
+/// kernel in it binds the same buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    pub kernel: &'a Kernel,
+    pub workgroups: [u32; 3],
+}
+
+/// What the meter counted over a program's dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metered {
+    /// Fuel used by every invocation of every dispatch; the same on every
+    /// device.
+    pub fuel: u64,
+    /// Set when an invocation of any dispatch stopped early.
+    pub stopped: Option<Stopped>,
+}
+
 /// The adapter a [`Gpu`] runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdapterInfo {
