@@ -2,8 +2,11 @@
 // `+ - *`, comparisons and conversions, so every GPU (and the CPU) gives
 // the same counts. One invocation per pixel.
 //
-// params: width, height, the iteration cap, and the bits of the f32 steps
-// between pixels in x and y. The view starts at (-2.25, -1.5).
+// params: width, height, the iteration cap, the bits of the f32 steps
+// between pixels in x and y, and the band (optional, 0 when absent): the
+// kernel computes rows band × height to band × height + height - 1 of the
+// view, which starts at (-2.25, -1.5). A job splits an image into bands,
+// one per task.
 // counts: one u32 per pixel, row by row.
 
 @group(0) @binding(0) var<storage, read> params: array<u32>;
@@ -17,7 +20,8 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     let x0 = f32(id.x) * bitcast<f32>(params[3]) - 2.25;
-    let y0 = f32(id.y) * bitcast<f32>(params[4]) - 1.5;
+    let row = params[5] * height + id.y;
+    let y0 = f32(row) * bitcast<f32>(params[4]) - 1.5;
     var x = 0.0;
     var y = 0.0;
     var i = 0u;

@@ -22,7 +22,7 @@ fn offer(index: usize) -> Offer {
     Offer {
         cores: 1 + (index % 8) as u32,
         memory_bytes: 8 << 30,
-        gpus: 0,
+        gpu: None,
         // A spread of speeds, so ranking has work to do.
         benchmark_fuel_per_second: 200_000_000 + (index as u64 % 97) * 50_000_000,
         price_floor_per_million_fuel: 1 + (index as u64 % 5),
@@ -75,6 +75,7 @@ fn job(tasks: u64) -> JobSpec {
         price_per_million_fuel: 10,
         policy: Policy::Replicas(2),
         budget: u64::MAX,
+        gpu: false,
     }
 }
 

@@ -15,7 +15,7 @@ use idlegrid_gateway::{GatewayConfig, run_gateway};
 use idlegrid_market::MarketConfig;
 use idlegrid_net::{Multiaddr, OverlayConfig};
 use idlegrid_node::read_key;
-use idlegrid_provider::{Cheat, ProviderConfig, ProviderStats, run_provider};
+use idlegrid_provider::{Cheat, GpuChoice, ProviderConfig, ProviderStats, run_provider};
 use idlegrid_requestor::JobFile;
 use idlegrid_requestor::core::REFEREE_FUEL_DEFAULT;
 use idlegrid_requestor::{SubmitConfig, SubmitProgress, submit};
@@ -129,6 +129,19 @@ pub struct ProvideArgs {
     /// Offer this benchmark score (fuel per second) instead of measuring it.
     #[arg(long, value_name = "N")]
     benchmark_fuel_per_second: Option<u64>,
+    /// Offer the GPU whose adapter name contains NAME for GPU tasks
+    /// [default: the first Vulkan adapter found, if any].
+    #[arg(long, value_name = "NAME", conflicts_with = "no_gpu")]
+    gpu: Option<String>,
+    /// Offer no GPU.
+    #[arg(long)]
+    no_gpu: bool,
+    /// The lowest price taken for GPU tasks, per million fuel [default: --price-floor].
+    #[arg(long, value_name = "N")]
+    gpu_price_floor: Option<u64>,
+    /// Offer this GPU benchmark score (fuel per second) instead of measuring it.
+    #[arg(long, value_name = "N")]
+    gpu_benchmark_fuel_per_second: Option<u64>,
     /// Seconds between offers.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     offer_interval_secs: u64,
@@ -182,6 +195,13 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
     config.idle_only_percent = args.idle_only.then_some(args.idle_threshold);
     config.stake = args.stake;
     config.benchmark_fuel_per_second = args.benchmark_fuel_per_second;
+    config.gpu = match (&args.gpu, args.no_gpu) {
+        (_, true) => GpuChoice::Off,
+        (Some(name), false) => GpuChoice::Named(name.clone()),
+        (None, false) => GpuChoice::Auto,
+    };
+    config.gpu_price_floor_per_million_fuel = args.gpu_price_floor;
+    config.gpu_benchmark_fuel_per_second = args.gpu_benchmark_fuel_per_second;
     config.offer_interval = Duration::from_secs(args.offer_interval_secs.max(1));
     config.redeem_interval = Duration::from_secs(args.redeem_interval_secs.max(1));
     config.cheat = args.cheat.map(|CheatArg::WrongOutput| Cheat::WrongOutput {
@@ -215,6 +235,12 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
                     "hardware": ready.hardware.describe(),
                     "benchmark_fuel_per_second": ready.benchmark_fuel_per_second,
                     "provider_stake": ready.provider_stake,
+                    "gpu": ready.gpu.as_ref().map(|gpu| json!({
+                        "name": gpu.name.as_str(),
+                        "driver": gpu.driver.as_str(),
+                        "fuel_per_second": gpu.fuel_per_second,
+                        "price_floor_per_million_fuel": gpu.price_floor_per_million_fuel,
+                    })),
                 })
             );
         } else {
@@ -233,6 +259,21 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
                     ""
                 }
             );
+            match &ready.gpu {
+                Some(gpu) => println!(
+                    "  gpu        {} ({}), {} fuel/s{}, from {} per million fuel",
+                    gpu.name.as_str(),
+                    gpu.driver.as_str(),
+                    gpu.fuel_per_second,
+                    if ready.gpu_benchmark_cached {
+                        " (cached)"
+                    } else {
+                        ""
+                    },
+                    gpu.price_floor_per_million_fuel
+                ),
+                None => println!("  gpu        none offered"),
+            }
             println!("  stake      {}", ready.provider_stake);
             for address in &addresses {
                 println!("  listening  {address}");

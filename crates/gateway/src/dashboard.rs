@@ -451,7 +451,7 @@ impl Board {
                 let fields = [
                     "cores",
                     "memory_bytes",
-                    "gpus",
+                    "gpu",
                     "benchmark_fuel_per_second",
                     "price_floor_per_million_fuel",
                     "concurrency",
@@ -463,7 +463,14 @@ impl Board {
                     [
                         json!(offer.cores),
                         json!(offer.memory_bytes),
-                        json!(offer.gpus),
+                        json!(offer.gpu.as_ref().map(|gpu| json!({
+                            "name": gpu.name.as_str(),
+                            "vendor": gpu.vendor,
+                            "device": gpu.device,
+                            "driver": gpu.driver.as_str(),
+                            "fuel_per_second": gpu.fuel_per_second,
+                            "price_floor_per_million_fuel": gpu.price_floor_per_million_fuel,
+                        }))),
                         json!(offer.benchmark_fuel_per_second),
                         json!(offer.price_floor_per_million_fuel),
                         json!(offer.concurrency),

@@ -11,9 +11,11 @@
 mod kernel;
 pub mod meter;
 mod run;
+mod task;
 
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
 pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Metered, Step, Stopped};
+pub use task::{Executor, Program, TaskRun, WORKGROUPS_PER_DIMENSION_MAX};
 
 use std::time::Duration;
 

@@ -131,35 +131,42 @@ impl Gpu {
         workgroups: [u32; 3],
         timeout: Duration,
     ) -> Result<GpuRun, GpuError> {
-        self.check(kernel, inputs, output_bytes, workgroups)?;
-        let device = &self.device;
-        // The one unsafe call in the project outside dependencies: the
-        // SPIR-V goes to the driver unchecked by wgpu. It is naga's own
-        // output for a module naga validated, compiled with bounds checks
-        // on every access and bounded loops, plus decorations only.
-        #[expect(unsafe_code, reason = "loading SPIR-V written and validated by naga")]
-        let module = unsafe {
-            device.create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
-                label: Some("kernel"),
-                entry_points: Cow::Owned(vec![wgpu::PassthroughShaderEntryPoint {
-                    name: Cow::Borrowed(kernel.entry_point.as_str()),
-                    workgroup_size: (
-                        kernel.workgroup_size[0],
-                        kernel.workgroup_size[1],
-                        kernel.workgroup_size[2],
-                    ),
-                }]),
-                spirv: Some(Cow::Borrowed(&kernel.spirv)),
-                ..Default::default()
-            })
+        let mut buffers = buffers_for(kernel, inputs, output_bytes)?;
+        let metered = self.execute(&[Step { kernel, workgroups }], &mut buffers, timeout)?;
+        Ok(GpuRun::from_buffers(kernel, buffers, metered))
+    }
+
+    /// Runs a program's dispatches in order over the same buffers:
+    /// `buffers[i]` holds the bytes of binding `i` of the kernels (which
+    /// must all bind the same buffers); writable ones start with what they
+    /// hold and are read back into it. The meter is shared by every step
+    /// and every step runs, even after one stopped.
+    pub fn execute(
+        &self,
+        steps: &[Step<'_>],
+        buffers: &mut [Vec<u8>],
+        timeout: Duration,
+    ) -> Result<Metered, GpuError> {
+        let Some(first) = steps.first() else {
+            return Err(GpuError::Dispatch("a program needs a dispatch".to_owned()));
         };
+        check_steps(steps, buffers)?;
+        for step in steps {
+            self.check(step.kernel, buffers, step.workgroups)?;
+        }
+        let device = &self.device;
         // The kernel's buffers and then the meter's.
         let meter = crate::Binding {
-            binding: kernel.meter_binding,
+            binding: first.kernel.meter_binding,
             writable: true,
         };
-        let bindings: Vec<crate::Binding> =
-            kernel.bindings.iter().copied().chain([meter]).collect();
+        let bindings: Vec<crate::Binding> = first
+            .kernel
+            .bindings
+            .iter()
+            .copied()
+            .chain([meter])
+            .collect();
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .map(|binding| wgpu::BindGroupLayoutEntry {
@@ -184,48 +191,41 @@ impl Gpu {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: None,
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(&kernel.entry_point),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
-        });
+        let pipelines: Vec<wgpu::ComputePipeline> = steps
+            .iter()
+            .map(|step| self.pipeline(step.kernel, &pipeline_layout))
+            .collect();
 
-        // Buffers in binding order; storage sizes are whole words.
-        let mut inputs = inputs.iter();
-        let meter_bytes = crate::meter::METER_WORDS * 4;
-        let mut outputs_bytes = output_bytes.iter().chain([&meter_bytes]);
-        let mut buffers = Vec::new();
-        let mut outputs = Vec::new();
-        for binding in &bindings {
-            if binding.writable {
-                let bytes = *outputs_bytes.next().expect("checked");
-                let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: None,
-                    size: words(bytes),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                });
-                outputs.push((buffers.len(), bytes));
-                buffers.push(buffer);
+        // Buffers in binding order, the meter last; storage sizes are
+        // whole words.
+        let meter_bytes = vec![0u8; (crate::meter::METER_WORDS * 4) as usize];
+        let contents: Vec<&[u8]> = buffers
+            .iter()
+            .map(Vec::as_slice)
+            .chain([meter_bytes.as_slice()])
+            .collect();
+        let mut device_buffers = Vec::with_capacity(contents.len());
+        let mut read_back = Vec::new();
+        for (index, (binding, bytes)) in bindings.iter().zip(&contents).enumerate() {
+            let mut padded = bytes.to_vec();
+            padded.resize(words(bytes.len() as u64) as usize, 0);
+            let usage = if binding.writable {
+                read_back.push((index, bytes.len()));
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC
             } else {
-                let bytes = inputs.next().expect("checked");
-                let mut padded = bytes.to_vec();
-                padded.resize(words(bytes.len() as u64) as usize, 0);
-                buffers.push(
-                    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: None,
-                        contents: &padded,
-                        usage: wgpu::BufferUsages::STORAGE,
-                    }),
-                );
-            }
+                wgpu::BufferUsages::STORAGE
+            };
+            device_buffers.push(
+                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: None,
+                    contents: &padded,
+                    usage,
+                }),
+            );
         }
         let bind_entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
-            .zip(&buffers)
+            .zip(&device_buffers)
             .map(|(binding, buffer)| wgpu::BindGroupEntry {
                 binding: binding.binding,
                 resource: buffer.as_entire_binding(),
@@ -236,12 +236,12 @@ impl Gpu {
             layout: &layout,
             entries: &bind_entries,
         });
-        let readbacks: Vec<wgpu::Buffer> = outputs
+        let readbacks: Vec<wgpu::Buffer> = read_back
             .iter()
             .map(|(_, bytes)| {
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: None,
-                    size: words(*bytes),
+                    size: words(*bytes as u64),
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
@@ -249,14 +249,22 @@ impl Gpu {
             .collect();
 
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-        {
+        // A pass per step: each sees everything the one before wrote.
+        for (step, pipeline) in steps.iter().zip(&pipelines) {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(&pipeline);
+            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+            let [x, y, z] = step.workgroups;
+            pass.dispatch_workgroups(x, y, z);
         }
-        for ((index, bytes), readback) in outputs.iter().zip(&readbacks) {
-            encoder.copy_buffer_to_buffer(&buffers[*index], 0, readback, 0, words(*bytes));
+        for ((index, bytes), readback) in read_back.iter().zip(&readbacks) {
+            encoder.copy_buffer_to_buffer(
+                &device_buffers[*index],
+                0,
+                readback,
+                0,
+                words(*bytes as u64),
+            );
         }
         let submission = self.queue.submit([encoder.finish()]);
         for readback in &readbacks {
@@ -271,58 +279,68 @@ impl Gpu {
                 wgpu::PollError::Timeout => GpuError::WallTimeout(timeout),
                 other => GpuError::Device(other.to_string()),
             })?;
-        let mut results = Vec::with_capacity(readbacks.len());
-        for ((_, bytes), readback) in outputs.iter().zip(&readbacks) {
+        let mut meter = Vec::new();
+        for ((index, bytes), readback) in read_back.iter().zip(&readbacks) {
             let mapped = readback
                 .slice(..)
                 .get_mapped_range()
                 .map_err(|error| GpuError::Device(error.to_string()))?;
-            results.push(mapped[..*bytes as usize].to_vec());
+            match buffers.get_mut(*index) {
+                Some(buffer) => buffer.copy_from_slice(&mapped[..*bytes]),
+                None => meter = mapped[..*bytes].to_vec(),
+            }
         }
-        let meter = results.pop().expect("the meter is read back last");
-        let word = |index: usize| {
-            u32::from_le_bytes(meter[index * 4..index * 4 + 4].try_into().expect("a word"))
-        };
-        let flags = word(2);
-        let stopped = if flags & crate::meter::FLAG_OUT_OF_FUEL != 0 {
-            Some(Stopped::OutOfFuel)
-        } else if flags & crate::meter::FLAG_LOOP_LIMIT != 0 {
-            Some(Stopped::LoopLimit)
-        } else {
-            None
-        };
-        Ok(GpuRun {
-            outputs: results,
-            fuel: u64::from(word(0)) | u64::from(word(1)) << 32,
-            stopped,
-        })
+        Ok(Metered::from_words(&meter))
     }
 
-    /// Refuses what does not fit the kernel or the device before anything
-    /// is created.
+    /// The compute pipeline of one kernel.
+    fn pipeline(&self, kernel: &Kernel, layout: &wgpu::PipelineLayout) -> wgpu::ComputePipeline {
+        // The one unsafe call in the project outside dependencies: the
+        // SPIR-V goes to the driver unchecked by wgpu. It is naga's own
+        // output for a module naga validated, compiled with bounds checks
+        // on every access and bounded loops, plus decorations only.
+        #[expect(unsafe_code, reason = "loading SPIR-V written and validated by naga")]
+        let module = unsafe {
+            self.device
+                .create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
+                    label: Some("kernel"),
+                    entry_points: Cow::Owned(vec![wgpu::PassthroughShaderEntryPoint {
+                        name: Cow::Borrowed(kernel.entry_point.as_str()),
+                        workgroup_size: (
+                            kernel.workgroup_size[0],
+                            kernel.workgroup_size[1],
+                            kernel.workgroup_size[2],
+                        ),
+                    }]),
+                    spirv: Some(Cow::Borrowed(&kernel.spirv)),
+                    ..Default::default()
+                })
+        };
+        self.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: None,
+                layout: Some(layout),
+                module: &module,
+                entry_point: Some(&kernel.entry_point),
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                cache: None,
+            })
+    }
+
+    /// Refuses what does not fit the device before anything is created.
     fn check(
         &self,
         kernel: &Kernel,
-        inputs: &[&[u8]],
-        output_bytes: &[u64],
+        buffers: &[Vec<u8>],
         workgroups: [u32; 3],
     ) -> Result<(), GpuError> {
-        let (want_inputs, want_outputs) = (kernel.inputs().count(), kernel.outputs().count());
-        if inputs.len() != want_inputs || output_bytes.len() != want_outputs {
-            return Err(GpuError::Bindings(format!(
-                "the kernel binds {want_inputs} inputs and {want_outputs} outputs; \
-                 {} and {} were given",
-                inputs.len(),
-                output_bytes.len()
-            )));
-        }
         let limits = self.device.limits();
         let max = BUFFER_BYTES_MAX
             .min(limits.max_storage_buffer_binding_size)
             .min(limits.max_buffer_size);
-        let sizes = inputs.iter().map(|input| input.len() as u64);
-        if let Some(size) = sizes
-            .chain(output_bytes.iter().copied())
+        if let Some(size) = buffers
+            .iter()
+            .map(|buffer| buffer.len() as u64)
             .find(|size| *size > max)
         {
             return Err(GpuError::Bindings(format!(
@@ -357,6 +375,121 @@ impl Gpu {
             )));
         }
         Ok(())
+    }
+}
+
+/// The buffers of a single-dispatch run: `inputs` at the input bindings,
+/// zeroed `output_bytes` at the output bindings, in binding order.
+pub(crate) fn buffers_for(
+    kernel: &Kernel,
+    inputs: &[&[u8]],
+    output_bytes: &[u64],
+) -> Result<Vec<Vec<u8>>, GpuError> {
+    let (want_inputs, want_outputs) = (kernel.inputs().count(), kernel.outputs().count());
+    if inputs.len() != want_inputs || output_bytes.len() != want_outputs {
+        return Err(GpuError::Bindings(format!(
+            "the kernel binds {want_inputs} inputs and {want_outputs} outputs; \
+             {} and {} were given",
+            inputs.len(),
+            output_bytes.len()
+        )));
+    }
+    if let Some(size) = output_bytes
+        .iter()
+        .copied()
+        .find(|size| *size > BUFFER_BYTES_MAX)
+    {
+        return Err(GpuError::Bindings(format!(
+            "a buffer of {size} bytes, over the limit of {BUFFER_BYTES_MAX}"
+        )));
+    }
+    let mut inputs = inputs.iter();
+    let mut outputs = output_bytes.iter();
+    Ok(kernel
+        .bindings
+        .iter()
+        .map(|binding| {
+            if binding.writable {
+                vec![0; *outputs.next().expect("counted") as usize]
+            } else {
+                inputs.next().expect("counted").to_vec()
+            }
+        })
+        .collect())
+}
+
+/// Refuses steps whose kernels bind different buffers, or buffers that do
+/// not match them.
+pub(crate) fn check_steps(steps: &[Step<'_>], buffers: &[Vec<u8>]) -> Result<(), GpuError> {
+    let Some(first) = steps.first() else {
+        return Err(GpuError::Dispatch("a program needs a dispatch".to_owned()));
+    };
+    if let Some(other) = steps
+        .iter()
+        .find(|step| step.kernel.bindings != first.kernel.bindings)
+    {
+        return Err(GpuError::Bindings(format!(
+            "entry points `{}` and `{}` bind different buffers",
+            first.kernel.entry_point, other.kernel.entry_point
+        )));
+    }
+    if buffers.len() != first.kernel.bindings.len() {
+        return Err(GpuError::Bindings(format!(
+            "the kernel binds {} buffers; {} were given",
+            first.kernel.bindings.len(),
+            buffers.len()
+        )));
+    }
+    if let Some(size) = buffers
+        .iter()
+        .map(|buffer| buffer.len() as u64)
+        .find(|size| *size > BUFFER_BYTES_MAX)
+    {
+        return Err(GpuError::Bindings(format!(
+            "a buffer of {size} bytes, over the limit of {BUFFER_BYTES_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+impl Metered {
+    /// What the meter's words say: fuel (low, high) and the stop flags.
+    pub(crate) fn from_words(meter: &[u8]) -> Self {
+        let word = |index: usize| {
+            meter.get(index * 4..index * 4 + 4).map_or(0, |bytes| {
+                u32::from_le_bytes(bytes.try_into().expect("a word"))
+            })
+        };
+        let flags = word(2);
+        let stopped = if flags & crate::meter::FLAG_OUT_OF_FUEL != 0 {
+            Some(Stopped::OutOfFuel)
+        } else if flags & crate::meter::FLAG_LOOP_LIMIT != 0 {
+            Some(Stopped::LoopLimit)
+        } else {
+            None
+        };
+        Self {
+            fuel: u64::from(word(0)) | u64::from(word(1)) << 32,
+            stopped,
+        }
+    }
+}
+
+impl GpuRun {
+    /// The outputs of a single-dispatch run from its buffers.
+    pub(crate) fn from_buffers(kernel: &Kernel, buffers: Vec<Vec<u8>>, metered: Metered) -> Self {
+        let outputs = kernel
+            .bindings
+            .iter()
+            .zip(buffers)
+            .filter(|(binding, _)| binding.writable)
+            .map(|(_, bytes)| bytes)
+            .collect();
+        Self {
+            outputs,
+            fuel: metered.fuel,
+            stopped: metered.stopped,
+        }
     }
 }
 

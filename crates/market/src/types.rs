@@ -135,6 +135,9 @@ pub struct JobSpec {
     pub policy: Policy,
     /// The most the job may pay in total.
     pub budget: u64,
+    /// Its tasks are GPU programs: placed only with providers that offer a
+    /// GPU, at or above that GPU's price floor.
+    pub gpu: bool,
 }
 
 /// What a provider says a task produced.

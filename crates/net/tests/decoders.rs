@@ -87,7 +87,7 @@ fn valid_messages() -> Vec<Vec<u8>> {
     let offer = key.sign(Offer {
         cores: 2,
         memory_bytes: 1 << 30,
-        gpus: 0,
+        gpu: None,
         benchmark_fuel_per_second: 100,
         price_floor_per_million_fuel: 1,
         concurrency: 4,

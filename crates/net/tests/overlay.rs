@@ -26,7 +26,7 @@ fn offer(key: &Keypair, sequence: u64) -> idlegrid_types::SignedOffer {
     key.sign(Offer {
         cores: 4,
         memory_bytes: 1 << 30,
-        gpus: 0,
+        gpu: None,
         benchmark_fuel_per_second: 1_000_000,
         price_floor_per_million_fuel: 1,
         concurrency: 8,

@@ -267,7 +267,7 @@ fn measure(sandbox: &Sandbox) -> Result<u64, BenchmarkError> {
     Ok(best_fuel_per_second)
 }
 
-fn fuel_per_second(fuel: u64, duration: Duration) -> u64 {
+pub(crate) fn fuel_per_second(fuel: u64, duration: Duration) -> u64 {
     let nanos = duration.as_nanos().max(1);
     u64::try_from(u128::from(fuel) * 1_000_000_000 / nanos).unwrap_or(u64::MAX)
 }
@@ -293,17 +293,20 @@ impl CacheKey {
     }
 }
 
-/// The cache file's JSON.
+/// The cache file's JSON: what the score was measured on, and the score.
 #[derive(Debug, Serialize, Deserialize)]
-struct CacheFile {
+struct CacheFile<K> {
     #[serde(flatten)]
-    key: CacheKey,
+    key: K,
     fuel_per_second: u64,
 }
 
 /// The cached score, if the file exists, parses, has `key` and a score
 /// above zero; anything else is ignored (and overwritten after measuring).
-fn read_cache(path: &Path, key: &CacheKey) -> Option<u64> {
+pub(crate) fn read_cache<K>(path: &Path, key: &K) -> Option<u64>
+where
+    K: PartialEq + serde::de::DeserializeOwned,
+{
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|file| {
@@ -311,7 +314,7 @@ fn read_cache(path: &Path, key: &CacheKey) -> Option<u64> {
                 .read_to_string(&mut text)
         })
         .ok()?;
-    match serde_json::from_str::<CacheFile>(&text) {
+    match serde_json::from_str::<CacheFile<K>>(&text) {
         Ok(cache) if cache.key == *key && cache.fuel_per_second > 0 => Some(cache.fuel_per_second),
         Ok(_) => {
             tracing::info!(path = %path.display(), "benchmark cache is for another machine or version; measuring again");
@@ -326,7 +329,11 @@ fn read_cache(path: &Path, key: &CacheKey) -> Option<u64> {
 
 /// Writes the cache through a temporary file in the same directory and a
 /// rename, so a crash leaves the old file or the new one, never half of one.
-fn write_cache(path: &Path, key: &CacheKey, fuel_per_second: u64) -> std::io::Result<()> {
+pub(crate) fn write_cache<K: Serialize + Clone>(
+    path: &Path,
+    key: &K,
+    fuel_per_second: u64,
+) -> std::io::Result<()> {
     let cache = CacheFile {
         key: key.clone(),
         fuel_per_second,

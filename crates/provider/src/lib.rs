@@ -1,5 +1,5 @@
-//! Rent out a machine's idle cores: offer them on the overlay, run the
-//! tasks requestors send in the sandbox, sign receipts for what ran, and
+//! Rent out a machine's idle cores and GPU: offer them on the overlay, run
+//! the tasks requestors send in the sandbox or on the GPU, sign receipts for what ran, and
 //! redeem the vouchers that pay for it.
 //!
 //! [`core`] decides (what to take, run, sign, keep and redeem) without I/O;
@@ -7,6 +7,7 @@
 //! the disk and the ledger.
 
 pub mod core;
+pub mod gpu;
 pub mod hardware;
 mod ledger;
 mod run;
@@ -14,6 +15,7 @@ mod store;
 mod worker;
 
 pub use crate::core::Cheat;
+pub use crate::gpu::GpuChoice;
 pub use run::{
     MODULE_BYTES_MAX, ProviderConfig, ProviderReady, ProviderStats, ProviderSummary, run_provider,
 };

@@ -10,12 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use idlegrid_api::client::ApiClient;
+use idlegrid_gpu::{Gpu, Program};
 use idlegrid_net::{
     BATCH_TASKS_MAX, Event, Multiaddr, Overlay, OverlayConfig, Reply, Response, content_chunk,
     fetch_content,
 };
-use idlegrid_sandbox::{PreparedModule, Sandbox, SandboxConfig};
-use idlegrid_types::{AccountId, ContentId, ErrorKind, Keypair, Offer};
+use idlegrid_sandbox::{Sandbox, SandboxConfig};
+use idlegrid_types::{AccountId, ContentId, ErrorKind, GpuOffer, GpuProgram, Keypair, Offer};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -23,10 +24,11 @@ use crate::core::{
     Cheat, Command, CoreConfig, Input, ModuleStatus, ProviderCore, QUEUE_BYTES_MAX, RequestId,
     RunResult,
 };
+use crate::gpu::{self, GpuChoice};
 use crate::hardware::{self, Hardware};
 use crate::ledger::{Redeemer, check_job, ensure_stake};
 use crate::store::{VoucherWriter, content_path, load_vouchers, store_file};
-use crate::worker::Workers;
+use crate::worker::{Prepared, Workers};
 
 /// Largest module a provider fetches, bytes.
 pub const MODULE_BYTES_MAX: usize = 8 << 20;
@@ -66,6 +68,12 @@ pub struct ProviderConfig {
     /// time, and the benchmark score is divided to match. The devnet's
     /// slower provider uses it so that placement by speed is visible.
     pub slowdown: u32,
+    /// The GPU offered for GPU tasks.
+    pub gpu: GpuChoice,
+    /// The lowest price taken for GPU tasks [default: the CPU's floor].
+    pub gpu_price_floor_per_million_fuel: Option<u64>,
+    /// Skip the GPU benchmark and offer this score.
+    pub gpu_benchmark_fuel_per_second: Option<u64>,
 }
 
 impl ProviderConfig {
@@ -91,6 +99,9 @@ impl ProviderConfig {
             redeem_interval: Duration::from_secs(60),
             cheat: None,
             slowdown: 1,
+            gpu: GpuChoice::Off,
+            gpu_price_floor_per_million_fuel: None,
+            gpu_benchmark_fuel_per_second: None,
         }
     }
 }
@@ -119,6 +130,10 @@ pub struct ProviderReady {
     pub benchmark_fuel_per_second: u64,
     pub benchmark_cached: bool,
     pub provider_stake: u64,
+    /// The GPU offered, if any.
+    pub gpu: Option<GpuOffer>,
+    /// Its score was read from the cache rather than measured now.
+    pub gpu_benchmark_cached: bool,
 }
 
 /// Totals when the provider stops.
@@ -138,7 +153,7 @@ enum Message {
     /// failure compiling it gave, or why it could not be had.
     Module {
         cid: ContentId,
-        module: Result<Result<Arc<PreparedModule>, ErrorKind>, String>,
+        module: Result<Result<Prepared, ErrorKind>, String>,
     },
 }
 
@@ -205,6 +220,17 @@ pub async fn run_provider(
             )
         }
     };
+    let gpu_setup = {
+        let choice = config.gpu.clone();
+        let cache = config.data_dir.join("gpu-benchmark.json");
+        let price_floor = config
+            .gpu_price_floor_per_million_fuel
+            .unwrap_or(config.price_floor_per_million_fuel);
+        let score = config.gpu_benchmark_fuel_per_second;
+        tokio::task::spawn_blocking(move || gpu::open(&choice, &cache, price_floor, score))
+            .await
+            .context("the GPU thread failed")??
+    };
     let provider_stake = ensure_stake(&client, &config.key, config.stake).await?;
 
     let (overlay, mut events, _driver) = Overlay::start(&config.key, config.overlay.clone())?;
@@ -217,11 +243,21 @@ pub async fn run_provider(
         benchmark_fuel_per_second,
         benchmark_cached,
         provider_stake,
+        gpu: gpu_setup.as_ref().map(|setup| setup.offer.clone()),
+        gpu_benchmark_cached: gpu_setup.as_ref().is_some_and(|setup| setup.cached),
     });
 
     let (messages_tx, mut messages) = mpsc::unbounded_channel::<Message>();
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
-    let workers = Workers::start(cores, &sandbox, config.slowdown, &stats, &inputs_tx)?;
+    let gpu = gpu_setup.as_ref().map(|setup| Arc::clone(&setup.gpu));
+    let workers = Workers::start(
+        cores,
+        &sandbox,
+        gpu.as_ref(),
+        config.slowdown,
+        &stats,
+        &inputs_tx,
+    )?;
     let redeemer = Redeemer::start(client.clone(), config.key.clone(), inputs_tx.clone())?;
     let voucher_writer = VoucherWriter::start(config.data_dir.clone())?;
     let concurrency = cores.saturating_mul(TASKS_QUEUED_PER_CORE);
@@ -231,7 +267,7 @@ pub async fn run_provider(
             offer: Offer {
                 cores,
                 memory_bytes,
-                gpus: u32::try_from(hardware.gpus.len()).unwrap_or(u32::MAX),
+                gpu: gpu_setup.as_ref().map(|setup| setup.offer.clone()),
                 benchmark_fuel_per_second,
                 price_floor_per_million_fuel: config.price_floor_per_million_fuel,
                 concurrency,
@@ -270,7 +306,18 @@ pub async fn run_provider(
         stats: Arc::clone(&stats),
         data_dir: config.data_dir.clone(),
         memory_bytes,
-        price_floor: config.price_floor_per_million_fuel,
+        // A job is checked before its module says whether it is a GPU
+        // job: the lower floor admits it, and the market places each kind
+        // at its own floor.
+        price_floor: gpu_setup
+            .as_ref()
+            .map_or(config.price_floor_per_million_fuel, |setup| {
+                setup
+                    .offer
+                    .price_floor_per_million_fuel
+                    .min(config.price_floor_per_million_fuel)
+            }),
+        gpu,
     };
     shell.input(Input::OfferTimer).await;
 
@@ -356,7 +403,7 @@ struct Shell {
     sandbox: Arc<Sandbox>,
     workers: Workers,
     /// Compiled modules the core holds ready.
-    modules: HashMap<ContentId, Arc<PreparedModule>>,
+    modules: HashMap<ContentId, Prepared>,
     /// Requests waiting for their answer.
     replies: HashMap<RequestId, Reply>,
     next_request: RequestId,
@@ -367,6 +414,8 @@ struct Shell {
     data_dir: PathBuf,
     memory_bytes: u64,
     price_floor: u64,
+    /// The GPU offered, if any.
+    gpu: Option<Arc<Gpu>>,
 }
 
 impl Shell {
@@ -461,7 +510,7 @@ impl Shell {
                 self.modules.remove(&cid);
             }
             Command::Run(task) => match self.modules.get(&task.module) {
-                Some(module) => self.workers.run(task, Arc::clone(module)),
+                Some(module) => self.workers.run(task, module.clone()),
                 None => {
                     return Some(Input::TaskDone {
                         job: task.job,
@@ -521,6 +570,7 @@ impl Shell {
     fn fetch_module(&self, from: AccountId, cid: ContentId) {
         let overlay = self.overlay.clone();
         let sandbox = Arc::clone(&self.sandbox);
+        let has_gpu = self.gpu.is_some();
         let messages = self.messages.clone();
         let path = content_path(&self.data_dir, &cid);
         tokio::spawn(async move {
@@ -534,17 +584,39 @@ impl Shell {
                         bytes
                     }
                 };
-                tokio::task::spawn_blocking(move || {
-                    sandbox
-                        .prepare(&bytes)
-                        .map(|(module, _)| module)
-                        .map_err(|error| error.kind)
-                })
-                .await
-                .map_err(|error| format!("the compile thread failed: {error}"))
+                tokio::task::spawn_blocking(move || prepare(&sandbox, has_gpu, &bytes))
+                    .await
+                    .map_err(|error| format!("the compile thread failed: {error}"))?
             }
             .await;
             let _ = messages.send(Message::Module { cid, module });
         });
     }
+}
+
+/// Compiles a module for the sandbox or, when it is a GPU program, for the
+/// GPU. `Ok(Err(kind))` is a deterministic refusal every replica reports;
+/// `Err` means this provider cannot run it (no GPU), which says nothing
+/// about the module.
+fn prepare(
+    sandbox: &Sandbox,
+    has_gpu: bool,
+    bytes: &[u8],
+) -> Result<Result<Prepared, ErrorKind>, String> {
+    if GpuProgram::is_program(bytes) {
+        if !has_gpu {
+            return Err("a GPU program, and this provider offers no GPU".to_owned());
+        }
+        return Ok(match Program::prepare(bytes) {
+            Ok(program) => Ok(Prepared::Gpu(Arc::new(program))),
+            Err(error) => {
+                debug!(%error, "GPU program refused");
+                Err(ErrorKind::InvalidModule)
+            }
+        });
+    }
+    Ok(sandbox
+        .prepare(bytes)
+        .map(|(module, _)| Prepared::Wasi(module))
+        .map_err(|error| error.kind))
 }

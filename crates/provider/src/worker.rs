@@ -1,5 +1,7 @@
 //! The worker pool: one thread per offered core, each taking the next
-//! queued task, running it in the sandbox, and reporting what it gave.
+//! queued WebAssembly task, running it in the sandbox, and reporting what
+//! it gave; and one thread for the GPU, when one is offered, running GPU
+//! tasks one at a time.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use idlegrid_gpu::{Gpu, GpuError, Program};
 use idlegrid_sandbox::{PreparedModule, Sandbox, TaskSpec, outcome_of, task_limits};
 use idlegrid_types::{JobId, task_seed};
 use tokio::sync::mpsc;
@@ -14,61 +17,91 @@ use tokio::sync::mpsc;
 use crate::ProviderStats;
 use crate::core::{Input, RunResult, Task};
 
+/// A module ready to run: WebAssembly compiled for the sandbox, or a GPU
+/// program compiled for the GPU.
+#[derive(Debug, Clone)]
+pub(crate) enum Prepared {
+    Wasi(Arc<PreparedModule>),
+    Gpu(Arc<Program>),
+}
+
 /// One task for a worker: the core's order, its compiled module, and the
 /// flag a cancellation raises.
 struct Work {
     task: Task,
-    module: Arc<PreparedModule>,
+    module: Prepared,
     cancelled: Arc<AtomicBool>,
 }
 
 /// Hands tasks to the workers and cancels those not yet started.
 pub(crate) struct Workers {
     queue: std_mpsc::Sender<Work>,
+    /// The GPU worker's queue, when a GPU is offered.
+    gpu_queue: Option<std_mpsc::Sender<Work>>,
     /// The cancellation flag of each task queued or running.
     flags: HashMap<(JobId, u64), Arc<AtomicBool>>,
     stats: Arc<ProviderStats>,
 }
 
 impl Workers {
-    /// Starts `cores` workers; each reports to `done`.
+    /// Starts `cores` workers, and one for `gpu` if there is one; each
+    /// reports to `done`.
     pub(crate) fn start(
         cores: u32,
         sandbox: &Arc<Sandbox>,
+        gpu: Option<&Arc<Gpu>>,
         slowdown: u32,
         stats: &Arc<ProviderStats>,
         done: &mpsc::UnboundedSender<Input>,
     ) -> anyhow::Result<Self> {
-        let (queue, receiver) = std_mpsc::channel::<Work>();
-        let receiver = Arc::new(Mutex::new(receiver));
-        for index in 0..cores {
+        let spawn = |name: String, receiver: &Arc<Mutex<std_mpsc::Receiver<Work>>>| {
             let worker = Worker {
                 sandbox: Arc::clone(sandbox),
-                queue: Arc::clone(&receiver),
+                gpu: gpu.cloned(),
+                queue: Arc::clone(receiver),
                 done: done.clone(),
                 slowdown: slowdown.max(1),
                 stats: Arc::clone(stats),
             };
             std::thread::Builder::new()
-                .name(format!("provider-worker-{index}"))
+                .name(name)
                 .spawn(move || worker.run())
-                .context("failed to start a worker thread")?;
+                .context("failed to start a worker thread")
+        };
+        let (queue, receiver) = std_mpsc::channel::<Work>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..cores {
+            spawn(format!("provider-worker-{index}"), &receiver)?;
         }
+        let gpu_queue = match gpu {
+            Some(_) => {
+                let (gpu_queue, receiver) = std_mpsc::channel::<Work>();
+                spawn("provider-gpu".to_owned(), &Arc::new(Mutex::new(receiver)))?;
+                Some(gpu_queue)
+            }
+            None => None,
+        };
         Ok(Self {
             queue,
+            gpu_queue,
             flags: HashMap::new(),
             stats: Arc::clone(stats),
         })
     }
 
-    /// Queues `task` to run with `module`.
-    pub(crate) fn run(&mut self, task: Task, module: Arc<PreparedModule>) {
+    /// Queues `task` to run with `module`: a GPU program on the GPU's
+    /// worker, WebAssembly on the cores'.
+    pub(crate) fn run(&mut self, task: Task, module: Prepared) {
         let cancelled = Arc::new(AtomicBool::new(false));
         self.flags
             .insert((task.job, task.index), Arc::clone(&cancelled));
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let queue = match (&module, &self.gpu_queue) {
+            (Prepared::Gpu(_), Some(gpu_queue)) => gpu_queue,
+            _ => &self.queue,
+        };
         // The workers live as long as this pool.
-        let _ = self.queue.send(Work {
+        let _ = queue.send(Work {
             task,
             module,
             cancelled,
@@ -89,6 +122,7 @@ impl Workers {
 
 struct Worker {
     sandbox: Arc<Sandbox>,
+    gpu: Option<Arc<Gpu>>,
     queue: Arc<Mutex<std_mpsc::Receiver<Work>>>,
     done: mpsc::UnboundedSender<Input>,
     slowdown: u32,
@@ -127,15 +161,20 @@ impl Worker {
 
     fn execute(&self, work: &Work) -> RunResult {
         let task = &work.task;
+        let wall_time = Duration::from_millis(task.wall_time_ms);
+        let module = match &work.module {
+            Prepared::Wasi(module) => module,
+            Prepared::Gpu(program) => return self.execute_gpu(task, program, wall_time),
+        };
         let spec = TaskSpec {
             args: task.input.arg_strings(),
             stdin: task.input.stdin.to_vec(),
             input_dir: None,
             output_dir: None,
             seed: task_seed(&task.job, task.index),
-            limits: task_limits(&task.limits, Duration::from_millis(task.wall_time_ms)),
+            limits: task_limits(&task.limits, wall_time),
         };
-        match self.sandbox.run(&work.module, &spec) {
+        match self.sandbox.run(module, &spec) {
             Ok(report) => {
                 let stdout = match &report.result {
                     Ok(completion) => completion.output.stdout.clone(),
@@ -147,6 +186,34 @@ impl Worker {
                     stdout,
                 }
             }
+            Err(error) => RunResult::NotRun {
+                reason: error.to_string(),
+            },
+        }
+    }
+
+    /// Runs a GPU task; its output buffers are what a sandbox task's stdout
+    /// is. A run past the wall clock fails `wall_timeout`, as in the
+    /// sandbox; a device failure is the host's, not the task's.
+    fn execute_gpu(&self, task: &Task, program: &Program, wall_time: Duration) -> RunResult {
+        let Some(gpu) = &self.gpu else {
+            return RunResult::NotRun {
+                reason: "this provider offers no GPU".to_owned(),
+            };
+        };
+        match program.run(gpu.as_ref(), &task.input, &task.limits, wall_time) {
+            Ok(run) => RunResult::Ran {
+                outcome: run.outcome,
+                fuel_used: run.fuel_used,
+                stdout: run.output,
+            },
+            Err(GpuError::WallTimeout(_)) => RunResult::Ran {
+                outcome: idlegrid_types::TaskOutcome::Failed(
+                    idlegrid_types::ErrorKind::WallTimeout,
+                ),
+                fuel_used: 0,
+                stdout: Vec::new(),
+            },
             Err(error) => RunResult::NotRun {
                 reason: error.to_string(),
             },

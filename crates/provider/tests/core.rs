@@ -28,7 +28,7 @@ fn config(queue_tasks_max: usize) -> CoreConfig {
         offer: Offer {
             cores: 2,
             memory_bytes: 1 << 30,
-            gpus: 0,
+            gpu: None,
             benchmark_fuel_per_second: 1_000_000,
             price_floor_per_million_fuel: FLOOR,
             concurrency: 8,

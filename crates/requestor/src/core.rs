@@ -191,6 +191,7 @@ impl RequestorCore {
                 Verification::Replicas(replicas) => Policy::Replicas(replicas),
             },
             budget: self.job_file.budget,
+            gpu: idlegrid_types::GpuProgram::is_program(&self.job_file.module),
         };
         self.queued.push(MarketInput::SubmitJob(spec));
         self.step(now_us)

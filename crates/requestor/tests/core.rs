@@ -83,7 +83,7 @@ fn offer() -> Offer {
     Offer {
         cores: 1,
         memory_bytes: 1 << 30,
-        gpus: 0,
+        gpu: None,
         benchmark_fuel_per_second: 1_000_000_000,
         price_floor_per_million_fuel: 1,
         concurrency: 4,

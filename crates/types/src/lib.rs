@@ -5,15 +5,18 @@
 //! vocabulary the other crates speak: [`ContentId`] names bytes by their
 //! BLAKE3 hash, [`codec`] is the one canonical binary encoding for
 //! everything hashed or signed, [`identity`] is keys, account ids and
-//! signatures, and [`work`] is tasks, receipts and vouchers.
+//! signatures, [`work`] is tasks, receipts and vouchers, and [`gpu`] is GPU
+//! programs and offers.
 
 pub mod cid;
 pub mod codec;
+pub mod gpu;
 pub mod identity;
 pub mod work;
 
 pub use cid::{ContentId, ParseContentIdError};
 pub use codec::{Bounded, DecodeError, EncodeError, LengthExceeded};
+pub use gpu::{GpuBinding, GpuClass, GpuDispatch, GpuOffer, GpuProgram};
 pub use identity::{
     AccountId, BadSignature, Keypair, SIGNATURE_CACHE_GENERATION, Signable, Signature,
     SignatureCache, Signed,

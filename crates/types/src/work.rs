@@ -8,6 +8,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::ContentId;
 use crate::codec::{self, Bounded};
+use crate::gpu::GpuOffer;
 use crate::identity::{
     AccountId, BadSignature, Keypair, Signable, Signature, SignatureCache, Signed, verify_raw,
 };
@@ -404,7 +405,8 @@ pub trait ReExecute {
 pub struct Offer {
     pub cores: u32,
     pub memory_bytes: u64,
-    pub gpus: u32,
+    /// The GPU it runs GPU tasks on, if it offers one.
+    pub gpu: Option<GpuOffer>,
     /// Fuel per second on the reference workload.
     pub benchmark_fuel_per_second: u64,
     /// The lowest job price it accepts, per million fuel.

@@ -424,7 +424,10 @@ const PROVIDER_COLUMNS = [
     title: [isNumber(p.concurrency) ? `runs ${p.concurrency} at once` : "", p.idle_only ? "only while idle" : ""].filter(Boolean).join(", "),
   })],
   ["memory", (p) => (isNumber(p.memory_bytes) ? `${(p.memory_bytes / 2 ** 30).toFixed(1)} GiB` : DASH)],
-  ["GPUs", (p) => int(count(p.gpus))],
+  ["GPU", (p) => (p.gpu ? {
+    text: p.gpu.name,
+    title: `${(p.gpu.fuel_per_second / 1e6).toFixed(1)} Mfuel/s, from ${p.gpu.price_floor_per_million_fuel} per Mfuel`,
+  } : DASH)],
   ["Mfuel/s", (p) => (isNumber(p.benchmark_fuel_per_second) ? (p.benchmark_fuel_per_second / 1e6).toFixed(1) : DASH)],
   ["price / Mfuel", (p) => int(p.price_floor_per_million_fuel)],
   ["stake", (p) => int(p.stake)],
@@ -434,7 +437,7 @@ const PROVIDER_COLUMNS = [
   ["earned", earned],
   ["track record", trust],
 ];
-const TEXT_COLUMNS = new Set(["account", "label", "status"]);
+const TEXT_COLUMNS = new Set(["account", "label", "status", "GPU"]);
 
 function setCell(cell, value, column) {
   const spec = typeof value === "object" && value !== null ? value : { text: String(value) };

@@ -173,6 +173,16 @@ struct Job {
 }
 
 /// Cost of `fuel` at `price` per million, rounded up.
+/// Whether `offer` may run `job`'s tasks at all: a GPU job needs a GPU
+/// offered at or below the job's price.
+pub(crate) fn serves(offer: &Offer, job: &JobSpec) -> bool {
+    !job.gpu
+        || offer
+            .gpu
+            .as_ref()
+            .is_some_and(|gpu| gpu.price_floor_per_million_fuel <= job.price_per_million_fuel)
+}
+
 fn cost(fuel: u64, price_per_million_fuel: u64) -> u64 {
     let product = u128::from(fuel) * u128::from(price_per_million_fuel);
     u64::try_from(product.div_ceil(1_000_000)).unwrap_or(u64::MAX)
@@ -637,7 +647,8 @@ impl Market {
     }
 
     /// The best ready provider that may run a replica of this task: within
-    /// the job's price, offering the memory its tasks may use, not already holding or having answered it, not of an
+    /// the job's price, offering the memory its tasks may use (and a GPU
+    /// for a GPU job), not already holding or having answered it, not of an
     /// operator that did.
     fn candidate(&self, job_id: JobId, task_index: u64) -> Option<ProviderIndex> {
         let job = self.jobs.get(&job_id)?;
@@ -669,8 +680,8 @@ impl Market {
                 let fits = provider
                     .offer
                     .as_ref()
-                    .is_some_and(|offer| offer.memory_bytes >= memory);
-                *price_floor <= price
+                    .is_some_and(|offer| offer.memory_bytes >= memory && serves(offer, &job.spec));
+                (job.spec.gpu || *price_floor <= price)
                     && fits
                     && !holders.contains(index)
                     && operator.is_none_or(|operator| !operators.contains(&operator))

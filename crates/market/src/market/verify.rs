@@ -265,16 +265,19 @@ impl Market {
     /// stake, has yet to hold or answer this task; or whether nobody offers
     /// at all yet (providers may still come).
     pub(super) fn could_answer(&self, job_id: JobId, task_index: u64) -> bool {
-        let Some(task) = self
-            .jobs
-            .get(&job_id)
-            .and_then(|job| job.tasks.get(task_index as usize))
-        else {
+        let Some(job) = self.jobs.get(&job_id) else {
+            return false;
+        };
+        let Some(task) = job.tasks.get(task_index as usize) else {
             return false;
         };
         let mut anyone_offers = false;
         for (index, provider) in self.providers.iter().enumerate() {
-            if provider.offer.is_none() || provider.standing.stake < self.config.minimum_stake {
+            let serves = provider
+                .offer
+                .as_ref()
+                .is_some_and(|offer| super::serves(offer, &job.spec));
+            if !serves || provider.standing.stake < self.config.minimum_stake {
                 continue;
             }
             anyone_offers = true;

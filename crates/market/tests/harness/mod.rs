@@ -30,7 +30,7 @@ pub fn offer(cores: u32, speed: u64, price_floor: u64) -> Offer {
     Offer {
         cores,
         memory_bytes: 1 << 30,
-        gpus: 0,
+        gpu: None,
         benchmark_fuel_per_second: speed,
         price_floor_per_million_fuel: price_floor,
         concurrency: cores * 2,
@@ -54,6 +54,7 @@ pub fn job(tasks: u64, policy: Policy, budget: u64) -> JobSpec {
         price_per_million_fuel: PRICE,
         policy,
         budget,
+        gpu: false,
     }
 }
 

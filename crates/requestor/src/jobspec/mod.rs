@@ -13,6 +13,9 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+mod gpu;
+pub use gpu::FUEL_PER_INVOCATION_DEFAULT;
+
 use idlegrid_market::Trust;
 use idlegrid_sandbox::limits::{
     FUEL_DEFAULT, MEMORY_BYTES_CEILING_DEFAULT, MEMORY_BYTES_DEFAULT,
@@ -90,9 +93,11 @@ impl Verification {
 pub struct JobFile {
     /// The job file.
     pub path: PathBuf,
-    /// The module, resolved against the job file's folder.
+    /// The module (or the GPU kernel), resolved against the job file's
+    /// folder.
     pub module_path: PathBuf,
-    /// The module's bytes (at most [`MODULE_BYTES_MAX`]).
+    /// The module's bytes (at most [`MODULE_BYTES_MAX`]): WebAssembly, or
+    /// an encoded GPU program.
     pub module: Vec<u8>,
     /// `ContentId::of(&module)`.
     pub module_cid: ContentId,
@@ -234,6 +239,10 @@ pub enum JobFileProblem {
     },
     #[error("module {} is above the limit of {max} bytes", path.display())]
     ModuleTooLarge { path: PathBuf, max: usize },
+    #[error("a job runs a WebAssembly `module` or a `[gpu]` program: give exactly one")]
+    ModuleOrGpu,
+    #[error("[gpu]: {0}")]
+    Gpu(String),
     #[error("task {task}: {source}")]
     TaskInput {
         task: u64,
@@ -264,7 +273,8 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJob {
-    module: Spanned<String>,
+    module: Option<Spanned<String>>,
+    gpu: Option<Spanned<gpu::RawGpu>>,
     price_per_million_fuel: Spanned<u64>,
     budget: Spanned<u64>,
     deadline_blocks: Option<Spanned<u64>>,
@@ -445,26 +455,14 @@ impl JobFile {
         let verification = Self::verification(&report, raw.verification.as_ref())?;
         let trust = Self::trust(&report, raw.verification.as_ref(), verification)?;
 
-        let module_path = folder.join(raw.module.get_ref());
-        let module = read_bounded(&module_path, MODULE_BYTES_MAX)
-            .map_err(|source| {
-                report.at(
-                    raw.module.span(),
-                    JobFileProblem::ModuleRead {
-                        path: module_path.clone(),
-                        source,
-                    },
-                )
-            })?
-            .ok_or_else(|| {
-                report.at(
-                    raw.module.span(),
-                    JobFileProblem::ModuleTooLarge {
-                        path: module_path.clone(),
-                        max: MODULE_BYTES_MAX,
-                    },
-                )
-            })?;
+        let (module_path, module) = match (&raw.module, &raw.gpu) {
+            (Some(module), None) => Self::module(&report, folder, module)?,
+            (None, Some(program)) => gpu::program(&report, folder, program.get_ref(), &limits)?,
+            (Some(_), Some(program)) => {
+                return Err(report.at(program.span(), JobFileProblem::ModuleOrGpu));
+            }
+            (None, None) => return Err(report.at(0..0, JobFileProblem::ModuleOrGpu)),
+        };
 
         let tasks = match (&raw.tasks, &raw.task) {
             (Some(range), Some(explicit)) => {
@@ -520,6 +518,35 @@ impl JobFile {
              and encodes into memory",
         );
         ContentId::of(&bytes)
+    }
+
+    /// The WebAssembly module the job names, and its bytes.
+    fn module(
+        report: &Reporter<'_>,
+        folder: &Path,
+        module: &Spanned<String>,
+    ) -> Result<(PathBuf, Vec<u8>), JobFileError> {
+        let module_path = folder.join(module.get_ref());
+        let bytes = read_bounded(&module_path, MODULE_BYTES_MAX)
+            .map_err(|source| {
+                report.at(
+                    module.span(),
+                    JobFileProblem::ModuleRead {
+                        path: module_path.clone(),
+                        source,
+                    },
+                )
+            })?
+            .ok_or_else(|| {
+                report.at(
+                    module.span(),
+                    JobFileProblem::ModuleTooLarge {
+                        path: module_path.clone(),
+                        max: MODULE_BYTES_MAX,
+                    },
+                )
+            })?;
+        Ok((module_path, bytes))
     }
 
     fn limits(

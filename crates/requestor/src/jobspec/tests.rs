@@ -208,7 +208,7 @@ fn toml_mistakes_point_at_their_place() {
     check_error(
         "price_per_million_fuel = 1\nbudget = 1\n[tasks]\nend = 1\n",
         (1, 1),
-        "missing field `module`",
+        "give exactly one",
     );
     check_error(
         &format!("{HEAD}[verification]\npolicy = \"bogus\"\n[tasks]\nend = 1\n"),

@@ -52,7 +52,7 @@ impl Simulation {
         let offer = Offer {
             cores: record.cores,
             memory_bytes: 4 << 30,
-            gpus: 0,
+            gpu: None,
             benchmark_fuel_per_second: record.speed,
             price_floor_per_million_fuel: 1 + u64::from(record.cores % 3),
             concurrency: record.cores * 2,
