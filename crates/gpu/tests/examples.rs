@@ -415,9 +415,12 @@ fn mlp_requantization_rounds_and_clamps_as_64_bit_arithmetic_does() {
 fn the_mlp_entry_points_bind_the_same_buffers() {
     let layer1 = Kernel::compile(kernels::MLP, "layer1", Class::Exact, FUEL).expect("exact");
     let layer2 = Kernel::compile(kernels::MLP, "layer2", Class::Exact, FUEL).expect("exact");
-    // Neither uses every buffer (layer1 never touches `results`), yet
-    // both bind all five and the meter after them, so one binding list
-    // serves both dispatches.
+    // Neither uses every buffer (layer1 never touches `results`, layer2
+    // never reads `inputs`). naga leaves a buffer an entry point does not
+    // use out of that entry point's SPIR-V, but a kernel's bindings are
+    // the module's, and the run's layout is built from them: both bind all
+    // five and the meter after them, so one binding list serves both
+    // dispatches (check_mlp's layer1 runs bind `results` unused).
     assert_eq!(layer1.bindings, layer2.bindings);
     assert_eq!(layer1.bindings.len(), 5);
     assert_eq!(
