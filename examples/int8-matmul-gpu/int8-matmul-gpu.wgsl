@@ -42,8 +42,8 @@ fn unpack(word: u32) -> vec4<i32> {
 // only the first `valid` bytes kept and the rest zero.
 fn four_bytes(low: u32, high: u32, offset: u32, valid: u32) -> u32 {
     let shift = (offset & 3u) * 8u;
-    // `high << 32` is not a no-op shift in SPIR-V, so aligned bytes are a
-    // case of their own.
+    // Aligned bytes are all in `low`: a case of their own, since shifting
+    // `high` by 32 is undefined in SPIR-V.
     let joined = select((low >> shift) | (high << ((32u - shift) & 31u)), low, shift == 0u);
     let mask = select((1u << (valid * 8u)) - 1u, 0xffffffffu, valid >= 4u);
     return joined & mask;

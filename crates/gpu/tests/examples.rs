@@ -267,7 +267,8 @@ fn mlp_fuel(batch: u64) -> u64 {
     layer1 + layer2
 }
 
-/// The example's two entry points, as two `Gpu::run`s.
+/// The example's two entry points, as two `Gpu::run`s until
+/// `Gpu::execute` runs a program's dispatches over one set of buffers.
 struct Mlp {
     layer1: Kernel,
     layer2: Kernel,
