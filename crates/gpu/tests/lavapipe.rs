@@ -2,6 +2,7 @@
 //! `.ci/run` installs; any GPU where one exists), compared with the same
 //! arithmetic in Rust.
 
+#[expect(dead_code, reason = "the example tests use the rest")]
 mod kernels;
 
 use std::time::Duration;

@@ -9,6 +9,15 @@ pub const FUEL: u32 = 1_000_000;
 pub const MANDELBROT: &str =
     include_str!("../../../../examples/mandelbrot-gpu/mandelbrot-gpu.wgsl");
 
+/// C = A × B for int8 A and B packed four to a word, i32 C, tiled in
+/// workgroup memory (the example): params are M, N and K.
+pub const INT8_MATMUL: &str =
+    include_str!("../../../../examples/int8-matmul-gpu/int8-matmul-gpu.wgsl");
+
+/// A quantized MLP over a batch, 64 → 32 → 10, in two entry points
+/// (`layer1`, `layer2`) over the same buffers (the example).
+pub const MLP: &str = include_str!("../../../../examples/mlp-gpu/mlp-gpu.wgsl");
+
 pub fn mandelbrot_params(width: u32, height: u32, iterations: u32) -> Vec<u32> {
     let x_step: f32 = 3.0 / width as f32;
     let y_step: f32 = 3.0 / height as f32;
