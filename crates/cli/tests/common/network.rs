@@ -234,8 +234,8 @@ impl Network {
                 "2",
             ])
             .args(["--benchmark-fuel-per-second", "50000000"])
-            // No GPU unless the test offers one (`--gpu NAME`).
-            .args((!provider.args.iter().any(|arg| arg == "--gpu")).then_some("--no-gpu"))
+            // No GPU unless the test asks for one (any `--gpu…` flag).
+            .args((!provider.args.iter().any(|arg| arg.starts_with("--gpu"))).then_some("--no-gpu"))
             .arg("--key")
             .arg(&provider.key)
             .arg("--data-dir")

@@ -1,0 +1,171 @@
+//! GPU tasks end to end, in real processes on loopback: providers that
+//! offer a GPU (Mesa's lavapipe here, whatever Vulkan adapter is present
+//! elsewhere) run the Mandelbrot example's job file; the results are
+//! checked against the same arithmetic in Rust, the providers are paid,
+//! and a provider that lies about a GPU result is slashed by a dispute the
+//! validator decides on its CPU.
+
+mod common;
+
+use std::path::Path;
+
+use common::network::{Network, STAKE, books, check_books, check_stakes, finish, submit_with};
+use serde_json::Value;
+
+const JOB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/mandelbrot-gpu/job.toml"
+);
+/// The example's image: 256 × 256 in bands of 16 rows, 256 iterations.
+const SIDE: u32 = 256;
+const BAND_ROWS: u32 = 16;
+const ITERATIONS: u32 = 256;
+const TASKS: u64 = (SIDE / BAND_ROWS) as u64;
+
+/// Flags of a staked provider offering the machine's first Vulkan adapter
+/// (at a fixed score, so no benchmark runs).
+fn gpu_flags(stake: &str) -> Vec<&str> {
+    vec![
+        "--stake",
+        stake,
+        "--gpu-benchmark-fuel-per-second",
+        "1000000000",
+    ]
+}
+
+/// Starts a provider with `flags` and checks that it offers a GPU.
+fn gpu_provider(network: &mut Network, bootstrap: Option<&str>, flags: &[&str]) -> usize {
+    let index = network.provider(bootstrap, flags);
+    let out = network.dir().join(format!("provider-{index}.1.out"));
+    let text = std::fs::read_to_string(out).expect("start line");
+    let started: Value = serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+    assert!(
+        started["gpu"]["name"].is_string(),
+        "provider {index} offers no GPU (install Mesa's lavapipe: \
+         apt-get install mesa-vulkan-drivers): {started}"
+    );
+    index
+}
+
+/// Band `band`'s escape counts, as the kernel computes them, in Rust
+/// (which never fuses or reorders float operations).
+fn band(band: u32) -> Vec<u8> {
+    let step = 3.0f32 / SIDE as f32;
+    let mut counts = Vec::new();
+    for y in 0..BAND_ROWS {
+        for x in 0..SIDE {
+            let x0 = x as f32 * step - 2.25;
+            let y0 = (band * BAND_ROWS + y) as f32 * step - 1.5;
+            let (mut zx, mut zy, mut i) = (0.0f32, 0.0f32, 0u32);
+            while i < ITERATIONS {
+                let (x2, y2) = (zx * zx, zy * zy);
+                if x2 + y2 > 4.0 {
+                    break;
+                }
+                let xt = x2 - y2 + x0;
+                zy = 2.0 * zx * zy + y0;
+                zx = xt;
+                i += 1;
+            }
+            counts.extend(i.to_le_bytes());
+        }
+    }
+    counts
+}
+
+/// Every band is accepted once and holds what the Rust reference gives.
+fn check_bands(out: &Path, report: &Value) -> Value {
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(results["accepted"], TASKS, "{report}");
+    let records = results["tasks"].as_array().expect("tasks");
+    for (index, record) in records.iter().enumerate() {
+        assert_eq!(record["status"], "accepted", "{record}");
+        let file = out.join(record["file"].as_str().expect("file"));
+        let bytes = std::fs::read(&file).expect("band file");
+        assert!(bytes == band(index as u32), "band {index} differs");
+    }
+    results
+}
+
+#[test]
+fn a_gpu_job_runs_on_gpu_providers_only_is_verified_and_paid() {
+    let mut network = Network::start();
+    let stake = STAKE.to_string();
+    let first = gpu_provider(&mut network, None, &gpu_flags(&stake));
+    let bootstrap = network.providers[first].addresses[0].clone();
+    gpu_provider(&mut network, Some(&bootstrap), &gpu_flags(&stake));
+    // Staked, and without a GPU: no GPU task goes to it.
+    let cpu_only = network.provider(Some(&bootstrap), &["--stake", &stake]);
+    let before = books(&network);
+
+    let out = network.dir().join("results");
+    let api = network.api().to_owned();
+    let mut flags = Vec::new();
+    for provider in &network.providers[1..] {
+        flags.extend(["--bootstrap", provider.addresses[0].as_str()]);
+    }
+    let child = submit_with(&network, &api, Path::new(JOB), &out, &bootstrap, &flags);
+    let report = finish(&network, child, &out);
+    let results = check_bands(&out, &report);
+
+    let cpu_only = &network.providers[cpu_only].account;
+    assert!(
+        results["providers"].get(cpu_only).is_none(),
+        "a provider without a GPU got GPU work: {results}"
+    );
+    for provider in &network.providers[..2] {
+        let paid = results["providers"][&provider.account]["paid"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(paid > 0, "{} was not paid: {results}", provider.account);
+    }
+    check_books(&network, &results, &before);
+}
+
+#[test]
+fn a_provider_lying_about_gpu_results_is_slashed_by_a_dispute_decided_on_the_cpu() {
+    let mut network = Network::start();
+    let stake = STAKE.to_string();
+    // The liar first, the one everybody bootstraps from, so it gets work.
+    let mut flags = gpu_flags(&stake);
+    flags.extend(["--cheat", "wrong-output", "--cheat-after", "0"]);
+    let liar_index = gpu_provider(&mut network, None, &flags);
+    let liar_account = network.providers[liar_index].account.clone();
+    let bootstrap = network.providers[liar_index].addresses[0].clone();
+    let honest = gpu_provider(&mut network, Some(&bootstrap), &gpu_flags(&stake));
+    let honest_account = network.providers[honest].account.clone();
+
+    let out = network.dir().join("results");
+    let api = network.api().to_owned();
+    let dial = network.providers[honest].addresses[0].clone();
+    // The requestor re-executes nothing: the validator settles every
+    // disagreement, on its CPU.
+    let child = submit_with(
+        &network,
+        &api,
+        Path::new(JOB),
+        &out,
+        &bootstrap,
+        &["--bootstrap", &dial, "--referee-fuel", "0"],
+    );
+    let report = finish(&network, child, &out);
+    let results = check_bands(&out, &report);
+    let disputes = results["disputes"].as_array().expect("disputes");
+    assert!(
+        disputes
+            .iter()
+            .any(|dispute| dispute["settlement"] == true && dispute["status"] == "included"),
+        "the ledger settled nothing: {results}"
+    );
+    for dispute in disputes {
+        assert_eq!(
+            dispute["wrong"],
+            serde_json::json!([liar_account]),
+            "{results}"
+        );
+    }
+    check_stakes(&network, [liar_account.as_str()], [honest_account.as_str()]);
+}
