@@ -8,11 +8,14 @@
 //!
 //! This is the only crate that imports naga and wgpu.
 
+pub mod canonical;
 mod kernel;
+mod library;
 pub mod meter;
 mod run;
 
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
+pub use library::{LIBRARY_WGSL, with_library};
 pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Metered, Step, Stopped};
 
 use std::time::Duration;
