@@ -529,3 +529,122 @@ impl Remap<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every handle `function` uses as an operand, with whether the user
+    /// is a bitcast to u32 (the rule's first step).
+    fn uses(function: &Function) -> Vec<(Handle<Expression>, bool)> {
+        let found = std::cell::RefCell::new(Vec::new());
+        for (_, expression) in function.expressions.iter() {
+            let into_rule = matches!(
+                expression,
+                Expression::As {
+                    kind: ScalarKind::Uint,
+                    convert: None,
+                    ..
+                } | Expression::AccessIndex { .. }
+            );
+            remap_expression(expression.clone(), &|operand| {
+                found.borrow_mut().push((operand, into_rule));
+                operand
+            })
+            .expect("supported");
+        }
+        let record = |handle| {
+            found.borrow_mut().push((handle, false));
+            handle
+        };
+        let keep = |handle| handle;
+        let copies: Vec<_> = function.expressions.iter().map(|(h, _)| h).collect();
+        Remap {
+            uses: &record,
+            results: &keep,
+            copies: &copies,
+            lasts: &copies,
+        }
+        .block(function.body.clone())
+        .expect("supported");
+        found.into_inner()
+    }
+
+    fn validate(module: &Module) -> ModuleInfo {
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(module)
+        .unwrap_or_else(|error| panic!("{error:?}"))
+    }
+
+    #[test]
+    fn every_float_an_operation_creates_is_used_only_by_the_rule() {
+        let wgsl = "struct Pair { a: f32, b: f32 }\n\
+            @group(0) @binding(0) var<storage, read> xs: array<f32>;\n\
+            @group(0) @binding(1) var<storage, read> vs: array<vec4<f32>>;\n\
+            @group(0) @binding(2) var<storage, read> ps: array<Pair>;\n\
+            @group(0) @binding(3) var<storage, read_write> out: array<f32>;\n\
+            var<workgroup> shared_value: f32;\n\
+            fn helper(x: f32) -> f32 { return floor(x * 3.0) - abs(x); }\n\
+            @compute @workgroup_size(1)\n\
+            fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n\
+                let x = xs[id.x];\n\
+                let v = vs[id.x] * x + vec4(1e-40);\n\
+                let p = ps[id.x];\n\
+                shared_value = -x;\n\
+                let w = shared_value + f32(id.x) + bitcast<f32>(id.y);\n\
+                out[id.x] = helper(v.y + p.a * p.b + w);\n\
+            }";
+        let mut module = naga::front::wgsl::parse_str(wgsl).expect("parses");
+        let info = validate(&module);
+        canonicalize(&mut module, &info).expect("canonical");
+        let info = validate(&module);
+        let functions = module
+            .functions
+            .iter()
+            .map(|(handle, function)| (function, &info[handle]))
+            .chain([(&module.entry_points[0].function, info.get_entry_point(0))]);
+        let mut checked = 0;
+        for (function, function_info) in functions {
+            let is_composite = |handle: Handle<Expression>| {
+                matches!(
+                    function_info[handle].ty.inner_with(&module.types),
+                    TypeInner::Array { .. } | TypeInner::Struct { .. }
+                )
+            };
+            let all_uses = uses(function);
+            for (handle, expression) in function.expressions.iter() {
+                let float = float_shape(function_info[handle].ty.inner_with(&module.types));
+                let rule_output = matches!(
+                    expression,
+                    Expression::As {
+                        kind: ScalarKind::Float,
+                        convert: None,
+                        ..
+                    }
+                );
+                if float.is_none() || rule_output || !creates_float(expression, &is_composite) {
+                    continue;
+                }
+                checked += 1;
+                for (used, into_rule) in &all_uses {
+                    assert!(
+                        *used != handle || *into_rule,
+                        "{expression:?} is used before it is made canonical"
+                    );
+                }
+            }
+            // No literal is denormal any more.
+            for (_, expression) in function.expressions.iter() {
+                if let Expression::Literal(Literal::F32(value)) = expression {
+                    assert_eq!(canonical(*value).to_bits(), value.to_bits());
+                }
+            }
+        }
+        // Loads of f32, vectors and a struct's fields, `* + -`, negation,
+        // floor, abs, conversions and bitcasts.
+        assert!(checked >= 14, "{checked} expressions checked");
+    }
+}

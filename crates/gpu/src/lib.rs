@@ -3,8 +3,10 @@
 //! `+ - *` arithmetic, comparisons and a few rounding-free builtins, the
 //! operations measured bit-identical on an NVIDIA H200, Mesa's lavapipe and
 //! the CPU), compiled to SPIR-V with every float operation decorated
-//! `NoContraction` and bounds-checked accesses, and run through wgpu's
-//! Vulkan backend with bounded buffers and dispatches.
+//! `NoContraction` and bounds-checked accesses, every float made canonical
+//! (no denormals, one NaN), and run through wgpu's Vulkan backend with
+//! bounded buffers and dispatches. [`LIBRARY_WGSL`] offers division,
+//! square roots and transcendentals built from exact operations.
 //!
 //! This is the only crate that imports naga and wgpu.
 
