@@ -192,6 +192,8 @@ fn denormals_and_nans_from_inputs_and_operations_are_canonical_on_the_device() {
 const OP_FUNCTION: u32 = 54;
 const OP_BITCAST: u32 = 124;
 const OP_DECORATE: u32 = 71;
+/// OpStore, OpBranchConditional, OpSwitch, OpReturnValue.
+const NO_RESULT: [u32; 4] = [62, 250, 251, 254];
 /// OpFNegate, OpFAdd, OpFSub, OpFMul, OpVectorTimesScalar.
 const FLOAT_ARITHMETIC: [u32; 5] = [127, 129, 131, 133, 142];
 
@@ -218,9 +220,10 @@ fn float_result_users(words: &[u32]) -> HashMap<u32, Vec<u32>> {
         if *opcode == OP_DECORATE {
             continue;
         }
-        // Result type and result id come first in every instruction that
-        // uses a float value.
-        for operand in operands.iter().skip(2) {
+        // Result type and result id come first, except in the
+        // instructions that have no result.
+        let first_operand = if NO_RESULT.contains(opcode) { 0 } else { 2 };
+        for operand in operands.iter().skip(first_operand) {
             if let Some(list) = users.get_mut(operand) {
                 list.push(*opcode);
             }
