@@ -78,6 +78,7 @@ impl Kernel {
         match class {
             Class::Exact => exact(&module, &info, index)?,
         }
+        crate::canonical::canonicalize(&mut module, &info)?;
         let meter_binding = bindings.last().map_or(0, |binding| binding.binding + 1);
         crate::meter::instrument(&mut module, index, meter_binding, fuel_per_invocation);
         let info = validate(&module).map_err(|error| {

@@ -3,17 +3,22 @@
 //! `+ - *` arithmetic, comparisons and a few rounding-free builtins, the
 //! operations measured bit-identical on an NVIDIA H200, Mesa's lavapipe and
 //! the CPU), compiled to SPIR-V with every float operation decorated
-//! `NoContraction` and bounds-checked accesses, and run through wgpu's
-//! Vulkan backend with bounded buffers and dispatches.
+//! `NoContraction` and bounds-checked accesses, every float made canonical
+//! (no denormals, one NaN), and run through wgpu's Vulkan backend with
+//! bounded buffers and dispatches. [`LIBRARY_WGSL`] offers division,
+//! square roots and transcendentals built from exact operations.
 //!
 //! This is the only crate that imports naga and wgpu.
 
+pub mod canonical;
 mod kernel;
+mod library;
 pub mod meter;
 mod run;
 mod task;
 
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
+pub use library::{LIBRARY_WGSL, with_library};
 pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Metered, Step, Stopped};
 pub use task::{Executor, Program, TaskRun, WORKGROUPS_PER_DIMENSION_MAX};
 
