@@ -8,10 +8,15 @@
 //!
 //! This is the only crate that imports naga and wgpu.
 
+mod cpu;
 mod kernel;
 pub mod meter;
 mod run;
 
+pub use cpu::{
+    CPU_INVOCATIONS_PER_WORKGROUP_MAX, CPU_WORKGROUP_SIZE_MAX, CPU_WORKGROUPS_PER_DIMENSION_MAX,
+    execute_on_cpu, run_on_cpu,
+};
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
 pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Metered, Step, Stopped};
 
