@@ -195,6 +195,62 @@ fn switches_nested_loops_and_calls_with_structs_match() {
 }
 
 #[test]
+fn matrix_arithmetic_matches_and_matrix_products_are_refused_on_the_cpu() {
+    let gpu = gpu();
+    let kernel = compile(cpu_kernels::MATRICES);
+    let ms: Vec<cpu_kernels::Matrix3> = (0..5)
+        .map(|i| [0, 1, 2].map(|c| [0, 1, 2].map(|r| (i * 9 + c * 3 + r) as f32 * 0.75 - 11.0)))
+        .collect();
+    // Columns padded to four words; the padding holds a value the
+    // arithmetic must not touch.
+    let input: Vec<u32> = ms
+        .iter()
+        .flat_map(|m| {
+            m.iter()
+                .flat_map(|column| column.map(f32::to_bits).into_iter().chain([12_345]))
+        })
+        .collect();
+    let run = on_both(
+        &gpu,
+        &kernel,
+        &[&bytes(&input)],
+        &[5 * 48, 5 * 16],
+        [2, 1, 1],
+    );
+    let (out, columns) = cpu_kernels::matrices(&ms);
+    let out: Vec<u32> = out
+        .iter()
+        .flat_map(|m| {
+            m.iter()
+                .flat_map(|column| column.map(f32::to_bits).into_iter().chain([0]))
+        })
+        .collect();
+    let columns: Vec<u32> = columns.iter().flat_map(|c| c.map(f32::to_bits)).collect();
+    assert_eq!(words(&run.outputs[0]), out);
+    assert_eq!(words(&run.outputs[1]), columns);
+
+    // A matrix times a vector is a sum of products whose order the
+    // driver picks: the CPU path refuses it rather than guess.
+    let product = cpu_kernels::MATRICES.replace(
+        "out[id.x] = m;",
+        "out[id.x] = m; columns[0] = (m * vec3<f32>(1.0, 2.0, 3.0)).xy;",
+    );
+    let kernel = compile(&product);
+    let error = run_on_cpu(
+        &kernel,
+        &[&bytes(&input)],
+        &[5 * 48, 5 * 16],
+        [2, 1, 1],
+        TIMEOUT,
+    )
+    .expect_err("refused");
+    assert!(
+        error.to_string().contains("not supported on the CPU path"),
+        "{error}"
+    );
+}
+
+#[test]
 fn integer_edge_cases_and_float_to_integer_conversions_match() {
     let gpu = gpu();
     let kernel = compile(cpu_kernels::EDGES);

@@ -1,7 +1,7 @@
 //! Evaluating one expression of a function's arena into a value, reading
 //! memory through bounds-checked pointers.
 
-use naga::{Expression, Handle, Literal, Module, TypeInner};
+use naga::{BinaryOperator, Expression, Handle, Literal, Module, TypeInner};
 
 use super::ops;
 use super::program::{Func, Memory, Program};
@@ -21,6 +21,11 @@ pub(super) struct Frame<'v> {
 impl Frame<'_> {
     fn value(&self, handle: Handle<Expression>) -> &Value {
         &self.values[handle.index()]
+    }
+
+    /// The component kind of a numeric expression.
+    fn kind(&self, handle: Handle<Expression>) -> Result<Kind, GpuError> {
+        self.func.kinds[handle.index()].ok_or_else(|| internal("a numeric expression was expected"))
     }
 
     fn inner<'m>(&self, module: &'m Module, handle: Handle<Expression>) -> &'m TypeInner
@@ -88,18 +93,49 @@ pub(super) fn expression(
             let pointer = frame.value(*pointer).pointer()?;
             memory.load(module, frame.inner(module, handle), pointer)
         }
-        Expression::Unary { op, expr } => {
-            let kind = value::kind(frame.inner(module, *expr))?;
-            ops::unary(*op, kind, frame.value(*expr).words()?)?
-        }
+        Expression::Unary { op, expr } => match frame.value(*expr) {
+            Value::Composite(words) => {
+                let inner = frame.inner(module, *expr);
+                matrix(inner, words, |_, x| {
+                    ops::unary(*op, Kind::Float, &[x])?.word()
+                })?
+            }
+            value => ops::unary(*op, frame.kind(*expr)?, value.words()?)?,
+        },
         Expression::Binary { op, left, right } => {
             let (left_value, right_value) = (frame.value(*left), frame.value(*right));
             match (left_value, right_value) {
                 (Value::Words { .. }, Value::Words { .. }) => {
-                    let kind = value::kind(frame.inner(module, *left))?;
+                    let kind = frame.kind(*left)?;
                     ops::binary(*op, kind, left_value.words()?, right_value.words()?)?
                 }
-                _ => return Err(unsupported("matrix arithmetic")),
+                (Value::Composite(matrix_words), Value::Composite(other))
+                    if matches!(op, BinaryOperator::Add | BinaryOperator::Subtract) =>
+                {
+                    let inner = frame.inner(module, *left);
+                    matrix(inner, matrix_words, |at, x| {
+                        let y = other.get(at).copied().unwrap_or(0);
+                        ops::binary(*op, Kind::Float, &[x], &[y])?.word()
+                    })?
+                }
+                (Value::Composite(matrix_words), Value::Words { len: 1, words })
+                | (Value::Words { len: 1, words }, Value::Composite(matrix_words))
+                    if *op == BinaryOperator::Multiply =>
+                {
+                    let inner = match left_value {
+                        Value::Composite(_) => frame.inner(module, *left),
+                        _ => frame.inner(module, *right),
+                    };
+                    let scalar = words[0];
+                    matrix(inner, matrix_words, |_, x| {
+                        ops::binary(*op, Kind::Float, &[x], &[scalar])?.word()
+                    })?
+                }
+                _ => {
+                    return Err(unsupported(
+                        "matrix products (matrix × vector, vector × matrix, matrix × matrix)",
+                    ));
+                }
             }
         }
         Expression::Select {
@@ -139,7 +175,7 @@ pub(super) fn expression(
             arg2,
             arg3,
         } => {
-            let kind = value::kind(frame.inner(module, *arg))?;
+            let kind = frame.kind(*arg)?;
             let mut args: [&[u32]; 4] = [&[]; 4];
             let mut count = 0;
             for operand in [Some(*arg), *arg1, *arg2, *arg3].into_iter().flatten() {
@@ -153,7 +189,7 @@ pub(super) fn expression(
             kind,
             convert,
         } => {
-            let from = value::kind(frame.inner(module, *expr))?;
+            let from = frame.kind(*expr)?;
             let to = match kind {
                 naga::ScalarKind::Bool => Kind::Bool,
                 naga::ScalarKind::Sint => Kind::Sint,
@@ -185,6 +221,30 @@ pub(super) fn expression(
         Expression::Override(_) => return Err(unsupported("pipeline overrides")),
         other => return Err(unsupported(&format!("the expression {other:?}"))),
     })
+}
+
+/// The matrix `inner` held in `words` with `operation` applied to each
+/// element and its word offset (padding skipped).
+fn matrix(
+    inner: &TypeInner,
+    words: &[u32],
+    mut operation: impl FnMut(usize, u32) -> Result<u32, GpuError>,
+) -> Result<Value, GpuError> {
+    let TypeInner::Matrix { columns, rows, .. } = inner else {
+        return Err(unsupported("arithmetic on structs and arrays"));
+    };
+    let stride = value::column_stride(*rows) as usize;
+    let mut result = vec![0; words.len()];
+    for column in 0..*columns as usize {
+        for row in 0..*rows as usize {
+            let at = column * stride + row;
+            let (Some(word), Some(slot)) = (words.get(at), result.get_mut(at)) else {
+                return Err(internal("a matrix shorter than its type"));
+            };
+            *slot = operation(at, *word)?;
+        }
+    }
+    Ok(Value::Composite(result))
 }
 
 /// The element count of the runtime-sized array `inner` that `pointer`
@@ -230,7 +290,7 @@ fn access(
                 in_bounds: pointer.in_bounds && in_bounds,
             }))
         }
-        Value::Words { len, words } => Ok(Value::scalar(if index < u32::from(*len) {
+        Value::Words { len, words } => Ok(Value::scalar(if index < *len {
             words[index as usize]
         } else {
             0

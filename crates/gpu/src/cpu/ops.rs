@@ -36,7 +36,7 @@ pub(super) fn binary(
         *word = binary_word(op, kind, a, b)?;
     }
     Ok(Value::Words {
-        len: len as u8,
+        len: len as u32,
         words,
     })
 }
@@ -132,7 +132,7 @@ pub(super) fn unary(op: UnaryOperator, kind: Kind, operand: &[u32]) -> Result<Va
         };
     }
     Ok(Value::Words {
-        len: operand.len() as u8,
+        len: operand.len() as u32,
         words,
     })
 }
@@ -199,7 +199,7 @@ pub(super) fn math(fun: MathFunction, kind: Kind, args: &[&[u32]]) -> Result<Val
         *word = math_word(fun, kind, first[at], &arg)?;
     }
     Ok(Value::Words {
-        len: first.len() as u8,
+        len: first.len() as u32,
         words,
     })
 }

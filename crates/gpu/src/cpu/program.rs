@@ -9,7 +9,7 @@ use naga::{
 
 use super::eval;
 use super::unsupported;
-use super::value::{self, Pointer, Space, Value, internal};
+use super::value::{self, Kind, Pointer, Space, Value, internal};
 use crate::{GpuError, Kernel};
 
 /// One function of the module, ready to run.
@@ -19,6 +19,8 @@ pub(super) struct Func<'a> {
     /// Constant expressions and those no `Emit` covers (variables,
     /// arguments), evaluated when a frame starts, in arena order.
     pub(super) entry_expressions: Vec<Handle<Expression>>,
+    /// The component kind of each numeric expression, by handle index.
+    pub(super) kinds: Vec<Option<Kind>>,
     /// Each local variable's offset in the frame, in words.
     pub(super) local_offsets: Vec<u32>,
     pub(super) local_words: u32,
@@ -170,9 +172,15 @@ fn func<'a>(module: &Module, function: &'a Function, info: &'a FunctionInfo) -> 
         local_offsets.push(local_words);
         local_words += value::size_words(module, &module.types[local.ty].inner);
     }
+    let kinds = function
+        .expressions
+        .iter()
+        .map(|(handle, _)| value::kind(info[handle].ty.inner_with(&module.types)).ok())
+        .collect();
     Func {
         function,
         info,
+        kinds,
         entry_expressions,
         local_offsets,
         local_words,

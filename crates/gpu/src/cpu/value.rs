@@ -39,7 +39,7 @@ pub(super) enum Value {
     Unset,
     /// A scalar (`len` 1) or vector: each component's bits; bools are 0 or 1.
     Words {
-        len: u8,
+        len: u32,
         words: [u32; 4],
     },
     /// A struct, array or matrix: its words as laid out in memory.
@@ -59,7 +59,7 @@ impl Value {
         let mut words = [0; 4];
         words[..components.len()].copy_from_slice(components);
         Value::Words {
-            len: components.len() as u8,
+            len: components.len() as u32,
             words,
         }
     }
@@ -67,7 +67,7 @@ impl Value {
     /// The components of a scalar or vector.
     pub(super) fn words(&self) -> Result<&[u32], GpuError> {
         match self {
-            Value::Words { len, words } => Ok(&words[..usize::from(*len)]),
+            Value::Words { len, words } => Ok(&words[..*len as usize]),
             _ => Err(internal("a scalar or vector was expected")),
         }
     }
@@ -89,7 +89,7 @@ impl Value {
     /// The words this value occupies in memory, as laid out there.
     pub(super) fn layout_words(&self) -> Result<&[u32], GpuError> {
         match self {
-            Value::Words { len, words } => Ok(&words[..usize::from(*len)]),
+            Value::Words { len, words } => Ok(&words[..*len as usize]),
             Value::Composite(words) => Ok(words),
             _ => Err(internal("a value with a memory layout was expected")),
         }
@@ -150,7 +150,7 @@ pub(super) fn zero(module: &Module, inner: &TypeInner) -> Value {
     match inner {
         TypeInner::Scalar(_) | TypeInner::Atomic(_) => Value::scalar(0),
         TypeInner::Vector { size, .. } => Value::Words {
-            len: *size as u8,
+            len: *size as u32,
             words: [0; 4],
         },
         _ => Value::Composite(vec![0; size_words(module, inner) as usize]),
@@ -172,7 +172,7 @@ pub(super) fn from_words(inner: &TypeInner, words: &[u32]) -> Value {
                 *component = *word;
             }
             Value::Words {
-                len: *size as u8,
+                len: *size as u32,
                 words: components,
             }
         }

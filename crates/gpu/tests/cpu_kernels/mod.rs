@@ -553,3 +553,57 @@ pub fn mixed(input: &[u32]) -> Vec<u32> {
     }
     results
 }
+
+/// f32 matrices: loaded from and stored to storage (`mat3x3` columns are
+/// padded to four words), scaled, added and subtracted, indexed
+/// through pointers and by value, in and out of bounds.
+pub const MATRICES: &str = r#"
+@group(0) @binding(0) var<storage, read> ms: array<mat3x3<f32>>;
+@group(0) @binding(1) var<storage, read_write> out: array<mat3x3<f32>>;
+@group(0) @binding(2) var<storage, read_write> columns: array<vec2<f32>>;
+
+@compute @workgroup_size(4)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let n = arrayLength(&ms);
+    if (id.x >= n) {
+        return;
+    }
+    let a = ms[id.x];
+    let b = ms[(id.x + 1u) % n];
+    var m = a * 2.0 + b - a * -0.5;
+    m[id.x % 3u][1] = 7.0;
+    m[1] = m[2] - m[0];
+    out[id.x] = m;
+    let small = mat2x2<f32>(a[0].xy, b[2].yz) - mat2x2<f32>(vec2<f32>(1.0, 2.0), vec2<f32>(3.0, 4.0));
+    columns[id.x * 2u] = small[0];
+    columns[id.x * 2u + 1u] = small[id.x];
+}
+"#;
+
+/// A 3×3 matrix as its columns.
+pub type Matrix3 = [[f32; 3]; 3];
+
+/// The matrix kernel in Rust: the `mat3x3` outputs and the `vec2` columns.
+pub fn matrices(ms: &[Matrix3]) -> (Vec<Matrix3>, Vec<[f32; 2]>) {
+    let n = ms.len();
+    let (mut out, mut columns) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let (a, b) = (ms[i], ms[(i + 1) % n]);
+        let mut m = [[0.0f32; 3]; 3];
+        for c in 0..3 {
+            for r in 0..3 {
+                m[c][r] = a[c][r] * 2.0 + b[c][r] - a[c][r] * -0.5;
+            }
+        }
+        m[i % 3][1] = 7.0;
+        m[1] = [0, 1, 2].map(|r| m[2][r] - m[0][r]);
+        out.push(m);
+        let small = [
+            [a[0][0] - 1.0, a[0][1] - 2.0],
+            [b[2][1] - 3.0, b[2][2] - 4.0],
+        ];
+        columns.push(small[0]);
+        columns.push(if i < 2 { small[i] } else { [0.0, 0.0] });
+    }
+    (out, columns)
+}
