@@ -167,6 +167,15 @@ fn tiled_matrix_multiplies_with_workgroup_memory_and_barriers_match() {
 }
 
 #[test]
+fn uniform_loads_and_barriers_in_loops_in_called_functions_match() {
+    let gpu = gpu();
+    let kernel = compile(cpu_kernels::REDUCE);
+    let input: Vec<u32> = (0..6u32).map(|n| n * 7 + 4).collect();
+    let run = on_both(&gpu, &kernel, &[&bytes(&input)], &[6 * 17 * 4], [6, 1, 1]);
+    assert_eq!(words(&run.outputs[0]), cpu_kernels::reduce(&input, 6));
+}
+
+#[test]
 fn an_atomic_histogram_in_workgroup_and_storage_memory_matches() {
     let gpu = gpu();
     let kernel = compile(cpu_kernels::HISTOGRAM);

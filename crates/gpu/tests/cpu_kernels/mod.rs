@@ -607,3 +607,67 @@ pub fn matrices(ms: &[Matrix3]) -> (Vec<Matrix3>, Vec<[f32; 2]>) {
     }
     (out, columns)
 }
+
+/// A workgroup sum: each workgroup's first invocation picks a count that
+/// `workgroupUniformLoad` hands to all, a reduction in workgroup memory
+/// with a barrier inside a loop inside a called function, a pointer
+/// parameter and a private table with an initializer.
+pub const REDUCE: &str = r#"
+@group(0) @binding(0) var<storage, read> input: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+var<workgroup> shared_count: u32;
+var<workgroup> partial: array<u32, 16>;
+var<private> weights: array<u32, 4> = array<u32, 4>(1u, 3u, 5u, 7u);
+
+fn bump(total: ptr<function, u32>, by: u32) {
+    *total = *total + by;
+}
+
+fn reduce(index: u32, value: u32) -> u32 {
+    partial[index] = value;
+    for (var stride = 8u; stride > 0u; stride = stride >> 1u) {
+        workgroupBarrier();
+        if (index < stride) {
+            partial[index] = partial[index] + partial[index + stride];
+        }
+    }
+    workgroupBarrier();
+    return partial[0];
+}
+
+@compute @workgroup_size(16)
+fn main(@builtin(local_invocation_index) index: u32,
+        @builtin(workgroup_id) group: vec3<u32>) {
+    if (index == 0u) {
+        shared_count = input[group.x] % 9u;
+    }
+    let count = workgroupUniformLoad(&shared_count);
+    var sum = 0u;
+    for (var i = 0u; i < count; i = i + 1u) {
+        bump(&sum, i * index + weights[i % 4u]);
+    }
+    let total = reduce(index, sum);
+    out[group.x * 17u + index] = sum;
+    if (index == 0u) {
+        out[group.x * 17u + 16u] = total;
+    }
+}
+"#;
+
+pub fn reduce(input: &[u32], groups: usize) -> Vec<u32> {
+    let weights = [1u32, 3, 5, 7];
+    let mut out = Vec::new();
+    for group in input.iter().take(groups) {
+        let count = group % 9;
+        let sums: Vec<u32> = (0..16u32)
+            .map(|index| {
+                (0..count)
+                    .map(|i| i * index + weights[(i % 4) as usize])
+                    .sum()
+            })
+            .collect();
+        out.extend(&sums);
+        out.push(sums.iter().sum());
+    }
+    out
+}
