@@ -4,7 +4,9 @@
 //! operations measured bit-identical on an NVIDIA H200, Mesa's lavapipe and
 //! the CPU), compiled to SPIR-V with every float operation decorated
 //! `NoContraction` and bounds-checked accesses, and run through wgpu's
-//! Vulkan backend with bounded buffers and dispatches.
+//! Vulkan backend with bounded buffers and dispatches, or on the CPU alone
+//! by an interpreter of the same compiled module (for validators, which
+//! have no GPU).
 //!
 //! This is the only crate that imports naga and wgpu.
 
