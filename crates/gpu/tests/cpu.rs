@@ -104,6 +104,18 @@ fn out_of_bounds_accesses_and_odd_buffer_sizes_match_the_gpu() {
 }
 
 #[test]
+fn built_ins_over_a_three_dimensional_grid_match() {
+    let gpu = gpu();
+    let kernel = compile(cpu_kernels::BUILT_INS);
+    let groups = [3, 2, 2];
+    let expected = cpu_kernels::built_ins(groups);
+    let run = on_both(&gpu, &kernel, &[], &[expected.len() as u64 * 4, 8], groups);
+    assert_eq!(words(&run.outputs[0]), expected);
+    // Set once, then raised by nothing; swapped in by every invocation.
+    assert_eq!(words(&run.outputs[1]), [41, 7]);
+}
+
+#[test]
 fn the_loop_limit_and_running_out_of_fuel_stop_the_cpu_as_they_stop_the_gpu() {
     let gpu = gpu();
     let long = compile(&kernels::chain(100_000));

@@ -671,3 +671,65 @@ pub fn reduce(input: &[u32], groups: usize) -> Vec<u32> {
     }
     out
 }
+
+/// Every compute built-in, some through a struct argument, over a 3-D
+/// grid of 3-D workgroups, plus `atomicStore`, `atomicExchange` and an
+/// atomic struct member.
+pub const BUILT_INS: &str = r#"
+struct Ids {
+    @builtin(global_invocation_id) global: vec3<u32>,
+    @builtin(local_invocation_index) index: u32,
+    @builtin(num_workgroups) groups: vec3<u32>,
+}
+struct Counters { first: atomic<u32>, last: atomic<u32> }
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@group(0) @binding(1) var<storage, read_write> counters: Counters;
+
+@compute @workgroup_size(2, 3, 2)
+fn main(ids: Ids,
+        @builtin(workgroup_id) group: vec3<u32>,
+        @builtin(local_invocation_id) local: vec3<u32>) {
+    let width = ids.groups.x * 2u;
+    let height = ids.groups.y * 3u;
+    let flat = ids.global.x + (ids.global.y + ids.global.z * height) * width;
+    out[flat * 4u] = ids.index;
+    out[flat * 4u + 1u] = group.x + group.y * 10u + group.z * 100u;
+    out[flat * 4u + 2u] = local.x + local.y * 10u + local.z * 100u;
+    out[flat * 4u + 3u] = ids.groups.x * ids.groups.y * ids.groups.z;
+    if (flat == 0u) {
+        atomicStore(&counters.first, 41u);
+    }
+    storageBarrier();
+    let before = atomicExchange(&counters.last, 7u);
+    atomicMax(&counters.first, before & 0u);
+}
+"#;
+
+/// The built-ins kernel's `out` in Rust, over `groups` workgroups.
+pub fn built_ins(groups: [u32; 3]) -> Vec<u32> {
+    let size = [2u32, 3, 2];
+    let (width, height) = (groups[0] * size[0], groups[1] * size[1]);
+    let mut out = vec![0u32; (width * height * groups[2] * size[2] * 4) as usize];
+    for gz in 0..groups[2] {
+        for gy in 0..groups[1] {
+            for gx in 0..groups[0] {
+                for index in 0..12u32 {
+                    let local = [index % 2, index / 2 % 3, index / 6];
+                    let global = [
+                        gx * size[0] + local[0],
+                        gy * size[1] + local[1],
+                        gz * size[2] + local[2],
+                    ];
+                    let flat = (global[0] + (global[1] + global[2] * height) * width) as usize;
+                    out[flat * 4..flat * 4 + 4].copy_from_slice(&[
+                        index,
+                        gx + gy * 10 + gz * 100,
+                        local[0] + local[1] * 10 + local[2] * 100,
+                        groups[0] * groups[1] * groups[2],
+                    ]);
+                }
+            }
+        }
+    }
+    out
+}
