@@ -105,6 +105,9 @@ pub(super) fn expression(
         Expression::Binary { op, left, right } => {
             let (left_value, right_value) = (frame.value(*left), frame.value(*right));
             match (left_value, right_value) {
+                (Value::Words { len: 1, words: a }, Value::Words { len: 1, words: b }) => {
+                    Value::scalar(ops::binary_word(*op, frame.kind(*left)?, a[0], b[0])?)
+                }
                 (Value::Words { .. }, Value::Words { .. }) => {
                     let kind = frame.kind(*left)?;
                     ops::binary(*op, kind, left_value.words()?, right_value.words()?)?

@@ -25,9 +25,6 @@ pub(super) fn binary(
     left: &[u32],
     right: &[u32],
 ) -> Result<Value, GpuError> {
-    if left.len() == 1 && right.len() == 1 {
-        return Ok(Value::scalar(binary_word(op, kind, left[0], right[0])?));
-    }
     let len = left.len().max(right.len());
     let mut words = [0; 4];
     for (at, word) in words.iter_mut().enumerate().take(len) {
@@ -41,7 +38,7 @@ pub(super) fn binary(
     })
 }
 
-fn binary_word(op: BinaryOperator, kind: Kind, a: u32, b: u32) -> Result<u32, GpuError> {
+pub(super) fn binary_word(op: BinaryOperator, kind: Kind, a: u32, b: u32) -> Result<u32, GpuError> {
     use BinaryOperator as Op;
     let truth = |value: bool| u32::from(value);
     Ok(match kind {
