@@ -16,7 +16,8 @@ pub mod meter;
 mod run;
 
 pub use cpu::{
-    CPU_INVOCATIONS_PER_WORKGROUP_MAX, CPU_WORKGROUP_SIZE_MAX, CPU_WORKGROUPS_PER_DIMENSION_MAX,
+    CPU_INVOCATION_MEMORY_BYTES_MAX, CPU_INVOCATIONS_PER_WORKGROUP_MAX,
+    CPU_WORKGROUP_MEMORY_BYTES_MAX, CPU_WORKGROUP_SIZE_MAX, CPU_WORKGROUPS_PER_DIMENSION_MAX,
     execute_on_cpu, run_on_cpu,
 };
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};

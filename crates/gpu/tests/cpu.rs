@@ -404,6 +404,24 @@ fn bad_arguments_are_refused_as_on_the_gpu() {
         run_on_cpu(&wide, &[&input], &[16], [1, 1, 1], TIMEOUT),
         Err(GpuError::Dispatch(_))
     ));
+    // Memory is bounded too: 64 KiB of workgroup memory, 4 MiB of locals.
+    for declaration in [
+        "var<workgroup> big: array<u32, 16384>;",
+        "var<private> big: array<u32, 1048576>;",
+    ] {
+        let wgsl = format!(
+            "{declaration}\n\
+             @group(0) @binding(0) var<storage, read_write> o: array<u32>;\n\
+             @compute @workgroup_size(1)\n\
+             fn main() {{ big[3] = 1u; o[0] = big[3]; }}"
+        );
+        let kernel = compile(&wgsl);
+        let error = run_on_cpu(&kernel, &[], &[4], [1, 1, 1], TIMEOUT).expect_err("refused");
+        assert!(
+            matches!(error, GpuError::Dispatch(_) | GpuError::Invalid(_)),
+            "{error}"
+        );
+    }
 }
 
 mod random {

@@ -334,7 +334,9 @@ pub(super) fn compose<'c>(
                 len += 1;
             }
         }
-        debug_assert_eq!(len, *size as usize);
+        if len != *size as usize {
+            return Err(internal("a vector with the wrong number of components"));
+        }
         return Ok(Value::vector(&words[..len]));
     }
     let mut words = vec![0; value::size_words(module, inner) as usize];

@@ -186,23 +186,21 @@ impl<'a> Invocation<'a> {
         clock: &mut Clock,
     ) -> Result<Status, GpuError> {
         if let Some((pointer_expression, result, false)) = self.uniform_load.take() {
-            {
-                // Every invocation is at the first barrier: load, then meet
-                // again before anyone writes.
-                let frame = self.frames.last_mut().ok_or_else(|| internal("no frame"))?;
-                let memory = Memory {
-                    buffers: &mut *buffers,
-                    workgroup: &mut *workgroup,
-                    private: &mut self.private,
-                    stack: &mut self.stack,
-                };
-                let plan = &program.funcs[frame.func];
-                let inner = plan.info[result].ty.inner_with(&program.module.types);
-                let pointer = frame.values[pointer_expression.index()].pointer()?;
-                frame.values[result.index()] = memory.load(program.module, inner, pointer);
-                self.uniform_load = Some((pointer_expression, result, true));
-                return Ok(Status::Barrier);
-            }
+            // Every invocation is at the first barrier: load, then meet
+            // again before anyone writes.
+            let frame = self.frames.last_mut().ok_or_else(|| internal("no frame"))?;
+            let memory = Memory {
+                buffers: &mut *buffers,
+                workgroup: &mut *workgroup,
+                private: &mut self.private,
+                stack: &mut self.stack,
+            };
+            let plan = &program.funcs[frame.func];
+            let inner = plan.info[result].ty.inner_with(&program.module.types);
+            let pointer = frame.values[pointer_expression.index()].pointer()?;
+            frame.values[result.index()] = memory.load(program.module, inner, pointer);
+            self.uniform_load = Some((pointer_expression, result, true));
+            return Ok(Status::Barrier);
         }
         loop {
             clock.tick()?;

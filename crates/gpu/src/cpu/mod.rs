@@ -30,6 +30,11 @@ pub const CPU_WORKGROUPS_PER_DIMENSION_MAX: u32 = 65_535;
 pub const CPU_INVOCATIONS_PER_WORKGROUP_MAX: u32 = 256;
 /// Workgroup size per dimension (WebGPU's default limits).
 pub const CPU_WORKGROUP_SIZE_MAX: [u32; 3] = [256, 256, 64];
+/// Bytes of workgroup memory a kernel may declare (WebGPU's default limit).
+pub const CPU_WORKGROUP_MEMORY_BYTES_MAX: u64 = 16 << 10;
+/// Bytes of private and function-local memory one invocation may use, all
+/// of its functions' variables counted at once.
+pub const CPU_INVOCATION_MEMORY_BYTES_MAX: u64 = 1 << 20;
 
 fn unsupported(what: &str) -> GpuError {
     GpuError::Invalid(format!("{what} is not supported on the CPU path"))

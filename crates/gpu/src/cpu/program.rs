@@ -113,6 +113,28 @@ impl<'a> Program<'a> {
             info.get_entry_point(ir.entry_index),
         ));
         let barriers = funcs.iter().any(|func| has_barrier(&func.function.body));
+        let workgroup_bytes = workgroup_words as u64 * 4;
+        if workgroup_bytes > super::CPU_WORKGROUP_MEMORY_BYTES_MAX {
+            return Err(GpuError::Dispatch(format!(
+                "{workgroup_bytes} bytes of workgroup memory, more than the {} allowed",
+                super::CPU_WORKGROUP_MEMORY_BYTES_MAX
+            )));
+        }
+        // No function recurses, so a stack never holds more than every
+        // function's locals at once.
+        let invocation_bytes = 4
+            * (private.len() as u64
+                + funcs
+                    .iter()
+                    .map(|func| u64::from(func.local_words))
+                    .sum::<u64>());
+        if invocation_bytes > super::CPU_INVOCATION_MEMORY_BYTES_MAX {
+            return Err(unsupported(&format!(
+                "{invocation_bytes} bytes of private and local variables per invocation \
+                 (more than {})",
+                super::CPU_INVOCATION_MEMORY_BYTES_MAX
+            )));
+        }
         Ok(Self {
             module,
             funcs,
