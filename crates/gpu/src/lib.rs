@@ -5,18 +5,26 @@
 //! the CPU), compiled to SPIR-V with every float operation decorated
 //! `NoContraction` and bounds-checked accesses, every float made canonical
 //! (no denormals, one NaN), and run through wgpu's Vulkan backend with
-//! bounded buffers and dispatches. [`LIBRARY_WGSL`] offers division,
-//! square roots and transcendentals built from exact operations.
+//! bounded buffers and dispatches, or on the CPU alone by an interpreter of
+//! the same compiled module (for validators, which have no GPU).
+//! [`LIBRARY_WGSL`] offers division, square roots and transcendentals built
+//! from exact operations.
 //!
 //! This is the only crate that imports naga and wgpu.
 
 pub mod canonical;
+mod cpu;
 mod kernel;
 mod library;
 pub mod meter;
 mod run;
 mod task;
 
+pub use cpu::{
+    CPU_INVOCATION_MEMORY_BYTES_MAX, CPU_INVOCATIONS_PER_WORKGROUP_MAX,
+    CPU_WORKGROUP_MEMORY_BYTES_MAX, CPU_WORKGROUP_SIZE_MAX, CPU_WORKGROUPS_PER_DIMENSION_MAX,
+    execute_on_cpu, run_on_cpu,
+};
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
 pub use library::{LIBRARY_WGSL, with_library};
 pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Metered, Step, Stopped};

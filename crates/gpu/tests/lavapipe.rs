@@ -116,58 +116,40 @@ fn buffers_and_dispatches_beyond_bounds_are_refused_before_running() {
     assert_eq!(run.outputs[0].len(), 16);
 }
 
-/// A hash chain of `steps` steps in one loop, by one invocation.
-fn chain(steps: u32) -> String {
-    format!(
-        "@group(0) @binding(0) var<storage, read_write> o: array<u32>;\n\
-         @compute @workgroup_size(1)\n\
-         fn main() {{\n\
-             var x = 1u;\n\
-             for (var i = 0u; i < {steps}u; i = i + 1u) {{\n\
-                 x = (x ^ (x >> 7u)) * 2654435761u + i;\n\
-             }}\n\
-             o[0] = x;\n\
-         }}"
-    )
-}
-
-fn chain_in_rust(steps: u32) -> u32 {
-    let mut x = 1u32;
-    for i in 0..steps {
-        x = (x ^ (x >> 7)).wrapping_mul(2_654_435_761).wrapping_add(i);
-    }
-    x
-}
-
 #[test]
 fn a_loop_longer_than_every_device_runs_stops_the_task_instead_of_lying() {
     // Lavapipe ends any loop after 65,535 iterations and returns what it
     // has; a real GPU runs on. The meter stops every loop earlier, on
     // every device, and says so.
     let gpu = gpu();
-    let long = Kernel::compile(&chain(1_000_000), "main", Class::Exact, FUEL).expect("exact");
+    let long =
+        Kernel::compile(&kernels::chain(1_000_000), "main", Class::Exact, FUEL).expect("exact");
     let run = gpu.run(&long, &[], &[4], [1, 1, 1], TIMEOUT).expect("runs");
     assert_eq!(run.stopped, Some(Stopped::LoopLimit));
     // Within the limit, the answer is Rust's.
     let steps = idlegrid_gpu::meter::LOOP_ITERATIONS_MAX - 10;
-    let short = Kernel::compile(&chain(steps), "main", Class::Exact, FUEL).expect("exact");
+    let short = Kernel::compile(&kernels::chain(steps), "main", Class::Exact, FUEL).expect("exact");
     let run = gpu
         .run(&short, &[], &[4], [1, 1, 1], TIMEOUT)
         .expect("runs");
     assert_eq!(run.stopped, None);
-    assert_eq!(kernels::words(&run.outputs[0]), [chain_in_rust(steps)]);
+    assert_eq!(
+        kernels::words(&run.outputs[0]),
+        [kernels::chain_in_rust(steps)]
+    );
     assert_eq!(run.fuel, u64::from(steps) + 2);
 }
 
 #[test]
 fn an_invocation_past_its_fuel_stops_the_task_out_of_fuel() {
     let gpu = gpu();
-    let kernel = Kernel::compile(&chain(1_000), "main", Class::Exact, 500).expect("exact");
+    let kernel = Kernel::compile(&kernels::chain(1_000), "main", Class::Exact, 500).expect("exact");
     let run = gpu
         .run(&kernel, &[], &[4], [1, 1, 1], TIMEOUT)
         .expect("runs");
     assert_eq!(run.stopped, Some(Stopped::OutOfFuel));
-    let kernel = Kernel::compile(&chain(1_000), "main", Class::Exact, 1_002).expect("exact");
+    let kernel =
+        Kernel::compile(&kernels::chain(1_000), "main", Class::Exact, 1_002).expect("exact");
     let run = gpu
         .run(&kernel, &[], &[4], [1, 1, 1], TIMEOUT)
         .expect("runs");

@@ -95,6 +95,29 @@ pub fn int_hash(words: &[u32]) -> Vec<u32> {
         .collect()
 }
 
+/// A hash chain of `steps` steps in one loop, by each invocation.
+pub fn chain(steps: u32) -> String {
+    format!(
+        "@group(0) @binding(0) var<storage, read_write> o: array<u32>;\n\
+         @compute @workgroup_size(1)\n\
+         fn main() {{\n\
+             var x = 1u;\n\
+             for (var i = 0u; i < {steps}u; i = i + 1u) {{\n\
+                 x = (x ^ (x >> 7u)) * 2654435761u + i;\n\
+             }}\n\
+             o[0] = x;\n\
+         }}"
+    )
+}
+
+pub fn chain_in_rust(steps: u32) -> u32 {
+    let mut x = 1u32;
+    for i in 0..steps {
+        x = (x ^ (x >> 7)).wrapping_mul(2_654_435_761).wrapping_add(i);
+    }
+    x
+}
+
 pub fn bytes(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|word| word.to_le_bytes()).collect()
 }
