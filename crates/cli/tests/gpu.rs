@@ -7,15 +7,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::network::{Network, STAKE, books, check_books, check_stakes, finish, submit_with};
 use serde_json::Value;
 
-const JOB: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../examples/mandelbrot-gpu/job.toml"
-);
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mandelbrot-gpu");
 /// The example's image: 256 × 256 in bands of 16 rows, 256 iterations.
 const SIDE: u32 = 256;
 const BAND_ROWS: u32 = 16;
@@ -45,6 +42,19 @@ fn gpu_provider(network: &mut Network, bootstrap: Option<&str>, flags: &[&str]) 
          apt-get install mesa-vulkan-drivers): {started}"
     );
     index
+}
+
+/// The example's job file and kernel copied into `dir`, with a deadline
+/// short enough for `--close` to return the escrow soon after the job.
+fn job(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(format!("{EXAMPLE}/job.toml")).expect("the example job");
+    let text = text.replace("deadline_blocks = 600", "deadline_blocks = 30");
+    assert!(text.contains("deadline_blocks = 30"), "{text}");
+    let kernel = "mandelbrot-gpu.wgsl";
+    std::fs::copy(format!("{EXAMPLE}/{kernel}"), dir.join(kernel)).expect("copy the kernel");
+    let path = dir.join("mandelbrot-gpu.toml");
+    std::fs::write(&path, text).expect("write the job");
+    path
 }
 
 /// Band `band`'s escape counts, as the kernel computes them, in Rust
@@ -107,7 +117,8 @@ fn a_gpu_job_runs_on_gpu_providers_only_is_verified_and_paid() {
     for provider in &network.providers[1..] {
         flags.extend(["--bootstrap", provider.addresses[0].as_str()]);
     }
-    let child = submit_with(&network, &api, Path::new(JOB), &out, &bootstrap, &flags);
+    let job = job(network.dir());
+    let child = submit_with(&network, &api, &job, &out, &bootstrap, &flags);
     let report = finish(&network, child, &out);
     let results = check_bands(&out, &report);
 
@@ -143,10 +154,11 @@ fn a_provider_lying_about_gpu_results_is_slashed_by_a_dispute_decided_on_the_cpu
     let dial = network.providers[honest].addresses[0].clone();
     // The requestor re-executes nothing: the validator settles every
     // disagreement, on its CPU.
+    let job = job(network.dir());
     let child = submit_with(
         &network,
         &api,
-        Path::new(JOB),
+        &job,
         &out,
         &bootstrap,
         &["--bootstrap", &dial, "--referee-fuel", "0"],

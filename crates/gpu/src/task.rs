@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use idlegrid_types::gpu::{GpuBinding, GpuClass, GpuProgram, param_words};
-use idlegrid_types::{ContentId, ErrorKind, ExecutionLimits, TaskInput, TaskOutcome};
+use idlegrid_types::{
+    ContentId, ErrorKind, Execution, ExecutionLimits, ReExecute, TaskInput, TaskOutcome,
+};
 
 use crate::{Class, Gpu, GpuError, Kernel, Metered, Step, Stopped};
 
@@ -36,6 +38,82 @@ impl Executor for Gpu {
         timeout: Duration,
     ) -> Result<Metered, GpuError> {
         Gpu::execute(self, steps, buffers, timeout)
+    }
+}
+
+/// The CPU path: an interpreter of the kernels' compiled modules, giving
+/// the bytes, fuel and stop flags a GPU gives (see [`crate::execute_on_cpu`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu;
+
+impl Executor for Cpu {
+    fn execute(
+        &self,
+        steps: &[Step<'_>],
+        buffers: &mut [Vec<u8>],
+        timeout: Duration,
+    ) -> Result<Metered, GpuError> {
+        crate::execute_on_cpu(steps, buffers, timeout)
+    }
+}
+
+/// Re-executes GPU tasks on the CPU alone, as a validator settling a
+/// dispute (or a requestor settling a disagreement) must: no GPU needed,
+/// the same verdict on every machine.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuReExecutor {
+    /// How long one re-execution may run before it is given up (which is
+    /// not a verdict).
+    pub wall_time: Duration,
+}
+
+impl CpuReExecutor {
+    /// Runs the task again on the CPU and gives what it found with its
+    /// output. An `Err` means it could not be run here (past the wall
+    /// clock, or a construct the CPU path does not support): not a verdict.
+    pub fn re_execute_with_output(
+        &self,
+        module: &[u8],
+        input: &TaskInput,
+        limits: &ExecutionLimits,
+    ) -> Result<(Execution, Vec<u8>), String> {
+        let program = match Program::prepare(module) {
+            Ok(program) => program,
+            // Every provider refuses it the same way.
+            Err(_) => {
+                let refused = Execution {
+                    outcome: TaskOutcome::Failed(ErrorKind::InvalidModule),
+                    fuel_used: 0,
+                };
+                return Ok((refused, Vec::new()));
+            }
+        };
+        match program.run(&Cpu, input, limits, self.wall_time) {
+            Ok(run) => Ok((
+                Execution {
+                    outcome: run.outcome,
+                    fuel_used: run.fuel_used,
+                },
+                run.output,
+            )),
+            Err(GpuError::WallTimeout(limit)) => Err(format!(
+                "the re-execution on the CPU ran past its wall-clock limit of {limit:?}"
+            )),
+            Err(error) => Err(format!("the GPU task could not be re-executed: {error}")),
+        }
+    }
+}
+
+impl ReExecute for CpuReExecutor {
+    fn re_execute(
+        &self,
+        module: &[u8],
+        input: &TaskInput,
+        _seed: [u8; 32],
+        limits: &ExecutionLimits,
+    ) -> Result<Execution, String> {
+        self.re_execute_with_output(module, input, limits)
+            .map(|(execution, _)| execution)
     }
 }
 

@@ -9,9 +9,12 @@ use anyhow::Context as _;
 use idlegrid_chain::engine::EngineConfig;
 use idlegrid_chain::validator::{ValidatorSettings, run};
 use idlegrid_chain::{Chain, Mempool, MempoolConfig, SharedNode, shared};
+use idlegrid_gpu::CpuReExecutor;
 use idlegrid_ledger::{Genesis, Ledger, RedbStore};
+use idlegrid_sandbox::limits::WALL_TIME_DEFAULT;
 use idlegrid_sandbox::{LazySandbox, SandboxConfig};
 use idlegrid_types::AccountId;
+use idlegrid_types::ByModuleKind;
 
 use crate::config::ValidatorConfig;
 use crate::keys::read_key;
@@ -65,14 +68,21 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
         genesis.chain_id
     );
     let chain = Chain::new(ledger)?;
-    let sandbox = LazySandbox::new(SandboxConfig {
-        cache_dir: Some(config.data_dir.join("modules")),
-        ..SandboxConfig::default()
-    });
+    // Disputes re-execute WebAssembly in the sandbox and GPU programs on
+    // the CPU path: validators need no GPU.
+    let executor = ByModuleKind {
+        wasi: LazySandbox::new(SandboxConfig {
+            cache_dir: Some(config.data_dir.join("modules")),
+            ..SandboxConfig::default()
+        }),
+        gpu: CpuReExecutor {
+            wall_time: WALL_TIME_DEFAULT,
+        },
+    };
     let node = shared(
         chain,
         Mempool::new(MempoolConfig::default()),
-        Box::new(sandbox),
+        Box::new(executor),
     );
     let bootstrappers = config
         .peers

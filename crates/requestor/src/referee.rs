@@ -1,13 +1,15 @@
 //! The requestor as its own referee: a task whose results disagree runs
-//! again in this machine's sandbox, one at a time on a thread of its own,
+//! again in this machine's sandbox (a GPU task on the CPU path), one at a time on a thread of its own,
 //! and what it gives decides which providers lied.
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use anyhow::Context;
+use idlegrid_gpu::CpuReExecutor;
+use idlegrid_sandbox::limits::WALL_TIME_DEFAULT;
 use idlegrid_sandbox::{LazySandbox, SandboxConfig};
-use idlegrid_types::{JobId, task_seed};
+use idlegrid_types::{GpuProgram, JobId, task_seed};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -34,11 +36,22 @@ impl Referee {
                     concurrent_tasks_max: 1,
                     ..SandboxConfig::default()
                 });
+                // GPU tasks run again on the CPU path, as a validator would.
+                let cpu = CpuReExecutor {
+                    wall_time: WALL_TIME_DEFAULT,
+                };
                 while let Ok(task) = queue.recv() {
                     let result = match usize::try_from(task)
                         .ok()
                         .and_then(|index| job_file.tasks.get(index))
                     {
+                        Some(input) if GpuProgram::is_program(&job_file.module) => cpu
+                            .re_execute_with_output(&job_file.module, input, &job_file.limits)
+                            .map(|(execution, output)| ReExecution {
+                                outcome: execution.outcome,
+                                fuel_used: execution.fuel_used,
+                                stdout: output,
+                            }),
                         Some(input) => sandbox
                             .re_execute_with_output(
                                 &job_file.module,

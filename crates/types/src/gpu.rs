@@ -9,6 +9,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::codec::{self, Bounded};
+use crate::work::{Execution, ExecutionLimits, ReExecute, TaskInput};
 
 /// The first bytes of an encoded [`GpuProgram`].
 pub const GPU_PROGRAM_MAGIC: [u8; 8] = *b"\0igpu\x01\0\0";
@@ -170,6 +171,30 @@ pub fn param_words(args: &[String]) -> Result<Vec<u8>, BadParam> {
         bytes.extend(word.to_le_bytes());
     }
     Ok(bytes)
+}
+
+/// Re-executes each module with what runs its kind: WebAssembly modules
+/// with `wasi`, GPU programs with `gpu`.
+#[derive(Debug)]
+pub struct ByModuleKind<W, G> {
+    pub wasi: W,
+    pub gpu: G,
+}
+
+impl<W: ReExecute, G: ReExecute> ReExecute for ByModuleKind<W, G> {
+    fn re_execute(
+        &self,
+        module: &[u8],
+        input: &TaskInput,
+        seed: [u8; 32],
+        limits: &ExecutionLimits,
+    ) -> Result<Execution, String> {
+        if GpuProgram::is_program(module) {
+            self.gpu.re_execute(module, input, seed, limits)
+        } else {
+            self.wasi.re_execute(module, input, seed, limits)
+        }
+    }
 }
 
 /// What a provider offers to run GPU tasks on: one adapter.

@@ -16,7 +16,7 @@ pub mod work;
 
 pub use cid::{ContentId, ParseContentIdError};
 pub use codec::{Bounded, DecodeError, EncodeError, LengthExceeded};
-pub use gpu::{GpuBinding, GpuClass, GpuDispatch, GpuOffer, GpuProgram};
+pub use gpu::{ByModuleKind, GpuBinding, GpuClass, GpuDispatch, GpuOffer, GpuProgram};
 pub use identity::{
     AccountId, BadSignature, Keypair, SIGNATURE_CACHE_GENERATION, Signable, Signature,
     SignatureCache, Signed,

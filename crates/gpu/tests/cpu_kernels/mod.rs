@@ -375,7 +375,12 @@ pub fn edges(pairs: &[u32]) -> Vec<u32> {
     for pair in pairs.chunks_exact(2) {
         let (a, b) = (pair[0], pair[1]);
         let (sa, sb) = (a as i32, b as i32);
-        let (f, g) = (f32::from_bits(a), f32::from_bits(b));
+        // The exact class makes every float canonical as it is made, the
+        // bitcasts of the inputs included: denormals become zeros.
+        let (f, g) = (
+            idlegrid_gpu::canonical::canonical(f32::from_bits(a)),
+            idlegrid_gpu::canonical::canonical(f32::from_bits(b)),
+        );
         let divisor = if b == 0 { 1 } else { b };
         let signed_divisor = if sb == 0 || (sa == i32::MIN && sb == -1) {
             1
