@@ -25,6 +25,9 @@ pub(super) fn binary(
     left: &[u32],
     right: &[u32],
 ) -> Result<Value, GpuError> {
+    if left.len() == 1 && right.len() == 1 {
+        return Ok(Value::scalar(binary_word(op, kind, left[0], right[0])?));
+    }
     let len = left.len().max(right.len());
     let mut words = [0; 4];
     for (at, word) in words.iter_mut().enumerate().take(len) {
