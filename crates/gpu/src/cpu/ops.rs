@@ -194,7 +194,10 @@ pub(super) fn math(fun: MathFunction, kind: Kind, args: &[&[u32]]) -> Result<Val
             let arg = args
                 .get(index)
                 .ok_or_else(|| internal("a missing argument"))?;
-            Ok(if arg.len() == 1 { arg[0] } else { arg[at] })
+            let at = if arg.len() == 1 { 0 } else { at };
+            arg.get(at)
+                .copied()
+                .ok_or_else(|| internal("arguments of different sizes"))
         };
         *word = math_word(fun, kind, first[at], &arg)?;
     }
