@@ -20,7 +20,8 @@ pub(super) struct Frame<'v> {
 
 impl Frame<'_> {
     fn value(&self, handle: Handle<Expression>) -> &Value {
-        &self.values[handle.index()]
+        // Validated modules refer only to earlier expressions.
+        self.values.get(handle.index()).unwrap_or(&Value::Unset)
     }
 
     /// The component kind of a numeric expression.
@@ -36,8 +37,98 @@ impl Frame<'_> {
     }
 }
 
+/// Evaluates expression `handle` of `func` into `values[handle]`; the
+/// expressions before it hold their values. Scalars and pointers, the
+/// common results, are written into the slot in place: moving whole
+/// values costs more than computing most of them.
+pub(super) fn expression_into(
+    program: &Program<'_>,
+    func: &Func<'_>,
+    values: &mut [Value],
+    stack_base: u32,
+    arguments: &[Value],
+    memory: &Memory<'_>,
+    handle: Handle<Expression>,
+) -> Result<(), GpuError> {
+    // Operands always come before the expression in the arena.
+    let (before, rest) = values.split_at_mut(handle.index());
+    let slot = rest
+        .first_mut()
+        .ok_or_else(|| internal("an expression past the arena"))?;
+    let frame = Frame {
+        func,
+        values: before,
+        stack_base,
+        arguments,
+    };
+    let module = program.module;
+    match &func.function.expressions[handle] {
+        // Set by the statement that computes them.
+        Expression::CallResult(_)
+        | Expression::AtomicResult { .. }
+        | Expression::WorkGroupUniformLoadResult { .. } => {}
+        Expression::Binary { op, left, right } => match (frame.value(*left), frame.value(*right)) {
+            (Value::Words { len: 1, words: a }, Value::Words { len: 1, words: b }) => {
+                let word = ops::binary_word(*op, frame.kind(*left)?, a[0], b[0])?;
+                put_scalar(slot, word);
+            }
+            _ => *slot = expression(program, &frame, memory, handle)?,
+        },
+        Expression::Load { pointer } => {
+            let pointer = frame.value(*pointer).pointer()?;
+            match frame.inner(module, handle) {
+                TypeInner::Scalar(_) | TypeInner::Atomic(_) => {
+                    let word = memory.words(pointer.space).get(pointer.offset as usize);
+                    let word = match word {
+                        Some(word) if pointer.in_bounds => *word,
+                        _ => 0,
+                    };
+                    put_scalar(slot, word);
+                }
+                inner => *slot = memory.load(module, inner, pointer),
+            }
+        }
+        Expression::AccessIndex { base, index } => match frame.value(*base) {
+            Value::Pointer(pointer) => {
+                let inner = frame.inner(module, *base);
+                let pointer = element_pointer(module, inner, memory, *pointer, *index)?;
+                put_pointer(slot, pointer);
+            }
+            _ => *slot = expression(program, &frame, memory, handle)?,
+        },
+        Expression::Access { base, index } => match frame.value(*base) {
+            Value::Pointer(pointer) => {
+                let inner = frame.inner(module, *base);
+                let index = frame.value(*index).word()?;
+                let pointer = element_pointer(module, inner, memory, *pointer, index)?;
+                put_pointer(slot, pointer);
+            }
+            _ => *slot = expression(program, &frame, memory, handle)?,
+        },
+        _ => *slot = expression(program, &frame, memory, handle)?,
+    }
+    Ok(())
+}
+
+fn put_scalar(slot: &mut Value, word: u32) {
+    match slot {
+        Value::Words { len, words } => {
+            *len = 1;
+            words[0] = word;
+        }
+        other => *other = Value::scalar(word),
+    }
+}
+
+fn put_pointer(slot: &mut Value, pointer: Pointer) {
+    match slot {
+        Value::Pointer(old) => *old = pointer,
+        other => *other = Value::Pointer(pointer),
+    }
+}
+
 /// The value of expression `handle` of the frame's function.
-pub(super) fn expression(
+fn expression(
     program: &Program<'_>,
     frame: &Frame<'_>,
     memory: &Memory<'_>,
@@ -105,9 +196,6 @@ pub(super) fn expression(
         Expression::Binary { op, left, right } => {
             let (left_value, right_value) = (frame.value(*left), frame.value(*right));
             match (left_value, right_value) {
-                (Value::Words { len: 1, words: a }, Value::Words { len: 1, words: b }) => {
-                    Value::scalar(ops::binary_word(*op, frame.kind(*left)?, a[0], b[0])?)
-                }
                 (Value::Words { .. }, Value::Words { .. }) => {
                     let kind = frame.kind(*left)?;
                     ops::binary(*op, kind, left_value.words()?, right_value.words()?)?
@@ -217,10 +305,11 @@ pub(super) fn expression(
             };
             Value::scalar(runtime_length(memory, &module.types[*base].inner, pointer))
         }
-        // Set by the statement that computes them.
         Expression::CallResult(_)
         | Expression::AtomicResult { .. }
-        | Expression::WorkGroupUniformLoadResult { .. } => frame.value(handle).clone(),
+        | Expression::WorkGroupUniformLoadResult { .. } => {
+            return Err(internal("a statement's result evaluated as an expression"));
+        }
         Expression::Override(_) => return Err(unsupported("pipeline overrides")),
         other => return Err(unsupported(&format!("the expression {other:?}"))),
     })
@@ -260,6 +349,35 @@ pub(super) fn runtime_length(memory: &Memory<'_>, inner: &TypeInner, pointer: Po
     words.saturating_sub(pointer.offset) * 4 / stride
 }
 
+/// A pointer to element `index` of what `pointer`, of type `inner`,
+/// points at; out of bounds, a pointer that reads zero.
+fn element_pointer(
+    module: &Module,
+    inner: &TypeInner,
+    memory: &Memory<'_>,
+    pointer: Pointer,
+    index: u32,
+) -> Result<Pointer, GpuError> {
+    let pointee = match inner {
+        TypeInner::Pointer { base, .. } => &module.types[*base].inner,
+        other @ TypeInner::ValuePointer { .. } => other,
+        _ => return Err(internal("a pointer without a pointer type")),
+    };
+    let runtime = match pointee {
+        TypeInner::Array {
+            size: naga::ArraySize::Dynamic,
+            ..
+        } => Some(runtime_length(memory, pointee, pointer)),
+        _ => None,
+    };
+    let (offset, _, in_bounds) = value::element(module, pointee, index, runtime)?;
+    Ok(Pointer {
+        space: pointer.space,
+        offset: pointer.offset.wrapping_add(offset),
+        in_bounds: pointer.in_bounds && in_bounds,
+    })
+}
+
 /// Element `index` of `base`: a pointer to it when `base` is a pointer,
 /// its value otherwise; out of bounds, a pointer that reads zero or a zero
 /// value.
@@ -273,26 +391,9 @@ fn access(
     let module = program.module;
     let base_inner = frame.inner(module, base);
     match frame.value(base) {
-        Value::Pointer(pointer) => {
-            let pointee = match base_inner {
-                TypeInner::Pointer { base, .. } => &module.types[*base].inner,
-                other @ TypeInner::ValuePointer { .. } => other,
-                _ => return Err(internal("a pointer without a pointer type")),
-            };
-            let runtime = match pointee {
-                TypeInner::Array {
-                    size: naga::ArraySize::Dynamic,
-                    ..
-                } => Some(runtime_length(memory, pointee, *pointer)),
-                _ => None,
-            };
-            let (offset, _, in_bounds) = value::element(module, pointee, index, runtime)?;
-            Ok(Value::Pointer(Pointer {
-                space: pointer.space,
-                offset: pointer.offset.wrapping_add(offset),
-                in_bounds: pointer.in_bounds && in_bounds,
-            }))
-        }
+        Value::Pointer(pointer) => Ok(Value::Pointer(element_pointer(
+            module, base_inner, memory, *pointer, index,
+        )?)),
         Value::Words { len, words } => Ok(Value::scalar(if index < *len {
             words[index as usize]
         } else {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use naga::{AtomicFunction, Block, Expression, Handle, Statement, SwitchValue, TypeInner};
 
-use super::eval::{self, Frame as EvalFrame};
+use super::eval;
 use super::program::{Memory, Program};
 use super::unsupported;
 use super::value::{self, Kind, Value, internal};
@@ -137,14 +137,15 @@ impl<'a> Invocation<'a> {
             stack: &mut self.stack,
         };
         for handle in &plan.entry_expressions {
-            let frame = EvalFrame {
-                func: plan,
-                values: &values,
+            eval::expression_into(
+                program,
+                plan,
+                &mut values,
                 stack_base,
-                arguments: &arguments,
-            };
-            let value = eval::expression(program, &frame, &memory, *handle)?;
-            values[handle.index()] = value;
+                &arguments,
+                &memory,
+                *handle,
+            )?;
         }
         let module = program.module;
         for ((_, local), offset) in plan
@@ -333,14 +334,15 @@ impl<'a> Invocation<'a> {
         match statement {
             Statement::Emit(range) => {
                 for handle in range.clone() {
-                    let view = EvalFrame {
-                        func: plan,
-                        values: &frame.values,
-                        stack_base: frame.stack_base,
-                        arguments: &frame.arguments,
-                    };
-                    let value = eval::expression(program, &view, &memory, handle)?;
-                    frame.values[handle.index()] = value;
+                    eval::expression_into(
+                        program,
+                        plan,
+                        &mut frame.values,
+                        frame.stack_base,
+                        &frame.arguments,
+                        &memory,
+                        handle,
+                    )?;
                 }
             }
             Statement::Block(block) => push(frame, block),

@@ -25,6 +25,9 @@ pub(super) fn binary(
     left: &[u32],
     right: &[u32],
 ) -> Result<Value, GpuError> {
+    if left.len() == 1 && right.len() == 1 {
+        return Ok(Value::scalar(binary_word(op, kind, left[0], right[0])?));
+    }
     let len = left.len().max(right.len());
     let mut words = [0; 4];
     for (at, word) in words.iter_mut().enumerate().take(len) {
@@ -191,7 +194,10 @@ pub(super) fn math(fun: MathFunction, kind: Kind, args: &[&[u32]]) -> Result<Val
             let arg = args
                 .get(index)
                 .ok_or_else(|| internal("a missing argument"))?;
-            Ok(if arg.len() == 1 { arg[0] } else { arg[at] })
+            let at = if arg.len() == 1 { 0 } else { at };
+            arg.get(at)
+                .copied()
+                .ok_or_else(|| internal("arguments of different sizes"))
         };
         *word = math_word(fun, kind, first[at], &arg)?;
     }
