@@ -4,12 +4,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, bail};
 use clap::Args;
+use idlegrid_gpu::{Cpu, Gpu, GpuError, Program, TaskRun};
+use idlegrid_requestor::jobspec::JobFile;
 use idlegrid_sandbox::limits::{FUEL_DEFAULT, MEMORY_BYTES_DEFAULT, OUTPUT_BYTES_DEFAULT};
 use idlegrid_sandbox::{
     ErrorKind, Sandbox, SandboxConfig, TaskLimits, TaskReport, TaskSpec, seed_from_u64,
 };
+use idlegrid_types::{ExecutionLimits, GpuProgram, TaskInput, TaskOutcome};
 use serde::Serialize;
 
 /// Exit status when the task ran and returned exit code 0.
@@ -25,11 +30,15 @@ const EXIT_INVALID_MODULE: u8 = 4;
 /// idlegrid could not run the task (a file is missing, a directory is unusable).
 const EXIT_HOST_ERROR: u8 = 5;
 
-/// Run a WASI module in the deterministic sandbox, exactly as a provider will.
+/// Run a WASI module in the deterministic sandbox, or one task of a job
+/// file (WebAssembly or GPU), exactly as a provider will.
 ///
-/// Prints the task's stdout; a summary (exit code, fuel, output content id)
-/// goes to stderr. The same module, arguments, input and seed give the same
-/// output and fuel on every machine.
+/// Prints the task's stdout (a GPU task's output buffers); a summary (exit
+/// code, fuel, output content id) goes to stderr. The same module,
+/// arguments, input and seed give the same output and fuel on every
+/// machine. A GPU task runs on the first Vulkan adapter (`--gpu` names
+/// another), or with `--cpu` on the CPU path validators settle disputes
+/// with: the same bytes and fuel either way.
 ///
 /// Exit status: 0 the task exited 0; 1 it exited with another code; 2 usage
 /// error; 3 the task failed (a limit or a trap); 4 the module is invalid;
@@ -38,10 +47,24 @@ const EXIT_HOST_ERROR: u8 = 5;
 #[command(after_help = "Examples:
   idlegrid exec examples/pi/pi.wasm -- 1000000
   idlegrid exec examples/wordcount/wordcount.wasm --input README.md --json
-  idlegrid exec examples/mandelbrot/mandelbrot.wasm -- 512 512 0 0 128 > tile.ppm")]
+  idlegrid exec examples/mandelbrot/mandelbrot.wasm -- 512 512 0 0 128 > tile.ppm
+  idlegrid exec examples/mandelbrot-gpu/job.toml --index 3 > band-3.bin
+  idlegrid exec examples/mandelbrot-gpu/job.toml --index 3 --cpu --json")]
 pub struct ExecArgs {
-    /// The WASI (preview 1) module to run.
+    /// The WASI (preview 1) module to run, or a job file (`.toml`) whose
+    /// task `--index` runs with the job's inputs and limits.
     module: PathBuf,
+    /// With a job file: the task to run.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    index: u64,
+    /// With a job file of GPU tasks: run on the CPU path (as a validator
+    /// settling a dispute does) instead of a GPU.
+    #[arg(long, conflicts_with = "gpu")]
+    cpu: bool,
+    /// With a job file of GPU tasks: the adapter whose name contains NAME
+    /// [default: the first Vulkan adapter].
+    #[arg(long, value_name = "NAME")]
+    gpu: Option<String>,
     /// File whose bytes become the task's stdin.
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
@@ -125,7 +148,33 @@ pub fn run(args: ExecArgs) -> ExitCode {
     }
 }
 
-fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
+/// What one run needs: the module, the task's arguments and stdin, and
+/// its limits.
+struct Task {
+    module: Vec<u8>,
+    args: Vec<String>,
+    stdin: Vec<u8>,
+    limits: ExecutionLimits,
+    wall_time: Duration,
+}
+
+/// The task the command line names: a module with `--input` and the
+/// arguments after `--`, or task `--index` of a job file.
+fn task(args: &ExecArgs) -> anyhow::Result<Task> {
+    if args.module.extension().is_some_and(|extension| extension == "toml") {
+        let job = JobFile::load(&args.module)?;
+        let input = usize::try_from(args.index)
+            .ok()
+            .and_then(|index| job.tasks.get(index))
+            .with_context(|| format!("the job has {} tasks; no task {}", job.tasks.len(), args.index))?;
+        return Ok(Task {
+            args: input.arg_strings(),
+            stdin: input.stdin.to_vec(),
+            module: job.module,
+            limits: job.limits,
+            wall_time: Duration::from_secs(job.wall_time_secs),
+        });
+    }
     let module = std::fs::read(&args.module)
         .with_context(|| format!("failed to read module {}", args.module.display()))?;
     let stdin = match &args.input {
@@ -133,6 +182,31 @@ fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("failed to read input file {}", path.display()))?,
         None => Vec::new(),
     };
+    Ok(Task {
+        module,
+        args: args.args.clone(),
+        stdin,
+        limits: ExecutionLimits {
+            fuel: args.fuel,
+            memory_bytes: args.memory_mib.saturating_mul(1 << 20),
+            output_bytes: args.output_bytes,
+        },
+        wall_time: Duration::from_secs(args.wall_time_secs),
+    })
+}
+
+fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
+    let Task {
+        module,
+        args: task_args,
+        stdin,
+        limits,
+        wall_time,
+    } = task(args)?;
+    if GpuProgram::is_program(&module) {
+        let input = TaskInput::new(task_args, stdin)?;
+        return execute_gpu(args, &module, &input, &limits, wall_time);
+    }
     if let Some(dir) = &args.input_dir
         && !dir.is_dir()
     {
@@ -149,7 +223,7 @@ fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
         ..SandboxConfig::default()
     })?;
     let task = TaskSpec {
-        args: args.args.clone(),
+        args: task_args,
         stdin,
         input_dir: args.input_dir.clone(),
         output_dir: args.output_dir.clone(),
@@ -158,10 +232,10 @@ fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
             _ => seed_from_u64(args.seed),
         },
         limits: TaskLimits {
-            fuel: args.fuel,
-            memory_bytes: args.memory_mib.saturating_mul(1 << 20),
-            output_bytes: args.output_bytes,
-            wall_time: std::time::Duration::from_secs(args.wall_time_secs),
+            fuel: limits.fuel,
+            memory_bytes: limits.memory_bytes,
+            output_bytes: limits.output_bytes,
+            wall_time,
             ..TaskLimits::default()
         },
     };
@@ -173,6 +247,102 @@ fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
         print_human(&report, &module_cid)?;
     }
     Ok(exit_status(&report))
+}
+
+/// Runs a GPU task on the adapter or, with `--cpu`, on the CPU path, and
+/// reports it as a WASI task is reported.
+fn execute_gpu(
+    args: &ExecArgs,
+    module: &[u8],
+    input: &TaskInput,
+    limits: &ExecutionLimits,
+    wall_time: Duration,
+) -> anyhow::Result<u8> {
+    let module_cid = idlegrid_types::ContentId::of(module);
+    let program = match Program::prepare(module) {
+        Ok(program) => program,
+        Err(error) => {
+            let message = error.to_string();
+            report_gpu(args, &module_cid, None, Err(("invalid_module", &message)), 0.0)?;
+            return Ok(EXIT_INVALID_MODULE);
+        }
+    };
+    let (run, executor) = if args.cpu {
+        let started = Instant::now();
+        (program.run(&Cpu, input, limits, wall_time), ("the CPU path".to_owned(), started))
+    } else {
+        let gpu = Gpu::open(args.gpu.as_deref())?;
+        let name = gpu.info().name.clone();
+        let started = Instant::now();
+        (program.run(&gpu, input, limits, wall_time), (name, started))
+    };
+    let (executor, started) = executor;
+    let millis = started.elapsed().as_secs_f64() * 1e3;
+    let run = match run {
+        Ok(run) => run,
+        Err(GpuError::WallTimeout(_)) => TaskRun {
+            outcome: TaskOutcome::Failed(ErrorKind::WallTimeout),
+            fuel_used: 0,
+            output: Vec::new(),
+        },
+        Err(error) => return Err(error.into()),
+    };
+    let result = match run.outcome {
+        TaskOutcome::Completed { output, .. } => Ok((output, run.output.as_slice())),
+        TaskOutcome::Failed(kind) => Err((kind.as_str(), "the task failed")),
+    };
+    let status = match &result {
+        Ok(_) => EXIT_OK,
+        Err(_) => EXIT_TASK_FAILED,
+    };
+    report_gpu(args, &module_cid, Some((&executor, run.fuel_used)), result, millis)?;
+    Ok(status)
+}
+
+/// Prints a GPU task's output and summary (or its JSON report).
+fn report_gpu(
+    args: &ExecArgs,
+    module_cid: &idlegrid_types::ContentId,
+    ran: Option<(&str, u64)>,
+    result: Result<(idlegrid_types::ContentId, &[u8]), (&str, &str)>,
+    millis: f64,
+) -> anyhow::Result<()> {
+    let (executor, fuel) = ran.unwrap_or(("nothing", 0));
+    if args.json {
+        let report = match &result {
+            Ok((cid, output)) => serde_json::json!({
+                "status": "ok", "exit_code": 0, "module_cid": module_cid.to_string(),
+                "output_cid": cid.to_string(), "fuel_used": fuel, "output_bytes": output.len(),
+                "duration_ms": millis, "executor": executor,
+            }),
+            Err((kind, message)) => serde_json::json!({
+                "status": "error", "module_cid": module_cid.to_string(), "fuel_used": fuel,
+                "duration_ms": millis, "executor": executor,
+                "error": { "kind": kind, "message": message },
+            }),
+        };
+        println!("{report}");
+        return Ok(());
+    }
+    match result {
+        Ok((cid, output)) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(output)?;
+            stdout.flush()?;
+            eprintln!(
+                "idlegrid: completed on {executor} · fuel {fuel} · output {cid} ({} bytes) · \
+                 module {} · {millis:.1} ms",
+                output.len(),
+                module_cid.short()
+            );
+        }
+        Err((kind, message)) => eprintln!(
+            "idlegrid: {message}: {kind}\nidlegrid: on {executor} · fuel {fuel} · module {} · \
+             {millis:.1} ms",
+            module_cid.short()
+        ),
+    }
+    Ok(())
 }
 
 fn cache_dir(args: &ExecArgs) -> Option<PathBuf> {

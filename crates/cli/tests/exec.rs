@@ -214,3 +214,30 @@ fn help_shows_an_example() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("idlegrid exec examples/pi/pi.wasm"));
 }
+
+#[test]
+fn a_gpu_task_of_a_job_file_gives_the_same_bytes_and_fuel_on_the_gpu_and_the_cpu_path() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let job = repo().join("examples/mandelbrot-gpu/job.toml");
+    let job = path(&job);
+    let on_gpu = idlegrid(&["exec", job, "--index", "0"], cache.path());
+    assert!(on_gpu.status.success(), "{on_gpu:?}");
+    let on_cpu = idlegrid(&["exec", job, "--index", "0", "--cpu"], cache.path());
+    assert!(on_cpu.status.success(), "{on_cpu:?}");
+    // The band's counts: 256 × 16 of them.
+    assert_eq!(on_gpu.stdout.len(), 256 * 16 * 4);
+    assert!(on_gpu.stdout == on_cpu.stdout, "the CPU path differs");
+    let gpu = json(&idlegrid(&["exec", job, "--index", "0", "--json"], cache.path()));
+    let cpu = json(&idlegrid(
+        &["exec", job, "--index", "0", "--cpu", "--json"],
+        cache.path(),
+    ));
+    assert_eq!(gpu["status"], "ok", "{gpu}");
+    assert_eq!(gpu["output_cid"], cpu["output_cid"]);
+    assert_eq!(gpu["fuel_used"], cpu["fuel_used"]);
+    assert_eq!(cpu["executor"], "the CPU path");
+    // A task the job does not have is the host's error, not the task's.
+    let missing = idlegrid(&["exec", job, "--index", "16"], cache.path());
+    assert_eq!(missing.status.code(), Some(5), "{missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no task 16"));
+}

@@ -244,7 +244,9 @@ const EXACT_FLOAT_MATH: [MathFunction; 4] = [
 /// builtins in [`EXACT_FLOAT_MATH`]; integers throughout. Measured on an
 /// NVIDIA H200 against lavapipe, float division, square roots,
 /// transcendentals, fused or dot products, float atomics and subgroup
-/// operations differ between implementations.
+/// operations differ between implementations. Matrix products (a sum of
+/// products in an order the driver picks) are refused too; adding and
+/// scaling matrices is exact.
 fn exact(module: &Module, info: &ModuleInfo, index: usize) -> Result<(), GpuError> {
     let entry = &module.entry_points[index];
     let mut functions = vec![(&entry.function, info.get_entry_point(index))];
@@ -261,6 +263,18 @@ fn exact(module: &Module, info: &ModuleInfo, index: usize) -> Result<(), GpuErro
             let operand_float = |operand: naga::Handle<Expression>| {
                 float_width(function_info[operand].ty.inner_with(&module.types)).is_some()
             };
+            let is_matrix = |operand: naga::Handle<Expression>| {
+                matches!(
+                    function_info[operand].ty.inner_with(&module.types),
+                    TypeInner::Matrix { .. }
+                )
+            };
+            let is_scalar = |operand: naga::Handle<Expression>| {
+                matches!(
+                    function_info[operand].ty.inner_with(&module.types),
+                    TypeInner::Scalar(_)
+                )
+            };
             match expression {
                 Expression::Binary {
                     op: BinaryOperator::Divide | BinaryOperator::Modulo,
@@ -269,6 +283,17 @@ fn exact(module: &Module, info: &ModuleInfo, index: usize) -> Result<(), GpuErro
                 } if operand_float(*left) => {
                     return Err(not_exact(
                         "float division or remainder (implementations round it differently)",
+                    ));
+                }
+                Expression::Binary {
+                    op: BinaryOperator::Multiply,
+                    left,
+                    right,
+                } if is_matrix(*left) && !is_scalar(*right)
+                    || is_matrix(*right) && !is_scalar(*left) =>
+                {
+                    return Err(not_exact(
+                        "a matrix product (a sum of products whose order the driver picks)",
                     ));
                 }
                 Expression::Math { fun, arg, .. }

@@ -251,24 +251,15 @@ fn matrix_arithmetic_matches_and_matrix_products_are_refused_on_the_cpu() {
     assert_eq!(words(&run.outputs[1]), columns);
 
     // A matrix times a vector is a sum of products whose order the
-    // driver picks: the CPU path refuses it rather than guess.
+    // driver picks: the exact class refuses it (and the CPU path would
+    // rather than guess).
     let product = cpu_kernels::MATRICES.replace(
         "out[id.x] = m;",
         "out[id.x] = m; columns[0] = (m * vec3<f32>(1.0, 2.0, 3.0)).xy;",
     );
-    let kernel = compile(&product);
-    let error = run_on_cpu(
-        &kernel,
-        &[&bytes(&input)],
-        &[5 * 48, 5 * 16],
-        [2, 1, 1],
-        TIMEOUT,
-    )
-    .expect_err("refused");
-    assert!(
-        error.to_string().contains("not supported on the CPU path"),
-        "{error}"
-    );
+    let error = Kernel::compile(&product, "main", Class::Exact, FUEL)
+        .expect_err("refused");
+    assert!(error.to_string().contains("matrix product"), "{error}");
 }
 
 #[test]
