@@ -161,12 +161,22 @@ struct Task {
 /// The task the command line names: a module with `--input` and the
 /// arguments after `--`, or task `--index` of a job file.
 fn task(args: &ExecArgs) -> anyhow::Result<Task> {
-    if args.module.extension().is_some_and(|extension| extension == "toml") {
+    if args
+        .module
+        .extension()
+        .is_some_and(|extension| extension == "toml")
+    {
         let job = JobFile::load(&args.module)?;
         let input = usize::try_from(args.index)
             .ok()
             .and_then(|index| job.tasks.get(index))
-            .with_context(|| format!("the job has {} tasks; no task {}", job.tasks.len(), args.index))?;
+            .with_context(|| {
+                format!(
+                    "the job has {} tasks; no task {}",
+                    job.tasks.len(),
+                    args.index
+                )
+            })?;
         return Ok(Task {
             args: input.arg_strings(),
             stdin: input.stdin.to_vec(),
@@ -263,13 +273,22 @@ fn execute_gpu(
         Ok(program) => program,
         Err(error) => {
             let message = error.to_string();
-            report_gpu(args, &module_cid, None, Err(("invalid_module", &message)), 0.0)?;
+            report_gpu(
+                args,
+                &module_cid,
+                None,
+                Err(("invalid_module", &message)),
+                0.0,
+            )?;
             return Ok(EXIT_INVALID_MODULE);
         }
     };
     let (run, executor) = if args.cpu {
         let started = Instant::now();
-        (program.run(&Cpu, input, limits, wall_time), ("the CPU path".to_owned(), started))
+        (
+            program.run(&Cpu, input, limits, wall_time),
+            ("the CPU path".to_owned(), started),
+        )
     } else {
         let gpu = Gpu::open(args.gpu.as_deref())?;
         let name = gpu.info().name.clone();
@@ -295,7 +314,13 @@ fn execute_gpu(
         Ok(_) => EXIT_OK,
         Err(_) => EXIT_TASK_FAILED,
     };
-    report_gpu(args, &module_cid, Some((&executor, run.fuel_used)), result, millis)?;
+    report_gpu(
+        args,
+        &module_cid,
+        Some((&executor, run.fuel_used)),
+        result,
+        millis,
+    )?;
     Ok(status)
 }
 

@@ -424,6 +424,19 @@ fn the_devnet_renders_the_demo_shows_it_on_the_dashboard_stops_cleanly_and_resum
         "slow ran {slow_tasks}, the fast ones {fast_tasks} together: {network}"
     );
 
+    // The first provider offers the machine's GPU (lavapipe here), and the
+    // dashboard's network view says which.
+    let gpu = providers[0]["gpu"].as_str().unwrap_or_else(|| {
+        panic!("provider-0 offers no GPU (is mesa-vulkan-drivers installed?): {ready}")
+    });
+    let first = providers[0]["account"].as_str().expect("an account");
+    let listed_gpu = listed
+        .iter()
+        .find(|provider| provider["account"] == first)
+        .map(|provider| provider["gpu"]["name"].clone());
+    assert_eq!(listed_gpu, Some(Value::from(gpu)), "{network}");
+    assert!(providers[1]["gpu"].is_null(), "{ready}");
+
     // Once it is done: every tile drawn, the job shown done; a screenshot
     // for the CI run's artifacts.
     let screenshot = artifacts().join("dashboard.png");

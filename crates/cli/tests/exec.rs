@@ -227,7 +227,10 @@ fn a_gpu_task_of_a_job_file_gives_the_same_bytes_and_fuel_on_the_gpu_and_the_cpu
     // The band's counts: 256 × 16 of them.
     assert_eq!(on_gpu.stdout.len(), 256 * 16 * 4);
     assert!(on_gpu.stdout == on_cpu.stdout, "the CPU path differs");
-    let gpu = json(&idlegrid(&["exec", job, "--index", "0", "--json"], cache.path()));
+    let gpu = json(&idlegrid(
+        &["exec", job, "--index", "0", "--json"],
+        cache.path(),
+    ));
     let cpu = json(&idlegrid(
         &["exec", job, "--index", "0", "--cpu", "--json"],
         cache.path(),

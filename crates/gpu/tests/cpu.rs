@@ -257,8 +257,7 @@ fn matrix_arithmetic_matches_and_matrix_products_are_refused_on_the_cpu() {
         "out[id.x] = m;",
         "out[id.x] = m; columns[0] = (m * vec3<f32>(1.0, 2.0, 3.0)).xy;",
     );
-    let error = Kernel::compile(&product, "main", Class::Exact, FUEL)
-        .expect_err("refused");
+    let error = Kernel::compile(&product, "main", Class::Exact, FUEL).expect_err("refused");
     assert!(error.to_string().contains("matrix product"), "{error}");
 }
 

@@ -188,6 +188,7 @@ fn print_ready(ready: &DevnetReady, json: bool) {
                     "label": provider.label,
                     "cores": provider.cores,
                     "benchmark_fuel_per_second": provider.benchmark_fuel_per_second,
+                    "gpu": provider.gpu,
                 })).collect::<Vec<_>>(),
                 "requestor_key": key.to_string(),
                 "try": submit,
@@ -212,8 +213,13 @@ fn print_ready(ready: &DevnetReady, json: bool) {
     );
     println!("  gateway     {gateway}");
     for provider in &ready.providers {
+        let gpu = provider
+            .gpu
+            .as_ref()
+            .map(|gpu| format!(", GPU {gpu}"))
+            .unwrap_or_default();
         println!(
-            "  {:<22}{}  {} core, {:.0} Mfuel/s",
+            "  {:<22}{}  {} core, {:.0} Mfuel/s{gpu}",
             provider.label,
             provider.account,
             provider.cores,
@@ -224,5 +230,16 @@ fn print_ready(ready: &DevnetReady, json: bool) {
     println!();
     println!("Next: open {dashboard}, or run a job of your own:");
     println!("  {submit}");
+    if ready
+        .providers
+        .iter()
+        .any(|provider| provider.gpu.is_some())
+    {
+        println!("or one of GPU tasks:");
+        println!(
+            "  {}",
+            submit.replace("examples/pi/job.toml", "examples/mandelbrot-gpu/job.toml")
+        );
+    }
     println!("Ctrl-C stops everything (providers redeem their vouchers first).");
 }

@@ -20,7 +20,7 @@ use idlegrid_market::MarketConfig;
 use idlegrid_net::{Multiaddr, OverlayConfig};
 use idlegrid_node::testnet::{TestnetPlan, init as init_testnet};
 use idlegrid_node::{generate, read_key, start_validator, write_key};
-use idlegrid_provider::{ProviderConfig, ProviderStats, ProviderSummary, run_provider};
+use idlegrid_provider::{GpuChoice, ProviderConfig, ProviderStats, ProviderSummary, run_provider};
 use idlegrid_requestor::core::REFEREE_FUEL_DEFAULT;
 use idlegrid_requestor::{JobFile, SubmitConfig, SubmitReport, submit};
 use idlegrid_types::{AccountId, Keypair};
@@ -112,6 +112,8 @@ pub struct DevnetProvider {
     pub label: String,
     pub benchmark_fuel_per_second: u64,
     pub cores: u32,
+    /// The GPU it offers, if any.
+    pub gpu: Option<String>,
 }
 
 /// What the providers did, when the devnet stops.
@@ -241,6 +243,11 @@ pub async fn run_devnet(
         if index == SLOW_PROVIDER {
             provider.slowdown = SLOWDOWN;
         }
+        // The first offers the machine's GPU, if it has one (Mesa's
+        // lavapipe counts), so GPU jobs have somewhere to run.
+        if index == 0 {
+            provider.gpu = GpuChoice::Auto;
+        }
         provider.benchmark_fuel_per_second =
             machine_score.map(|score: u64| score / u64::from(provider.slowdown.max(1)));
         let (ready_tx, ready) = oneshot::channel();
@@ -261,6 +268,7 @@ pub async fn run_devnet(
             label: provider_label(index),
             benchmark_fuel_per_second: ready.benchmark_fuel_per_second,
             cores: ready.cores,
+            gpu: ready.gpu.as_ref().map(|gpu| gpu.name.to_string()),
         });
     }
     let _ = notices.send(DevnetNotice::Ready(Box::new(DevnetReady {
