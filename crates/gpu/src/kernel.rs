@@ -22,6 +22,11 @@ pub enum Class {
     /// exact across implementations, compiled so no driver fuses or
     /// reorders float arithmetic.
     Exact,
+    /// The same bytes only on the same vendor, device and driver: any
+    /// operation naga validates, still metered and compiled strict, with no
+    /// exactness check and no canonical floats. The CPU path does not run
+    /// these kernels.
+    SameDevice,
 }
 
 /// One storage buffer of the kernel, `@group(0) @binding(n)`.
@@ -75,10 +80,10 @@ impl Kernel {
             workgroup_size,
             bindings,
         } = parse(wgsl, entry_point)?;
-        match class {
-            Class::Exact => exact(&module, &info, index)?,
+        if class == Class::Exact {
+            exact(&module, &info, index)?;
+            crate::canonical::canonicalize(&mut module, &info)?;
         }
-        crate::canonical::canonicalize(&mut module, &info)?;
         let meter_binding = bindings.last().map_or(0, |binding| binding.binding + 1);
         crate::meter::instrument(&mut module, index, meter_binding, fuel_per_invocation);
         let info = validate(&module).map_err(|error| {

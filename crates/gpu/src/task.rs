@@ -77,6 +77,15 @@ impl CpuReExecutor {
         input: &TaskInput,
         limits: &ExecutionLimits,
     ) -> Result<(Execution, Vec<u8>), String> {
+        if let Some(Ok(program)) = GpuProgram::decode(module)
+            && program.class == GpuClass::Class
+        {
+            return Err(
+                "a `class` GPU task gives the same bytes only on its own vendor, \
+                        device and driver: the CPU path cannot judge it"
+                    .to_owned(),
+            );
+        }
         let program = match Program::prepare(module) {
             Ok(program) => program,
             // Every provider refuses it the same way.
@@ -167,6 +176,7 @@ impl Program {
         }
         let class = match program.class {
             GpuClass::Exact => Class::Exact,
+            GpuClass::Class => Class::SameDevice,
         };
         let mut kernels: Vec<Kernel> = Vec::new();
         let mut dispatches = Vec::new();

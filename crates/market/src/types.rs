@@ -3,7 +3,7 @@
 //! returns.
 
 use idlegrid_types::{
-    AccountId, ContentId, ExecutionLimits, JobId, Offer, SignedReceipt, TaskOutcome,
+    AccountId, ContentId, ExecutionLimits, GpuClass, JobId, Offer, SignedReceipt, TaskOutcome,
 };
 
 /// Milliseconds; whatever clock the caller uses, consistently.
@@ -135,9 +135,11 @@ pub struct JobSpec {
     pub policy: Policy,
     /// The most the job may pay in total.
     pub budget: u64,
-    /// Its tasks are GPU programs: placed only with providers that offer a
-    /// GPU, at or above that GPU's price floor.
-    pub gpu: bool,
+    /// Its tasks are GPU programs of this class: placed only with
+    /// providers that offer a GPU at or below the job's price, and under
+    /// [`GpuClass::Class`] every replica of a task on the same class of
+    /// GPU (vendor, device, driver) as the first.
+    pub gpu: Option<GpuClass>,
 }
 
 /// What a provider says a task produced.

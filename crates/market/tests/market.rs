@@ -104,6 +104,104 @@ fn providers_offering_less_memory_than_the_tasks_may_use_get_nothing() {
     assert_eq!(harness.assigned_to(account(2)), 10);
 }
 
+/// An offer with a GPU of `vendor`'s class, at `gpu_floor` per million fuel.
+fn gpu_offer(vendor: u32, gpu_floor: u64) -> Offer {
+    let mut offer = offer(2, 1_000_000_000, 1);
+    offer.gpu = Some(idlegrid_types::GpuOffer {
+        name: idlegrid_types::Bounded::new(format!("gpu {vendor}")).expect("short"),
+        vendor,
+        device: 7,
+        driver: idlegrid_types::Bounded::new("driver 1".to_owned()).expect("short"),
+        fuel_per_second: 1_000_000_000,
+        price_floor_per_million_fuel: gpu_floor,
+    });
+    offer
+}
+
+/// Each task's providers, from every assignment made.
+fn placed(harness: &Harness) -> BTreeMap<u64, BTreeSet<AccountId>> {
+    let mut placed: BTreeMap<u64, BTreeSet<_>> = BTreeMap::new();
+    for command in &harness.log {
+        if let Command::Assign {
+            provider, tasks, ..
+        } = command
+        {
+            for task in tasks {
+                placed.entry(*task).or_default().insert(*provider);
+            }
+        }
+    }
+    placed
+}
+
+#[test]
+fn gpu_tasks_go_only_to_gpu_offers_within_the_gpu_price() {
+    let offers = [
+        // The cheapest and fastest, without a GPU.
+        (1, offer(8, 4_000_000_000, 1), 100),
+        (2, gpu_offer(1, 10), 100),
+        // A GPU above the job's price.
+        (3, gpu_offer(1, PRICE + 1), 100),
+    ];
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    let mut spec = job(20, Policy::Replicas(1), u64::MAX);
+    spec.gpu = Some(idlegrid_types::GpuClass::Exact);
+    harness.send(Input::SubmitJob(spec));
+    while harness.finished().is_none() {
+        harness.answer_all(&honest);
+    }
+    assert_eq!(harness.assigned_to(account(1)), 0);
+    assert_eq!(harness.assigned_to(account(2)), 20);
+    assert_eq!(harness.assigned_to(account(3)), 0);
+    assert_eq!(harness.accepted().len(), 20);
+}
+
+#[test]
+fn a_class_task_s_replicas_all_run_on_one_class_of_gpu() {
+    let offers = [
+        (1, gpu_offer(1, 1), 100),
+        (2, gpu_offer(2, 1), 100),
+        (3, gpu_offer(1, 1), 100),
+        (4, gpu_offer(2, 1), 100),
+    ];
+    let class_of = |provider: &AccountId| {
+        if [account(1), account(3)].contains(provider) {
+            1
+        } else {
+            2
+        }
+    };
+    for (class, mixed) in [
+        (idlegrid_types::GpuClass::Class, false),
+        (idlegrid_types::GpuClass::Exact, true),
+    ] {
+        let mut harness = Harness::new(MarketConfig::default(), &offers);
+        let mut spec = job(40, Policy::Replicas(2), u64::MAX);
+        spec.gpu = Some(class);
+        harness.send(Input::SubmitJob(spec));
+        while harness.finished().is_none() {
+            harness.answer_all(&honest);
+        }
+        assert_eq!(harness.accepted().len(), 40);
+        let placed = placed(&harness);
+        let spans_classes = |providers: &BTreeSet<_>| {
+            providers
+                .iter()
+                .map(class_of)
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1
+        };
+        // Exact tasks go to any GPU; class tasks never cross classes.
+        assert_eq!(
+            placed.values().any(spans_classes),
+            mixed,
+            "{class:?}: {placed:?}"
+        );
+        assert!(placed.values().all(|providers| providers.len() == 2));
+    }
+}
+
 #[test]
 fn fast_providers_get_more_work_than_slow_ones() {
     let offers = [

@@ -191,7 +191,9 @@ impl RequestorCore {
                 Verification::Replicas(replicas) => Policy::Replicas(replicas),
             },
             budget: self.job_file.budget,
-            gpu: idlegrid_types::GpuProgram::is_program(&self.job_file.module),
+            gpu: idlegrid_types::GpuProgram::decode(&self.job_file.module)
+                .and_then(Result::ok)
+                .map(|program| program.class),
         };
         self.queued.push(MarketInput::SubmitJob(spec));
         self.step(now_us)

@@ -34,12 +34,18 @@ pub enum GpuClass {
     /// The same bytes on every GPU and on the CPU: replicas compare across
     /// vendors and a dispute is settled on the CPU.
     Exact = 0,
+    /// The same bytes only on the same GPU vendor, device and driver: any
+    /// WGSL the device runs (float division, `sqrt`, transcendentals…),
+    /// replicas of a task placed within one class, and a disagreement
+    /// settled by no re-execution (no validator holds every class of GPU).
+    Class = 1,
 }
 
 impl GpuClass {
     pub const fn as_str(self) -> &'static str {
         match self {
             GpuClass::Exact => "exact",
+            GpuClass::Class => "class",
         }
     }
 }
@@ -210,6 +216,15 @@ pub struct GpuOffer {
     pub fuel_per_second: u64,
     /// The lowest price it runs GPU tasks for, per million fuel.
     pub price_floor_per_million_fuel: u64,
+}
+
+impl GpuOffer {
+    /// Whether `other` is the same class of GPU: the same vendor, device
+    /// and driver, so `class` tasks give the same bytes on both.
+    pub fn same_class(&self, other: &GpuOffer) -> bool {
+        (self.vendor, self.device, self.driver.as_str())
+            == (other.vendor, other.device, other.driver.as_str())
+    }
 }
 
 #[cfg(test)]

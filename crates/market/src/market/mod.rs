@@ -10,7 +10,7 @@ pub use verify::spot_check_permille;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use idlegrid_types::{AccountId, JobId, Offer, SignedReceipt, TaskOutcome};
+use idlegrid_types::{AccountId, GpuClass, GpuOffer, JobId, Offer, SignedReceipt, TaskOutcome};
 
 use crate::rng::SplitMix64;
 use crate::types::{
@@ -152,6 +152,18 @@ struct Task {
     reopened: u8,
 }
 
+impl Task {
+    /// Providers that hold a replica, let one expire, or answered.
+    fn holders(&self) -> Vec<ProviderIndex> {
+        self.running
+            .iter()
+            .map(|(index, _)| *index)
+            .chain(self.expired.iter().copied())
+            .chain(self.results.iter().map(|result| result.provider))
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 struct Job {
     spec: JobSpec,
@@ -176,7 +188,7 @@ struct Job {
 /// Whether `offer` may run `job`'s tasks at all: a GPU job needs a GPU
 /// offered at or below the job's price.
 pub(crate) fn serves(offer: &Offer, job: &JobSpec) -> bool {
-    !job.gpu
+    job.gpu.is_none()
         || offer
             .gpu
             .as_ref()
@@ -655,13 +667,8 @@ impl Market {
         let task = &job.tasks[task_index as usize];
         let price = job.spec.price_per_million_fuel;
         let memory = job.spec.limits.memory_bytes;
-        let holders: Vec<ProviderIndex> = task
-            .running
-            .iter()
-            .map(|(index, _)| *index)
-            .chain(task.expired.iter().copied())
-            .chain(task.results.iter().map(|result| result.provider))
-            .collect();
+        let holders = task.holders();
+        let same_class = self.pinned_class(job, &holders);
         let operators: Vec<AccountId> = holders
             .iter()
             .filter_map(|index| {
@@ -681,12 +688,33 @@ impl Market {
                     .offer
                     .as_ref()
                     .is_some_and(|offer| offer.memory_bytes >= memory && serves(offer, &job.spec));
-                (job.spec.gpu || *price_floor <= price)
+                (job.spec.gpu.is_some() || *price_floor <= price)
                     && fits
+                    && same_class.is_none_or(|first| {
+                        provider
+                            .offer
+                            .as_ref()
+                            .and_then(|offer| offer.gpu.as_ref())
+                            .is_some_and(|gpu| gpu.same_class(first))
+                    })
                     && !holders.contains(index)
                     && operator.is_none_or(|operator| !operators.contains(&operator))
             })
             .map(|(_, _, index)| *index)
+    }
+
+    /// The class of GPU a `class` task's replicas must all run on: the one
+    /// its first holder in `holders` offers. `None` for other tasks, and
+    /// before any replica was placed.
+    fn pinned_class(&self, job: &Job, holders: &[ProviderIndex]) -> Option<&GpuOffer> {
+        if job.spec.gpu != Some(GpuClass::Class) {
+            return None;
+        }
+        let first = holders.first()?;
+        self.providers[*first as usize]
+            .offer
+            .as_ref()
+            .and_then(|offer| offer.gpu.as_ref())
     }
 
     /// Places the first placeable replica among the job's next pending ones;

@@ -271,12 +271,15 @@ impl Market {
         let Some(task) = job.tasks.get(task_index as usize) else {
             return false;
         };
+        let pinned = self.pinned_class(job, &task.holders());
         let mut anyone_offers = false;
         for (index, provider) in self.providers.iter().enumerate() {
-            let serves = provider
-                .offer
-                .as_ref()
-                .is_some_and(|offer| super::serves(offer, &job.spec));
+            let serves = provider.offer.as_ref().is_some_and(|offer| {
+                super::serves(offer, &job.spec)
+                    && pinned.is_none_or(|class| {
+                        offer.gpu.as_ref().is_some_and(|gpu| gpu.same_class(class))
+                    })
+            });
             if !serves || provider.standing.stake < self.config.minimum_stake {
                 continue;
             }

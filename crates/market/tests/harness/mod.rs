@@ -54,7 +54,7 @@ pub fn job(tasks: u64, policy: Policy, budget: u64) -> JobSpec {
         price_per_million_fuel: PRICE,
         policy,
         budget,
-        gpu: false,
+        gpu: None,
     }
 }
 

@@ -82,11 +82,13 @@ pub(super) fn program(
     let class = match raw.class.as_ref() {
         None => GpuClass::Exact,
         Some(class) if class.get_ref() == "exact" => GpuClass::Exact,
+        Some(class) if class.get_ref() == "class" => GpuClass::Class,
         Some(class) => {
             return Err(bad(
                 class.span(),
                 format!(
-                    "unknown class `{}`; the only class built is \"exact\"",
+                    "unknown class `{}`: \"exact\" (the same bytes on every GPU) or \
+                     \"class\" (the same bytes on the same vendor, device and driver)",
                     class.get_ref()
                 ),
             ));
@@ -308,6 +310,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         assert!(problem(parse(KERNEL, &gpu_section(one))).contains("2 storage buffers"));
         let sqrt = KERNEL.replace("params[0] * id.x", "u32(sqrt(f32(id.x)))");
         assert!(problem(parse(&sqrt, &gpu_section(BINDINGS))).contains("not exact"));
+        // Outside the exact class, the `class` class takes it.
+        let same_class = gpu_section(BINDINGS).replace("[gpu]\n", "[gpu]\nclass = \"class\"\n");
+        let job = parse(&sqrt, &same_class).unwrap();
+        let program = GpuProgram::decode(&job.module).unwrap().unwrap();
+        assert_eq!(program.class, idlegrid_types::GpuClass::Class);
         assert!(problem(parse("fn broken(", &gpu_section(BINDINGS))).contains("invalid kernel"));
         let class = gpu_section(BINDINGS).replace("[gpu]\n", "[gpu]\nclass = \"fast\"\n");
         assert!(problem(parse(KERNEL, &class)).contains("unknown class"));

@@ -471,7 +471,7 @@ impl Simulation {
             price_per_million_fuel: self.config.price_per_million_fuel,
             policy: self.config.policy,
             budget,
-            gpu: false,
+            gpu: None,
         }));
     }
 
