@@ -244,3 +244,33 @@ fn a_gpu_task_of_a_job_file_gives_the_same_bytes_and_fuel_on_the_gpu_and_the_cpu
     assert_eq!(missing.status.code(), Some(5), "{missing:?}");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no task 16"));
 }
+
+#[test]
+fn the_mlp_job_s_tasks_give_the_bytes_of_its_wasi_build_on_the_gpu_and_the_cpu_path() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let folder = repo().join("examples/mlp-gpu");
+    let job = folder.join("job.toml");
+    let job = path(&job);
+    let on_gpu = idlegrid(&["exec", job, "--index", "2"], cache.path());
+    assert!(on_gpu.status.success(), "{on_gpu:?}");
+    let on_cpu = idlegrid(&["exec", job, "--index", "2", "--cpu"], cache.path());
+    assert!(on_cpu.status.success(), "{on_cpu:?}");
+    assert!(on_gpu.stdout == on_cpu.stdout, "the CPU path differs");
+    // The WASI build reads params, the model and the batch from stdin.
+    let mut stdin: Vec<u8> = [256u32, 1_594_323_000, 39]
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
+    stdin.extend(std::fs::read(folder.join("model.bin")).expect("model"));
+    stdin.extend(std::fs::read(folder.join("inputs-2.bin")).expect("inputs"));
+    let input = cache.path().join("mlp-input.bin");
+    std::fs::write(&input, stdin).expect("write the input");
+    let wasi = idlegrid(
+        &["exec", path(&folder.join("mlp-gpu.wasm")), "--input", path(&input)],
+        cache.path(),
+    );
+    assert!(wasi.status.success(), "{wasi:?}");
+    assert!(on_gpu.stdout == wasi.stdout, "the WASI build differs");
+    // 256 inputs × (10 logits + the class).
+    assert_eq!(on_gpu.stdout.len(), 256 * 11 * 4);
+}
