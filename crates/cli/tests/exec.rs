@@ -266,7 +266,12 @@ fn the_mlp_job_s_tasks_give_the_bytes_of_its_wasi_build_on_the_gpu_and_the_cpu_p
     let input = cache.path().join("mlp-input.bin");
     std::fs::write(&input, stdin).expect("write the input");
     let wasi = idlegrid(
-        &["exec", path(&folder.join("mlp-gpu.wasm")), "--input", path(&input)],
+        &[
+            "exec",
+            path(&folder.join("mlp-gpu.wasm")),
+            "--input",
+            path(&input),
+        ],
         cache.path(),
     );
     assert!(wasi.status.success(), "{wasi:?}");

@@ -13,7 +13,8 @@ use common::network::{Network, STAKE, books, check_books, check_stakes, finish, 
 use serde_json::Value;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mandelbrot-gpu");
-/// The example's image: 256 × 256 in bands of 16 rows, 256 iterations.
+/// The example's image: 256 × 256 in bands of 16 rows, at most 256
+/// iterations a pixel.
 const SIDE: u32 = 256;
 const BAND_ROWS: u32 = 16;
 const ITERATIONS: u32 = 256;
@@ -45,11 +46,18 @@ fn gpu_provider(network: &mut Network, bootstrap: Option<&str>, flags: &[&str]) 
 }
 
 /// The example's job file and kernel copied into `dir`, with a deadline
-/// short enough for `--close` to return the escrow soon after the job.
-fn job(dir: &Path) -> PathBuf {
+/// short enough for `--close` to return the escrow soon after the job, and
+/// at most `iterations` a pixel.
+fn job(dir: &Path, iterations: u32) -> PathBuf {
     let text = std::fs::read_to_string(format!("{EXAMPLE}/job.toml")).expect("the example job");
     let text = text.replace("deadline_blocks = 600", "deadline_blocks = 30");
     assert!(text.contains("deadline_blocks = 30"), "{text}");
+    let args = format!("args = [\"{SIDE}\", \"{BAND_ROWS}\", \"{ITERATIONS}\"");
+    assert!(text.contains(&args), "{text}");
+    let text = text.replace(
+        &args,
+        &format!("args = [\"{SIDE}\", \"{BAND_ROWS}\", \"{iterations}\""),
+    );
     let kernel = "mandelbrot-gpu.wgsl";
     std::fs::copy(format!("{EXAMPLE}/{kernel}"), dir.join(kernel)).expect("copy the kernel");
     let path = dir.join("mandelbrot-gpu.toml");
@@ -59,7 +67,7 @@ fn job(dir: &Path) -> PathBuf {
 
 /// Band `band`'s escape counts, as the kernel computes them, in Rust
 /// (which never fuses or reorders float operations).
-fn band(band: u32) -> Vec<u8> {
+fn band(band: u32, iterations: u32) -> Vec<u8> {
     let step = 3.0f32 / SIDE as f32;
     let mut counts = Vec::new();
     for y in 0..BAND_ROWS {
@@ -67,7 +75,7 @@ fn band(band: u32) -> Vec<u8> {
             let x0 = x as f32 * step - 2.25;
             let y0 = (band * BAND_ROWS + y) as f32 * step - 1.5;
             let (mut zx, mut zy, mut i) = (0.0f32, 0.0f32, 0u32);
-            while i < ITERATIONS {
+            while i < iterations {
                 let (x2, y2) = (zx * zx, zy * zy);
                 if x2 + y2 > 4.0 {
                     break;
@@ -84,7 +92,7 @@ fn band(band: u32) -> Vec<u8> {
 }
 
 /// Every band is accepted once and holds what the Rust reference gives.
-fn check_bands(out: &Path, report: &Value) -> Value {
+fn check_bands(out: &Path, report: &Value, iterations: u32) -> Value {
     let results: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
     )
@@ -95,7 +103,10 @@ fn check_bands(out: &Path, report: &Value) -> Value {
         assert_eq!(record["status"], "accepted", "{record}");
         let file = out.join(record["file"].as_str().expect("file"));
         let bytes = std::fs::read(&file).expect("band file");
-        assert!(bytes == band(index as u32), "band {index} differs");
+        assert!(
+            bytes == band(index as u32, iterations),
+            "band {index} differs"
+        );
     }
     results
 }
@@ -117,10 +128,10 @@ fn a_gpu_job_runs_on_gpu_providers_only_is_verified_and_paid() {
     for provider in &network.providers[1..] {
         flags.extend(["--bootstrap", provider.addresses[0].as_str()]);
     }
-    let job = job(network.dir());
+    let job = job(network.dir(), ITERATIONS);
     let child = submit_with(&network, &api, &job, &out, &bootstrap, &flags);
     let report = finish(&network, child, &out);
-    let results = check_bands(&out, &report);
+    let results = check_bands(&out, &report, ITERATIONS);
 
     let cpu_only = &network.providers[cpu_only].account;
     assert!(
@@ -154,7 +165,10 @@ fn a_provider_lying_about_gpu_results_is_slashed_by_a_dispute_decided_on_the_cpu
     let dial = network.providers[honest].addresses[0].clone();
     // The requestor re-executes nothing: the validator settles every
     // disagreement, on its CPU.
-    let job = job(network.dir());
+    // Fewer iterations: the validator re-executes each disputed band on
+    // the CPU path, which a debug build runs slowly.
+    let iterations = 32;
+    let job = job(network.dir(), iterations);
     let child = submit_with(
         &network,
         &api,
@@ -164,7 +178,7 @@ fn a_provider_lying_about_gpu_results_is_slashed_by_a_dispute_decided_on_the_cpu
         &["--bootstrap", &dial, "--referee-fuel", "0"],
     );
     let report = finish(&network, child, &out);
-    let results = check_bands(&out, &report);
+    let results = check_bands(&out, &report, iterations);
     let disputes = results["disputes"].as_array().expect("disputes");
     assert!(
         disputes
