@@ -7,8 +7,11 @@
 //! vector or matrix), in the integer domain so no device can flush it
 //! again:
 //!
-//! - a denormal (exponent field zero) becomes the zero of its sign, which
-//!   is what a flushing device gives;
+//! - a denormal or a zero (exponent field zero) becomes `+0.0`: a
+//!   flushing device turns a denormal into a zero, and drivers disagree on
+//!   the sign of zeros (lavapipe folds `x * 0.0` to `+0.0` for negative
+//!   `x` and `-0.0 + 0.0` to `-0.0`, against IEEE), so only one zero is
+//!   kept;
 //! - a NaN becomes `0x7fc00000`;
 //! - anything else is kept.
 //!
@@ -31,13 +34,12 @@ use crate::GpuError;
 /// The canonical NaN.
 pub const NAN_BITS: u32 = 0x7fc0_0000;
 const EXPONENT: u32 = 0x7f80_0000;
-const SIGN: u32 = 0x8000_0000;
 const MAGNITUDE: u32 = 0x7fff_ffff;
 
 /// The canonical form of `bits`, an f32's bits.
 pub fn canonical_bits(bits: u32) -> u32 {
     if bits & EXPONENT == 0 {
-        bits & SIGN
+        0
     } else if bits & MAGNITUDE > EXPONENT {
         NAN_BITS
     } else {
@@ -150,7 +152,7 @@ fn rewrite(
     // The masks the rule needs come first: literals are never emitted, so
     // they cannot sit inside an `Emit` range.
     let mut expressions = Arena::new();
-    let literals = [0, EXPONENT, SIGN, MAGNITUDE, NAN_BITS]
+    let literals = [0, EXPONENT, MAGNITUDE, NAN_BITS]
         .map(|value| expressions.append(Expression::Literal(Literal::U32(value)), Span::UNDEFINED));
     let mut builder = Builder {
         expressions,
@@ -209,9 +211,9 @@ fn rewrite(
 /// Appends the canonicalizing expressions.
 struct Builder {
     expressions: Arena<Expression>,
-    /// Literals 0, the exponent mask, the sign mask, the magnitude mask and
-    /// the canonical NaN, as u32.
-    literals: [Handle<Expression>; 5],
+    /// Literals 0, the exponent mask, the magnitude mask and the canonical
+    /// NaN, as u32.
+    literals: [Handle<Expression>; 4],
 }
 
 impl Builder {
@@ -259,7 +261,7 @@ impl Builder {
         value: Handle<Expression>,
         size: Option<VectorSize>,
     ) -> Handle<Expression> {
-        let [zero, exponent, sign, magnitude, nan] = self.literals.map(|literal| match size {
+        let [zero, exponent, magnitude, nan] = self.literals.map(|literal| match size {
             None => literal,
             Some(size) => self.emit(Expression::Splat {
                 size,
@@ -273,7 +275,6 @@ impl Builder {
         });
         let exponent_bits = self.binary(BinaryOperator::And, bits, exponent);
         let tiny = self.binary(BinaryOperator::Equal, exponent_bits, zero);
-        let signed_zero = self.binary(BinaryOperator::And, bits, sign);
         let magnitude_bits = self.binary(BinaryOperator::And, bits, magnitude);
         let is_nan = self.binary(BinaryOperator::Greater, magnitude_bits, exponent);
         let kept = self.emit(Expression::Select {
@@ -283,7 +284,7 @@ impl Builder {
         });
         let chosen = self.emit(Expression::Select {
             condition: tiny,
-            accept: signed_zero,
+            accept: zero,
             reject: kept,
         });
         self.emit(Expression::As {

@@ -4,7 +4,7 @@
 //! operations measured bit-identical on an NVIDIA H200, Mesa's lavapipe and
 //! the CPU), compiled to SPIR-V with every float operation decorated
 //! `NoContraction` and bounds-checked accesses, every float made canonical
-//! (no denormals, one NaN), and run through wgpu's Vulkan backend with
+//! (no denormals, one zero, one NaN), and run through wgpu's Vulkan backend with
 //! bounded buffers and dispatches, or on the CPU alone by an interpreter of
 //! the same compiled module (for validators, which have no GPU).
 //! [`LIBRARY_WGSL`] offers division, square roots and transcendentals built

@@ -6,8 +6,8 @@
 // and evaluate a polynomial in Horner form.
 //
 // Special values are decided on the bits, never by float comparisons with
-// NaN. Results that would be denormal are zeros of their sign, as the exact
-// class makes every denormal. Errors measured against f64 are in
+// NaN. Results that would be denormal or `-0.0` are `+0.0`, as the exact
+// class makes every zero. Errors measured against f64 are in
 // docs/gpu.md.
 //
 // Functions: ig_recip, ig_div, ig_sqrt, ig_rsqrt, ig_exp, ig_exp2,
