@@ -284,7 +284,7 @@ fn ig_sin(x: f32) -> f32 {
     let c = ig_cos_reduced(reduced.r);
     var result = select(s, c, (reduced.quadrant & 1u) != 0u);
     result = select(result, -result, reduced.quadrant >= 2u);
-    // sin(x) rounds to x below 2^-12; this also keeps the sign of -0.
+    // sin(x) rounds to x below 2^-12.
     result = select(result, x, abs(x) < 0.000244140625);
     let nan = (bitcast<u32>(x) & IG_MAGNITUDE) >= IG_INFINITY;
     return select(result, bitcast<f32>(IG_NAN), nan);
