@@ -296,11 +296,12 @@ fn fuel_per_invocation_the_loop_limit_and_bad_args_fail_the_same_on_both() {
     // 1,000 steps cost 1,002: past 500 per invocation, within 1,002.
     let run = on_both(&gpu, &chain(1_000, 500, 1), &input(&[], vec![]), &roomy());
     assert_eq!(run.outcome, TaskOutcome::Failed(ErrorKind::OutOfFuel));
-    assert!(run.fuel_used >= 500 && run.fuel_used <= 1_002, "{run:?}");
+    assert!(run.fuel_used > 500 && run.fuel_used < 1_002, "{run:?}");
     let run = on_both(&gpu, &chain(1_000, 1_002, 1), &input(&[], vec![]), &roomy());
     assert_completed(&run, &bytes(&[kernels::chain_in_rust(1_000)]), 1_002);
     // A loop with no end stops at the loop limit, a trap, after the same
-    // fuel on both.
+    // fuel on both: per invocation one, and one per loop entry up to the
+    // limit and the entry that stops it.
     let endless = prepare(&program(
         "@group(0) @binding(0) var<storage, read_write> o: array<u32>;\n\
          @compute @workgroup_size(2)\n\
@@ -312,10 +313,7 @@ fn fuel_per_invocation_the_loop_limit_and_bad_args_fail_the_same_on_both() {
     let run = on_both(&gpu, &endless, &input(&[], vec![]), &roomy());
     assert_eq!(run.outcome, TaskOutcome::Failed(ErrorKind::Trap));
     let limit = u64::from(idlegrid_gpu::meter::LOOP_ITERATIONS_MAX);
-    assert!(
-        run.fuel_used >= limit && run.fuel_used <= 2 * (limit + 2),
-        "{run:?}"
-    );
+    assert_eq!(run.fuel_used, 2 * (limit + 2));
     // An argument that is not a number, with a params binding: a trap
     // before anything runs.
     let mandelbrot = prepare(&programs::mandelbrot(8, 8));
@@ -352,7 +350,7 @@ fn steps_whose_kernels_bind_different_buffers_are_refused_by_both_executors() {
 }
 
 /// A program that runs past any short wall clock: 60,000 steps in each
-/// of `workgroups` invocations (a second or so on lavapipe per 200,000).
+/// of `workgroups` invocations (0.7 s on lavapipe for 2,000).
 fn runaway(workgroups: u32) -> Program {
     chain(
         idlegrid_gpu::meter::LOOP_ITERATIONS_MAX - 10,
@@ -372,6 +370,14 @@ fn a_runaway_kernel_times_out_and_the_provider_still_runs_the_next_task() {
         "{on_cpu:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+    let (width, height) = (48, 8);
+    let program = prepare(&programs::mandelbrot(width, height));
+    let args = mandelbrot_args(width, height, 100, "0.0625", 3);
+    let (counts, fuel) = mandelbrot_reference(&args);
+    let run = program
+        .run(&Cpu, &task(&args), &roomy(), TIMEOUT)
+        .expect("runs");
+    assert_completed(&run, &counts, fuel);
 
     let gpu = gpu();
     let started = Instant::now();
@@ -382,14 +388,11 @@ fn a_runaway_kernel_times_out_and_the_provider_still_runs_the_next_task() {
         "{on_gpu:?} after {waited:?}"
     );
     assert!(waited < Duration::from_secs(5), "{waited:?}");
-    // The same GPU then runs a task correctly.
-    let (width, height) = (48, 8);
-    let program = prepare(&programs::mandelbrot(width, height));
-    let args = mandelbrot_args(width, height, 100, "0.0625", 3);
+    // The same GPU then runs a task correctly. (The timed-out dispatch
+    // is not cancelled: this task waits in the queue until it ends.)
     let run = program
         .run(&gpu, &task(&args), &roomy(), TIMEOUT)
         .expect("runs");
-    let (counts, fuel) = mandelbrot_reference(&args);
     assert_completed(&run, &counts, fuel);
 }
 
