@@ -299,6 +299,17 @@ impl Program {
         if self.invocations() > limits.fuel {
             return Ok(TaskRun::failed(ErrorKind::OutOfFuel, limits.fuel));
         }
+        // Checked before anything is allocated: a program may declare an
+        // output of any size, and limits may allow it.
+        let oversized = |bytes: u64| bytes > crate::BUFFER_BYTES_MAX;
+        if self.program.bindings.iter().any(|binding| match binding {
+            GpuBinding::Shared(bytes) => oversized(bytes.len() as u64),
+            GpuBinding::Stdin => oversized(stdin.len() as u64),
+            GpuBinding::Params => oversized(params.len() as u64),
+            GpuBinding::Output(bytes) | GpuBinding::Scratch(bytes) => oversized(*bytes),
+        }) {
+            return Ok(TaskRun::failed(ErrorKind::MemoryLimit, 0));
+        }
         let mut buffers: Vec<Vec<u8>> = self
             .program
             .bindings
@@ -312,12 +323,6 @@ impl Program {
                 }
             })
             .collect();
-        if buffers
-            .iter()
-            .any(|buffer| buffer.len() as u64 > crate::BUFFER_BYTES_MAX)
-        {
-            return Ok(TaskRun::failed(ErrorKind::MemoryLimit, 0));
-        }
         let steps: Vec<Step<'_>> = self
             .dispatches
             .iter()

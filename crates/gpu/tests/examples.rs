@@ -1,59 +1,22 @@
 //! The AI inference examples (`examples/int8-matmul-gpu`,
 //! `examples/mlp-gpu`) run on a real Vulkan device (lavapipe on CPUs) and
-//! compared with the same integer arithmetic in Rust, output and fuel.
+//! compared with the same integer arithmetic in Rust, output and fuel; the
+//! MLP's two dispatches also on the CPU path.
 
 #[expect(dead_code, reason = "the other GPU tests use the rest")]
 mod kernels;
+mod mlp;
 
 use std::time::Duration;
 
-use idlegrid_gpu::{Class, Gpu, GpuRun, Kernel};
+use idlegrid_gpu::{Class, Gpu, GpuRun, Kernel, Metered, Step, execute_on_cpu};
 use kernels::FUEL;
+use mlp::{HIDDEN, INPUTS, Model, OUTPUTS, Random, i32s, int8_bytes};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn gpu() -> Gpu {
     Gpu::open(None).unwrap_or_else(|error| panic!("{error}"))
-}
-
-/// Deterministic test data (xorshift32).
-struct Random(u32);
-
-impl Random {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        self.0
-    }
-
-    /// `count` int8 values over the whole range, -128 and 127 included.
-    fn int8s(&mut self, count: usize) -> Vec<i8> {
-        (0..count).map(|_| self.next() as u8 as i8).collect()
-    }
-
-    /// A value in `-limit ..= limit`.
-    fn within(&mut self, limit: i32) -> i32 {
-        (self.next() % (2 * limit as u32 + 1)) as i32 - limit
-    }
-}
-
-fn int8_bytes(values: &[i8]) -> Vec<u8> {
-    values.iter().map(|value| *value as u8).collect()
-}
-
-fn i32_bytes(values: &[i32]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|value| value.to_le_bytes())
-        .collect()
-}
-
-fn i32s(bytes: &[u8]) -> Vec<i32> {
-    bytes
-        .chunks_exact(4)
-        .map(|chunk| i32::from_le_bytes(chunk.try_into().expect("four bytes")))
-        .collect()
 }
 
 // ---- int8 matrix multiply ----
@@ -153,122 +116,8 @@ fn int8_matmul_of_extreme_values_and_its_fuel_are_the_same_on_two_runs() {
 
 // ---- quantized MLP ----
 
-const INPUTS: usize = 64;
-const HIDDEN: usize = 32;
-const OUTPUTS: usize = 10;
-
-/// The example network's weights and requantization.
-struct Model {
-    w1: Vec<i8>,
-    b1: Vec<i32>,
-    w2: Vec<i8>,
-    b2: Vec<i32>,
-    multiplier: u32,
-    shift: u32,
-}
-
-impl Model {
-    /// A network with the scales of a real one: a hidden sum of 64
-    /// products of full-range int8 spreads over about ±45,000, and the
-    /// hidden scale (multiplier / 2^shift ≈ 0.0015) maps it onto 0 … 127
-    /// with some units saturating and about half cut by the ReLU.
-    fn generate(random: &mut Random) -> Self {
-        Self {
-            w1: random.int8s(HIDDEN * INPUTS),
-            b1: (0..HIDDEN).map(|_| random.within(20_000)).collect(),
-            w2: random.int8s(OUTPUTS * HIDDEN),
-            b2: (0..OUTPUTS).map(|_| random.within(50_000)).collect(),
-            multiplier: 1_649_267_442,
-            shift: 40,
-        }
-    }
-
-    /// The `model` buffer: w1, b1, w2, b2.
-    fn bytes(&self) -> Vec<u8> {
-        let mut bytes = int8_bytes(&self.w1);
-        bytes.extend(i32_bytes(&self.b1));
-        bytes.extend(int8_bytes(&self.w2));
-        bytes.extend(i32_bytes(&self.b2));
-        bytes
-    }
-
-    /// The `params` buffer.
-    fn params(&self, batch: usize) -> Vec<u8> {
-        kernels::bytes(&[batch as u32, self.multiplier, self.shift])
-    }
-
-    /// The hidden activations (0 … 127 as bytes) and the results rows (10
-    /// logits and the class) of `inputs`, in 64-bit arithmetic.
-    fn infer(&self, inputs: &[i8]) -> (Vec<u8>, Vec<i32>) {
-        let mut hidden = Vec::new();
-        let mut results = Vec::new();
-        for input in inputs.chunks_exact(INPUTS) {
-            let start = hidden.len();
-            for unit in 0..HIDDEN {
-                let weights = &self.w1[unit * INPUTS..][..INPUTS];
-                let sum = self.b1[unit] + dot(input, weights);
-                let scaled = (i64::from(sum) * i64::from(self.multiplier)
-                    + (1i64 << (self.shift - 1)))
-                    >> self.shift;
-                hidden.push(scaled.clamp(0, 127) as u8);
-            }
-            let activations: Vec<i8> = hidden[start..].iter().map(|h| *h as i8).collect();
-            let logits: Vec<i32> = (0..OUTPUTS)
-                .map(|output| {
-                    self.b2[output] + dot(&activations, &self.w2[output * HIDDEN..][..HIDDEN])
-                })
-                .collect();
-            let best = (0..OUTPUTS).fold(0, |best, output| {
-                if logits[output] > logits[best] {
-                    output
-                } else {
-                    best
-                }
-            });
-            results.extend(logits);
-            results.push(best as i32);
-        }
-        (hidden, results)
-    }
-}
-
-fn dot(x: &[i8], y: &[i8]) -> i32 {
-    x.iter()
-        .zip(y)
-        .map(|(x, y)| i32::from(*x) * i32::from(*y))
-        .sum()
-}
-
-/// The example's `layer2` alone with `hidden` read-only, so that it takes
-/// `layer1`'s output as an input buffer: `Gpu::run` binds every writable
-/// buffer as a zeroed output, and naga refuses a module in which `layer1`
-/// writes a read-only buffer. `layer2` itself is unchanged.
-fn layer2_with_hidden_as_input() -> String {
-    let writable = "var<storage, read_write> hidden";
-    assert_eq!(kernels::MLP.matches(writable).count(), 1);
-    let start = kernels::MLP
-        .find("@compute @workgroup_size(64)\nfn layer1")
-        .expect("layer1");
-    let end = start + kernels::MLP[start..].find("\n}\n").expect("layer1's end") + 3;
-    let mut wgsl = kernels::MLP.to_owned();
-    wgsl.replace_range(start..end, "");
-    wgsl.replace(writable, "var<storage, read> hidden")
-}
-
-/// The meter's rule for the two dispatches: layer1's invocations (64 per
-/// 8 rows) each count one plus 9 entries of the loop copying w1, and each
-/// of the batch's 8 per row 17 entries of its loop over 16 input words;
-/// layer2's (64 per 64 rows) count one, and each of the batch's one per
-/// row 11 entries of its loop over outputs and 9 per output of its loop
-/// over 8 hidden words.
-fn mlp_fuel(batch: u64) -> u64 {
-    let layer1 = 64 * batch.div_ceil(8) * (1 + 9) + batch * 8 * 17;
-    let layer2 = 64 * batch.div_ceil(64) + batch * (11 + 10 * 9);
-    layer1 + layer2
-}
-
-/// The example's two entry points, as two `Gpu::run`s until
-/// `Gpu::execute` runs a program's dispatches over one set of buffers.
+/// The example's two entry points, run as two dispatches over one set of
+/// buffers: params, model, inputs, hidden, results.
 struct Mlp {
     layer1: Kernel,
     layer2: Kernel,
@@ -286,54 +135,66 @@ impl Mlp {
     fn compile() -> Self {
         Self {
             layer1: Kernel::compile(kernels::MLP, "layer1", Class::Exact, FUEL).expect("exact"),
-            layer2: Kernel::compile(&layer2_with_hidden_as_input(), "layer2", Class::Exact, FUEL)
-                .expect("exact"),
+            layer2: Kernel::compile(kernels::MLP, "layer2", Class::Exact, FUEL).expect("exact"),
         }
     }
 
-    /// Runs layer1, then layer2 on layer1's hidden activations.
-    fn infer(&self, gpu: &Gpu, model: &Model, inputs: &[i8]) -> Inference {
+    /// Runs layer1 then layer2 with `execute` (a GPU's or the CPU path's).
+    fn infer(
+        &self,
+        execute: impl Fn(&[Step<'_>], &mut [Vec<u8>]) -> Metered,
+        model: &Model,
+        inputs: &[i8],
+    ) -> Inference {
         let batch = inputs.len() / INPUTS;
-        let params = model.params(batch);
-        let model = model.bytes();
-        let inputs = int8_bytes(inputs);
-        let results_bytes = (batch * (OUTPUTS + 1) * 4) as u64;
-        let first = gpu
-            .run(
-                &self.layer1,
-                &[&params, &model, &inputs],
-                &[(batch * HIDDEN) as u64, results_bytes],
-                [(batch as u32).div_ceil(8), 1, 1],
-                TIMEOUT,
-            )
-            .expect("layer1 runs");
-        let second = gpu
-            .run(
-                &self.layer2,
-                &[&params, &model, &inputs, &first.outputs[0]],
-                &[results_bytes],
-                [(batch as u32).div_ceil(64), 1, 1],
-                TIMEOUT,
-            )
-            .expect("layer2 runs");
-        assert_eq!((first.stopped, second.stopped), (None, None));
+        let [first, second] = mlp::workgroups(batch);
+        let steps = [
+            Step {
+                kernel: &self.layer1,
+                workgroups: first,
+            },
+            Step {
+                kernel: &self.layer2,
+                workgroups: second,
+            },
+        ];
+        let mut buffers = vec![
+            kernels::bytes(&model.params(batch)),
+            model.bytes(),
+            int8_bytes(inputs),
+            vec![0; batch * HIDDEN],
+            vec![0; batch * (OUTPUTS + 1) * 4],
+        ];
+        let metered = execute(&steps, &mut buffers);
+        assert_eq!(metered.stopped, None);
         Inference {
-            hidden: first.outputs[0].clone(),
-            results: i32s(&second.outputs[0]),
-            fuel: first.fuel + second.fuel,
+            hidden: buffers[3].clone(),
+            results: i32s(&buffers[4]),
+            fuel: metered.fuel,
         }
     }
 }
 
-/// Runs `inputs` through `model` on the GPU and checks the hidden
-/// activations, the logits and classes and the fuel against Rust.
+/// Runs `inputs` through `model` on the GPU and on the CPU path and checks
+/// both against Rust: the hidden activations, the logits and classes, and
+/// the fuel.
 fn check_mlp(gpu: &Gpu, mlp: &Mlp, model: &Model, inputs: &[i8]) -> Inference {
     let batch = inputs.len() / INPUTS;
-    let on_gpu = mlp.infer(gpu, model, inputs);
+    let on_gpu = mlp.infer(
+        |steps, buffers| gpu.execute(steps, buffers, TIMEOUT).expect("runs"),
+        model,
+        inputs,
+    );
+    let on_cpu = mlp.infer(
+        |steps, buffers| execute_on_cpu(steps, buffers, TIMEOUT).expect("runs"),
+        model,
+        inputs,
+    );
+    assert_eq!(on_cpu, on_gpu, "the CPU path, batch {batch}");
     let (hidden, results) = model.infer(inputs);
     assert_eq!(on_gpu.hidden, hidden, "hidden, batch {batch}");
     assert_eq!(on_gpu.results, results, "results, batch {batch}");
-    assert_eq!(on_gpu.fuel, mlp_fuel(batch as u64), "fuel, batch {batch}");
+    assert_eq!(on_gpu.fuel, mlp::fuel(batch as u64), "fuel, batch {batch}");
     on_gpu
 }
 
@@ -363,7 +224,12 @@ fn mlp_in_two_dispatches_gives_rusts_logits_and_classes() {
                 .collect();
             assert!(classes.len() > 3, "{classes:?}");
             // The same work again gives the same bytes and fuel.
-            assert_eq!(mlp.infer(&gpu, &model, &inputs), inference);
+            let again = mlp.infer(
+                |steps, buffers| gpu.execute(steps, buffers, TIMEOUT).expect("runs"),
+                &model,
+                &inputs,
+            );
+            assert_eq!(again, inference);
         }
     }
 }
@@ -421,7 +287,7 @@ fn the_mlp_entry_points_bind_the_same_buffers() {
     // use out of that entry point's SPIR-V, but a kernel's bindings are
     // the module's, and the run's layout is built from them: both bind all
     // five and the meter after them, so one binding list serves both
-    // dispatches (check_mlp's layer1 runs bind `results` unused).
+    // dispatches.
     assert_eq!(layer1.bindings, layer2.bindings);
     assert_eq!(layer1.bindings.len(), 5);
     assert_eq!(

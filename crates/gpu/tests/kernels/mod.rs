@@ -4,8 +4,8 @@
 pub const FUEL: u32 = 1_000_000;
 
 /// Mandelbrot escape counts in f32 using only `+ - *` and comparisons
-/// (the example): params are width, height, the iteration cap, and the
-/// bits of the x and y steps.
+/// (the example): params are width, height, the iteration cap, the bits of
+/// the x and y steps, and the band (0 when absent).
 pub const MANDELBROT: &str =
     include_str!("../../../../examples/mandelbrot-gpu/mandelbrot-gpu.wgsl");
 
@@ -30,15 +30,17 @@ pub fn mandelbrot_params(width: u32, height: u32, iterations: u32) -> Vec<u32> {
     ]
 }
 
-/// The same, in Rust (which never fuses or reorders float operations).
+/// The same, in Rust (which never fuses or reorders float operations):
+/// rows `band × height ..` of the view.
 pub fn mandelbrot(params: &[u32]) -> Vec<u32> {
     let (width, height, iterations) = (params[0], params[1], params[2]);
     let (x_step, y_step) = (f32::from_bits(params[3]), f32::from_bits(params[4]));
+    let band = params.get(5).copied().unwrap_or(0);
     let mut counts = Vec::new();
     for py in 0..height {
         for px in 0..width {
             let x0 = px as f32 * x_step - 2.25;
-            let y0 = py as f32 * y_step - 1.5;
+            let y0 = (band * height + py) as f32 * y_step - 1.5;
             let (mut x, mut y, mut i) = (0.0f32, 0.0f32, 0u32);
             while i < iterations {
                 let x2 = x * x;
