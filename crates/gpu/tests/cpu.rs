@@ -3,6 +3,7 @@
 //! flag, equal to the same arithmetic in Rust.
 
 mod cpu_kernels;
+#[expect(dead_code, reason = "the example tests use the rest")]
 mod kernels;
 
 use std::time::Duration;
