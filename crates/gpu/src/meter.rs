@@ -12,12 +12,13 @@
 //! smaller count keeps them equal.
 //!
 //! The job's fuel is enforced inside the kernel too, so a runaway task
-//! stops on the device instead of running on after the host gave up: every
-//! [`FLUSH_INTERVAL`] iterations an invocation adds what it used to the
-//! shared total and stops looping (flag [`FLAG_BUDGET`]) once the total is
-//! past the budget. The total only ever holds fuel really used, so an
-//! invocation can see it past the budget only in a run whose whole fuel is
-//! past it: a run that fits is never touched.
+//! stops on the device instead of running on after the host gave up: an
+//! invocation counts each unit ([`FLUSH_INTERVAL`] or more) of fuel it
+//! uses into one shared word, and what is left when it returns, and stops
+//! looping (flag [`FLAG_BUDGET`]) once the count is past the budget. The
+//! count only ever holds fuel really used, so an invocation can see it
+//! past the budget only in a run whose whole fuel is past it: a run that
+//! fits is never touched.
 
 use std::num::NonZeroU32;
 
@@ -33,15 +34,15 @@ pub const LOOP_ITERATIONS_MAX: u32 = 60_000;
 
 /// Words of the meter buffer: fuel (low, high), the stop flags, then the
 /// budget's words (see [`meter_words`]).
-pub const METER_WORDS: u64 = 6;
+pub const METER_WORDS: u64 = 7;
 /// Flag: a loop ran past [`LOOP_ITERATIONS_MAX`].
 pub const FLAG_LOOP_LIMIT: u32 = 1;
 /// Flag: an invocation ran past its fuel.
 pub const FLAG_OUT_OF_FUEL: u32 = 2;
 /// Flag: the fuel of the whole run went past the budget.
 pub const FLAG_BUDGET: u32 = 4;
-/// Loop iterations between an invocation's flushes of its fuel to the
-/// shared total (a power of two).
+/// The smallest budget unit: an invocation counts a unit every this many
+/// loop iterations (more for budgets of 2^41 fuel and up).
 pub const FLUSH_INTERVAL: u32 = 1024;
 
 /// Meter word: the fuel used, low 32 bits.
@@ -50,17 +51,21 @@ const FUEL_LOW: u32 = 0;
 const FUEL_HIGH: u32 = 1;
 /// Meter word: the stop flags.
 const FLAGS: u32 = 2;
-/// Meter word: the fuel used in budget units (`fuel >> UNIT_SHIFT`,
-/// wrapping), one word so that a single atomic read gives a value the
-/// total really passed; two words read one after the other could combine
-/// an old high word with a new low one.
+/// Meter word: budget units of fuel used, counted as invocations run (one
+/// per unit an invocation used, and the units its remainders add up to
+/// when they return). One word, so that a single atomic operation gives a
+/// count the run really reached; the two words of the total, read one
+/// after the other, could combine an old high word with a new low one.
 const UNITS: u32 = 3;
+/// Meter word: the sum of what returning invocations used past their
+/// last whole unit (wrapping).
+const REMAINDERS: u32 = 4;
 /// Meter word, written by the host: the budget unit as a shift (`1 <<
 /// shift` fuel).
-const UNIT_SHIFT: u32 = 4;
+const UNIT_SHIFT: u32 = 5;
 /// Meter word, written by the host: the budget in units; the run stops
 /// once `UNITS` is past it. `u32::MAX` never stops.
-const BUDGET_UNITS: u32 = 5;
+const BUDGET_UNITS: u32 = 6;
 
 /// The meter buffer's first contents for a run that may use `budget` fuel
 /// (`u64::MAX`: no budget). The budget is held in units of `1 << shift`
@@ -82,12 +87,14 @@ pub fn meter_words(budget: u64) -> [u32; METER_WORDS as usize] {
 struct Meter {
     /// The invocation's fuel, less the one unit its return adds.
     fuel: Handle<GlobalVariable>,
-    /// How much of `fuel` is already in the meter.
+    /// How much of `fuel` is already counted in the meter's units.
     flushed: Handle<GlobalVariable>,
-    /// `FLUSH_INTERVAL - 1` while the invocation runs on; zero before its
-    /// first check of the budget and once over it, so that every loop
-    /// iteration then checks (and, once over, stops).
+    /// The unit less one while the invocation runs on; zero once the run is
+    /// over its budget, so that every later loop iteration stops.
     due_mask: Handle<GlobalVariable>,
+    /// The unit's shift and the budget in units, read from the meter once.
+    unit_shift: Handle<GlobalVariable>,
+    budget_units: Handle<GlobalVariable>,
     flags: Handle<GlobalVariable>,
     buffer: Handle<GlobalVariable>,
     u32_ty: Handle<Type>,
@@ -139,6 +146,8 @@ pub fn instrument(module: &mut Module, index: usize, binding: u32, fuel_max: u32
     let fuel = private("idlegrid_fuel");
     let flushed = private("idlegrid_flushed");
     let due_mask = private("idlegrid_due_mask");
+    let unit_shift = private("idlegrid_unit_shift");
+    let budget_units = private("idlegrid_budget_units");
     let flags = private("idlegrid_flags");
     let buffer = module.global_variables.append(
         GlobalVariable {
@@ -157,6 +166,8 @@ pub fn instrument(module: &mut Module, index: usize, binding: u32, fuel_max: u32
         fuel,
         flushed,
         due_mask,
+        unit_shift,
+        budget_units,
         flags,
         buffer,
         u32_ty,
@@ -167,6 +178,7 @@ pub fn instrument(module: &mut Module, index: usize, binding: u32, fuel_max: u32
     }
     let entry = &mut module.entry_points[index].function;
     meter.loops(entry);
+    meter.prologue(entry);
     meter.flushes(entry);
 }
 
@@ -293,8 +305,7 @@ impl Meter {
     }
 
     /// `fuel += 1; counter += 1;` then a break, flagged, past either limit,
-    /// and every [`FLUSH_INTERVAL`] iterations a flush and a check of the
-    /// budget.
+    /// and at every whole unit of fuel a count and a check of the budget.
     fn loop_head(&self, function: &mut Function, counter: Handle<LocalVariable>) -> Vec<Statement> {
         let mut w = Writer::new(function);
         let fuel = w.fixed(Expression::GlobalVariable(self.fuel));
@@ -341,11 +352,11 @@ impl Meter {
         w.finish()
     }
 
-    /// Flushes the fuel used since the last flush (unless this is the
-    /// invocation's first check, or it is already over the budget), then
-    /// stops the loop, flagged, if the run's total is past the budget. The
-    /// stop holds: the mask stays zero, so every later iteration of any
-    /// loop checks again and breaks.
+    /// Counts a unit of the invocation's fuel, then stops the loop,
+    /// flagged, if the run's count is past the budget. The stop holds: the
+    /// mask stays zero, so every later iteration of any loop comes here
+    /// and breaks. One atomic operation, as lavapipe runs this block for
+    /// every iteration with its lanes masked off.
     fn checkpoint(
         &self,
         function: &mut Function,
@@ -354,23 +365,12 @@ impl Meter {
     ) -> Block {
         let mut w = Writer::new(function);
         let zero = w.literal(0);
-        let started = w.binary(BinaryOperator::NotEqual, mask, zero);
+        let one = w.literal(1);
+        let stopped = w.binary(BinaryOperator::Equal, mask, zero);
         w.close();
-        let flush = {
-            let mut inner = Writer::new(&mut *w.function);
-            let flushed = inner.fixed(Expression::GlobalVariable(self.flushed));
-            let loaded = inner.load(flushed);
-            let used = inner.binary(BinaryOperator::Subtract, fuel_now, loaded);
-            self.add_fuel(&mut inner, used);
-            inner.statement(Statement::Store {
-                pointer: flushed,
-                value: fuel_now,
-            });
-            Block::from_vec(inner.finish())
-        };
         w.statement(Statement::If {
-            condition: started,
-            accept: flush,
+            condition: stopped,
+            accept: Block::from_vec(vec![Statement::Break]),
             reject: Block::new(),
         });
         let buffer = w.fixed(Expression::GlobalVariable(self.buffer));
@@ -378,39 +378,101 @@ impl Meter {
             base: buffer,
             index: UNITS,
         });
-        let budget = w.emit(Expression::AccessIndex {
-            base: buffer,
-            index: BUDGET_UNITS,
-        });
-        let used = w.load(units);
-        let allowed = w.load(budget);
-        let over = w.binary(BinaryOperator::Greater, used, allowed);
         w.close();
-        let stop = {
-            let mut inner = Writer::new(&mut *w.function);
-            let due_mask = inner.fixed(Expression::GlobalVariable(self.due_mask));
-            let zero = inner.literal(0);
-            inner.statement(Statement::Store {
-                pointer: due_mask,
-                value: zero,
-            });
-            let mut statements = inner.finish();
-            let raise = self.raise(&mut *w.function, FLAG_BUDGET);
-            statements.extend(raise.span_into_iter().map(|(statement, _)| statement));
-            Block::from_vec(statements)
-        };
+        let before = w.fixed(Expression::AtomicResult {
+            ty: self.u32_ty,
+            comparison: false,
+        });
+        w.statement(Statement::Atomic {
+            pointer: units,
+            fun: AtomicFunction::Add,
+            value: one,
+            result: Some(before),
+        });
+        let flushed = w.fixed(Expression::GlobalVariable(self.flushed));
+        w.statement(Statement::Store {
+            pointer: flushed,
+            value: fuel_now,
+        });
+        let budget_units = w.fixed(Expression::GlobalVariable(self.budget_units));
+        let after = w.binary(BinaryOperator::Add, before, one);
+        let allowed = w.load(budget_units);
+        let over = w.binary(BinaryOperator::Greater, after, allowed);
+        w.close();
+        let stop = self.stop(&mut *w.function, Statement::Break);
         w.statement(Statement::If {
             condition: over,
             accept: stop,
             reject: Block::new(),
         });
+        Block::from_vec(w.finish())
+    }
+
+    /// `due_mask = 0; flags |= FLAG_BUDGET;` then `last`.
+    fn stop(&self, function: &mut Function, last: Statement) -> Block {
+        let mut w = Writer::new(function);
         let due_mask = w.fixed(Expression::GlobalVariable(self.due_mask));
-        let interval = w.literal(FLUSH_INTERVAL - 1);
+        let zero = w.literal(0);
         w.statement(Statement::Store {
             pointer: due_mask,
-            value: interval,
+            value: zero,
         });
+        let flags = w.fixed(Expression::GlobalVariable(self.flags));
+        let bit = w.literal(FLAG_BUDGET);
+        let loaded = w.load(flags);
+        let raised = w.binary(BinaryOperator::InclusiveOr, loaded, bit);
+        w.statement(Statement::Store {
+            pointer: flags,
+            value: raised,
+        });
+        w.statement(last);
         Block::from_vec(w.finish())
+    }
+
+    /// At the start of the entry point: reads the unit and the budget,
+    /// and returns at once if the run is already past the budget.
+    fn prologue(&self, entry: &mut Function) {
+        let body = std::mem::take(&mut entry.body);
+        let mut w = Writer::new(entry);
+        let buffer = w.fixed(Expression::GlobalVariable(self.buffer));
+        let unit_shift = w.fixed(Expression::GlobalVariable(self.unit_shift));
+        let budget_units = w.fixed(Expression::GlobalVariable(self.budget_units));
+        let due_mask = w.fixed(Expression::GlobalVariable(self.due_mask));
+        let one = w.literal(1);
+        let [shift_word, budget_word, units_word] =
+            [UNIT_SHIFT, BUDGET_UNITS, UNITS].map(|index| {
+                w.emit(Expression::AccessIndex {
+                    base: buffer,
+                    index,
+                })
+            });
+        let shift = w.load(shift_word);
+        let budget = w.load(budget_word);
+        let unit = w.binary(BinaryOperator::ShiftLeft, one, shift);
+        let mask = w.binary(BinaryOperator::Subtract, unit, one);
+        let used = w.load(units_word);
+        let over = w.binary(BinaryOperator::Greater, used, budget);
+        w.statement(Statement::Store {
+            pointer: unit_shift,
+            value: shift,
+        });
+        w.statement(Statement::Store {
+            pointer: budget_units,
+            value: budget,
+        });
+        w.statement(Statement::Store {
+            pointer: due_mask,
+            value: mask,
+        });
+        let stop = self.stop(&mut *w.function, Statement::Return { value: None });
+        w.statement(Statement::If {
+            condition: over,
+            accept: stop,
+            reject: Block::new(),
+        });
+        let mut statements = w.finish();
+        statements.extend(body.span_into_iter().map(|(statement, _)| statement));
+        entry.body = Block::from_vec(statements);
     }
 
     /// `flags |= flag; break;`
@@ -457,7 +519,10 @@ impl Meter {
         Block::from_vec(out)
     }
 
-    /// `meter.fuel += fuel + 1 - flushed`, then `meter.flags |= flags`.
+    /// `meter.fuel += fuel + 1` as a 64-bit sum in two words (the carry
+    /// counted exactly, so the order invocations finish in does not
+    /// matter), the part not yet counted in units to the units, then
+    /// `meter.flags |= flags`.
     fn flush(&self, entry: &mut Function) -> Vec<Statement> {
         let mut w = Writer::new(entry);
         let fuel = w.fixed(Expression::GlobalVariable(self.fuel));
@@ -466,41 +531,14 @@ impl Meter {
         let buffer = w.fixed(Expression::GlobalVariable(self.buffer));
         let one = w.literal(1);
         let loaded = w.load(fuel);
-        let total = w.binary(BinaryOperator::Add, loaded, one);
-        let loaded = w.load(flushed);
-        let used = w.binary(BinaryOperator::Subtract, total, loaded);
-        self.add_fuel(&mut w, used);
-        let word = w.emit(Expression::AccessIndex {
-            base: buffer,
-            index: FLAGS,
+        let used = w.binary(BinaryOperator::Add, loaded, one);
+        let [low, high, word] = [FUEL_LOW, FUEL_HIGH, FLAGS].map(|index| {
+            w.emit(Expression::AccessIndex {
+                base: buffer,
+                index,
+            })
         });
         let raised = w.load(flags);
-        w.statement(Statement::Atomic {
-            pointer: word,
-            fun: AtomicFunction::InclusiveOr,
-            value: raised,
-            result: None,
-        });
-        w.finish()
-    }
-
-    /// Adds `used` to the meter's fuel as a 64-bit sum in two words (the
-    /// carry counted exactly, so the order invocations flush in does not
-    /// matter) and to its count of budget units: the number of unit
-    /// boundaries this addition crossed, which sum over all additions to
-    /// the total's units whatever their order.
-    fn add_fuel(&self, w: &mut Writer<'_>, used: Handle<Expression>) {
-        let buffer = w.fixed(Expression::GlobalVariable(self.buffer));
-        let one = w.literal(1);
-        let all = w.literal(u32::MAX);
-        let zero = w.literal(0);
-        let [low, high, units, unit_shift] =
-            [FUEL_LOW, FUEL_HIGH, UNITS, UNIT_SHIFT].map(|index| {
-                w.emit(Expression::AccessIndex {
-                    base: buffer,
-                    index,
-                })
-            });
         w.close();
         let before = w.fixed(Expression::AtomicResult {
             ty: self.u32_ty,
@@ -515,19 +553,57 @@ impl Meter {
         let after = w.binary(BinaryOperator::Add, before, used);
         let carried = w.binary(BinaryOperator::Less, after, before);
         w.close();
-        let carry = vec![Statement::Atomic {
-            pointer: high,
-            fun: AtomicFunction::Add,
-            value: one,
-            result: None,
-        }];
         w.statement(Statement::If {
             condition: carried,
-            accept: Block::from_vec(carry),
+            accept: Block::from_vec(vec![Statement::Atomic {
+                pointer: high,
+                fun: AtomicFunction::Add,
+                value: one,
+                result: None,
+            }]),
             reject: Block::new(),
         });
+        let counted = w.load(flushed);
+        let remainder = w.binary(BinaryOperator::Subtract, used, counted);
+        self.add_remainder(&mut w, remainder);
+        w.statement(Statement::Atomic {
+            pointer: word,
+            fun: AtomicFunction::InclusiveOr,
+            value: raised,
+            result: None,
+        });
+        w.finish()
+    }
+
+    /// Adds `remainder` to the meter's sum of remainders and, to its
+    /// units, the number of unit boundaries that addition crossed: over
+    /// all invocations these sum to the whole units of the remainders,
+    /// whatever the order they return in.
+    fn add_remainder(&self, w: &mut Writer<'_>, remainder: Handle<Expression>) {
+        let buffer = w.fixed(Expression::GlobalVariable(self.buffer));
+        let unit_shift = w.fixed(Expression::GlobalVariable(self.unit_shift));
+        let all = w.literal(u32::MAX);
+        let zero = w.literal(0);
+        let [remainders, units] = [REMAINDERS, UNITS].map(|index| {
+            w.emit(Expression::AccessIndex {
+                base: buffer,
+                index,
+            })
+        });
+        w.close();
+        let before = w.fixed(Expression::AtomicResult {
+            ty: self.u32_ty,
+            comparison: false,
+        });
+        w.statement(Statement::Atomic {
+            pointer: remainders,
+            fun: AtomicFunction::Add,
+            value: remainder,
+            result: Some(before),
+        });
         // ((after >> shift) - (before >> shift)) modulo 2^(32 - shift):
-        // exact for any `used` under 2^32, wrap or not.
+        // exact for any remainder under 2^32, wrap or not.
+        let after = w.binary(BinaryOperator::Add, before, remainder);
         let shift = w.load(unit_shift);
         let units_after = w.binary(BinaryOperator::ShiftRight, after, shift);
         let units_before = w.binary(BinaryOperator::ShiftRight, before, shift);
@@ -536,15 +612,14 @@ impl Meter {
         let crossed = w.binary(BinaryOperator::And, difference, span);
         let any = w.binary(BinaryOperator::NotEqual, crossed, zero);
         w.close();
-        let count = vec![Statement::Atomic {
-            pointer: units,
-            fun: AtomicFunction::Add,
-            value: crossed,
-            result: None,
-        }];
         w.statement(Statement::If {
             condition: any,
-            accept: Block::from_vec(count),
+            accept: Block::from_vec(vec![Statement::Atomic {
+                pointer: units,
+                fun: AtomicFunction::Add,
+                value: crossed,
+                result: None,
+            }]),
             reject: Block::new(),
         });
     }
