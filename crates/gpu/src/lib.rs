@@ -23,7 +23,7 @@ mod task;
 pub use cpu::{
     CPU_INVOCATION_MEMORY_BYTES_MAX, CPU_INVOCATIONS_PER_WORKGROUP_MAX,
     CPU_WORKGROUP_MEMORY_BYTES_MAX, CPU_WORKGROUP_SIZE_MAX, CPU_WORKGROUPS_PER_DIMENSION_MAX,
-    execute_on_cpu, run_on_cpu,
+    execute_on_cpu, execute_on_cpu_with_budget, run_on_cpu,
 };
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
 pub use library::{LIBRARY_WGSL, with_library};

@@ -21,6 +21,10 @@ pub enum Stopped {
     /// A loop ran more than [`crate::meter::LOOP_ITERATIONS_MAX`] times
     /// in one go.
     LoopLimit,
+    /// The run's fuel went past the budget it was given, and its
+    /// invocations stopped early. Only a run whose whole fuel is past the
+    /// budget stops so; the fuel read back is then only part of it.
+    Budget,
 }
 
 /// What a run gave.
@@ -147,6 +151,19 @@ impl Gpu {
         buffers: &mut [Vec<u8>],
         timeout: Duration,
     ) -> Result<Metered, GpuError> {
+        self.execute_with_budget(steps, buffers, u64::MAX, timeout)
+    }
+
+    /// [`Gpu::execute`] that stops, on the device, once the fuel of all
+    /// its steps together is past `budget` ([`Stopped::Budget`]); a run
+    /// that fits gives what [`Gpu::execute`] gives.
+    pub fn execute_with_budget(
+        &self,
+        steps: &[Step<'_>],
+        buffers: &mut [Vec<u8>],
+        budget: u64,
+        timeout: Duration,
+    ) -> Result<Metered, GpuError> {
         let Some(first) = steps.first() else {
             return Err(GpuError::Dispatch("a program needs a dispatch".to_owned()));
         };
@@ -198,7 +215,10 @@ impl Gpu {
 
         // Buffers in binding order, the meter last; storage sizes are
         // whole words.
-        let meter_bytes = vec![0u8; (crate::meter::METER_WORDS * 4) as usize];
+        let meter_bytes: Vec<u8> = crate::meter::meter_words(budget)
+            .iter()
+            .flat_map(|word| word.to_le_bytes())
+            .collect();
         let contents: Vec<&[u8]> = buffers
             .iter()
             .map(Vec::as_slice)
@@ -453,15 +473,24 @@ pub(crate) fn check_steps(steps: &[Step<'_>], buffers: &[Vec<u8>]) -> Result<(),
 }
 
 impl Metered {
-    /// What the meter's words say: fuel (low, high) and the stop flags.
+    /// What the meter's bytes say: fuel (low, high) and the stop flags.
     pub(crate) fn from_words(meter: &[u8]) -> Self {
-        let word = |index: usize| {
-            meter.get(index * 4..index * 4 + 4).map_or(0, |bytes| {
-                u32::from_le_bytes(bytes.try_into().expect("a word"))
-            })
-        };
+        let words: Vec<u32> = meter
+            .chunks_exact(4)
+            .map(|bytes| u32::from_le_bytes(bytes.try_into().expect("a word")))
+            .collect();
+        Self::from_meter(&words)
+    }
+
+    /// What the meter's words say. Past the budget, the other flags are
+    /// not reported: which invocations stopped first, and so which flags
+    /// were raised, can differ between devices.
+    pub(crate) fn from_meter(words: &[u32]) -> Self {
+        let word = |index: usize| words.get(index).copied().unwrap_or(0);
         let flags = word(2);
-        let stopped = if flags & crate::meter::FLAG_OUT_OF_FUEL != 0 {
+        let stopped = if flags & crate::meter::FLAG_BUDGET != 0 {
+            Some(Stopped::Budget)
+        } else if flags & crate::meter::FLAG_OUT_OF_FUEL != 0 {
             Some(Stopped::OutOfFuel)
         } else if flags & crate::meter::FLAG_LOOP_LIMIT != 0 {
             Some(Stopped::LoopLimit)

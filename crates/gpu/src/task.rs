@@ -22,22 +22,36 @@ pub const WORKGROUPS_PER_DIMENSION_MAX: u32 = 65_535;
 
 /// Runs a program's dispatches over its buffers: a GPU, or the CPU path.
 pub trait Executor {
-    fn execute(
+    /// Runs the steps, stopping once their fuel is past `budget` (see
+    /// [`Gpu::execute_with_budget`]).
+    fn execute_with_budget(
         &self,
         steps: &[Step<'_>],
         buffers: &mut [Vec<u8>],
+        budget: u64,
         timeout: Duration,
     ) -> Result<Metered, GpuError>;
-}
 
-impl Executor for Gpu {
+    /// Runs the steps with no budget.
     fn execute(
         &self,
         steps: &[Step<'_>],
         buffers: &mut [Vec<u8>],
         timeout: Duration,
     ) -> Result<Metered, GpuError> {
-        Gpu::execute(self, steps, buffers, timeout)
+        self.execute_with_budget(steps, buffers, u64::MAX, timeout)
+    }
+}
+
+impl Executor for Gpu {
+    fn execute_with_budget(
+        &self,
+        steps: &[Step<'_>],
+        buffers: &mut [Vec<u8>],
+        budget: u64,
+        timeout: Duration,
+    ) -> Result<Metered, GpuError> {
+        Gpu::execute_with_budget(self, steps, buffers, budget, timeout)
     }
 }
 
@@ -47,13 +61,14 @@ impl Executor for Gpu {
 pub struct Cpu;
 
 impl Executor for Cpu {
-    fn execute(
+    fn execute_with_budget(
         &self,
         steps: &[Step<'_>],
         buffers: &mut [Vec<u8>],
+        budget: u64,
         timeout: Duration,
     ) -> Result<Metered, GpuError> {
-        crate::execute_on_cpu(steps, buffers, timeout)
+        crate::execute_on_cpu_with_budget(steps, buffers, budget, timeout)
     }
 }
 
@@ -331,17 +346,22 @@ impl Program {
                 workgroups: *workgroups,
             })
             .collect();
-        let metered = executor.execute(&steps, &mut buffers, timeout)?;
-        let fuel_used = metered.fuel.min(limits.fuel);
+        // The job's fuel is the kernel's budget: a run past it stops on the
+        // device. Past the job's fuel the task fails `out_of_fuel` before
+        // any other flag counts, stopped early or not, because which
+        // invocations ran (and raised flags) before the stop can differ
+        // between devices; the whole run's fuel, over or not, cannot.
+        let metered = executor.execute_with_budget(&steps, &mut buffers, limits.fuel, timeout)?;
+        if metered.stopped == Some(Stopped::Budget) || metered.fuel > limits.fuel {
+            return Ok(TaskRun::failed(ErrorKind::OutOfFuel, limits.fuel));
+        }
+        let fuel_used = metered.fuel;
         match metered.stopped {
             Some(Stopped::OutOfFuel) => {
                 return Ok(TaskRun::failed(ErrorKind::OutOfFuel, fuel_used));
             }
             Some(Stopped::LoopLimit) => return Ok(TaskRun::failed(ErrorKind::Trap, fuel_used)),
-            None if metered.fuel > limits.fuel => {
-                return Ok(TaskRun::failed(ErrorKind::OutOfFuel, fuel_used));
-            }
-            None => {}
+            Some(Stopped::Budget) | None => {}
         }
         let output: Vec<u8> = self
             .program

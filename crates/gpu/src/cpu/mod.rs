@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use naga::{Binding, BuiltIn, TypeInner};
 
-use crate::meter::{FLAG_LOOP_LIMIT, FLAG_OUT_OF_FUEL, METER_WORDS};
-use crate::{BUFFER_BYTES_MAX, GpuError, GpuRun, Kernel, Metered, Step, Stopped};
+use crate::meter::meter_words;
+use crate::{BUFFER_BYTES_MAX, GpuError, GpuRun, Kernel, Metered, Step};
 use exec::{Clock, Invocation, Status};
 use program::Program;
 use value::Value;
@@ -48,6 +48,17 @@ fn unsupported(what: &str) -> GpuError {
 pub fn execute_on_cpu(
     steps: &[Step<'_>],
     buffers: &mut [Vec<u8>],
+    timeout: Duration,
+) -> Result<Metered, GpuError> {
+    execute_on_cpu_with_budget(steps, buffers, u64::MAX, timeout)
+}
+
+/// [`execute_on_cpu`] that stops once the fuel of all its steps together
+/// is past `budget`, as [`crate::Gpu::execute_with_budget`] does.
+pub fn execute_on_cpu_with_budget(
+    steps: &[Step<'_>],
+    buffers: &mut [Vec<u8>],
+    budget: u64,
     timeout: Duration,
 ) -> Result<Metered, GpuError> {
     let Some(first) = steps.first() else {
@@ -100,7 +111,7 @@ pub fn execute_on_cpu(
             words
         })
         .collect();
-    memory.push(vec![0; METER_WORDS as usize]);
+    memory.push(meter_words(budget).to_vec());
     let mut clock = Clock::new(timeout);
     for step in steps {
         let program = Program::new(step.kernel)?;
@@ -114,19 +125,7 @@ pub fn execute_on_cpu(
             bytes.truncate(length);
         }
     }
-    let meter = &memory[bindings.len()];
-    let flags = meter[2];
-    let stopped = if flags & FLAG_OUT_OF_FUEL != 0 {
-        Some(Stopped::OutOfFuel)
-    } else if flags & FLAG_LOOP_LIMIT != 0 {
-        Some(Stopped::LoopLimit)
-    } else {
-        None
-    };
-    Ok(Metered {
-        fuel: u64::from(meter[0]) | u64::from(meter[1]) << 32,
-        stopped,
-    })
+    Ok(Metered::from_meter(&memory[bindings.len()]))
 }
 
 /// [`crate::Gpu::run`] on the CPU: `kernel` over `workgroups` with
