@@ -154,10 +154,9 @@ impl EnergyMeter {
         let rapl = self.rapl.as_ref()?;
         let reading = rapl.read()?;
         let rise = rapl.delta(shares.last_reading, reading);
-        if shares.running > 0 {
-            shares.per_task_microjoules = shares
-                .per_task_microjoules
-                .saturating_add(rise / shares.running);
+        // Nothing running: the rise is nobody's.
+        if let Some(share) = rise.checked_div(shares.running) {
+            shares.per_task_microjoules = shares.per_task_microjoules.saturating_add(share);
         }
         shares.last_reading = reading;
         Some(())
