@@ -235,6 +235,7 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
                     "hardware": ready.hardware.describe(),
                     "benchmark_fuel_per_second": ready.benchmark_fuel_per_second,
                     "provider_stake": ready.provider_stake,
+                    "energy": ready.energy,
                     "gpu": ready.gpu.as_ref().map(|gpu| json!({
                         "name": gpu.name.as_str(),
                         "driver": gpu.driver.as_str(),
@@ -274,6 +275,7 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
                 ),
                 None => println!("  gpu        none offered"),
             }
+            println!("  energy     {} (advisory, on receipts)", ready.energy);
             println!("  stake      {}", ready.provider_stake);
             for address in &addresses {
                 println!("  listening  {address}");
@@ -487,6 +489,11 @@ pub struct SubmitArgs {
 /// Shows a running job: on the terminal's progress bar; with `--json`, one
 /// `{"progress": …}` object a second on stderr; otherwise each new reason
 /// it waits for, as a line on stderr. Runs until aborted.
+/// Millijoules as joules, for people.
+fn joules(millijoules: u64) -> String {
+    format!("{}.{:03} J", millijoules / 1000, millijoules % 1000)
+}
+
 async fn watch_submit(progress: Arc<SubmitProgress>, bar: Option<ProgressBar>, json: bool) {
     let mut timer = tokio::time::interval(Duration::from_millis(200));
     let mut said: Option<String> = None;
@@ -603,6 +610,11 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
         println!(
             "  fuel       {} useful, {} executed (with replicas)",
             report.fuel_useful, report.fuel_executed
+        );
+        println!(
+            "  energy     {} accepted, {} executed (advisory: as providers measured or modeled it)",
+            joules(report.energy_millijoules),
+            joules(report.energy_executed_millijoules)
         );
         println!(
             "  cost       {} of an escrow of {} ({} providers)",

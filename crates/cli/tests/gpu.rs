@@ -144,6 +144,16 @@ fn a_gpu_job_runs_on_gpu_providers_only_is_verified_and_paid() {
             .unwrap_or(0);
         assert!(paid > 0, "{} was not paid: {results}", provider.account);
     }
+    // Each band states the energy its provider figured; the job's is their sum.
+    let energies: Vec<u64> = (results["tasks"].as_array().expect("tasks").iter())
+        .map(|task| {
+            task["energy_millijoules"]
+                .as_u64()
+                .expect("an energy figure")
+        })
+        .collect();
+    assert!(energies.iter().all(|&energy| energy > 0), "{results}");
+    assert_eq!(results["energy_millijoules"], energies.iter().sum::<u64>());
     check_books(&network, &results, &before);
 }
 

@@ -224,6 +224,8 @@ impl LocalJob {
             "in_flight": load(&progress.in_flight),
             "providers": load(&progress.providers),
             "fuel_executed": load(&progress.fuel_executed),
+            // Advisory: what providers' receipts state, replicas included.
+            "energy_executed_millijoules": load(&progress.energy_executed_millijoules),
             "paid": load(&progress.paid),
             "budget": load(&progress.budget),
             "started_ms": self.started_ms,

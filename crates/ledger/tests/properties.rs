@@ -1330,9 +1330,10 @@ fn receipt() -> impl Strategy<Value = idlegrid_types::SignedReceipt> {
         content_id(),
         task_outcome(),
         any::<u64>(),
+        any::<u64>(),
     )
         .prop_map(
-            |(seed, job, task_index, module, input, outcome, fuel_used)| {
+            |(seed, job, task_index, module, input, outcome, fuel_used, energy_millijoules)| {
                 idlegrid_types::SignedReceipt::sign(
                     &Keypair::from_seed([seed; 32]),
                     Receipt {
@@ -1342,6 +1343,7 @@ fn receipt() -> impl Strategy<Value = idlegrid_types::SignedReceipt> {
                         input,
                         outcome,
                         fuel_used,
+                        energy_millijoules,
                     },
                 )
             },

@@ -607,8 +607,10 @@ fn dispute_setup() -> DisputeSetup {
         input: input.content_id(),
         outcome: outcome_of(&report),
         fuel_used: report.fuel_used,
+        energy_millijoules: 1_200,
     };
     let mut lie = honest_receipt.clone();
+    lie.energy_millijoules = 900;
     lie.outcome = TaskOutcome::Completed {
         exit_code: 0,
         output: ContentId::of(b"samples=20000 inside=20000 pi=4.000000000\n"),
@@ -786,6 +788,48 @@ fn a_false_claim_costs_the_reporter_its_deposit() {
         .stake(StakeRole::Provider, &world.id(PROVIDER))
         .unwrap();
     assert_eq!(provider_stake.bonded, 40_000);
+    world.assert_books_balance();
+}
+
+/// Energy is advisory: two replicas that measured different energy for the
+/// same result do not disagree, and a receipt whose result the re-execution
+/// confirms is right whatever energy it states.
+#[test]
+fn receipts_that_differ_only_in_energy_are_no_dispute() {
+    let DisputeSetup {
+        mut world,
+        module,
+        input,
+        honest,
+        ..
+    } = dispute_setup();
+    let encoded = input.encode();
+    let other_energy = SignedReceipt::sign(
+        &world.keys[CHEATER],
+        Receipt {
+            energy_millijoules: honest.body.energy_millijoules + 5_000,
+            ..honest.body.clone()
+        },
+    );
+    let conflicting = Evidence::Conflicting(honest.clone(), other_energy.clone());
+    let both = dispute(conflicting, &module, &encoded);
+    assert_eq!(rejected(world.submit(BOB, both)), "receipts_agree");
+
+    let before = world.balance(BOB);
+    let claim = dispute(Evidence::Claimed(other_energy), &module, &encoded);
+    let events = world.submit(BOB, claim).expect("applies");
+    assert!(
+        !events
+            .iter()
+            .any(|event| matches!(event, Event::Slashed { .. }))
+    );
+    assert_eq!(world.balance(BOB), before - FEE - params().dispute_deposit);
+    let bonded = world
+        .ledger
+        .stake(StakeRole::Provider, &world.id(CHEATER))
+        .unwrap()
+        .bonded;
+    assert_eq!(bonded, 40_000);
     world.assert_books_balance();
 }
 
@@ -1012,6 +1056,7 @@ proptest! {
         second in claim(),
         swap in any::<bool>(),
         reporter in prop_oneof![Just(ALICE), Just(BOB), Just(PROVIDER)],
+        energies in (any::<u64>(), any::<u64>()),
     ) {
         let truth = Execution {
             outcome: TaskOutcome::Completed { exit_code: 0, output: ContentId::of(b"pi=3.14") },
@@ -1027,7 +1072,8 @@ proptest! {
         job_terms.module = ContentId::of(&module);
         let job = world.open_job(ALICE, job_terms);
         let input = TaskInput::new(vec!["7".to_owned()], Vec::new()).expect("input");
-        let receipt = |signer: usize, claim: Claim| {
+        // Each receipt's advisory energy is whatever its provider measured.
+        let receipt = |signer: usize, claim: Claim, energy_millijoules: u64| {
             let (outcome, fuel_used) = claimed(truth, claim);
             SignedReceipt::sign(&world.keys[signer], Receipt {
                 job,
@@ -1036,10 +1082,11 @@ proptest! {
                 input: input.content_id(),
                 outcome,
                 fuel_used,
+                energy_millijoules,
             })
         };
         let signers = [(PROVIDER, first), (CHEATER, second)];
-        let (a, b) = (receipt(PROVIDER, first), receipt(CHEATER, second));
+        let (a, b) = (receipt(PROVIDER, first, energies.0), receipt(CHEATER, second, energies.1));
         let agree = (a.body.outcome, a.body.fuel_used) == (b.body.outcome, b.body.fuel_used);
         let evidence = if swap { Evidence::Conflicting(b, a) } else { Evidence::Conflicting(a, b) };
         let signed = world.sign(reporter, dispute(evidence, &module, &input.encode()));

@@ -29,6 +29,7 @@ fn valid_messages() -> Vec<Vec<u8>> {
                 output: ContentId::of(b"out"),
             },
             fuel_used: 1234,
+            energy_millijoules: 567,
         },
     );
     let requests = [

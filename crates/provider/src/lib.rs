@@ -7,6 +7,7 @@
 //! the disk and the ledger.
 
 pub mod core;
+pub mod energy;
 pub mod gpu;
 pub mod hardware;
 mod ledger;

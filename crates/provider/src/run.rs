@@ -3,7 +3,7 @@
 //! ledger answers, timers) and carries out what it decides.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +24,7 @@ use crate::core::{
     Cheat, Command, CoreConfig, Input, ModuleStatus, ProviderCore, QUEUE_BYTES_MAX, RequestId,
     RunResult,
 };
+use crate::energy::{self, EnergyMeter};
 use crate::gpu::{self, GpuChoice};
 use crate::hardware::{self, Hardware};
 use crate::ledger::{Redeemer, check_job, ensure_stake};
@@ -134,6 +135,8 @@ pub struct ProviderReady {
     pub gpu: Option<GpuOffer>,
     /// Its score was read from the cache rather than measured now.
     pub gpu_benchmark_cached: bool,
+    /// Where each task's advisory energy figure comes from.
+    pub energy: String,
 }
 
 /// Totals when the provider stops.
@@ -235,6 +238,11 @@ pub async fn run_provider(
 
     let (overlay, mut events, _driver) = Overlay::start(&config.key, config.overlay.clone())?;
     let addresses = listening(&overlay, &mut events).await?;
+    let energy = Arc::new(EnergyMeter::new(
+        Path::new(energy::RAPL_PACKAGE_DIR),
+        gpu_setup.as_ref().map(|setup| setup.gpu.info()),
+    ));
+    info!(source = %energy, "energy figures");
     let _ = ready.send(ProviderReady {
         account: config.key.account_id(),
         addresses,
@@ -245,6 +253,7 @@ pub async fn run_provider(
         provider_stake,
         gpu: gpu_setup.as_ref().map(|setup| setup.offer.clone()),
         gpu_benchmark_cached: gpu_setup.as_ref().is_some_and(|setup| setup.cached),
+        energy: energy.to_string(),
     });
 
     let (messages_tx, mut messages) = mpsc::unbounded_channel::<Message>();
@@ -254,6 +263,7 @@ pub async fn run_provider(
         cores,
         &sandbox,
         gpu.as_ref(),
+        &energy,
         config.slowdown,
         &stats,
         &inputs_tx,

@@ -1,7 +1,8 @@
 //! The worker pool: one thread per offered core, each taking the next
 //! queued WebAssembly task, running it in the sandbox, and reporting what
 //! it gave; and one thread for the GPU, when one is offered, running GPU
-//! tasks one at a time.
+//! tasks one at a time. Each task's energy is figured around its run
+//! (see [`crate::energy`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::ProviderStats;
 use crate::core::{Input, RunResult, Task};
+use crate::energy::EnergyMeter;
 
 /// A module ready to run: WebAssembly compiled for the sandbox, or a GPU
 /// program compiled for the GPU.
@@ -50,6 +52,7 @@ impl Workers {
         cores: u32,
         sandbox: &Arc<Sandbox>,
         gpu: Option<&Arc<Gpu>>,
+        energy: &Arc<EnergyMeter>,
         slowdown: u32,
         stats: &Arc<ProviderStats>,
         done: &mpsc::UnboundedSender<Input>,
@@ -58,6 +61,7 @@ impl Workers {
             let worker = Worker {
                 sandbox: Arc::clone(sandbox),
                 gpu: gpu.cloned(),
+                energy: Arc::clone(energy),
                 queue: Arc::clone(receiver),
                 done: done.clone(),
                 slowdown: slowdown.max(1),
@@ -123,6 +127,7 @@ impl Workers {
 struct Worker {
     sandbox: Arc<Sandbox>,
     gpu: Option<Arc<Gpu>>,
+    energy: Arc<EnergyMeter>,
     queue: Arc<Mutex<std_mpsc::Receiver<Work>>>,
     done: mpsc::UnboundedSender<Input>,
     slowdown: u32,
@@ -174,7 +179,10 @@ impl Worker {
             seed: task_seed(&task.job, task.index),
             limits: task_limits(&task.limits, wall_time),
         };
-        match self.sandbox.run(module, &spec) {
+        let measure = self.energy.cpu_start();
+        let ran = self.sandbox.run(module, &spec);
+        let energy_millijoules = self.energy.cpu_end(measure);
+        match ran {
             Ok(report) => {
                 let stdout = match &report.result {
                     Ok(completion) => completion.output.stdout.clone(),
@@ -184,6 +192,7 @@ impl Worker {
                     outcome: outcome_of(&report),
                     fuel_used: report.fuel_used,
                     stdout,
+                    energy_millijoules,
                 }
             }
             Err(error) => RunResult::NotRun {
@@ -201,11 +210,15 @@ impl Worker {
                 reason: "this provider offers no GPU".to_owned(),
             };
         };
-        match program.run(gpu.as_ref(), &task.input, &task.limits, wall_time) {
+        let started = Instant::now();
+        let ran = program.run(gpu.as_ref(), &task.input, &task.limits, wall_time);
+        let energy_millijoules = self.energy.gpu_task(started.elapsed());
+        match ran {
             Ok(run) => RunResult::Ran {
                 outcome: run.outcome,
                 fuel_used: run.fuel_used,
                 stdout: run.output,
+                energy_millijoules,
             },
             Err(GpuError::WallTimeout(_)) => RunResult::Ran {
                 outcome: idlegrid_types::TaskOutcome::Failed(
@@ -213,6 +226,7 @@ impl Worker {
                 ),
                 fuel_used: 0,
                 stdout: Vec::new(),
+                energy_millijoules,
             },
             Err(error) => RunResult::NotRun {
                 reason: error.to_string(),

@@ -163,6 +163,7 @@ fn completed(stdout: &[u8]) -> RunResult {
         },
         fuel_used: 100,
         stdout: stdout.to_vec(),
+        energy_millijoules: 250,
     }
 }
 
@@ -332,6 +333,8 @@ fn results_go_back_signed_for_the_task_module_and_input_that_ran() {
     assert_eq!(receipt.body.module, module());
     assert_eq!(receipt.body.input, input(1).content_id());
     assert_eq!(receipt.body.fuel_used, 100);
+    // The worker's energy figure is signed into the receipt as it came.
+    assert_eq!(receipt.body.energy_millijoules, 250);
     assert_eq!(&stdout[..], b"hello");
     assert_eq!(core.totals().tasks_done, 1);
     assert_eq!(core.totals().held, 1);
@@ -365,6 +368,7 @@ fn a_module_the_sandbox_refuses_is_every_task_s_result_and_an_unfetchable_one_is
         TaskOutcome::Failed(ErrorKind::InvalidModule)
     );
     assert_eq!(receipt.body.fuel_used, 0);
+    assert_eq!(receipt.body.energy_millijoules, 0);
 
     let mut core = ProviderCore::new(config(100), Vec::new());
     core.handle(

@@ -50,9 +50,9 @@ pub const DISPUTES_PER_PROVIDER_MAX: usize = 3;
 /// minute and a half of one core).
 pub const REFEREE_FUEL_DEFAULT: u64 = 100_000_000_000;
 
-/// One provider's result for an undecided task: who, what, and the stdout
-/// when it completed.
-type PendingResult = (AccountId, TaskOutcome, Option<Vec<u8>>);
+/// One provider's result for an undecided task: who, what, the stdout when
+/// it completed, and the energy its receipt states.
+type PendingResult = (AccountId, TaskOutcome, Option<Vec<u8>>, u64);
 
 /// How the market accepted a task.
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +116,8 @@ pub struct RequestorCore {
     disputes_against: HashMap<AccountId, usize>,
     disputes_filed: usize,
     fuel_executed: u64,
+    /// Advisory energy of every result that counted, replicas included.
+    energy_executed_millijoules: u64,
     failed: u64,
     finished: Option<JobSummary>,
     stalled: bool,
@@ -169,6 +171,7 @@ impl RequestorCore {
             disputes_against: HashMap::new(),
             disputes_filed: 0,
             fuel_executed: 0,
+            energy_executed_millijoules: 0,
             failed: 0,
             finished: None,
             stalled: false,
@@ -243,6 +246,12 @@ impl RequestorCore {
     /// Fuel of every result that counted, replicas included.
     pub fn fuel_executed(&self) -> u64 {
         self.fuel_executed
+    }
+
+    /// Energy receipts stated for every result that counted, replicas
+    /// included (advisory).
+    pub fn energy_executed_millijoules(&self) -> u64 {
+        self.energy_executed_millijoules
     }
 
     pub fn failed(&self) -> u64 {
@@ -447,9 +456,10 @@ impl RequestorCore {
                         .holders
                         .get(&task)
                         .is_some_and(|holders| holders.contains(&provider));
-                    let answered = self.pending.get(&task).is_some_and(|results| {
-                        results.iter().any(|(from, _, _)| *from == provider)
-                    });
+                    let answered = self
+                        .pending
+                        .get(&task)
+                        .is_some_and(|results| results.iter().any(|(from, ..)| *from == provider));
                     if !asked || answered {
                         // Not sent to it, decided already, or sent again:
                         // it counts for nothing.
@@ -460,14 +470,17 @@ impl RequestorCore {
                         Ok(()) => {
                             let outcome = receipt.body.outcome;
                             let fuel_used = receipt.body.fuel_used;
+                            let energy = receipt.body.energy_millijoules;
                             self.fuel_executed = self.fuel_executed.saturating_add(fuel_used);
+                            self.energy_executed_millijoules =
+                                self.energy_executed_millijoules.saturating_add(energy);
                             self.providers.entry(provider).or_default().results += 1;
                             let stdout = matches!(outcome, TaskOutcome::Completed { .. })
                                 .then(|| stdout.into_inner());
                             self.pending
                                 .entry(task)
                                 .or_default()
-                                .push((provider, outcome, stdout));
+                                .push((provider, outcome, stdout, energy));
                             self.queued.push(MarketInput::Result {
                                 provider,
                                 job: self.job,
@@ -611,6 +624,7 @@ impl RequestorCore {
                             output: None,
                             error: Some(reason),
                             fuel: None,
+                            energy_millijoules: None,
                             file: None,
                             providers: Vec::new(),
                             verified: "",
@@ -754,7 +768,7 @@ impl RequestorCore {
         }
         self.holders.remove(&task);
         let results = self.pending.remove(&task).unwrap_or_default();
-        for (provider, result, _) in &results {
+        for (provider, result, ..) in &results {
             let track = self.tracks.entry(*provider).or_default();
             if *result == outcome {
                 track.accepted += 1;
@@ -764,15 +778,22 @@ impl RequestorCore {
         }
         let mut providers: Vec<AccountId> = results
             .iter()
-            .filter(|(_, result, _)| *result == outcome)
-            .map(|(provider, _, _)| *provider)
+            .filter(|(_, result, ..)| *result == outcome)
+            .map(|(provider, ..)| *provider)
             .collect();
+        // The accepted result's energy: the first agreeing receipt's (each
+        // replica measured its own; they are not compared).
+        let mut energy_millijoules = results
+            .iter()
+            .find(|(_, result, ..)| *result == outcome)
+            .map(|(.., energy)| *energy);
         // Accepted again after a recheck: those who vouched for the same
         // result before still did.
         let earlier = self.reopened.remove(&task);
         if let Some(earlier) = &earlier
             && earlier.output == outcome_output(outcome)
         {
+            energy_millijoules = energy_millijoules.or(earlier.energy_millijoules);
             for provider in &earlier.providers {
                 if !providers.contains(provider) {
                     providers.push(*provider);
@@ -788,6 +809,8 @@ impl RequestorCore {
             output: None,
             error: None,
             fuel: Some(fuel_used),
+            // Unknown when no provider's result was the accepted one.
+            energy_millijoules: Some(energy_millijoules.unwrap_or(0)),
             file: None,
             providers,
             verified: match decision {
@@ -804,7 +827,9 @@ impl RequestorCore {
             } => {
                 let stdout = results
                     .into_iter()
-                    .find_map(|(_, result, stdout)| (result == outcome).then_some(stdout).flatten())
+                    .find_map(|(_, result, stdout, _)| {
+                        (result == outcome).then_some(stdout).flatten()
+                    })
                     .or(referee_output)
                     .unwrap_or_default();
                 let file = format!("tasks/{task:06}.out");

@@ -28,6 +28,10 @@ pub struct TaskRecord {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
+    /// The accepted result's energy as its provider's receipt states it
+    /// (advisory, measured or modeled by the provider; 0: unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_millijoules: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// Providers whose result was the accepted one.
@@ -87,6 +91,11 @@ pub struct SubmitReport {
     pub failed: u64,
     pub fuel_useful: u64,
     pub fuel_executed: u64,
+    /// Advisory energy of the accepted results: the sum of the tasks'
+    /// `energy_millijoules`.
+    pub energy_millijoules: u64,
+    /// Advisory energy of every result that counted, replicas included.
+    pub energy_executed_millijoules: u64,
     /// Promised to providers by vouchers.
     pub paid: u64,
     pub escrow: u64,

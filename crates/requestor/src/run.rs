@@ -25,7 +25,7 @@ use crate::core::{Command, Input, RequestId, RequestorCore};
 use crate::jobspec::JobFile;
 use crate::ledger::{Disputer, TRANSACTION_WAIT, close_job, open_job};
 use crate::referee::Referee;
-use crate::report::{DisputeRecord, SubmitReport, TrackRecord, percentile};
+use crate::report::{DisputeRecord, SubmitReport, TaskRecord, TrackRecord, percentile};
 
 /// Events handled together at most, after the one that woke the loop.
 const DRAIN_MAX: usize = 1_024;
@@ -64,6 +64,8 @@ pub struct SubmitProgress {
     pub in_flight: AtomicU64,
     pub providers: AtomicU64,
     pub fuel_executed: AtomicU64,
+    /// Advisory energy receipts stated so far, replicas included.
+    pub energy_executed_millijoules: AtomicU64,
     pub paid: AtomicU64,
     pub budget: AtomicU64,
     /// The job is open on the ledger and tasks are being placed.
@@ -292,6 +294,7 @@ pub async fn submit(
             u64::try_from(running_since.duration_since(epoch).as_micros()).unwrap_or(0);
         placed.saturating_sub(running_since_us) / 1000
     });
+    let tasks: Vec<TaskRecord> = run.core.records().values().cloned().collect();
     let mut report = SubmitReport {
         job: job.to_string(),
         module: job_file.module_cid.to_string(),
@@ -300,6 +303,11 @@ pub async fn submit(
         failed: summary.tasks_failed,
         fuel_useful: summary.fuel_useful,
         fuel_executed: summary.fuel_executed,
+        energy_millijoules: tasks
+            .iter()
+            .filter_map(|task| task.energy_millijoules)
+            .fold(0, u64::saturating_add),
+        energy_executed_millijoules: run.core.energy_executed_millijoules(),
         paid: run.core.paid(),
         escrow: job_file.budget,
         opened_height,
@@ -321,7 +329,7 @@ pub async fn submit(
         first_placed_ms,
         task_round_trip_us_p50: percentile(&mut round_trips_us, 50),
         task_round_trip_us_p99: percentile(&mut round_trips_us, 99),
-        tasks: run.core.records().values().cloned().collect(),
+        tasks,
     };
     if config.close {
         let client = client.clone();
@@ -500,6 +508,9 @@ impl Shell {
         self.progress
             .fuel_executed
             .store(self.core.fuel_executed(), Ordering::Relaxed);
+        self.progress
+            .energy_executed_millijoules
+            .store(self.core.energy_executed_millijoules(), Ordering::Relaxed);
         self.progress
             .paid
             .store(self.core.paid(), Ordering::Relaxed);

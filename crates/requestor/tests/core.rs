@@ -155,6 +155,7 @@ fn receipt(task: u64, stdout: &[u8]) -> Receipt {
             output: ContentId::of(stdout),
         },
         fuel_used: FUEL,
+        energy_millijoules: 40 + task,
     }
 }
 
@@ -247,6 +248,8 @@ fn an_accepted_result_is_written_and_paid_for_with_one_voucher_at_a_time() {
     let record = &core.records()[&0];
     assert_eq!(record.status, "accepted");
     assert_eq!(record.providers, vec![provider.account_id()]);
+    // The energy its receipt stated, advisory.
+    assert_eq!(record.energy_millijoules, Some(40));
 
     // The next voucher waits until the first is answered.
     core.input(
@@ -531,16 +534,19 @@ fn agreeing_liars_lose_to_the_requestor_s_re_execution_whose_output_is_written()
         } else {
             0u64.to_le_bytes().to_vec()
         };
-        core.input(
-            NOW,
-            results(id as u64, provider, vec![(receipt(0, &stdout), stdout)]),
-        );
+        // Each provider states the energy it measured.
+        let receipt = Receipt {
+            energy_millijoules: 1_000 * (id as u64 + 1),
+            ..receipt(0, &stdout)
+        };
+        core.input(NOW, results(id as u64, provider, vec![(receipt, stdout)]));
     }
     let commands = core.step(NOW);
     assert!(
         accepted(&commands).is_empty(),
         "nothing accepted by counting"
     );
+    assert_eq!(core.energy_executed_millijoules(), 6_000);
     assert!(
         commands
             .iter()
@@ -566,6 +572,8 @@ fn agreeing_liars_lose_to_the_requestor_s_re_execution_whose_output_is_written()
     let record = &core.records()[&0];
     assert_eq!(record.verified, "re-execution");
     assert_eq!(record.providers, vec![key(12).account_id()]);
+    // The accepted result's energy is the honest provider's.
+    assert_eq!(record.energy_millijoules, Some(3_000));
     assert_eq!(
         vouchers(&commands),
         vec![(key(12).account_id(), PRICE, 1)],

@@ -204,6 +204,12 @@ pub struct Receipt {
     pub input: ContentId,
     pub outcome: TaskOutcome,
     pub fuel_used: u64,
+    /// Energy the task drew on the provider's machine, in millijoules, as
+    /// the provider measured or modeled it (0: unknown). Advisory: honest
+    /// replicas differ in it, so it is never compared between replicas and
+    /// never used for payment or verification; only `outcome` and
+    /// `fuel_used` are.
+    pub energy_millijoules: u64,
 }
 
 /// Receipts one signature covers at most (a batch of results).
@@ -446,6 +452,7 @@ mod tests {
                 output: ContentId::of(b"out"),
             },
             fuel_used: 1_000 + task_index,
+            energy_millijoules: 50 + task_index,
         }
     }
 
@@ -470,6 +477,10 @@ mod tests {
             }
             let mut altered = signed[pick.index(count)].clone();
             altered.body.fuel_used += 1;
+            prop_assert!(altered.verify().is_err());
+            // The energy figure is signed too: advisory, but the provider's word.
+            let mut altered = signed[pick.index(count)].clone();
+            altered.body.energy_millijoules += 1;
             prop_assert!(altered.verify().is_err());
             // Another receipt's place in the tree does not fit this one.
             if count > 1 {

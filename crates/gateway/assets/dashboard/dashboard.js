@@ -52,6 +52,13 @@ function si(value) {
   return unit === 0 ? String(Math.round(scaled)) : scaled.toPrecision(3) + units[unit];
 }
 
+/** Millijoules -> "12.3 J", "4.56 kJ". */
+function joules(millijoules) {
+  if (!isNumber(millijoules)) return DASH;
+  const value = millijoules / 1000;
+  return value < 1000 ? `${value.toPrecision(3)} J` : `${si(value)}J`;
+}
+
 function duration(ms) {
   if (!isNumber(ms) || ms < 0) return DASH;
   const seconds = Math.round(ms / 1000);
@@ -499,7 +506,7 @@ function jobCard(id) {
   const stats = h("dl", { className: "job-stats" });
   const fields = {};
   for (const [key, name] of [
-    ["inFlight", "in flight"], ["providers", "providers"], ["fuel", "fuel"], ["paid", "paid / budget"],
+    ["inFlight", "in flight"], ["providers", "providers"], ["fuel", "fuel"], ["energy", "energy"], ["paid", "paid / budget"],
     ["elapsed", "elapsed"], ["eta", "ETA"], ["failed", "failed tasks"], ["rate", "rate"],
   ]) {
     const [wrapper, value] = field(name);
@@ -553,6 +560,8 @@ function updateJob(entry, job) {
   fields.inFlight.textContent = int(job.in_flight);
   fields.providers.textContent = int(count(job.providers));
   fields.fuel.textContent = si(job.fuel_executed);
+  fields.energy.textContent = joules(job.energy_executed_millijoules);
+  fields.energy.title = "advisory: as providers measured or modeled it, replicas included";
   fields.paid.textContent = `${int(job.paid)} / ${int(job.budget)}`;
   fields.elapsed.textContent = duration(job.elapsed_ms);
   fields.eta.textContent = eta(job);

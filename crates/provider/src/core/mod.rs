@@ -560,6 +560,8 @@ impl ProviderCore {
             input: task.input.content_id(),
             outcome: TaskOutcome::Failed(kind),
             fuel_used: 0,
+            // Nothing ran.
+            energy_millijoules: 0,
         };
         self.tasks_done += 1;
         let finished = Finished::Ran {
@@ -671,12 +673,13 @@ impl ProviderCore {
             return;
         };
         self.release(1, handed.input_bytes);
-        let (outcome, fuel_used, mut stdout) = match result {
+        let (outcome, fuel_used, mut stdout, energy_millijoules) = match result {
             RunResult::Ran {
                 outcome,
                 fuel_used,
                 stdout,
-            } => (outcome, fuel_used, stdout),
+                energy_millijoules,
+            } => (outcome, fuel_used, stdout, energy_millijoules),
             RunResult::NotRun { reason } => {
                 let finished = Finished::not_run(key.1, reason);
                 self.finished(handed.requestor, key.0, finished, commands);
@@ -703,6 +706,7 @@ impl ProviderCore {
             input: handed.input,
             outcome,
             fuel_used,
+            energy_millijoules,
         };
         let finished = match Bounded::new(stdout) {
             Ok(stdout) => Finished::Ran { receipt, stdout },

@@ -73,6 +73,8 @@ pub enum RunResult {
         outcome: TaskOutcome,
         fuel_used: u64,
         stdout: Vec<u8>,
+        /// Advisory, for the receipt: see [`crate::energy`] for its source.
+        energy_millijoules: u64,
     },
     /// The host could not run it.
     NotRun { reason: String },
