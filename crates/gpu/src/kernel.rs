@@ -30,7 +30,7 @@ pub enum Class {
 }
 
 /// One storage buffer of the kernel, `@group(0) @binding(n)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Binding {
     pub binding: u32,
     /// `read_write`: an output, read back after the run. Otherwise an input.

@@ -27,7 +27,9 @@ pub use cpu::{
 };
 pub use kernel::{BINDINGS_MAX, Binding, Class, Kernel, contraction_counts, no_contraction};
 pub use library::{LIBRARY_WGSL, with_library};
-pub use run::{AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Metered, Step, Stopped};
+pub use run::{
+    AdapterInfo, BUFFER_BYTES_MAX, Gpu, GpuRun, Metered, PIPELINES_CACHED_MAX, Step, Stopped,
+};
 pub use task::{Cpu, CpuReExecutor, Executor, Program, TaskRun, WORKGROUPS_PER_DIMENSION_MAX};
 
 use std::time::Duration;

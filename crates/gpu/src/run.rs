@@ -3,6 +3,8 @@
 //! outputs read back, all bounded.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use wgpu::util::DeviceExt;
@@ -73,6 +75,21 @@ pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: AdapterInfo,
+    /// Pipelines already built: a provider runs the same program for task
+    /// after task, and building one (the driver compiling the SPIR-V)
+    /// costs more than a small task's dispatch.
+    cache: Mutex<PipelineCache>,
+}
+
+/// Most pipelines a [`Gpu`] keeps built; past it, the cache starts over.
+pub const PIPELINES_CACHED_MAX: usize = 64;
+
+/// Bind group and pipeline layouts by the bindings they describe, and
+/// pipelines by those bindings, entry point and SPIR-V.
+#[derive(Default)]
+struct PipelineCache {
+    layouts: HashMap<Vec<crate::Binding>, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    pipelines: HashMap<(Vec<crate::Binding>, String, Vec<u32>), wgpu::ComputePipeline>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -116,6 +133,7 @@ impl Gpu {
             device,
             queue,
             info,
+            cache: Mutex::new(PipelineCache::default()),
         })
     }
 
@@ -184,34 +202,7 @@ impl Gpu {
             .copied()
             .chain([meter])
             .collect();
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
-            .iter()
-            .map(|binding| wgpu::BindGroupLayoutEntry {
-                binding: binding.binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: !binding.writable,
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            })
-            .collect();
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: None,
-            entries: &entries,
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: None,
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipelines: Vec<wgpu::ComputePipeline> = steps
-            .iter()
-            .map(|step| self.pipeline(step.kernel, &pipeline_layout))
-            .collect();
+        let (layout, pipelines) = self.pipelines(steps, &bindings);
 
         // Buffers in binding order, the meter last; storage sizes are
         // whole words.
@@ -311,6 +302,77 @@ impl Gpu {
             }
         }
         Ok(Metered::from_words(&meter))
+    }
+
+    /// The bind group layout for `bindings` and each step's pipeline, from
+    /// the cache or built now.
+    fn pipelines(
+        &self,
+        steps: &[Step<'_>],
+        bindings: &[crate::Binding],
+    ) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.pipelines.len() + steps.len() > PIPELINES_CACHED_MAX {
+            *cache = PipelineCache::default();
+        }
+        let (layout, pipeline_layout) = cache
+            .layouts
+            .entry(bindings.to_vec())
+            .or_insert_with(|| self.layouts(bindings))
+            .clone();
+        let pipelines = steps
+            .iter()
+            .map(|step| {
+                let key = (
+                    bindings.to_vec(),
+                    step.kernel.entry_point.clone(),
+                    step.kernel.spirv.clone(),
+                );
+                cache
+                    .pipelines
+                    .entry(key)
+                    .or_insert_with(|| self.pipeline(step.kernel, &pipeline_layout))
+                    .clone()
+            })
+            .collect();
+        (layout, pipelines)
+    }
+
+    /// The bind group layout of `bindings` (storage buffers, in order) and
+    /// the pipeline layout holding it.
+    fn layouts(
+        &self,
+        bindings: &[crate::Binding],
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|binding| wgpu::BindGroupLayoutEntry {
+                binding: binding.binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: !binding.writable,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: None,
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: None,
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        (layout, pipeline_layout)
     }
 
     /// The compute pipeline of one kernel.

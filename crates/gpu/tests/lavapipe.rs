@@ -177,3 +177,46 @@ fn loops_in_called_functions_are_metered_and_only_the_entry_point_reports() {
     assert_eq!(run.fuel, 1 + 11 + 6);
     assert_eq!(run.stopped, None);
 }
+
+#[test]
+fn one_gpu_keeps_built_pipelines_apart_and_past_its_cache() {
+    let gpu = gpu();
+    let (width, height) = (40, 24);
+    let run = |gpu: &Gpu, kernel: &Kernel, iterations: u32| {
+        let params = kernels::mandelbrot_params(width, height, iterations);
+        let run = gpu
+            .run(
+                kernel,
+                &[&kernels::bytes(&params)],
+                &[u64::from(width * height) * 4],
+                [width.div_ceil(8), height.div_ceil(8), 1],
+                TIMEOUT,
+            )
+            .expect("runs");
+        assert_eq!(
+            kernels::words(&run.outputs[0]),
+            kernels::mandelbrot(&params)
+        );
+        run.fuel
+    };
+    let strict = Kernel::compile(kernels::MANDELBROT, "main", Class::Exact, FUEL).expect("exact");
+    let plain = Kernel::compile_plain(kernels::MANDELBROT, "main").expect("compiles");
+    // The same kernel again reuses its pipeline and gives the same; the
+    // plain one (another SPIR-V) is not mistaken for it and reports no fuel.
+    let fuel = run(&gpu, &strict, 50);
+    assert_eq!(run(&gpu, &strict, 50), fuel);
+    assert_eq!(run(&gpu, &plain, 50), 0);
+    assert!(run(&gpu, &strict, 60) > fuel);
+    // More kernels than the cache holds: it starts over, and runs go on.
+    let budget = u32::try_from(idlegrid_gpu::PIPELINES_CACHED_MAX).expect("small") + 2;
+    for fuel_per_invocation in 1_000..1_000 + budget {
+        let kernel = Kernel::compile(
+            kernels::MANDELBROT,
+            "main",
+            Class::Exact,
+            fuel_per_invocation,
+        )
+        .expect("exact");
+        assert_eq!(run(&gpu, &kernel, 50), fuel);
+    }
+}
