@@ -378,17 +378,7 @@ impl Meter {
             base: buffer,
             index: UNITS,
         });
-        w.close();
-        let before = w.fixed(Expression::AtomicResult {
-            ty: self.u32_ty,
-            comparison: false,
-        });
-        w.statement(Statement::Atomic {
-            pointer: units,
-            fun: AtomicFunction::Add,
-            value: one,
-            result: Some(before),
-        });
+        let before = self.atomic_add(&mut w, units, one);
         let flushed = w.fixed(Expression::GlobalVariable(self.flushed));
         w.statement(Statement::Store {
             pointer: flushed,
@@ -539,17 +529,7 @@ impl Meter {
             })
         });
         let raised = w.load(flags);
-        w.close();
-        let before = w.fixed(Expression::AtomicResult {
-            ty: self.u32_ty,
-            comparison: false,
-        });
-        w.statement(Statement::Atomic {
-            pointer: low,
-            fun: AtomicFunction::Add,
-            value: used,
-            result: Some(before),
-        });
+        let before = self.atomic_add(&mut w, low, used);
         let after = w.binary(BinaryOperator::Add, before, used);
         let carried = w.binary(BinaryOperator::Less, after, before);
         w.close();
@@ -575,6 +555,28 @@ impl Meter {
         w.finish()
     }
 
+    /// Atomically adds `value` at `pointer` (a meter word) and gives the
+    /// word as it was before.
+    fn atomic_add(
+        &self,
+        w: &mut Writer<'_>,
+        pointer: Handle<Expression>,
+        value: Handle<Expression>,
+    ) -> Handle<Expression> {
+        w.close();
+        let before = w.fixed(Expression::AtomicResult {
+            ty: self.u32_ty,
+            comparison: false,
+        });
+        w.statement(Statement::Atomic {
+            pointer,
+            fun: AtomicFunction::Add,
+            value,
+            result: Some(before),
+        });
+        before
+    }
+
     /// Adds `remainder` to the meter's sum of remainders and, to its
     /// units, the number of unit boundaries that addition crossed: over
     /// all invocations these sum to the whole units of the remainders,
@@ -590,17 +592,7 @@ impl Meter {
                 index,
             })
         });
-        w.close();
-        let before = w.fixed(Expression::AtomicResult {
-            ty: self.u32_ty,
-            comparison: false,
-        });
-        w.statement(Statement::Atomic {
-            pointer: remainders,
-            fun: AtomicFunction::Add,
-            value: remainder,
-            result: Some(before),
-        });
+        let before = self.atomic_add(w, remainders, remainder);
         // ((after >> shift) - (before >> shift)) modulo 2^(32 - shift):
         // exact for any remainder under 2^32, wrap or not.
         let after = w.binary(BinaryOperator::Add, before, remainder);

@@ -476,9 +476,11 @@ pub(crate) fn buffers_for(
             output_bytes.len()
         )));
     }
-    if let Some(size) = output_bytes
+    // Checked before anything is allocated.
+    if let Some(size) = inputs
         .iter()
-        .copied()
+        .map(|input| input.len() as u64)
+        .chain(output_bytes.iter().copied())
         .find(|size| *size > BUFFER_BYTES_MAX)
     {
         return Err(GpuError::Bindings(format!(

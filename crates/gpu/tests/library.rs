@@ -399,22 +399,27 @@ fn worst(bound: &Bound, cases: &mut dyn Iterator<Item = (f32, f32, f32)>) -> (f6
     worst
 }
 
+/// The worst error over `results` is within `bound`'s ULPs (printed).
+fn check_bound(bound: &Bound, results: &mut dyn Iterator<Item = (f32, f32, f32)>) {
+    let (error, x, y) = worst(bound, results);
+    eprintln!(
+        "{}: {error:.3} ULP at x = {x:e}, y = {y:e}",
+        NAMES[bound.slot]
+    );
+    assert!(
+        error <= bound.ulps_max,
+        "{}: {error} ULP at x = {x:e}, y = {y:e}",
+        NAMES[bound.slot]
+    );
+}
+
 #[test]
 fn each_function_is_within_its_documented_error_on_the_device() {
     for bound in bounds() {
         let mut results = cases()
             .iter()
             .map(|case| (case.x, case.y, case.device[bound.slot]));
-        let (error, x, y) = worst(&bound, &mut results);
-        eprintln!(
-            "{}: {error:.3} ULP at x = {x:e}, y = {y:e}",
-            NAMES[bound.slot]
-        );
-        assert!(
-            error <= bound.ulps_max,
-            "{}: {error} ULP at x = {x:e}, y = {y:e}",
-            NAMES[bound.slot]
-        );
+        check_bound(&bound, &mut results);
     }
     // sin and cos up to |x| = 8192, in absolute error.
     for slot in [8, 9] {
@@ -456,15 +461,6 @@ fn the_error_bounds_hold_over_a_wider_sweep() {
         let mut results = inputs
             .iter()
             .map(|(x, y)| (*x, *y, mirrored(*x, *y)[bound.slot]));
-        let (error, x, y) = worst(&bound, &mut results);
-        eprintln!(
-            "{}: {error:.3} ULP at x = {x:e}, y = {y:e}",
-            NAMES[bound.slot]
-        );
-        assert!(
-            error <= bound.ulps_max,
-            "{}: {error} ULP at x = {x:e}, y = {y:e}",
-            NAMES[bound.slot]
-        );
+        check_bound(&bound, &mut results);
     }
 }

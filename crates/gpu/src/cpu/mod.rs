@@ -138,51 +138,10 @@ pub fn run_on_cpu(
     workgroups: [u32; 3],
     timeout: Duration,
 ) -> Result<GpuRun, GpuError> {
-    let (want_inputs, want_outputs) = (kernel.inputs().count(), kernel.outputs().count());
-    if inputs.len() != want_inputs || output_bytes.len() != want_outputs {
-        return Err(GpuError::Bindings(format!(
-            "the kernel binds {want_inputs} inputs and {want_outputs} outputs; \
-             {} and {} were given",
-            inputs.len(),
-            output_bytes.len()
-        )));
-    }
-    let sizes = inputs.iter().map(|input| input.len() as u64);
-    if let Some(size) = sizes
-        .chain(output_bytes.iter().copied())
-        .find(|size| *size > BUFFER_BYTES_MAX)
-    {
-        return Err(GpuError::Bindings(format!(
-            "a buffer of {size} bytes, over the limit of {BUFFER_BYTES_MAX}"
-        )));
-    }
     check_dispatch(kernel, workgroups)?;
-    let (mut inputs, mut outputs) = (inputs.iter(), output_bytes.iter());
-    let mut buffers: Vec<Vec<u8>> = kernel
-        .bindings
-        .iter()
-        .map(|binding| {
-            if binding.writable {
-                vec![0; *outputs.next().expect("counted") as usize]
-            } else {
-                inputs.next().expect("counted").to_vec()
-            }
-        })
-        .collect();
-    let step = Step { kernel, workgroups };
-    let metered = execute_on_cpu(&[step], &mut buffers, timeout)?;
-    let outputs = kernel
-        .bindings
-        .iter()
-        .zip(buffers)
-        .filter(|(binding, _)| binding.writable)
-        .map(|(_, bytes)| bytes)
-        .collect();
-    Ok(GpuRun {
-        outputs,
-        fuel: metered.fuel,
-        stopped: metered.stopped,
-    })
+    let mut buffers = crate::run::buffers_for(kernel, inputs, output_bytes)?;
+    let metered = execute_on_cpu(&[Step { kernel, workgroups }], &mut buffers, timeout)?;
+    Ok(GpuRun::from_buffers(kernel, buffers, metered))
 }
 
 /// Refuses dispatches and workgroups beyond WebGPU's default limits.
