@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::network::{
-    Network, STAKE, books, check_books, check_stakes, finish, liar, liar_first, submit,
-    submit_through, submit_with,
+    Network, STAKE, books, check_books, check_no_work, check_paid, check_stakes, dial_providers,
+    finish, liar, liar_first, submit, submit_through, submit_with,
 };
 use common::{get, poll_until};
 use idlegrid_sandbox::{Sandbox, SandboxConfig, TaskSpec, task_limits};
@@ -105,16 +105,8 @@ fn a_job_runs_on_three_staked_providers_is_verified_and_the_books_close() {
     let results = check_results(&out, &report, tasks);
 
     let unstaked = &network.providers[unstaked].account;
-    assert!(
-        results["providers"].get(unstaked).is_none(),
-        "an unstaked provider got work: {results}"
-    );
-    for provider in &network.providers[..3] {
-        let paid = results["providers"][&provider.account]["paid"]
-            .as_u64()
-            .unwrap_or(0);
-        assert!(paid > 0, "{} was not paid: {results}", provider.account);
-    }
+    check_no_work(&results, unstaked, "an unstaked provider");
+    check_paid(&results, &network.providers[..3]);
     check_books(&network, &results, &before);
 }
 
@@ -199,10 +191,7 @@ fn liars_agreeing_lose_to_re_execution(count: usize) {
     let out = network.dir().join("results");
     let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 200);
     // The requestor dials every provider itself.
-    let mut flags = Vec::new();
-    for provider in &network.providers[1..] {
-        flags.extend(["--bootstrap", provider.addresses[0].as_str()]);
-    }
+    let flags = dial_providers(&network, 1);
     let api = network.api().to_owned();
     let child = submit_with(&network, &api, &job, &out, &bootstrap, &flags);
     let report = finish(&network, child, &out);

@@ -9,7 +9,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::network::{Network, STAKE, books, check_books, check_stakes, finish, submit_with};
+use common::network::{
+    Network, STAKE, books, check_books, check_no_work, check_paid, check_stakes, dial_providers,
+    finish, submit_with,
+};
 use serde_json::Value;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mandelbrot-gpu");
@@ -124,26 +127,15 @@ fn a_gpu_job_runs_on_gpu_providers_only_is_verified_and_paid() {
 
     let out = network.dir().join("results");
     let api = network.api().to_owned();
-    let mut flags = Vec::new();
-    for provider in &network.providers[1..] {
-        flags.extend(["--bootstrap", provider.addresses[0].as_str()]);
-    }
+    let flags = dial_providers(&network, 1);
     let job = job(network.dir(), ITERATIONS);
     let child = submit_with(&network, &api, &job, &out, &bootstrap, &flags);
     let report = finish(&network, child, &out);
     let results = check_bands(&out, &report, ITERATIONS);
 
     let cpu_only = &network.providers[cpu_only].account;
-    assert!(
-        results["providers"].get(cpu_only).is_none(),
-        "a provider without a GPU got GPU work: {results}"
-    );
-    for provider in &network.providers[..2] {
-        let paid = results["providers"][&provider.account]["paid"]
-            .as_u64()
-            .unwrap_or(0);
-        assert!(paid > 0, "{} was not paid: {results}", provider.account);
-    }
+    check_no_work(&results, cpu_only, "a provider without a GPU");
+    check_paid(&results, &network.providers[..2]);
     // Each band states the energy its provider figured; the job's is their sum.
     let energies: Vec<u64> = (results["tasks"].as_array().expect("tasks").iter())
         .map(|task| {

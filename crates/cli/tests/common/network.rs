@@ -512,3 +512,31 @@ pub fn check_stakes<'a>(
         assert_eq!(bonded(provider), STAKE, "honest {provider} lost stake");
     }
 }
+
+/// `--bootstrap` flags dialing every provider from `first` on, so the
+/// requestor finds them all itself.
+pub fn dial_providers(network: &Network, first: usize) -> Vec<&str> {
+    network.providers[first..]
+        .iter()
+        .flat_map(|provider| ["--bootstrap", provider.addresses[0].as_str()])
+        .collect()
+}
+
+/// Each of `providers` was paid something for the job in `results`.
+pub fn check_paid(results: &Value, providers: &[Provider]) {
+    for provider in providers {
+        let paid = results["providers"][&provider.account]["paid"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(paid > 0, "{} was not paid: {results}", provider.account);
+    }
+}
+
+/// `account` got no work in the job in `results`; `why` says why it should
+/// not have.
+pub fn check_no_work(results: &Value, account: &str, why: &str) {
+    assert!(
+        results["providers"].get(account).is_none(),
+        "{why} got work: {results}"
+    );
+}
