@@ -5,83 +5,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::network::{
-    Network, STAKE, books, check_books, check_no_work, check_paid, check_stakes, dial_providers,
-    finish, liar, liar_first, submit, submit_through, submit_with,
+    Network, STAKE, books, check_books, check_no_work, check_paid, check_results, check_stakes,
+    dial_providers, finish, liar, liar_first, pi_job, submit, submit_through, submit_with,
 };
 use common::{get, poll_until};
-use idlegrid_sandbox::{Sandbox, SandboxConfig, TaskSpec, task_limits};
-use idlegrid_types::{ExecutionLimits, JobId, task_seed};
 use serde_json::Value;
-
-const PI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pi/pi.wasm");
-
-/// Writes a job file of `tasks` pi tasks.
-fn pi_job(dir: &Path, tasks: u64, policy: &str, deadline_blocks: u64) -> PathBuf {
-    let path = dir.join(format!("job-{tasks}.toml"));
-    let text = format!(
-        "module = {PI:?}\nprice_per_million_fuel = 10\nbudget = {budget}\ndeadline_blocks = {deadline_blocks}\n\
-         [limits]\nfuel = 1000000\noutput_bytes = 4096\n\
-         [verification]\n{policy}\n\
-         [tasks]\nstart = 0\nend = {tasks}\nargs = [\"2000\", \"{{index}}\"]\n",
-        budget = tasks * 8 * 10,
-    );
-    std::fs::write(&path, text).expect("write job file");
-    path
-}
-
-/// Every task's output, as the sandbox gives it locally.
-fn expected_outputs(job: &str, tasks: u64) -> Vec<Vec<u8>> {
-    let job: JobId = job.parse().expect("job id");
-    let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
-    let module = std::fs::read(PI).expect("pi module");
-    let (module, _) = sandbox.prepare(&module).expect("pi prepares");
-    let limits = ExecutionLimits {
-        fuel: 1_000_000,
-        memory_bytes: 256 << 20,
-        output_bytes: 4096,
-    };
-    (0..tasks)
-        .map(|index| {
-            let spec = TaskSpec {
-                args: vec!["2000".to_owned(), index.to_string()],
-                seed: task_seed(&job, index),
-                limits: task_limits(&limits, Duration::from_secs(60)),
-                ..TaskSpec::default()
-            };
-            let report = sandbox.run(&module, &spec).expect("pi runs");
-            report.result.expect("pi completes").output.stdout
-        })
-        .collect()
-}
-
-/// Every task is accepted once and its file holds what local execution gives.
-fn check_results(out: &Path, report: &Value, tasks: u64) -> Value {
-    let results: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
-    )
-    .expect("json");
-    assert_eq!(results["accepted"], tasks, "{report}");
-    assert_eq!(results["failed"], 0);
-    let records = results["tasks"].as_array().expect("tasks");
-    assert_eq!(records.len() as u64, tasks);
-    let expected = expected_outputs(results["job"].as_str().expect("job"), tasks);
-    for (index, record) in records.iter().enumerate() {
-        assert_eq!(record["index"], index as u64);
-        assert_eq!(record["status"], "accepted");
-        let file = out.join(record["file"].as_str().expect("file"));
-        let bytes = std::fs::read(&file).expect("task output file");
-        assert_eq!(bytes, expected[index], "task {index}");
-        assert_eq!(
-            record["output"],
-            idlegrid_types::ContentId::of(&bytes).to_string()
-        );
-    }
-    results
-}
 
 #[test]
 fn a_job_runs_on_three_staked_providers_is_verified_and_the_books_close() {

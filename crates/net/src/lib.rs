@@ -5,6 +5,7 @@
 //! [`protocol`]. A node's libp2p identity is its ledger key.
 
 pub mod content;
+mod guard;
 pub mod identity;
 mod link;
 pub mod overlay;

@@ -17,7 +17,7 @@
 //! in all, and the size of each frame (see [`crate::protocol`]). A peer
 //! whose frame does not decode is reported to the swarm, which blocks it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -80,10 +80,27 @@ pub(crate) struct Links {
     outbound: Mutex<HashMap<PeerId, mpsc::Sender<Outgoing>>>,
     inbound: Mutex<HashMap<PeerId, usize>>,
     events: mpsc::Sender<Event>,
-    /// Peers that sent something malformed, for the swarm to block.
-    misbehaved: mpsc::Sender<(PeerId, String)>,
+    /// What the swarm should know about peers: who sent something
+    /// malformed (to block), who exchanged work (to protect).
+    notes: mpsc::Sender<PeerNote>,
+    /// Peers already reported as having exchanged work.
+    worked: Mutex<HashSet<PeerId>>,
     stopped: watch::Receiver<()>,
 }
+
+/// What a link tells the swarm about its peer.
+#[derive(Debug)]
+pub(crate) enum PeerNote {
+    Misbehaved(PeerId, String),
+    /// The peer answered a request with something other than a refusal, or
+    /// this node answered one of its requests so: it is doing work with
+    /// this node, which keeps it past the bounds on connections.
+    Worked(PeerId),
+}
+
+/// Peers remembered as having exchanged work; beyond it no more are
+/// reported (the connection bounds are that large anyway).
+const WORKED_PEERS_MAX: usize = 4096;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -96,7 +113,7 @@ impl Links {
         mut control: Control,
         config: LinkConfig,
         events: mpsc::Sender<Event>,
-        misbehaved: mpsc::Sender<(PeerId, String)>,
+        notes: mpsc::Sender<PeerNote>,
         stopped: watch::Receiver<()>,
     ) -> Result<Arc<Links>, String> {
         let incoming = control
@@ -108,7 +125,8 @@ impl Links {
             outbound: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
             events,
-            misbehaved,
+            notes,
+            worked: Mutex::new(HashSet::new()),
             stopped,
         });
         tokio::spawn(Arc::clone(&links).accept(incoming));
@@ -386,6 +404,7 @@ impl Links {
         let error = loop {
             match read_frame::<Response, _>(&mut reader).await {
                 Ok((id, Wire::Decoded(response))) => {
+                    self.note_work(peer, &response);
                     // An id no request holds answers one whose sender gave up.
                     if let Some(sent) = lock(&in_flight).sent.remove(&id) {
                         let _ = sent.reply.send(Ok(response));
@@ -412,7 +431,22 @@ impl Links {
     fn report(&self, peer: PeerId, reason: String) {
         // The swarm blocks the peer; should it be too busy to hear, the
         // link still closes.
-        let _ = self.misbehaved.try_send((peer, reason));
+        let _ = self.notes.try_send(PeerNote::Misbehaved(peer, reason));
+    }
+
+    /// Tells the swarm, once per peer, that `peer` exchanged work: a
+    /// `response` other than a refusal went one way or the other.
+    fn note_work(&self, peer: PeerId, response: &Response) {
+        if matches!(response, Response::Refused { .. }) {
+            return;
+        }
+        let mut worked = lock(&self.worked);
+        if worked.len() < WORKED_PEERS_MAX
+            && !worked.contains(&peer)
+            && self.notes.try_send(PeerNote::Worked(peer)).is_ok()
+        {
+            worked.insert(peer);
+        }
     }
 
     /// Takes each peer's work streams, within the bounds on links.
@@ -510,6 +544,7 @@ impl Links {
                 }
             }
         };
+        let noting = Arc::clone(&self);
         let writing = async move {
             let mut waiting = FuturesUnordered::new();
             let mut reading = true;
@@ -540,6 +575,7 @@ impl Links {
                 if send_frame(&mut writer, &frame).await.is_err() {
                     return;
                 }
+                noting.note_work(peer, &response);
             }
             let _ = writer.close().await;
         };

@@ -23,8 +23,9 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::guard::Guard;
 use crate::identity::{account_of, libp2p_keypair};
-use crate::link::{LinkConfig, Links};
+use crate::link::{LinkConfig, Links, PeerNote};
 use crate::protocol::{OFFER_BYTES_MAX, Request, Response, check_offer, decode_offer};
 
 /// The identify protocol version every idlegrid node announces.
@@ -51,8 +52,27 @@ pub struct OverlayConfig {
     /// Requests in flight at once on one work link (each way, per peer):
     /// a peer past it waits, its link's window full, until answers go out.
     pub requests_in_flight_per_peer_max: usize,
+    /// Established connections in all; protected peers (bootstrap peers,
+    /// relays, peers this node exchanged work with) may still connect
+    /// past it.
     pub connections_max: u32,
     pub connections_per_peer_max: u32,
+    /// Established inbound connections from one IP address (protected
+    /// peers excepted).
+    pub connections_per_ip_max: u32,
+    /// Inbound connections still in their handshake, from everyone and
+    /// from one IP address: past either, a new one is refused at once.
+    pub pending_incoming_max: u32,
+    pub pending_incoming_per_ip_max: u32,
+    /// How long a connection may take to become authenticated and
+    /// multiplexed; one that sends nothing is closed after it.
+    pub handshake_timeout: Duration,
+    /// How long a connected peer has to identify itself as an idlegrid
+    /// node before it is disconnected (protected peers excepted).
+    pub identify_timeout: Duration,
+    /// The longest wait between redials of a bootstrap peer or relay this
+    /// node is not connected to (the wait doubles from a second up to it).
+    pub redial_backoff_max: Duration,
     pub idle_connection_timeout: Duration,
     /// Peers remembered as blocked; the oldest is forgiven beyond this.
     pub blocked_peers_max: usize,
@@ -82,6 +102,12 @@ impl OverlayConfig {
             requests_in_flight_per_peer_max: 256,
             connections_max: 1024,
             connections_per_peer_max: 2,
+            connections_per_ip_max: 64,
+            pending_incoming_max: 128,
+            pending_incoming_per_ip_max: 8,
+            handshake_timeout: Duration::from_secs(5),
+            identify_timeout: Duration::from_secs(15),
+            redial_backoff_max: Duration::from_secs(8),
             idle_connection_timeout: Duration::from_secs(300),
             blocked_peers_max: 10_000,
             relay_server: false,
@@ -255,7 +281,7 @@ impl Overlay {
             .collect();
         let (commands, command_queue) = mpsc::channel(COMMANDS_QUEUE_MAX);
         let (events, event_queue) = mpsc::channel(config.events_queue_max.max(1));
-        let (misbehaved, misbehaving) = mpsc::channel(MISBEHAVED_QUEUE_MAX);
+        let (notes, noted) = mpsc::channel(PEER_NOTES_QUEUE_MAX);
         let (stop, stopped) = watch::channel(());
         let links = Links::start(
             swarm.behaviour().work.new_control(),
@@ -266,12 +292,21 @@ impl Overlay {
                 links_max: usize::try_from(config.connections_max).unwrap_or(usize::MAX),
             },
             events.clone(),
-            misbehaved,
+            notes,
             stopped,
         )
         .map_err(NetError::Config)?;
         let peer_id = *swarm.local_peer_id();
-        let driver = Driver {
+        let anchors = config
+            .bootstrap
+            .iter()
+            .chain(&config.relays)
+            .filter_map(|address| match address.iter().last() {
+                Some(Protocol::P2p(peer)) => Some((peer, Anchor::new(address.clone()))),
+                _ => None,
+            })
+            .collect();
+        let mut driver = Driver {
             swarm,
             config,
             events,
@@ -281,8 +316,15 @@ impl Overlay {
             bootstrapped: false,
             relays,
             lookups: HashMap::new(),
+            anchors,
+            protected: HashSet::new(),
+            unidentified: HashMap::new(),
         };
-        let task = tokio::spawn(driver.run(command_queue, misbehaving));
+        let anchors: Vec<PeerId> = driver.anchors.keys().copied().collect();
+        for peer in anchors {
+            driver.protect(peer);
+        }
+        let task = tokio::spawn(driver.run(command_queue, noted));
         let overlay = Overlay {
             commands,
             links,
@@ -372,6 +414,7 @@ impl Overlay {
 struct Behaviour {
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     limits: connection_limits::Behaviour,
+    guard: Guard,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kademlia: kad::Behaviour<kad::store::MemoryStore>,
@@ -429,10 +472,14 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
                 let limits = connection_limits::ConnectionLimits::default()
                     .with_max_established(Some(config.connections_max))
                     .with_max_established_per_peer(Some(config.connections_per_peer_max))
-                    .with_max_pending_incoming(Some(config.connections_max / 4 + 1));
+                    .with_max_pending_incoming(Some(config.pending_incoming_max));
                 Ok(Behaviour {
                     blocked: allow_block_list::Behaviour::default(),
                     limits: connection_limits::Behaviour::new(limits),
+                    guard: Guard::new(
+                        config.pending_incoming_per_ip_max,
+                        config.connections_per_ip_max,
+                    ),
                     identify: identify::Behaviour::new(
                         identify::Config::new(PROTOCOL_VERSION.to_owned(), key.public())
                             .with_agent_version(format!("idlegrid/{}", env!("CARGO_PKG_VERSION"))),
@@ -456,6 +503,7 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
         .with_swarm_config(|swarm_config| {
             swarm_config.with_idle_connection_timeout(config.idle_connection_timeout)
         })
+        .with_connection_timeout(config.handshake_timeout)
         .build();
     Ok(swarm)
 }
@@ -474,8 +522,35 @@ fn relay_config() -> relay::Config {
     }
 }
 
-/// Misbehaving peers reported by links, waiting for the swarm to block them.
-const MISBEHAVED_QUEUE_MAX: usize = 256;
+/// Links' notes on peers (misbehaving, exchanging work), waiting for the
+/// swarm.
+const PEER_NOTES_QUEUE_MAX: usize = 256;
+
+/// How often the node checks on its anchors and unidentified peers.
+const HEAL_INTERVAL: Duration = Duration::from_millis(500);
+/// The first wait before redialing an anchor.
+const REDIAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Peers protected past the connection bounds, at most.
+const PROTECTED_PEERS_MAX: usize = 4096;
+
+/// A peer this node keeps connected to (a bootstrap peer or a relay): it
+/// is redialed, with a doubling wait, whenever it is not connected.
+struct Anchor {
+    address: Multiaddr,
+    backoff: Duration,
+    next_dial: Instant,
+}
+
+impl Anchor {
+    fn new(address: Multiaddr) -> Self {
+        Self {
+            address,
+            backoff: REDIAL_BACKOFF_MIN,
+            // Dialed at start already.
+            next_dial: Instant::now() + REDIAL_BACKOFF_MIN,
+        }
+    }
+}
 
 /// How often one unreachable peer is looked up in the DHT.
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
@@ -495,15 +570,25 @@ struct Driver {
     relays: HashMap<PeerId, Multiaddr>,
     /// When each unreachable peer was last looked up in the DHT.
     lookups: HashMap<PeerId, Instant>,
+    /// Bootstrap peers and relays, redialed while not connected.
+    anchors: HashMap<PeerId, Anchor>,
+    /// Peers past the connection bounds: anchors and peers that exchanged
+    /// work with this node.
+    protected: HashSet<PeerId>,
+    /// Connected peers that have not yet identified themselves as idlegrid
+    /// nodes, with when they connected.
+    unidentified: HashMap<PeerId, Instant>,
 }
 
 impl Driver {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut misbehaving: mpsc::Receiver<(PeerId, String)>,
+        mut noted: mpsc::Receiver<PeerNote>,
     ) {
         let mut bootstrap_timer = tokio::time::interval(Duration::from_secs(30));
+        let mut heal_timer = tokio::time::interval(HEAL_INTERVAL);
+        heal_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -511,12 +596,56 @@ impl Driver {
                     // Every handle is gone: the node is shutting down.
                     None => break,
                 },
-                Some((peer, reason)) = misbehaving.recv() => self.misbehaved(peer, reason),
+                Some(note) = noted.recv() => match note {
+                    PeerNote::Misbehaved(peer, reason) => self.misbehaved(peer, reason),
+                    PeerNote::Worked(peer) => self.protect(peer),
+                },
                 event = self.swarm.select_next_some() => self.swarm_event(event).await,
                 _ = bootstrap_timer.tick() => self.bootstrap(),
+                _ = heal_timer.tick() => self.heal(),
             }
         }
         debug!("overlay stopped");
+    }
+
+    /// Lets `peer` connect past the bounds on connections.
+    fn protect(&mut self, peer: PeerId) {
+        if self.protected.len() < PROTECTED_PEERS_MAX && self.protected.insert(peer) {
+            let behaviour = self.swarm.behaviour_mut();
+            behaviour.limits.bypass_peer_id(&peer);
+            behaviour.guard.protect(peer);
+            self.unidentified.remove(&peer);
+        }
+    }
+
+    /// Redials the anchors that are not connected, each when its wait is
+    /// over, and disconnects peers that never identified themselves.
+    fn heal(&mut self) {
+        let now = Instant::now();
+        let backoff_max = self.config.redial_backoff_max;
+        for (peer, anchor) in &mut self.anchors {
+            if self.connected.contains(peer) || anchor.next_dial > now {
+                continue;
+            }
+            debug!(%peer, address = %anchor.address, "redialing");
+            if let Err(error) = self.swarm.dial(anchor.address.clone()) {
+                debug!(%peer, %error, "could not redial");
+            }
+            anchor.next_dial = now + anchor.backoff;
+            anchor.backoff = (anchor.backoff * 2).min(backoff_max);
+        }
+        let deadline = self.config.identify_timeout;
+        let silent: Vec<PeerId> = self
+            .unidentified
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= deadline)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in silent {
+            debug!(%peer, "disconnecting a peer that never identified itself");
+            self.unidentified.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn bootstrap(&mut self) {
@@ -620,25 +749,29 @@ impl Driver {
                     }
                 }
                 if num_established.get() == 1 && self.connected.insert(peer_id) {
+                    if let Some(anchor) = self.anchors.get_mut(&peer_id) {
+                        anchor.backoff = REDIAL_BACKOFF_MIN;
+                        // Back with a peer it lost: find the rest again.
+                        self.bootstrapped = false;
+                    }
                     if !self.bootstrapped {
                         self.bootstrapped = true;
                         let _ = self.swarm.behaviour_mut().kademlia.bootstrap();
                     }
+                    if !self.protected.contains(&peer_id)
+                        && self.unidentified.len() < PROTECTED_PEERS_MAX
+                    {
+                        self.unidentified.insert(peer_id, Instant::now());
+                    }
+                    info!(peer = %account, "connected");
                     self.emit(Event::Connected(account)).await;
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } => {
-                if num_established == 0
-                    && self.connected.remove(&peer_id)
-                    && let Some(account) = account_of(&peer_id)
-                {
-                    self.emit(Event::Disconnected(account)).await;
-                }
-            }
+            } => self.peer_gone(peer_id).await,
             SwarmEvent::Behaviour(event) => self.behaviour_event(event).await,
             SwarmEvent::ListenerClosed {
                 addresses, reason, ..
@@ -653,6 +786,22 @@ impl Driver {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The last connection to `peer` closed.
+    async fn peer_gone(&mut self, peer: PeerId) {
+        if !self.connected.remove(&peer) {
+            return;
+        }
+        self.unidentified.remove(&peer);
+        if self.connected.is_empty() {
+            // Alone: the next connection bootstraps again.
+            self.bootstrapped = false;
+        }
+        if let Some(account) = account_of(&peer) {
+            info!(peer = %account, "disconnected");
+            self.emit(Event::Disconnected(account)).await;
         }
     }
 
@@ -684,6 +833,7 @@ impl Driver {
                 if info.protocol_version != PROTOCOL_VERSION {
                     return;
                 }
+                self.unidentified.remove(&peer_id);
                 for address in info.listen_addrs {
                     self.swarm
                         .behaviour_mut()
