@@ -10,6 +10,7 @@ mod gpu;
 mod ledger;
 mod market;
 mod native;
+mod overlay;
 mod sandbox;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,11 @@ enum Suite {
     /// in-process providers, a validator and loopback, against the same
     /// tasks run directly in the sandbox.
     E2e(e2e::Options),
+    /// The compute overlay under a connection flood: connections refused
+    /// per second against a listener that only accepts and closes, memory
+    /// during the flood against before it, time to heal against a quiet
+    /// join.
+    Overlay(overlay::Options),
     /// GPU kernels: an exact, metered kernel against the same work as a WASI
     /// task in the sandbox on one core, and against the plain kernel.
     Gpu(gpu::Options),
@@ -121,6 +127,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Chain(options) => (chain::run(&options)?, options.common.json),
         Suite::E2e(options) => (e2e::run(&options)?, options.common.json),
         Suite::Gpu(options) => (gpu::run(&options)?, options.common.json),
+        Suite::Overlay(options) => (overlay::run(&options)?, options.common.json),
     };
     if json {
         for row in &rows {

@@ -1,7 +1,8 @@
 //! The compute overlay under hostile traffic, in real processes on
-//! loopback: floods and malformed traffic aimed at a provider, after which
-//! every provider is still up, its memory bounded, and a job started
-//! afterwards runs on all of them.
+//! loopback: connection floods, malformed traffic on every protocol the
+//! overlay speaks, peers that never read, and gossip from unstaked keys,
+//! aimed at a provider. After each, every provider is still up, its memory
+//! bounded, and a job started afterwards runs on all of them.
 
 mod common;
 
@@ -10,23 +11,19 @@ use std::time::{Duration, Instant};
 
 use common::network::{Network, STAKE, check_results, finish, pi_job, submit};
 use common::wait_until;
+use idlegrid_hostile::{self as attacker, Peer, garbage, hosts, multistream, varint, work_frame};
+use idlegrid_types::Keypair;
+use libp2p::Multiaddr;
 
-/// Hostile connections come from other loopback addresses than the honest
-/// peers' 127.0.0.1, as they would from other hosts: the `hosts` addresses
-/// from 127.0.1.1 on.
-fn attackers(hosts: u8) -> Vec<[u8; 4]> {
-    (1..=hosts).map(|host| [127, 0, 1, host]).collect()
-}
+/// The most memory a provider may hold after an attack.
+const RESIDENT_MAX: u64 = 256 << 20;
 
-/// The provider listening at `address` (a multiaddr) as a socket address.
+/// The socket address of a provider's multiaddr.
 fn socket_of(address: &str) -> SocketAddr {
-    let mut parts = address.split('/');
-    let ip = parts.nth(2).expect("an ip");
-    let port = parts.nth(1).expect("a port");
-    format!("{ip}:{port}").parse().expect("a socket address")
+    attacker::socket_of(&address.parse().expect("a multiaddr")).expect("a TCP address")
 }
 
-/// A provider's resident memory, in bytes.
+/// A process's resident memory, in bytes.
 fn resident_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the status");
     let kib: u64 = status
@@ -37,42 +34,20 @@ fn resident_bytes(pid: u32) -> u64 {
     kib << 10
 }
 
-/// Opens `count` TCP connections to `target` from the `hosts` in turn,
-/// sends nothing on them, tells `opened` how many it holds, holds them for
-/// `hold` and closes them.
-fn idle_flood(
-    target: SocketAddr,
-    hosts: &[[u8; 4]],
-    count: usize,
-    hold: Duration,
-    opened: std::sync::mpsc::Sender<usize>,
-) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let mut open = Vec::new();
-        for host in hosts.iter().cycle().take(count) {
-            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-            socket
-                .bind(SocketAddr::from((*host, 0)))
-                .expect("bind the attacker's address");
-            if let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await
-            {
-                open.push(stream);
-            }
-        }
-        let _ = opened.send(open.len());
-        tokio::time::sleep(hold).await;
-        drop(open);
-    })
+/// Two staked providers, the second joined through the first; gives the
+/// first's TCP address.
+fn two_providers() -> (Network, String) {
+    let mut network = Network::start();
+    let stake = STAKE.to_string();
+    let first = network.provider(None, &["--stake", &stake]);
+    let bootstrap = network.providers[first].addresses[0].clone();
+    network.provider(Some(&bootstrap), &["--stake", &stake]);
+    (network, bootstrap)
 }
 
-/// Every provider is still running, its memory under `ceiling`, and a job
+/// Every provider is still running with its memory bounded, and a job
 /// submitted through the first now runs on all of them.
-fn check_serves_everyone(network: &mut Network, bootstrap: &str, ceiling: u64) {
+fn check_serves_everyone(network: &mut Network, bootstrap: &str) {
     for provider in &mut network.providers {
         let child = provider.child.as_mut().expect("started");
         assert!(
@@ -81,19 +56,18 @@ fn check_serves_everyone(network: &mut Network, bootstrap: &str, ceiling: u64) {
             provider.account
         );
         let resident = resident_bytes(child.id());
+        eprintln!("provider {} holds {} MiB", provider.account, resident >> 20);
         assert!(
-            resident < ceiling,
+            resident < RESIDENT_MAX,
             "provider {} holds {resident} bytes",
             provider.account
         );
     }
     let tasks = 100;
-    let out = network.dir().join("results");
-    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 60);
-    let started = Instant::now();
+    let out = network.dir().join(format!("results-{}", unique()));
+    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 30);
     let child = submit(network, &job, &out, bootstrap);
     let report = finish(network, child, &out);
-    eprintln!("the job took {:?}", started.elapsed());
     let results = check_results(&out, &report, tasks);
     for provider in &network.providers {
         let count = results["providers"][&provider.account]["results"]
@@ -103,55 +77,213 @@ fn check_serves_everyone(network: &mut Network, bootstrap: &str, ceiling: u64) {
     }
 }
 
-/// Floods the first of two providers with `count` idle connections from
-/// `hosts` addresses while the second joins through it.
-fn flood_while_joining(hosts: u8, count: usize) {
-    let mut network = Network::start();
-    let stake = STAKE.to_string();
-    let first = network.provider(None, &["--stake", &stake]);
-    let bootstrap = network.providers[first].addresses[0].clone();
-    let target = socket_of(&bootstrap);
-    let (opened, open) = std::sync::mpsc::channel();
-    let flood = std::thread::spawn(move || {
-        idle_flood(
-            target,
-            &attackers(hosts),
-            count,
-            Duration::from_secs(8),
-            opened,
-        )
-    });
-    eprintln!(
-        "holding {} idle connections",
-        open.recv().expect("the flood")
-    );
-    network.provider(Some(&bootstrap), &["--stake", &stake]);
-    flood.join().expect("the flood");
-    let ended = Instant::now();
-    // Found again within seconds of the flood's end: the second provider
-    // is connected to the first.
-    let joined = network.providers[1].log.clone();
-    let first_account = network.providers[first].account.clone();
+/// A number no earlier call in this process gave.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Waits until the log of provider `index` says it connected to `account`;
+/// gives how long that took.
+fn wait_connected(network: &Network, index: usize, account: &str) -> Duration {
+    let started = Instant::now();
+    let log = network.providers[index].log.clone();
     wait_until(
         Duration::from_secs(30),
         "the providers to find each other",
         || {
-            std::fs::read_to_string(&joined).is_ok_and(|log| {
+            std::fs::read_to_string(&log).is_ok_and(|log| {
                 log.lines()
-                    .any(|line| line.contains(" connected ") && line.contains(&first_account))
+                    .any(|line| line.contains(" connected ") && line.contains(account))
             })
         },
     );
-    eprintln!("found each other {:?} after the flood", ended.elapsed());
-    check_serves_everyone(&mut network, &bootstrap, 256 << 20);
+    started.elapsed()
+}
+
+/// Floods a provider with `count` connections from `hosts` addresses that
+/// write `first` and then nothing, while a second provider joins through
+/// it; after the flood the two find each other and serve a job.
+fn flood_while_joining(hosts: u8, count: usize, first: &'static [u8]) {
+    let mut network = Network::start();
+    let stake = STAKE.to_string();
+    let index = network.provider(None, &["--stake", &stake]);
+    let bootstrap = network.providers[index].addresses[0].clone();
+    let target = socket_of(&bootstrap);
+    let (opened, open) = tokio::sync::oneshot::channel();
+    let flood = std::thread::spawn(move || {
+        attacker::runtime().block_on(async {
+            let end = tokio::time::Instant::now() + Duration::from_secs(8);
+            attacker::flood(target, &attacker::hosts(hosts), count, first, end, opened).await;
+        });
+    });
+    eprintln!(
+        "holding {} connections",
+        open.blocking_recv().expect("the flood")
+    );
+    network.provider(Some(&bootstrap), &["--stake", &stake]);
+    flood.join().expect("the flood");
+    let account = network.providers[index].account.clone();
+    let healed = wait_connected(&network, 1, &account);
+    eprintln!("found each other {healed:?} after the flood");
+    check_serves_everyone(&mut network, &bootstrap);
 }
 
 #[test]
 fn an_idle_connection_flood_from_one_host_does_not_keep_others_out() {
-    flood_while_joining(1, 1500);
+    flood_while_joining(1, 1500, b"");
 }
 
 #[test]
 fn a_provider_that_joined_during_an_idle_flood_from_many_hosts_is_found_after_it() {
-    flood_while_joining(200, 1500);
+    flood_while_joining(200, 1500, b"");
+}
+
+/// The start of a handshake: multistream-select's header and a proposal of
+/// noise, then nothing.
+const HALF_OPEN: &[u8] = b"\x13/multistream/1.0.0\n\x07/noise\n";
+
+#[test]
+fn a_flood_of_half_open_handshakes_passes_and_the_network_heals() {
+    assert_eq!(
+        HALF_OPEN,
+        [multistream("/multistream/1.0.0"), multistream("/noise")].concat()
+    );
+    flood_while_joining(200, 1500, HALF_OPEN);
+}
+
+#[test]
+fn malformed_traffic_on_every_protocol_leaves_every_provider_serving() {
+    let (mut network, bootstrap) = two_providers();
+    let chain_id = network.testnet.status(0)["chain_id"]
+        .as_str()
+        .expect("a chain id")
+        .to_owned();
+    let target = socket_of(&bootstrap);
+    let address: Multiaddr = bootstrap.parse().expect("an address");
+    let host = hosts(1)[0];
+    let runtime = attacker::runtime();
+    runtime.block_on(async {
+        // Before authentication: multistream-select and noise.
+        let header = multistream("/multistream/1.0.0");
+        let noise = [header.clone(), multistream("/noise")].concat();
+        let raw = [
+            garbage(4096, 1),
+            [header.clone(), garbage(4096, 2)].concat(),
+            [header.clone(), varint(u64::MAX >> 1)].concat(),
+            [noise.clone(), garbage(4096, 3)].concat(),
+            // A noise message that claims 65,535 bytes and stops.
+            [noise.clone(), vec![0xff, 0xff], garbage(16, 4)].concat(),
+        ];
+        let exchanges = raw.iter().map(|bytes| async move {
+            if let Some(stream) = attacker::tcp_from(host, target).await {
+                let mut stream = libp2p::tcp::tokio::TcpStream(stream);
+                attacker::write_and_wait(&mut stream, bytes).await;
+            }
+        });
+        futures::future::join_all(exchanges).await;
+        // After noise, on the multiplexer: garbage, and a yamux frame
+        // claiming 4 GiB.
+        let yamux = [header.clone(), multistream("/yamux/1.0.0")].concat();
+        let huge_frame = [&[0u8, 0, 0, 1, 0, 0, 0, 1][..], &u32::MAX.to_be_bytes()].concat();
+        let sessions =
+            [garbage(4096, 5), huge_frame]
+                .into_iter()
+                .enumerate()
+                .map(|(index, tail)| {
+                    let bytes = [yamux.clone(), tail].concat();
+                    async move {
+                        let seed = 200 + index as u8;
+                        let session = attacker::noise_session(host, target, seed).await;
+                        let mut session = session.expect("a noise session");
+                        attacker::write_and_wait(&mut session, &bytes).await;
+                    }
+                });
+        futures::future::join_all(sessions).await;
+        // Above the multiplexer: each protocol, with garbage, a truncated
+        // message and one that claims more than any bound.
+        let kademlia = format!("/idlegrid/{chain_id}/kad/1");
+        let length_prefixed = [
+            "/ipfs/id/1.0.0",
+            "/ipfs/id/push/1.0.0",
+            kademlia.as_str(),
+            "/meshsub/1.1.0",
+            "/meshsub/1.2.0",
+        ];
+        let mut seed = 1u8;
+        for protocol in length_prefixed {
+            let payloads = [
+                garbage(4096, u64::from(seed)),
+                [varint(1000), garbage(10, 6)].concat(),
+                [varint(1 << 40), garbage(10, 7)].concat(),
+            ];
+            for payload in payloads {
+                seed += 1;
+                let mut peer = Peer::connect([seed; 32], &address, &chain_id);
+                assert!(
+                    peer.send(protocol, &payload).await,
+                    "the provider does not speak {protocol}"
+                );
+            }
+        }
+        let work = [
+            garbage(4096, 8),
+            work_frame(1000, &garbage(10, 9)),
+            work_frame(u32::MAX, &garbage(10, 10)),
+        ];
+        for payload in work {
+            seed += 1;
+            let mut peer = Peer::connect([seed; 32], &address, &chain_id);
+            assert!(peer.send("/idlegrid/work/2", &payload).await);
+        }
+    });
+    check_serves_everyone(&mut network, &bootstrap);
+}
+
+#[test]
+fn peers_that_never_read_and_gossip_from_unstaked_keys_leave_every_provider_serving() {
+    let (mut network, bootstrap) = two_providers();
+    let chain_id = network.testnet.status(0)["chain_id"]
+        .as_str()
+        .expect("a chain id")
+        .to_owned();
+    let address: Multiaddr = bootstrap.parse().expect("an address");
+    let runtime = attacker::runtime();
+    let _guard = runtime.enter();
+    // Peers asking for the provider's offer over and over on every work
+    // stream they may open, reading nothing.
+    let mut silent: Vec<Peer> = (0..4)
+        .map(|index| Peer::connect([100 + index; 32], &address, &chain_id))
+        .collect();
+    let held: Vec<_> = runtime.block_on(async {
+        let mut held = Vec::new();
+        for peer in &mut silent {
+            held.extend(peer.never_read(8, 2000).await);
+        }
+        held
+    });
+    eprintln!("holding {} unread work streams", held.len());
+    // Twenty unstaked keys gossiping offers better than any provider's.
+    let gossips: Vec<(Keypair, Peer)> = (0..20)
+        .map(|index| {
+            let seed = [150 + index; 32];
+            (
+                Keypair::from_seed(seed),
+                Peer::connect(seed, &address, &chain_id),
+            )
+        })
+        .collect();
+    runtime.block_on(async {
+        for round in 0..10 {
+            for (key, peer) in &gossips {
+                peer.gossip_offers(key, round * 20, 20).await;
+            }
+            // The mesh forms on gossipsub's heartbeat (a second).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    // The job runs with the unread streams still open.
+    check_serves_everyone(&mut network, &bootstrap);
+    drop(held);
 }

@@ -197,6 +197,29 @@ impl NetworkBehaviour for Guard {
     }
 }
 
+/// Raises this process's limit on open files to its hard maximum: each
+/// connection is a file, and the soft limit many systems start a process
+/// with (1,024) is less than the connections an overlay node may hold.
+/// Gives the limit now in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Linux refuses an unlimited soft limit on files; its default ceiling.
+    const UNLIMITED_AS: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.unwrap_or(UNLIMITED_AS);
+    if limit.current.is_some_and(|current| current < wanted) {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(wanted),
+                maximum: limit.maximum,
+            },
+        )?;
+        return Ok(wanted);
+    }
+    Ok(limit.current.unwrap_or(wanted))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod overlay;
 pub mod protocol;
 
 pub use content::{content_chunk, fetch_content};
+pub use guard::raise_open_files_limit;
 pub use identity::{account_of, libp2p_keypair, peer_id_of};
 pub use libp2p::{Multiaddr, PeerId};
 pub use overlay::{Event, NetError, Overlay, OverlayConfig, Reply, RequestError};

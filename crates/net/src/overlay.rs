@@ -238,6 +238,10 @@ impl Overlay {
         keypair: &Keypair,
         config: OverlayConfig,
     ) -> Result<(Overlay, mpsc::Receiver<Event>, tokio::task::JoinHandle<()>), NetError> {
+        match crate::guard::raise_open_files_limit() {
+            Ok(limit) => debug!(limit, "open files"),
+            Err(error) => warn!(%error, "could not raise the limit on open files"),
+        }
         let mut swarm = build_swarm(keypair, &config)?;
         let topic = config.offers_topic();
         swarm
