@@ -28,6 +28,8 @@ pub(crate) struct TaskState {
     pub wasi: WasiP1Ctx,
     pub limiter: TaskLimiter,
     pub files: FileBudget,
+    /// Inode numbers and the last directory listing the task was shown.
+    pub files_seen: crate::files::FileView,
 }
 
 impl TaskState {
@@ -48,6 +50,7 @@ impl TaskState {
                 entries_left: crate::limits::OUTPUT_ENTRIES_MAX,
                 hits: Arc::clone(hits),
             },
+            files_seen: crate::files::FileView::default(),
         }
     }
 }

@@ -3,12 +3,14 @@
 //! A provider runs every task through [`Sandbox::run`]; a validator re-runs a
 //! disputed one the same way. The same module, arguments, input and seed give
 //! the same output bytes and the same fuel on every machine: clocks are fixed,
-//! `random_get` is a stream seeded by the task, the environment is empty, NaNs
-//! are canonical, threads and relaxed SIMD are off, and nothing blocks on
+//! `random_get` is a stream seeded by the task, the environment is empty, file
+//! times, inodes and directory order are the same on every host, NaNs are
+//! canonical, threads and relaxed SIMD are off, and nothing blocks on
 //! real time. Only this crate imports wasmtime.
 
 mod cache;
 mod error;
+mod files;
 mod host;
 pub mod limits;
 mod output;

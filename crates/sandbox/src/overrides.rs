@@ -9,6 +9,8 @@
 //!   before they reach the disk, so a task cannot fill it.
 //! - `path_symlink` and `path_link` are refused: links could point outside
 //!   the output directory or alias an input file.
+//! - File metadata and directory listings are made the same on every host
+//!   (`crate::files`).
 
 use wasmtime::{AsContextMut, Caller, Extern, Linker};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -18,11 +20,11 @@ use wiggle::GuestMemory;
 
 use crate::host::{TaskState, record};
 
-const WASI: &str = "wasi_snapshot_preview1";
-const ERRNO_SUCCESS: i32 = 0;
+pub(crate) const WASI: &str = "wasi_snapshot_preview1";
+pub(crate) const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_INVAL: i32 = 28;
 const ERRNO_NOTSUP: i32 = 58;
-const ERRNO_FAULT: i32 = 21;
+pub(crate) const ERRNO_FAULT: i32 = 21;
 /// Most iovecs or subscriptions one call may pass (POSIX `IOV_MAX`).
 const VECTOR_ITEMS_MAX: u32 = 1024;
 const SUBSCRIPTION_BYTES: usize = 48;
@@ -31,7 +33,7 @@ const OFLAGS_CREAT: i32 = 1;
 
 /// Calls into wasmtime-wasi's own implementation of a function the way its
 /// generated linker glue does: with the task's memory and WASI context.
-fn call_wasi<R>(
+pub(crate) fn call_wasi<R>(
     caller: &mut Caller<'_, TaskState>,
     call: impl FnOnce(&mut WasiP1Ctx, &mut GuestMemory<'_>) -> wasmtime::Result<R>,
 ) -> wasmtime::Result<R> {
@@ -138,6 +140,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<
         },
     )?;
 
+    crate::files::add_to_linker(linker)?;
+
     linker.allow_shadowing(false);
     Ok(())
 }
@@ -147,7 +151,7 @@ fn is_file(fd: i32) -> bool {
     fd > 2
 }
 
-fn memory(caller: &mut Caller<'_, TaskState>) -> Option<wasmtime::Memory> {
+pub(crate) fn memory(caller: &mut Caller<'_, TaskState>) -> Option<wasmtime::Memory> {
     caller.get_export("memory").and_then(Extern::into_memory)
 }
 

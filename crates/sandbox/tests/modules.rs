@@ -255,3 +255,131 @@ fn a_fresh_sandbox_loads_compiled_modules_from_the_disk_cache() {
         expected
     );
 }
+
+/// Writes `files` (path, bytes) under `root` in the given order, each
+/// dated `age` ago.
+fn fill(root: &Path, files: &[(&str, &[u8])], age: Duration) {
+    let when = std::time::SystemTime::now() - age;
+    for (path, bytes) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&path, bytes).expect("write");
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.set_modified(when).expect("date the file");
+    }
+}
+
+/// The names in `dir`, in the order the host's file system lists them.
+fn host_order(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn identical_input_files_look_the_same_to_a_task_on_any_host() {
+    // More entries than one `fd_readdir` buffer of wasi-libc's holds, so
+    // the listing is read in several calls.
+    let files: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|index| {
+            (
+                format!("f{index:03}.txt"),
+                format!("file {index}\n").into_bytes(),
+            )
+        })
+        .chain([("sub/inner.bin".to_owned(), vec![7u8; 3000])])
+        .collect();
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(path, bytes)| (path.as_str(), bytes.as_slice()))
+        .collect();
+    // One copy on tmpfs where there is one (it lists newest first), written
+    // in order and dated an hour ago; the other in the temporary directory,
+    // written in reverse and dated now, as two providers' copies would be.
+    let shm = Path::new("/dev/shm");
+    let first = if shm.is_dir() {
+        tempfile::tempdir_in(shm).expect("tempdir")
+    } else {
+        tempfile::tempdir().expect("tempdir")
+    };
+    fill(first.path(), &files, Duration::from_secs(3600));
+    let second = tempfile::tempdir().expect("tempdir");
+    let reversed: Vec<_> = files.iter().rev().copied().collect();
+    fill(second.path(), &reversed, Duration::ZERO);
+    eprintln!(
+        "host orders: {:?} / {:?}",
+        &host_order(first.path())[..5],
+        &host_order(second.path())[..5]
+    );
+
+    let sandbox = sandbox();
+    let lister = module("lister");
+    let listing = |dir: &Path| {
+        let mut spec = task(&["/input"]);
+        spec.input_dir = Some(dir.to_path_buf());
+        let report = sandbox.run_module(&lister, &spec).expect("runs");
+        let fuel = report.fuel_used;
+        (completed(report), fuel)
+    };
+    let ((a, a_fuel), (b, b_fuel)) = (listing(first.path()), listing(second.path()));
+    let text = String::from_utf8_lossy(&a.output.stdout).into_owned();
+    assert_eq!(
+        text,
+        String::from_utf8_lossy(&b.output.stdout),
+        "the same files looked different"
+    );
+    assert_eq!(a_fuel, b_fuel);
+    // What the task saw: names in byte order, the fixed clock, numbered
+    // inodes, no device, one link, directories of size 0, the bytes.
+    let entries: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("entry /input/"))
+        .filter_map(|rest| rest.split(' ').next())
+        .filter(|path| !path.contains('/'))
+        .collect();
+    let mut sorted = entries.clone();
+    sorted.sort();
+    assert_eq!(entries, sorted, "{text}");
+    assert_eq!(entries.len(), 301, "{text}");
+    let clock = format!(
+        "mtime={}.000000000",
+        idlegrid_sandbox::FIXED_WALL_CLOCK_SECS
+    );
+    for line in text.lines().filter(|line| line.contains(" type=")) {
+        assert!(line.contains(&clock), "{line}");
+        assert!(line.contains(" dev=0 nlink=1 "), "{line}");
+        if line.contains(" type=d ") {
+            assert!(line.contains(" size=0 "), "{line}");
+        }
+    }
+    assert!(
+        text.contains("/input/sub/inner.bin type=f size=3000 "),
+        "{text}"
+    );
+    // A file's inode is the same whether listed or stated.
+    let inode_of = |key: &str, path: &str| -> String {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&format!("{key}{path} ")))
+            .unwrap_or_else(|| panic!("no {key}{path} in {text}"));
+        let field = if key == "entry " { "d_ino=" } else { "ino=" };
+        line.split(' ')
+            .find_map(|part| part.strip_prefix(field))
+            .expect("an inode")
+            .to_owned()
+    };
+    assert_eq!(
+        inode_of("entry ", "/input/f207.txt"),
+        inode_of("", "/input/f207.txt")
+    );
+}
