@@ -14,13 +14,15 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// The default deadline for a handshake.
+const HANDSHAKE: Duration = Duration::from_secs(5);
 
-fn config(listen: &str, bootstrap: Vec<Multiaddr>) -> OverlayConfig {
+fn config(listen: &str, bootstrap: Vec<Multiaddr>, handshake: Duration) -> OverlayConfig {
     let mut config = OverlayConfig::new("limits-test");
     config.listen = vec![listen.parse().expect("address")];
     config.bootstrap = bootstrap;
     config.mdns = false;
-    config.handshake_timeout = Duration::from_secs(1);
+    config.handshake_timeout = handshake;
     config.pending_incoming_per_ip_max = 4;
     config
 }
@@ -35,10 +37,11 @@ async fn start(
     seed: u8,
     listen: &str,
     bootstrap: Vec<Multiaddr>,
+    handshake: Duration,
 ) -> (Overlay, mpsc::Receiver<Event>) {
     let key = Keypair::from_seed([seed; 32]);
     let (overlay, mut events, _task) =
-        Overlay::start(&key, config(listen, bootstrap)).expect("overlay starts");
+        Overlay::start(&key, config(listen, bootstrap, handshake)).expect("overlay starts");
     loop {
         match tokio::time::timeout(WAIT, events.recv()).await {
             Ok(Some(Event::Listening(_))) => break,
@@ -91,7 +94,8 @@ async fn closed_after(stream: &mut TcpStream, within: Duration) -> Option<Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_finishes_its_handshake_is_closed() {
     let port = free_port();
-    let (_node, _events) = start(1, &format!("/ip4/127.0.0.1/tcp/{port}"), Vec::new()).await;
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let (_node, _events) = start(1, &listen, Vec::new(), Duration::from_secs(1)).await;
     let target = SocketAddr::from(([127, 0, 0, 1], port));
     let mut idle = idle_from([127, 0, 1, 1], target).await;
     let closed = closed_after(&mut idle, Duration::from_secs(5)).await;
@@ -102,7 +106,9 @@ async fn a_connection_that_never_finishes_its_handshake_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_every_place_in_the_handshake() {
     let port = free_port();
-    let (node, _events) = start(1, &format!("/ip4/127.0.0.1/tcp/{port}"), Vec::new()).await;
+    // Handshakes may take long here: the four held stay pending throughout.
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let (node, _events) = start(1, &listen, Vec::new(), Duration::from_secs(60)).await;
     let target = SocketAddr::from(([127, 0, 0, 1], port));
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -110,7 +116,7 @@ async fn one_address_cannot_take_every_place_in_the_handshake() {
     }
     // The fifth from the same address is closed at once…
     let mut fifth = idle_from([127, 0, 1, 1], target).await;
-    let closed = closed_after(&mut fifth, Duration::from_millis(500)).await;
+    let closed = closed_after(&mut fifth, Duration::from_secs(5)).await;
     assert!(closed.is_some(), "a fifth pending connection was kept");
     // …while the first four wait out their handshake deadline…
     let open = closed_after(&mut held[0], Duration::from_millis(200)).await;
@@ -122,7 +128,8 @@ async fn one_address_cannot_take_every_place_in_the_handshake() {
     let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", node.peer_id())
         .parse()
         .expect("address");
-    let (_other, mut other_events) = start(2, "/ip4/127.0.0.1/tcp/0", vec![address]).await;
+    let (_other, mut other_events) =
+        start(2, "/ip4/127.0.0.1/tcp/0", vec![address], HANDSHAKE).await;
     connected(&mut other_events, node.account()).await;
 }
 
@@ -137,10 +144,11 @@ async fn a_bootstrap_peer_down_at_start_is_found_once_it_is_up() {
     .parse()
     .expect("address");
     // The second node starts first: its bootstrap peer is not there yet.
-    let (_second, mut second_events) = start(2, "/ip4/127.0.0.1/tcp/0", vec![address]).await;
+    let (_second, mut second_events) =
+        start(2, "/ip4/127.0.0.1/tcp/0", vec![address], HANDSHAKE).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (first_node, _first_events) =
-        start(1, &format!("/ip4/127.0.0.1/tcp/{port}"), Vec::new()).await;
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let (first_node, _first_events) = start(1, &listen, Vec::new(), HANDSHAKE).await;
     let up = Instant::now();
     connected(&mut second_events, first_node.account()).await;
     // Redials wait at most `redial_backoff_max` (8 s) apart.
