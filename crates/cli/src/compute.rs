@@ -52,6 +52,14 @@ struct OverlayArgs {
     /// then listens only through its gateways.
     #[arg(long, value_name = "MULTIADDR")]
     relay: Vec<Multiaddr>,
+    /// Connections one IP address may hold with this node; raise it when
+    /// many peers share one address (a NAT) [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    connections_per_ip: Option<u32>,
+    /// Handshakes one IP address may have in progress with this node at
+    /// once [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    handshakes_per_ip: Option<u32>,
 }
 
 impl OverlayArgs {
@@ -76,6 +84,12 @@ impl OverlayArgs {
         config.relays = self.relay.clone();
         config.bootstrap = self.bootstrap.clone();
         config.mdns = !self.no_mdns;
+        if let Some(connections) = self.connections_per_ip {
+            config.connections_per_ip_max = connections;
+        }
+        if let Some(handshakes) = self.handshakes_per_ip {
+            config.pending_incoming_per_ip_max = handshakes;
+        }
         Ok(config)
     }
 }
