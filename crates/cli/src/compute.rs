@@ -396,6 +396,14 @@ pub struct GatewayArgs {
     /// Where the HTTP API listens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     api_listen: std::net::SocketAddr,
+    /// How long one relayed circuit lasts at most, seconds; the peers
+    /// behind the gateway then open a fresh one [default: 3600].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+    relay_circuit_secs: Option<u32>,
+    /// Bytes one relayed circuit carries at most, both ways together
+    /// [default: 1073741824, 1 GiB].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    relay_circuit_bytes: Option<u64>,
     /// Print the start line as JSON.
     #[arg(long)]
     json: bool,
@@ -424,7 +432,13 @@ fn run_gateway_command(args: GatewayArgs) -> anyhow::Result<()> {
     };
     let node = args.overlay.node();
     let client = ApiClient::new(&node);
-    let overlay = args.overlay.overlay(&client)?;
+    let mut overlay = args.overlay.overlay(&client)?;
+    if let Some(seconds) = args.relay_circuit_secs {
+        overlay.relay_circuit_duration_max = Duration::from_secs(seconds.into());
+    }
+    if let Some(bytes) = args.relay_circuit_bytes {
+        overlay.relay_circuit_bytes_max = bytes;
+    }
     let config = GatewayConfig {
         key,
         node,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::network::{
     Network, STAKE, books, check_books, check_no_work, check_paid, check_results, check_stakes,
-    dial_providers, finish, liar, liar_first, pi_job, submit, submit_through, submit_with,
+    dial_providers, finish, liar, liar_first, pi_job, submit, submit_behind, submit_through,
+    submit_with,
 };
 use common::{get, poll_until};
 use serde_json::Value;
@@ -294,5 +295,51 @@ fn a_provider_behind_a_gateway_is_reached_through_its_relay() {
         results["providers"][provider]["results"], tasks,
         "{results}"
     );
+    check_books(&network, &results, &before);
+}
+
+#[test]
+fn a_relayed_provider_is_paid_in_full_though_its_circuits_end_and_its_gateway_restarts() {
+    let mut network = Network::start();
+    // Circuits of two seconds and 64 KiB: the job outlasts several.
+    let (gateway, gateway_api) = network.gateway_with(&[
+        "--relay-circuit-secs",
+        "2",
+        "--relay-circuit-bytes",
+        "65536",
+    ]);
+    let stake = STAKE.to_string();
+    network.provider(Some(&gateway), &["--stake", &stake]);
+    let relayed = network.provider_behind(&gateway, &["--stake", &stake]);
+    let before = books(&network);
+
+    let tasks = 4_000;
+    let out = network.dir().join("results");
+    let job = pi_job(
+        network.dir(),
+        tasks,
+        "policy = \"replicas\"\nreplicas = 1",
+        300,
+    );
+    // The requestor listens only through the gateway too, so nothing
+    // between it and the relayed provider goes around the relay.
+    let child = submit_behind(&network, &gateway_api, &job, &out, &gateway);
+    // Mid-job the gateway restarts: every reservation and circuit through
+    // it ends, and both must reserve again to reach each other.
+    wait_for_results(&network, &out, 1_000);
+    network.restart_gateway();
+    let report = finish(&network, child, &out);
+    let results = check_results(&out, &report, tasks);
+    let relayed = &network.providers[relayed].account;
+    assert!(
+        results["providers"][relayed]["results"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "the relayed provider got no work: {results}"
+    );
+    // Each is paid what results.json says it earned: nothing a provider
+    // was owed went back to the requestor at the close.
+    check_paid(&results, &network.providers);
     check_books(&network, &results, &before);
 }

@@ -54,7 +54,7 @@ pub async fn fetch_content(
             Ok(Response::Refused { message, .. }) => {
                 return Err(format!("{from} refused {cid}: {}", &*message));
             }
-            Ok(Response::Ok | Response::Offer(_)) => {
+            Ok(Response::Ok | Response::Offer(_) | Response::Voucher { .. }) => {
                 return Err(format!("{from} answered a content request without content"));
             }
             Err(error) => return Err(format!("failed to fetch {cid}: {error}")),

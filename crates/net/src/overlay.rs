@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use idlegrid_types::{AccountId, Keypair, SignedOffer, codec};
 use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -30,6 +31,10 @@ use crate::protocol::{OFFER_BYTES_MAX, Request, Response, check_offer, decode_of
 
 /// The identify protocol version every idlegrid node announces.
 pub const PROTOCOL_VERSION: &str = "/idlegrid/1";
+/// A gateway's circuits carry task traffic, not only hole-punching
+/// handshakes: an hour and 1 GiB each unless configured otherwise.
+pub const RELAY_CIRCUIT_DURATION_MAX_DEFAULT: Duration = Duration::from_secs(60 * 60);
+pub const RELAY_CIRCUIT_BYTES_MAX_DEFAULT: u64 = 1 << 30;
 
 /// How an overlay node behaves. Every bound is here, with its unit last.
 #[derive(Debug, Clone)]
@@ -78,6 +83,11 @@ pub struct OverlayConfig {
     pub blocked_peers_max: usize,
     /// Relay circuits for peers behind NAT (a gateway runs this).
     pub relay_server: bool,
+    /// How long a relayed circuit lasts at most before the relay closes it
+    /// (a gateway's; the peers behind it then open a fresh one).
+    pub relay_circuit_duration_max: Duration,
+    /// Bytes a relayed circuit carries at most, both ways together.
+    pub relay_circuit_bytes_max: u64,
     /// Gateways to be reachable through (each ending in `/p2p/<peer id>`):
     /// this node reserves a circuit with each and listens on it, and DCUtR
     /// upgrades relayed connections to direct ones where the NAT allows.
@@ -111,6 +121,8 @@ impl OverlayConfig {
             idle_connection_timeout: Duration::from_secs(300),
             blocked_peers_max: 10_000,
             relay_server: false,
+            relay_circuit_duration_max: RELAY_CIRCUIT_DURATION_MAX_DEFAULT,
+            relay_circuit_bytes_max: RELAY_CIRCUIT_BYTES_MAX_DEFAULT,
             relays: Vec::new(),
         }
     }
@@ -319,6 +331,7 @@ impl Overlay {
             connected: HashSet::new(),
             bootstrapped: false,
             relays,
+            relay_listeners: HashMap::new(),
             lookups: HashMap::new(),
             anchors,
             protected: HashSet::new(),
@@ -486,7 +499,12 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
                     ),
                     identify: identify::Behaviour::new(
                         identify::Config::new(PROTOCOL_VERSION.to_owned(), key.public())
-                            .with_agent_version(format!("idlegrid/{}", env!("CARGO_PKG_VERSION"))),
+                            .with_agent_version(format!("idlegrid/{}", env!("CARGO_PKG_VERSION")))
+                            // A circuit through a relay is listened on after
+                            // the connection to the relay opens (and again
+                            // after it ends): peers hear of it at once rather
+                            // than at the next identify, minutes later.
+                            .with_push_listen_addr_updates(true),
                     ),
                     ping: ping::Behaviour::default(),
                     kademlia,
@@ -497,7 +515,7 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
                     relay_server: Toggle::from(
                         config
                             .relay_server
-                            .then(|| relay::Behaviour::new(peer_id, relay_config())),
+                            .then(|| relay::Behaviour::new(peer_id, relay_config(config))),
                     ),
                     dcutr: dcutr::Behaviour::new(peer_id),
                 })
@@ -514,14 +532,17 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
 
 /// Circuits a gateway relays: task traffic, not just hole-punching
 /// handshakes, so longer and larger than libp2p's defaults, and bounded.
-fn relay_config() -> relay::Config {
+fn relay_config(config: &OverlayConfig) -> relay::Config {
     relay::Config {
         max_reservations: 1024,
         max_reservations_per_peer: 4,
         max_circuits: 256,
         max_circuits_per_peer: 16,
-        max_circuit_duration: Duration::from_secs(60 * 60),
-        max_circuit_bytes: 1 << 30,
+        // libp2p sends the limit in whole seconds as a u32 (and panics past it).
+        max_circuit_duration: config
+            .relay_circuit_duration_max
+            .min(Duration::from_secs(u32::MAX.into())),
+        max_circuit_bytes: config.relay_circuit_bytes_max,
         ..relay::Config::default()
     }
 }
@@ -555,6 +576,10 @@ impl Anchor {
         }
     }
 }
+/// How often a node listens again through a relay whose circuit closed
+/// (the connection to it dropped, or its reservation was refused): one
+/// listen (and dial, when not connected) per relay per this.
+const RELAY_LISTEN_RETRY: Duration = Duration::from_secs(5);
 
 /// How often one unreachable peer is looked up in the DHT.
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
@@ -570,8 +595,11 @@ struct Driver {
     blocked: VecDeque<PeerId>,
     connected: HashSet<PeerId>,
     bootstrapped: bool,
-    /// Relays whose circuit this node has yet to listen on.
+    /// Relays whose circuit this node has yet to listen on (again).
     relays: HashMap<PeerId, Multiaddr>,
+    /// Listeners on a relay's circuit: the relay, its address, and when
+    /// the listener began.
+    relay_listeners: HashMap<ListenerId, (PeerId, Multiaddr, Instant)>,
     /// When each unreachable peer was last looked up in the DHT.
     lookups: HashMap<PeerId, Instant>,
     /// Bootstrap peers and relays, redialed while not connected.
@@ -593,6 +621,11 @@ impl Driver {
         let mut bootstrap_timer = tokio::time::interval(Duration::from_secs(30));
         let mut heal_timer = tokio::time::interval(HEAL_INTERVAL);
         heal_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first listen through each relay waits for its connection.
+        let mut relay_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + RELAY_LISTEN_RETRY,
+            RELAY_LISTEN_RETRY,
+        );
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -607,6 +640,7 @@ impl Driver {
                 event = self.swarm.select_next_some() => self.swarm_event(event).await,
                 _ = bootstrap_timer.tick() => self.bootstrap(),
                 _ = heal_timer.tick() => self.heal(),
+                _ = relay_timer.tick() => self.listen_through_relays(),
             }
         }
         debug!("overlay stopped");
@@ -656,6 +690,29 @@ impl Driver {
         if !self.connected.is_empty() {
             // Fails only when no peer is known yet.
             let _ = self.swarm.behaviour_mut().kademlia.bootstrap();
+        }
+    }
+
+    /// Listens through every relay whose circuit is not (or no longer)
+    /// listened on; libp2p dials a relay this node is not connected to.
+    fn listen_through_relays(&mut self) {
+        let relays: Vec<(PeerId, Multiaddr)> = self.relays.drain().collect();
+        for (peer, relay) in relays {
+            self.listen_through(peer, relay);
+        }
+    }
+
+    fn listen_through(&mut self, peer: PeerId, relay: Multiaddr) {
+        let circuit = relay.clone().with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(listener) => {
+                self.relay_listeners
+                    .insert(listener, (peer, relay, Instant::now()));
+            }
+            Err(error) => {
+                warn!(%circuit, %error, "could not listen through a relay");
+                self.relays.insert(peer, relay);
+            }
         }
     }
 
@@ -747,10 +804,7 @@ impl Driver {
                         .add_address(&peer_id, address);
                 }
                 if let Some(relay) = self.relays.remove(&peer_id) {
-                    let circuit = relay.with(Protocol::P2pCircuit);
-                    if let Err(error) = self.swarm.listen_on(circuit.clone()) {
-                        warn!(%circuit, %error, "could not listen through a relay");
-                    }
+                    self.listen_through(peer_id, relay);
                 }
                 if num_established.get() == 1 && self.connected.insert(peer_id) {
                     if let Some(anchor) = self.anchors.get_mut(&peer_id) {
@@ -778,9 +832,22 @@ impl Driver {
             } => self.peer_gone(peer_id).await,
             SwarmEvent::Behaviour(event) => self.behaviour_event(event).await,
             SwarmEvent::ListenerClosed {
-                addresses, reason, ..
+                listener_id,
+                addresses,
+                reason,
             } => {
                 warn!(?addresses, ?reason, "stopped listening");
+                // A relay's circuit ends with the connection to the relay or
+                // a refused renewal; listen through it again, at once unless
+                // the last try was just now (then with the relay timer).
+                if let Some((peer, relay, since)) = self.relay_listeners.remove(&listener_id) {
+                    if since.elapsed() >= RELAY_LISTEN_RETRY {
+                        info!(%relay, "listening through the relay again");
+                        self.listen_through(peer, relay);
+                    } else {
+                        self.relays.insert(peer, relay);
+                    }
+                }
             }
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "a listener failed"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {

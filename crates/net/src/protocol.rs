@@ -124,6 +124,12 @@ pub enum Request {
     /// Requestor → provider: your newest offer (asked once a connection
     /// opens, so a newcomer need not wait for the next one gossiped).
     Offer,
+    /// Provider → requestor: the newest voucher you signed me in this job.
+    /// A provider asks when results it delivered are not followed by a
+    /// voucher (one pushed to it may have been lost with its connection),
+    /// and again when it reconnects to the requestor. Answered with
+    /// [`Response::Voucher`], or refused `no_voucher` while nothing is owed.
+    NewestVoucher { job: JobId },
 }
 
 impl Request {
@@ -136,6 +142,7 @@ impl Request {
             Request::JobDone { .. } => "job_done",
             Request::Content { .. } => "content",
             Request::Offer => "offer",
+            Request::NewestVoucher { .. } => "newest_voucher",
         }
     }
 }
@@ -156,6 +163,13 @@ pub enum Response {
     },
     /// The provider's newest signed offer, as it was gossiped.
     Offer(Box<SignedOffer>),
+    /// The newest voucher the requestor signed for the asking provider in
+    /// a job, and whether the job is over (the provider redeems it now, as
+    /// after [`Request::JobDone`]).
+    Voucher {
+        voucher: Box<SignedVoucher>,
+        job_done: bool,
+    },
 }
 
 impl Response {

@@ -76,9 +76,21 @@ fn valid_messages() -> Vec<Vec<u8>> {
             offset: 4,
         },
         Request::Offer,
+        Request::NewestVoucher { job },
     ];
+    let voucher = key.sign(Voucher {
+        job,
+        provider: key.account_id(),
+        cumulative_amount: 30,
+        cumulative_fuel: 40,
+        sequence: 2,
+    });
     let responses = [
         Response::Ok,
+        Response::Voucher {
+            voucher: Box::new(voucher),
+            job_done: true,
+        },
         Response::refused("busy", "later"),
         Response::Content {
             total_bytes: 10,

@@ -1,6 +1,8 @@
 //! Overlay nodes on loopback: offers travel by gossip, requests get their
-//! responses, content arrives in chunks, and a peer that sends malformed or
-//! oversized messages is blocked while the others keep working.
+//! responses, content arrives in chunks, a peer that sends malformed or
+//! oversized messages is blocked while the others keep working, and a node
+//! reachable only through a relay stays reachable as its circuits end and
+//! the relay restarts.
 
 use std::time::Duration;
 
@@ -324,4 +326,89 @@ async fn answers_reach_their_own_requests_in_any_order_and_a_stopped_peer_fails_
         failed,
         Err(idlegrid_net::RequestError::ConnectionClosed(a.account()))
     );
+}
+
+/// Asks `peer` for the first chunk of its content until it answers (each
+/// failed try, unreachable or cut off, is tried again shortly after).
+async fn reach(node: &Overlay, peer: &idlegrid_types::AccountId, cid: ContentId) {
+    let reached = tokio::time::timeout(WAIT, async {
+        loop {
+            let request = Request::Content { cid, offset: 0 };
+            if let Ok(Response::Content { .. }) = node.request(peer, request).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{peer} was never reached");
+}
+
+/// Starts a relay (a gateway's overlay) whose circuits last a second.
+fn relay(key: &Keypair, listen: Multiaddr) -> (Overlay, tokio::task::JoinHandle<()>) {
+    let mut config = config(Vec::new());
+    config.listen = vec![listen];
+    config.relay_server = true;
+    config.relay_circuit_duration_max = Duration::from_secs(1);
+    let (relay, _events, task) = Overlay::start(key, config).expect("the relay starts");
+    (relay, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_relay_is_reached_again_after_its_circuit_ends_and_the_relay_restarts() {
+    let relay_key = Keypair::from_seed([20; 32]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port();
+    let listen: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}")
+        .parse()
+        .expect("address");
+    let (first, first_task) = relay(&relay_key, listen.clone());
+    let relay_address = listen
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(first.peer_id()));
+
+    // A node that listens nowhere but through the relay.
+    let behind_key = Keypair::from_seed([21; 32]);
+    let mut behind_config = config(Vec::new());
+    behind_config.listen = Vec::new();
+    behind_config.relays = vec![relay_address.clone()];
+    let (behind, behind_events, _behind_task) =
+        Overlay::start(&behind_key, behind_config).expect("starts");
+    let content = b"behind the relay".to_vec();
+    let cid = ContentId::of(&content);
+    let (seen, _seen_events) = mpsc::unbounded_channel();
+    serve(behind_events, content, seen);
+
+    // A node that listens nowhere either (so the other cannot dial it):
+    // what it says to the node behind the relay crosses the relay.
+    let mut outside_config = config(vec![relay_address]);
+    outside_config.listen = Vec::new();
+    let (outside, mut outside_events, _outside_task) =
+        Overlay::start(&Keypair::from_seed([22; 32]), outside_config).expect("starts");
+    reach(&outside, &behind.account(), cid).await;
+
+    // The circuit ends within a second; a fresh one reaches the node.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match outside_events.recv().await {
+                Some(Event::Disconnected(peer)) if peer == behind.account() => return,
+                Some(_) => {}
+                None => panic!("the node stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the circuit ends");
+    reach(&outside, &behind.account(), cid).await;
+
+    // The relay restarts at the same address: the node's reservation went
+    // with it, and it reserves again.
+    first_task.abort();
+    let _ = first_task.await;
+    drop(first);
+    let (_second, _second_task) = relay(&relay_key, listen);
+    reach(&outside, &behind.account(), cid).await;
 }

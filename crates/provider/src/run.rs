@@ -12,17 +12,19 @@ use anyhow::Context;
 use idlegrid_api::client::ApiClient;
 use idlegrid_gpu::{Gpu, Program};
 use idlegrid_net::{
-    BATCH_TASKS_MAX, Event, Multiaddr, Overlay, OverlayConfig, Reply, Response, content_chunk,
-    fetch_content,
+    BATCH_TASKS_MAX, Event, Multiaddr, Overlay, OverlayConfig, Reply, RequestError, Response,
+    content_chunk, fetch_content,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig};
-use idlegrid_types::{AccountId, ContentId, ErrorKind, GpuOffer, GpuProgram, Keypair, Offer};
+use idlegrid_types::{
+    AccountId, ContentId, ErrorKind, GpuOffer, GpuProgram, JobId, Keypair, Offer,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::core::{
     Cheat, Command, CoreConfig, Input, ModuleStatus, ProviderCore, QUEUE_BYTES_MAX, RequestId,
-    RunResult,
+    RunResult, VoucherAnswer,
 };
 use crate::energy::{self, EnergyMeter};
 use crate::gpu::{self, GpuChoice};
@@ -37,6 +39,8 @@ pub const MODULE_BYTES_MAX: usize = 8 << 20;
 /// send this many only when tasks are short (see the market's window), so
 /// that a core never waits for the network between them.
 const TASKS_QUEUED_PER_CORE: u32 = 64;
+/// How long an ask for a voucher waits for its answer.
+const VOUCHER_ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the last redemptions.
 const SHUTDOWN_REDEEM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -442,6 +446,7 @@ impl Shell {
                 self.input(Input::Request { id, peer, request }).await;
             }
             Event::OfferSubscriber(_) => self.input(Input::OfferSubscriber).await,
+            Event::Connected(peer) => self.input(Input::Connected(peer)).await,
             Event::Misbehaved { peer, reason } => warn!(%peer, %reason, "peer blocked"),
             _ => {}
         }
@@ -561,14 +566,57 @@ impl Shell {
             Command::StoreVoucher { voucher, reply } => {
                 // On disk before it is acknowledged: a provider killed at
                 // any moment keeps every voucher it said it had.
-                if let Some(reply) = self.replies.remove(&reply) {
-                    self.voucher_writer.store(voucher, reply);
+                match reply {
+                    Some(id) => {
+                        if let Some(reply) = self.replies.remove(&id) {
+                            self.voucher_writer.store(voucher, Some(reply));
+                        }
+                    }
+                    None => self.voucher_writer.store(voucher, None),
                 }
             }
+            Command::AskVoucher { requestor, job } => self.ask_voucher(requestor, job),
             Command::ForgetVoucher(job) => self.voucher_writer.forget(job),
             Command::Redeem(vouchers) => self.redeemer.order(vouchers),
         }
         None
+    }
+
+    fn ask_voucher(&self, requestor: AccountId, job: JobId) {
+        let answer = self
+            .overlay
+            .send(&requestor, idlegrid_net::Request::NewestVoucher { job });
+        let messages = self.messages.clone();
+        tokio::spawn(async move {
+            // An ask stuck on a connection that died unnoticed gives way to
+            // the next (a reconnection asks at once).
+            let answer = tokio::time::timeout(VOUCHER_ASK_TIMEOUT, answer)
+                .await
+                .unwrap_or(Err(RequestError::Timeout(requestor)));
+            let answer = match answer {
+                Ok(Response::Voucher { voucher, job_done }) => VoucherAnswer::Voucher {
+                    voucher: *voucher,
+                    job_done,
+                },
+                Ok(Response::Refused { code, .. }) if &*code == "no_voucher" => {
+                    VoucherAnswer::NothingOwed
+                }
+                Ok(other) => {
+                    debug!(%requestor, %job, ?other, "asked for a voucher, and none will come");
+                    VoucherAnswer::NotItsJob
+                }
+                Err(error) => {
+                    debug!(%requestor, %job, %error, "asked for a voucher, and no answer came");
+                    VoucherAnswer::Unanswered
+                }
+            };
+            let input = Input::VoucherAsked {
+                job,
+                requestor,
+                answer,
+            };
+            let _ = messages.send(input.into());
+        });
     }
 
     fn reply(&mut self, id: RequestId, response: Response) {

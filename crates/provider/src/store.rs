@@ -65,8 +65,9 @@ pub(crate) fn load_vouchers(data_dir: &Path, me: &AccountId) -> Vec<SignedVouche
 }
 
 enum VoucherOrder {
-    /// Store, then answer the request that brought it.
-    Store(SignedVoucher, Reply),
+    /// Store, then answer the request that brought it (none when the
+    /// provider asked for it).
+    Store(SignedVoucher, Option<Reply>),
     Forget(JobId),
 }
 
@@ -91,7 +92,7 @@ impl VoucherWriter {
                     for order in std::iter::once(first).chain(queue.try_iter()) {
                         match order {
                             VoucherOrder::Store(voucher, reply) => {
-                                replies.push(reply);
+                                replies.extend(reply);
                                 let held = newest.get(&voucher.body.job);
                                 if held
                                     .is_none_or(|held| voucher.body.sequence > held.body.sequence)
@@ -121,7 +122,7 @@ impl VoucherWriter {
         Ok(Self { orders })
     }
 
-    pub(crate) fn store(&self, voucher: SignedVoucher, reply: Reply) {
+    pub(crate) fn store(&self, voucher: SignedVoucher, reply: Option<Reply>) {
         // The thread lives as long as the provider.
         let _ = self.orders.send(VoucherOrder::Store(voucher, reply));
     }

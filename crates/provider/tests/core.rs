@@ -1,181 +1,20 @@
 //! The provider's decisions without a network: what it takes, runs, signs,
 //! keeps and redeems, driven through `ProviderCore::handle`.
 
+mod common;
+
 use std::collections::HashMap;
 
-use idlegrid_net::{AssignedTask, Request, Response, TaskBatch, TaskReturn};
+use idlegrid_net::{Request, Response, TaskBatch, TaskReturn};
 use idlegrid_provider::core::{
-    Command, CoreConfig, Input, JobCheck, ModuleStatus, ProviderCore, RESULTS_ATTEMPTS_MAX,
+    Command, Input, JobCheck, ModuleStatus, ProviderCore, RESULTS_ATTEMPTS_MAX,
     RESULTS_IN_FLIGHT_MAX, Redemption, RunResult,
 };
 use idlegrid_types::codec::Bounded;
-use idlegrid_types::{
-    AccountId, ContentId, ErrorKind, ExecutionLimits, JobId, Keypair, Offer, SignedVoucher,
-    TaskInput, TaskOutcome, Voucher,
-};
+use idlegrid_types::{ContentId, ErrorKind, JobId, Offer, SignedVoucher, TaskOutcome, Voucher};
 use proptest::prelude::*;
 
-const NOW: u64 = 1_000_000;
-const FLOOR: u64 = 5;
-
-fn key(seed: u8) -> Keypair {
-    Keypair::from_seed([seed; 32])
-}
-
-fn config(queue_tasks_max: usize) -> CoreConfig {
-    CoreConfig {
-        key: key(1),
-        offer: Offer {
-            cores: 2,
-            memory_bytes: 1 << 30,
-            gpu: None,
-            benchmark_fuel_per_second: 1_000_000,
-            price_floor_per_million_fuel: FLOOR,
-            concurrency: 8,
-            idle_only: false,
-            operator: None,
-            sequence: 0,
-            expires_at_ms: 0,
-        },
-        offer_ttl_ms: 60_000,
-        queue_tasks_max,
-        queue_bytes_max: 1 << 20,
-        cheat: None,
-    }
-}
-
-fn provider() -> AccountId {
-    key(1).account_id()
-}
-
-fn requestor_key() -> Keypair {
-    key(2)
-}
-
-fn requestor() -> AccountId {
-    requestor_key().account_id()
-}
-
-fn job(n: u8) -> JobId {
-    JobId::derive(&requestor(), u64::from(n))
-}
-
-fn module() -> ContentId {
-    ContentId::of(b"module")
-}
-
-fn input(index: u64) -> TaskInput {
-    TaskInput::new(vec![index.to_string()], Vec::new()).expect("small")
-}
-
-fn batch(job: JobId, indexes: impl IntoIterator<Item = u64>) -> TaskBatch {
-    TaskBatch {
-        job,
-        module: module(),
-        limits: ExecutionLimits {
-            fuel: 1_000_000,
-            memory_bytes: 1 << 20,
-            output_bytes: 1 << 10,
-        },
-        wall_time_ms: 10_000,
-        price_per_million_fuel: 10,
-        tasks: Bounded::new(
-            indexes
-                .into_iter()
-                .map(|index| AssignedTask {
-                    index,
-                    input: input(index),
-                })
-                .collect(),
-        )
-        .expect("within a batch"),
-    }
-}
-
-fn approved() -> JobCheck {
-    JobCheck::Approved {
-        requestor: requestor(),
-        module: module(),
-    }
-}
-
-fn tasks(id: u64, batch: TaskBatch) -> Input {
-    Input::Request {
-        id,
-        peer: requestor(),
-        request: Request::Tasks(batch),
-    }
-}
-
-fn replies(commands: &[Command]) -> Vec<(u64, Response)> {
-    commands
-        .iter()
-        .filter_map(|command| match command {
-            Command::Reply { id, response } => Some((*id, response.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn refusal_code(response: &Response) -> Option<String> {
-    match response {
-        Response::Refused { code, .. } => Some(code.to_string()),
-        _ => None,
-    }
-}
-
-fn runs(commands: &[Command]) -> Vec<(JobId, u64)> {
-    commands
-        .iter()
-        .filter_map(|command| match command {
-            Command::Run(task) => Some((task.job, task.index)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A core with job 1 checked and its module ready.
-fn ready_core(queue_tasks_max: usize) -> ProviderCore {
-    let mut core = ProviderCore::new(config(queue_tasks_max), Vec::new());
-    core.handle(
-        NOW,
-        Input::JobChecked {
-            job: job(1),
-            check: approved(),
-        },
-    );
-    core.handle(NOW, tasks(1, batch(job(1), [])));
-    core.handle(
-        NOW,
-        Input::ModuleReady {
-            cid: module(),
-            status: ModuleStatus::Ready,
-        },
-    );
-    core
-}
-
-fn completed(stdout: &[u8]) -> RunResult {
-    RunResult::Ran {
-        outcome: TaskOutcome::Completed {
-            exit_code: 0,
-            output: ContentId::of(stdout),
-        },
-        fuel_used: 100,
-        stdout: stdout.to_vec(),
-        energy_millijoules: 250,
-    }
-}
-
-fn sent_results(commands: &[Command]) -> Vec<(u64, Vec<TaskReturn>)> {
-    commands
-        .iter()
-        .filter_map(|command| match command {
-            Command::SendResults { batch, results, .. } => Some((*batch, results.results.to_vec())),
-            _ => None,
-        })
-        .collect()
-}
+use common::*;
 
 #[test]
 fn a_batch_for_an_unchecked_job_waits_for_the_ledger_then_its_module_then_runs() {
@@ -487,30 +326,15 @@ fn results_wait_for_the_requestor_and_are_retried_then_given_up() {
     assert_eq!(attempts, RESULTS_ATTEMPTS_MAX);
 }
 
-fn voucher(job: JobId, amount: u64, sequence: u64) -> SignedVoucher {
-    requestor_key().sign(Voucher {
-        job,
-        provider: provider(),
-        cumulative_amount: amount,
-        cumulative_fuel: amount,
-        sequence,
-    })
-}
-
-fn voucher_request(id: u64, voucher: SignedVoucher) -> Input {
-    Input::Request {
-        id,
-        peer: requestor(),
-        request: Request::Voucher(voucher),
-    }
-}
-
 #[test]
 fn vouchers_are_stored_before_they_are_acknowledged_and_forged_ones_refused() {
     let mut core = ProviderCore::new(config(10), Vec::new());
     let commands = core.handle(NOW, voucher_request(1, voucher(job(1), 50, 1)));
     assert!(
-        matches!(&commands[..], [Command::StoreVoucher { reply: 1, .. }]),
+        matches!(
+            &commands[..],
+            [Command::StoreVoucher { reply: Some(1), .. }]
+        ),
         "stored, and acknowledged only once stored: {commands:?}"
     );
     assert_eq!(core.totals().owed, 50);
@@ -549,18 +373,6 @@ fn vouchers_are_stored_before_they_are_acknowledged_and_forged_ones_refused() {
         Some("bad_voucher")
     );
     assert_eq!(core.totals().owed, 50);
-}
-
-fn redeemed(commands: &[Command]) -> Vec<(JobId, u64)> {
-    commands
-        .iter()
-        .filter_map(|command| match command {
-            Command::Redeem(vouchers) => Some(vouchers),
-            _ => None,
-        })
-        .flatten()
-        .map(|voucher| (voucher.body.job, voucher.body.cumulative_amount))
-        .collect()
 }
 
 #[test]

@@ -45,6 +45,10 @@ pub const STAKE_REFRESH_US: u64 = 30_000_000;
 /// Disputes filed against one provider in one job: enough to slash it,
 /// without a block of disputes for every task a liar touched.
 pub const DISPUTES_PER_PROVIDER_MAX: usize = 3;
+/// The end-of-job round's first and longest pause between tries to reach
+/// one provider, microseconds.
+pub const FAREWELL_RETRY_MIN_US: u64 = 200_000;
+pub const FAREWELL_RETRY_MAX_US: u64 = 2_000_000;
 /// Tasks of at most this much fuel are re-executed by the requestor itself
 /// when their results disagree, unless it is told otherwise (about a
 /// minute and a half of one core).
@@ -53,6 +57,18 @@ pub const REFEREE_FUEL_DEFAULT: u64 = 100_000_000_000;
 /// One provider's result for an undecided task: who, what, the stdout when
 /// it completed, and the energy its receipt states.
 type PendingResult = (AccountId, TaskOutcome, Option<Vec<u8>>, u64);
+
+/// One paid provider's part of the end-of-job round.
+#[derive(Debug)]
+struct Farewell {
+    /// Its newest voucher, signed once.
+    voucher: SignedVoucher,
+    /// It took the voucher and the job's end.
+    acknowledged: bool,
+    in_flight: bool,
+    tries: u32,
+    next_try_us: u64,
+}
 
 /// How the market accepted a task.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +141,8 @@ pub struct RequestorCore {
     assigned_at_us: HashMap<u64, u64>,
     first_placed_us: Option<u64>,
     round_trips_us: Vec<u64>,
+    /// The end-of-job round, once begun.
+    farewells: Option<BTreeMap<AccountId, Farewell>>,
 }
 
 impl RequestorCore {
@@ -178,6 +196,7 @@ impl RequestorCore {
             assigned_at_us: HashMap::new(),
             first_placed_us: None,
             round_trips_us: Vec::new(),
+            farewells: None,
         }
     }
 
@@ -285,6 +304,56 @@ impl RequestorCore {
             .collect()
     }
 
+    /// The end-of-job round, once the job is done: each paid provider is
+    /// given its newest voucher again and then told the job is over (so it
+    /// redeems that voucher now), and is tried again (200 ms doubling to
+    /// 2 s, and at once when it connects again) until it has taken both.
+    /// Gives what to send now; call again as time passes. Nothing goes to
+    /// the market any more. The caller bounds the round by the job's
+    /// deadline, past which no voucher is redeemed.
+    pub fn farewell(&mut self, now_us: u64) -> Vec<Command> {
+        self.queued.clear();
+        let (key, owed) = (&self.key, &self.owed);
+        let farewells = self.farewells.get_or_insert_with(|| {
+            owed.iter()
+                .map(|(provider, voucher)| {
+                    let farewell = Farewell {
+                        voucher: key.sign(voucher.clone()),
+                        acknowledged: false,
+                        in_flight: false,
+                        tries: 0,
+                        next_try_us: now_us,
+                    };
+                    (*provider, farewell)
+                })
+                .collect()
+        });
+        let mut commands = Vec::new();
+        for (provider, farewell) in farewells.iter_mut() {
+            if !farewell.acknowledged && !farewell.in_flight && farewell.next_try_us <= now_us {
+                farewell.in_flight = true;
+                farewell.tries += 1;
+                commands.push(Command::Farewell {
+                    provider: *provider,
+                    voucher: farewell.voucher.clone(),
+                });
+            }
+        }
+        commands
+    }
+
+    /// Paid providers that have not yet taken their last voucher and the
+    /// job's end (all of them before the round begins).
+    pub fn farewells_owed(&self) -> usize {
+        match &self.farewells {
+            Some(farewells) => farewells
+                .values()
+                .filter(|farewell| !farewell.acknowledged)
+                .count(),
+            None => self.owed.len(),
+        }
+    }
+
     pub fn disputes_filed(&self) -> usize {
         self.disputes_filed
     }
@@ -325,6 +394,16 @@ impl RequestorCore {
                 self.queued.push(MarketInput::Offer { provider, offer });
             }
             Input::Connected(peer) => {
+                // A provider owed its farewell is tried again at once.
+                if let Some(farewell) = self
+                    .farewells
+                    .as_mut()
+                    .and_then(|farewells| farewells.get_mut(&peer))
+                    && !farewell.acknowledged
+                    && !farewell.in_flight
+                {
+                    farewell.next_try_us = farewell.next_try_us.min(now_us);
+                }
                 // A provider first heard of by this connection is asked
                 // for its offer rather than left to the next gossiped one.
                 if !self.stake_read_us.contains_key(&peer) {
@@ -360,6 +439,26 @@ impl RequestorCore {
             }
             Input::VoucherAnswered(provider) => {
                 self.vouchers_in_flight.remove(&provider);
+            }
+            Input::FarewellAnswered {
+                provider,
+                delivered,
+            } => {
+                if let Some(farewell) = self
+                    .farewells
+                    .as_mut()
+                    .and_then(|farewells| farewells.get_mut(&provider))
+                {
+                    farewell.in_flight = false;
+                    if delivered {
+                        farewell.acknowledged = true;
+                    } else {
+                        let pause = FAREWELL_RETRY_MIN_US
+                            .saturating_mul(1 << (farewell.tries.saturating_sub(1)).min(16))
+                            .min(FAREWELL_RETRY_MAX_US);
+                        farewell.next_try_us = now_us.saturating_add(pause);
+                    }
+                }
             }
             Input::ReExecuted { task, result } => {
                 let job = self.job;
@@ -429,10 +528,29 @@ impl RequestorCore {
             Request::Content { cid, .. } => {
                 Response::refused("not_found", format!("this requestor does not hold {cid}"))
             }
+            Request::NewestVoucher { job } => self.newest_voucher(peer, job),
             other => Response::refused(
                 "not_a_provider",
                 format!("a requestor does not take `{}` requests", other.name()),
             ),
+        }
+    }
+
+    /// A provider asks for the newest voucher it is owed (one pushed to it
+    /// may have been lost): it gets it signed, and whether the job is over.
+    fn newest_voucher(&self, provider: AccountId, job: JobId) -> Response {
+        if job != self.job {
+            return Response::refused("unknown_job", format!("this requestor runs {}", self.job));
+        }
+        match self.owed.get(&provider) {
+            Some(voucher) => Response::Voucher {
+                voucher: Box::new(self.key.sign(voucher.clone())),
+                job_done: self.done(),
+            },
+            None if self.done() => {
+                Response::refused("nothing_owed", "the job is over and owes you nothing")
+            }
+            None => Response::refused("no_voucher", "nothing is owed to you in this job yet"),
         }
     }
 

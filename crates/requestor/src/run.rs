@@ -16,7 +16,7 @@ use idlegrid_net::{
     Event, Overlay, OverlayConfig, Reply, Request, RequestError, Response, check_offer,
 };
 use idlegrid_types::codec::Bounded;
-use idlegrid_types::{AccountId, JobId, Keypair};
+use idlegrid_types::{AccountId, JobId, Keypair, SignedVoucher};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -29,11 +29,12 @@ use crate::report::{DisputeRecord, SubmitReport, TaskRecord, TrackRecord, percen
 
 /// Events handled together at most, after the one that woke the loop.
 const DRAIN_MAX: usize = 1_024;
-/// How long the last vouchers and job-done notices may take.
-const FAREWELL_TIMEOUT: Duration = Duration::from_secs(15);
-/// The first and the longest pause between tries of one farewell.
-const FAREWELL_RETRY_MIN: Duration = Duration::from_millis(200);
-const FAREWELL_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often the chain's height is read while the end-of-job round waits
+/// for a provider (the round ends at the job's deadline).
+const DEADLINE_POLL: Duration = Duration::from_secs(1);
+/// How long one try of the end-of-job round to one provider may take: a
+/// try stuck on a connection that died unnoticed gives way to a fresh one.
+const FAREWELL_TRY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a job is submitted.
 #[derive(Debug)]
@@ -244,39 +245,36 @@ pub async fn submit(
     }
 
     // Give every paid provider its newest voucher again (one sent just
-    // before may still be on its way), then say the job is over, so it
-    // redeems that voucher now.
-    // A provider that restarted may be unreachable at first (new ports, not
-    // yet found again), so each farewell is tried until it lands or the
-    // time is up.
-    let farewells = run
-        .core
-        .owed_vouchers()
-        .into_iter()
-        .map(|(provider, voucher)| {
-            let overlay = overlay.clone();
-            async move {
-                let mut pause = FAREWELL_RETRY_MIN;
-                loop {
-                    let delivered = match overlay
-                        .request(&provider, Request::Voucher(voucher.clone()))
-                        .await
-                    {
-                        Ok(_) => overlay.request(&provider, Request::JobDone { job }).await,
-                        Err(error) => Err(error),
-                    };
-                    match delivered {
-                        Ok(_) => return,
-                        Err(error) => {
-                            debug!(%provider, %error, "farewell not delivered; trying again");
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(FAREWELL_RETRY_MAX);
-                        }
-                    }
-                }
+    // before may still be on its way, or have been lost with a relayed
+    // circuit), then say the job is over, so it redeems that voucher now.
+    // A provider that restarted, or whose circuit through its gateway
+    // ended, may be unreachable for a while, so each farewell is tried
+    // until it lands or the job's deadline passes (no voucher is redeemed
+    // after it). Requests keep being answered meanwhile: a provider may
+    // ask for its voucher itself.
+    if run.core.farewells_owed() > 0 {
+        let deadline = deadline_passed(client.clone(), deadline_height);
+        tokio::pin!(deadline);
+        loop {
+            let commands = run.core.farewell(micros_since(epoch));
+            run.apply(commands);
+            if run.core.farewells_owed() == 0 {
+                break;
             }
-        });
-    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, futures::future::join_all(farewells)).await;
+            tokio::select! {
+                () = &mut deadline => {
+                    warn!(
+                        providers = run.core.farewells_owed(),
+                        "the job's deadline passed before every paid provider took its last voucher"
+                    );
+                    break;
+                }
+                Some(event) = events.recv() => run.event(event),
+                Some(message) = internal.recv() => run.internal(message),
+                _ = tick.tick() => {}
+            }
+        }
+    }
 
     // Disputes still being filed finish before the report.
     while run.dispute_records.len() < run.core.disputes_filed() {
@@ -477,6 +475,19 @@ impl Shell {
                         let _ = internal.send(Internal::Core(Input::VoucherAnswered(provider)));
                     });
                 }
+                Command::Farewell { provider, voucher } => {
+                    let overlay = self.overlay.clone();
+                    let internal = self.internal.clone();
+                    let job = self.core.job();
+                    tokio::spawn(async move {
+                        let delivered = farewell(&overlay, provider, job, voucher).await;
+                        let input = Input::FarewellAnswered {
+                            provider,
+                            delivered,
+                        };
+                        let _ = internal.send(Internal::Core(input));
+                    });
+                }
                 Command::Dispute {
                     task,
                     provider,
@@ -558,7 +569,9 @@ impl Shell {
                     info!(%provider, code = &*code, message = &*message, "batch refused");
                     false
                 }
-                Ok(Response::Content { .. } | Response::Offer(_)) => false,
+                Ok(Response::Content { .. } | Response::Offer(_) | Response::Voucher { .. }) => {
+                    false
+                }
                 Err(error) => {
                     info!(%provider, %error, "batch not delivered");
                     matches!(
@@ -573,6 +586,50 @@ impl Shell {
                 lost,
             }));
         });
+    }
+}
+
+/// Gives `provider` its newest voucher and then, once it took it, the job's
+/// end; true when both were answered (a refusal other than `busy` will not
+/// change by asking again) within [`FAREWELL_TRY_TIMEOUT`].
+async fn farewell(
+    overlay: &Overlay,
+    provider: AccountId,
+    job: JobId,
+    voucher: SignedVoucher,
+) -> bool {
+    for request in [Request::Voucher(voucher), Request::JobDone { job }] {
+        let name = request.name();
+        let answer =
+            tokio::time::timeout(FAREWELL_TRY_TIMEOUT, overlay.request(&provider, request))
+                .await
+                .unwrap_or(Err(RequestError::Timeout(provider)));
+        match answer {
+            Ok(Response::Ok) => {}
+            Ok(Response::Refused { code, .. }) if &*code == "busy" => return false,
+            Ok(other) => warn!(%provider, request = name, ?other, "refused at the job's end"),
+            Err(error) => {
+                debug!(%provider, %error, "farewell not delivered; trying again");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Resolves once the chain is at `deadline_height` (or past it): a voucher
+/// delivered after that can no longer be redeemed. A height that cannot be
+/// read is read again.
+async fn deadline_passed(client: ApiClient, deadline_height: u64) {
+    loop {
+        let client = client.clone();
+        let height = tokio::task::spawn_blocking(move || client.height()).await;
+        if let Ok(Ok(height)) = height
+            && height >= deadline_height
+        {
+            return;
+        }
+        tokio::time::sleep(DEADLINE_POLL).await;
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Network {
     pub testnet: Testnet,
     pub providers: Vec<Provider>,
     pub gateway: Option<Child>,
+    /// The gateway's arguments (its key and ports stay across restarts).
+    gateway_args: Vec<String>,
+    gateway_starts: usize,
 }
 
 impl Drop for Network {
@@ -70,6 +73,8 @@ impl Network {
             testnet: Testnet::start_with(1, &["--emission-per-epoch", "0"]),
             providers: Vec::new(),
             gateway: None,
+            gateway_args: Vec::new(),
+            gateway_starts: 0,
         }
     }
 
@@ -88,15 +93,62 @@ impl Network {
 
     /// Starts `idlegrid gateway`; gives its overlay address and its API.
     pub fn gateway(&mut self) -> (String, String) {
+        self.gateway_with(&[])
+    }
+
+    /// [`Network::gateway`] with `flags` added.
+    pub fn gateway_with(&mut self, flags: &[&str]) -> (String, String) {
         let ports = free_ports(2);
-        let out = self.dir().join("gateway.out");
-        let log = self.dir().join("gateway.log");
+        let key = self.dir().join("gateway.key");
+        self.gateway_args = [
+            "gateway",
+            "--node",
+            self.api(),
+            "--no-mdns",
+            "--json",
+            "--key",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([key.to_str().expect("utf-8 path").to_owned()])
+        .chain([
+            "--listen".to_owned(),
+            format!("/ip4/127.0.0.1/tcp/{ports}"),
+            "--api-listen".to_owned(),
+            format!("127.0.0.1:{}", ports + 1),
+        ])
+        .chain(flags.iter().map(|flag| (*flag).to_owned()))
+        .collect();
+        let started = self.launch_gateway();
+        let address = started["addresses"][0]
+            .as_str()
+            .expect("an address")
+            .to_owned();
+        let api = started["api"].as_str().expect("an api").to_owned();
+        (address, api)
+    }
+
+    /// Stops the gateway (as a crash would) and starts it again with the
+    /// same key, addresses and flags; waits for its start line. Every
+    /// reservation and circuit through it is gone.
+    pub fn restart_gateway(&mut self) {
+        if let Some(mut gateway) = self.gateway.take() {
+            let _ = gateway.kill();
+            let _ = gateway.wait();
+        }
+        self.launch_gateway();
+    }
+
+    fn launch_gateway(&mut self) -> Value {
+        self.gateway_starts += 1;
+        let name = match self.gateway_starts {
+            1 => "gateway".to_owned(),
+            starts => format!("gateway.{starts}"),
+        };
+        let out = self.dir().join(format!("{name}.out"));
+        let log = self.dir().join(format!("{name}.log"));
         let mut child = Command::new(BIN)
-            .args(["gateway", "--node", self.api(), "--no-mdns", "--json"])
-            .arg("--key")
-            .arg(self.dir().join("gateway.key"))
-            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{ports}")])
-            .args(["--api-listen", &format!("127.0.0.1:{}", ports + 1)])
+            .args(&self.gateway_args)
             .env("IDLEGRID_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("out file"))
@@ -105,12 +157,7 @@ impl Network {
             .expect("spawn gateway");
         let started = start_line(&mut child, &out, &log, "the gateway");
         self.gateway = Some(child);
-        let address = started["addresses"][0]
-            .as_str()
-            .expect("an address")
-            .to_owned();
-        let api = started["api"].as_str().expect("an api").to_owned();
-        (address, api)
+        started
     }
 
     pub fn api(&self) -> &str {
@@ -333,6 +380,26 @@ pub fn submit_with(
     bootstrap: &str,
     flags: &[&str],
 ) -> Child {
+    let overlay = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap];
+    submit_command(network, api, job, out, &overlay, flags)
+}
+
+/// [`submit_through`] from a requestor that, like the provider behind
+/// `relay`, listens nowhere but through it: every exchange with a relayed
+/// provider then crosses the relay.
+pub fn submit_behind(network: &Network, api: &str, job: &Path, out: &Path, relay: &str) -> Child {
+    let overlay = ["--relay", relay, "--bootstrap", relay];
+    submit_command(network, api, job, out, &overlay, &[])
+}
+
+fn submit_command(
+    network: &Network,
+    api: &str,
+    job: &Path,
+    out: &Path,
+    overlay: &[&str],
+    flags: &[&str],
+) -> Child {
     let key = network.dir().join("requestor.key");
     if !key.exists() {
         network.funded_key("requestor");
@@ -343,7 +410,7 @@ pub fn submit_with(
         .arg(&key)
         .arg("--out")
         .arg(out)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap])
+        .args(overlay)
         .args(flags)
         .arg(job)
         .env("IDLEGRID_LOG", "info")

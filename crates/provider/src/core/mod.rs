@@ -23,12 +23,19 @@ use idlegrid_types::{
     SignedVoucher, TaskOutcome,
 };
 
+mod asks;
 mod types;
 
+pub use asks::{
+    VOUCHER_ASK_AFTER_MS, VOUCHER_ASK_BACKOFF_MAX_MS, VOUCHER_ASK_PACE_MS, VOUCHER_ASKS_MAX,
+    VOUCHER_WAITS_MAX,
+};
 pub use types::{
     BatchId, Cheat, Command, CoreConfig, Input, JobCheck, ModuleStatus, Redemption, RequestId,
-    RunResult, Task, Totals,
+    RunResult, Task, Totals, VoucherAnswer,
 };
+
+use asks::VoucherAsks;
 
 type TaskKey = (JobId, u64);
 
@@ -180,6 +187,8 @@ pub struct ProviderCore {
     redeemed: HashMap<JobId, u64>,
     /// Redemptions ordered and not yet ended: the amount of each.
     redeeming: HashMap<JobId, u64>,
+    /// Jobs whose results were delivered and no voucher came since.
+    asks: VoucherAsks,
     tasks_done: u64,
     fuel_used: u64,
     earned: u64,
@@ -218,6 +227,7 @@ impl ProviderCore {
             vouchers,
             redeemed: HashMap::new(),
             redeeming: HashMap::new(),
+            asks: VoucherAsks::default(),
             tasks_done: 0,
             fuel_used: 0,
             earned: 0,
@@ -247,8 +257,13 @@ impl ProviderCore {
 
     /// When the core wants an [`Input::Wake`], if at all.
     pub fn wake_at(&self) -> Option<u64> {
-        self.republish
-            .then(|| self.last_offer_ms.unwrap_or(0) + REPUBLISH_PACE_MS)
+        let republish = self
+            .republish
+            .then(|| self.last_offer_ms.unwrap_or(0) + REPUBLISH_PACE_MS);
+        match (republish, self.asks.wake_at()) {
+            (Some(republish), Some(ask)) => Some(republish.min(ask)),
+            (republish, ask) => republish.or(ask),
+        }
     }
 
     /// Takes one input; gives what to do, in order.
@@ -270,7 +285,17 @@ impl ProviderCore {
                 if self.republish && self.republish_due(now_ms) {
                     commands.push(self.publish(now_ms));
                 }
+                self.ask_vouchers(now_ms, &mut commands);
             }
+            Input::Connected(peer) => {
+                self.asks.connected(now_ms, peer);
+                self.ask_vouchers(now_ms, &mut commands);
+            }
+            Input::VoucherAsked {
+                job,
+                requestor,
+                answer,
+            } => self.voucher_asked(now_ms, job, requestor, answer, &mut commands),
             Input::RedeemTimer => self.redeem(None, &mut commands),
             Input::JobChecked { job, check } => self.job_checked(job, check, &mut commands),
             Input::ModuleReady { cid, status } => self.module_ready(cid, status, &mut commands),
@@ -283,7 +308,7 @@ impl ProviderCore {
                 }
             }
             Input::ResultsAnswered { batch, delivered } => {
-                self.results_answered(batch, delivered, &mut commands);
+                self.results_answered(now_ms, batch, delivered, &mut commands);
             }
             Input::Redeemed {
                 job,
@@ -345,7 +370,10 @@ impl ProviderCore {
             }
             Request::Voucher(voucher) => match self.voucher(peer, voucher) {
                 Ok(Some(voucher)) => {
-                    commands.push(Command::StoreVoucher { voucher, reply: id });
+                    commands.push(Command::StoreVoucher {
+                        voucher,
+                        reply: Some(id),
+                    });
                     return;
                 }
                 Ok(None) => Response::Ok,
@@ -356,6 +384,9 @@ impl ProviderCore {
                     id,
                     response: Response::Ok,
                 });
+                // The requestor's last round gives its newest voucher
+                // before this: there is nothing more to ask for.
+                self.asks.vouched(&job);
                 self.redeem(Some(job), commands);
                 return;
             }
@@ -367,7 +398,9 @@ impl ProviderCore {
                 Some(offer) => Response::Offer(Box::new(offer.clone())),
                 None => Response::refused("no_offer", "this provider has made no offer yet"),
             },
-            Request::Results(_) => Response::refused("not_a_requestor", "this node is a provider"),
+            Request::Results(_) | Request::NewestVoucher { .. } => {
+                Response::refused("not_a_requestor", "this node is a provider")
+            }
         };
         commands.push(Command::Reply { id, response });
     }
@@ -783,11 +816,20 @@ impl ProviderCore {
         }
     }
 
-    fn results_answered(&mut self, batch: BatchId, delivered: bool, commands: &mut Vec<Command>) {
+    fn results_answered(
+        &mut self,
+        now_ms: u64,
+        batch: BatchId,
+        delivered: bool,
+        commands: &mut Vec<Command>,
+    ) {
         let Some(sending) = self.sending.remove(&batch) else {
             return;
         };
         let requestor = sending.requestor;
+        if delivered {
+            self.asks.delivered(now_ms, sending.job, requestor);
+        }
         if let Some(count) = self.in_flight.get_mut(&requestor) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -843,7 +885,60 @@ impl ProviderCore {
             None => {}
         }
         self.vouchers.insert(job, voucher.clone());
+        self.asks.vouched(&job);
         Ok(Some(voucher))
+    }
+
+    /// Asks every requestor whose voucher is due for it.
+    fn ask_vouchers(&mut self, now_ms: u64, commands: &mut Vec<Command>) {
+        for (requestor, job) in self.asks.due(now_ms) {
+            commands.push(Command::AskVoucher { requestor, job });
+        }
+    }
+
+    /// A requestor's answer to an ask: a newer voucher is stored like one
+    /// it pushed (and redeemed at once when the job is over); otherwise
+    /// the provider asks again later, unless the requestor cannot help.
+    fn voucher_asked(
+        &mut self,
+        now_ms: u64,
+        job: JobId,
+        requestor: AccountId,
+        answer: VoucherAnswer,
+        commands: &mut Vec<Command>,
+    ) {
+        let again = match answer {
+            VoucherAnswer::Voucher { voucher, job_done } => {
+                if voucher.body.job != job {
+                    false
+                } else {
+                    match self.voucher(requestor, voucher) {
+                        Ok(Some(voucher)) => {
+                            commands.push(Command::StoreVoucher {
+                                voucher,
+                                reply: None,
+                            });
+                        }
+                        Ok(None) => {}
+                        // A requestor that answers with someone else's
+                        // voucher is not asked again.
+                        Err(_) => {
+                            self.asks.vouched(&job);
+                            return;
+                        }
+                    }
+                    if job_done {
+                        self.asks.vouched(&job);
+                        self.redeem(Some(job), commands);
+                        return;
+                    }
+                    true
+                }
+            }
+            VoucherAnswer::NothingOwed | VoucherAnswer::Unanswered => true,
+            VoucherAnswer::NotItsJob => false,
+        };
+        self.asks.answered(now_ms, &job, again);
     }
 
     /// Orders redemption of one job's voucher, or of every voucher that

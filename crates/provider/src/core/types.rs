@@ -80,6 +80,22 @@ pub enum RunResult {
     NotRun { reason: String },
 }
 
+/// What a requestor answered when asked for a job's newest voucher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoucherAnswer {
+    /// Its newest voucher for this provider, and whether the job is over.
+    Voucher {
+        voucher: SignedVoucher,
+        job_done: bool,
+    },
+    /// It owes nothing yet (the results may not be accepted yet).
+    NothingOwed,
+    /// It does not run the job (or is no requestor): asking again is futile.
+    NotItsJob,
+    /// No answer came (unreachable, the connection closed, a timeout).
+    Unanswered,
+}
+
 /// How an ordered redemption ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Redemption {
@@ -140,6 +156,15 @@ pub enum Input {
         amount: u64,
         outcome: Redemption,
     },
+    /// A connection to a peer opened (a requestor that owes a voucher is
+    /// asked for it again).
+    Connected(AccountId),
+    /// A [`Command::AskVoucher`] ended.
+    VoucherAsked {
+        job: JobId,
+        requestor: AccountId,
+        answer: VoucherAnswer,
+    },
     /// The owner's load crossed the idle threshold.
     Paused(bool),
     /// Stop taking work and redeem everything owed.
@@ -196,10 +221,17 @@ pub enum Command {
         results: ResultBatch,
     },
     PublishOffer(SignedOffer),
-    /// Store the voucher on disk, then answer request `reply` with `Ok`.
+    /// Store the voucher on disk, then answer request `reply` (if it came
+    /// with one) with `Ok`.
     StoreVoucher {
         voucher: SignedVoucher,
-        reply: RequestId,
+        reply: Option<RequestId>,
+    },
+    /// Ask `requestor` for its newest voucher of `job`; answer with
+    /// [`Input::VoucherAsked`].
+    AskVoucher {
+        requestor: AccountId,
+        job: JobId,
     },
     /// Delete a job's stored voucher: it owes nothing more.
     ForgetVoucher(JobId),

@@ -45,6 +45,11 @@ pub enum Input {
     },
     /// A [`Command::SendVoucher`] ended (answered or not).
     VoucherAnswered(AccountId),
+    /// A [`Command::Farewell`] ended: both messages were taken, or not.
+    FarewellAnswered {
+        provider: AccountId,
+        delivered: bool,
+    },
     /// A [`Command::ReExecute`] ended: what the task gave, or why the host
     /// could not run it.
     ReExecuted {
@@ -87,6 +92,13 @@ pub enum Command {
     },
     /// Send the newest voucher owed; answer with [`Input::VoucherAnswered`].
     SendVoucher {
+        provider: AccountId,
+        voucher: SignedVoucher,
+    },
+    /// The end-of-job round (see [`super::RequestorCore::farewell`]):
+    /// send the provider its newest voucher and then, once it took it,
+    /// `JobDone`; answer with [`Input::FarewellAnswered`].
+    Farewell {
         provider: AccountId,
         voucher: SignedVoucher,
     },
