@@ -96,6 +96,9 @@ pub(crate) enum PeerNote {
     /// this node answered one of its requests so: it is doing work with
     /// this node, which keeps it past the bounds on connections.
     Worked(PeerId),
+    /// A request could not reach the peer: no address worked, or none was
+    /// known.
+    Unreachable(PeerId),
 }
 
 /// Peers remembered as having exchanged work; beyond it no more are
@@ -283,6 +286,9 @@ impl Links {
                     if error.kind() == std::io::ErrorKind::NotConnected =>
                 {
                     debug!(%account, %error, "could not reach a peer");
+                    // The swarm asks the DHT where it is now (the dial
+                    // may have failed before any address was tried).
+                    let _ = self.notes.try_send(PeerNote::Unreachable(peer));
                     return Err(RequestError::Unreachable(account));
                 }
                 Ok(Err(error)) => {

@@ -636,6 +636,7 @@ impl Driver {
                 Some(note) = noted.recv() => match note {
                     PeerNote::Misbehaved(peer, reason) => self.misbehaved(peer, reason),
                     PeerNote::Worked(peer) => self.protect(peer),
+                    PeerNote::Unreachable(peer) => self.look_up(peer),
                 },
                 event = self.swarm.select_next_some() => self.swarm_event(event).await,
                 _ = bootstrap_timer.tick() => self.bootstrap(),
