@@ -10,8 +10,8 @@ use idlegrid_ledger::{
 };
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
-    AccountId, ContentId, ExecutionLimits, JobId, Keypair, Receipt, Signable,
-    Signed, TaskInput, TaskOutcome, Voucher,
+    AccountId, ContentId, ExecutionLimits, JobId, Keypair, Receipt, Signable, Signed,
+    SignedReceipt, TaskInput, TaskOutcome, Voucher,
 };
 
 pub const CHAIN: &str = "idlegrid-fuzz";
@@ -84,6 +84,17 @@ impl Fixture {
         self.key_for(&signed.signer).sign(signed.body.clone())
     }
 
+    /// A receipt signed again alone (a batch of one) by the fixture's key.
+    fn sign_receipt_again(&self, receipt: &SignedReceipt) -> SignedReceipt {
+        self.sign_receipt(self.key_for(&receipt.signer), receipt.body.clone())
+    }
+
+    fn sign_receipt(&self, key: &Keypair, receipt: Receipt) -> SignedReceipt {
+        SignedReceipt::sign_batch(key, vec![receipt])
+            .pop()
+            .expect("a batch of one")
+    }
+
     /// The transaction with every signature (its own, a voucher's, the
     /// receipts') made again with the fixture's keys, so that mutated
     /// inputs get past the signature checks.
@@ -93,10 +104,10 @@ impl Fixture {
             TxKind::Redeem { voucher } => *voucher = self.sign_again(voucher),
             TxKind::Dispute(dispute) => match &mut dispute.evidence {
                 Evidence::Conflicting(first, second) => {
-                    *first = self.sign_again(first);
-                    *second = self.sign_again(second);
+                    *first = self.sign_receipt_again(first);
+                    *second = self.sign_receipt_again(second);
                 }
-                Evidence::Claimed(receipt) => *receipt = self.sign_again(receipt),
+                Evidence::Claimed(receipt) => *receipt = self.sign_receipt_again(receipt),
             },
             _ => {}
         }
@@ -108,17 +119,21 @@ impl Fixture {
         let key = |who: usize| &self.keys[who];
         let id = |who: usize| self.keys[who].account_id();
         let input = TaskInput::new(vec!["1".to_owned()], Vec::new()).expect("a small input");
-        let receipt = key(PROVIDER).sign(Receipt {
-            job: self.job,
-            task_index: 0,
-            module: ContentId::of(MODULE),
-            input: input.content_id(),
-            outcome: TaskOutcome::Completed {
-                exit_code: 0,
-                output: ContentId::of(b"output"),
+        let receipt = self.sign_receipt(
+            key(PROVIDER),
+            Receipt {
+                job: self.job,
+                task_index: 0,
+                module: ContentId::of(MODULE),
+                input: input.content_id(),
+                outcome: TaskOutcome::Completed {
+                    exit_code: 0,
+                    output: ContentId::of(b"output"),
+                },
+                fuel_used: 1_000,
+                energy_millijoules: 0,
             },
-            fuel_used: 1_000,
-        });
+        );
         let voucher = key(REQUESTOR).sign(Voucher {
             job: self.job,
             provider: id(PROVIDER),

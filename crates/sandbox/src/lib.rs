@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod host;
 pub mod limits;
+pub mod nan;
 mod output;
 mod overrides;
 mod reexecute;
@@ -24,6 +25,6 @@ pub use limits::TaskLimits;
 pub use output::{OutputFile, TaskOutput};
 pub use reexecute::{LazySandbox, outcome_of, task_limits};
 pub use sandbox::{
-    Completion, INPUT_DIR_GUEST, ModuleOrigin, OUTPUT_DIR_GUEST, PROGRAM_NAME, PreparedModule,
-    RunError, Sandbox, SandboxConfig, TaskReport, TaskSpec, seed_from_u64,
+    Completion, INPUT_DIR_GUEST, ModuleOrigin, Nans, OUTPUT_DIR_GUEST, PROGRAM_NAME,
+    PreparedModule, RunError, Sandbox, SandboxConfig, TaskReport, TaskSpec, seed_from_u64,
 };

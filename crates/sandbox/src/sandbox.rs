@@ -51,10 +51,26 @@ pub struct SandboxConfig {
     /// Fuel metering. Always on in a provider: fuel is both the bill and a
     /// limit. Off only to measure what metering costs; `fuel_used` is then 0.
     pub consume_fuel: bool,
-    /// NaN canonicalization. Always on in a provider: without it NaN bit
-    /// patterns differ between CPU families and replicas disagree. Off only
-    /// to measure what it costs.
-    pub canonicalize_nans: bool,
+    /// Where NaNs are made canonical. A provider uses [`Nans::Observed`]:
+    /// without canonical NaNs their bit patterns differ between CPU
+    /// families and replicas disagree. The others are there to measure
+    /// what each costs.
+    pub nans: Nans,
+}
+
+/// Where the sandbox makes NaNs canonical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Nans {
+    /// Where a task can observe their bits (stores, reinterpretation,
+    /// `copysign`'s sign, vectors), by rewriting the module once when it is
+    /// prepared (`crate::nan`). Deterministic, and far cheaper for float
+    /// code.
+    #[default]
+    Observed,
+    /// After every float operation (wasmtime's canonicalization).
+    EveryOperation,
+    /// Nowhere: NaN bits depend on the CPU. For measurements only.
+    Off,
 }
 
 impl Default for SandboxConfig {
@@ -66,7 +82,7 @@ impl Default for SandboxConfig {
             wasm_stack_bytes: WASM_STACK_BYTES_DEFAULT,
             concurrent_tasks_max: 16,
             consume_fuel: true,
-            canonicalize_nans: true,
+            nans: Nans::Observed,
         }
     }
 }
@@ -254,7 +270,14 @@ impl Sandbox {
         let (module, origin) = match cached {
             Some(module) => (module, ModuleOrigin::DiskCache),
             None => {
-                let module = Module::new(&self.engine, bytes)
+                let rewritten;
+                let source = if self.config.nans == Nans::Observed {
+                    rewritten = crate::nan::canonicalize_observed(bytes).map_err(invalid_module)?;
+                    &rewritten[..]
+                } else {
+                    bytes
+                };
+                let module = Module::new(&self.engine, source)
                     .map_err(|error| invalid_module(describe_compile_error(&error)))?;
                 (module, ModuleOrigin::Compiled)
             }
@@ -504,7 +527,7 @@ fn engine_config(config: &SandboxConfig) -> Config {
         // Determinism: one NaN bit pattern, no relaxed SIMD. Threads (and so
         // shared memory) are off because wasmtime's `threads` feature is not
         // compiled in; a test checks that shared memory is refused.
-        .cranelift_nan_canonicalization(config.canonicalize_nans)
+        .cranelift_nan_canonicalization(config.nans == Nans::EveryOperation)
         .wasm_relaxed_simd(false)
         .relaxed_simd_deterministic(true)
         .wasm_memory64(false)
