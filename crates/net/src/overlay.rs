@@ -16,6 +16,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, dcutr,
@@ -334,6 +335,7 @@ impl Overlay {
             relay_listeners: HashMap::new(),
             lookups: HashMap::new(),
             anchors,
+            lonely: Backoff::new(),
             protected: HashSet::new(),
             unidentified: HashMap::new(),
         };
@@ -558,21 +560,51 @@ const REDIAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Peers protected past the connection bounds, at most.
 const PROTECTED_PEERS_MAX: usize = 4096;
 
+/// Peers from the routing table a node connected to nobody dials at once.
+const KNOWN_PEERS_REDIALED: usize = 8;
+
+/// When to dial again: the wait doubles from [`REDIAL_BACKOFF_MIN`] after
+/// each try, up to a maximum, and starts over once connected.
+struct Backoff {
+    wait: Duration,
+    next: Instant,
+}
+
+impl Backoff {
+    /// The first try is a wait away (the dial at start is the try before).
+    fn new() -> Self {
+        Self {
+            wait: REDIAL_BACKOFF_MIN,
+            next: Instant::now() + REDIAL_BACKOFF_MIN,
+        }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    fn tried(&mut self, now: Instant, max: Duration) {
+        self.next = now + self.wait;
+        self.wait = (self.wait * 2).min(max);
+    }
+
+    fn reset(&mut self) {
+        self.wait = REDIAL_BACKOFF_MIN;
+    }
+}
+
 /// A peer this node keeps connected to (a bootstrap peer or a relay): it
 /// is redialed, with a doubling wait, whenever it is not connected.
 struct Anchor {
     address: Multiaddr,
-    backoff: Duration,
-    next_dial: Instant,
+    backoff: Backoff,
 }
 
 impl Anchor {
     fn new(address: Multiaddr) -> Self {
         Self {
             address,
-            backoff: REDIAL_BACKOFF_MIN,
-            // Dialed at start already.
-            next_dial: Instant::now() + REDIAL_BACKOFF_MIN,
+            backoff: Backoff::new(),
         }
     }
 }
@@ -604,6 +636,8 @@ struct Driver {
     lookups: HashMap<PeerId, Instant>,
     /// Bootstrap peers and relays, redialed while not connected.
     anchors: HashMap<PeerId, Anchor>,
+    /// When a node connected to nobody next dials the peers it knew.
+    lonely: Backoff,
     /// Peers past the connection bounds: anchors and peers that exchanged
     /// work with this node.
     protected: HashSet<PeerId>,
@@ -663,15 +697,18 @@ impl Driver {
         let now = Instant::now();
         let backoff_max = self.config.redial_backoff_max;
         for (peer, anchor) in &mut self.anchors {
-            if self.connected.contains(peer) || anchor.next_dial > now {
+            if self.connected.contains(peer) || !anchor.backoff.due(now) {
                 continue;
             }
             debug!(%peer, address = %anchor.address, "redialing");
             if let Err(error) = self.swarm.dial(anchor.address.clone()) {
                 debug!(%peer, %error, "could not redial");
             }
-            anchor.next_dial = now + anchor.backoff;
-            anchor.backoff = (anchor.backoff * 2).min(backoff_max);
+            anchor.backoff.tried(now, backoff_max);
+        }
+        if self.connected.is_empty() && self.lonely.due(now) {
+            self.redial_known_peers();
+            self.lonely.tried(now, backoff_max);
         }
         let deadline = self.config.identify_timeout;
         let silent: Vec<PeerId> = self
@@ -684,6 +721,40 @@ impl Driver {
             debug!(%peer, "disconnecting a peer that never identified itself");
             self.unidentified.remove(&peer);
             let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Dials peers from the routing table (every idlegrid node this one
+    /// has known, with the addresses it knew them by): for a node connected
+    /// to nobody, whose anchors (if it has any) do not answer.
+    fn redial_known_peers(&mut self) {
+        let known: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .swarm
+            .behaviour_mut()
+            .kademlia
+            .kbuckets()
+            .flat_map(|bucket| {
+                bucket
+                    .iter()
+                    .map(|entry| {
+                        (
+                            *entry.node.key.preimage(),
+                            entry.node.value.iter().cloned().collect(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .take(KNOWN_PEERS_REDIALED)
+            .collect();
+        for (peer, addresses) in known {
+            debug!(%peer, "redialing a known peer");
+            let dial = DialOpts::peer_id(peer)
+                .addresses(addresses)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(error) = self.swarm.dial(dial) {
+                debug!(%peer, %error, "could not redial");
+            }
         }
     }
 
@@ -808,8 +879,9 @@ impl Driver {
                     self.listen_through(peer_id, relay);
                 }
                 if num_established.get() == 1 && self.connected.insert(peer_id) {
+                    self.lonely.reset();
                     if let Some(anchor) = self.anchors.get_mut(&peer_id) {
-                        anchor.backoff = REDIAL_BACKOFF_MIN;
+                        anchor.backoff.reset();
                         // Back with a peer it lost: find the rest again.
                         self.bootstrapped = false;
                     }

@@ -154,3 +154,55 @@ async fn a_bootstrap_peer_down_at_start_is_found_once_it_is_up() {
     // Redials wait at most `redial_backoff_max` (8 s) apart.
     assert!(up.elapsed() < Duration::from_secs(10), "{:?}", up.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_left_alone_dials_the_peers_it_knew() {
+    let port = free_port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let (first, _first_events, first_task) = start_with_task(1, &listen).await;
+    let address: Multiaddr = format!("{listen}/p2p/{}", first.peer_id())
+        .parse()
+        .expect("address");
+    // The second knows the first only from having dialed it once: no
+    // bootstrap peer, no relay.
+    let (second, mut second_events) = start(2, "/ip4/127.0.0.1/tcp/0", Vec::new(), HANDSHAKE).await;
+    second.dial(address).await.expect("dials");
+    connected(&mut second_events, first.account()).await;
+    // The first stops, and comes back on the same port.
+    first_task.abort();
+    let _ = first_task.await;
+    drop(first);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Event::Disconnected(_)) = second_events.recv().await {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the second sees the first go");
+    // Down for a while: whatever the second was doing with it has failed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (back, _back_events, _back_task) = start_with_task(1, &listen).await;
+    let up = Instant::now();
+    connected(&mut second_events, back.account()).await;
+    assert!(up.elapsed() < Duration::from_secs(10), "{:?}", up.elapsed());
+}
+
+/// [`start`], with no bootstrap peer, keeping the swarm's task to stop it.
+async fn start_with_task(
+    seed: u8,
+    listen: &str,
+) -> (Overlay, mpsc::Receiver<Event>, tokio::task::JoinHandle<()>) {
+    let key = Keypair::from_seed([seed; 32]);
+    let (overlay, mut events, task) =
+        Overlay::start(&key, config(listen, Vec::new(), HANDSHAKE)).expect("overlay starts");
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(Event::Listening(_))) => break,
+            Ok(Some(_)) => {}
+            other => panic!("no listen address: {other:?}"),
+        }
+    }
+    (overlay, events, task)
+}
