@@ -46,7 +46,8 @@ fn two_providers() -> (Network, String) {
 }
 
 /// Every provider is still running with its memory bounded, and a job
-/// submitted through the first now runs on all of them.
+/// submitted through the first now runs on all of them (two providers:
+/// every task needs both).
 fn check_serves_everyone(network: &mut Network, bootstrap: &str) {
     for provider in &mut network.providers {
         let child = provider.child.as_mut().expect("started");
@@ -65,7 +66,10 @@ fn check_serves_everyone(network: &mut Network, bootstrap: &str) {
     }
     let tasks = 100;
     let out = network.dir().join(format!("results-{}", unique()));
-    let job = pi_job(network.dir(), tasks, "policy = \"adaptive\"", 30);
+    // Two replicas of every task: the job ends only once the requestor,
+    // which knows only the first provider, has found the others.
+    let policy = "policy = \"replicas\"\nreplicas = 2";
+    let job = pi_job(network.dir(), tasks, policy, 30);
     let child = submit(network, &job, &out, bootstrap);
     let report = finish(network, child, &out);
     let results = check_results(&out, &report, tasks);
