@@ -30,7 +30,10 @@ use idlegrid_types::{
     TaskOutcome, Voucher,
 };
 
+mod farewell;
 mod io;
+
+use farewell::Farewells;
 
 pub use io::{Command, Input, ReExecution};
 
@@ -57,18 +60,6 @@ pub const REFEREE_FUEL_DEFAULT: u64 = 100_000_000_000;
 /// One provider's result for an undecided task: who, what, the stdout when
 /// it completed, and the energy its receipt states.
 type PendingResult = (AccountId, TaskOutcome, Option<Vec<u8>>, u64);
-
-/// One paid provider's part of the end-of-job round.
-#[derive(Debug)]
-struct Farewell {
-    /// Its newest voucher, signed once.
-    voucher: SignedVoucher,
-    /// It took the voucher and the job's end.
-    acknowledged: bool,
-    in_flight: bool,
-    tries: u32,
-    next_try_us: u64,
-}
 
 /// How the market accepted a task.
 #[derive(Debug, Clone, Copy)]
@@ -142,7 +133,7 @@ pub struct RequestorCore {
     first_placed_us: Option<u64>,
     round_trips_us: Vec<u64>,
     /// The end-of-job round, once begun.
-    farewells: Option<BTreeMap<AccountId, Farewell>>,
+    farewells: Option<Farewells>,
 }
 
 impl RequestorCore {
@@ -314,44 +305,17 @@ impl RequestorCore {
     pub fn farewell(&mut self, now_us: u64) -> Vec<Command> {
         self.queued.clear();
         let (key, owed) = (&self.key, &self.owed);
-        let farewells = self.farewells.get_or_insert_with(|| {
-            owed.iter()
-                .map(|(provider, voucher)| {
-                    let farewell = Farewell {
-                        voucher: key.sign(voucher.clone()),
-                        acknowledged: false,
-                        in_flight: false,
-                        tries: 0,
-                        next_try_us: now_us,
-                    };
-                    (*provider, farewell)
-                })
-                .collect()
-        });
-        let mut commands = Vec::new();
-        for (provider, farewell) in farewells.iter_mut() {
-            if !farewell.acknowledged && !farewell.in_flight && farewell.next_try_us <= now_us {
-                farewell.in_flight = true;
-                farewell.tries += 1;
-                commands.push(Command::Farewell {
-                    provider: *provider,
-                    voucher: farewell.voucher.clone(),
-                });
-            }
-        }
-        commands
+        self.farewells
+            .get_or_insert_with(|| Farewells::begin(key, owed, now_us))
+            .due(now_us)
     }
 
     /// Paid providers that have not yet taken their last voucher and the
     /// job's end (all of them before the round begins).
     pub fn farewells_owed(&self) -> usize {
-        match &self.farewells {
-            Some(farewells) => farewells
-                .values()
-                .filter(|farewell| !farewell.acknowledged)
-                .count(),
-            None => self.owed.len(),
-        }
+        self.farewells
+            .as_ref()
+            .map_or(self.owed.len(), Farewells::owed)
     }
 
     pub fn disputes_filed(&self) -> usize {
@@ -394,15 +358,8 @@ impl RequestorCore {
                 self.queued.push(MarketInput::Offer { provider, offer });
             }
             Input::Connected(peer) => {
-                // A provider owed its farewell is tried again at once.
-                if let Some(farewell) = self
-                    .farewells
-                    .as_mut()
-                    .and_then(|farewells| farewells.get_mut(&peer))
-                    && !farewell.acknowledged
-                    && !farewell.in_flight
-                {
-                    farewell.next_try_us = farewell.next_try_us.min(now_us);
+                if let Some(farewells) = &mut self.farewells {
+                    farewells.reconnected(peer, now_us);
                 }
                 // A provider first heard of by this connection is asked
                 // for its offer rather than left to the next gossiped one.
@@ -444,20 +401,8 @@ impl RequestorCore {
                 provider,
                 delivered,
             } => {
-                if let Some(farewell) = self
-                    .farewells
-                    .as_mut()
-                    .and_then(|farewells| farewells.get_mut(&provider))
-                {
-                    farewell.in_flight = false;
-                    if delivered {
-                        farewell.acknowledged = true;
-                    } else {
-                        let pause = FAREWELL_RETRY_MIN_US
-                            .saturating_mul(1 << (farewell.tries.saturating_sub(1)).min(16))
-                            .min(FAREWELL_RETRY_MAX_US);
-                        farewell.next_try_us = now_us.saturating_add(pause);
-                    }
+                if let Some(farewells) = &mut self.farewells {
+                    farewells.answered(provider, delivered, now_us);
                 }
             }
             Input::ReExecuted { task, result } => {
