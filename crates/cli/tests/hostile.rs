@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::network::{Network, STAKE, check_results, finish, pi_job, submit};
+use common::network::{Network, STAKE, check_results, finish, pi_job, submit_with};
 use common::wait_until;
 use idlegrid_hostile::{self as attacker, Peer, garbage, hosts, multistream, varint, work_frame};
 use idlegrid_types::Keypair;
@@ -66,11 +66,20 @@ fn check_serves_everyone(network: &mut Network, bootstrap: &str) {
     }
     let tasks = 100;
     let out = network.dir().join(format!("results-{}", unique()));
-    // Two replicas of every task: the job ends only once the requestor,
-    // which knows only the first provider, has found the others.
+    // Two replicas of every task, and no re-execution by the requestor:
+    // the job ends only once the requestor, which knows only the first
+    // provider, has found the second.
     let policy = "policy = \"replicas\"\nreplicas = 2";
     let job = pi_job(network.dir(), tasks, policy, 30);
-    let child = submit(network, &job, &out, bootstrap);
+    let api = network.api().to_owned();
+    let child = submit_with(
+        network,
+        &api,
+        &job,
+        &out,
+        bootstrap,
+        &["--referee-fuel", "0"],
+    );
     let report = finish(network, child, &out);
     let results = check_results(&out, &report, tasks);
     for provider in &network.providers {
