@@ -23,6 +23,8 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// How long any one hostile exchange may take before the test moves on.
 const EXCHANGE: Duration = Duration::from_secs(10);
+/// How long a peer keeps trying to open a stream to its target.
+const OPENING: Duration = Duration::from_secs(30);
 
 /// The `hosts` loopback addresses from 127.0.1.1 on: hostile traffic comes
 /// from other addresses than the honest peers' 127.0.0.1, as it would
@@ -197,6 +199,21 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// [`noise_session`], tried up to three times (a loaded target may let a
+/// handshake run past its deadline).
+pub async fn noise_session_retried(
+    host: [u8; 4],
+    target: SocketAddr,
+    seed: u8,
+) -> Option<noise::Output<tcp::tokio::TcpStream>> {
+    for _ in 0..3 {
+        if let Some(session) = noise_session(host, target, seed).await {
+            return Some(session);
+        }
+    }
+    None
+}
+
 /// Negotiates noise by hand and completes its handshake under a fresh
 /// key; gives the encrypted session, or none if the target cut it.
 pub async fn noise_session(
@@ -340,14 +357,35 @@ impl Peer {
     /// waits (a bounded time) for the target to end it; false when the
     /// stream could not be opened.
     pub async fn send(&mut self, protocol: &str, bytes: &[u8]) -> bool {
-        let protocol = StreamProtocol::try_from_owned(protocol.to_owned()).expect("a protocol");
-        let opened =
-            tokio::time::timeout(EXCHANGE, self.control.open_stream(self.target, protocol)).await;
-        let Ok(Ok(mut stream)) = opened else {
+        let Some(mut stream) = self.open(protocol).await else {
             return false;
         };
         write_and_wait(&mut stream, bytes).await;
         true
+    }
+
+    /// A stream of `protocol` to the target, the connection tried again
+    /// (a loaded target may let a handshake run past its deadline) until
+    /// [`OPENING`] has passed; none if it never opened.
+    async fn open(&mut self, protocol: &str) -> Option<libp2p::swarm::Stream> {
+        let protocol = StreamProtocol::try_from_owned(protocol.to_owned()).expect("a protocol");
+        let deadline = tokio::time::Instant::now() + OPENING;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(
+                left,
+                self.control.open_stream(self.target, protocol.clone()),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => return Some(stream),
+                // Not spoken at all: no retry changes that.
+                Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) | Err(_) => {
+                    return None;
+                }
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// Opens `streams` work streams and sends `requests` requests for the
@@ -361,12 +399,7 @@ impl Peer {
         let request = idlegrid_net::Request::Offer;
         let mut open = Vec::new();
         for _ in 0..streams {
-            let opened = tokio::time::timeout(
-                EXCHANGE,
-                self.control.open_stream(self.target, WORK_PROTOCOL),
-            )
-            .await;
-            let Ok(Ok(mut stream)) = opened else {
+            let Some(mut stream) = self.open(WORK_PROTOCOL.as_ref()).await else {
                 continue;
             };
             for id in 0..requests {
