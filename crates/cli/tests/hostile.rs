@@ -55,6 +55,14 @@ fn two_providers() -> (Network, String) {
     (network, bootstrap)
 }
 
+/// The network's chain id, which names its overlay's protocols.
+fn chain_id(network: &Network) -> String {
+    network.testnet.status(0)["chain_id"]
+        .as_str()
+        .expect("a chain id")
+        .to_owned()
+}
+
 /// Every provider is still running with its memory bounded, and a job
 /// submitted through the first now runs on all of them (two providers:
 /// every task needs both).
@@ -181,10 +189,7 @@ fn a_flood_of_half_open_handshakes_passes_and_the_network_heals() {
 fn malformed_traffic_on_every_protocol_leaves_every_provider_serving() {
     let _turn = take_turn();
     let (mut network, bootstrap) = two_providers();
-    let chain_id = network.testnet.status(0)["chain_id"]
-        .as_str()
-        .expect("a chain id")
-        .to_owned();
+    let chain_id = chain_id(&network);
     let target = socket_of(&bootstrap);
     let address: Multiaddr = bootstrap.parse().expect("an address");
     let host = hosts(1)[0];
@@ -270,10 +275,7 @@ fn malformed_traffic_on_every_protocol_leaves_every_provider_serving() {
 fn peers_that_never_read_and_gossip_from_unstaked_keys_leave_every_provider_serving() {
     let _turn = take_turn();
     let (mut network, bootstrap) = two_providers();
-    let chain_id = network.testnet.status(0)["chain_id"]
-        .as_str()
-        .expect("a chain id")
-        .to_owned();
+    let chain_id = chain_id(&network);
     let address: Multiaddr = bootstrap.parse().expect("an address");
     let runtime = attacker::runtime();
     let _guard = runtime.enter();
