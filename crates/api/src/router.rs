@@ -75,11 +75,13 @@ pub fn router<S: Store + Send + 'static>(state: ApiState<S>) -> Router {
     metrics.metrics.track(router).with_state(state)
 }
 
-/// Serves the API on `listener` until the process ends (on its own
-/// single-threaded runtime, apart from consensus).
+/// Serves the API on `listener` (on its own single-threaded runtime,
+/// apart from consensus) until `stop` resolves and the requests in
+/// progress are answered.
 pub fn serve<S: Store + Send + 'static>(
     listener: std::net::TcpListener,
     state: ApiState<S>,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,7 +90,9 @@ pub fn serve<S: Store + Send + 'static>(
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        axum::serve(listener, router(state)).await
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(stop)
+            .await
     })
 }
 

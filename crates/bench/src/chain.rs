@@ -7,8 +7,10 @@
 //! 300 ms at the median. They are not asserted: the figures are what was
 //! measured.
 //!
-//! Each configuration is a fresh testnet (its own directory and ports).
-//! Transfers are signed before any validator starts, then fed through
+//! Each configuration is a fresh testnet (its own directory and ports),
+//! stopped (consensus finishing its writes) before its directory goes.
+//! Transfers are signed before each configuration starts, sized from the
+//! ledger's apply rate and the fastest configuration so far, then fed through
 //! `submit_batch` (the API's path: up to [`SUBMIT_BATCH`] at a time, their
 //! signatures checked as one batch, then one lock of the node) so that at
 //! most [`IN_FLIGHT_MAX`] are submitted and not
@@ -22,7 +24,6 @@
 //! height.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
@@ -48,6 +49,11 @@ pub struct Options {
     /// is the system's temporary directory.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Sign at most this many transfers for each configuration (rounded
+    /// up to a whole number per sender): shows what the bench does when a
+    /// chain takes them faster than they were sized for.
+    #[arg(long, value_name = "N")]
+    transfers_max: Option<usize>,
 }
 
 /// Funded accounts that send the transfers: the pool holds only
@@ -120,27 +126,31 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     let apply_rate = per_second(blocks.len() * BASELINE_BLOCK, applying);
     drop(blocks);
 
-    // Twice what the ledger alone applies, for the load's whole length:
+    // Twice what the ledger alone applies, or half again the fastest
+    // rate a configuration has reached, for the load's whole length:
     // more than a chain can take, since each validator checks every
     // transfer when admitting it and executes it again in a block. Should
-    // a chain ever take more, the load stops with an error rather than
-    // report a capped figure.
+    // a chain still take them all (a machine with many cores), the timed
+    // window closes when they run out and the rate is over what it lasted.
     let loaded = (phases.warm_up + phases.window).as_secs_f64();
-    let budget = (2.0 * apply_rate * loaded).ceil() as usize;
     let keys = sender_keys();
-    let transfers = sign_transfers(&keys, budget.div_ceil(SENDERS).max(1));
+    let mut transfers = vec![Vec::new(); SENDERS];
+    let mut fastest: f64 = 0.0;
 
     let mut rows = Vec::new();
-    // Networks stay alive (frozen) until every configuration has run:
-    // their directories go only once nothing writes to them.
-    let mut finished = Vec::new();
     for validators in [1, 4] {
+        let budget = (2.0 * apply_rate).max(1.5 * fastest) * loaded;
+        let mut nonces = (budget / SENDERS as f64).ceil() as usize;
+        if let Some(max) = options.transfers_max {
+            nonces = nonces.min(max.div_ceil(SENDERS));
+        }
+        sign_transfers(&keys, &mut transfers, nonces);
         let mut network = Network::start(validators, &keys, options.dir.as_deref())?;
         let idle_interval = network.idle_block_interval(phases.idle)?;
         let load = network.load(&transfers, phases)?;
         network.check_agreement()?;
-        network.freeze()?;
-        finished.push(network);
+        network.stop()?;
+        fastest = fastest.max(load.transfers_per_second);
 
         let name = if validators == 1 {
             "chain.1_validator".to_owned()
@@ -171,7 +181,6 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
             idle_name,
         ));
     }
-    drop(finished);
     Ok(rows)
 }
 
@@ -186,51 +195,28 @@ fn sender_keys() -> Vec<Keypair> {
         .collect()
 }
 
-/// `nonces` signed transfers per sender, nonce 0 first, each to the next
-/// sender; signed on every core, before anything is timed.
-fn sign_transfers(keys: &[Keypair], nonces: usize) -> Vec<Vec<SignedTransaction>> {
-    let sign_one = |index: usize| -> Vec<SignedTransaction> {
+/// Signs more transfers until each sender has `nonces` (nonce 0 first,
+/// each to the next sender), on every core, before anything is timed.
+fn sign_transfers(keys: &[Keypair], transfers: &mut [Vec<SignedTransaction>], nonces: usize) {
+    let sign_more = |index: usize, queue: &mut Vec<SignedTransaction>| {
         let to = keys[(index + 1) % keys.len()].account_id();
-        (0..nonces as u64)
-            .map(|nonce| {
-                let body = Transaction::new(CHAIN, nonce, 1, TxKind::Transfer { to, amount: 1 })
-                    .expect("the chain id is short");
-                keys[index].sign(body)
-            })
-            .collect()
+        for nonce in queue.len() as u64..nonces.max(1) as u64 {
+            let body = Transaction::new(CHAIN, nonce, 1, TxKind::Transfer { to, amount: 1 })
+                .expect("the chain id is short");
+            queue.push(keys[index].sign(body));
+        }
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = keys.len().div_ceil(threads);
+    let chunk = transfers.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..keys.len())
-            .step_by(chunk)
-            .map(|start| {
-                let end = (start + chunk).min(keys.len());
-                scope.spawn(move || (start..end).map(sign_one).collect::<Vec<_>>())
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| worker.join().expect("a signing thread panicked"))
-            .collect()
-    })
-}
-
-/// A base port whose next `count` ports are free on loopback right now.
-fn free_ports(count: usize) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let base = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if usize::from(base) + count > usize::from(u16::MAX) {
-            continue;
+        for (part, queues) in transfers.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                for (offset, queue) in queues.iter_mut().enumerate() {
+                    sign_more(part * chunk + offset, queue);
+                }
+            });
         }
-        let held: Vec<_> = (0..count as u16)
-            .map_while(|offset| TcpListener::bind(("127.0.0.1", base + offset)).ok())
-            .collect();
-        if held.len() == count {
-            return Ok(base);
-        }
-    }
-    bail!("found no run of {count} free ports on loopback")
+    });
 }
 
 /// What a subscription thread passes on.
@@ -266,7 +252,7 @@ impl Network {
                 .with_context(|| format!("failed to make a directory in {}", dir.display()))?,
             None => tempfile::tempdir()?,
         };
-        let base = free_ports(2 * validators)?;
+        let base = testnet::free_ports(2 * validators)?;
         let plan = TestnetPlan {
             validators,
             chain_id: CHAIN.to_owned(),
@@ -395,7 +381,7 @@ impl Network {
         let mut load = Load::new(transfers, self.validators.len());
         let started = Instant::now();
         let window_start = started + phases.warm_up;
-        let window_end = window_start + phases.window;
+        let mut window_end = window_start + phases.window;
         while Instant::now() < window_end {
             // Take in every block reported so far, then top the pool up.
             while let Some(event) = self.next_event(Instant::now())? {
@@ -403,10 +389,21 @@ impl Network {
             }
             let submitted = load.top_up(&self.validators)?;
             if load.exhausted {
-                bail!(
-                    "the validators used up the {} pre-signed transfers before the window closed",
+                // A machine faster than the transfers were sized for: the
+                // window closes now, and the rate is over what it lasted.
+                let now = Instant::now();
+                ensure!(
+                    now >= window_start + phases.window / 2,
+                    "the validators used up the {} pre-signed transfers before half the window",
                     transfers.iter().map(Vec::len).sum::<usize>()
                 );
+                eprintln!(
+                    "chain: the pre-signed transfers ran out {:.1} s into the {:?} window; it closes there",
+                    (now - window_start).as_secs_f64(),
+                    phases.window
+                );
+                window_end = now;
+                break;
             }
             if submitted == 0 {
                 let wait = (Instant::now() + Duration::from_millis(2)).min(window_end);
@@ -444,7 +441,7 @@ impl Network {
         );
         latencies.sort();
         Ok(LoadOutcome {
-            transfers_per_second: per_second(latencies.len(), phases.window),
+            transfers_per_second: per_second(latencies.len(), window_end - window_start),
             latency_p50: percentile(&latencies, 0.50),
             latency_p99: percentile(&latencies, 0.99),
         })
@@ -472,23 +469,26 @@ impl Network {
         Ok(())
     }
 
-    /// Stops the validators from using the CPU while later configurations
-    /// run: a thread takes each node's lock and never gives it back, so
-    /// consensus blocks on its next proposal, vote or block (validators
-    /// cannot be stopped otherwise).
-    fn freeze(&self) -> anyhow::Result<()> {
-        for validator in &self.validators {
-            let node = validator.node.clone();
-            std::thread::Builder::new()
-                .name("bench-freeze".to_owned())
-                .spawn(move || {
-                    let _held = node.lock();
-                    loop {
-                        std::thread::park();
-                    }
-                })?;
+    /// Stops every validator: consensus finishes its writes and ends,
+    /// so later configurations run alone and the directory can go.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for (index, validator) in self.validators.drain(..).enumerate() {
+            if let Err(error) = validator.stop() {
+                first_error.get_or_insert(error.context(format!("stopping validator {index}")));
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Network {
+    /// A configuration that failed still stops its validators before its
+    /// directory is removed under them.
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            eprintln!("{error:#}");
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! between them; `--json` prints one object per line with the keys `metric`,
 //! `value`, `unit`, `baseline` and `ratio`.
 
+mod campaign;
 mod chain;
 mod e2e;
 mod gpu;
@@ -37,6 +38,10 @@ enum Suite {
     /// The chain: transfers finalized per second and finality latency on one
     /// and on four validators in this process, against the ledger alone.
     Chain(chain::Options),
+    /// Fault campaigns: seeded runs of 4–7 validators on the deterministic
+    /// runtime through crashes, partitions, lossy links and validator-set
+    /// changes; transfers lost and applied twice against transfers sent.
+    Campaign(campaign::Options),
     /// End to end: a job's tasks placed, run, verified and paid for on
     /// in-process providers, a validator and loopback, against the same
     /// tasks run directly in the sandbox.
@@ -125,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Ledger(options) => (ledger::run(&options)?, options.common.json),
         Suite::Market(options) => (market::run(&options)?, options.common.json),
         Suite::Chain(options) => (chain::run(&options)?, options.common.json),
+        Suite::Campaign(options) => (campaign::run(&options)?, options.common.json),
         Suite::E2e(options) => (e2e::run(&options)?, options.common.json),
         Suite::Gpu(options) => (gpu::run(&options)?, options.common.json),
         Suite::Overlay(options) => (overlay::run(&options)?, options.common.json),

@@ -1,14 +1,17 @@
 //! The ledger node: orders signed transactions into blocks that
 //! `idlegrid-ledger` applies.
 //!
-//! Today: the bounded [`Mempool`] (fee order across accounts, nonce order
-//! within one), [`Block`]s, the [`Chain`] that proposes, verifies and
-//! finalizes them (executing blocks that are not final yet over their
-//! ancestors' writes), and [`engine`], the adapter through which
-//! commonware's simplex consensus and marshal order and deliver them. The
-//! validator process, epochs and the HTTP API are not built yet.
+//! The bounded [`Mempool`] (fee order across accounts, nonce order within
+//! one), [`Block`]s, the [`Chain`] that proposes, verifies and finalizes
+//! them (executing blocks that are not final yet over their ancestors'
+//! writes), [`engine`], the adapter through which commonware's simplex
+//! consensus (one engine per epoch) and marshal order and deliver them,
+//! [`validator`], a validator on commonware's tokio runtime and
+//! authenticated p2p, and [`campaign`], seeded fault campaigns on its
+//! deterministic runtime and simulated network.
 
 mod block;
+pub mod campaign;
 mod chain;
 pub mod engine;
 mod mempool;

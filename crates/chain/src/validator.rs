@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use commonware_cryptography::ChaCha20Poly1305;
 use commonware_cryptography::Signer as _;
+use commonware_macros::select;
 use commonware_p2p::Manager as _;
 use commonware_p2p::authenticated::discovery;
-use commonware_runtime::{Quota, Runner as _, Supervisor as _, tokio};
+use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _, tokio};
 use commonware_stream::cups::{self, Cups};
 use commonware_stream::sake::{self, Sake};
 use commonware_utils::{NZU32, NZUsize};
@@ -44,13 +45,19 @@ pub struct ValidatorSettings {
 /// network's queues: peers × burst per channel).
 const QUOTA_PER_SECOND: u32 = 1_000;
 
-/// Runs a validator until its engine stops (it does not stop on its own).
-/// `started` is called once the engine runs, with the store of finalized
-/// blocks (for the HTTP API).
+/// How long a stopping validator's tasks get to finish their writes.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a validator until `stop` resolves (its engine does not stop on its
+/// own). `started` is called once the engine runs, with the store of
+/// finalized blocks (for the HTTP API). Stopping signals every task of
+/// the runtime and waits for them to finish what they write, so the
+/// engine's journals may be removed once this returns.
 pub fn run<S: Store + Send + 'static>(
     settings: ValidatorSettings,
     node: SharedNode<S>,
     started: impl FnOnce(Blocks) + Send + 'static,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EngineError> {
     let participants = validator_set(&node)?;
     let bootstrappers = settings
@@ -113,7 +120,19 @@ pub fn run<S: Store + Send + 'static>(
         )
         .await?;
         started(running.blocks);
-        let _ = running.engine.await;
-        Ok(())
+        let stopper = context.child("stopper");
+        select! {
+            _ = running.engine => {
+                tracing::error!("the consensus engine stopped on its own");
+                Err(EngineError::Stopped)
+            },
+            _ = stop => {
+                tracing::info!("validator stopping");
+                stopper
+                    .stop(0, Some(STOP_TIMEOUT))
+                    .await
+                    .map_err(|_| EngineError::StopTimedOut(STOP_TIMEOUT))
+            },
+        }
     })
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
+use futures::channel::oneshot;
 use idlegrid_chain::engine::EngineConfig;
 use idlegrid_chain::validator::{ValidatorSettings, run};
 use idlegrid_chain::{Chain, Mempool, MempoolConfig, SharedNode, shared};
@@ -29,14 +30,45 @@ pub struct Validator {
     /// Where its HTTP API listens.
     pub api: SocketAddr,
     consensus: std::thread::JoinHandle<anyhow::Result<()>>,
+    api_thread: std::thread::JoinHandle<()>,
+    /// Dropped (or sent) to stop consensus and the API.
+    stop_consensus: oneshot::Sender<()>,
+    stop_api: oneshot::Sender<()>,
 }
 
 impl Validator {
-    /// Waits for the consensus engine to stop (it does not on its own).
+    /// Runs the validator until its consensus engine stops (it does not
+    /// on its own: only on an error).
     pub fn join(self) -> anyhow::Result<()> {
-        self.consensus
+        // Holding the senders keeps consensus and the API running.
+        let Self {
+            consensus,
+            stop_consensus: _running,
+            stop_api: _serving,
+            ..
+        } = self;
+        consensus
             .join()
             .map_err(|_| anyhow::anyhow!("the consensus thread panicked"))?
+    }
+
+    /// Stops the validator: consensus finishes what it writes and its
+    /// tasks end, the API answers the requests in progress and closes.
+    /// Once this returns nothing of the validator touches its data
+    /// directory (its ledger closes when the last handle to `node` goes).
+    pub fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop_consensus.send(());
+        let consensus = self
+            .consensus
+            .join()
+            .map_err(|_| anyhow::anyhow!("the consensus thread panicked"));
+        let _ = self.stop_api.send(());
+        let api = self
+            .api_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the API thread panicked"));
+        consensus??;
+        api
     }
 }
 
@@ -104,10 +136,15 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
     let listener = std::net::TcpListener::bind(config.api_listen)
         .with_context(|| format!("binding the API to {}", config.api_listen))?;
     let api_address = listener.local_addr()?;
-    std::thread::Builder::new()
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let api_thread = std::thread::Builder::new()
         .name("api".to_owned())
         .spawn(move || {
-            if let Err(error) = serve(listener, state) {
+            // Sent or dropped, the sender stops the API.
+            let stop = async move {
+                let _ = api_stopped.await;
+            };
+            if let Err(error) = serve(listener, state, stop) {
                 tracing::error!(%error, "the HTTP API stopped");
             }
         })?;
@@ -122,19 +159,26 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
     let account = key.account_id();
     let p2p = config.p2p_listen;
     let shared_node = node.clone();
+    let (stop_consensus, consensus_stopped) = oneshot::channel::<()>();
     let consensus = std::thread::Builder::new()
         .name("consensus".to_owned())
         .spawn(move || {
-            run(settings, shared_node, move |found| {
+            let started = move |found| {
                 let _ = blocks.set(Arc::new(found));
                 tracing::info!(%account, %p2p, api = %api_address, "consensus running");
-            })
-            .map_err(anyhow::Error::from)
+            };
+            let stop = async move {
+                let _ = consensus_stopped.await;
+            };
+            run(settings, shared_node, started, stop).map_err(anyhow::Error::from)
         })?;
     Ok(Validator {
         account,
         node,
         api: api_address,
         consensus,
+        api_thread,
+        stop_consensus,
+        stop_api,
     })
 }

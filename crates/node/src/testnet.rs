@@ -343,3 +343,31 @@ fn write_validator(
         .with_context(|| format!("writing {}", path.display()))?;
     Ok((path, config))
 }
+
+/// `count` consecutive ports free on loopback now, for a testnet's
+/// listeners, below the range the OS hands out for outgoing connections
+/// (so a validator's dial cannot take a port another validator will
+/// listen on after a restart). Callers in one process take turns through
+/// the range; processes start at different places.
+pub fn free_ports(count: usize) -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let count = u16::try_from(count)
+        .ok()
+        .filter(|count| *count < SPAN)
+        .context("too many ports asked for")?;
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..200 {
+        let offset = NEXT.fetch_add(count + 1, Ordering::Relaxed);
+        let base = LOW + (start.wrapping_add(offset) % (SPAN - count));
+        let held: Vec<_> = (0..count)
+            .map_while(|index| TcpListener::bind((Ipv4Addr::LOCALHOST, base + index)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("found no run of {count} free ports on loopback")
+}

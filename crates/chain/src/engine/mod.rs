@@ -102,7 +102,7 @@ pub fn account_of(key: &PublicKey) -> AccountId {
     AccountId::from_bytes(bytes)
 }
 
-/// Why a validator's engine could not start.
+/// Why a validator's engine could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("`{0}` is not a usable ed25519 key")]
@@ -117,6 +117,10 @@ pub enum EngineError {
     Ledger(String),
     #[error("storage for {what} could not be opened: {error}")]
     Storage { what: &'static str, error: String },
+    #[error("the consensus engine stopped on its own (the log says why)")]
+    Stopped,
+    #[error("the validator's tasks did not finish within {0:?} of being asked to stop")]
+    StopTimedOut(Duration),
 }
 
 /// How a validator's engine is tuned (the defaults suit a LAN or loopback).

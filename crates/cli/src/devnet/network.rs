@@ -319,6 +319,18 @@ pub async fn run_devnet(
         Ok(Err(error)) => warn!(%error, "the gateway's task failed"),
         Err(_) => warn!("the gateway did not stop in time"),
     }
+    // Last, once nothing submits to it: the validator syncs its journals.
+    match tokio::time::timeout(
+        SHUTDOWN_TIMEOUT,
+        tokio::task::spawn_blocking(move || validator.stop()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => warn!(error = %format!("{error:#}"), "the validator failed"),
+        Ok(Err(error)) => warn!(%error, "the validator's task failed"),
+        Err(_) => warn!("the validator did not stop in time"),
+    }
     Ok(summary)
 }
 

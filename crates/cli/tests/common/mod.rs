@@ -27,28 +27,10 @@ pub fn idlegrid(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
-/// `count` consecutive free ports on loopback, below the range the OS
-/// hands out for outgoing connections (so a validator's dial cannot take a
-/// port another validator will listen on after a restart).
+/// `count` consecutive free ports on loopback (see
+/// [`idlegrid_node::testnet::free_ports`]).
 pub fn free_ports(count: usize) -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // Tests in one process take turns through the range; processes start
-    // at different places.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    const LOW: u16 = 20_000;
-    const SPAN: u16 = 12_000;
-    let start = (std::process::id() % u32::from(SPAN)) as u16;
-    for _ in 0..200 {
-        let offset = NEXT.fetch_add(count as u16 + 1, Ordering::Relaxed);
-        let base = LOW + (start.wrapping_add(offset) % (SPAN - count as u16));
-        let held: Vec<_> = (0..count as u16)
-            .map_while(|index| TcpListener::bind(("127.0.0.1", base + index)).ok())
-            .collect();
-        if held.len() == count {
-            return base;
-        }
-    }
-    panic!("no run of {count} free ports");
+    idlegrid_node::testnet::free_ports(count).expect("free ports")
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
