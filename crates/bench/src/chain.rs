@@ -49,6 +49,10 @@ pub struct Options {
     /// is the system's temporary directory.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Blocks a stopped validator has to catch up when it restarts (100
+    /// with --quick).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    catch_up_blocks: u64,
     /// Sign at most this many transfers for each configuration (rounded
     /// up to a whole number per sender): shows what the bench does when a
     /// chain takes them faster than they were sized for.
@@ -181,7 +185,101 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
             idle_name,
         ));
     }
+    let blocks = if options.common.quick {
+        100
+    } else {
+        options.catch_up_blocks.max(1)
+    };
+    rows.push(catch_up(options.dir.as_deref(), blocks)?);
     Ok(rows)
+}
+
+/// Four validators making empty blocks as fast as consensus allows (no
+/// idle wait); one is stopped while the others finalize `blocks` more,
+/// then started again over its files: the time it takes to reach the
+/// height the chain had when it restarted, against the time the chain
+/// took to make those blocks.
+fn catch_up(dir: Option<&Path>, blocks: u64) -> anyhow::Result<Measurement> {
+    const VALIDATORS: usize = 4;
+    let directory = match dir {
+        Some(dir) => tempfile::tempdir_in(dir)
+            .with_context(|| format!("failed to make a directory in {}", dir.display()))?,
+        None => tempfile::tempdir()?,
+    };
+    let base = testnet::free_ports(2 * VALIDATORS)?;
+    let plan = TestnetPlan {
+        validators: VALIDATORS,
+        chain_id: CHAIN.to_owned(),
+        p2p_port: base,
+        api_port: base + VALIDATORS as u16,
+        idle_block_wait_ms: Some(0),
+        ..TestnetPlan::default()
+    };
+    let testnet = testnet::init(directory.path(), &plan)?;
+    let mut validators = testnet
+        .configs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            start_validator(config).with_context(|| format!("starting validator {index}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let height = |validator: &Validator| {
+        validator
+            .node
+            .lock()
+            .map_or(0, |node| node.ledger().height())
+    };
+    let wait = |what: &str, deadline: Duration, done: &dyn Fn() -> bool| {
+        let until = Instant::now() + deadline;
+        while !done() {
+            ensure!(Instant::now() < until, "{what} within {deadline:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    };
+    wait(
+        "the validators finalized their first blocks",
+        STARTUP_TIMEOUT,
+        &|| {
+            validators
+                .iter()
+                .all(|validator| height(validator) >= STARTUP_BLOCKS)
+        },
+    )?;
+    let behind = validators.pop().context("four validators")?;
+    let from = height(&behind);
+    behind
+        .stop()
+        .context("stopping the validator that falls behind")?;
+    let making = Instant::now();
+    // As slow as an idle chain (a block each 200 ms) and a minute more.
+    let patience = STARTUP_TIMEOUT + Duration::from_millis(200) * blocks as u32;
+    wait(
+        "the other three finalized the blocks to catch up",
+        patience,
+        &|| height(&validators[0]) >= from + blocks,
+    )?;
+    let made = making.elapsed();
+    let target = height(&validators[0]);
+    let catching = Instant::now();
+    let behind = start_validator(&testnet.configs[VALIDATORS - 1])
+        .context("restarting the validator that fell behind")?;
+    wait("the restarted validator caught up", patience, &|| {
+        height(&behind) >= target
+    })?;
+    let caught_up = catching.elapsed();
+    validators.push(behind);
+    for validator in validators {
+        validator.stop()?;
+    }
+    Ok(Measurement::new(
+        format!("chain.catch_up_{blocks}_blocks"),
+        caught_up.as_secs_f64(),
+        "s",
+        made.as_secs_f64(),
+        "the chain making those blocks (three of four validators, no idle wait)",
+    ))
 }
 
 /// The senders' keys, from distinct seeds.

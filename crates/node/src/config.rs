@@ -51,6 +51,11 @@ pub struct ValidatorConfig {
     /// Validators to dial at start (none for a one-validator network).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// How long a leader with nothing to propose waits for a transaction
+    /// before proposing an empty block, in milliseconds (200 when absent;
+    /// 0 makes blocks as fast as consensus allows, as benchmarks want).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_block_wait_ms: Option<u64>,
 }
 
 fn default_workers() -> usize {

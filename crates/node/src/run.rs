@@ -21,7 +21,8 @@ use crate::config::ValidatorConfig;
 use crate::keys::read_key;
 use idlegrid_api::{ApiState, Submissions, serve};
 
-/// A validator running in this process.
+/// A validator running in this process. Dropping it stops it as
+/// [`Validator::stop`] does (an error is logged).
 #[derive(Debug)]
 pub struct Validator {
     pub account: AccountId,
@@ -29,34 +30,21 @@ pub struct Validator {
     pub node: SharedNode<RedbStore>,
     /// Where its HTTP API listens.
     pub api: SocketAddr,
+    /// Until stopped or joined.
+    threads: Option<Threads>,
+}
+
+#[derive(Debug)]
+struct Threads {
     consensus: std::thread::JoinHandle<anyhow::Result<()>>,
-    api_thread: std::thread::JoinHandle<()>,
-    /// Dropped (or sent) to stop consensus and the API.
+    api: std::thread::JoinHandle<()>,
+    /// Sent (or dropped) to stop consensus, and the API.
     stop_consensus: oneshot::Sender<()>,
     stop_api: oneshot::Sender<()>,
 }
 
-impl Validator {
-    /// Runs the validator until its consensus engine stops (it does not
-    /// on its own: only on an error).
-    pub fn join(self) -> anyhow::Result<()> {
-        // Holding the senders keeps consensus and the API running.
-        let Self {
-            consensus,
-            stop_consensus: _running,
-            stop_api: _serving,
-            ..
-        } = self;
-        consensus
-            .join()
-            .map_err(|_| anyhow::anyhow!("the consensus thread panicked"))?
-    }
-
-    /// Stops the validator: consensus finishes what it writes and its
-    /// tasks end, the API answers the requests in progress and closes.
-    /// Once this returns nothing of the validator touches its data
-    /// directory (its ledger closes when the last handle to `node` goes).
-    pub fn stop(self) -> anyhow::Result<()> {
+impl Threads {
+    fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop_consensus.send(());
         let consensus = self
             .consensus
@@ -64,11 +52,46 @@ impl Validator {
             .map_err(|_| anyhow::anyhow!("the consensus thread panicked"));
         let _ = self.stop_api.send(());
         let api = self
-            .api_thread
+            .api
             .join()
             .map_err(|_| anyhow::anyhow!("the API thread panicked"));
         consensus??;
         api
+    }
+}
+
+impl Validator {
+    /// Runs the validator until its consensus engine stops (it does not
+    /// on its own: only on an error).
+    pub fn join(mut self) -> anyhow::Result<()> {
+        let Some(threads) = self.threads.take() else {
+            return Ok(());
+        };
+        let result = threads
+            .consensus
+            .join()
+            .map_err(|_| anyhow::anyhow!("the consensus thread panicked"))?;
+        let _ = threads.stop_api.send(());
+        let _ = threads.api.join();
+        result
+    }
+
+    /// Stops the validator: consensus finishes what it writes and its
+    /// tasks end, the API answers the requests in progress and closes.
+    /// Once this returns nothing of the validator touches its data
+    /// directory (its ledger closes when the last handle to `node` goes).
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.threads.take().map_or(Ok(()), Threads::stop)
+    }
+}
+
+impl Drop for Validator {
+    fn drop(&mut self) {
+        if let Some(threads) = self.threads.take()
+            && let Err(error) = threads.stop()
+        {
+            tracing::error!(account = %self.account, error = %format!("{error:#}"), "the validator did not stop cleanly");
+        }
     }
 }
 
@@ -154,7 +177,13 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
         bootstrappers,
         engine_dir: config.data_dir.join("engine"),
         worker_threads: config.worker_threads,
-        engine: EngineConfig::new(&genesis.chain_id),
+        engine: {
+            let mut engine = EngineConfig::new(&genesis.chain_id);
+            if let Some(wait) = config.idle_block_wait_ms {
+                engine.idle_block_wait = std::time::Duration::from_millis(wait);
+            }
+            engine
+        },
     };
     let account = key.account_id();
     let p2p = config.p2p_listen;
@@ -176,9 +205,11 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
         account,
         node,
         api: api_address,
-        consensus,
-        api_thread,
-        stop_consensus,
-        stop_api,
+        threads: Some(Threads {
+            consensus,
+            api: api_thread,
+            stop_consensus,
+            stop_api,
+        }),
     })
 }

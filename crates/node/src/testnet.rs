@@ -34,6 +34,8 @@ pub struct TestnetPlan {
     pub epoch_length: u64,
     /// Tokens minted at each epoch's end for validators and providers.
     pub emission_per_epoch: u64,
+    /// Each validator's `idle_block_wait_ms` (the default when `None`).
+    pub idle_block_wait_ms: Option<u64>,
 }
 
 impl Default for TestnetPlan {
@@ -49,6 +51,7 @@ impl Default for TestnetPlan {
             validator_balance: 1_000_000,
             epoch_length: idlegrid_ledger::Params::default().epoch_length_blocks,
             emission_per_epoch: idlegrid_ledger::Params::default().emission_per_epoch,
+            idle_block_wait_ms: None,
         }
     }
 }
@@ -134,6 +137,7 @@ pub fn init(dir: &Path, plan: &TestnetPlan) -> anyhow::Result<Testnet> {
             (listen.p2p(index)?, listen.api(index)?),
             peers,
             &format!("validator {index} of {}", plan.validators),
+            plan.idle_block_wait_ms,
         )?;
         configs.push(path);
         validators.push(config);
@@ -228,6 +232,7 @@ pub fn join(dir: &Path) -> anyhow::Result<Joined> {
         &format!(
             "validator {index}, not in genesis: it is in the set from the epoch after it stakes as a validator"
         ),
+        None,
     )?;
     Ok(Joined {
         index,
@@ -317,6 +322,7 @@ fn write_validator(
     (p2p_listen, api_listen): (SocketAddr, SocketAddr),
     peers: Vec<PeerConfig>,
     about: &str,
+    idle_block_wait_ms: Option<u64>,
 ) -> anyhow::Result<(PathBuf, ValidatorConfig)> {
     let folder = dir.join(format!("validator-{index}"));
     write_key(&folder.join(KEY_FILE), key)?;
@@ -328,6 +334,7 @@ fn write_validator(
         api_listen,
         worker_threads: 2,
         peers,
+        idle_block_wait_ms,
     };
     let path = folder.join(CONFIG_FILE);
     let text = format!(
