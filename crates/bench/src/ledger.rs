@@ -2,14 +2,15 @@
 //!
 //! Goal: at least 20,000 transfers a second on one validator, signature
 //! checks included (`ledger.transfers`), so that the ledger is never what
-//! limits the network.
+//! limits the network; and a disk that stops growing with the state tree's
+//! history once the kept heights are full (`ledger.storage_bytes`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 use idlegrid_ledger::{
-    Genesis, Ledger, MemoryStore, NoReExecution, Params, RedbStore, SignedTransaction, Store,
-    Transaction, TxKind,
+    Genesis, Ledger, MemoryStore, NoReExecution, Params, RedbStats, RedbStore, SignedTransaction,
+    Store, TREE_HISTORY_HEIGHTS_DEFAULT, Transaction, TreeHistory, TxKind,
 };
 use idlegrid_types::identity::{verify_batch, verify_raw};
 use idlegrid_types::{AccountId, Keypair, Signable, Signature};
@@ -25,6 +26,11 @@ pub struct Options {
 /// The chain id of every benchmark transaction (the chain suite's too, so
 /// that its transfers are the same size as these).
 pub(crate) const CHAIN: &str = "idlegrid-bench";
+
+/// The state tree's history kept in `--quick`'s storage figure (the full
+/// run keeps the default).
+const QUICK_TREE_HISTORY_HEIGHTS: std::num::NonZeroU64 =
+    std::num::NonZeroU64::new(20).expect("not zero");
 
 /// Funded accounts that send transfers, one per sender per block, so that
 /// no block waits on one account's nonces.
@@ -146,6 +152,80 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// Applies `blocks` to a fresh ledger on redb keeping `history` of the
+/// state tree: the store's stats after `warmup` blocks and after all of
+/// them, and the final state root.
+fn storage_run(
+    genesis: &Genesis,
+    blocks: &[Vec<SignedTransaction>],
+    warmup: usize,
+    history: TreeHistory,
+) -> anyhow::Result<(RedbStats, RedbStats, [u8; 32])> {
+    let directory = tempfile::tempdir()?;
+    let store = RedbStore::open(&directory.path().join("ledger.redb"))?;
+    let mut ledger = Ledger::init(store, genesis)?.with_tree_history(history);
+    let (warming, measured) = blocks.split_at(warmup);
+    for block in warming {
+        apply(&mut ledger, block)?;
+    }
+    let before = ledger.store().stats()?;
+    for block in measured {
+        apply(&mut ledger, block)?;
+    }
+    Ok((before, ledger.store().stats()?, ledger.state_root()))
+}
+
+/// The redb store's growth in steady state, pruned (keeping `history`
+/// heights) against keeping the whole tree, over the same blocks: bytes in
+/// use per 10,000 blocks once the history is full, and the file at the end.
+///
+/// redb reserves file space by doubling it, so the file's length is a step
+/// function of what it holds; the pages in use are what it must hold, and
+/// the file follows them within a factor of two.
+fn storage_rows(
+    senders: &mut Senders,
+    history: std::num::NonZeroU64,
+    block_size: usize,
+    (warmup, measured): (usize, usize),
+) -> anyhow::Result<Vec<Measurement>> {
+    ensure!(
+        warmup as u64 > history.get(),
+        "the warm-up fills the kept history"
+    );
+    let genesis = senders.genesis();
+    let blocks: Vec<_> = (0..warmup + measured)
+        .map(|_| senders.block(block_size))
+        .collect();
+    let (pruned_before, pruned, pruned_root) =
+        storage_run(&genesis, &blocks, warmup, TreeHistory::Heights(history))?;
+    let (whole_before, whole, whole_root) =
+        storage_run(&genesis, &blocks, warmup, TreeHistory::Unlimited)?;
+    ensure!(pruned_root == whole_root, "pruning changed the state root");
+    let per_10k_blocks = |before: RedbStats, after: RedbStats| {
+        after.allocated_bytes.saturating_sub(before.allocated_bytes) as f64 * 10_000.0
+            / measured as f64
+    };
+    let total = warmup + measured;
+    Ok(vec![
+        Measurement::new(
+            "ledger.storage_bytes_per_10k_blocks",
+            per_10k_blocks(pruned_before, pruned),
+            "B",
+            per_10k_blocks(whole_before, whole),
+            format!(
+                "the same without pruning ({block_size} transfers a block, {history} heights kept)"
+            ),
+        ),
+        Measurement::new(
+            format!("ledger.storage_file_bytes.{total}_blocks"),
+            pruned.file_bytes as f64,
+            "B",
+            whole.file_bytes as f64,
+            "the same without pruning",
+        ),
+    ])
+}
+
 pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     // (block size, blocks) for throughput, block sizes and repetitions for commits.
     let (block_size, blocks, commit_sizes, repetitions) = if options.common.quick {
@@ -215,5 +295,18 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
             "the same block on MemoryStore",
         ));
     }
+
+    // Disk growth with the state tree pruned, against keeping all of it.
+    let (history, storage_block_size, storage_blocks) = if options.common.quick {
+        (QUICK_TREE_HISTORY_HEIGHTS, 10, (40, 60))
+    } else {
+        (TREE_HISTORY_HEIGHTS_DEFAULT, 50, (1_200, 1_000))
+    };
+    rows.extend(storage_rows(
+        &mut senders,
+        history,
+        storage_block_size,
+        storage_blocks,
+    )?);
     Ok(rows)
 }

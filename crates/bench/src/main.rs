@@ -30,7 +30,8 @@ enum Suite {
     /// C built natively; instantiation; compile versus cache load.
     Sandbox(sandbox::Options),
     /// The ledger: transfers per second against signature checks alone,
-    /// batch against single verification, redb commits against memory.
+    /// batch against single verification, redb commits against memory,
+    /// disk growth with the state tree pruned against without.
     Ledger(ledger::Options),
     /// The market: tasks placed and verified per second as the offer book
     /// grows, against a plain loop handing out the same tasks.

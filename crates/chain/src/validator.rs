@@ -49,10 +49,11 @@ const QUOTA_PER_SECOND: u32 = 1_000;
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs a validator until `stop` resolves (its engine does not stop on its
-/// own). `started` is called once the engine runs, with the store of
-/// finalized blocks (for the HTTP API). Stopping signals every task of
-/// the runtime and waits for them to finish what they write, so the
-/// engine's journals may be removed once this returns.
+/// own: when it does, this returns why, a damaged file named in full).
+/// `started` is called once the engine runs, with the store of finalized
+/// blocks (for the HTTP API). Stopping signals every task of the runtime
+/// and waits for them to finish what they write, so the engine's journals
+/// may be removed once this returns.
 pub fn run<S: Store + Send + 'static>(
     settings: ValidatorSettings,
     node: SharedNode<S>,
@@ -67,8 +68,10 @@ pub fn run<S: Store + Send + 'static>(
         .collect::<Result<Vec<_>, EngineError>>()?;
     std::fs::create_dir_all(&settings.engine_dir).map_err(|error| EngineError::Storage {
         what: "the engine directory",
+        location: settings.engine_dir.clone(),
         error: error.to_string(),
     })?;
+    let engine_dir = settings.engine_dir.clone();
     let runtime = tokio::Config::new()
         .with_worker_threads(settings.worker_threads.max(1))
         .with_storage_directory(&settings.engine_dir)
@@ -122,9 +125,11 @@ pub fn run<S: Store + Send + 'static>(
         started(running.blocks);
         let stopper = context.child("stopper");
         select! {
-            _ = running.engine => {
-                tracing::error!("the consensus engine stopped on its own");
-                Err(EngineError::Stopped)
+            stopped = running.engine => {
+                let error = stopped
+                    .unwrap_or_else(|error| EngineError::Stopped(error.to_string()));
+                tracing::error!(%error, "the consensus engine stopped");
+                Err(error)
             },
             _ = stop => {
                 tracing::info!("validator stopping");
@@ -135,4 +140,5 @@ pub fn run<S: Store + Send + 'static>(
             },
         }
     })
+    .map_err(|error| error.under(&engine_dir))
 }

@@ -5,6 +5,7 @@ use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, TaskOutcome, codec}
 
 use crate::apply::{self, BlockScope, Failure, META_CHAIN, META_HEIGHT, META_PARAMS};
 use crate::genesis::{Genesis, Params};
+use crate::prune::{self, TreeHistory};
 use crate::root;
 use crate::state::{
     Account, Job, JobStatus, Overlay, ProviderRecord, Redemption, Stake, Supply, keys,
@@ -124,6 +125,15 @@ impl DisputeVerdict {
     }
 }
 
+/// The state tree's share of the store (see [`Ledger::tree_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeStats {
+    /// Nodes stored: the tip's tree and what the kept heights still need.
+    pub nodes: u64,
+    /// Stored nodes a later block superseded, each listed for pruning.
+    pub superseded_nodes: u64,
+}
+
 /// What applying a block did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockOutcome {
@@ -142,6 +152,8 @@ pub struct Ledger<S: Store> {
     /// Signatures this node already checked (shared by the views a chain
     /// opens over pending blocks); none by default.
     signatures: Option<std::sync::Arc<idlegrid_types::SignatureCache>>,
+    /// How many heights of the state tree each commit keeps.
+    tree_history: TreeHistory,
     chain_id: String,
     params: Params,
     height: u64,
@@ -202,6 +214,7 @@ impl<S: Store> Ledger<S> {
         Ok(Self {
             store,
             signatures: None,
+            tree_history: TreeHistory::default(),
             chain_id: genesis.chain_id.clone(),
             params: genesis.params.clone(),
             height: 0,
@@ -225,6 +238,7 @@ impl<S: Store> Ledger<S> {
             .ok_or_else(|| StoreError(format!("the state root of height {height} is missing")))?;
         Ok(Self {
             signatures: None,
+            tree_history: TreeHistory::default(),
             chain_id: String::from_utf8_lossy(&chain_id).into_owned(),
             params,
             height,
@@ -271,6 +285,28 @@ impl<S: Store> Ledger<S> {
 
     pub fn signature_cache(&self) -> Option<&std::sync::Arc<idlegrid_types::SignatureCache>> {
         self.signatures.as_ref()
+    }
+
+    /// Keeps `history` of the state tree from the next commit on (the
+    /// default: [`TreeHistory::default`]). Each commit deletes the nodes
+    /// that only heights older than that need; a store that kept more
+    /// catches up over the following blocks.
+    pub fn with_tree_history(mut self, history: TreeHistory) -> Self {
+        self.tree_history = history;
+        self
+    }
+
+    pub fn tree_history(&self) -> TreeHistory {
+        self.tree_history
+    }
+
+    /// How many nodes of the state tree the store holds, and how many of
+    /// them are superseded (kept for the heights in the history).
+    pub fn tree_stats(&self) -> Result<TreeStats, LedgerError> {
+        Ok(TreeStats {
+            nodes: self.store.count_prefix(&[keys::TREE_NODE])?,
+            superseded_nodes: self.store.count_prefix(&[keys::STALE_NODE])?,
+        })
     }
 
     /// Checks a transaction's signature (through the cache, if any).
@@ -337,12 +373,14 @@ impl<S: Store> Ledger<S> {
         self.commit(batch, outcome)
     }
 
-    /// Writes a block's batch in one commit and moves to its height.
+    /// Writes a block's batch, with the pruning its height makes due, in
+    /// one commit and moves to its height.
     fn commit(
         &mut self,
-        batch: crate::store::WriteBatch,
+        mut batch: crate::store::WriteBatch,
         outcome: &BlockOutcome,
     ) -> Result<(), LedgerError> {
+        prune::superseded_nodes(&self.store, &mut batch, outcome.height, self.tree_history)?;
         self.store.commit(batch)?;
         self.height = outcome.height;
         self.state_root = outcome.state_root;
@@ -567,6 +605,8 @@ impl<S: Store> Ledger<S> {
     }
 
     /// The state root after the block at `height`, if the store has it.
+    /// Roots are recorded apart from the tree and kept for every height,
+    /// whatever the [`TreeHistory`].
     pub fn state_root_at(&self, height: u64) -> Result<Option<[u8; 32]>, LedgerError> {
         Ok(read_root(&self.store, height)?)
     }

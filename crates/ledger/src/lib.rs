@@ -10,6 +10,7 @@
 mod apply;
 pub mod genesis;
 mod ledger;
+mod prune;
 mod root;
 pub mod state;
 pub mod store;
@@ -19,10 +20,13 @@ pub use apply::VALIDATORS_MAX;
 pub use genesis::{Genesis, GenesisError, Params};
 pub use ledger::{
     BlockOutcome, BuiltBlock, DisputeVerdict, Ledger, LedgerError, NoReExecution, Selection,
-    TxRecord, TxResult,
+    TreeStats, TxRecord, TxResult,
 };
+pub use prune::{PRUNE_NODES_PER_COMMIT_BASE, TREE_HISTORY_HEIGHTS_DEFAULT, TreeHistory};
 pub use state::{Account, Job, JobStatus, ProviderRecord, Redemption, Stake, Supply, Unbonding};
-pub use store::{Entries, Layered, MemoryStore, RedbStore, Store, StoreError, WriteBatch};
+pub use store::{
+    Entries, Layered, MemoryStore, RedbStats, RedbStore, Store, StoreError, WriteBatch,
+};
 pub use tx::{
     Dispute, Event, Evidence, OpenJob, Rejection, SignedTransaction, StakeRole, Transaction,
     TxKind, decode_transaction, transaction_hash,

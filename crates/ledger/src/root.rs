@@ -25,9 +25,12 @@ impl jmt::SimpleHasher for Blake3Tree {
     }
 }
 
+fn encode_node_key(node: &NodeKey) -> Vec<u8> {
+    borsh::to_vec(node).expect("tree node keys encode")
+}
+
 fn node_key(node: &NodeKey) -> Vec<u8> {
-    let encoded = borsh::to_vec(node).expect("tree node keys encode");
-    [&[keys::TREE_NODE][..], &encoded].concat()
+    keys::tree_node(&encode_node_key(node))
 }
 
 struct Nodes<'a, 's, S: Store>(&'a Overlay<'s, S>);
@@ -79,7 +82,9 @@ fn put<R: TreeReader>(
 }
 
 /// Folds the overlay's state changes into the tree as `version`, writes the
-/// new nodes into the overlay, and returns the new root.
+/// new nodes into the overlay with an index of the nodes they supersede
+/// (what pruning deletes once no kept version needs them), and returns the
+/// new root.
 pub(crate) fn update<S: Store>(
     overlay: &mut Overlay<'_, S>,
     store: &S,
@@ -103,6 +108,27 @@ pub(crate) fn update<S: Store>(
             node_key(key),
             Some(borsh::to_vec(node).expect("tree nodes encode")),
         );
+    }
+    for stale in &batch.stale_node_index_batch {
+        overlay.put_raw(
+            keys::stale_node(stale.stale_since_version, &encode_node_key(&stale.node_key)),
+            Some(Vec::new()),
+        );
+    }
+    // Every version has its own root node, so the previous root is needed
+    // by the previous version only. The tree lists it as stale whenever a
+    // change replaces it, but not when a version changes nothing and it
+    // copies the root forward; listing it here covers that case (a key
+    // written twice is one entry).
+    if let Some(previous) = version.checked_sub(1) {
+        let roots = batch.node_batch.nodes().iter();
+        for (root, _) in roots.filter(|(key, _)| key.nibble_path().is_empty()) {
+            let previous_root = NodeKey::new(previous, root.nibble_path().clone());
+            overlay.put_raw(
+                keys::stale_node(version, &encode_node_key(&previous_root)),
+                Some(Vec::new()),
+            );
+        }
     }
     overlay.put_raw(keys::root_at(version), Some(root.0.to_vec()));
     Ok(root.0)

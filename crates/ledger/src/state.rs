@@ -130,6 +130,9 @@ pub(crate) mod keys {
     /// Not part of the authenticated state: what each dispute's
     /// re-execution found, by the dispute transaction's hash.
     pub const VERDICT_AT: u8 = b'v';
+    /// Not part of the authenticated state: each tree node a block
+    /// superseded, by that block's height, until pruning deletes it.
+    pub const STALE_NODE: u8 = b'n';
 
     pub fn account(id: &AccountId) -> Vec<u8> {
         [&[ACCOUNT][..], id.as_bytes()].concat()
@@ -185,6 +188,29 @@ pub(crate) mod keys {
         [&[ROOT_AT][..], &height.to_be_bytes()].concat()
     }
 
+    /// A tree node's key, from its encoded `jmt` node key.
+    pub fn tree_node(encoded_node_key: &[u8]) -> Vec<u8> {
+        [&[TREE_NODE][..], encoded_node_key].concat()
+    }
+
+    /// Big-endian height first, so key order is the order in which nodes
+    /// were superseded and pruning reads the oldest first.
+    pub fn stale_node(stale_since: u64, encoded_node_key: &[u8]) -> Vec<u8> {
+        [
+            &[STALE_NODE][..],
+            &stale_since.to_be_bytes(),
+            encoded_node_key,
+        ]
+        .concat()
+    }
+
+    /// The height and encoded node key of a stale-node key.
+    pub fn split_stale_node(key: &[u8]) -> Option<(u64, &[u8])> {
+        let rest = key.strip_prefix(&[STALE_NODE])?;
+        let (height, node) = rest.split_first_chunk::<8>()?;
+        Some((u64::from_be_bytes(*height), node))
+    }
+
     pub fn block_at(height: u64) -> Vec<u8> {
         [&[BLOCK_AT][..], &height.to_be_bytes()].concat()
     }
@@ -233,6 +259,7 @@ pub(crate) mod keys {
                 | Some(&BLOCK_AT)
                 | Some(&JOB_OPENED)
                 | Some(&VERDICT_AT)
+                | Some(&STALE_NODE)
         )
     }
 }

@@ -18,10 +18,9 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 #[error("ledger storage failed: {0}")]
 pub struct StoreError(pub String);
 
-impl StoreError {
-    fn from_display(error: impl std::fmt::Display) -> Self {
-        Self(error.to_string())
-    }
+/// An error of the redb file at `path`.
+fn in_file(path: &Path, error: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("{}: {error}", path.display()))
 }
 
 /// An ordered key-value store with atomic batch commits.
@@ -29,6 +28,13 @@ pub trait Store {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// The first `limit` entries whose key is in `start..end`, in key order
+    /// (pruning reads what is due of a long index this way).
+    fn scan_range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StoreError>;
+    /// How many keys start with `prefix`.
+    fn count_prefix(&self, prefix: &[u8]) -> Result<u64, StoreError> {
+        Ok(self.scan_prefix(prefix)?.len() as u64)
+    }
     /// Applies all of `batch` or none of it.
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
 }
@@ -51,6 +57,26 @@ impl Store for MemoryStore {
             .take_while(|(key, _)| key.starts_with(prefix))
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect())
+    }
+
+    fn scan_range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .entries
+            .range(start.to_vec()..end.to_vec())
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    fn count_prefix(&self, prefix: &[u8]) -> Result<u64, StoreError> {
+        Ok(self
+            .entries
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .count() as u64)
     }
 
     fn commit(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -115,6 +141,28 @@ impl<S: Store> Store for Layered<'_, S> {
         Ok(merged.into_iter().collect())
     }
 
+    /// Reads the whole range from the base, since the layers may delete
+    /// any of its first `limit` entries (views read ranges rarely, and
+    /// never prune).
+    fn scan_range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .base
+            .scan_range(start, end, usize::MAX)?
+            .into_iter()
+            .collect();
+        if start < end {
+            for layer in &self.layers {
+                for (key, value) in layer.range(start.to_vec()..end.to_vec()) {
+                    match value {
+                        Some(value) => merged.insert(key.clone(), value.clone()),
+                        None => merged.remove(key),
+                    };
+                }
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
     fn commit(&mut self, _batch: WriteBatch) -> Result<(), StoreError> {
         Err(StoreError(
             "a layered view of pending blocks cannot commit".to_owned(),
@@ -135,10 +183,24 @@ type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 /// and its table for each cost as much as the lookup itself). Every commit
 /// drops it, so the next read sees the new state and redb can reuse the
 /// pages the commit replaced. Clones share the file and the reader.
+///
+/// Every error names the file, so an operator knows which store is damaged.
 #[derive(Clone)]
 pub struct RedbStore {
     database: Arc<redb::Database>,
     reader: Arc<Mutex<Option<ReadTable>>>,
+    path: Arc<Path>,
+}
+
+/// How much disk a [`RedbStore`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedbStats {
+    /// The file's length. redb doubles it when it runs out of free pages
+    /// (up to 4 GiB, then a region at a time) and never shrinks it.
+    pub file_bytes: u64,
+    /// The pages in use: the data, its indexes and redb's own metadata.
+    /// Pages a commit frees are reused by later commits.
+    pub allocated_bytes: u64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -150,16 +212,41 @@ impl std::fmt::Debug for RedbStore {
 impl RedbStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let database = redb::Database::create(path).map_err(StoreError::from_display)?;
-        let transaction = database.begin_write().map_err(StoreError::from_display)?;
+        let database = redb::Database::create(path).map_err(|error| in_file(path, error))?;
+        let transaction = database
+            .begin_write()
+            .map_err(|error| in_file(path, error))?;
         transaction
             .open_table(STATE)
-            .map_err(StoreError::from_display)?;
-        transaction.commit().map_err(StoreError::from_display)?;
+            .map_err(|error| in_file(path, error))?;
+        transaction.commit().map_err(|error| in_file(path, error))?;
         Ok(Self {
             database: Arc::new(database),
             reader: Arc::default(),
+            path: Arc::from(path),
         })
+    }
+
+    /// The file's length and the pages in use, as of the last commit.
+    pub fn stats(&self) -> Result<RedbStats, StoreError> {
+        let file_bytes = std::fs::metadata(&*self.path)
+            .map_err(|error| self.failed(error))?
+            .len();
+        let transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| self.failed(error))?;
+        let stats = transaction.stats().map_err(|error| self.failed(error))?;
+        transaction.abort().map_err(|error| self.failed(error))?;
+        Ok(RedbStats {
+            file_bytes,
+            allocated_bytes: stats.allocated_pages() * stats.page_size() as u64,
+        })
+    }
+
+    /// An error of this store's file.
+    fn failed(&self, error: impl std::fmt::Display) -> StoreError {
+        in_file(&self.path, error)
     }
 
     /// Runs `read` on the state table as of the last commit (opened once
@@ -174,9 +261,9 @@ impl RedbStore {
             None => self
                 .database
                 .begin_read()
-                .map_err(StoreError::from_display)?
+                .map_err(|error| self.failed(error))?
                 .open_table(STATE)
-                .map_err(StoreError::from_display)?,
+                .map_err(|error| self.failed(error))?,
         };
         let table = reader.insert(table);
         read(table)
@@ -194,31 +281,35 @@ impl RedbStore {
         let transaction = self
             .database
             .begin_write()
-            .map_err(StoreError::from_display)?;
-        write_batch(&transaction, batch)?;
-        transaction.abort().map_err(StoreError::from_display)
+            .map_err(|error| self.failed(error))?;
+        self.write_batch(&transaction, batch)?;
+        transaction.abort().map_err(|error| self.failed(error))
     }
-}
 
-fn write_batch(transaction: &redb::WriteTransaction, batch: WriteBatch) -> Result<(), StoreError> {
-    let mut table = transaction
-        .open_table(STATE)
-        .map_err(StoreError::from_display)?;
-    for (key, value) in batch {
-        match value {
-            Some(value) => {
-                table
-                    .insert(key.as_slice(), value.as_slice())
-                    .map_err(StoreError::from_display)?;
-            }
-            None => {
-                table
-                    .remove(key.as_slice())
-                    .map_err(StoreError::from_display)?;
+    fn write_batch(
+        &self,
+        transaction: &redb::WriteTransaction,
+        batch: WriteBatch,
+    ) -> Result<(), StoreError> {
+        let mut table = transaction
+            .open_table(STATE)
+            .map_err(|error| self.failed(error))?;
+        for (key, value) in batch {
+            match value {
+                Some(value) => {
+                    table
+                        .insert(key.as_slice(), value.as_slice())
+                        .map_err(|error| self.failed(error))?;
+                }
+                None => {
+                    table
+                        .remove(key.as_slice())
+                        .map_err(|error| self.failed(error))?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Store for RedbStore {
@@ -226,7 +317,7 @@ impl Store for RedbStore {
         self.with_table(|table| {
             Ok(table
                 .get(key)
-                .map_err(StoreError::from_display)?
+                .map_err(|error| self.failed(error))?
                 .map(|value| value.value().to_vec()))
         })
     }
@@ -234,14 +325,46 @@ impl Store for RedbStore {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         self.with_table(|table| {
             let mut entries = Vec::new();
-            for entry in table.range(prefix..).map_err(StoreError::from_display)? {
-                let (key, value) = entry.map_err(StoreError::from_display)?;
+            for entry in table.range(prefix..).map_err(|error| self.failed(error))? {
+                let (key, value) = entry.map_err(|error| self.failed(error))?;
                 if !key.value().starts_with(prefix) {
                     break;
                 }
                 entries.push((key.value().to_vec(), value.value().to_vec()));
             }
             Ok(entries)
+        })
+    }
+
+    fn scan_range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.with_table(|table| {
+            let mut entries = Vec::new();
+            for entry in table
+                .range(start..end)
+                .map_err(|error| self.failed(error))?
+                .take(limit)
+            {
+                let (key, value) = entry.map_err(|error| self.failed(error))?;
+                entries.push((key.value().to_vec(), value.value().to_vec()));
+            }
+            Ok(entries)
+        })
+    }
+
+    fn count_prefix(&self, prefix: &[u8]) -> Result<u64, StoreError> {
+        self.with_table(|table| {
+            let mut count = 0;
+            for entry in table.range(prefix..).map_err(|error| self.failed(error))? {
+                let (key, _) = entry.map_err(|error| self.failed(error))?;
+                if !key.value().starts_with(prefix) {
+                    break;
+                }
+                count += 1;
+            }
+            Ok(count)
         })
     }
 
@@ -254,8 +377,8 @@ impl Store for RedbStore {
         let transaction = self
             .database
             .begin_write()
-            .map_err(StoreError::from_display)?;
-        write_batch(&transaction, batch)?;
-        transaction.commit().map_err(StoreError::from_display)
+            .map_err(|error| self.failed(error))?;
+        self.write_batch(&transaction, batch)?;
+        transaction.commit().map_err(|error| self.failed(error))
     }
 }

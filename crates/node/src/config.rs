@@ -2,8 +2,10 @@
 //! relative to the file's own directory.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
+use idlegrid_ledger::TreeHistory;
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration file is unusable.
@@ -56,6 +58,11 @@ pub struct ValidatorConfig {
     /// 0 makes blocks as fast as consensus allows, as benchmarks want).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_block_wait_ms: Option<u64>,
+    /// Heights of the state tree the ledger keeps on disk besides the tip;
+    /// nodes only older heights need are deleted as blocks commit. When
+    /// absent, [`idlegrid_ledger::TREE_HISTORY_HEIGHTS_DEFAULT`] (1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_history_heights: Option<NonZeroU64>,
 }
 
 fn default_workers() -> usize {
@@ -85,6 +92,12 @@ impl ValidatorConfig {
             }
         }
         Ok(config)
+    }
+
+    /// How much of the state tree the ledger keeps.
+    pub fn tree_history(&self) -> TreeHistory {
+        self.tree_history_heights
+            .map_or_else(TreeHistory::default, TreeHistory::Heights)
     }
 
     /// The configuration as a file.

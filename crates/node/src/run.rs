@@ -62,7 +62,7 @@ impl Threads {
 
 impl Validator {
     /// Runs the validator until its consensus engine stops (it does not
-    /// on its own: only on an error).
+    /// on its own: only on an error, which this gives).
     pub fn join(mut self) -> anyhow::Result<()> {
         let Some(threads) = self.threads.take() else {
             return Ok(());
@@ -115,7 +115,7 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = RedbStore::open(&config.data_dir.join("ledger.redb"))?;
-    let ledger = Ledger::open_or_init(store, &genesis)?;
+    let ledger = Ledger::open_or_init(store, &genesis)?.with_tree_history(config.tree_history());
     anyhow::ensure!(
         ledger.chain_id() == genesis.chain_id,
         "the data directory holds chain `{}`, the genesis file is for `{}`",

@@ -335,6 +335,7 @@ fn write_validator(
         worker_threads: 2,
         peers,
         idle_block_wait_ms,
+        tree_history_heights: None,
     };
     let path = folder.join(CONFIG_FILE);
     let text = format!(

@@ -15,10 +15,12 @@ use commonware_utils::Acknowledgement;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use idlegrid_ledger::Store;
+use idlegrid_types::ContentId;
 
 use super::block::{EngineBlock, id_of};
 use super::{RoundContext, Scheme};
-use crate::chain::Finalized;
+use crate::block::Block;
+use crate::chain::{ChainError, Finalized};
 use crate::node::{Node, SharedNode};
 
 /// The application simplex (through marshal) asks to propose and verify.
@@ -169,6 +171,41 @@ impl<S: Store> App<S> {
     }
 }
 
+/// What the [`Finalizer`] tells the epoch orchestrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The last block of this epoch was applied.
+    EpochEnded(u64),
+    /// A finalized block could not be applied: the node halts rather than
+    /// diverge, and says why.
+    Halted(String),
+}
+
+/// Applies the finalized `block` (named `digest`) to the ledger, then
+/// prunes the pool and tells subscribers; a block already applied is left
+/// alone. Returns whether it was new, and its height.
+pub(super) fn apply_finalized<S: Store>(
+    node: &mut Node<S>,
+    block: &Block,
+    digest: ContentId,
+) -> Result<Option<u64>, ChainError> {
+    let Node {
+        chain,
+        mempool,
+        executor,
+        ..
+    } = node;
+    let Finalized::Applied(outcome) = chain.finalize_named(block, digest, executor.as_ref())?
+    else {
+        return Ok(None);
+    };
+    if let Err(error) = mempool.finalized(&block.transactions, chain.ledger()) {
+        tracing::error!(%error, "could not prune the mempool");
+    }
+    node.applied(&outcome);
+    Ok(Some(outcome.height))
+}
+
 /// Applies finalized blocks, in order, acknowledging each once it is
 /// durable; a block marshal delivers again after a restart is not applied
 /// twice. After an epoch's last block it tells the orchestrator, which
@@ -176,21 +213,21 @@ impl<S: Store> App<S> {
 #[derive(Debug)]
 pub struct Finalizer<S: Store> {
     node: SharedNode<S>,
-    epoch_ended: mpsc::UnboundedSender<u64>,
+    progress: mpsc::UnboundedSender<Progress>,
 }
 
 impl<S: Store> Clone for Finalizer<S> {
     fn clone(&self) -> Self {
         Self {
             node: Arc::clone(&self.node),
-            epoch_ended: self.epoch_ended.clone(),
+            progress: self.progress.clone(),
         }
     }
 }
 
 impl<S: Store> Finalizer<S> {
-    pub fn new(node: SharedNode<S>, epoch_ended: mpsc::UnboundedSender<u64>) -> Self {
-        Self { node, epoch_ended }
+    pub fn new(node: SharedNode<S>, progress: mpsc::UnboundedSender<Progress>) -> Self {
+        Self { node, progress }
     }
 }
 
@@ -203,35 +240,32 @@ impl<S: Store + Send + 'static> Reporter for Finalizer<S> {
         };
         let Ok(mut node) = self.node.lock() else {
             tracing::error!("node state poisoned; not acknowledging");
+            let _ = self
+                .progress
+                .unbounded_send(Progress::Halted("the node's state is poisoned".to_owned()));
             return Feedback::Ok;
         };
-        let Node {
-            chain,
-            mempool,
-            executor,
-            ..
-        } = &mut *node;
         let digest = id_of(&block.digest());
         let block = &block.inner().0;
-        match chain.finalize_named(block, digest, executor.as_ref()) {
-            Ok(outcome) => {
-                if let Finalized::Applied(outcome) = outcome {
-                    if let Err(error) = mempool.finalized(&block.transactions, chain.ledger()) {
-                        tracing::error!(%error, "could not prune the mempool");
-                    }
+        match apply_finalized(&mut node, block, digest) {
+            Ok(applied) => {
+                if let Some(height) = applied {
                     let ledger = node.ledger();
-                    let epoch = ledger.epoch_of(outcome.height);
-                    if ledger.epoch_of(outcome.height + 1) != epoch {
-                        let _ = self.epoch_ended.unbounded_send(epoch);
+                    let epoch = ledger.epoch_of(height);
+                    if ledger.epoch_of(height + 1) != epoch {
+                        let _ = self.progress.unbounded_send(Progress::EpochEnded(epoch));
                     }
-                    node.applied(&outcome);
                 }
                 ack.acknowledge();
             }
             // Not acknowledging stops marshal: a node that cannot apply a
             // finalized block halts rather than diverge.
             Err(error) => {
-                tracing::error!(%error, height = block.height, "cannot apply a finalized block")
+                tracing::error!(%error, height = block.height, "cannot apply a finalized block");
+                let _ = self.progress.unbounded_send(Progress::Halted(format!(
+                    "finalized block {} cannot be applied: {error}",
+                    block.height
+                )));
             }
         }
         Feedback::Ok

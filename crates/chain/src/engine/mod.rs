@@ -15,6 +15,7 @@ mod epochs;
 mod relay;
 mod start;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use commonware_cryptography::blake3::Digest;
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use idlegrid_types::AccountId;
 
-pub use application::{App, Finalizer};
+pub use application::{App, Finalizer, Progress};
 pub use block::{Blocks, EngineBlock};
 pub use epochs::{EpochSchemes, LedgerEpocher, validator_set};
 pub use relay::{RELAY_BYTES_MAX, RELAY_TRANSACTIONS_MAX, decode_relay};
@@ -115,12 +116,44 @@ pub enum EngineError {
     Poisoned,
     #[error("the ledger could not be read: {0}")]
     Ledger(String),
-    #[error("storage for {what} could not be opened: {error}")]
-    Storage { what: &'static str, error: String },
-    #[error("the consensus engine stopped on its own (the log says why)")]
-    Stopped,
+    /// `location` is relative to the runtime's storage directory until
+    /// [`EngineError::under`] places it.
+    #[error("storage for {what} at {} is unusable: {error}", location.display())]
+    Storage {
+        what: &'static str,
+        location: PathBuf,
+        error: String,
+    },
+    #[error(
+        "the ledger is at height {ledger}, below the height {delivered} consensus already \
+         delivered to it, and the engine's archive no longer holds the blocks between: the \
+         ledger store lost committed blocks"
+    )]
+    LedgerBehind { ledger: u64, delivered: u64 },
+    /// The engine never stops on its own; this says why it did.
+    #[error("consensus stopped: {0}")]
+    Stopped(String),
     #[error("the validator's tasks did not finish within {0:?} of being asked to stop")]
     StopTimedOut(Duration),
+}
+
+impl EngineError {
+    /// Places a storage error's location under `directory`, the runtime's
+    /// storage directory, so the message names the damaged file.
+    pub fn under(self, directory: &Path) -> Self {
+        match self {
+            Self::Storage {
+                what,
+                location,
+                error,
+            } => Self::Storage {
+                what,
+                location: directory.join(location),
+                error,
+            },
+            other => other,
+        }
+    }
 }
 
 /// How a validator's engine is tuned (the defaults suit a LAN or loopback).

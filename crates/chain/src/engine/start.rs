@@ -4,17 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use commonware_broadcast::buffered;
+use commonware_codec::Read;
 use commonware_consensus::marshal::resolver::p2p as marshal_resolver;
 use commonware_consensus::marshal::standard::Inline;
 use commonware_consensus::marshal::{self, Start};
 use commonware_consensus::simplex::elector::RoundRobin;
+use commonware_consensus::simplex::types::Artifact;
 use commonware_consensus::simplex::{self, Floor, ForwardPolicy, SkipBudget, SkipPolicy};
 use commonware_consensus::types::{Epoch, Height, ViewDelta};
-use commonware_cryptography::certificate::{Scheme as _, Verifier as _};
+use commonware_cryptography::blake3::Digest;
+use commonware_cryptography::certificate::{Scheme as _, Verifier};
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use commonware_cryptography::sha256::Sha256;
 use commonware_cryptography::{Digested, Digestible, Signer as _};
@@ -23,8 +27,10 @@ use commonware_p2p::utils::mux::{Builder as _, Muxer};
 use commonware_p2p::{Blocker, Manager, Provider, Receiver, Sender, TrackedPeers};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
-use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
-use commonware_storage::archive::immutable;
+use commonware_runtime::{Clock, Handle, Metrics, ReadOptions, Spawner, Storage};
+use commonware_storage::archive::{Archive as _, Identifier, immutable};
+use commonware_storage::journal;
+use commonware_storage::journal::segmented::variable::{Config as JournalConfig, Journal};
 use commonware_utils::ordered::Set;
 use commonware_utils::vec::NonEmptyVec;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize, NonZeroDuration};
@@ -32,8 +38,8 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use idlegrid_ledger::Store;
 
-use super::application::{App, Finalizer};
-use super::block::{Blocks, EngineBlock, digest_of};
+use super::application::{App, Finalizer, Progress, apply_finalized};
+use super::block::{Blocks, EngineBlock, digest_of, id_of};
 use super::epochs::{EpochSchemes, LedgerEpocher, epocher_epoch};
 use super::relay::start_relay;
 use super::{Channels, EngineConfig, EngineError, Scheme};
@@ -41,7 +47,9 @@ use crate::node::SharedNode;
 
 /// A started validator: the consensus engine's task and the block store.
 pub struct Running {
-    pub engine: Handle<()>,
+    /// Runs until the engine cannot go on, and gives why (it never stops
+    /// on its own).
+    pub engine: Handle<EngineError>,
     pub blocks: Blocks,
 }
 
@@ -91,13 +99,12 @@ where
     St: Store + Send + 'static,
 {
     let me = signer.public_key();
-    let (chain_id, epoch_length, height) = {
+    let (chain_id, epoch_length) = {
         let node = node.lock().map_err(|_| EngineError::Poisoned)?;
         let ledger = node.ledger();
         (
             ledger.chain_id().to_owned(),
             ledger.params().epoch_length_blocks,
-            ledger.height(),
         )
     };
     let schemes = EpochSchemes::new(node.clone(), &config.namespace, signer);
@@ -138,9 +145,11 @@ where
         },
     );
     buffer_engine.start(channels.broadcast);
+    // An archive spans several partitions; its errors name the blob.
     let storage = |what: &'static str| {
         move |error: commonware_storage::archive::Error| EngineError::Storage {
             what,
+            location: PathBuf::new(),
             error: error.to_string(),
         }
     };
@@ -161,9 +170,10 @@ where
     )
     .await
     .map_err(storage("blocks"))?;
+    let height = apply_archived(&blocks, &node).await?;
     let genesis = EngineBlock::genesis(&chain_id);
     let genesis_digest = genesis.digest();
-    let (actor, mailbox, _floor) = marshal::core::Actor::init(
+    let (actor, mailbox, floor) = marshal::core::Actor::init(
         context.child("marshal"),
         finalizations,
         blocks,
@@ -186,8 +196,18 @@ where
         },
     )
     .await;
-    let (epoch_ended, mut epochs) = mpsc::unbounded();
-    actor.start(Finalizer::new(node.clone(), epoch_ended), buffer, resolver);
+    // Marshal goes on from the height it last saw acknowledged, so a
+    // ledger below it would never get the blocks between.
+    if let Some(delivered) = floor.processed().map(|processed| processed.height().get())
+        && delivered > height
+    {
+        return Err(EngineError::LedgerBehind {
+            ledger: height,
+            delivered,
+        });
+    }
+    let (progress, mut epochs) = mpsc::unbounded();
+    actor.start(Finalizer::new(node.clone(), progress), buffer, resolver);
     // One physical channel per simplex network, one subchannel per epoch;
     // votes for an epoch this node has no engine for reach the backup.
     let (muxer, mut votes, mut unrouted) = Muxer::builder(
@@ -228,11 +248,9 @@ where
             // Enter `current` if it is not running.
             if let Entry::Vacant(slot) = engines.entry(current) {
                 let Some((scheme, signs)) = schemes.get(current) else {
-                    tracing::error!(
-                        epoch = current,
-                        "the ledger has no validator set for this epoch"
-                    );
-                    return;
+                    return EngineError::Ledger(format!(
+                        "the ledger has no validator set for epoch {current}"
+                    ));
                 };
                 let participants = scheme.participants().clone();
                 // Track every validator seen so far: this epoch's as
@@ -265,11 +283,9 @@ where
                     }
                 };
                 let Some(floor) = floor else {
-                    tracing::error!(
-                        epoch = current,
-                        "the block that ended the previous epoch is unknown"
-                    );
-                    return;
+                    return EngineError::Ledger(format!(
+                        "the block that ended the epoch before {current} is unknown"
+                    ));
                 };
                 tracing::info!(
                     epoch = current,
@@ -278,6 +294,33 @@ where
                     "entering epoch"
                 );
                 let epoch = Epoch::new(current);
+                let partition = format!("{prefix}-simplex-e{current}");
+                let signs = signs && {
+                    let journal = check_journal(
+                        context
+                            .child("journal_check")
+                            .with_attribute("epoch", current),
+                        &partition,
+                        &cache,
+                        scheme.certificate_codec_config(),
+                    )
+                    .await;
+                    match journal {
+                        Ok(JournalCheck::Intact) => true,
+                        // Votes it may have sent are gone: voting again in
+                        // this epoch could contradict them. It follows the
+                        // epoch instead and votes from the next.
+                        Ok(JournalCheck::LostTail) => {
+                            tracing::warn!(
+                                epoch = current,
+                                %partition,
+                                "the consensus journal lost its tail; following this epoch without voting"
+                            );
+                            false
+                        }
+                        Err(error) => return error,
+                    }
+                };
                 if signs {
                     let inline = Inline::new(
                         context.child("inline").with_attribute("epoch", current),
@@ -295,7 +338,7 @@ where
                             relay: inline.clone(),
                             reporter: inline,
                             strategy: Sequential,
-                            partition: format!("{prefix}-simplex-e{current}"),
+                            partition,
                             mailbox_size: NZUsize!(1024),
                             epoch,
                             floor: Floor::Genesis(floor),
@@ -322,8 +365,9 @@ where
                         certificates.register(current).await,
                         requests.register(current).await,
                     ) else {
-                        tracing::error!(epoch = current, "the epoch's subchannels are taken");
-                        return;
+                        return EngineError::Stopped(format!(
+                            "the subchannels of epoch {current} are taken"
+                        ));
                     };
                     slot.insert(engine.start(vote, certificate, request));
                 } else {
@@ -339,16 +383,25 @@ where
                 }
             }
             select! {
-                ended = epochs.next() => {
-                    let Some(ended) = ended else { return };
-                    if ended + 1 > current {
-                        current = ended + 1;
+                progress = epochs.next() => match progress {
+                    Some(Progress::EpochEnded(ended)) => {
+                        if ended + 1 > current {
+                            current = ended + 1;
+                        }
+                    }
+                    Some(Progress::Halted(why)) => return EngineError::Stopped(why),
+                    None => {
+                        return EngineError::Stopped(
+                            "marshal stopped delivering finalized blocks".to_owned(),
+                        );
                     }
                 },
                 message = unrouted.recv() => {
                     // Votes for an epoch past ours: we are behind; ask the
                     // sender for the finalization that ends our epoch.
-                    let Some((epoch, (from, _))) = message else { return };
+                    let Some((epoch, (from, _))) = message else {
+                        return EngineError::Stopped("the p2p network closed".to_owned());
+                    };
                     if epoch > current
                         && let Some((_, last)) = epocher.bounds(current)
                     {
@@ -362,6 +415,164 @@ where
         engine: orchestrator,
         blocks,
     })
+}
+
+/// Applies the finalized blocks marshal archived above the ledger's
+/// height, in order, and returns the ledger's height after them.
+///
+/// Marshal archives a block before the ledger applies it and goes on after
+/// a restart from the last block the ledger acknowledged, so the ledger is
+/// normally at or above that height. A damaged ledger file can come back
+/// lower (redb falls back to its previous commit when the newest one is
+/// corrupt); marshal would not deliver those blocks again.
+async fn apply_archived<E, St>(
+    blocks: &immutable::Archive<E, Digest, Arc<EngineBlock>>,
+    node: &SharedNode<St>,
+) -> Result<u64, EngineError>
+where
+    E: Storage + Metrics + Clock,
+    St: Store,
+{
+    let height = |node: &SharedNode<St>| {
+        node.lock()
+            .map(|node| node.ledger().height())
+            .map_err(|_| EngineError::Poisoned)
+    };
+    let from = height(node)?;
+    loop {
+        let next = height(node)? + 1;
+        let block =
+            blocks
+                .get(Identifier::Index(next))
+                .await
+                .map_err(|error| EngineError::Storage {
+                    what: "blocks",
+                    location: PathBuf::new(),
+                    error: error.to_string(),
+                })?;
+        let Some(block) = block else {
+            let to = next - 1;
+            if to > from {
+                tracing::warn!(
+                    from,
+                    to,
+                    "applied finalized blocks from the archive to a ledger that was behind it"
+                );
+            }
+            return Ok(to);
+        };
+        let mut node = node.lock().map_err(|_| EngineError::Poisoned)?;
+        apply_finalized(&mut node, &block.0, id_of(&block.digest())).map_err(|error| {
+            EngineError::Ledger(format!("archived block {next} cannot be applied: {error}"))
+        })?;
+    }
+}
+
+/// What reading an epoch's consensus journal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JournalCheck {
+    Intact,
+    /// Its tail failed its checksums and was cut off (as after a torn
+    /// write, or damage): votes this validator sent may be forgotten.
+    LostTail,
+}
+
+/// Opens and replays epoch `partition`'s consensus journal as simplex will
+/// when its engine starts: simplex panics on a journal it cannot read, and a
+/// validator should rather stop with an error that names the file. A torn
+/// or damaged tail is cut off here as simplex would cut it, and reported.
+async fn check_journal<E>(
+    context: E,
+    partition: &str,
+    cache: &CacheRef,
+    certificates: <<Scheme as Verifier>::Certificate as Read>::Cfg,
+) -> Result<JournalCheck, EngineError>
+where
+    E: Storage + Metrics + Clock,
+{
+    let damaged = |error: journal::Error| {
+        let location = match &error {
+            journal::Error::Runtime(error) => blob_of(partition, error),
+            _ => PathBuf::from(partition),
+        };
+        EngineError::Storage {
+            what: "the consensus journal",
+            location,
+            error: error.to_string(),
+        }
+    };
+    let before = blob_sizes(&context, partition)
+        .await
+        .map_err(|error| damaged(error.into()))?;
+    let journal = Journal::<_, Artifact<Scheme, Digest>>::init(
+        context.child("journal"),
+        JournalConfig {
+            partition: partition.to_owned(),
+            compression: None,
+            codec_config: certificates,
+            page_cache: cache.clone(),
+            write_buffer: NZUsize!(1 << 16),
+        },
+    )
+    .await
+    .map_err(damaged)?;
+    let mut replay = journal
+        .replay(0, 0, NZUsize!(1 << 16), ReadOptions::DONT_CACHE)
+        .await
+        .map_err(damaged)?;
+    while let Some(item) = replay.next().await {
+        item.map_err(damaged)?;
+    }
+    // Whatever was cut off is cut off durably before simplex reopens it.
+    replay
+        .finish()
+        .map_err(damaged)?
+        .sync_all()
+        .await
+        .map_err(damaged)?;
+    let after = blob_sizes(&context, partition)
+        .await
+        .map_err(|error| damaged(error.into()))?;
+    let intact = before
+        .iter()
+        .all(|(name, size)| after.get(name).is_some_and(|now| now >= size));
+    Ok(if intact {
+        JournalCheck::Intact
+    } else {
+        JournalCheck::LostTail
+    })
+}
+
+/// The logical size of each blob in `partition` (none when it is missing).
+async fn blob_sizes<E: Storage>(
+    storage: &E,
+    partition: &str,
+) -> Result<BTreeMap<Vec<u8>, u64>, commonware_runtime::Error> {
+    let names = match storage.scan(partition).await {
+        Ok(names) => names,
+        Err(commonware_runtime::Error::PartitionMissing(_)) => return Ok(BTreeMap::new()),
+        Err(error) => return Err(error),
+    };
+    let mut sizes = BTreeMap::new();
+    for name in names {
+        let (_blob, size) = storage.open(partition, &name).await?;
+        sizes.insert(name, size);
+    }
+    Ok(sizes)
+}
+
+/// The blob a storage error is about, or else its partition (both relative
+/// to the runtime's storage directory).
+fn blob_of(partition: &str, error: &commonware_runtime::Error) -> PathBuf {
+    use commonware_runtime::Error as Runtime;
+    match error {
+        Runtime::BlobCorrupt(partition, blob, _)
+        | Runtime::BlobOpenFailed(partition, blob, _)
+        | Runtime::BlobMissing(partition, blob)
+        | Runtime::BlobResizeFailed(partition, blob, _)
+        | Runtime::BlobSyncFailed(partition, blob, _) => PathBuf::from(partition).join(blob),
+        _ => PathBuf::from(partition),
+    }
 }
 
 impl std::fmt::Debug for Running {

@@ -5,7 +5,6 @@
 
 pub mod network;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -239,8 +238,13 @@ impl Testnet {
     /// Waits until validator `index` answers its status endpoint; fails
     /// at once, with its log, if it exited.
     pub fn wait_ready(&mut self, index: usize) {
+        self.wait_ready_within(index, Duration::from_secs(120));
+    }
+
+    /// [`Testnet::wait_ready`] for at most `timeout`.
+    pub fn wait_ready_within(&mut self, index: usize, timeout: Duration) {
         let url = format!("{}/v1/status", self.apis[index]);
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + timeout;
         loop {
             if get(&url).is_ok_and(|(status, _)| status == 200) {
                 return;
@@ -255,6 +259,28 @@ impl Testnet {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// How validator `index` exited, once it has (reaped then; `None`
+    /// while it runs or when it was not started).
+    pub fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let child = self.children[index].as_mut()?;
+        let status = child.try_wait().ok().flatten()?;
+        self.children[index] = None;
+        Some(status)
+    }
+
+    /// Every log file of every start of every validator.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        (0..self.configs.len())
+            .flat_map(|index| {
+                (1..=self.starts[index]).map(move |start| {
+                    self.dir
+                        .path()
+                        .join(format!("validator-{index}.{start}.log"))
+                })
+            })
+            .collect()
     }
 
     /// Kills validator `index` with SIGKILL (no chance to clean up).
