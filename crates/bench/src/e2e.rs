@@ -153,8 +153,8 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
         anyhow::Ok(reports)
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
-    // Its files go with the directory; it cannot be stopped otherwise.
-    freeze(&validator)?;
+    // Stopped before its files go with the directory.
+    validator.stop()?;
     let [round_trip, replicas_1, replicas_2] = reports?;
 
     let mut rows = Vec::new();
@@ -453,22 +453,6 @@ fn start_one_validator(
         .recv_timeout(STARTUP_TIMEOUT)
         .with_context(|| format!("the validator finalized no block within {STARTUP_TIMEOUT:?}"))?;
     Ok(validator)
-}
-
-/// Stops the validator from writing, so that its directory can go: a
-/// thread takes its node's lock and never gives it back (as the chain
-/// suite does).
-fn freeze(validator: &Validator) -> anyhow::Result<()> {
-    let node = validator.node.clone();
-    std::thread::Builder::new()
-        .name("bench-freeze".to_owned())
-        .spawn(move || {
-            let _held = node.lock();
-            loop {
-                std::thread::park();
-            }
-        })?;
-    Ok(())
 }
 
 /// A provider running on the bench's runtime.
