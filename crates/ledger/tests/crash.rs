@@ -22,7 +22,7 @@ use idlegrid_ledger::{
     Event, Genesis, Ledger, MemoryStore, NoReExecution, Params, RedbStore, SignedTransaction,
     StakeRole, Store, Transaction, TxKind,
 };
-use idlegrid_types::{AccountId, Keypair};
+use idlegrid_types::{AccountId, Keypair, SplitMix64};
 
 const CHAIN: &str = "idlegrid-crash";
 /// Set (to a directory) only in the child process of the kill test.
@@ -61,30 +61,17 @@ fn genesis(keys: &[Keypair]) -> Genesis {
     }
 }
 
-/// A deterministic stream of numbers (splitmix64).
-struct Numbers(u64);
-
-impl Numbers {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// The kill test's block at `height`: every sender makes
 /// [`TRANSFERS_PER_SENDER`] transfers, amounts and recipients seeded from the
 /// height. Every transaction applies, so nonces follow from the height.
 fn transfer_block(keys: &[Keypair], height: u64) -> Vec<SignedTransaction> {
-    let mut numbers = Numbers(height);
+    let mut numbers = SplitMix64::new(height);
     let mut block = Vec::new();
     for sender in &keys[..SENDERS] {
         for index in 0..TRANSFERS_PER_SENDER {
-            let to = keys[(numbers.next() % keys.len() as u64) as usize].account_id();
-            let amount = 1 + numbers.next() % 1_000;
-            let fee = 1 + numbers.next() % 3;
+            let to = keys[(numbers.next_u64() % keys.len() as u64) as usize].account_id();
+            let amount = 1 + numbers.next_u64() % 1_000;
+            let fee = 1 + numbers.next_u64() % 3;
             let nonce = (height - 1) * TRANSFERS_PER_SENDER + index;
             let transaction = Transaction::new(CHAIN, nonce, fee, TxKind::Transfer { to, amount })
                 .expect("a short chain id");

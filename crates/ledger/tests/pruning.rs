@@ -17,7 +17,7 @@ use idlegrid_ledger::{
     Genesis, Ledger, MemoryStore, NoReExecution, PRUNE_NODES_PER_COMMIT_BASE, Params, RedbStore,
     SignedTransaction, StakeRole, Store, Transaction, TreeHistory, TxKind,
 };
-use idlegrid_types::Keypair;
+use idlegrid_types::{Keypair, SplitMix64};
 use proptest::prelude::*;
 
 const CHAIN: &str = "idlegrid-pruning";
@@ -28,29 +28,12 @@ fn history(heights: u64) -> TreeHistory {
     TreeHistory::Heights(NonZeroU64::new(heights).expect("a history of at least one height"))
 }
 
-/// A deterministic stream of numbers (splitmix64).
-struct Numbers(u64);
-
-impl Numbers {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
-
 /// Funded accounts and their next nonces, for blocks in which every
 /// transaction applies.
 struct Accounts {
     keys: Vec<Keypair>,
     nonces: Vec<u64>,
-    numbers: Numbers,
+    numbers: SplitMix64,
 }
 
 impl Accounts {
@@ -65,7 +48,7 @@ impl Accounts {
         Self {
             keys,
             nonces: vec![0; count],
-            numbers: Numbers(count as u64),
+            numbers: SplitMix64::new(count as u64),
         }
     }
 
@@ -108,8 +91,9 @@ impl Accounts {
         (0..count)
             .map(|index| {
                 let from = (height as usize * count + index) % accounts;
-                let to = self.keys[self.numbers.below(accounts)].account_id();
-                let amount = 1 + self.numbers.below(1_000) as u64;
+                let to =
+                    self.keys[(self.numbers.next_u64() % accounts as u64) as usize].account_id();
+                let amount = 1 + self.numbers.next_u64() % 1_000;
                 self.sign(from, TxKind::Transfer { to, amount })
             })
             .collect()

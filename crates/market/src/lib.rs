@@ -10,11 +10,10 @@
 //! scale.
 
 mod market;
-mod rng;
 mod types;
 
+pub use idlegrid_types::SplitMix64;
 pub use market::{Market, spot_check_permille};
-pub use rng::SplitMix64;
 pub use types::{
     Command, Decision, FraudEvidence, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy,
     Stall, Standing, TaskResult, Trust, Waiting,

@@ -12,6 +12,7 @@ pub mod cid;
 pub mod codec;
 pub mod gpu;
 pub mod identity;
+pub mod rng;
 pub mod work;
 
 pub use cid::{ContentId, ParseContentIdError};
@@ -21,6 +22,7 @@ pub use identity::{
     AccountId, BadSignature, Keypair, SIGNATURE_CACHE_GENERATION, Signable, Signature,
     SignatureCache, Signed,
 };
+pub use rng::SplitMix64;
 pub use work::{
     ErrorKind, Execution, ExecutionLimits, JobId, Offer, ProofStep, RECEIPT_BATCH_MAX,
     RECEIPT_PROOF_STEPS_MAX, ReExecute, Receipt, SignedOffer, SignedReceipt, SignedVoucher,

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use idlegrid_types::SplitMix64;
+
 /// Validators in genesis: at least four (one may fail), at most seven.
 pub const VALIDATORS_MIN: usize = 4;
 pub const VALIDATORS_MAX: usize = 7;
@@ -88,7 +90,7 @@ impl Plan {
     /// then crashes are most of them; at most one validator is down at a
     /// time, and a validator that left rejoins before the end.
     pub fn draw(seed: u64) -> Self {
-        let mut rng = SplitMix64(seed);
+        let mut rng = Draws(SplitMix64::new(seed));
         let validators =
             VALIDATORS_MIN + rng.below((VALIDATORS_MAX - VALIDATORS_MIN + 1) as u64) as usize;
         let epoch_length = 3 + rng.below(4);
@@ -210,21 +212,13 @@ enum Kind {
     Join,
 }
 
-/// SplitMix64 (Steele, Lea and Flood): the plan's only randomness, so a
-/// plan depends on its seed alone and not on how the runtime draws.
-struct SplitMix64(u64);
+/// The plan's only randomness, so a plan depends on its seed alone and not
+/// on how the runtime draws.
+struct Draws(SplitMix64);
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
+impl Draws {
     /// Uniform enough below `bound` (> 0) for drawing a plan.
     fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
+        self.0.next_u64() % bound
     }
 }

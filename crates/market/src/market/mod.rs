@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use idlegrid_types::{AccountId, GpuClass, GpuOffer, JobId, Offer, SignedReceipt, TaskOutcome};
 
-use crate::rng::SplitMix64;
 use crate::types::{
     Command, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy, Stall, Standing, Waiting,
 };
+use idlegrid_types::SplitMix64;
 
 type ProviderIndex = u32;
 

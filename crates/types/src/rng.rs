@@ -1,5 +1,6 @@
-//! The market's only source of chance: SplitMix64 from a seed it is given,
-//! so a run replays exactly. The simulator draws from the same generator.
+//! SplitMix64 (Steele, Lea and Flood) from a seed it is given, so a run
+//! replays exactly: the market's only source of chance, and the seeded
+//! simulator's, fault plans' and tests'.
 
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);
