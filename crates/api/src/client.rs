@@ -91,6 +91,16 @@ pub struct JobState {
     pub redeemed_total: u64,
     /// The most memory each of its tasks may use.
     pub memory_bytes: u64,
+    /// Who runs it for the requestor, if someone does.
+    pub agent: Option<String>,
+}
+
+impl JobState {
+    /// Who places its tasks and signs its vouchers: the agent, or the
+    /// requestor.
+    pub fn runner(&self) -> &str {
+        self.agent.as_deref().unwrap_or(&self.requestor)
+    }
 }
 
 /// A JSON client for one validator's API.
@@ -197,6 +207,7 @@ impl ApiClient {
             memory_bytes: answer["limits"]["memory_bytes"]
                 .as_u64()
                 .ok_or_else(|| self.bad_answer(&path, "no limits.memory_bytes"))?,
+            agent: answer["agent"].as_str().map(str::to_owned),
         }))
     }
 

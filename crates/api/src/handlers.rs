@@ -388,6 +388,10 @@ pub(crate) struct JobView {
     limits: LimitsView,
     status: JobState,
     redeemed_total: u64,
+    /// Who runs the job for the requestor (places its tasks, signs its
+    /// vouchers, may close it), when someone does: a gateway's key for
+    /// this job.
+    agent: Option<String>,
 }
 
 impl JobView {
@@ -407,6 +411,7 @@ impl JobView {
             },
             status: job.status.into(),
             redeemed_total: job.redeemed_total,
+            agent: job.agent.map(|agent| agent.to_string()),
         }
     }
 }

@@ -84,6 +84,7 @@ fn open_job(nonce: u64, deadline_height: u64) -> SignedTransaction {
                 memory_bytes: 1 << 20,
                 output_bytes: 1 << 10,
             },
+            agent: None,
         }),
     )
 }

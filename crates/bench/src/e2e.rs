@@ -554,6 +554,8 @@ impl Network {
             market,
             tick: REQUESTOR_TICK,
             referee_fuel: REFEREE_FUEL_DEFAULT,
+            opened: None,
+            reporter: None,
         };
         let progress = Arc::new(SubmitProgress::default());
         let report = tokio::time::timeout(JOB_TIMEOUT, submit(config, progress))

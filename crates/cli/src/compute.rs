@@ -404,6 +404,21 @@ pub struct GatewayArgs {
     /// [default: 1073741824, 1 GiB].
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     relay_circuit_bytes: Option<u64>,
+    /// Run jobs for HTTP clients (`PUT /v1/blobs`, `POST /v1/jobs`, …),
+    /// keeping their blobs and outputs in this folder (emptied at start).
+    #[arg(long, value_name = "DIR")]
+    jobs_dir: Option<PathBuf>,
+    /// Take jobs only from the API keys in this file, each under its limits
+    /// (docs/http-jobs.md); without it, anyone may submit.
+    #[arg(long, value_name = "FILE", requires = "jobs_dir")]
+    api_keys: Option<PathBuf>,
+    /// Jobs waiting for a signature, opening or running at once, for all
+    /// clients together.
+    #[arg(long, value_name = "N", default_value_t = idlegrid_gateway::jobs::LIVE_JOBS_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    live_jobs: usize,
+    /// Bytes of uploaded blobs kept at most.
+    #[arg(long, value_name = "BYTES", default_value_t = idlegrid_gateway::blobs::BLOB_STORE_BYTES_DEFAULT)]
+    blob_store_bytes: u64,
     /// Print the start line as JSON.
     #[arg(long)]
     json: bool,
@@ -439,12 +454,25 @@ fn run_gateway_command(args: GatewayArgs) -> anyhow::Result<()> {
     if let Some(bytes) = args.relay_circuit_bytes {
         overlay.relay_circuit_bytes_max = bytes;
     }
+    let jobs = match &args.jobs_dir {
+        Some(dir) => Some(idlegrid_gateway::JobServiceConfig {
+            access: match &args.api_keys {
+                Some(file) => idlegrid_gateway::Access::load(file)?,
+                None => idlegrid_gateway::Access::Open,
+            },
+            live_jobs_max: args.live_jobs,
+            blob_store_bytes: args.blob_store_bytes,
+            ..idlegrid_gateway::JobServiceConfig::new(dir.clone())
+        }),
+        None => None,
+    };
     let config = GatewayConfig {
         key,
         node,
         overlay,
         api_listen: args.api_listen,
         local: idlegrid_gateway::Local::default(),
+        jobs,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -597,6 +625,8 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
         market: MarketConfig::default(),
         tick: Duration::from_millis(100),
         referee_fuel: args.referee_fuel,
+        opened: None,
+        reporter: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

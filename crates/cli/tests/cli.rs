@@ -375,6 +375,7 @@ fn open_job(net: &Testnet, key: &Path) -> (String, u64) {
             memory_bytes: 64 << 20,
             output_bytes: 4096,
         },
+        agent: None,
     };
     let chain_id = status["chain_id"].as_str().expect("chain_id");
     let body = Transaction::new(chain_id, nonce, 1, TxKind::OpenJob(terms)).expect("body");

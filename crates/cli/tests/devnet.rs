@@ -112,26 +112,31 @@ fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
 }
 
 /// The image put together from `idlegrid exec` of every tile, here.
+/// What a local `idlegrid exec` of demo tile (x, y) prints: a binary PPM.
+fn local_tile(cache: &Path, x: u32, y: u32) -> Vec<u8> {
+    let output = Command::new(BIN)
+        .arg("exec")
+        .arg(example("mandelbrot/mandelbrot.wasm"))
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--")
+        .args([WIDTH, HEIGHT, x, y, TILE, ITERATIONS].map(|n| n.to_string()))
+        .output()
+        .expect("run idlegrid exec");
+    assert!(output.status.success(), "exec of tile {x},{y} failed");
+    output.stdout
+}
+
 fn image_from_local_execs() -> Vec<u8> {
-    let module = example("mandelbrot/mandelbrot.wasm");
     let cache = tempfile::tempdir().expect("a cache folder");
     let width = WIDTH as usize;
     let mut pixels = vec![0u8; width * HEIGHT as usize * 3];
     for y in 0..HEIGHT / TILE {
         for x in 0..WIDTH / TILE {
-            let output = Command::new(BIN)
-                .arg("exec")
-                .arg(&module)
-                .arg("--cache-dir")
-                .arg(cache.path())
-                .arg("--")
-                .args([WIDTH, HEIGHT, x, y, TILE, ITERATIONS].map(|n| n.to_string()))
-                .output()
-                .expect("run idlegrid exec");
-            assert!(output.status.success(), "exec of tile {x},{y} failed");
+            let output = local_tile(cache.path(), x, y);
             let header = format!("P6\n{TILE} {TILE}\n255\n");
-            assert!(output.stdout.starts_with(header.as_bytes()));
-            let rgb = &output.stdout[header.len()..];
+            assert!(output.starts_with(header.as_bytes()));
+            let rgb = &output[header.len()..];
             let tile = TILE as usize;
             for row in 0..tile {
                 let to = ((y as usize * tile + row) * width + x as usize * tile) * 3;
@@ -141,6 +146,159 @@ fn image_from_local_execs() -> Vec<u8> {
         }
     }
     pixels
+}
+
+/// A request with a body, any status an answer; the body as bytes.
+fn send(method: &str, url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let response = match method {
+        "put" => agent
+            .put(url)
+            .header("content-type", content_type)
+            .send(body),
+        "post" => agent
+            .post(url)
+            .header("content-type", content_type)
+            .send(body),
+        "get" => agent.get(url).call(),
+        other => panic!("no method {other}"),
+    }
+    .unwrap_or_else(|error| panic!("{method} {url}: {error}"));
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .expect("the body");
+    (status, bytes)
+}
+
+fn json_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// A job over HTTP, as a client without the CLI runs one: upload the
+/// module, submit the job, sign its `OpenJob` with the requestor's key
+/// (the gateway holds none of its funds), follow it, and fetch every
+/// output by content id. Each is what a local exec prints; the ledger
+/// shows the job as the requestor's, run by the gateway's agent. Gives
+/// (the job's id, what it paid).
+fn an_http_job_runs_on_the_clients_signature(
+    dashboard: &str,
+    requestor_key: &Path,
+) -> (String, u64) {
+    let key = idlegrid_node::read_key(requestor_key).expect("the requestor's key");
+    let module = std::fs::read(example("mandelbrot/mandelbrot.wasm")).expect("the module");
+    let (status, body) = send(
+        "put",
+        &format!("{dashboard}/v1/blobs"),
+        "application/octet-stream",
+        &module,
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let cid = json_of(&body)["cid"].as_str().expect("a cid").to_owned();
+    assert_eq!(cid, idlegrid_types::ContentId::of(&module).to_string());
+
+    let tiles = [(3u32, 4u32), (7, 5), (14, 9)];
+    let tasks: Vec<Value> = tiles
+        .iter()
+        .map(|(x, y)| {
+            let args = [WIDTH, HEIGHT, *x, *y, TILE, ITERATIONS].map(|n| n.to_string());
+            serde_json::json!({ "args": args })
+        })
+        .collect();
+    let request = serde_json::json!({
+        "requestor": key.account_id().to_string(),
+        "job": {
+            "module": cid,
+            "price_per_million_fuel": 1,
+            "budget": 100_000,
+            "limits": { "fuel": 2_000_000_000u64, "output_bytes": TILE * TILE * 3 + 64 },
+            "verification": { "policy": "replicas", "replicas": 2 },
+            "task": tasks,
+        },
+    });
+    let (status, body) = send(
+        "post",
+        &format!("{dashboard}/v1/jobs"),
+        "application/json",
+        request.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let created = json_of(&body);
+    let job = created["job"].as_str().expect("a job id").to_owned();
+    assert_eq!(created["terms"]["escrow"], 100_000, "{created}");
+    assert_eq!(created["terms"]["module"], cid.as_str(), "{created}");
+    let agent = created["agent"].as_str().expect("an agent").to_owned();
+    assert_ne!(agent, key.account_id().to_string());
+    let transaction = hex::decode(created["transaction"].as_str().expect("hex")).expect("hex");
+
+    // A signature by anyone else does nothing.
+    let stranger = idlegrid_types::Keypair::from_seed([9; 32]);
+    let signature_url = format!("{dashboard}/v1/jobs/{job}/signature");
+    let forged = stranger.sign_raw("idlegrid transaction v1", &transaction);
+    let (status, body) = send(
+        "post",
+        &signature_url,
+        "application/json",
+        serde_json::json!({ "signature": hex::encode(forged.as_bytes()) })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(
+        (status, json_of(&body)["error"]["code"].clone()),
+        (400, Value::from("bad_signature"))
+    );
+    let signature = key.sign_raw("idlegrid transaction v1", &transaction);
+    let body = serde_json::json!({ "signature": hex::encode(signature.as_bytes()) }).to_string();
+    let (status, answer) = send("post", &signature_url, "application/json", body.as_bytes());
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&answer));
+    let (status, _) = send("post", &signature_url, "application/json", body.as_bytes());
+    assert_eq!(status, 409, "a second signature");
+
+    let mut progress = Value::Null;
+    common::wait_until(Duration::from_secs(180), "the HTTP job to finish", || {
+        progress = get(&format!("{dashboard}/v1/jobs/{job}/progress"))
+            .expect("progress")
+            .1;
+        assert_ne!(progress["status"], "failed", "{progress}");
+        progress["status"] == "finished"
+    });
+    assert_eq!(progress["accepted"], 3, "{progress}");
+    let (status, results) = get(&format!("{dashboard}/v1/jobs/{job}/results")).expect("results");
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(results["complete"], true, "{results}");
+    let results = results["results"].as_array().expect("results").clone();
+    assert_eq!(results.len(), 3);
+    let cache = tempfile::tempdir().expect("a cache folder");
+    for result in &results {
+        assert_eq!(result["status"], "accepted", "{result}");
+        assert_eq!(result["verified"], "quorum", "{result}");
+        let index = result["index"].as_u64().expect("an index") as usize;
+        let output = result["output"].as_str().expect("an output");
+        let (status, bytes) = send("get", &format!("{dashboard}/v1/blobs/{output}"), "", &[]);
+        assert_eq!(status, 200);
+        assert_eq!(idlegrid_types::ContentId::of(&bytes).to_string(), output);
+        let (x, y) = tiles[index];
+        assert!(
+            bytes == local_tile(cache.path(), x, y),
+            "tile {x},{y} differs from a local exec"
+        );
+    }
+    let (_, ledger) = get(&format!("{dashboard}/v1/jobs/{job}")).expect("the ledger's job");
+    assert_eq!(
+        ledger["requestor"],
+        key.account_id().to_string().as_str(),
+        "{ledger}"
+    );
+    assert_eq!(ledger["agent"], agent.as_str(), "{ledger}");
+    (job, progress["paid"].as_u64().expect("paid"))
 }
 
 /// Headless Chromium's DOM of the dashboard, once its scripts have run.
@@ -223,6 +381,10 @@ fn status_of(method: &str, url: &str) -> (u16, String) {
             .post(url)
             .header("content-type", "application/json")
             .send(&b"{\"transaction\":\"00\"}"[..]),
+        "put" => agent
+            .put(url)
+            .header("content-type", "application/octet-stream")
+            .send(&b"a blob"[..]),
         other => panic!("the document lists method {other}"),
     }
     .unwrap_or_else(|error| panic!("{method} {url}: {error}"));
@@ -264,6 +426,8 @@ fn every_documented_path_answers(dashboard: &str, account: &str, job: &str) {
         "/v1/events",
         "/v1/status",
         "/v1/jobs",
+        "/v1/jobs/{job}/results",
+        "/v1/blobs",
     ] {
         assert!(paths.contains_key(required), "{required} is not documented");
     }
@@ -273,7 +437,11 @@ fn every_documented_path_answers(dashboard: &str, account: &str, job: &str) {
             .replace("{job}", job)
             .replace("{hash}", &hash)
             .replace("{height}", "1")
-            .replace("{index}", "0");
+            .replace("{index}", "0")
+            .replace(
+                "{cid}",
+                &idlegrid_types::ContentId::of(b"a blob").to_string(),
+            );
         for (method, operation) in item.as_object().expect("a path item") {
             let (status, content_type) = status_of(method, &format!("{dashboard}{url}"));
             let documented = operation["responses"]
@@ -461,8 +629,11 @@ fn the_devnet_renders_the_demo_shows_it_on_the_dashboard_stops_cleanly_and_resum
         "no new blocks on the dashboard: height {first_height}, then {shown}"
     );
 
-    every_documented_path_answers(&dashboard, &slow, done["job"].as_str().expect("a job id"));
     the_metrics_count_the_demo(&dashboard, slow_tasks);
+    let requestor_key = PathBuf::from(ready["requestor_key"].as_str().expect("a key file"));
+    let (http_job, http_paid) =
+        an_http_job_runs_on_the_clients_signature(&dashboard, &requestor_key);
+    every_documented_path_answers(&dashboard, &slow, &http_job);
 
     // Ctrl-C: the providers redeem what they are owed before the devnet ends.
     devnet.signal("-INT");
@@ -478,8 +649,8 @@ fn the_devnet_renders_the_demo_shows_it_on_the_dashboard_stops_cleanly_and_resum
         .sum();
     assert_eq!(
         earned,
-        done["paid"].as_u64().expect("paid"),
-        "{stopped} vs {done}"
+        done["paid"].as_u64().expect("paid") + http_paid,
+        "{stopped} vs {done} and {http_paid} for the HTTP job"
     );
     drop(devnet);
 

@@ -98,6 +98,14 @@ impl Local {
             .push(job);
     }
 
+    /// Stops showing a job.
+    pub fn remove_job(&self, job: &Arc<LocalJob>) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|shown| !Arc::ptr_eq(shown, job));
+    }
+
     fn jobs(&self) -> Vec<Arc<LocalJob>> {
         self.jobs
             .lock()

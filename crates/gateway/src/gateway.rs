@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::dashboard::{self, Board, Local, routes as dashboard_routes, track};
+use crate::jobs::{self, JobService, JobServiceConfig, routes as job_routes};
 use idlegrid_api::{ApiDoc, ErrorBody, REQUEST_BODY_BYTES_MAX};
 use utoipa::OpenApi;
 
@@ -37,6 +38,8 @@ pub struct GatewayConfig {
     pub api_listen: SocketAddr,
     /// Providers and jobs in this process that the dashboard shows.
     pub local: Local,
+    /// Runs jobs for HTTP clients (`/v1/blobs`, `POST /v1/jobs`, …), when set.
+    pub jobs: Option<JobServiceConfig>,
 }
 
 /// What a started gateway tells its caller.
@@ -84,17 +87,32 @@ pub async fn run_gateway(
     });
     let board = Board::new(&config.node, overlay.clone(), config.local.clone());
     let watcher = tokio::spawn(Arc::clone(&board).watch());
-    let router = Router::new()
+    let addresses = overlay.listen_addresses().await?;
+    let mut router = Router::new()
         .route("/v1/gateway", any(gateway_status))
         .route("/v1/openapi.json", get(openapi_document))
         .route("/v1/{*rest}", any(forward))
+        // `POST /v1/jobs` is the job service's when it runs; listing jobs
+        // is the validator's.
+        .route("/v1/jobs", get(forward))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(proxy)
         .merge(dashboard_routes(Arc::clone(&board)));
+    if let Some(jobs) = &config.jobs {
+        let service = JobService::start(
+            jobs,
+            &config.node,
+            config.key.clone(),
+            &config.overlay,
+            &addresses,
+            config.local.clone(),
+        )?;
+        router = router.merge(job_routes(service));
+    }
     let router = track(&board, router);
     let _ = ready.send(GatewayReady {
         account: config.key.account_id(),
-        addresses: overlay.listen_addresses().await?,
+        addresses,
         api,
     });
     // A gateway runs no jobs: it answers work requests with a refusal.
@@ -205,7 +223,7 @@ fn bad_gateway(message: &str) -> Response {
 #[openapi(
     info(
         title = "idlegrid gateway API",
-        description = "A gateway's HTTP/JSON API: its own routes (the network it sees, jobs submitted from its process, live events, metrics) and, under /v1, the validator's API, which it passes on. Every error is `{\"error\":{\"code\",\"message\"}}`."
+        description = "A gateway's HTTP/JSON API: its own routes (the network it sees, jobs submitted from its process, live events, metrics, and, when it runs jobs for HTTP clients, blobs and jobs) and, under /v1, the validator's API, which it passes on. Every error is `{\"error\":{\"code\",\"message\"}}`."
     ),
     paths(
         gateway_status,
@@ -214,6 +232,13 @@ fn bad_gateway(message: &str) -> Response {
         dashboard::task_output,
         dashboard::events,
         dashboard::activity,
+        jobs::put_blob,
+        jobs::get_blob,
+        jobs::create_job,
+        jobs::sign_job,
+        jobs::job_progress,
+        jobs::job_events,
+        jobs::job_results,
         openapi_document,
         dashboard::scrape
     )

@@ -330,6 +330,7 @@ fn open_job<S: Store>(
         limits: terms.limits,
         status: JobStatus::Open,
         redeemed_total: 0,
+        agent: terms.agent,
     };
     overlay.put(keys::job(&id), &record);
     Ok(vec![Event::JobOpened {
@@ -390,7 +391,7 @@ fn redeem<S: Store>(
         .map_err(|_| Rejection::VoucherBadSignature)?;
     let id = terms.job;
     let mut record = open_job_record(overlay, scope, &id)?;
-    if voucher.signer != record.requestor {
+    if !record.is_run_by(&voucher.signer) {
         return Err(Rejection::VoucherNotFromRequestor.into());
     }
     if terms.provider != provider {
@@ -475,7 +476,7 @@ fn close_job<S: Store>(
     id: &JobId,
 ) -> Applied {
     let mut record = job(overlay, id)?;
-    if record.requestor != sender {
+    if !record.is_run_by(&sender) {
         return Err(Rejection::NotRequestor.into());
     }
     if record.status == JobStatus::Closed {
@@ -492,7 +493,8 @@ fn close_job<S: Store>(
     record.escrow = 0;
     record.status = JobStatus::Closed;
     overlay.put(keys::job(id), &record);
-    credit(overlay, &sender, refund)?;
+    // The refund is the requestor's, whoever closes.
+    credit(overlay, &record.requestor, refund)?;
     Ok(vec![Event::JobClosed { job: *id, refund }])
 }
 

@@ -57,6 +57,23 @@ pub struct Job {
     pub limits: ExecutionLimits,
     pub status: JobStatus,
     pub redeemed_total: u64,
+    /// Who runs the job for the requestor, if someone does (see
+    /// [`crate::OpenJob::agent`]).
+    pub agent: Option<AccountId>,
+}
+
+impl Job {
+    /// Who places the job's tasks and signs its vouchers: its agent, or
+    /// the requestor itself.
+    pub fn runner(&self) -> AccountId {
+        self.agent.unwrap_or(self.requestor)
+    }
+
+    /// The requestor or its agent: who may sign the job's vouchers and
+    /// close it.
+    pub fn is_run_by(&self, account: &AccountId) -> bool {
+        *account == self.requestor || self.agent.as_ref() == Some(account)
+    }
 }
 
 /// What a provider has redeemed from one job so far.

@@ -56,6 +56,12 @@ pub struct OpenJob {
     /// After this height the job takes no more redemptions and can be closed.
     pub deadline_height: u64,
     pub limits: ExecutionLimits,
+    /// An account that runs the job for the requestor (a gateway's key for
+    /// this job): it places the tasks, signs the vouchers and may close the
+    /// job. Its vouchers are paid from this job's escrow only, so it can
+    /// never pay more than the requestor put in, and the refund goes to the
+    /// requestor.
+    pub agent: Option<AccountId>,
 }
 
 /// Evidence that a provider signed a wrong receipt.
@@ -294,13 +300,13 @@ pub enum Rejection {
     JobExpired { job: JobId, deadline: u64 },
     #[error("job {0} is closed")]
     JobClosed(JobId),
-    #[error("only the job's requestor may do this")]
+    #[error("only the job's requestor may do this (or, to close it, its agent)")]
     NotRequestor,
     #[error("job {job} can be closed after height {deadline}")]
     DeadlineNotReached { job: JobId, deadline: u64 },
     #[error("the voucher's signature does not verify")]
     VoucherBadSignature,
-    #[error("the voucher is not signed by the job's requestor")]
+    #[error("the voucher is signed by neither the job's requestor nor its agent")]
     VoucherNotFromRequestor,
     #[error("the voucher is for another provider")]
     VoucherForAnotherProvider,

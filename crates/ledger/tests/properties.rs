@@ -990,6 +990,7 @@ impl Harness {
                     memory_bytes: 1 << 20,
                     output_bytes: 1 << 16,
                 },
+                agent: None,
             }),
             Op::TopUp { job, amount } => TxKind::TopUpJob {
                 job: pick(*job, false, true),
@@ -1372,6 +1373,7 @@ fn tx_kind() -> impl Strategy<Value = TxKind> {
                         price_per_million_fuel,
                         deadline_height,
                         limits,
+                        agent: None,
                     })
                 }
             ),

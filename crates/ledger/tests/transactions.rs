@@ -195,6 +195,59 @@ fn jobs_open_redeem_and_close_and_the_books_close() {
 }
 
 #[test]
+fn an_agent_runs_a_job_within_its_escrow_and_the_refund_is_the_requestors() {
+    // Alice opens a job that Bob runs for her (a gateway's key for it).
+    let mut world = world();
+    let height = world.ledger.height();
+    let job = world.open_job(
+        ALICE,
+        OpenJob {
+            agent: Some(world.id(BOB)),
+            ..terms(height)
+        },
+    );
+    assert_eq!(
+        world.ledger.job(&job).unwrap().expect("job").agent,
+        Some(world.id(BOB))
+    );
+    // The agent's vouchers pay, and the requestor's still do.
+    world
+        .submit(PROVIDER, world.voucher(BOB, job, PROVIDER, 3_000, 1))
+        .expect("the agent's voucher redeems");
+    world
+        .submit(PROVIDER, world.voucher(ALICE, job, PROVIDER, 4_000, 2))
+        .expect("the requestor's voucher redeems");
+    // Never past the escrow, whoever signs.
+    let over = world.submit(PROVIDER, world.voucher(BOB, job, PROVIDER, 10_001, 3));
+    assert_eq!(rejected(over), "voucher_exceeds_escrow");
+    // Nobody else signs for the job.
+    let stranger = world.submit(PROVIDER, world.voucher(CHEATER, job, PROVIDER, 5_000, 3));
+    assert_eq!(rejected(stranger), "voucher_not_from_requestor");
+    // Only the requestor adds to the escrow.
+    let top_up = world.submit(BOB, TxKind::TopUpJob { job, amount: 1 });
+    assert_eq!(rejected(top_up), "not_requestor");
+    // Bob's own job cannot be paid by vouchers for Alice's: the agent is
+    // per job.
+    let own = world.open_job(BOB, terms(world.ledger.height()));
+    let cross = world.submit(PROVIDER, world.voucher(ALICE, own, PROVIDER, 1_000, 1));
+    assert_eq!(rejected(cross), "voucher_not_from_requestor");
+
+    // The agent closes it after the deadline, and the refund is Alice's.
+    world.empty_blocks(10);
+    let stranger = world.submit(CHEATER, TxKind::CloseJob { job });
+    assert_eq!(rejected(stranger), "not_requestor");
+    let alice = world.balance(ALICE);
+    let bob = world.balance(BOB);
+    let events = world
+        .submit(BOB, TxKind::CloseJob { job })
+        .expect("the agent closes");
+    assert!(events.contains(&Event::JobClosed { job, refund: 6_000 }));
+    assert_eq!(world.balance(ALICE), alice + 6_000);
+    assert_eq!(world.balance(BOB), bob - FEE);
+    world.assert_books_balance();
+}
+
+#[test]
 fn jobs_are_listed_most_recently_opened_first_and_by_status() {
     let mut world = world();
     let first = world.open_job(ALICE, terms(world.ledger.height()));

@@ -63,8 +63,10 @@ pub(crate) fn check_job(
 ) -> JobCheck {
     match client.job(job) {
         Ok(Some(state)) => {
+            // Batches come from whoever runs the job: its agent (a
+            // gateway running it for the requestor) or the requestor.
             let (Ok(requestor), Ok(module)) = (
-                state.requestor.parse::<AccountId>(),
+                state.runner().parse::<AccountId>(),
                 state.module.parse::<ContentId>(),
             ) else {
                 return JobCheck::Rejected {

@@ -694,6 +694,7 @@ impl RequestorCore {
                             rechecked: false,
                         },
                     );
+                    commands.push(Command::TaskFailed { task });
                 }
                 MarketCommand::JobStalled { .. } => {
                     self.stalled = true;

@@ -35,6 +35,7 @@ pub(crate) fn open_job(
         price_per_million_fuel: job.price_per_million_fuel,
         deadline_height,
         limits: job.limits,
+        agent: None,
     };
     let sent = client
         .send(key, TxKind::OpenJob(terms), None)
@@ -66,27 +67,19 @@ pub(crate) fn close_job(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let before = client
-        .account(&key.account_id())
-        .context("failed to read the balance")?
-        .balance;
+    // Nothing is redeemed past the deadline, so what is left in escrow now
+    // is the refund, which goes to the requestor whoever closes (the
+    // requestor, or the agent running the job for it).
+    let left = client
+        .job(job)?
+        .with_context(|| format!("the ledger no longer knows {job}"))?;
     let sent = client
         .send(key, TxKind::CloseJob { job: *job }, None)
         .context("failed to close the job")?;
     client
         .wait_included(&sent.hash, TRANSACTION_WAIT)
         .context("the ledger did not close the job")?;
-    let after = client
-        .account(&key.account_id())
-        .context("failed to read the balance")?
-        .balance;
-    let state = client
-        .job(job)?
-        .with_context(|| format!("the ledger no longer knows {job}"))?;
-    Ok((
-        state.redeemed_total,
-        (after + sent.fee).saturating_sub(before),
-    ))
+    Ok((left.redeemed_total, left.escrow))
 }
 
 /// What the [`Disputer`] is asked to file.

@@ -15,4 +15,4 @@ mod waiting;
 
 pub use jobspec::{JobFile, Verification};
 pub use report::{DisputeRecord, ProviderRecord, SubmitReport, TaskRecord, TrackRecord};
-pub use run::{ProgressDetail, SubmitConfig, SubmitProgress, submit};
+pub use run::{OpenedJob, ProgressDetail, ResultFeed, SubmitConfig, SubmitProgress, submit};

@@ -54,6 +54,20 @@ pub struct SubmitConfig {
     /// Tasks whose results disagree are re-executed here when their fuel
     /// limit is at most this (0: never).
     pub referee_fuel: u64,
+    /// A job its requestor opened already, naming `key` as its agent (a
+    /// gateway running it for an HTTP client): it is run, not opened.
+    pub opened: Option<OpenedJob>,
+    /// Who files disputes and pays their deposits: this key, or `key`.
+    pub reporter: Option<Keypair>,
+}
+
+/// A job open on the ledger: its id, the height that opened it, and its
+/// deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenedJob {
+    pub job: JobId,
+    pub opened_height: u64,
+    pub deadline_height: u64,
 }
 
 /// Live counters, for the progress bar.
@@ -76,6 +90,58 @@ pub struct SubmitProgress {
     /// Where each accepted task's round trip is recorded, seconds (a
     /// gateway's `/metrics` histogram), when someone watches.
     pub round_trips: Option<Histogram>,
+    /// The job stopped because placing more would pass its budget.
+    pub stalled: AtomicBool,
+    /// Each decided task's record, in the order decided, when kept (a
+    /// gateway serving results over HTTP).
+    pub feed: ResultFeed,
+}
+
+/// The records of decided tasks, in the order they were decided: a task
+/// checked again appears again when decided anew. Kept only when asked
+/// for ([`ResultFeed::kept`]); the job's task count bounds it.
+#[derive(Debug, Default)]
+pub struct ResultFeed {
+    records: Option<Mutex<Vec<TaskRecord>>>,
+}
+
+impl ResultFeed {
+    /// A feed that keeps records.
+    pub fn kept() -> Self {
+        Self {
+            records: Some(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<TaskRecord>>> {
+        self.records.as_ref().map(|records| {
+            records
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+    }
+
+    fn push(&self, record: TaskRecord) {
+        if let Some(mut records) = self.lock() {
+            records.push(record);
+        }
+    }
+
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.lock().map_or(0, |records| records.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `limit` records from position `after` on.
+    pub fn since(&self, after: usize, limit: usize) -> Vec<TaskRecord> {
+        self.lock().map_or_else(Vec::new, |records| {
+            records.iter().skip(after).take(limit).cloned().collect()
+        })
+    }
 }
 
 impl SubmitProgress {
@@ -151,21 +217,28 @@ pub async fn submit(
     std::fs::create_dir_all(config.out_dir.join("tasks"))
         .with_context(|| format!("failed to create {}", config.out_dir.display()))?;
 
-    // Open the escrow.
-    let (job, opened_height, deadline_height) = {
-        let client = client.clone();
-        let key = config.key.clone();
-        let job_file = Arc::clone(&job_file);
-        tokio::task::spawn_blocking(move || open_job(&client, &key, &job_file))
-            .await
-            .context("the ledger thread failed")??
+    // Open the escrow (unless the requestor did).
+    let (job, opened_height, deadline_height) = match config.opened {
+        Some(opened) => (opened.job, opened.opened_height, opened.deadline_height),
+        None => {
+            let client = client.clone();
+            let key = config.key.clone();
+            let job_file = Arc::clone(&job_file);
+            tokio::task::spawn_blocking(move || open_job(&client, &key, &job_file))
+                .await
+                .context("the ledger thread failed")??
+        }
     };
     info!(%job, opened_height, deadline_height, "job opened");
     progress.update(|detail| detail.job = Some(job));
 
     let (overlay, mut events, _driver) = Overlay::start(&config.key, config.overlay.clone())?;
     let (internal_tx, mut internal) = mpsc::unbounded_channel();
-    let disputer = Disputer::start(client.clone(), config.key.clone(), internal_tx.clone())?;
+    let reporter = config
+        .reporter
+        .clone()
+        .unwrap_or_else(|| config.key.clone());
+    let disputer = Disputer::start(client.clone(), reporter, internal_tx.clone())?;
     let outputs = OutputWriter::start(Arc::clone(&progress), internal_tx.clone())?;
     let referee = Referee::start(job, Arc::clone(&job_file), internal_tx.clone())?;
     let epoch = Instant::now();
@@ -242,6 +315,7 @@ pub async fn submit(
     let stalled = run.core.stalled();
     if stalled {
         warn!("the job stopped: placing more would pass its budget");
+        progress.stalled.store(true, Ordering::Relaxed);
     }
 
     // Give every paid provider its newest voucher again (one sent just
@@ -510,7 +584,13 @@ impl Shell {
                         histogram.observe(Duration::from_micros(round_trip).as_secs_f64());
                     }
                     let file = output.map(|(file, stdout)| (self.out_dir.join(file), stdout));
-                    self.outputs.write(task, file);
+                    let record = self.core.records().get(&task).cloned();
+                    self.outputs.write(task, file, record);
+                    decided = true;
+                }
+                Command::TaskFailed { task } => {
+                    let record = self.core.records().get(&task).cloned();
+                    self.outputs.failed(record);
                     decided = true;
                 }
                 Command::Stalled | Command::Finished(_) => {}
@@ -635,11 +715,14 @@ async fn deadline_passed(client: ApiClient, deadline_height: u64) {
 
 /// What the output thread does, in the order decisions were made.
 enum OutputOrder {
-    /// A task accepted, and where its output goes (none when it failed).
-    Accepted(u64, Option<(PathBuf, Vec<u8>)>),
+    /// A task accepted, where its output goes (none when it failed), and
+    /// its record for the feed.
+    Accepted(u64, Option<(PathBuf, Vec<u8>)>, Option<TaskRecord>),
     /// An accepted task is being checked again: not counted until it is
     /// accepted again (its file is then written anew).
     Reopened(u64),
+    /// A task no provider could run: its record, for the feed.
+    Failed(Option<TaskRecord>),
 }
 
 /// Writes accepted tasks' outputs on its own thread, so that the loop
@@ -661,8 +744,15 @@ impl OutputWriter {
             .name("requestor-outputs".to_owned())
             .spawn(move || {
                 while let Ok(order) = queue.recv() {
-                    let (task, file) = match order {
-                        OutputOrder::Accepted(task, file) => (task, file),
+                    let (task, file, record) = match order {
+                        OutputOrder::Accepted(task, file, record) => (task, file, record),
+                        OutputOrder::Failed(record) => {
+                            progress.failed.fetch_add(1, Ordering::Relaxed);
+                            if let Some(record) = record {
+                                progress.feed.push(record);
+                            }
+                            continue;
+                        }
                         OutputOrder::Reopened(task) => {
                             let _ = progress.accepted.fetch_update(
                                 Ordering::Relaxed,
@@ -683,6 +773,9 @@ impl OutputWriter {
                     }
                     progress.accepted.fetch_add(1, Ordering::Relaxed);
                     progress.update(|detail| detail.done.push(task));
+                    if let Some(record) = record {
+                        progress.feed.push(record);
+                    }
                 }
                 Ok(())
             })
@@ -693,8 +786,12 @@ impl OutputWriter {
         })
     }
 
-    fn write(&self, task: u64, file: Option<(PathBuf, Vec<u8>)>) {
-        self.order(OutputOrder::Accepted(task, file));
+    fn write(&self, task: u64, file: Option<(PathBuf, Vec<u8>)>, record: Option<TaskRecord>) {
+        self.order(OutputOrder::Accepted(task, file, record));
+    }
+
+    fn failed(&self, record: Option<TaskRecord>) {
+        self.order(OutputOrder::Failed(record));
     }
 
     fn reopened(&self, task: u64) {

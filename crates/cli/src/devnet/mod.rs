@@ -41,6 +41,10 @@ pub struct DevnetArgs {
     /// Print one JSON object per event (ready, demo_done, demo_failed, stopped).
     #[arg(long)]
     json: bool,
+    /// Take HTTP jobs only from the API keys in this file (docs/http-jobs.md);
+    /// without it, the devnet's gateway takes them from anyone on this machine.
+    #[arg(long, value_name = "FILE")]
+    api_keys: Option<PathBuf>,
 }
 
 pub fn run(args: DevnetArgs) -> ExitCode {
@@ -66,6 +70,10 @@ fn run_devnet_command(args: &DevnetArgs) -> anyhow::Result<ExitCode> {
         port: args.port,
         reset: args.reset,
         demo: args.demo,
+        access: match &args.api_keys {
+            Some(file) => idlegrid_gateway::Access::load(file)?,
+            None => idlegrid_gateway::Access::Open,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

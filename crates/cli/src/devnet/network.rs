@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use idlegrid_api::client::ApiClient;
 use idlegrid_gateway::{
-    GatewayConfig, ImageLayout, JobPhase, Local, LocalJob, LocalProvider, run_gateway,
+    Access, GatewayConfig, ImageLayout, JobPhase, JobServiceConfig, Local, LocalJob, LocalProvider,
+    run_gateway,
 };
 use idlegrid_market::MarketConfig;
 use idlegrid_net::{Multiaddr, OverlayConfig};
@@ -39,6 +40,9 @@ const PROVIDER_BALANCE: u64 = 10_000_000;
 const PROVIDER_STAKE: u64 = 100_000;
 /// The requestor's account (`requestor.key`), for demo jobs and your own.
 const REQUESTOR_BALANCE: u64 = 1_000_000_000_000;
+/// The gateway's account: dispute deposits for the jobs it runs for HTTP
+/// clients.
+const GATEWAY_BALANCE: u64 = 10_000_000;
 /// Marks a folder as a devnet's, so `--reset` deletes nothing else.
 const MARKER: &str = "devnet.json";
 /// How long the providers get to redeem their vouchers at shutdown.
@@ -67,6 +71,8 @@ pub struct DevnetConfig {
     pub reset: bool,
     /// Submit the demo job once the network is up.
     pub demo: bool,
+    /// Who may submit jobs over HTTP to its gateway.
+    pub access: Access,
 }
 
 /// What is in the devnet's folder besides the chain.
@@ -146,6 +152,10 @@ impl Layout {
     fn demo(&self) -> PathBuf {
         self.dir.join("demo")
     }
+    /// The gateway's blobs and the outputs of jobs submitted over HTTP.
+    fn gateway(&self) -> PathBuf {
+        self.dir.join("gateway")
+    }
 }
 
 /// Runs a devnet until `shutdown` resolves; tells `notices` what it does.
@@ -209,6 +219,10 @@ pub async fn run_devnet(
             overlay: overlay_config(Vec::new()),
             api_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, config.port)),
             local: local.clone(),
+            jobs: Some(JobServiceConfig {
+                access: config.access.clone(),
+                ..JobServiceConfig::new(layout.gateway())
+            }),
         },
         gateway_ready_tx,
         stopped(),
@@ -387,7 +401,9 @@ fn create(layout: &Layout) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    new_key("gateway", 0)?;
+    // The gateway files disputes for the jobs it runs over HTTP, and pays
+    // their deposits.
+    new_key("gateway", GATEWAY_BALANCE)?;
     new_key("requestor", REQUESTOR_BALANCE)?;
     for index in 0..PROVIDERS {
         new_key(&format!("provider-{index}"), PROVIDER_BALANCE)?;
@@ -520,6 +536,8 @@ fn demo_job(
         market: MarketConfig::default(),
         tick: Duration::from_millis(100),
         referee_fuel: REFEREE_FUEL_DEFAULT,
+        opened: None,
+        reporter: None,
     };
     let image = folder.join("mandelbrot.png");
     Ok(async move {

@@ -138,6 +138,7 @@ pub fn terms(height: u64) -> OpenJob {
             memory_bytes: 64 << 20,
             output_bytes: 1 << 20,
         },
+        agent: None,
     }
 }
 

@@ -133,6 +133,11 @@ pub enum Command {
         /// From its first assignment to its acceptance, when it was accepted.
         round_trip_us: Option<u64>,
     },
+    /// No provider could give the task a result the market accepts (for
+    /// example, every one refused it): decided as failed.
+    TaskFailed {
+        task: u64,
+    },
     /// Placing more would pass the budget.
     Stalled,
     /// Every task is decided.
