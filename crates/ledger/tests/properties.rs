@@ -12,8 +12,11 @@
 //!   transaction reports and the rules, agrees with every balance, stake,
 //!   unbonding entry, escrow, redemption and the fee pool, with checked
 //!   arithmetic: no voucher pays more than its cumulative amount minus what
-//!   was redeemed, nor more than the escrow; epoch rewards are exactly the
-//!   rule's shares;
+//!   was redeemed, nor more than the escrow, and only the job's requestor or
+//!   its agent signs one that pays (jobs are opened with and without an
+//!   agent, and vouchers signed by either or by others); a job closed by its
+//!   agent refunds its requestor; epoch rewards are exactly the rule's
+//!   shares;
 //! - (c) each account's nonce advances by exactly its accepted transactions,
 //!   and a replayed transaction is refused;
 //! - (d) the memory and redb ledgers give identical outcomes and state roots
@@ -78,6 +81,8 @@ enum Op {
         price: u64,
         deadline_in: u64,
         fuel_too_high: bool,
+        /// An account that runs the job for its requestor.
+        agent: Option<usize>,
     },
     TopUp {
         job: JobPick,
@@ -110,6 +115,8 @@ enum VoucherFault {
     None,
     /// Signed by this account instead of the requestor.
     WrongSigner(usize),
+    /// Signed by the job's agent (a wrong signer when it has none).
+    ByAgent,
     /// Signed, then its amount changed.
     Tampered,
     /// Names this account as the provider.
@@ -172,6 +179,7 @@ fn voucher_fault() -> impl Strategy<Value = VoucherFault> {
     prop_oneof![
         12 => Just(VoucherFault::None),
         1 => (0..ACCOUNTS).prop_map(VoucherFault::WrongSigner),
+        4 => Just(VoucherFault::ByAgent),
         1 => Just(VoucherFault::Tampered),
         1 => (0..ACCOUNTS).prop_map(VoucherFault::OtherProvider),
         1 => Just(VoucherFault::BelowRedeemed),
@@ -189,12 +197,14 @@ fn op() -> impl Strategy<Value = Op> {
             prop_oneof![9 => 1u64..100, 1 => Just(0u64)],
             0..=DEADLINE_BLOCKS_MAX + 2,
             prop::bool::weighted(0.05),
+            prop::option::weighted(0.4, 0..ACCOUNTS),
         )
-            .prop_map(|(escrow, price, deadline_in, fuel_too_high)| Op::OpenJob {
+            .prop_map(|(escrow, price, deadline_in, fuel_too_high, agent)| Op::OpenJob {
                 escrow,
                 price,
                 deadline_in,
                 fuel_too_high,
+                agent,
             }),
         1 => (job_pick(), amount()).prop_map(|(job, amount)| Op::TopUp { job, amount }),
         5 => (
@@ -286,6 +296,7 @@ fn share(amount: u64, numerator: u64, denominator: u64) -> u64 {
 #[derive(Debug, Clone)]
 struct ModelJob {
     requestor: AccountId,
+    agent: Option<AccountId>,
     escrow: u64,
     redeemed_total: u64,
     deadline: u64,
@@ -467,6 +478,7 @@ impl Model {
                     *job,
                     ModelJob {
                         requestor: sender,
+                        agent: terms.agent,
                         escrow: *escrow,
                         redeemed_total: 0,
                         deadline: terms.deadline_height,
@@ -507,10 +519,9 @@ impl Model {
                     .get(job)
                     .expect("a redemption of a known job")
                     .clone();
-                prop_assert_eq!(
-                    voucher.signer,
-                    record.requestor,
-                    "a voucher not from the requestor"
+                prop_assert!(
+                    voucher.signer == record.requestor || Some(voucher.signer) == record.agent,
+                    "a voucher from neither the requestor nor its agent"
                 );
                 prop_assert!(!record.closed, "a redemption from a closed job");
                 prop_assert!(height <= record.deadline, "a redemption after the deadline");
@@ -563,13 +574,16 @@ impl Model {
             ) => {
                 prop_assert_eq!(*closed, *job);
                 let record = self.jobs.get(job).expect("a close of a known job").clone();
-                prop_assert!(record.requestor == sender && !record.closed);
+                prop_assert!(
+                    (record.requestor == sender || record.agent == Some(sender)) && !record.closed
+                );
                 prop_assert!(height > record.deadline, "a close before the deadline");
                 prop_assert_eq!(*refund, record.escrow);
                 let entry = self.jobs.get_mut(job).expect("known job");
                 entry.escrow = 0;
                 entry.closed = true;
-                self.credit(sender, *refund, "refund");
+                // The refund is the requestor's, whoever closes.
+                self.credit(record.requestor, *refund, "refund");
             }
             (kind, event) => {
                 prop_assert!(false, "{} produced {:?}", kind.name(), event);
@@ -853,34 +867,38 @@ impl Harness {
                 .filter(|(_, tx)| tx.signer == sender)
                 .count() as u64;
         // Jobs opened so far, committed (by deadline) then earlier in this
-        // block: (id, requestor, deadline, closed when the block started).
-        let mut jobs: Vec<(JobId, AccountId, u64, bool)> = self
+        // block: (id, (requestor, agent), deadline, closed when the block
+        // started).
+        type Runners = (AccountId, Option<AccountId>);
+        let mut jobs: Vec<(JobId, Runners, u64, bool)> = self
             .model
             .jobs
             .iter()
-            .map(|(id, job)| (*id, job.requestor, job.deadline, job.closed))
+            .map(|(id, job)| (*id, (job.requestor, job.agent), job.deadline, job.closed))
             .collect();
         jobs.sort_by_key(|(_, _, deadline, _)| *deadline);
         for (_, tx) in accepted_in_block() {
             if let TxKind::OpenJob(terms) = &tx.body.kind {
                 let id = JobId::derive(&tx.signer, tx.body.nonce);
-                jobs.push((id, tx.signer, terms.deadline_height, false));
+                jobs.push((id, (tx.signer, terms.agent), terms.deadline_height, false));
             }
         }
-        let requestors: BTreeMap<JobId, AccountId> = jobs
+        let requestors: BTreeMap<JobId, Runners> = jobs
             .iter()
-            .map(|(id, requestor, _, _)| (*id, *requestor))
+            .map(|(id, runners, _, _)| (*id, *runners))
             .collect();
+        // The sender's own jobs, for a top-up: the requestor's; for a close:
+        // the requestor's or its agent's.
+        let owns = |(requestor, agent): &Runners| *requestor == sender || *agent == Some(sender);
         // The latest jobs that fit, loosening the fit until some do.
         let pick = |choice: JobPick, to_close: bool, own: bool| -> JobId {
             let JobPick::Recent(index) = choice else {
                 return UNKNOWN_JOB;
             };
-            let fits = |(_, requestor, deadline, closed): &(JobId, AccountId, u64, bool)| {
-                !closed && (height > *deadline) == to_close && (!own || *requestor == sender)
+            let fits = |(_, runners, deadline, closed): &(JobId, Runners, u64, bool)| {
+                !closed && (height > *deadline) == to_close && (!own || owns(runners))
             };
-            let loose =
-                |(_, requestor, _, _): &(JobId, AccountId, u64, bool)| !own || *requestor == sender;
+            let loose = |(_, runners, _, _): &(JobId, Runners, u64, bool)| !own || owns(runners);
             let mut candidates: Vec<JobId> = jobs
                 .iter()
                 .filter(|job| fits(job))
@@ -975,6 +993,7 @@ impl Harness {
                 price,
                 deadline_in,
                 fuel_too_high,
+                agent,
             } => TxKind::OpenJob(OpenJob {
                 module: ContentId::of(b"the property tests' module"),
                 spec: ContentId::of(&nonce.to_le_bytes()),
@@ -990,7 +1009,7 @@ impl Harness {
                     memory_bytes: 1 << 20,
                     output_bytes: 1 << 16,
                 },
-                agent: None,
+                agent: agent.map(|index| self.ids[index]),
             }),
             Op::TopUp { job, amount } => TxKind::TopUpJob {
                 job: pick(*job, false, true),
@@ -1007,11 +1026,12 @@ impl Harness {
                 fault,
             } => {
                 let job = pick(*job, false, false);
-                let requestor = requestors.get(&job).copied();
-                if requestor.is_none() {
+                let runners = requestors.get(&job).copied();
+                if runners.is_none() {
                     must_reject(&mut expect);
                 }
-                let requestor = requestor.unwrap_or(self.ids[0]);
+                let (requestor, agent) = runners.unwrap_or((self.ids[0], None));
+                let may_sign = |account: AccountId| account == requestor || agent == Some(account);
                 let redeemed = self.memory.redemption(&job, &sender).expect("redemption");
                 let mut provider = sender;
                 let mut signer = self.key_of(&requestor).expect("requestors are our keys");
@@ -1020,10 +1040,20 @@ impl Harness {
                     VoucherFault::None | VoucherFault::Tampered => {}
                     VoucherFault::WrongSigner(index) => {
                         signer = &self.keys[*index];
-                        if self.ids[*index] != requestor {
+                        if !may_sign(self.ids[*index]) {
                             must_reject(&mut expect);
                         }
                     }
+                    VoucherFault::ByAgent => match agent {
+                        Some(agent) => signer = self.key_of(&agent).expect("agents are our keys"),
+                        None => {
+                            // Anyone but the requestor stands in for an
+                            // agent the job does not have.
+                            let stranger = self.ids.iter().position(|id| *id != requestor);
+                            signer = &self.keys[stranger.unwrap_or(0)];
+                            must_reject(&mut expect);
+                        }
+                    },
                     VoucherFault::OtherProvider(index) => {
                         provider = self.ids[*index];
                         if provider != sender {
