@@ -416,6 +416,10 @@ pub struct GatewayArgs {
     /// clients together.
     #[arg(long, value_name = "N", default_value_t = idlegrid_gateway::jobs::LIVE_JOBS_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     live_jobs: usize,
+    /// Refuse jobs that name their files by http(s) URL (the gateway
+    /// fetches those from wherever it can reach).
+    #[arg(long, requires = "jobs_dir")]
+    no_url_inputs: bool,
     /// Bytes of uploaded blobs kept at most.
     #[arg(long, value_name = "BYTES", default_value_t = idlegrid_gateway::blobs::BLOB_STORE_BYTES_DEFAULT)]
     blob_store_bytes: u64,
@@ -462,6 +466,7 @@ fn run_gateway_command(args: GatewayArgs) -> anyhow::Result<()> {
             },
             live_jobs_max: args.live_jobs,
             blob_store_bytes: args.blob_store_bytes,
+            url_inputs: !args.no_url_inputs,
             ..idlegrid_gateway::JobServiceConfig::new(dir.clone())
         }),
         None => None,

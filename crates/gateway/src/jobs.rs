@@ -70,6 +70,8 @@ const RESULTS_LIMIT_DEFAULT: usize = 1_000;
 const EVENT_CLIENTS_MAX: usize = 256;
 /// How often a followed job's progress is looked at.
 const EVENTS_EVERY: Duration = Duration::from_millis(250);
+/// How long fetching one URL input may take.
+const URL_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the client's `OpenJob` may take to reach a block.
 const OPEN_WAIT: Duration = Duration::from_secs(60);
 
@@ -82,6 +84,9 @@ pub struct JobServiceConfig {
     pub blob_store_bytes: u64,
     /// Jobs unsigned, opening or running at once, for all callers.
     pub live_jobs_max: usize,
+    /// A job may name its files by `http://` or `https://` URL, which the
+    /// gateway fetches (counted as the caller's uploads).
+    pub url_inputs: bool,
 }
 
 impl JobServiceConfig {
@@ -92,6 +97,7 @@ impl JobServiceConfig {
             access: Access::Open,
             blob_store_bytes: BLOB_STORE_BYTES_DEFAULT,
             live_jobs_max: LIVE_JOBS_DEFAULT,
+            url_inputs: true,
         }
     }
 }
@@ -268,6 +274,9 @@ pub(crate) struct JobService {
     overlay: OverlayConfig,
     local: Local,
     event_clients: AtomicUsize,
+    url_inputs: bool,
+    /// Fetches URL inputs.
+    http: ureq::Agent,
 }
 
 impl JobService {
@@ -304,6 +313,13 @@ impl JobService {
             overlay: job_overlay(gateway_overlay, gateway_addresses),
             local,
             event_clients: AtomicUsize::new(0),
+            url_inputs: config.url_inputs,
+            http: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(URL_FETCH_TIMEOUT))
+                .max_redirects(3)
+                .build()
+                .new_agent(),
         }))
     }
 
@@ -366,6 +382,43 @@ impl JobService {
         }
         Ok(())
     }
+}
+
+impl JobService {
+    /// The bytes at `url` (`http` or `https`), counted as `caller`'s upload.
+    fn fetch(&self, caller: &Caller, url: &str) -> Result<Vec<u8>, Refusal> {
+        if !self.url_inputs {
+            return Err(invalid(format!(
+                "this gateway takes no inputs by URL ({url}): upload it with PUT /v1/blobs"
+            )));
+        }
+        let bytes = fetch_url(&self.http, url)?;
+        self.uploads
+            .take(caller, bytes.len() as u64, Instant::now())?;
+        Ok(bytes)
+    }
+}
+
+/// The bytes at `url`: at most [`BLOB_BYTES_MAX`], or `400 url_unreachable`.
+fn fetch_url(http: &ureq::Agent, url: &str) -> Result<Vec<u8>, Refusal> {
+    let failed = |why: String| Refusal::bad_request("url_unreachable", format!("{url}: {why}"));
+    let response = http
+        .get(url)
+        .call()
+        .map_err(|error| failed(error.to_string()))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("answered {}", response.status())));
+    }
+    response
+        .into_body()
+        .with_config()
+        .limit(BLOB_BYTES_MAX as u64)
+        .read_to_vec()
+        .map_err(|error| {
+            failed(format!(
+                "{error} (at most {BLOB_BYTES_MAX} bytes are taken)"
+            ))
+        })
 }
 
 /// A job's overlay: the gateway's settings, a port of its own on the same
@@ -553,9 +606,13 @@ pub(crate) async fn create_job(
 
     let job_file = {
         let service = Arc::clone(&service);
-        tokio::task::spawn_blocking(move || job_file(&service.blobs, request.job))
-            .await
-            .map_err(|error| Refusal::internal(format!("checking the job failed: {error}")))??
+        let caller = caller.clone();
+        tokio::task::spawn_blocking(move || {
+            let fetch = |url: &str| service.fetch(&caller, url);
+            job_file(&service.blobs, request.job, &fetch)
+        })
+        .await
+        .map_err(|error| Refusal::internal(format!("checking the job failed: {error}")))??
     };
     let tasks = job_file.tasks.len() as u64;
     if tasks > caller.limits.tasks_per_job {
@@ -723,11 +780,12 @@ const FILE_FIELDS: [&[&str]; 5] = [
 ];
 
 /// Checks a job given as JSON exactly as a job file: its blobs named by
-/// content id become the store's files, and the rest is the job file's
-/// own checks.
+/// content id (or fetched from a URL with `fetch`, and stored) become the
+/// store's files, and the rest is the job file's own checks.
 fn job_file(
     blobs: &BlobStore,
     mut job: serde_json::Map<String, Value>,
+    fetch: &dyn Fn(&str) -> Result<Vec<u8>, Refusal>,
 ) -> Result<JobFile, Refusal> {
     for path in FILE_FIELDS {
         let mut found = Vec::new();
@@ -735,13 +793,19 @@ fn job_file(
         for value in found {
             let Value::String(name) = value else {
                 return Err(invalid(format!(
-                    "`{}` names a blob by content id (`b3:…`)",
+                    "`{}` names a blob by content id (`b3:…`) or an http(s) URL",
                     path.join(".")
                 )));
             };
+            if name.starts_with("http://") || name.starts_with("https://") {
+                let bytes = fetch(name)?;
+                let (cid, _) = blobs.put(&bytes)?;
+                *name = hex::encode(cid.as_bytes());
+                continue;
+            }
             let cid: ContentId = name.parse().map_err(|_| {
                 invalid(format!(
-                    "`{}` is {name:?}: over HTTP a file is an uploaded blob's content id (`b3:…`)",
+                    "`{}` is {name:?}: over HTTP a file is an uploaded blob's content id (`b3:…`) or an http(s) URL",
                     path.join(".")
                 ))
             })?;
@@ -1176,6 +1240,7 @@ mod tests {
             Value::Object(map) => map,
             _ => unreachable!(),
         };
+        let no_urls = |url: &str| -> Result<Vec<u8>, Refusal> { panic!("fetched {url}") };
         let file = job_file(
             &blobs,
             job(json!({
@@ -1184,6 +1249,7 @@ mod tests {
                 "budget": 1000,
                 "task": [{"args": ["a"], "stdin_file": input.to_string()}, {"args": ["b"], "stdin": "inline"}],
             })),
+            &no_urls,
         )
         .expect("a job");
         assert_eq!(file.module_cid, module_cid);
@@ -1228,7 +1294,8 @@ mod tests {
                 "job file",
             ),
         ] {
-            let refused = job_file(&blobs, job(fields.clone())).expect_err(&fields.to_string());
+            let refused =
+                job_file(&blobs, job(fields.clone()), &no_urls).expect_err(&fields.to_string());
             assert_eq!(refused.code, code, "{fields}: {}", refused.message);
             assert!(
                 refused.message.contains(says),
@@ -1236,5 +1303,60 @@ mod tests {
                 refused.message
             );
         }
+    }
+
+    /// Serves `body` with `status` to one request on loopback; its URL.
+    fn serve_once(status: &'static str, body: Vec<u8>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        });
+        format!("http://{address}/module.wasm")
+    }
+
+    #[test]
+    fn inputs_named_by_url_are_fetched_stored_and_bounded() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let blobs = BlobStore::open(folder.path(), 64 << 20).expect("store");
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let fetch = |url: &str| fetch_url(&http, url);
+        let module = b"module bytes from a web server".to_vec();
+        let url = serve_once("200 OK", module.clone());
+        let fields = json!({
+            "module": url,
+            "price_per_million_fuel": 1,
+            "budget": 10,
+            "tasks": {"end": 2},
+        });
+        let Value::Object(fields) = fields else {
+            unreachable!()
+        };
+        let file = job_file(&blobs, fields, &fetch).expect("a job");
+        assert_eq!(file.module, module);
+        assert!(
+            blobs.read(&ContentId::of(&module)).is_some(),
+            "stored by content id"
+        );
+
+        let missing =
+            fetch_url(&http, &serve_once("404 Not Found", b"no".to_vec())).expect_err("a 404");
+        assert_eq!(missing.code, "url_unreachable");
+        let huge = fetch_url(&http, &serve_once("200 OK", vec![0; BLOB_BYTES_MAX + 1]))
+            .expect_err("too large");
+        assert_eq!(huge.code, "url_unreachable");
+        assert!(huge.message.contains("at most"), "{}", huge.message);
     }
 }
