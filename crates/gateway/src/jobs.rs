@@ -580,6 +580,7 @@ pub(crate) struct CreateJob {
         (status = 201, description = "`{job, status: \"unsigned\", tasks, agent, transaction, terms}`: sign `transaction` (hex) and send the signature", body = Object),
         (status = 400, description = "Not a job (`invalid_job`, `malformed_json`, `malformed_account`), a blob not uploaded (`unknown_blob`), or too little balance (`insufficient_balance`)", body = ErrorBody),
         (status = 401, description = "No known API key (`unauthorized`)", body = ErrorBody),
+        (status = 409, description = "The requestor has an unsigned job at this nonce already (`job_exists`)", body = ErrorBody),
         (status = 413, description = "More tasks than the key may submit in a job (`too_many_tasks`)", body = ErrorBody),
         (status = 429, description = "The key has as many jobs as it may at once (`quota_exceeded`, with `Retry-After`)", body = ErrorBody),
         (status = 502, description = "The validator could not be asked (`bad_gateway`)", body = ErrorBody),
