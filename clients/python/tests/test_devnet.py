@@ -200,11 +200,11 @@ def test_budget_runs_out_after_some_results(client: Client, idlegrid_bin: Path) 
     limit = (fuel // 1_000_000 + 2) * 1_000_000
     cost = -(-fuel // 1_000_000)  # paid per task at 1 token per million fuel, rounded up
     reserve = limit // 1_000_000  # reserved per placement
-    # The market reserves `reserve` per task it places and stops the job at the
-    # first placement the budget cannot cover. Its first round places at most
-    # two tasks per provider core (six on the devnet), so a budget of sixteen
-    # reserves lets that round run and pay at least one result, and pays for
-    # at most 16 * reserve / cost (20) of the 40 tasks.
+    # The market reserves `reserve` per task it places and places none the
+    # budget cannot cover at that; placed tasks finish and are paid at their
+    # cost, which leaves room for more. A budget of sixteen reserves thus
+    # pays for at most 16 * reserve / cost (20) of the 40 tasks, and at
+    # least its first round.
     tasks = 40
     budget = 16 * reserve
     assert budget < tasks * cost

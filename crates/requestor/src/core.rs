@@ -128,6 +128,8 @@ pub struct RequestorCore {
     failed: u64,
     finished: Option<JobSummary>,
     stalled: bool,
+    /// The module's content tree, once a provider asked for it.
+    module_tree: Option<Response>,
     /// When each undecided task was first assigned.
     assigned_at_us: HashMap<u64, u64>,
     first_placed_us: Option<u64>,
@@ -184,6 +186,7 @@ impl RequestorCore {
             failed: 0,
             finished: None,
             stalled: false,
+            module_tree: None,
             assigned_at_us: HashMap::new(),
             first_placed_us: None,
             round_trips_us: Vec::new(),
@@ -217,12 +220,18 @@ impl RequestorCore {
     }
 
     /// Every task is decided, or placing more would pass the budget.
+    /// Every task is decided, or the budget stops placement and nothing is
+    /// in flight: tasks already placed finish and are paid for (their cost
+    /// was reserved), and what they cost below their reservation may pay
+    /// for more.
     pub fn done(&self) -> bool {
-        self.finished.is_some() || self.stalled
+        self.finished.is_some() || (self.stalled && self.market.in_flight_total() == 0)
     }
 
+    /// The job ended with tasks undecided: placing more would pass its
+    /// budget.
     pub fn stalled(&self) -> bool {
-        self.stalled
+        self.stalled && self.finished.is_none()
     }
 
     pub fn summary(&self) -> JobSummary {
@@ -470,7 +479,11 @@ impl RequestorCore {
             Request::Content { cid, offset } if cid == self.job_file.module_cid => {
                 idlegrid_net::content_chunk(&self.job_file.module, offset)
             }
-            Request::Content { cid, .. } => {
+            Request::ContentTree { cid } if cid == self.job_file.module_cid => self
+                .module_tree
+                .get_or_insert_with(|| idlegrid_net::content_tree(&self.job_file.module))
+                .clone(),
+            Request::Content { cid, .. } | Request::ContentTree { cid } => {
                 Response::refused("not_found", format!("this requestor does not hold {cid}"))
             }
             Request::NewestVoucher { job } => self.newest_voucher(peer, job),

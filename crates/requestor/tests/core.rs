@@ -80,6 +80,63 @@ fn an_accepted_result_is_written_and_paid_for_with_one_voucher_at_a_time() {
     assert_eq!(core.paid(), 2 * PRICE);
 }
 
+/// A requestor of `tasks` tasks with this budget, placing with one provider.
+fn budgeted(tasks: u64, budget: u64) -> (RequestorCore, Vec<Command>) {
+    let mut core = RequestorCore::new(
+        key(1),
+        job(),
+        job_file_with_budget(tasks, Verification::Replicas(1), budget),
+        MarketConfig::default(),
+        REFEREE_FUEL_DEFAULT,
+    );
+    assert!(sent_tasks(&core.start(NOW)).is_empty());
+    let commands = join(&mut core, key(10).account_id());
+    (core, commands)
+}
+
+#[test]
+fn a_budget_that_stops_placement_lets_placed_tasks_finish_and_what_they_leave_places_more() {
+    // 200 reserves two placements at the fuel limit (100 each); the third
+    // waits. Each result costs 10, so what the first two leave places more,
+    // one at a time, until every task is done within the budget.
+    let (mut core, commands) = budgeted(6, 200);
+    let provider = key(10);
+    assert_eq!(
+        sent_tasks(&commands),
+        vec![(provider.account_id(), vec![0, 1])]
+    );
+    assert!(!core.done(), "stopped with two tasks in flight");
+    let mut next = 0;
+    let mut request = 1;
+    while !core.done() {
+        assert!(next < 6, "placed more tasks than the job has");
+        core.input(
+            NOW,
+            results(
+                request,
+                &provider,
+                vec![(receipt(next, b"out"), b"out".to_vec())],
+            ),
+        );
+        request += 1;
+        next += 1;
+        core.step(NOW);
+        core.input(NOW, Input::VoucherAnswered(provider.account_id()));
+        core.step(NOW);
+    }
+    assert!(!core.stalled());
+    assert_eq!(core.summary().tasks_accepted, 6);
+    assert_eq!(core.paid(), 60);
+}
+
+#[test]
+fn a_budget_below_one_placement_ends_the_job_at_once_as_stalled() {
+    let (core, commands) = budgeted(3, 99);
+    assert!(sent_tasks(&commands).is_empty());
+    assert!(core.done() && core.stalled());
+    assert_eq!(core.summary().tasks_accepted, 0);
+}
+
 #[test]
 fn a_result_whose_receipt_does_not_check_never_counts() {
     let provider = key(10);

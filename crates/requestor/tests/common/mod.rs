@@ -32,6 +32,12 @@ pub fn input(index: u64) -> TaskInput {
 }
 
 pub fn job_file(tasks: u64, verification: Verification) -> Arc<JobFile> {
+    job_file_with_budget(tasks, verification, 1_000_000)
+}
+
+/// A job whose budget is `budget`: each placement reserves 100 (its fuel
+/// limit at the price), and each accepted result costs 10.
+pub fn job_file_with_budget(tasks: u64, verification: Verification, budget: u64) -> Arc<JobFile> {
     Arc::new(JobFile {
         path: PathBuf::from("job.toml"),
         module_path: PathBuf::from("m.wasm"),
@@ -47,7 +53,7 @@ pub fn job_file(tasks: u64, verification: Verification) -> Arc<JobFile> {
         price_per_million_fuel: PRICE,
         verification,
         trust: Trust::default(),
-        budget: 1_000_000,
+        budget,
         deadline_blocks: 100,
     })
 }
