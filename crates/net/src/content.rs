@@ -1,12 +1,21 @@
-//! Content by id over the work protocol: a holder answers `Content`
-//! requests a chunk at a time, and a fetcher puts the chunks together and
-//! checks the bytes against their id.
+//! Content by id over the work protocol, checked as it streams.
+//!
+//! A holder answers a `ContentTree` request with the content's length and
+//! the BLAKE3 chaining values of its 64 KiB groups, and `Content` requests
+//! a chunk (a whole number of groups) at a time. A fetcher
+//! ([`ContentFetch`]) checks that the values combine into the id it asked
+//! for, then checks every group as it arrives: a holder that sends a wrong
+//! byte is caught at the group that holds it, and what was checked so far
+//! is kept, so the fetch resumes at the next group from any other holder.
 
+use idlegrid_types::blob_tree::{self, GROUP_BYTES, TreeError, Verifier};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{AccountId, ContentId};
 
 use crate::overlay::Overlay;
-use crate::protocol::{CONTENT_CHUNK_BYTES_MAX, Request, Response};
+use crate::protocol::{CONTENT_CHUNK_BYTES_MAX, CONTENT_TREE_LEAVES_MAX, Request, Response};
+
+const _: () = assert!(CONTENT_CHUNK_BYTES_MAX.is_multiple_of(GROUP_BYTES));
 
 /// A chunk of `bytes` from `offset`.
 pub fn content_chunk(bytes: &[u8], offset: u64) -> Response {
@@ -20,48 +29,332 @@ pub fn content_chunk(bytes: &[u8], offset: u64) -> Response {
     }
 }
 
-/// Fetches content by id from a peer, chunk by chunk, and checks its id.
+/// The length and group values of `bytes`.
+pub fn content_tree(bytes: &[u8]) -> Response {
+    let leaves = blob_tree::leaves(bytes);
+    if leaves.len() > CONTENT_TREE_LEAVES_MAX {
+        return Response::refused(
+            "too_large",
+            format!("content of {} bytes is too large to serve", bytes.len()),
+        );
+    }
+    Response::ContentTree {
+        total_bytes: bytes.len() as u64,
+        leaves: Bounded::new(leaves).expect("checked against the bound"),
+    }
+}
+
+/// Why a fetch from one holder stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The holder sent what is not the content (a wrong tree, a wrong
+    /// byte, a chunk that does not fit): fetch from it no more.
+    #[error("{from} sent bytes that are not {cid}: {why}")]
+    Corrupt {
+        from: AccountId,
+        cid: ContentId,
+        why: String,
+    },
+    /// The content is larger than the fetcher takes.
+    #[error("{cid} is {len} bytes, over the limit of {max}")]
+    TooLarge { cid: ContentId, len: u64, max: u64 },
+    /// The holder could not or would not answer: another may.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Fetching one piece of content, without I/O: ask [`ContentFetch::request`]
+/// of a holder, give its answer to [`ContentFetch::answer`], until that
+/// gives the bytes. After a holder fails, the next request to another one
+/// resumes where the checked bytes end.
+#[derive(Debug)]
+pub struct ContentFetch {
+    cid: ContentId,
+    bytes_max: u64,
+    verifier: Option<Verifier>,
+    /// Checked bytes, a whole number of groups.
+    bytes: Vec<u8>,
+}
+
+impl ContentFetch {
+    pub fn new(cid: ContentId, bytes_max: u64) -> Self {
+        Self {
+            cid,
+            bytes_max,
+            verifier: None,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Bytes checked so far.
+    pub fn checked(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// What to ask a holder next.
+    pub fn request(&self) -> Request {
+        match self.verifier {
+            None => Request::ContentTree { cid: self.cid },
+            Some(_) => Request::Content {
+                cid: self.cid,
+                offset: self.checked(),
+            },
+        }
+    }
+
+    /// Takes a holder's answer to [`ContentFetch::request`]: the content
+    /// once every group is checked, `None` while more is to be asked.
+    pub fn answer(
+        &mut self,
+        from: &AccountId,
+        response: Response,
+    ) -> Result<Option<Vec<u8>>, FetchError> {
+        let corrupt = |why: String| FetchError::Corrupt {
+            from: *from,
+            cid: self.cid,
+            why,
+        };
+        match (&self.verifier, response) {
+            (
+                None,
+                Response::ContentTree {
+                    total_bytes,
+                    leaves,
+                },
+            ) => {
+                if total_bytes > self.bytes_max {
+                    return Err(FetchError::TooLarge {
+                        cid: self.cid,
+                        len: total_bytes,
+                        max: self.bytes_max,
+                    });
+                }
+                let verifier = Verifier::new(self.cid, total_bytes, leaves.into_inner())
+                    .map_err(|error| corrupt(error.to_string()))?;
+                self.verifier = Some(verifier);
+                self.bytes
+                    .reserve(usize::try_from(total_bytes).unwrap_or(0));
+                Ok(None)
+            }
+            (Some(verifier), Response::Content { total_bytes, bytes }) => {
+                if total_bytes != verifier.len() {
+                    return Err(corrupt(format!(
+                        "it said {total_bytes} bytes, and its tree {}",
+                        verifier.len()
+                    )));
+                }
+                let mut group = self.checked() / GROUP_BYTES as u64;
+                let mut rest: &[u8] = &bytes;
+                if rest.is_empty() && self.checked() < verifier.len() {
+                    return Err(corrupt("an empty chunk".to_owned()));
+                }
+                while !rest.is_empty() {
+                    let range = blob_tree::group_range(verifier.len(), group);
+                    let take = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+                    if rest.len() < take {
+                        return Err(corrupt(format!("a chunk ends inside group {group}")));
+                    }
+                    let (piece, after) = rest.split_at(take);
+                    verifier.check(group, piece).map_err(|error| match error {
+                        TreeError::NoSuchGroup { .. } => corrupt("bytes past the end".to_owned()),
+                        other => corrupt(other.to_string()),
+                    })?;
+                    self.bytes.extend_from_slice(piece);
+                    rest = after;
+                    group += 1;
+                }
+                if self.checked() == verifier.len() {
+                    // An empty blob has one empty group, which the loop
+                    // above never checks.
+                    if verifier.is_empty() {
+                        verifier
+                            .check(0, &[])
+                            .map_err(|error| corrupt(error.to_string()))?;
+                    }
+                    return Ok(Some(std::mem::take(&mut self.bytes)));
+                }
+                Ok(None)
+            }
+            (_, Response::Refused { message, .. }) => Err(FetchError::Unavailable(format!(
+                "{from} refused {}: {}",
+                self.cid, &*message
+            ))),
+            (_, other) => Err(corrupt(format!(
+                "it answered {} with {}",
+                self.request().name(),
+                response_name(&other)
+            ))),
+        }
+    }
+}
+
+fn response_name(response: &Response) -> &'static str {
+    match response {
+        Response::Ok => "ok",
+        Response::Refused { .. } => "a refusal",
+        Response::Content { .. } => "content",
+        Response::Offer(_) => "an offer",
+        Response::Voucher { .. } => "a voucher",
+        Response::ContentTree { .. } => "a content tree",
+    }
+}
+
+/// Fetches content by id from a peer, checking each 64 KiB group as it
+/// arrives.
 pub async fn fetch_content(
     overlay: &Overlay,
     from: &AccountId,
     cid: ContentId,
     bytes_max: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
+    let mut fetch = ContentFetch::new(cid, bytes_max as u64);
     loop {
-        let request = Request::Content {
-            cid,
-            offset: bytes.len() as u64,
-        };
-        match overlay.request(from, request).await {
-            Ok(Response::Content {
-                total_bytes,
-                bytes: chunk,
-            }) => {
-                if total_bytes > bytes_max as u64 {
-                    return Err(format!(
-                        "{cid} is {total_bytes} bytes, over the limit of {bytes_max}"
-                    ));
-                }
-                if chunk.is_empty() && (bytes.len() as u64) < total_bytes {
-                    return Err(format!("{from} sent an empty chunk of {cid}"));
-                }
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() as u64 >= total_bytes {
-                    break;
-                }
-            }
-            Ok(Response::Refused { message, .. }) => {
-                return Err(format!("{from} refused {cid}: {}", &*message));
-            }
-            Ok(Response::Ok | Response::Offer(_) | Response::Voucher { .. }) => {
-                return Err(format!("{from} answered a content request without content"));
-            }
-            Err(error) => return Err(format!("failed to fetch {cid}: {error}")),
+        let answer = overlay
+            .request(from, fetch.request())
+            .await
+            .map_err(|error| format!("failed to fetch {cid}: {error}"))?;
+        if let Some(bytes) = fetch
+            .answer(from, answer)
+            .map_err(|error| error.to_string())?
+        {
+            return Ok(bytes);
         }
     }
-    if ContentId::of(&bytes) != cid {
-        return Err(format!("{from} sent bytes that are not {cid}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(len: usize) -> Vec<u8> {
+        (0..len).map(|index| (index % 251) as u8).collect()
     }
-    Ok(bytes)
+
+    /// A holder of `bytes` that answers honestly, or with `corrupt` applied
+    /// to every chunk it sends.
+    fn serve(bytes: &[u8], request: Request, corrupt: Option<usize>) -> Response {
+        match request {
+            Request::ContentTree { .. } => content_tree(bytes),
+            Request::Content { offset, .. } => {
+                let mut response = content_chunk(bytes, offset);
+                if let (Some(at), Response::Content { bytes: chunk, .. }) = (corrupt, &mut response)
+                {
+                    let mut changed = chunk.clone().into_inner();
+                    let start = usize::try_from(offset).expect("small");
+                    if (start..start + changed.len()).contains(&at) {
+                        changed[at - start] ^= 1;
+                    }
+                    *chunk = Bounded::new(changed).expect("same length");
+                }
+                response
+            }
+            other => panic!("asked {other:?}"),
+        }
+    }
+
+    #[test]
+    fn content_of_every_size_arrives_checked() {
+        let holder = AccountId::from_bytes([1; 32]);
+        for len in [
+            0,
+            1,
+            GROUP_BYTES,
+            GROUP_BYTES + 1,
+            3 * CONTENT_CHUNK_BYTES_MAX + 17,
+        ] {
+            let bytes = blob(len);
+            let mut fetch = ContentFetch::new(ContentId::of(&bytes), 16 << 20);
+            let fetched = loop {
+                let answer = serve(&bytes, fetch.request(), None);
+                if let Some(done) = fetch.answer(&holder, answer).expect("honest") {
+                    break done;
+                }
+            };
+            assert_eq!(fetched, bytes, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_lying_holder_is_caught_at_its_first_wrong_group_and_another_finishes() {
+        let liar = AccountId::from_bytes([2; 32]);
+        let honest = AccountId::from_bytes([3; 32]);
+        let bytes = blob(2 * CONTENT_CHUNK_BYTES_MAX + 5);
+        let cid = ContentId::of(&bytes);
+        let wrong = CONTENT_CHUNK_BYTES_MAX + 3 * GROUP_BYTES + 10;
+        let mut fetch = ContentFetch::new(cid, 16 << 20);
+        let error = loop {
+            let answer = serve(&bytes, fetch.request(), Some(wrong));
+            match fetch.answer(&liar, answer) {
+                Ok(None) => {}
+                Ok(Some(_)) => panic!("corrupt bytes accepted"),
+                Err(error) => break error,
+            }
+        };
+        let FetchError::Corrupt { from, why, .. } = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(*from, liar);
+        assert!(why.contains("group 19"), "{why}");
+        // What came before the wrong group was checked and kept; the
+        // honest holder sends only the rest.
+        let kept = (CONTENT_CHUNK_BYTES_MAX + 3 * GROUP_BYTES) as u64;
+        assert_eq!(fetch.checked(), kept);
+        let mut asked = Vec::new();
+        let fetched = loop {
+            let request = fetch.request();
+            asked.push(request.clone());
+            let answer = serve(&bytes, request, None);
+            if let Some(done) = fetch.answer(&honest, answer).expect("honest") {
+                break done;
+            }
+        };
+        assert_eq!(fetched, bytes);
+        assert_eq!(asked[0], Request::Content { cid, offset: kept });
+    }
+
+    #[test]
+    fn a_wrong_tree_a_short_chunk_and_oversized_content_are_refused() {
+        let holder = AccountId::from_bytes([4; 32]);
+        let bytes = blob(3 * GROUP_BYTES);
+        let cid = ContentId::of(&bytes);
+
+        // A tree of other bytes.
+        let mut fetch = ContentFetch::new(cid, 1 << 20);
+        let other = content_tree(&blob(3 * GROUP_BYTES + 1));
+        assert!(matches!(
+            fetch.answer(&holder, other),
+            Err(FetchError::Corrupt { .. })
+        ));
+
+        // A chunk that stops inside a group.
+        let mut fetch = ContentFetch::new(cid, 1 << 20);
+        fetch
+            .answer(&holder, content_tree(&bytes))
+            .expect("the tree");
+        let short = Response::Content {
+            total_bytes: bytes.len() as u64,
+            bytes: Bounded::new(bytes[..GROUP_BYTES + 1].to_vec()).expect("small"),
+        };
+        let error = fetch.answer(&holder, short).expect_err("short");
+        assert!(error.to_string().contains("inside group 1"), "{error}");
+        assert_eq!(
+            fetch.checked(),
+            GROUP_BYTES as u64,
+            "the whole group before it is kept"
+        );
+
+        // More than the fetcher takes, refused before any byte arrives.
+        let mut fetch = ContentFetch::new(cid, GROUP_BYTES as u64);
+        assert!(matches!(
+            fetch.answer(&holder, content_tree(&bytes)),
+            Err(FetchError::TooLarge { .. })
+        ));
+
+        // A refusal leaves the fetch to another holder.
+        let mut fetch = ContentFetch::new(cid, 1 << 20);
+        assert!(matches!(
+            fetch.answer(&holder, Response::refused("not_found", "no")),
+            Err(FetchError::Unavailable(_))
+        ));
+    }
 }

@@ -11,7 +11,7 @@ mod link;
 pub mod overlay;
 pub mod protocol;
 
-pub use content::{content_chunk, fetch_content};
+pub use content::{ContentFetch, FetchError, content_chunk, content_tree, fetch_content};
 pub use guard::raise_open_files_limit;
 pub use identity::{account_of, libp2p_keypair, peer_id_of};
 pub use libp2p::{Multiaddr, PeerId};

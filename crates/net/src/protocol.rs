@@ -30,8 +30,11 @@ pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
 pub const BATCH_TASKS_MAX: usize = 256;
 /// Largest stdout a result carries inline, bytes.
 pub const OUTPUT_INLINE_BYTES_MAX: usize = 1 << 20;
-/// Largest content chunk in one response, bytes.
+/// Largest content chunk in one response, bytes: a whole number of the
+/// 64 KiB groups a fetcher checks one by one.
 pub const CONTENT_CHUNK_BYTES_MAX: usize = 1 << 20;
+/// Most group values in one content tree: blobs up to 2 GiB.
+pub const CONTENT_TREE_LEAVES_MAX: usize = CONTENT_CHUNK_BYTES_MAX / 32;
 /// Longest refusal code and message, bytes.
 pub const REASON_BYTES_MAX: usize = 512;
 /// Largest signed offer on the gossip topic, bytes.
@@ -130,6 +133,11 @@ pub enum Request {
     /// and again when it reconnects to the requestor. Answered with
     /// [`Response::Voucher`], or refused `no_voucher` while nothing is owed.
     NewestVoucher { job: JobId },
+    /// Anyone → anyone: the length of content the other side holds and the
+    /// BLAKE3 chaining values of its 64 KiB groups, with which a fetcher
+    /// checks each group as it arrives
+    /// ([`idlegrid_types::blob_tree`]).
+    ContentTree { cid: ContentId },
 }
 
 impl Request {
@@ -143,6 +151,7 @@ impl Request {
             Request::Content { .. } => "content",
             Request::Offer => "offer",
             Request::NewestVoucher { .. } => "newest_voucher",
+            Request::ContentTree { .. } => "content_tree",
         }
     }
 }
@@ -169,6 +178,12 @@ pub enum Response {
     Voucher {
         voucher: Box<SignedVoucher>,
         job_done: bool,
+    },
+    /// Content's length and its groups' chaining values (none for content
+    /// of one group, which is checked by its id).
+    ContentTree {
+        total_bytes: u64,
+        leaves: Bounded<Vec<[u8; 32]>, CONTENT_TREE_LEAVES_MAX>,
     },
 }
 

@@ -77,6 +77,9 @@ fn valid_messages() -> Vec<Vec<u8>> {
         },
         Request::Offer,
         Request::NewestVoucher { job },
+        Request::ContentTree {
+            cid: ContentId::of(b"module"),
+        },
     ];
     let voucher = key.sign(Voucher {
         job,
@@ -95,6 +98,10 @@ fn valid_messages() -> Vec<Vec<u8>> {
         Response::Content {
             total_bytes: 10,
             bytes: Bounded::new(vec![1, 2, 3]).expect("small"),
+        },
+        Response::ContentTree {
+            total_bytes: 200_000,
+            leaves: Bounded::new(vec![[7; 32]; 4]).expect("small"),
         },
     ];
     let offer = key.sign(Offer {

@@ -13,7 +13,7 @@ use idlegrid_api::client::ApiClient;
 use idlegrid_gpu::{Gpu, Program};
 use idlegrid_net::{
     BATCH_TASKS_MAX, Event, Multiaddr, Overlay, OverlayConfig, Reply, RequestError, Response,
-    content_chunk, fetch_content,
+    content_chunk, content_tree, fetch_content,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig};
 use idlegrid_types::{
@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::core::{
-    Cheat, Command, CoreConfig, Input, ModuleStatus, ProviderCore, QUEUE_BYTES_MAX, RequestId,
-    RunResult, VoucherAnswer,
+    Cheat, Command, ContentPart, CoreConfig, Input, ModuleStatus, ProviderCore, QUEUE_BYTES_MAX,
+    RequestId, RunResult, VoucherAnswer,
 };
 use crate::energy::{self, EnergyMeter};
 use crate::gpu::{self, GpuChoice};
@@ -502,9 +502,12 @@ impl Shell {
     async fn apply(&mut self, command: Command) -> Option<Input> {
         match command {
             Command::Reply { id, response } => self.reply(id, response),
-            Command::ServeContent { id, cid, offset } => {
+            Command::ServeContent { id, cid, part } => {
                 let response = match std::fs::read(content_path(&self.data_dir, &cid)) {
-                    Ok(bytes) => content_chunk(&bytes, offset),
+                    Ok(bytes) => match part {
+                        ContentPart::Tree => content_tree(&bytes),
+                        ContentPart::From(offset) => content_chunk(&bytes, offset),
+                    },
                     Err(_) => {
                         Response::refused("not_found", format!("this node does not hold {cid}"))
                     }

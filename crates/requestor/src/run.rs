@@ -649,9 +649,12 @@ impl Shell {
                     info!(%provider, code = &*code, message = &*message, "batch refused");
                     false
                 }
-                Ok(Response::Content { .. } | Response::Offer(_) | Response::Voucher { .. }) => {
-                    false
-                }
+                Ok(
+                    Response::Content { .. }
+                    | Response::ContentTree { .. }
+                    | Response::Offer(_)
+                    | Response::Voucher { .. },
+                ) => false,
                 Err(error) => {
                     info!(%provider, %error, "batch not delivered");
                     matches!(

@@ -8,6 +8,7 @@
 //! signatures, [`work`] is tasks, receipts and vouchers, and [`gpu`] is GPU
 //! programs and offers.
 
+pub mod blob_tree;
 pub mod cid;
 pub mod codec;
 pub mod gpu;

@@ -32,8 +32,8 @@ pub use asks::{
     VOUCHER_WAITS_MAX,
 };
 pub use types::{
-    BatchId, Cheat, Command, CoreConfig, Input, JobCheck, ModuleStatus, Redemption, RequestId,
-    RunResult, Task, Totals, VoucherAnswer,
+    BatchId, Cheat, Command, ContentPart, CoreConfig, Input, JobCheck, ModuleStatus, Redemption,
+    RequestId, RunResult, Task, Totals, VoucherAnswer,
 };
 
 use asks::VoucherAsks;
@@ -392,7 +392,19 @@ impl ProviderCore {
                 return;
             }
             Request::Content { cid, offset } => {
-                commands.push(Command::ServeContent { id, cid, offset });
+                commands.push(Command::ServeContent {
+                    id,
+                    cid,
+                    part: ContentPart::From(offset),
+                });
+                return;
+            }
+            Request::ContentTree { cid } => {
+                commands.push(Command::ServeContent {
+                    id,
+                    cid,
+                    part: ContentPart::Tree,
+                });
                 return;
             }
             Request::Offer => match &self.last_offer {

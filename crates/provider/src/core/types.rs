@@ -39,6 +39,15 @@ pub struct CoreConfig {
     pub cheat: Option<Cheat>,
 }
 
+/// Which part of content a peer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentPart {
+    /// Its length and its groups' chaining values.
+    Tree,
+    /// A chunk from this offset.
+    From(u64),
+}
+
 /// What the ledger says about a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobCheck {
@@ -189,11 +198,11 @@ pub enum Command {
         id: RequestId,
         response: Response,
     },
-    /// Answer with a chunk of content this node holds on disk.
+    /// Answer with a part of content this node holds on disk.
     ServeContent {
         id: RequestId,
         cid: ContentId,
-        offset: u64,
+        part: ContentPart,
     },
     /// Read the job from the ledger; answer with [`Input::JobChecked`].
     CheckJob {
