@@ -156,6 +156,10 @@ pub struct ProvideArgs {
     /// Offer this GPU benchmark score (fuel per second) instead of measuring it.
     #[arg(long, value_name = "N")]
     gpu_benchmark_fuel_per_second: Option<u64>,
+    /// Bytes of fetched modules kept on disk (and served to peers) at most;
+    /// the least recently used make room.
+    #[arg(long, value_name = "BYTES", default_value_t = idlegrid_provider::CONTENT_BYTES_DEFAULT)]
+    content_cache_bytes: u64,
     /// Seconds between offers.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     offer_interval_secs: u64,
@@ -216,6 +220,7 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
     };
     config.gpu_price_floor_per_million_fuel = args.gpu_price_floor;
     config.gpu_benchmark_fuel_per_second = args.gpu_benchmark_fuel_per_second;
+    config.content_bytes_max = args.content_cache_bytes;
     config.offer_interval = Duration::from_secs(args.offer_interval_secs.max(1));
     config.redeem_interval = Duration::from_secs(args.redeem_interval_secs.max(1));
     config.cheat = args.cheat.map(|CheatArg::WrongOutput| Cheat::WrongOutput {

@@ -222,6 +222,63 @@ pub async fn fetch_content(
     }
 }
 
+/// How long a holder named in a batch gets to answer each request before
+/// the next is asked: it may be unreachable from here.
+pub const HOLDER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fetches content from `holders` in turn, then from `source` (who is
+/// expected to hold it), each resuming where the checked bytes end; a
+/// holder that sends a wrong byte or cannot answer is left for the next.
+pub async fn fetch_content_from(
+    overlay: &Overlay,
+    holders: &[AccountId],
+    source: &AccountId,
+    cid: ContentId,
+    bytes_max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut fetch = ContentFetch::new(cid, bytes_max as u64);
+    let mut failures = Vec::new();
+    let mut tried = Vec::with_capacity(holders.len() + 1);
+    for holder in holders.iter().chain(std::iter::once(source)) {
+        if tried.contains(holder) {
+            continue;
+        }
+        tried.push(*holder);
+        let patience = (holder != source).then_some(HOLDER_ANSWER_TIMEOUT);
+        loop {
+            let asked = overlay.request(holder, fetch.request());
+            let answer = match patience {
+                Some(patience) => match tokio::time::timeout(patience, asked).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        failures.push(format!("{holder} did not answer in {patience:?}"));
+                        break;
+                    }
+                },
+                None => asked.await,
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    failures.push(format!("{holder}: {error}"));
+                    break;
+                }
+            };
+            match fetch.answer(holder, answer) {
+                Ok(Some(bytes)) => return Ok(bytes),
+                Ok(None) => {}
+                Err(error @ FetchError::TooLarge { .. }) => return Err(error.to_string()),
+                Err(error) => {
+                    tracing::warn!(%holder, %error, "content not fetched from this holder");
+                    failures.push(error.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    Err(format!("failed to fetch {cid}: {}", failures.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,8 @@ pub const OUTPUT_INLINE_BYTES_MAX: usize = 1 << 20;
 pub const CONTENT_CHUNK_BYTES_MAX: usize = 1 << 20;
 /// Most group values in one content tree: blobs up to 2 GiB.
 pub const CONTENT_TREE_LEAVES_MAX: usize = CONTENT_CHUNK_BYTES_MAX / 32;
+/// Most providers a batch names as holders of its module.
+pub const MODULE_HOLDERS_MAX: usize = 4;
 /// Longest refusal code and message, bytes.
 pub const REASON_BYTES_MAX: usize = 512;
 /// Largest signed offer on the gossip topic, bytes.
@@ -51,8 +53,12 @@ pub struct AssignedTask {
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct TaskBatch {
     pub job: JobId,
-    /// Fetched from the requestor by content id when the provider lacks it.
+    /// Fetched by content id when the provider lacks it: from
+    /// `module_holders` first, then from the requestor.
     pub module: ContentId,
+    /// Providers the requestor knows to hold the module (they returned
+    /// results of this job), which can serve it instead of the requestor.
+    pub module_holders: Bounded<Vec<AccountId>, MODULE_HOLDERS_MAX>,
     pub limits: ExecutionLimits,
     /// The provider's wall-clock backstop per task, milliseconds.
     pub wall_time_ms: u64,

@@ -36,6 +36,7 @@ fn valid_messages() -> Vec<Vec<u8>> {
         Request::Tasks(TaskBatch {
             job,
             module: ContentId::of(b"module"),
+            module_holders: Bounded::new(Vec::new()).expect("none"),
             limits: ExecutionLimits {
                 fuel: 1,
                 memory_bytes: 2,

@@ -412,3 +412,78 @@ async fn a_node_behind_a_relay_is_reached_again_after_its_circuit_ends_and_the_r
     let (_second, _second_task) = relay(&relay_key, listen);
     reach(&outside, &behind.account(), cid).await;
 }
+
+/// Answers content requests as a holder of `content` does (its tree, then
+/// chunks), with the byte at `corrupt` flipped in what it sends, if given.
+fn hold(mut events: mpsc::Receiver<Event>, content: Vec<u8>, corrupt: Option<usize>) {
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let Event::Request { request, reply, .. } = event else {
+                continue;
+            };
+            let response = match request {
+                Request::ContentTree { .. } => idlegrid_net::content_tree(&content),
+                Request::Content { offset, .. } => {
+                    let mut sent = content.clone();
+                    if let Some(at) = corrupt {
+                        sent[at] ^= 0x40;
+                    }
+                    idlegrid_net::content_chunk(&sent, offset)
+                }
+                _ => Response::refused("unexpected", "not in this test"),
+            };
+            reply.send(response);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_from_several_holders_skips_a_liar_and_resumes_where_it_was_caught() {
+    use idlegrid_types::blob_tree::GROUP_BYTES;
+    let (source, source_events, source_address) = node(31, Vec::new()).await;
+    let (liar, liar_events, liar_address) = node(32, vec![source_address.clone()]).await;
+    let (honest, honest_events, honest_address) = node(33, vec![source_address.clone()]).await;
+    let (fetcher, _fetcher_events, _) = node(34, vec![source_address]).await;
+    let content: Vec<u8> = (0..(5 * GROUP_BYTES / 2) as u32)
+        .map(|index| (index % 253) as u8)
+        .collect();
+    let cid = ContentId::of(&content);
+    // The liar's second group is wrong; the source is never needed.
+    hold(liar_events, content.clone(), Some(GROUP_BYTES + 7));
+    hold(honest_events, content.clone(), None);
+    hold(source_events, Vec::new(), None);
+    for address in [liar_address, honest_address] {
+        fetcher.dial(address).await.expect("dial");
+    }
+    let fetched = tokio::time::timeout(
+        WAIT,
+        idlegrid_net::fetch_content_from(
+            &fetcher,
+            &[liar.account(), honest.account()],
+            &source.account(),
+            cid,
+            1 << 20,
+        ),
+    )
+    .await
+    .expect("in time")
+    .expect("fetched");
+    assert_eq!(fetched, content);
+
+    // With only liars and a source that lacks it, the fetch fails saying
+    // who sent what.
+    let error = tokio::time::timeout(
+        WAIT,
+        idlegrid_net::fetch_content_from(
+            &fetcher,
+            &[liar.account()],
+            &source.account(),
+            cid,
+            1 << 20,
+        ),
+    )
+    .await
+    .expect("in time")
+    .expect_err("nobody honest");
+    assert!(error.contains("group 1"), "{error}");
+}

@@ -12,8 +12,8 @@ use anyhow::Context;
 use idlegrid_api::client::ApiClient;
 use idlegrid_gpu::{Gpu, Program};
 use idlegrid_net::{
-    BATCH_TASKS_MAX, Event, Multiaddr, Overlay, OverlayConfig, Reply, RequestError, Response,
-    content_chunk, content_tree, fetch_content,
+    BATCH_TASKS_MAX, ContentStore, Event, Multiaddr, Overlay, OverlayConfig, Reply, RequestError,
+    Response, content_chunk, content_tree, fetch_content_from,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig};
 use idlegrid_types::{
@@ -30,11 +30,13 @@ use crate::energy::{self, EnergyMeter};
 use crate::gpu::{self, GpuChoice};
 use crate::hardware::{self, Hardware};
 use crate::ledger::{Redeemer, check_job, ensure_stake};
-use crate::store::{VoucherWriter, content_path, load_vouchers, store_file};
+use crate::store::{VoucherWriter, load_vouchers};
 use crate::worker::{Prepared, Workers};
 
 /// Largest module a provider fetches, bytes.
 pub const MODULE_BYTES_MAX: usize = 8 << 20;
+/// Bytes of fetched content a provider keeps on disk, by default.
+pub const CONTENT_BYTES_DEFAULT: u64 = 2 << 30;
 /// Tasks a provider offers to hold per core, queued or running. Requestors
 /// send this many only when tasks are short (see the market's window), so
 /// that a core never waits for the network between them.
@@ -79,6 +81,9 @@ pub struct ProviderConfig {
     pub gpu_price_floor_per_million_fuel: Option<u64>,
     /// Skip the GPU benchmark and offer this score.
     pub gpu_benchmark_fuel_per_second: Option<u64>,
+    /// Bytes of fetched content (modules) kept on disk at most; the least
+    /// recently used make room.
+    pub content_bytes_max: u64,
 }
 
 impl ProviderConfig {
@@ -107,6 +112,7 @@ impl ProviderConfig {
             gpu: GpuChoice::Off,
             gpu_price_floor_per_million_fuel: None,
             gpu_benchmark_fuel_per_second: None,
+            content_bytes_max: CONTENT_BYTES_DEFAULT,
         }
     }
 }
@@ -199,8 +205,11 @@ pub async fn run_provider(
         .memory_bytes
         .unwrap_or(hardware.memory_bytes)
         .min(hardware.memory_bytes);
-    std::fs::create_dir_all(config.data_dir.join("content"))
-        .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+    let content_dir = config.data_dir.join("content");
+    let content = Arc::new(
+        ContentStore::open(&content_dir, config.content_bytes_max)
+            .with_context(|| format!("failed to open {}", content_dir.display()))?,
+    );
     let sandbox = Arc::new(
         Sandbox::new(SandboxConfig {
             cache_dir: Some(config.data_dir.join("modules")),
@@ -318,7 +327,7 @@ pub async fn run_provider(
         voucher_writer,
         redeemer,
         stats: Arc::clone(&stats),
-        data_dir: config.data_dir.clone(),
+        content,
         memory_bytes,
         // A job is checked before its module says whether it is a GPU
         // job: the lower floor admits it, and the market places each kind
@@ -425,7 +434,8 @@ struct Shell {
     voucher_writer: VoucherWriter,
     redeemer: Redeemer,
     stats: Arc<ProviderStats>,
-    data_dir: PathBuf,
+    /// Modules fetched, served to peers that ask.
+    content: Arc<ContentStore>,
     memory_bytes: u64,
     price_floor: u64,
     /// The GPU offered, if any.
@@ -503,12 +513,12 @@ impl Shell {
         match command {
             Command::Reply { id, response } => self.reply(id, response),
             Command::ServeContent { id, cid, part } => {
-                let response = match std::fs::read(content_path(&self.data_dir, &cid)) {
-                    Ok(bytes) => match part {
+                let response = match self.content.read(&cid) {
+                    Some(bytes) => match part {
                         ContentPart::Tree => content_tree(&bytes),
                         ContentPart::From(offset) => content_chunk(&bytes, offset),
                     },
-                    Err(_) => {
+                    None => {
                         Response::refused("not_found", format!("this node does not hold {cid}"))
                     }
                 };
@@ -523,7 +533,7 @@ impl Shell {
                     let _ = messages.send(Input::JobChecked { job, check }.into());
                 });
             }
-            Command::FetchModule { from, cid } => self.fetch_module(from, cid),
+            Command::FetchModule { from, holders, cid } => self.fetch_module(from, holders, cid),
             Command::DropModule(cid) => {
                 self.modules.remove(&cid);
             }
@@ -628,20 +638,30 @@ impl Shell {
         }
     }
 
-    fn fetch_module(&self, from: AccountId, cid: ContentId) {
+    fn fetch_module(&self, from: AccountId, holders: Vec<AccountId>, cid: ContentId) {
         let overlay = self.overlay.clone();
         let sandbox = Arc::clone(&self.sandbox);
         let has_gpu = self.gpu.is_some();
         let messages = self.messages.clone();
-        let path = content_path(&self.data_dir, &cid);
+        let content = Arc::clone(&self.content);
         tokio::spawn(async move {
             let module = async {
-                let bytes = match std::fs::read(&path) {
-                    Ok(bytes) if ContentId::of(&bytes) == cid => bytes,
-                    _ => {
-                        let bytes = fetch_content(&overlay, &from, cid, MODULE_BYTES_MAX).await?;
-                        store_file(&path, &bytes)
-                            .map_err(|error| format!("failed to store the module: {error}"))?;
+                let held = {
+                    let content = Arc::clone(&content);
+                    tokio::task::spawn_blocking(move || content.read(&cid))
+                        .await
+                        .map_err(|error| format!("the store thread failed: {error}"))?
+                };
+                let bytes = match held {
+                    Some(bytes) => bytes,
+                    None => {
+                        let bytes =
+                            fetch_content_from(&overlay, &holders, &from, cid, MODULE_BYTES_MAX)
+                                .await?;
+                        // Kept when it fits; run either way.
+                        if let Err(error) = content.put(cid, &bytes) {
+                            warn!(%cid, %error, "the module is not kept");
+                        }
                         bytes
                     }
                 };

@@ -1,5 +1,6 @@
-//! What a provider keeps on disk: content by id (modules it fetched), and
-//! the newest voucher of each job, so that a crash loses no earnings.
+//! What a provider keeps on disk besides content (an
+//! [`idlegrid_net::ContentStore`]): the newest voucher of each job, so that
+//! a crash loses no earnings.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,20 +8,13 @@ use std::sync::mpsc as std_mpsc;
 
 use anyhow::Context;
 use idlegrid_net::{Reply, Response};
-use idlegrid_types::{AccountId, ContentId, JobId, SignedVoucher, codec};
+use idlegrid_types::{AccountId, JobId, SignedVoucher, codec};
 use tracing::warn;
 
 use crate::core::VOUCHERS_HELD_MAX;
 
 /// Largest stored voucher file, bytes.
 const VOUCHER_FILE_BYTES_MAX: usize = 4096;
-
-/// Where content with id `cid` lives under `data_dir`.
-pub(crate) fn content_path(data_dir: &Path, cid: &ContentId) -> PathBuf {
-    data_dir
-        .join("content")
-        .join(cid.to_string().replace(':', "-"))
-}
 
 /// Writes a file atomically (a temporary file, then a rename).
 pub(crate) fn store_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

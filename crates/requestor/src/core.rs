@@ -20,6 +20,7 @@ use idlegrid_market::{
     Command as MarketCommand, Decision, FraudEvidence, Input as MarketInput, JobSpec, JobSummary,
     Market, MarketConfig, Policy, TaskResult,
 };
+use idlegrid_net::protocol::MODULE_HOLDERS_MAX;
 use idlegrid_net::{
     AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, Request, Response, ResultBatch, TaskBatch,
     TaskReturn,
@@ -39,6 +40,9 @@ pub use io::{Command, Input, ReExecution};
 
 use crate::jobspec::{JobFile, Verification};
 use crate::report::{ProviderRecord, TaskRecord, TrackRecord};
+
+/// Providers remembered as holders of the job's module.
+const MODULE_HOLDERS_KEPT: usize = 16;
 
 /// Names one inbound request until it is answered.
 pub type RequestId = u64;
@@ -130,6 +134,9 @@ pub struct RequestorCore {
     stalled: bool,
     /// The module's content tree, once a provider asked for it.
     module_tree: Option<Response>,
+    /// Providers that returned results, so hold the module: named in
+    /// batches to others, which fetch it from them before this requestor.
+    module_holders: Vec<AccountId>,
     /// When each undecided task was first assigned.
     assigned_at_us: HashMap<u64, u64>,
     first_placed_us: Option<u64>,
@@ -187,6 +194,7 @@ impl RequestorCore {
             finished: None,
             stalled: false,
             module_tree: None,
+            module_holders: Vec::new(),
             assigned_at_us: HashMap::new(),
             first_placed_us: None,
             round_trips_us: Vec::new(),
@@ -551,6 +559,12 @@ impl RequestorCore {
                             self.energy_executed_millijoules =
                                 self.energy_executed_millijoules.saturating_add(energy);
                             self.providers.entry(provider).or_default().results += 1;
+                            // It ran the job's module, so it holds it.
+                            if !self.module_holders.contains(&provider)
+                                && self.module_holders.len() < MODULE_HOLDERS_KEPT
+                            {
+                                self.module_holders.push(provider);
+                            }
                             let stdout = matches!(outcome, TaskOutcome::Completed { .. })
                                 .then(|| stdout.into_inner());
                             self.pending
@@ -965,11 +979,22 @@ impl RequestorCore {
                     holders.push(provider);
                 }
             }
+            // The newest holders first: the likeliest to be reachable.
+            let module_holders: Vec<AccountId> = self
+                .module_holders
+                .iter()
+                .rev()
+                .filter(|holder| **holder != provider)
+                .take(MODULE_HOLDERS_MAX)
+                .copied()
+                .collect();
             commands.push(Command::SendTasks {
                 provider,
                 batch: TaskBatch {
                     job: self.job,
                     module: self.job_file.module_cid,
+                    module_holders: Bounded::new(module_holders)
+                        .expect("at most MODULE_HOLDERS_MAX"),
                     limits: self.job_file.limits,
                     wall_time_ms: self.job_file.wall_time_secs.saturating_mul(1000),
                     price_per_million_fuel: self.job_file.price_per_million_fuel,

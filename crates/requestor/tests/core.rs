@@ -138,6 +138,35 @@ fn a_budget_below_one_placement_ends_the_job_at_once_as_stalled() {
 }
 
 #[test]
+fn a_provider_that_returned_results_is_named_to_the_others_as_a_holder_of_the_module() {
+    let mut core = requestor(6, Verification::Replicas(1));
+    let first = key(10);
+    let commands = join(&mut core, first.account_id());
+    let (_, batch) = &batches(&commands)[0];
+    assert!(batch.module_holders.is_empty(), "nobody holds it yet");
+    core.input(
+        NOW,
+        results(1, &first, vec![(receipt(0, b"zero"), b"zero".to_vec())]),
+    );
+    core.step(NOW);
+    let second = key(11).account_id();
+    let commands = join(&mut core, second);
+    let to_second: Vec<_> = batches(&commands)
+        .into_iter()
+        .filter(|(provider, _)| *provider == second)
+        .collect();
+    assert!(!to_second.is_empty(), "{commands:?}");
+    for (_, batch) in &to_second {
+        assert_eq!(&batch.module_holders[..], &[first.account_id()]);
+    }
+    // A provider is never named to itself.
+    let again = core.step(NOW);
+    for (provider, batch) in batches(&again) {
+        assert!(!batch.module_holders.contains(&provider));
+    }
+}
+
+#[test]
 fn a_result_whose_receipt_does_not_check_never_counts() {
     let provider = key(10);
     let stranger = key(11);

@@ -519,6 +519,12 @@ impl ProviderCore {
         }
         let wall_time_ms = batch.wall_time_ms.clamp(1, WALL_TIME_MS_MAX);
         let module = batch.module;
+        let holders: Vec<AccountId> = batch
+            .module_holders
+            .iter()
+            .filter(|holder| **holder != self.account && **holder != peer)
+            .copied()
+            .collect();
         let mut taken = Vec::with_capacity(batch.tasks.len());
         let mut keys = HashSet::with_capacity(batch.tasks.len());
         for AssignedTask { index, input } in batch.tasks.into_inner() {
@@ -564,6 +570,7 @@ impl ProviderCore {
                 self.waiting.entry(module).or_default().extend(taken);
                 commands.push(Command::FetchModule {
                     from: peer,
+                    holders,
                     cid: module,
                 });
             }

@@ -208,10 +208,11 @@ pub enum Command {
     CheckJob {
         job: JobId,
     },
-    /// Get the module ready (disk, or fetched from `from`); answer with
-    /// [`Input::ModuleReady`].
+    /// Get the module ready (disk, or fetched from `holders`, then `from`);
+    /// answer with [`Input::ModuleReady`].
     FetchModule {
         from: AccountId,
+        holders: Vec<AccountId>,
         cid: ContentId,
     },
     /// Let a compiled module go.

@@ -68,6 +68,7 @@ pub fn batch(job: JobId, indexes: impl IntoIterator<Item = u64>) -> TaskBatch {
     TaskBatch {
         job,
         module: module(),
+        module_holders: Bounded::new(Vec::new()).expect("none"),
         limits: ExecutionLimits {
             fuel: 1_000_000,
             memory_bytes: 1 << 20,
