@@ -33,7 +33,7 @@ const EXIT_FAILED: u8 = 3;
 
 /// Where this node is on the overlay.
 #[derive(Debug, Args)]
-struct OverlayArgs {
+pub(crate) struct OverlayArgs {
     /// A validator's HTTP API [default: $IDLEGRID_NODE, else http://127.0.0.1:7700].
     #[arg(long, value_name = "URL")]
     node: Option<String>,
@@ -63,12 +63,12 @@ struct OverlayArgs {
 }
 
 impl OverlayArgs {
-    fn node(&self) -> String {
+    pub(crate) fn node(&self) -> String {
         resolve::node_url(self.node.as_deref())
     }
 
     /// The overlay settings; the network is named by the chain the node runs.
-    fn overlay(&self, client: &ApiClient) -> anyhow::Result<OverlayConfig> {
+    pub(crate) fn overlay(&self, client: &ApiClient) -> anyhow::Result<OverlayConfig> {
         let status = client
             .status()
             .context("failed to ask the node which chain it runs")?;

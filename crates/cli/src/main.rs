@@ -1,5 +1,6 @@
 //! The `idlegrid` command line.
 
+mod blob;
 mod compute;
 mod devnet;
 mod exec;
@@ -43,6 +44,7 @@ enum Command {
     Validator(node::ValidatorArgs),
     Testnet(node::TestnetArgs),
     Wallet(wallet::WalletArgs),
+    Blob(blob::BlobArgs),
     Completions(CompletionsArgs),
 }
 
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Devnet(args) => devnet::run(args),
+        Command::Blob(args) => blob::blob(args),
         Command::Exec(args) => exec::run(args),
         Command::Provide(args) => compute::provide(args),
         Command::Gateway(args) => compute::gateway(args),

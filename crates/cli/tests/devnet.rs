@@ -148,6 +148,93 @@ fn image_from_local_execs() -> Vec<u8> {
     pixels
 }
 
+/// `idlegrid blob`: the module uploaded over HTTP comes from the gateway
+/// over the overlay (checked against its id as it streams) into a local
+/// store; `ls` lists it, `put` adds a file, `gc` empties the store, and
+/// content nobody holds is an error that says so.
+fn blobs_uploaded_over_http_come_over_the_overlay_checked(
+    dashboard: &str,
+    gateway: &str,
+    root: &Path,
+) {
+    let store = root.join("blob-store");
+    let blob = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("blob")
+            .args(args)
+            .arg("--dir")
+            .arg(&store)
+            .output()
+            .expect("run idlegrid blob")
+    };
+    let module = std::fs::read(example("mandelbrot/mandelbrot.wasm")).expect("the module");
+    let cid = idlegrid_types::ContentId::of(&module).to_string();
+    let fetched = root.join("fetched.wasm");
+    let fetched_text = fetched.to_str().expect("a path");
+    let overlay = [
+        "--from",
+        gateway,
+        "--node",
+        dashboard,
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ];
+    let output = blob(
+        &[
+            &["get", cid.as_str(), "-o", fetched_text, "--json"][..],
+            &overlay[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        std::fs::read(&fetched).expect("written") == module,
+        "other bytes than the module"
+    );
+
+    let other = root.join("other.bin");
+    std::fs::write(&other, b"some input").expect("write");
+    let output = blob(&["put", other.to_str().expect("a path")]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        idlegrid_types::ContentId::of(b"some input").to_string()
+    );
+    let listed = json_of(&blob(&["ls", "--json"]).stdout);
+    let blobs = listed["blobs"].as_array().expect("blobs");
+    assert_eq!(blobs.len(), 2, "{listed}");
+    assert!(
+        blobs
+            .iter()
+            .any(|entry| entry["cid"] == cid.as_str() && entry["bytes"] == module.len())
+    );
+
+    let missing = idlegrid_types::ContentId::of(b"nobody holds this").to_string();
+    let output = blob(&[&["get", missing.as_str(), "--json"][..], &overlay[..]].concat());
+    assert_eq!(output.status.code(), Some(3));
+    let error = json_of(&output.stdout);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("holds no")),
+        "{error}"
+    );
+
+    let collected = json_of(&blob(&["gc", "--json"]).stdout);
+    assert_eq!(collected["deleted"], 2, "{collected}");
+    let listed = json_of(&blob(&["ls", "--json"]).stdout);
+    assert_eq!(
+        listed["blobs"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+}
+
 /// A request with a body, any status an answer; the body as bytes.
 fn send(method: &str, url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let agent = ureq::Agent::config_builder()
@@ -633,6 +720,15 @@ fn the_devnet_renders_the_demo_shows_it_on_the_dashboard_stops_cleanly_and_resum
     let requestor_key = PathBuf::from(ready["requestor_key"].as_str().expect("a key file"));
     let (http_job, http_paid) =
         an_http_job_runs_on_the_clients_signature(&dashboard, &requestor_key);
+    let gateway_address = ready["gateway_addresses"][0]
+        .as_str()
+        .expect("the gateway's address")
+        .to_owned();
+    blobs_uploaded_over_http_come_over_the_overlay_checked(
+        &dashboard,
+        &gateway_address,
+        root.path(),
+    );
     every_documented_path_answers(&dashboard, &slow, &http_job);
 
     // Ctrl-C: the providers redeem what they are owed before the devnet ends.

@@ -98,8 +98,9 @@ pub async fn run_gateway(
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(proxy)
         .merge(dashboard_routes(Arc::clone(&board)));
+    let mut service = None;
     if let Some(jobs) = &config.jobs {
-        let service = JobService::start(
+        let started = JobService::start(
             jobs,
             &config.node,
             config.key.clone(),
@@ -107,7 +108,8 @@ pub async fn run_gateway(
             &addresses,
             config.local.clone(),
         )?;
-        router = router.merge(job_routes(service));
+        router = router.merge(job_routes(Arc::clone(&started)));
+        service = Some(started);
     }
     let router = track(&board, router);
     let _ = ready.send(GatewayReady {
@@ -115,12 +117,19 @@ pub async fn run_gateway(
         addresses,
         api,
     });
-    // A gateway runs no jobs: it answers work requests with a refusal.
+    // A gateway runs no tasks: it serves the blobs its HTTP clients
+    // uploaded, and answers other work requests with a refusal.
     let events_task = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match event {
-                Event::Request { reply, .. } => {
-                    reply.send(WorkResponse::refused("gateway", "a gateway runs no tasks"))
+                Event::Request { request, reply, .. } => {
+                    let answer = match &service {
+                        Some(service) => service.answer_content(&request),
+                        None => None,
+                    };
+                    reply.send(answer.unwrap_or_else(|| {
+                        WorkResponse::refused("gateway", "a gateway runs no tasks")
+                    }))
                 }
                 Event::Offer { provider, offer } => board.offer(provider, offer.body),
                 Event::Misbehaved { peer, reason } => warn!(%peer, %reason, "peer blocked"),

@@ -39,9 +39,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use idlegrid_api::ErrorBody;
 use idlegrid_api::client::ApiClient;
-use idlegrid_ledger::{OpenJob, SignedTransaction, Transaction, TxKind};
+use idlegrid_ledger::{SignedTransaction, Transaction, TxKind};
 use idlegrid_market::MarketConfig;
-use idlegrid_net::{Multiaddr, OverlayConfig};
+use idlegrid_net::{Multiaddr, OverlayConfig, Request, Response as WorkResponse};
 use idlegrid_requestor::core::REFEREE_FUEL_DEFAULT;
 use idlegrid_requestor::jobspec::JOB_FILE_BYTES_MAX;
 use idlegrid_requestor::{
@@ -385,6 +385,23 @@ impl JobService {
 }
 
 impl JobService {
+    /// The answer to a peer's request for an uploaded blob (its tree or a
+    /// chunk); `None` for other requests.
+    pub(crate) fn answer_content(&self, request: &Request) -> Option<WorkResponse> {
+        let (cid, part) = match request {
+            Request::ContentTree { cid } => (cid, None),
+            Request::Content { cid, offset } => (cid, Some(*offset)),
+            _ => return None,
+        };
+        Some(match self.blobs.read(cid) {
+            Some(bytes) => match part {
+                None => idlegrid_net::content_tree(&bytes),
+                Some(offset) => idlegrid_net::content_chunk(&bytes, offset),
+            },
+            None => WorkResponse::refused("not_found", format!("this gateway holds no {cid}")),
+        })
+    }
+
     /// The bytes at `url` (`http` or `https`), counted as `caller`'s upload.
     fn fetch(&self, caller: &Caller, url: &str) -> Result<Vec<u8>, Refusal> {
         if !self.url_inputs {
@@ -651,15 +668,7 @@ pub(crate) async fn create_job(
     }
     let agent = new_key()?;
     let deadline_height = height + job_file.deadline_blocks;
-    let terms = OpenJob {
-        module: job_file.module_cid,
-        spec: job_file.spec_cid(),
-        escrow: job_file.budget,
-        price_per_million_fuel: job_file.price_per_million_fuel,
-        deadline_height,
-        limits: job_file.limits,
-        agent: Some(agent.account_id()),
-    };
+    let terms = job_file.open_job_terms(deadline_height, Some(agent.account_id()));
     let body = Transaction::new(&chain_id, nonce, fee, TxKind::OpenJob(terms.clone()))
         .map_err(|error| Refusal::bad_gateway(format!("the validator's chain id is {error}")))?;
     let bytes = codec::encode(&body)

@@ -55,6 +55,20 @@ impl Inner {
         }
     }
 
+    /// Forgets the least recently used until at most `bytes` are held;
+    /// gives what was forgotten (its files are the caller's to delete).
+    fn evict_to(&mut self, bytes: u64) -> Vec<ContentId> {
+        let mut evicted = Vec::new();
+        while self.total > bytes {
+            let Some((&oldest, _)) = self.items.iter().min_by_key(|(_, (_, used))| *used) else {
+                break;
+            };
+            self.forget(&oldest);
+            evicted.push(oldest);
+        }
+        evicted
+    }
+
     fn forget(&mut self, cid: &ContentId) {
         if let Some((size, _)) = self.items.remove(cid) {
             self.total -= size;
@@ -129,18 +143,14 @@ impl ContentStore {
     fn make_room(&self, incoming: u64) {
         let evicted = {
             let mut inner = self.inner();
-            let mut evicted = Vec::new();
-            while inner.total + incoming > self.bytes_max {
-                let Some((&oldest, _)) = inner.items.iter().min_by_key(|(_, (_, used))| *used)
-                else {
-                    break;
-                };
-                inner.forget(&oldest);
-                evicted.push(oldest);
-            }
+            let evicted = inner.evict_to(self.bytes_max.saturating_sub(incoming));
             inner.total += incoming;
             evicted
         };
+        self.delete(evicted);
+    }
+
+    fn delete(&self, evicted: Vec<ContentId>) {
         for cid in evicted {
             let _ = std::fs::remove_file(self.file(&cid));
         }
@@ -209,6 +219,27 @@ impl ContentStore {
         self.inner().touch(cid).then(|| self.file(cid))
     }
 
+    /// What it holds, least recently used first: (id, bytes).
+    pub fn entries(&self) -> Vec<(ContentId, u64)> {
+        let inner = self.inner();
+        let mut entries: Vec<(u64, ContentId, u64)> = inner
+            .items
+            .iter()
+            .map(|(cid, (size, used))| (*used, *cid, *size))
+            .collect();
+        entries.sort();
+        entries
+            .into_iter()
+            .map(|(_, cid, size)| (cid, size))
+            .collect()
+    }
+
+    /// Deletes the least recently used until at most `bytes` are held.
+    pub fn shrink_to(&self, bytes: u64) {
+        let evicted = self.inner().evict_to(bytes);
+        self.delete(evicted);
+    }
+
     /// The folder it keeps its files in.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -257,6 +288,7 @@ mod tests {
         assert!(!store.path_exists(&b));
         assert_eq!(store.read(&c).as_deref(), Some(&[3u8; 40][..]));
         assert_eq!((store.bytes(), store.len()), (80, 2));
+        assert_eq!(store.entries(), vec![(a, 40), (c, 40)]);
         assert!(matches!(
             store.put(ContentId::of(&[4; 101]), &[4; 101]),
             Err(StoreError::TooLarge { .. })
@@ -272,6 +304,10 @@ mod tests {
         drop(store);
         let store = ContentStore::open(folder.path(), 100).expect("reopens");
         assert_eq!(store.read(&a).as_deref(), Some(&[1u8; 40][..]));
+        store.shrink_to(0);
+        assert!(store.is_empty() && store.read(&a).is_none());
+        put(&store, &[5; 30]);
+        drop(store);
         let smaller = ContentStore::open(folder.path(), 10).expect("reopens smaller");
         assert!(smaller.is_empty());
         assert!(folder.path().join("not-content.txt").exists());

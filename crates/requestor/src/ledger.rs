@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use idlegrid_api::client::{ApiClient, Verdict};
-use idlegrid_ledger::{Dispute, OpenJob, TxKind};
+use idlegrid_ledger::{Dispute, TxKind};
 use idlegrid_types::{AccountId, JobId, Keypair};
 use tracing::info;
 
@@ -28,15 +28,7 @@ pub(crate) fn open_job(
         .height()
         .context("failed to read the chain's height")?;
     let deadline_height = height + job.deadline_blocks;
-    let terms = OpenJob {
-        module: job.module_cid,
-        spec: job.spec_cid(),
-        escrow: job.budget,
-        price_per_million_fuel: job.price_per_million_fuel,
-        deadline_height,
-        limits: job.limits,
-        agent: None,
-    };
+    let terms = job.open_job_terms(deadline_height, None);
     let sent = client
         .send(key, TxKind::OpenJob(terms), None)
         .context("failed to open the job")?;

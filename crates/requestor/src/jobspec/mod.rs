@@ -520,6 +520,24 @@ impl JobFile {
         ContentId::of(&bytes)
     }
 
+    /// The `OpenJob` that escrows this job's budget with its deadline at
+    /// `deadline_height`, run by `agent` when the requestor names one.
+    pub fn open_job_terms(
+        &self,
+        deadline_height: u64,
+        agent: Option<idlegrid_types::AccountId>,
+    ) -> idlegrid_ledger::OpenJob {
+        idlegrid_ledger::OpenJob {
+            module: self.module_cid,
+            spec: self.spec_cid(),
+            escrow: self.budget,
+            price_per_million_fuel: self.price_per_million_fuel,
+            deadline_height,
+            limits: self.limits,
+            agent,
+        }
+    }
+
     /// The WebAssembly module the job names, and its bytes.
     fn module(
         report: &Reporter<'_>,

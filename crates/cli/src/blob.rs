@@ -1,0 +1,230 @@
+//! `idlegrid blob`: content by id in this machine's store, the one
+//! `idlegrid provide` serves to peers: put a file in, fetch one from a peer
+//! (checked against its id as it streams), list what is held, trim it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use idlegrid_api::client::ApiClient;
+use idlegrid_net::{ContentStore, Multiaddr, Overlay, PeerId, account_of, fetch_content_from};
+use idlegrid_provider::CONTENT_BYTES_DEFAULT;
+use idlegrid_types::ContentId;
+use serde_json::json;
+
+use crate::compute::OverlayArgs;
+use crate::failure::EXIT_FAILED;
+use crate::resolve::{self, idlegrid_home};
+
+/// Largest blob `get` takes unless told, bytes.
+const GET_BYTES_DEFAULT: u64 = 1 << 30;
+
+/// Content by id in this machine's store (the one `idlegrid provide`
+/// serves to peers): put a file in, get one from a peer, list, trim.
+///
+/// Exit status: 0 done; 2 usage error; 3 could not finish (an unreadable
+/// file, a peer that does not hold the content or sends other bytes).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  idlegrid blob put weights.bin
+  idlegrid blob get b3:9f… --from /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW… -o weights.bin
+  idlegrid blob ls --json
+  idlegrid blob gc --keep-bytes 1073741824")]
+pub struct BlobArgs {
+    #[command(subcommand)]
+    command: BlobCommand,
+    /// The store [default: $IDLEGRID_HOME/provider/content, what `idlegrid
+    /// provide` serves].
+    #[arg(long, value_name = "DIR", global = true)]
+    dir: Option<PathBuf>,
+    /// Bytes the store holds at most; the least recently used make room.
+    #[arg(long, value_name = "BYTES", global = true, default_value_t = CONTENT_BYTES_DEFAULT)]
+    store_bytes: u64,
+    /// Print JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum BlobCommand {
+    /// Put a file in the store; prints its content id.
+    Put { file: PathBuf },
+    /// Fetch content by id from a peer, checking every 64 KiB against the
+    /// id as it arrives, into the store (and to --out, or stdout).
+    Get {
+        cid: ContentId,
+        /// The peer that holds it (a provider, a gateway), ending in
+        /// /p2p/<peer id> (repeatable: each is tried in turn).
+        #[arg(long, value_name = "MULTIADDR", required = true)]
+        from: Vec<Multiaddr>,
+        /// Where to write it [default: stdout, unless --json].
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Largest content taken, bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = GET_BYTES_DEFAULT)]
+        bytes_max: u64,
+        #[command(flatten)]
+        overlay: OverlayArgs,
+    },
+    /// List what the store holds, least recently used first.
+    Ls,
+    /// Delete the least recently used until at most --keep-bytes are held.
+    Gc {
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        keep_bytes: u64,
+    },
+}
+
+pub fn blob(args: BlobArgs) -> ExitCode {
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            resolve::report_error(&error, args.json);
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn run(args: &BlobArgs) -> anyhow::Result<()> {
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => idlegrid_home()?.join("provider").join("content"),
+    };
+    let store = ContentStore::open(&dir, args.store_bytes)
+        .with_context(|| format!("failed to open the store {}", dir.display()))?;
+    match &args.command {
+        BlobCommand::Put { file } => {
+            let bytes = std::fs::read(file)
+                .with_context(|| format!("failed to read {}", file.display()))?;
+            let cid = ContentId::of(&bytes);
+            let new = store.put(cid, &bytes)?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "cid": cid.to_string(), "bytes": bytes.len(), "new": new })
+                );
+            } else {
+                println!("{cid}");
+            }
+        }
+        BlobCommand::Get {
+            cid,
+            from,
+            out,
+            bytes_max,
+            overlay,
+        } => {
+            let bytes = match store.read(cid) {
+                Some(bytes) => bytes,
+                None => {
+                    let bytes = fetch(overlay, from, *cid, *bytes_max)?;
+                    store.put(*cid, &bytes)?;
+                    bytes
+                }
+            };
+            match out {
+                Some(path) => std::fs::write(path, &bytes)
+                    .with_context(|| format!("failed to write {}", path.display()))?,
+                None if !args.json => std::io::stdout()
+                    .write_all(&bytes)
+                    .context("failed to write to stdout")?,
+                None => {}
+            }
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "cid": cid.to_string(), "bytes": bytes.len(), "stored": dir.display().to_string() })
+                );
+            }
+        }
+        BlobCommand::Ls => {
+            let entries = store.entries();
+            if args.json {
+                let listed: Vec<_> = entries
+                    .iter()
+                    .map(|(cid, bytes)| json!({ "cid": cid.to_string(), "bytes": bytes }))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "dir": dir.display().to_string(), "bytes": store.bytes(), "blobs": listed })
+                );
+            } else {
+                for (cid, bytes) in &entries {
+                    println!("{cid}  {bytes}");
+                }
+                println!(
+                    "{} blobs, {} bytes in {}",
+                    entries.len(),
+                    store.bytes(),
+                    dir.display()
+                );
+            }
+        }
+        BlobCommand::Gc { keep_bytes } => {
+            let before = (store.len(), store.bytes());
+            store.shrink_to(*keep_bytes);
+            let after = (store.len(), store.bytes());
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "deleted": before.0 - after.0, "freed_bytes": before.1 - after.1, "bytes": after.1 })
+                );
+            } else {
+                println!(
+                    "deleted {} blobs, {} bytes; {} bytes held",
+                    before.0 - after.0,
+                    before.1 - after.1,
+                    after.1
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fetches `cid` from the first of `from` that has it, over the overlay.
+fn fetch(
+    overlay_args: &OverlayArgs,
+    from: &[Multiaddr],
+    cid: ContentId,
+    bytes_max: u64,
+) -> anyhow::Result<Vec<u8>> {
+    let mut holders = Vec::with_capacity(from.len());
+    for address in from {
+        let text = address.to_string();
+        let Some(peer) = text
+            .rsplit_once("/p2p/")
+            .and_then(|(_, peer)| peer.parse::<PeerId>().ok())
+        else {
+            bail!("{address} does not end in /p2p/<peer id>");
+        };
+        holders
+            .push(account_of(&peer).with_context(|| format!("{address} names no ed25519 peer"))?);
+    }
+    let client = ApiClient::new(&overlay_args.node());
+    let mut config = overlay_args.overlay(&client)?;
+    config.bootstrap.extend(from.iter().cloned());
+    let key = idlegrid_node::generate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let (overlay, _events, _driver) = Overlay::start(&key, config)?;
+        for address in from {
+            overlay.dial(address.clone()).await?;
+        }
+        let (last, first) = holders.split_last().expect("--from is required");
+        fetch_content_from(
+            &overlay,
+            first,
+            last,
+            cid,
+            usize::try_from(bytes_max).unwrap_or(usize::MAX),
+        )
+        .await
+        .map_err(anyhow::Error::msg)
+    })
+}
