@@ -50,9 +50,15 @@ pub struct BlobArgs {
 #[derive(Debug, Subcommand)]
 enum BlobCommand {
     /// Put a file in the store; prints its content id.
+    #[command(after_help = "Examples:
+  idlegrid blob put weights.bin
+  idlegrid blob put weights.bin --json --dir /var/lib/idlegrid/provider/content")]
     Put { file: PathBuf },
     /// Fetch content by id from a peer, checking every 64 KiB against the
     /// id as it arrives, into the store (and to --out, or stdout).
+    #[command(after_help = "Examples:
+  idlegrid blob get b3:9f… --from /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW… -o weights.bin
+  idlegrid blob get b3:9f… --from ADDR_A --from ADDR_B --node http://127.0.0.1:8080 > weights.bin")]
     Get {
         cid: ContentId,
         /// The peer that holds it (a provider, a gateway), ending in
@@ -69,8 +75,14 @@ enum BlobCommand {
         overlay: OverlayArgs,
     },
     /// List what the store holds, least recently used first.
+    #[command(after_help = "Examples:
+  idlegrid blob ls
+  idlegrid blob ls --json | jq '.blobs[].cid'")]
     Ls,
     /// Delete the least recently used until at most --keep-bytes are held.
+    #[command(after_help = "Examples:
+  idlegrid blob gc                          # empty the store
+  idlegrid blob gc --keep-bytes 1073741824  # keep the newest 1 GiB")]
     Gc {
         #[arg(long, value_name = "BYTES", default_value_t = 0)]
         keep_bytes: u64,

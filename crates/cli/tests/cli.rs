@@ -120,6 +120,11 @@ fn every_command_and_subcommand_has_examples_in_its_help() {
         "wallet transfer",
         "wallet stake",
         "wallet unstake",
+        "blob",
+        "blob put",
+        "blob get",
+        "blob ls",
+        "blob gc",
         "completions",
     ];
     let expected: BTreeSet<String> = expected.iter().map(|name| (*name).to_owned()).collect();
