@@ -6,6 +6,7 @@
 
 mod campaign;
 mod chain;
+mod data;
 mod e2e;
 mod gpu;
 mod ledger;
@@ -55,6 +56,10 @@ enum Suite {
     /// GPU kernels: an exact, metered kernel against the same work as a WASI
     /// task in the sandbox on one core, and against the plain kernel.
     Gpu(gpu::Options),
+    /// Content by id: a blob to three peers at once over the overlay, each
+    /// 64 KiB checked as it arrives, against a plain TCP copy; a checked
+    /// read from the content store against reading the file.
+    Data(data::Options),
 }
 
 /// Flags every suite takes.
@@ -135,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         Suite::E2e(options) => (e2e::run(&options)?, options.common.json),
         Suite::Gpu(options) => (gpu::run(&options)?, options.common.json),
         Suite::Overlay(options) => (overlay::run(&options)?, options.common.json),
+        Suite::Data(options) => (data::run(&options)?, options.common.json),
     };
     if json {
         for row in &rows {
