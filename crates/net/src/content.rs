@@ -8,6 +8,9 @@
 //! byte is caught at the group that holds it, and what was checked so far
 //! is kept, so the fetch resumes at the next group from any other holder.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use idlegrid_types::blob_tree::{self, GROUP_BYTES, TreeError, Verifier};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{AccountId, ContentId};
@@ -89,6 +92,11 @@ impl ContentFetch {
     /// Bytes checked so far.
     pub fn checked(&self) -> u64 {
         self.bytes.len() as u64
+    }
+
+    /// The content's length, once its tree is checked.
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.verifier.as_ref().map(Verifier::len)
     }
 
     /// What to ask a holder next.
@@ -207,24 +215,15 @@ pub async fn fetch_content(
     cid: ContentId,
     bytes_max: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut fetch = ContentFetch::new(cid, bytes_max as u64);
-    loop {
-        let answer = overlay
-            .request(from, fetch.request())
-            .await
-            .map_err(|error| format!("failed to fetch {cid}: {error}"))?;
-        if let Some(bytes) = fetch
-            .answer(from, answer)
-            .map_err(|error| error.to_string())?
-        {
-            return Ok(bytes);
-        }
-    }
+    fetch_content_from(overlay, &[], from, cid, bytes_max).await
 }
 
 /// How long a holder named in a batch gets to answer each request before
 /// the next is asked: it may be unreachable from here.
-pub const HOLDER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const HOLDER_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Chunk requests a fetch keeps in flight to one holder: the next chunks
+/// travel while one is checked.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Fetches content from `holders` in turn, then from `source` (who is
 /// expected to hold it), each resuming where the checked bytes end; a
@@ -245,38 +244,67 @@ pub async fn fetch_content_from(
         }
         tried.push(*holder);
         let patience = (holder != source).then_some(HOLDER_ANSWER_TIMEOUT);
-        loop {
-            let asked = overlay.request(holder, fetch.request());
-            let answer = match patience {
-                Some(patience) => match tokio::time::timeout(patience, asked).await {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        failures.push(format!("{holder} did not answer in {patience:?}"));
-                        break;
-                    }
-                },
-                None => asked.await,
-            };
-            let answer = match answer {
-                Ok(answer) => answer,
-                Err(error) => {
-                    failures.push(format!("{holder}: {error}"));
-                    break;
-                }
-            };
-            match fetch.answer(holder, answer) {
-                Ok(Some(bytes)) => return Ok(bytes),
-                Ok(None) => {}
-                Err(error @ FetchError::TooLarge { .. }) => return Err(error.to_string()),
-                Err(error) => {
+        match from_holder(overlay, holder, &mut fetch, patience).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(error @ FetchError::TooLarge { .. }) => return Err(error.to_string()),
+            Err(error) => {
+                if matches!(error, FetchError::Corrupt { .. }) {
                     tracing::warn!(%holder, %error, "content not fetched from this holder");
-                    failures.push(error.to_string());
-                    break;
                 }
+                failures.push(error.to_string());
             }
         }
     }
     Err(format!("failed to fetch {cid}: {}", failures.join("; ")))
+}
+
+/// Takes what `holder` gives of the content: the tree if not yet checked,
+/// then its chunks from where the checked bytes end, several in flight.
+async fn from_holder(
+    overlay: &Overlay,
+    holder: &AccountId,
+    fetch: &mut ContentFetch,
+    patience: Option<Duration>,
+) -> Result<Vec<u8>, FetchError> {
+    let answer = |request: Request| {
+        let sent = overlay.send(holder, request);
+        async move {
+            let answered = match patience {
+                Some(patience) => tokio::time::timeout(patience, sent).await.map_err(|_| {
+                    FetchError::Unavailable(format!("{holder} did not answer in {patience:?}"))
+                })?,
+                None => sent.await,
+            };
+            answered.map_err(|error| FetchError::Unavailable(format!("{holder}: {error}")))
+        }
+    };
+    if fetch.total_bytes().is_none() {
+        let tree = answer(fetch.request()).await?;
+        if let Some(bytes) = fetch.answer(holder, tree)? {
+            return Ok(bytes);
+        }
+    }
+    let total = fetch.total_bytes().unwrap_or(0);
+    let mut next = fetch.checked();
+    let mut in_flight = VecDeque::with_capacity(CHUNKS_IN_FLIGHT);
+    loop {
+        // Empty content is still asked for once: its one empty group.
+        while in_flight.len() < CHUNKS_IN_FLIGHT && (next < total || (total == 0 && next == 0)) {
+            in_flight.push_back(answer(Request::Content {
+                cid: fetch.cid,
+                offset: next,
+            }));
+            next = next.saturating_add(CONTENT_CHUNK_BYTES_MAX as u64).max(1);
+        }
+        let Some(pending) = in_flight.pop_front() else {
+            return Err(FetchError::Unavailable(format!(
+                "{holder} sent every chunk and the content is not whole"
+            )));
+        };
+        if let Some(bytes) = fetch.answer(holder, pending.await?)? {
+            return Ok(bytes);
+        }
+    }
 }
 
 #[cfg(test)]
