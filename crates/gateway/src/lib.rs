@@ -7,6 +7,7 @@ pub mod access;
 pub mod blobs;
 pub mod dashboard;
 pub mod gateway;
+mod job_json;
 pub mod jobs;
 mod refusal;
 
