@@ -605,14 +605,19 @@ class Client:
 
     # ---- jobs ----
 
-    def _module_cid(self, module: Union[bytes, bytearray, memoryview, PathLike]) -> str:
-        if isinstance(module, (bytes, bytearray, memoryview)):
-            return self.put_blob(bytes(module))
-        if isinstance(module, str) and module.startswith("b3:"):
-            if not is_cid(module):
-                raise ValueError(f"not a content id: {module!r}")
-            return module
-        return self.put_blob(Path(module).read_bytes())
+    def _blob_cid(self, blob: Union[bytes, bytearray, memoryview, PathLike]) -> str:
+        """A blob's content id: bytes and files are uploaded; a `b3:` id is taken as is."""
+        if isinstance(blob, (bytes, bytearray, memoryview)):
+            return self.put_blob(bytes(blob))
+        if isinstance(blob, str) and blob.startswith("b3:"):
+            if not is_cid(blob):
+                raise ValueError(f"not a content id: {blob!r}")
+            return blob
+        return self.put_blob(Path(blob).read_bytes())
+
+    def _files_json(self, files: Mapping[str, Any]) -> Dict[str, str]:
+        """Input files by name (seen at /input/NAME), each named by its content id."""
+        return {str(name): self._blob_cid(blob) for name, blob in files.items()}
 
     def _task_fields(self, entry: Mapping[str, Any]) -> Dict[str, Any]:
         fields = dict(entry)
@@ -622,6 +627,8 @@ class Client:
         if isinstance(stdin, (bytes, bytearray, memoryview)):
             del fields["stdin"]
             fields["stdin_file"] = self.put_blob(bytes(stdin))
+        if "files" in fields:
+            fields["files"] = self._files_json(fields["files"])
         return fields
 
     def _tasks_json(self, tasks: Tasks) -> Tuple[str, Any, int]:
@@ -662,6 +669,7 @@ class Client:
         replicas: Optional[int] = None,
         verification: Optional[Mapping[str, Any]] = None,
         max_fee: Optional[int] = None,
+        files: Optional[Mapping[str, Any]] = None,
     ) -> PreparedJob:
         """Uploads the inputs and creates the job; checks its transaction, signs nothing.
 
@@ -669,7 +677,7 @@ class Client:
         job asked for. See `submit` for the arguments.
         """
         key = self._need_key()
-        module_cid = self._module_cid(module)
+        module_cid = self._blob_cid(module)
         job: Dict[str, Any] = {
             "module": module_cid,
             "price_per_million_fuel": price_per_million_fuel,
@@ -693,6 +701,8 @@ class Client:
             job["verification"] = {"policy": "replicas", "replicas": replicas}
         elif verification is not None:
             job["verification"] = dict(verification)
+        if files:
+            job["files"] = self._files_json(files)
         name, value, count = self._tasks_json(tasks)
         job[name] = value
         if max_fee is None:
@@ -741,6 +751,7 @@ class Client:
         replicas: Optional[int] = None,
         verification: Optional[Mapping[str, Any]] = None,
         max_fee: Optional[int] = None,
+        files: Optional[Mapping[str, Any]] = None,
         progress: bool = False,
     ) -> Job:
         """Submits a job and returns it once the gateway has its signed transaction.
@@ -748,8 +759,11 @@ class Client:
         `module`: the .wasm bytes, a path to it, or the `b3:` id of an upload.
         `tasks`: a count N (tasks 0..N, no arguments); a range dict
         `{"start", "end", "args", "stdin"}`; or a list whose entries are
-        argument lists or dicts `{"args": [...], "stdin": str | bytes}`
-        (bytes are uploaded and named by `stdin_file`).
+        argument lists or dicts `{"args": [...], "stdin": str | bytes,
+        "files": {name: blob}}` (bytes are uploaded and named by
+        `stdin_file`). `files`: input files every task reads at
+        `/input/NAME`, each bytes, a path, or the `b3:` id of an upload
+        (a task's own `files` add to them).
         `budget` is escrowed; `replicas` asks for that many providers per
         task (adaptive verification otherwise). The transaction is signed
         only if it is exactly this job with a fee of at most `max_fee`
@@ -769,6 +783,7 @@ class Client:
             replicas=replicas,
             verification=verification,
             max_fee=max_fee,
+            files=files,
         )
         return self.sign(prepared, progress=progress)
 

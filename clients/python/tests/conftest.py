@@ -7,6 +7,7 @@ import os
 import queue
 import secrets
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -18,7 +19,25 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 MANDELBROT = REPO / "examples" / "mandelbrot" / "mandelbrot.wasm"
+#: Reads /input/own.bin whole and a 64 KiB window of /input/shared.bin.
+FILESUM = REPO / "crates" / "cli" / "tests" / "modules" / "filesum.wasm"
 READY_TIMEOUT_SECS = 180.0
+
+
+def filesum_line(own: bytes, shared: bytes) -> bytes:
+    """What the filesum module prints: FNV-1a over 64-bit little-endian words."""
+
+    def fnv(data: bytes) -> int:
+        value = 14695981039346656037
+        for (word,) in struct.iter_unpack("<Q", data):
+            value = ((value ^ word) * 1099511628211) % (1 << 64)
+        return value
+
+    window = 65536
+    own_hash = fnv(own)
+    at = own_hash % (len(shared) - window)
+    shared_hash = fnv(shared[at : at + window])
+    return f"own={own_hash:016x} shared={shared_hash:016x} at={at} size={len(shared)}\n".encode()
 STOP_TIMEOUT_SECS = 60.0
 
 

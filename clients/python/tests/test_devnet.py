@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import httpx
 import pytest
-from conftest import MANDELBROT, Devnet, exec_fuel, exec_output
+from conftest import FILESUM, MANDELBROT, Devnet, exec_fuel, exec_output, filesum_line
 
 from idlegrid import (
     BudgetExhausted,
@@ -167,6 +167,22 @@ def test_mandelbrot_tiles_match_local_execution(
     assert final["accepted"] == len(TILES) and final["tasks_total"] == len(TILES)
     assert 0 < final["paid"] <= final["budget"]
     assert job.outputs(timeout=30) == seen
+
+
+def test_input_files_shared_and_per_task_reach_the_tasks(client: Client) -> None:
+    shared = bytes((i * 7 + i // 251) % 256 for i in range(200_000))
+    owns = [bytes((i * (k + 3)) % 256 for i in range(16_384)) for k in range(3)]
+    job = client.submit(
+        FILESUM,
+        tasks=[{"files": {"own.bin": own}} for own in owns],
+        files={"shared.bin": shared},
+        budget=3 * 3 * FUEL_LIMIT // 1_000_000,
+        fuel=FUEL_LIMIT,
+    )
+    outputs = job.outputs(timeout=90)
+    assert sorted(outputs) == [0, 1, 2]
+    for index, own in enumerate(owns):
+        assert outputs[index] == filesum_line(own, shared), index
 
 
 def test_reconnect_and_collect_every_result(

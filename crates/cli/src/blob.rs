@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -104,18 +105,18 @@ fn run(args: &BlobArgs) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => idlegrid_home()?.join("provider").join("content"),
     };
-    let store = ContentStore::open(&dir, args.store_bytes)
-        .with_context(|| format!("failed to open the store {}", dir.display()))?;
+    let store = Arc::new(
+        ContentStore::open(&dir, args.store_bytes)
+            .with_context(|| format!("failed to open the store {}", dir.display()))?,
+    );
     match &args.command {
         BlobCommand::Put { file } => {
-            let bytes = std::fs::read(file)
-                .with_context(|| format!("failed to read {}", file.display()))?;
-            let cid = ContentId::of(&bytes);
-            let new = store.put(cid, &bytes)?;
+            // Streamed in, hashed as it is copied: never held in memory.
+            let (cid, bytes, new) = store.put_file(file)?;
             if args.json {
                 println!(
                     "{}",
-                    json!({ "cid": cid.to_string(), "bytes": bytes.len(), "new": new })
+                    json!({ "cid": cid.to_string(), "bytes": bytes, "new": new })
                 );
             } else {
                 println!("{cid}");

@@ -317,12 +317,19 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
                     "fuel_used": summary.fuel_used,
                     "earned": summary.earned,
                     "unredeemed": summary.unredeemed,
+                    "fetched_blobs": summary.fetched_blobs,
+                    "fetched_bytes": summary.fetched_bytes,
                 })
             );
         } else {
             println!(
-                "stopped: {} tasks, {} fuel, earned {} ({} left unredeemed)",
-                summary.tasks_done, summary.fuel_used, summary.earned, summary.unredeemed
+                "stopped: {} tasks, {} fuel, earned {} ({} left unredeemed); fetched {} blobs, {} bytes",
+                summary.tasks_done,
+                summary.fuel_used,
+                summary.earned,
+                summary.unredeemed,
+                summary.fetched_blobs,
+                summary.fetched_bytes
             );
         }
         Ok(())

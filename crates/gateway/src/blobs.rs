@@ -44,8 +44,16 @@ impl BlobStore {
                 "storage_full",
                 error.to_string(),
             )),
-            Err(error @ StoreError::Io { .. }) => Err(Refusal::internal(error.to_string())),
+            Err(error @ (StoreError::Io { .. } | StoreError::Read { .. })) => {
+                Err(Refusal::internal(error.to_string()))
+            }
         }
+    }
+
+    /// The answer to a peer's request for a blob (its tree or a chunk);
+    /// `None` for other requests.
+    pub fn answer(&self, request: &idlegrid_net::Request) -> Option<idlegrid_net::Response> {
+        self.0.answer(request)
     }
 
     /// The blob's bytes, if held and whole.

@@ -32,13 +32,17 @@ pub(crate) fn fetch_url(http: &ureq::Agent, url: &str) -> Result<Vec<u8>, Refusa
         })
 }
 
-/// The places in a job file that name files: here, blobs by content id.
-const FILE_FIELDS: [&[&str]; 5] = [
+/// The places in a job file that name files: here, blobs by content id
+/// (`*`: every element of an array; `{}`: every value of a table).
+const FILE_FIELDS: [&[&str]; 8] = [
     &["module"],
     &["tasks", "stdin_file"],
     &["task", "*", "stdin_file"],
     &["gpu", "kernel"],
     &["gpu", "binding", "*", "file"],
+    &["files", "{}"],
+    &["tasks", "files", "{}"],
+    &["task", "*", "files", "{}"],
 ];
 
 /// Checks a job given as JSON exactly as a job file: its blobs named by
@@ -49,6 +53,16 @@ pub(crate) fn job_file(
     mut job: serde_json::Map<String, Value>,
     fetch: &dyn Fn(&str) -> Result<Vec<u8>, Refusal>,
 ) -> Result<JobFile, Refusal> {
+    // Object storage would be reached with the gateway's own credentials,
+    // for whoever asks: a client reads its results over HTTP instead.
+    for key in ["output", "storage"] {
+        if job.contains_key(key) {
+            return Err(invalid(format!(
+                "`{key}`: a gateway does not reach object storage for its clients; \
+                 read the outputs from GET /v1/jobs/{{job}}/results"
+            )));
+        }
+    }
     for path in FILE_FIELDS {
         let mut found = Vec::new();
         collect(&mut job, path, &mut found);
@@ -121,6 +135,13 @@ fn descend<'a>(value: &'a mut Value, path: &[&str], found: &mut Vec<&'a mut Valu
                 }
             }
         }
+        Some((&"{}", rest)) => {
+            if let Value::Object(map) = value {
+                for item in map.values_mut() {
+                    descend(item, rest, found);
+                }
+            }
+        }
         Some(_) => {
             if let Value::Object(map) = value {
                 collect(map, path, found);
@@ -163,6 +184,36 @@ mod tests {
         assert_eq!(&file.tasks[0].stdin[..], b"hello");
         assert_eq!(&file.tasks[1].stdin[..], b"inline");
 
+        // Input files by content id: shared, and a task's own.
+        let (weights, _) = blobs.put(&[9; 5000]).expect("weights");
+        let file = job_file(
+            &blobs,
+            job(json!({
+                "module": module_cid.to_string(),
+                "price_per_million_fuel": 2,
+                "budget": 1000,
+                "files": {"weights.bin": weights.to_string()},
+                "task": [{"files": {"own.txt": input.to_string()}}, {}],
+            })),
+            &no_urls,
+        )
+        .expect("a job with files");
+        let names = |task: usize| -> Vec<(String, ContentId)> {
+            file.tasks[task]
+                .files
+                .iter()
+                .map(|file| (file.name.to_string(), file.cid))
+                .collect()
+        };
+        assert_eq!(
+            names(0),
+            [
+                ("own.txt".to_owned(), input),
+                ("weights.bin".to_owned(), weights)
+            ]
+        );
+        assert_eq!(names(1), [("weights.bin".to_owned(), weights)]);
+
         for (fields, code, says) in [
             (
                 json!({"module": "../etc/passwd", "price_per_million_fuel": 1, "budget": 1, "tasks": {"end": 1}}),
@@ -183,6 +234,16 @@ mod tests {
                 json!({"module": module_cid.to_string(), "price_per_million_fuel": 1, "budget": 1}),
                 "invalid_job",
                 "no tasks",
+            ),
+            (
+                json!({"module": module_cid.to_string(), "price_per_million_fuel": 1, "budget": 1, "tasks": {"end": 1}, "output": {"url": "s3://theirs/x"}}),
+                "invalid_job",
+                "object storage",
+            ),
+            (
+                json!({"module": module_cid.to_string(), "price_per_million_fuel": 1, "budget": 1, "files": {"w": "s3://bucket/key"}, "tasks": {"end": 1}}),
+                "invalid_job",
+                "content id",
             ),
             (
                 json!({"module": module_cid.to_string(), "price_per_million_fuel": 1, "budget": 1, "tasks": {"end": 1}, "colour": "red"}),

@@ -389,18 +389,7 @@ impl JobService {
     /// The answer to a peer's request for an uploaded blob (its tree or a
     /// chunk); `None` for other requests.
     pub(crate) fn answer_content(&self, request: &Request) -> Option<WorkResponse> {
-        let (cid, part) = match request {
-            Request::ContentTree { cid } => (cid, None),
-            Request::Content { cid, offset } => (cid, Some(*offset)),
-            _ => return None,
-        };
-        Some(match self.blobs.read(cid) {
-            Some(bytes) => match part {
-                None => idlegrid_net::content_tree(&bytes),
-                Some(offset) => idlegrid_net::content_chunk(&bytes, offset),
-            },
-            None => WorkResponse::refused("not_found", format!("this gateway holds no {cid}")),
-        })
+        self.blobs.answer(request)
     }
 
     /// The bytes at `url` (`http` or `https`), counted as `caller`'s upload.

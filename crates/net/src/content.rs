@@ -9,6 +9,7 @@
 //! is kept, so the fetch resumes at the next group from any other holder.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::time::Duration;
 
 use idlegrid_types::blob_tree::{self, GROUP_BYTES, TreeError, Verifier};
@@ -64,34 +65,50 @@ pub enum FetchError {
     /// The holder could not or would not answer: another may.
     #[error("{0}")]
     Unavailable(String),
+    /// What was checked could not be kept here (a disk write failed).
+    #[error("failed to keep {cid}: {why}")]
+    Local { cid: ContentId, why: String },
 }
 
-/// Fetching one piece of content, without I/O: ask [`ContentFetch::request`]
-/// of a holder, give its answer to [`ContentFetch::answer`], until that
-/// gives the bytes. After a holder fails, the next request to another one
-/// resumes where the checked bytes end.
+/// Fetching one piece of content, without network I/O: ask
+/// [`ContentFetch::request`] of a holder, give its answer to
+/// [`ContentFetch::answer`], until that gives back the sink the checked
+/// bytes were written to (in memory by default, or a file). After a holder
+/// fails, the next request to another one resumes where the checked bytes
+/// end. Nothing reaches the sink before it is checked.
 #[derive(Debug)]
-pub struct ContentFetch {
+pub struct ContentFetch<S: Write = Vec<u8>> {
     cid: ContentId,
     bytes_max: u64,
     verifier: Option<Verifier>,
-    /// Checked bytes, a whole number of groups.
-    bytes: Vec<u8>,
+    /// Checked bytes so far, a whole number of groups.
+    checked: u64,
+    /// Where checked bytes go; taken when the content is whole.
+    sink: Option<S>,
 }
 
 impl ContentFetch {
+    /// A fetch that keeps the content in memory.
     pub fn new(cid: ContentId, bytes_max: u64) -> Self {
+        Self::into_sink(cid, bytes_max, Vec::new())
+    }
+}
+
+impl<S: Write> ContentFetch<S> {
+    /// A fetch that writes the content, checked, to `sink`.
+    pub fn into_sink(cid: ContentId, bytes_max: u64, sink: S) -> Self {
         Self {
             cid,
             bytes_max,
             verifier: None,
-            bytes: Vec::new(),
+            checked: 0,
+            sink: Some(sink),
         }
     }
 
     /// Bytes checked so far.
     pub fn checked(&self) -> u64 {
-        self.bytes.len() as u64
+        self.checked
     }
 
     /// The content's length, once its tree is checked.
@@ -110,13 +127,14 @@ impl ContentFetch {
         }
     }
 
-    /// Takes a holder's answer to [`ContentFetch::request`]: the content
-    /// once every group is checked, `None` while more is to be asked.
+    /// Takes a holder's answer to [`ContentFetch::request`]: the sink
+    /// holding the content once every group is checked, `None` while more
+    /// is to be asked.
     pub fn answer(
         &mut self,
         from: &AccountId,
         response: Response,
-    ) -> Result<Option<Vec<u8>>, FetchError> {
+    ) -> Result<Option<S>, FetchError> {
         let corrupt = |why: String| FetchError::Corrupt {
             from: *from,
             cid: self.cid,
@@ -140,8 +158,6 @@ impl ContentFetch {
                 let verifier = Verifier::new(self.cid, total_bytes, leaves.into_inner())
                     .map_err(|error| corrupt(error.to_string()))?;
                 self.verifier = Some(verifier);
-                self.bytes
-                    .reserve(usize::try_from(total_bytes).unwrap_or(0));
                 Ok(None)
             }
             (Some(verifier), Response::Content { total_bytes, bytes }) => {
@@ -167,7 +183,19 @@ impl ContentFetch {
                         TreeError::NoSuchGroup { .. } => corrupt("bytes past the end".to_owned()),
                         other => corrupt(other.to_string()),
                     })?;
-                    self.bytes.extend_from_slice(piece);
+                    let cid = self.cid;
+                    self.sink
+                        .as_mut()
+                        .ok_or_else(|| FetchError::Local {
+                            cid,
+                            why: "the content was taken already".to_owned(),
+                        })?
+                        .write_all(piece)
+                        .map_err(|error| FetchError::Local {
+                            cid,
+                            why: error.to_string(),
+                        })?;
+                    self.checked += piece.len() as u64;
                     rest = after;
                     group += 1;
                 }
@@ -179,7 +207,7 @@ impl ContentFetch {
                             .check(0, &[])
                             .map_err(|error| corrupt(error.to_string()))?;
                     }
-                    return Ok(Some(std::mem::take(&mut self.bytes)));
+                    return Ok(self.sink.take());
                 }
                 Ok(None)
             }
@@ -235,7 +263,21 @@ pub async fn fetch_content_from(
     cid: ContentId,
     bytes_max: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut fetch = ContentFetch::new(cid, bytes_max as u64);
+    fetch_content_into(overlay, holders, source, cid, bytes_max as u64, Vec::new()).await
+}
+
+/// [`fetch_content_from`], writing the checked bytes to `sink` as they
+/// arrive rather than holding them: gives the sink back once the content
+/// is whole.
+pub async fn fetch_content_into<S: Write>(
+    overlay: &Overlay,
+    holders: &[AccountId],
+    source: &AccountId,
+    cid: ContentId,
+    bytes_max: u64,
+    sink: S,
+) -> Result<S, String> {
+    let mut fetch = ContentFetch::into_sink(cid, bytes_max, sink);
     let mut failures = Vec::new();
     let mut tried = Vec::with_capacity(holders.len() + 1);
     for holder in holders.iter().chain(std::iter::once(source)) {
@@ -246,10 +288,15 @@ pub async fn fetch_content_from(
         let patience = (holder != source).then_some(HOLDER_ANSWER_TIMEOUT);
         match from_holder(overlay, holder, &mut fetch, patience).await {
             Ok(bytes) => return Ok(bytes),
-            Err(error @ FetchError::TooLarge { .. }) => return Err(error.to_string()),
+            Err(error @ (FetchError::TooLarge { .. } | FetchError::Local { .. })) => {
+                return Err(error.to_string());
+            }
             Err(error) => {
                 if matches!(error, FetchError::Corrupt { .. }) {
-                    tracing::warn!(%holder, %error, "content not fetched from this holder");
+                    // Only a liar serves bytes that do not check (a store
+                    // checks what it serves): never ask it again.
+                    tracing::warn!(%holder, %error, "blocking a holder that sent wrong content");
+                    overlay.block(holder, error.to_string());
                 }
                 failures.push(error.to_string());
             }
@@ -260,12 +307,12 @@ pub async fn fetch_content_from(
 
 /// Takes what `holder` gives of the content: the tree if not yet checked,
 /// then its chunks from where the checked bytes end, several in flight.
-async fn from_holder(
+async fn from_holder<S: Write>(
     overlay: &Overlay,
     holder: &AccountId,
-    fetch: &mut ContentFetch,
+    fetch: &mut ContentFetch<S>,
     patience: Option<Duration>,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<S, FetchError> {
     let answer = |request: Request| {
         let sent = overlay.send(holder, request);
         async move {

@@ -15,13 +15,15 @@ pub mod store;
 
 pub use content::{
     ContentFetch, FetchError, content_chunk, content_tree, fetch_content, fetch_content_from,
+    fetch_content_into,
 };
 pub use guard::raise_open_files_limit;
 pub use identity::{account_of, libp2p_keypair, peer_id_of};
 pub use libp2p::{Multiaddr, PeerId};
 pub use overlay::{Event, NetError, Overlay, OverlayConfig, Reply, RequestError};
 pub use protocol::{
-    AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, OUTPUT_INLINE_BYTES_MAX, Request, Response,
-    ResultBatch, TaskBatch, TaskReturn, Wire, check_offer,
+    AssignedTask, BATCH_TASKS_MAX, CONTENT_TREE_LEAVES_MAX, MESSAGE_BYTES_MAX,
+    OUTPUT_INLINE_BYTES_MAX, Request, Response, ResultBatch, TaskBatch, TaskReturn, Wire,
+    check_offer,
 };
-pub use store::{ContentStore, StoreError};
+pub use store::{ContentStore, StoreError, StoreWriter, chunk_response, tree_response};

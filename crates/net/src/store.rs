@@ -7,21 +7,33 @@
 //! are no longer its id is deleted when read.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use idlegrid_types::ContentId;
+use idlegrid_types::blob_tree::{self, GROUP_BYTES, Verifier};
+use idlegrid_types::codec::Bounded;
+
+use crate::protocol::{CONTENT_CHUNK_BYTES_MAX, CONTENT_TREE_LEAVES_MAX, Response};
 
 /// Why content could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{len} bytes is more than this store keeps ({max})")]
     TooLarge { len: u64, max: u64 },
-    #[error("failed to store {cid} in {}: {source}", dir.display())]
+    #[error("failed to store {} in {}: {source}", cid.map_or("content".to_owned(), |cid| cid.to_string()), dir.display())]
     Io {
-        cid: ContentId,
+        cid: Option<ContentId>,
         dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
         source: std::io::Error,
     },
 }
@@ -38,11 +50,19 @@ pub struct ContentStore {
 struct Inner {
     /// Each item's size and when it was last used (a counter).
     items: HashMap<ContentId, (u64, u64)>,
+    /// The checked tree of each item served or stored since it was opened
+    /// (32 bytes per 64 KiB held).
+    trees: HashMap<ContentId, Arc<Verifier>>,
     total: u64,
     clock: u64,
 }
 
 impl Inner {
+    fn next_clock(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
     fn touch(&mut self, cid: &ContentId) -> bool {
         self.clock += 1;
         let clock = self.clock;
@@ -70,6 +90,7 @@ impl Inner {
     }
 
     fn forget(&mut self, cid: &ContentId) {
+        self.trees.remove(cid);
         if let Some((size, _)) = self.items.remove(cid) {
             self.total -= size;
         }
@@ -179,7 +200,7 @@ impl ContentStore {
             inner.total -= size;
             let _ = std::fs::remove_file(&partial);
             return Err(StoreError::Io {
-                cid,
+                cid: Some(cid),
                 dir: self.dir.clone(),
                 source,
             });
@@ -191,6 +212,138 @@ impl ContentStore {
             inner.total -= size;
         }
         Ok(true)
+    }
+
+    /// Copies the file at `path` in, hashing it as it streams (its bytes
+    /// are read once): its id, its length, and whether it is new here.
+    pub fn put_file(self: &Arc<Self>, path: &Path) -> Result<(ContentId, u64, bool), StoreError> {
+        let read_error = |source| StoreError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let source = File::open(path).map_err(read_error)?;
+        let size = source.metadata().map_err(read_error)?.len();
+        let mut writer = self.writer(size)?;
+        let tree = Verifier::read(std::io::BufReader::new(source), |group| {
+            writer.write_all(group)
+        })
+        .map_err(read_error)?;
+        if tree.len() != size {
+            return Err(read_error(std::io::Error::other(
+                "the file changed while it was read",
+            )));
+        }
+        let cid = tree.cid();
+        let new = !self.contains(&cid);
+        writer.finish(cid)?;
+        let mut inner = self.inner();
+        if inner.items.contains_key(&cid) {
+            inner.trees.insert(cid, Arc::new(tree));
+        }
+        Ok((cid, size, new))
+    }
+
+    /// A writer for content of `len` bytes arriving (checked by the
+    /// caller as it streams): room is made for it now; it joins the store
+    /// at [`StoreWriter::finish`], and is deleted if dropped before.
+    pub fn writer(self: &Arc<Self>, len: u64) -> Result<StoreWriter, StoreError> {
+        if len > self.bytes_max {
+            return Err(StoreError::TooLarge {
+                len,
+                max: self.bytes_max,
+            });
+        }
+        self.make_room(len);
+        let partial = self.dir.join(format!(
+            "{}-{}.partial",
+            std::process::id(),
+            self.inner().next_clock()
+        ));
+        match File::create(&partial) {
+            Ok(file) => Ok(StoreWriter {
+                store: Arc::clone(self),
+                len,
+                partial,
+                file: Some(std::io::BufWriter::with_capacity(GROUP_BYTES, file)),
+            }),
+            Err(source) => {
+                self.inner().total -= len;
+                Err(StoreError::Io {
+                    cid: None,
+                    dir: self.dir.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// The content's checked tree, if held (and whole: a file whose bytes
+    /// are no longer its id is deleted). Computed from the file once.
+    pub fn tree(&self, cid: &ContentId) -> Option<Arc<Verifier>> {
+        {
+            let mut inner = self.inner();
+            if !inner.touch(cid) {
+                return None;
+            }
+            if let Some(tree) = inner.trees.get(cid) {
+                return Some(Arc::clone(tree));
+            }
+        }
+        let read = File::open(self.file(cid))
+            .and_then(|file| Verifier::read(std::io::BufReader::new(file), |_| Ok(())));
+        match read {
+            Ok(tree) if tree.cid() == *cid => {
+                let tree = Arc::new(tree);
+                let mut inner = self.inner();
+                if inner.items.contains_key(cid) {
+                    inner.trees.insert(*cid, Arc::clone(&tree));
+                }
+                Some(tree)
+            }
+            _ => {
+                self.damaged(cid);
+                None
+            }
+        }
+    }
+
+    fn damaged(&self, cid: &ContentId) {
+        self.inner().forget(cid);
+        let _ = std::fs::remove_file(self.file(cid));
+    }
+
+    /// The answer to a `ContentTree` request for `cid`.
+    pub fn tree_response(&self, cid: &ContentId) -> Response {
+        match self.tree(cid) {
+            Some(tree) => tree_response(&tree),
+            None => not_held(cid),
+        }
+    }
+
+    /// The answer to a `Content` request for `cid` from `offset`: a chunk
+    /// read from the file, each of its groups checked before it is sent (a
+    /// file damaged since is deleted, not served).
+    pub fn chunk_response(&self, cid: &ContentId, offset: u64) -> Response {
+        let Some(tree) = self.tree(cid) else {
+            return not_held(cid);
+        };
+        match chunk_response(&self.file(cid), &tree, offset) {
+            Some(response) => response,
+            None => {
+                self.damaged(cid);
+                not_held(cid)
+            }
+        }
+    }
+
+    /// The answer to a peer's request for content (its tree or a chunk)
+    /// from what is held here; `None` for other requests.
+    pub fn answer(&self, request: &crate::Request) -> Option<Response> {
+        match request {
+            crate::Request::ContentTree { cid } => Some(self.tree_response(cid)),
+            crate::Request::Content { cid, offset } => Some(self.chunk_response(cid, *offset)),
+            _ => None,
+        }
     }
 
     /// The content's bytes, if held and still whole (a damaged file is
@@ -245,6 +398,11 @@ impl ContentStore {
         &self.dir
     }
 
+    /// The most bytes it holds.
+    pub fn bytes_max(&self) -> u64 {
+        self.bytes_max
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.inner().total
@@ -258,6 +416,138 @@ impl ContentStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Content being written into a [`ContentStore`]; see
+/// [`ContentStore::writer`].
+#[derive(Debug)]
+pub struct StoreWriter {
+    store: Arc<ContentStore>,
+    /// The room held for it.
+    len: u64,
+    partial: PathBuf,
+    file: Option<std::io::BufWriter<File>>,
+}
+
+impl Write for StoreWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &mut self.file {
+            Some(file) => file.write(bytes),
+            None => Err(std::io::Error::other("the content was finished")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl StoreWriter {
+    /// Puts what was written in the store under `cid` (the caller checked
+    /// the bytes against it as they came): its length.
+    pub fn finish(mut self, cid: ContentId) -> Result<u64, StoreError> {
+        let store = Arc::clone(&self.store);
+        let io_error = |source| StoreError::Io {
+            cid: Some(cid),
+            dir: store.dir.clone(),
+            source,
+        };
+        let file = self.file.take().expect("finished once");
+        let written = file
+            .into_inner()
+            .map_err(|error| error.into_error())
+            .and_then(|file| file.metadata().map(|metadata| metadata.len()));
+        let written = match written {
+            Ok(written) => written,
+            Err(source) => return Err(io_error(source)),
+        };
+        let mut inner = store.inner();
+        // The room held becomes what it holds.
+        inner.total = inner.total - self.len + written;
+        if inner.touch(&cid) {
+            inner.total -= written;
+            self.len = 0;
+            drop(inner);
+            let _ = std::fs::remove_file(&self.partial);
+            return Ok(written);
+        }
+        if let Err(source) = std::fs::rename(&self.partial, store.file(&cid)) {
+            inner.total -= written;
+            self.len = 0;
+            return Err(io_error(source));
+        }
+        let clock = inner.next_clock();
+        inner.items.insert(cid, (written, clock));
+        self.len = 0;
+        Ok(written)
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            drop(self.file.take());
+            let _ = std::fs::remove_file(&self.partial);
+            self.store.inner().total -= self.len;
+        }
+    }
+}
+
+/// The answer to a `ContentTree` request for the content `tree` checks.
+pub fn tree_response(tree: &Verifier) -> Response {
+    if tree.leaves().len() > CONTENT_TREE_LEAVES_MAX {
+        return Response::refused(
+            "too_large",
+            format!("content of {} bytes is too large to serve", tree.len()),
+        );
+    }
+    Response::ContentTree {
+        total_bytes: tree.len(),
+        leaves: Bounded::new(tree.leaves().to_vec()).expect("checked against the bound"),
+    }
+}
+
+/// The answer to a `Content` request from `offset` for the content in the
+/// file at `path`, which `tree` checks: a chunk whose every group is
+/// checked before it is sent. `None` when the file cannot be read or is no
+/// longer the content.
+pub fn chunk_response(path: &Path, tree: &Verifier, offset: u64) -> Option<Response> {
+    let start = offset.min(tree.len());
+    let end = start
+        .saturating_add(CONTENT_CHUNK_BYTES_MAX as u64)
+        .min(tree.len());
+    let mut bytes = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
+    File::open(path)
+        .and_then(|file| file.read_exact_at(&mut bytes, start))
+        .ok()?;
+    if start.is_multiple_of(GROUP_BYTES as u64) {
+        let mut rest: &[u8] = &bytes;
+        let mut group = start / GROUP_BYTES as u64;
+        while !rest.is_empty() {
+            let range = blob_tree::group_range(tree.len(), group);
+            let whole = range.end - range.start;
+            let take = usize::try_from(whole).unwrap_or(usize::MAX).min(rest.len());
+            let (piece, after) = rest.split_at(take);
+            // A group cut short by the chunk's end is checked with the
+            // next chunk, which starts at it.
+            if piece.len() as u64 == whole && tree.check(group, piece).is_err() {
+                return None;
+            }
+            rest = after;
+            group += 1;
+        }
+    }
+    Some(Response::Content {
+        total_bytes: tree.len(),
+        bytes: Bounded::new(bytes).expect("at most one chunk"),
+    })
+}
+
+fn not_held(cid: &ContentId) -> Response {
+    Response::refused("not_found", format!("this node holds no {cid}"))
 }
 
 #[cfg(test)]
@@ -311,6 +601,77 @@ mod tests {
         let smaller = ContentStore::open(folder.path(), 10).expect("reopens smaller");
         assert!(smaller.is_empty());
         assert!(folder.path().join("not-content.txt").exists());
+    }
+
+    #[test]
+    fn content_written_as_it_arrives_joins_the_store_only_when_finished() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(ContentStore::open(folder.path(), 1000).expect("opens"));
+        let bytes = [5u8; 600];
+        let cid = ContentId::of(&bytes);
+
+        let mut dropped = store.writer(600).expect("room");
+        dropped.write_all(&bytes[..100]).expect("write");
+        assert_eq!(store.bytes(), 600, "the room is held while it is written");
+        drop(dropped);
+        assert_eq!((store.bytes(), store.len()), (0, 0));
+        assert_eq!(std::fs::read_dir(folder.path()).expect("dir").count(), 0);
+
+        let mut writer = store.writer(600).expect("room");
+        writer.write_all(&bytes).expect("write");
+        assert_eq!(writer.finish(cid).expect("finished"), 600);
+        assert_eq!(store.read(&cid).as_deref(), Some(&bytes[..]));
+        assert_eq!((store.bytes(), store.len()), (600, 1));
+        assert!(matches!(
+            store.writer(1001),
+            Err(StoreError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_put_is_served_in_checked_chunks_and_a_damaged_one_is_not() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(ContentStore::open(&folder.path().join("store"), 64 << 20).expect("opens"));
+        let bytes: Vec<u8> = (0..(3 << 20) + 12_345).map(|i| (i % 241) as u8).collect();
+        let source = folder.path().join("input.bin");
+        std::fs::write(&source, &bytes).expect("write");
+        let (cid, len, new) = store.put_file(&source).expect("put");
+        assert_eq!(
+            (cid, len, new),
+            (ContentId::of(&bytes), bytes.len() as u64, true)
+        );
+        assert_eq!(store.put_file(&source).expect("again"), (cid, len, false));
+        assert_eq!(store.bytes(), len, "held once");
+
+        let mut fetch = crate::ContentFetch::new(cid, u64::MAX);
+        let holder = idlegrid_types::Keypair::from_seed([9; 32]).account_id();
+        let got = loop {
+            let response = match fetch.request() {
+                crate::Request::ContentTree { cid } => store.tree_response(&cid),
+                crate::Request::Content { cid, offset } => store.chunk_response(&cid, offset),
+                other => panic!("asked {other:?}"),
+            };
+            if let Some(got) = fetch.answer(&holder, response).expect("checks") {
+                break got;
+            }
+        };
+        assert_eq!(got, bytes);
+
+        // One byte changed on disk after the tree was made: that chunk is
+        // not served, and the content is forgotten.
+        let mut damaged = bytes.clone();
+        damaged[(2 << 20) + 5] ^= 1;
+        std::fs::write(store.file(&cid), &damaged).expect("damage");
+        assert!(matches!(
+            store.chunk_response(&cid, 0),
+            Response::Content { .. }
+        ));
+        assert!(matches!(
+            store.chunk_response(&cid, 2 << 20),
+            Response::Refused { .. }
+        ));
+        assert!(!store.contains(&cid));
     }
 
     impl ContentStore {

@@ -4,6 +4,8 @@
 //! reachable only through a relay stays reachable as its circuits end and
 //! the relay restarts.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -414,13 +416,21 @@ async fn a_node_behind_a_relay_is_reached_again_after_its_circuit_ends_and_the_r
 }
 
 /// Answers content requests as a holder of `content` does (its tree, then
-/// chunks), with the byte at `corrupt` flipped in what it sends, if given.
-fn hold(mut events: mpsc::Receiver<Event>, content: Vec<u8>, corrupt: Option<usize>) {
+/// chunks), with the byte at `corrupt` flipped in what it sends, if given;
+/// counts the requests it answers.
+fn hold(
+    mut events: mpsc::Receiver<Event>,
+    content: Vec<u8>,
+    corrupt: Option<usize>,
+) -> Arc<AtomicUsize> {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&answered);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             let Event::Request { request, reply, .. } = event else {
                 continue;
             };
+            counter.fetch_add(1, Ordering::Relaxed);
             let response = match request {
                 Request::ContentTree { .. } => idlegrid_net::content_tree(&content),
                 Request::Content { offset, .. } => {
@@ -435,6 +445,7 @@ fn hold(mut events: mpsc::Receiver<Event>, content: Vec<u8>, corrupt: Option<usi
             reply.send(response);
         }
     });
+    answered
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,13 +454,13 @@ async fn content_from_several_holders_skips_a_liar_and_resumes_where_it_was_caug
     let (source, source_events, source_address) = node(31, Vec::new()).await;
     let (liar, liar_events, liar_address) = node(32, vec![source_address.clone()]).await;
     let (honest, honest_events, honest_address) = node(33, vec![source_address.clone()]).await;
-    let (fetcher, _fetcher_events, _) = node(34, vec![source_address]).await;
+    let (fetcher, mut fetcher_events, _) = node(34, vec![source_address]).await;
     let content: Vec<u8> = (0..(5 * GROUP_BYTES / 2) as u32)
         .map(|index| (index % 253) as u8)
         .collect();
     let cid = ContentId::of(&content);
     // The liar's second group is wrong; the source is never needed.
-    hold(liar_events, content.clone(), Some(GROUP_BYTES + 7));
+    let asked_liar = hold(liar_events, content.clone(), Some(GROUP_BYTES + 7));
     hold(honest_events, content.clone(), None);
     hold(source_events, Vec::new(), None);
     for address in [liar_address, honest_address] {
@@ -470,8 +481,23 @@ async fn content_from_several_holders_skips_a_liar_and_resumes_where_it_was_caug
     .expect("fetched");
     assert_eq!(fetched, content);
 
-    // With only liars and a source that lacks it, the fetch fails saying
-    // who sent what.
+    // The liar is blocked: the fetcher says so, and never asks it again.
+    let blocked = tokio::time::timeout(WAIT, async {
+        loop {
+            match fetcher_events.recv().await {
+                Some(Event::Misbehaved { peer, reason }) => break (peer, reason),
+                Some(_) => {}
+                None => panic!("the fetcher stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the liar is blocked in time");
+    assert_eq!(blocked.0, liar.peer_id());
+    assert!(blocked.1.contains("group 1"), "{}", blocked.1);
+    let asked = asked_liar.load(Ordering::Relaxed);
+
+    // With only the liar and a source that lacks it, the fetch fails.
     let error = tokio::time::timeout(
         WAIT,
         idlegrid_net::fetch_content_from(
@@ -485,5 +511,10 @@ async fn content_from_several_holders_skips_a_liar_and_resumes_where_it_was_caug
     .await
     .expect("in time")
     .expect_err("nobody honest");
-    assert!(error.contains("group 1"), "{error}");
+    assert!(error.contains("failed to fetch"), "{error}");
+    assert_eq!(
+        asked_liar.load(Ordering::Relaxed),
+        asked,
+        "a blocked liar is not asked again"
+    );
 }

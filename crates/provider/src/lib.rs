@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod hardware;
 mod ledger;
 mod run;
+mod staging;
 mod store;
 mod worker;
 

@@ -13,7 +13,7 @@ use idlegrid_api::client::ApiClient;
 use idlegrid_gpu::{Gpu, Program};
 use idlegrid_net::{
     BATCH_TASKS_MAX, ContentStore, Event, Multiaddr, Overlay, OverlayConfig, Reply, RequestError,
-    Response, content_chunk, content_tree, fetch_content_from,
+    Response, fetch_content_from,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig};
 use idlegrid_types::{
@@ -24,12 +24,13 @@ use tracing::{debug, info, warn};
 
 use crate::core::{
     Cheat, Command, ContentPart, CoreConfig, Input, ModuleStatus, ProviderCore, QUEUE_BYTES_MAX,
-    RequestId, RunResult, VoucherAnswer,
+    RequestId, RunResult, Task, VoucherAnswer,
 };
 use crate::energy::{self, EnergyMeter};
 use crate::gpu::{self, GpuChoice};
 use crate::hardware::{self, Hardware};
 use crate::ledger::{Redeemer, check_job, ensure_stake};
+use crate::staging::Stager;
 use crate::store::{VoucherWriter, load_vouchers};
 use crate::worker::{Prepared, Workers};
 
@@ -129,6 +130,9 @@ pub struct ProviderStats {
     pub running: AtomicU64,
     pub queued: AtomicU64,
     pub paused: AtomicBool,
+    /// Content fetched from peers (modules and input files), and its bytes.
+    pub fetched_blobs: AtomicU64,
+    pub fetched_bytes: AtomicU64,
 }
 
 /// What a started provider tells its caller.
@@ -157,6 +161,9 @@ pub struct ProviderSummary {
     pub earned: u64,
     /// Owed by vouchers that could not be redeemed.
     pub unredeemed: u64,
+    /// Content fetched from peers (modules and input files), and its bytes.
+    pub fetched_blobs: u64,
+    pub fetched_bytes: u64,
 }
 
 /// What reaches the loop from the threads and tasks it started.
@@ -167,6 +174,11 @@ enum Message {
     Module {
         cid: ContentId,
         module: Result<Result<Prepared, ErrorKind>, String>,
+    },
+    /// A task's input files are here, in this folder, or why not.
+    Staged {
+        task: Task,
+        dir: Result<tempfile::TempDir, String>,
     },
 }
 
@@ -317,7 +329,7 @@ pub async fn run_provider(
     let mut shell = Shell {
         core,
         client,
-        overlay,
+        overlay: overlay.clone(),
         sandbox,
         workers,
         modules: HashMap::new(),
@@ -327,6 +339,12 @@ pub async fn run_provider(
         voucher_writer,
         redeemer,
         stats: Arc::clone(&stats),
+        stager: Stager::new(
+            overlay.clone(),
+            Arc::clone(&content),
+            config.data_dir.join("inputs"),
+            Arc::clone(&stats),
+        ),
         content,
         memory_bytes,
         // A job is checked before its module says whether it is a GPU
@@ -382,6 +400,8 @@ pub async fn run_provider(
         fuel_used: stats.fuel_used.load(Ordering::Relaxed),
         earned: stats.earned.load(Ordering::Relaxed),
         unredeemed: stats.owed.load(Ordering::Relaxed),
+        fetched_blobs: stats.fetched_blobs.load(Ordering::Relaxed),
+        fetched_bytes: stats.fetched_bytes.load(Ordering::Relaxed),
     })
 }
 
@@ -434,8 +454,9 @@ struct Shell {
     voucher_writer: VoucherWriter,
     redeemer: Redeemer,
     stats: Arc<ProviderStats>,
-    /// Modules fetched, served to peers that ask.
+    /// Modules and input files fetched, served to peers that ask.
     content: Arc<ContentStore>,
+    stager: Stager,
     memory_bytes: u64,
     price_floor: u64,
     /// The GPU offered, if any.
@@ -479,6 +500,37 @@ impl Shell {
                 };
                 self.input(Input::ModuleReady { cid, status }).await;
             }
+            Message::Staged { task, dir } => {
+                let ran = match dir {
+                    Ok(dir) => self.run(task, Some(dir)),
+                    Err(reason) => Some(Input::TaskDone {
+                        job: task.job,
+                        index: task.index,
+                        result: RunResult::NotRun { reason },
+                    }),
+                };
+                if let Some(input) = ran {
+                    self.input(input).await;
+                }
+            }
+        }
+    }
+
+    /// Hands `task` to the workers, its input files (if any) in `dir`;
+    /// what the core must hear when it cannot run.
+    fn run(&mut self, task: Task, dir: Option<tempfile::TempDir>) -> Option<Input> {
+        match self.modules.get(&task.module) {
+            Some(module) => {
+                self.workers.run(task, module.clone(), dir);
+                None
+            }
+            None => Some(Input::TaskDone {
+                job: task.job,
+                index: task.index,
+                result: RunResult::NotRun {
+                    reason: "the provider no longer holds the module".to_owned(),
+                },
+            }),
         }
     }
 
@@ -513,16 +565,18 @@ impl Shell {
         match command {
             Command::Reply { id, response } => self.reply(id, response),
             Command::ServeContent { id, cid, part } => {
-                let response = match self.content.read(&cid) {
-                    Some(bytes) => match part {
-                        ContentPart::Tree => content_tree(&bytes),
-                        ContentPart::From(offset) => content_chunk(&bytes, offset),
-                    },
-                    None => {
-                        Response::refused("not_found", format!("this node does not hold {cid}"))
+                // Off the loop: a tree not yet made reads the whole file.
+                let content = Arc::clone(&self.content);
+                let reply = self.replies.remove(&id);
+                tokio::task::spawn_blocking(move || {
+                    let response = match part {
+                        ContentPart::Tree => content.tree_response(&cid),
+                        ContentPart::From(offset) => content.chunk_response(&cid, offset),
+                    };
+                    if let Some(reply) = reply {
+                        reply.send(response);
                     }
-                };
-                self.reply(id, response);
+                });
             }
             Command::CheckJob { job } => {
                 let client = self.client.clone();
@@ -537,18 +591,15 @@ impl Shell {
             Command::DropModule(cid) => {
                 self.modules.remove(&cid);
             }
-            Command::Run(task) => match self.modules.get(&task.module) {
-                Some(module) => self.workers.run(task, module.clone()),
-                None => {
-                    return Some(Input::TaskDone {
-                        job: task.job,
-                        index: task.index,
-                        result: RunResult::NotRun {
-                            reason: "the provider no longer holds the module".to_owned(),
-                        },
-                    });
-                }
-            },
+            Command::Run(task) if !task.input.files.is_empty() => {
+                let stager = self.stager.clone();
+                let messages = self.messages.clone();
+                tokio::spawn(async move {
+                    let dir = stager.stage(&task).await;
+                    let _ = messages.send(Message::Staged { task, dir });
+                });
+            }
+            Command::Run(task) => return self.run(task, None),
             Command::Cancel { job, index } => self.workers.cancel(job, index),
             Command::SendResults {
                 batch,
@@ -644,6 +695,7 @@ impl Shell {
         let has_gpu = self.gpu.is_some();
         let messages = self.messages.clone();
         let content = Arc::clone(&self.content);
+        let stats = Arc::clone(&self.stats);
         tokio::spawn(async move {
             let module = async {
                 let held = {
@@ -658,6 +710,10 @@ impl Shell {
                         let bytes =
                             fetch_content_from(&overlay, &holders, &from, cid, MODULE_BYTES_MAX)
                                 .await?;
+                        stats.fetched_blobs.fetch_add(1, Ordering::Relaxed);
+                        stats
+                            .fetched_bytes
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                         // Kept when it fits; run either way.
                         if let Err(error) = content.put(cid, &bytes) {
                             warn!(%cid, %error, "the module is not kept");

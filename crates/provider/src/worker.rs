@@ -33,6 +33,8 @@ struct Work {
     task: Task,
     module: Prepared,
     cancelled: Arc<AtomicBool>,
+    /// The task's `/input` folder, deleted when the work is done.
+    input_dir: Option<tempfile::TempDir>,
 }
 
 /// Hands tasks to the workers and cancels those not yet started.
@@ -93,9 +95,15 @@ impl Workers {
         })
     }
 
-    /// Queues `task` to run with `module`: a GPU program on the GPU's
-    /// worker, WebAssembly on the cores'.
-    pub(crate) fn run(&mut self, task: Task, module: Prepared) {
+    /// Queues `task` to run with `module` (and its input files in
+    /// `input_dir`): a GPU program on the GPU's worker, WebAssembly on the
+    /// cores'.
+    pub(crate) fn run(
+        &mut self,
+        task: Task,
+        module: Prepared,
+        input_dir: Option<tempfile::TempDir>,
+    ) {
         let cancelled = Arc::new(AtomicBool::new(false));
         self.flags
             .insert((task.job, task.index), Arc::clone(&cancelled));
@@ -109,6 +117,7 @@ impl Workers {
             task,
             module,
             cancelled,
+            input_dir,
         });
     }
 
@@ -174,7 +183,7 @@ impl Worker {
         let spec = TaskSpec {
             args: task.input.arg_strings(),
             stdin: task.input.stdin.to_vec(),
-            input_dir: None,
+            input_dir: work.input_dir.as_ref().map(|dir| dir.path().to_path_buf()),
             output_dir: None,
             seed: task_seed(&task.job, task.index),
             limits: task_limits(&task.limits, wall_time),

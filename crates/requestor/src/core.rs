@@ -778,11 +778,23 @@ impl RequestorCore {
         });
     }
 
+    fn has_files(&self, task: u64) -> bool {
+        usize::try_from(task)
+            .ok()
+            .and_then(|index| self.job_file.tasks.get(index))
+            .is_some_and(|input| !input.files.is_empty())
+    }
+
     /// A dispute of `task` with this evidence (an accused receipt second).
     fn dispute(&self, task: u64, evidence: Evidence) -> Option<Box<Dispute>> {
         let input = usize::try_from(task)
             .ok()
             .and_then(|index| self.job_file.tasks.get(index))?;
+        if !input.files.is_empty() {
+            // A dispute carries no input files, so validators could not
+            // re-execute it: only this requestor settles such a task.
+            return None;
+        }
         // A job file's module and inputs are within a dispute's bounds, so
         // both always fit.
         let (Ok(module), Ok(input)) = (
@@ -824,8 +836,14 @@ impl RequestorCore {
             return;
         }
         let reason = format!(
-            "nobody else may check its result and its fuel limit ({fuel}) is over this \
-             requestor's re-execution limit ({}); raise --referee-fuel to check it here",
+            "nobody else may check its result (the ledger cannot: {}) and its fuel limit \
+             ({fuel}) is over this requestor's re-execution limit ({}); raise \
+             --referee-fuel to check it here",
+            if self.has_files(task) {
+                "it reads input files, which a dispute does not carry"
+            } else {
+                "the providers' receipts do not conflict"
+            },
             self.referee_fuel
         );
         self.queued.push(MarketInput::RefereeFailed {

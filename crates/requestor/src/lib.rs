@@ -9,6 +9,7 @@ pub mod core;
 pub mod jobspec;
 mod ledger;
 mod referee;
+pub mod remote;
 pub mod report;
 mod run;
 mod waiting;

@@ -8,8 +8,9 @@ use std::sync::mpsc as std_mpsc;
 use anyhow::Context;
 use idlegrid_gpu::CpuReExecutor;
 use idlegrid_sandbox::limits::WALL_TIME_DEFAULT;
-use idlegrid_sandbox::{LazySandbox, SandboxConfig};
-use idlegrid_types::{GpuProgram, JobId, task_seed};
+use idlegrid_sandbox::{LazySandbox, SandboxConfig, stage_input_dir};
+use idlegrid_types::blob_tree::Verifier;
+use idlegrid_types::{GpuProgram, JobId, TaskInput, task_seed};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -52,18 +53,21 @@ impl Referee {
                                 fuel_used: execution.fuel_used,
                                 stdout: output,
                             }),
-                        Some(input) => sandbox
-                            .re_execute_with_output(
-                                &job_file.module,
-                                input,
-                                task_seed(&job, task),
-                                &job_file.limits,
-                            )
-                            .map(|(execution, stdout)| ReExecution {
-                                outcome: execution.outcome,
-                                fuel_used: execution.fuel_used,
-                                stdout,
-                            }),
+                        Some(input) => stage(&job_file, input).and_then(|dir| {
+                            sandbox
+                                .re_execute_with_output(
+                                    &job_file.module,
+                                    input,
+                                    dir.as_ref().map(tempfile::TempDir::path),
+                                    task_seed(&job, task),
+                                    &job_file.limits,
+                                )
+                                .map(|(execution, stdout)| ReExecution {
+                                    outcome: execution.outcome,
+                                    fuel_used: execution.fuel_used,
+                                    stdout,
+                                })
+                        }),
                         None => Err(format!("the job has no task {task}")),
                     };
                     info!(
@@ -87,4 +91,42 @@ impl Referee {
         // The thread lives as long as the requestor.
         let _ = self.orders.send(task);
     }
+}
+
+/// The folder a task's input files are shown from when it runs here: the
+/// job's files, each checked again against its id (the file may have
+/// changed since the job was submitted; a re-execution over other bytes
+/// would judge honest providers wrong). `None` for a task without files.
+fn stage(job_file: &JobFile, input: &TaskInput) -> Result<Option<tempfile::TempDir>, String> {
+    if input.files.is_empty() {
+        return Ok(None);
+    }
+    let files = input
+        .files
+        .iter()
+        .map(|file| {
+            job_file
+                .input_file(&file.cid)
+                .map(|held| (file.name.to_string(), held.path.clone()))
+                .ok_or_else(|| format!("the job has no input file {}", file.cid))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let dir = stage_input_dir(&std::env::temp_dir().join("idlegrid-referee"), &files)
+        .map_err(|error| format!("failed to stage the task's input files: {error}"))?;
+    for file in input.files.iter() {
+        let path = dir.path().join(&*file.name);
+        let read = std::fs::File::open(&path)
+            .and_then(|opened| Verifier::read(std::io::BufReader::new(opened), |_| Ok(())));
+        match read {
+            Ok(tree) if tree.cid() == file.cid => {}
+            Ok(_) => {
+                return Err(format!(
+                    "input file `{}` changed since the job was submitted",
+                    &*file.name
+                ));
+            }
+            Err(error) => return Err(format!("failed to read `{}`: {error}", &*file.name)),
+        }
+    }
+    Ok(Some(dir))
 }

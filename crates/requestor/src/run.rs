@@ -14,17 +14,19 @@ use idlegrid_api::client::ApiClient;
 use idlegrid_market::{MarketConfig, Standing};
 use idlegrid_net::{
     Event, Overlay, OverlayConfig, Reply, Request, RequestError, Response, check_offer,
+    chunk_response, tree_response,
 };
 use idlegrid_types::codec::Bounded;
-use idlegrid_types::{AccountId, JobId, Keypair, SignedVoucher};
+use idlegrid_types::{AccountId, ContentId, JobId, Keypair, SignedVoucher};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::core::{Command, Input, RequestId, RequestorCore};
-use crate::jobspec::JobFile;
+use crate::jobspec::{JobFile, JobInputFile};
 use crate::ledger::{Disputer, TRANSACTION_WAIT, close_job, open_job};
 use crate::referee::Referee;
+use crate::remote::{OutputTarget, Storage};
 use crate::report::{DisputeRecord, SubmitReport, TaskRecord, TrackRecord, percentile};
 
 /// Events handled together at most, after the one that woke the loop.
@@ -239,7 +241,17 @@ pub async fn submit(
         .clone()
         .unwrap_or_else(|| config.key.clone());
     let disputer = Disputer::start(client.clone(), reporter, internal_tx.clone())?;
-    let outputs = OutputWriter::start(Arc::clone(&progress), internal_tx.clone())?;
+    let outputs = OutputWriter::start(
+        Arc::clone(&progress),
+        internal_tx.clone(),
+        job_file.output_url.as_ref().map(|url| {
+            (
+                url.clone(),
+                job_file.storage.clone(),
+                config.out_dir.clone(),
+            )
+        }),
+    )?;
     let referee = Referee::start(job, Arc::clone(&job_file), internal_tx.clone())?;
     let epoch = Instant::now();
     let mut run = Shell {
@@ -263,6 +275,13 @@ pub async fn submit(
         output_failed: None,
         progress: Arc::clone(&progress),
         epoch,
+        files: Arc::new(
+            job_file
+                .files
+                .iter()
+                .map(|file| (file.cid, file.clone()))
+                .collect(),
+        ),
     };
     let commands = run.core.start(micros_since(epoch));
     run.apply(commands);
@@ -414,12 +433,21 @@ pub async fn submit(
         report.refund = Some(refund);
     }
     let results = serde_json::to_vec_pretty(&report).context("failed to encode results.json")?;
-    std::fs::write(config.out_dir.join("results.json"), results).with_context(|| {
+    std::fs::write(config.out_dir.join("results.json"), &results).with_context(|| {
         format!(
             "failed to write {}",
             config.out_dir.join("results.json").display()
         )
     })?;
+    if let Some(url) = job_file.output_url.clone() {
+        let storage = job_file.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            OutputTarget::open(&url, &storage)?.put("results.json", results)
+        })
+        .await
+        .context("the output thread failed")?
+        .map_err(anyhow::Error::msg)?;
+    }
     if stalled {
         bail!(
             "the job stopped after {} of {tasks_total} tasks: placing more would pass its budget of {}",
@@ -449,6 +477,9 @@ struct Shell {
     progress: Arc<SubmitProgress>,
     /// The core's clock starts here.
     epoch: Instant,
+    /// The job's input files by id, served to providers from where they
+    /// are here.
+    files: Arc<HashMap<ContentId, JobInputFile>>,
 }
 
 impl Shell {
@@ -460,6 +491,31 @@ impl Shell {
             },
             Event::Connected(peer) => Input::Connected(peer),
             Event::Disconnected(peer) => Input::Disconnected(peer),
+            Event::Request { request, reply, .. } if self.serves_file(&request) => {
+                // Off the loop: a chunk is read from disk and checked.
+                let files = Arc::clone(&self.files);
+                tokio::task::spawn_blocking(move || {
+                    let (cid, offset) = match request {
+                        Request::ContentTree { cid } => (cid, None),
+                        Request::Content { cid, offset } => (cid, Some(offset)),
+                        _ => return,
+                    };
+                    let Some(file) = files.get(&cid) else { return };
+                    let response = match offset {
+                        None => tree_response(&file.tree),
+                        Some(offset) => chunk_response(&file.path, &file.tree, offset)
+                            .unwrap_or_else(|| {
+                                warn!(path = %file.path.display(), "an input file changed since the job was submitted");
+                                Response::refused(
+                                    "not_found",
+                                    format!("{cid} changed here since the job was submitted"),
+                                )
+                            }),
+                    };
+                    reply.send(response);
+                });
+                return;
+            }
             Event::Request {
                 peer,
                 request,
@@ -477,6 +533,16 @@ impl Shell {
             Event::Listening(_) | Event::OfferSubscriber(_) => return,
         };
         self.input(input);
+    }
+
+    /// Whether `request` asks for one of the job's input files.
+    fn serves_file(&self, request: &Request) -> bool {
+        match request {
+            Request::ContentTree { cid } | Request::Content { cid, .. } => {
+                self.files.contains_key(cid)
+            }
+            _ => false,
+        }
     }
 
     fn internal(&mut self, message: Internal) {
@@ -738,14 +804,28 @@ struct OutputWriter {
 }
 
 impl OutputWriter {
+    /// Writes each accepted output under the results folder and, with
+    /// `target` (an `[output] url`, its storage, the results folder), to
+    /// object storage under the same name.
     fn start(
         progress: Arc<SubmitProgress>,
         internal: mpsc::UnboundedSender<Internal>,
+        target: Option<(String, Storage, PathBuf)>,
     ) -> anyhow::Result<Self> {
         let (orders, queue) = std_mpsc::channel::<OutputOrder>();
         let thread = std::thread::Builder::new()
             .name("requestor-outputs".to_owned())
             .spawn(move || {
+                let target = match target {
+                    Some((url, storage, out_dir)) => match OutputTarget::open(&url, &storage) {
+                        Ok(target) => Some((target, out_dir)),
+                        Err(why) => {
+                            let _ = internal.send(Internal::OutputFailed(why.clone()));
+                            return Err(anyhow::anyhow!(why));
+                        }
+                    },
+                    None => None,
+                };
                 while let Ok(order) = queue.recv() {
                     let (task, file, record) = match order {
                         OutputOrder::Accepted(task, file, record) => (task, file, record),
@@ -766,13 +846,20 @@ impl OutputWriter {
                             continue;
                         }
                     };
-                    if let Some((path, stdout)) = file
-                        && let Err(error) = std::fs::write(&path, &stdout)
-                    {
-                        let error = anyhow::Error::new(error)
-                            .context(format!("failed to write {}", path.display()));
-                        let _ = internal.send(Internal::OutputFailed(format!("{error:#}")));
-                        return Err(error);
+                    if let Some((path, stdout)) = file {
+                        if let Err(error) = std::fs::write(&path, &stdout) {
+                            let error = anyhow::Error::new(error)
+                                .context(format!("failed to write {}", path.display()));
+                            let _ = internal.send(Internal::OutputFailed(format!("{error:#}")));
+                            return Err(error);
+                        }
+                        if let Some((target, out_dir)) = &target {
+                            let name = path.strip_prefix(out_dir).unwrap_or(&path);
+                            if let Err(why) = target.put(&name.to_string_lossy(), stdout) {
+                                let _ = internal.send(Internal::OutputFailed(why.clone()));
+                                return Err(anyhow::anyhow!(why));
+                            }
+                        }
                     }
                     progress.accepted.fetch_add(1, Ordering::Relaxed);
                     progress.update(|detail| detail.done.push(task));

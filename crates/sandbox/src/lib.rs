@@ -23,7 +23,7 @@ pub use error::{ErrorKind, SetupError, TaskError};
 pub use host::{FIXED_MONOTONIC_NANOS, FIXED_WALL_CLOCK_SECS};
 pub use limits::TaskLimits;
 pub use output::{OutputFile, TaskOutput};
-pub use reexecute::{LazySandbox, outcome_of, task_limits};
+pub use reexecute::{LazySandbox, outcome_of, stage_input_dir, task_limits};
 pub use sandbox::{
     Completion, INPUT_DIR_GUEST, ModuleOrigin, Nans, OUTPUT_DIR_GUEST, PROGRAM_NAME,
     PreparedModule, RunError, Sandbox, SandboxConfig, TaskReport, TaskSpec, seed_from_u64,

@@ -1,6 +1,7 @@
 //! The sandbox as the ledger's re-executor: a disputed task runs again here
 //! under the job's limits.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use idlegrid_types::{ErrorKind, Execution, ExecutionLimits, ReExecute, TaskInput, TaskOutcome};
@@ -33,19 +34,29 @@ pub fn task_limits(limits: &ExecutionLimits, wall_time: Duration) -> TaskLimits 
 impl Sandbox {
     /// Runs a task again, exactly as a provider must have, and gives what
     /// it found with the task's stdout (a requestor settling a
-    /// disagreement itself keeps the output). An `Err` means the host could
-    /// not run it, or it ran past the wall clock: not a verdict.
+    /// disagreement itself keeps the output). A task that reads input
+    /// files runs only with `input_dir`, a folder that holds them (see
+    /// [`stage_input_dir`]). An `Err` means the host could not run it, or
+    /// it ran past the wall clock: not a verdict.
     pub fn re_execute_with_output(
         &self,
         module: &[u8],
         input: &TaskInput,
+        input_dir: Option<&Path>,
         seed: [u8; 32],
         limits: &ExecutionLimits,
     ) -> Result<(Execution, Vec<u8>), String> {
+        if !input.files.is_empty() && input_dir.is_none() {
+            return Err(format!(
+                "the task reads {} input files ({} bytes), which are not here",
+                input.files.len(),
+                input.file_bytes()
+            ));
+        }
         let task = TaskSpec {
             args: input.arg_strings(),
             stdin: input.stdin.to_vec(),
-            input_dir: None,
+            input_dir: input_dir.map(Path::to_path_buf),
             output_dir: None,
             seed,
             limits: task_limits(limits, WALL_TIME_DEFAULT),
@@ -77,7 +88,9 @@ impl ReExecute for Sandbox {
         seed: [u8; 32],
         limits: &ExecutionLimits,
     ) -> Result<Execution, String> {
-        self.re_execute_with_output(module, input, seed, limits)
+        // A dispute carries no input files: a task that reads some is
+        // refused here, never judged without them.
+        self.re_execute_with_output(module, input, None, seed, limits)
             .map(|(execution, _)| execution)
     }
 }
@@ -106,6 +119,7 @@ impl LazySandbox {
         &self,
         module: &[u8],
         input: &TaskInput,
+        input_dir: Option<&Path>,
         seed: [u8; 32],
         limits: &ExecutionLimits,
     ) -> Result<(Execution, Vec<u8>), String> {
@@ -113,7 +127,7 @@ impl LazySandbox {
             .sandbox
             .get_or_init(|| Sandbox::new(self.config.clone()).map_err(|error| error.to_string()));
         match sandbox {
-            Ok(sandbox) => sandbox.re_execute_with_output(module, input, seed, limits),
+            Ok(sandbox) => sandbox.re_execute_with_output(module, input, input_dir, seed, limits),
             Err(error) => Err(format!("the sandbox could not start: {error}")),
         }
     }
@@ -127,7 +141,29 @@ impl ReExecute for LazySandbox {
         seed: [u8; 32],
         limits: &ExecutionLimits,
     ) -> Result<Execution, String> {
-        self.re_execute_with_output(module, input, seed, limits)
+        // A dispute carries no input files: a task that reads some is
+        // refused here, never judged without them.
+        self.re_execute_with_output(module, input, None, seed, limits)
             .map(|(execution, _)| execution)
     }
+}
+
+/// Makes a fresh folder under `parent` holding each `(name, file)` as
+/// `name`: a hard link where the file system allows it, else a copy. The
+/// folder is what a task sees at `/input`; it is deleted when dropped.
+pub fn stage_input_dir(
+    parent: &Path,
+    files: &[(String, PathBuf)],
+) -> std::io::Result<tempfile::TempDir> {
+    std::fs::create_dir_all(parent)?;
+    let dir = tempfile::Builder::new()
+        .prefix("input-")
+        .tempdir_in(parent)?;
+    for (name, file) in files {
+        idlegrid_types::InputFile::check_name(name)
+            .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+        let to = dir.path().join(name);
+        std::fs::hard_link(file, &to).or_else(|_| std::fs::copy(file, &to).map(|_| ()))?;
+    }
+    Ok(dir)
 }

@@ -110,7 +110,7 @@ pub enum TreeError {
 }
 
 /// A blob's tree, checked against its content id: checks its groups.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
     cid: ContentId,
     len: u64,
@@ -154,6 +154,65 @@ impl Verifier {
 
     pub fn groups(&self) -> u64 {
         groups(self.len)
+    }
+
+    /// The groups' values (none for a blob of one group): what a holder
+    /// sends before the bytes.
+    pub fn leaves(&self) -> &[ChainingValue] {
+        &self.leaves
+    }
+
+    /// Reads a blob from `reader` to its end, a group at a time, handing
+    /// each group to `each` as it is hashed: the blob's tree, whose `cid`
+    /// is its content id. Every byte is hashed once.
+    pub fn read(
+        mut reader: impl std::io::Read,
+        mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<Verifier> {
+        let mut group = vec![0u8; GROUP_BYTES];
+        let mut first: Option<Vec<u8>> = None;
+        let mut leaves = Vec::new();
+        let mut len = 0u64;
+        loop {
+            let mut filled = 0;
+            while filled < GROUP_BYTES {
+                match reader.read(&mut group[filled..]) {
+                    Ok(0) => break,
+                    Ok(read) => filled += read,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            if filled == 0 && len > 0 {
+                break;
+            }
+            let piece = &group[..filled];
+            each(piece)?;
+            if first.is_none() {
+                first = Some(piece.to_vec());
+            }
+            // Only an empty blob has an empty group; it has no leaves.
+            if !piece.is_empty() {
+                leaves.push(group_value(leaves.len() as u64, piece));
+            }
+            len += filled as u64;
+            if filled < GROUP_BYTES {
+                break;
+            }
+        }
+        if len <= GROUP_BYTES as u64 {
+            let cid = ContentId::of(first.as_deref().unwrap_or_default());
+            return Ok(Self {
+                cid,
+                len,
+                leaves: Vec::new(),
+            });
+        }
+        Ok(Self {
+            cid: root(&leaves, len),
+            len,
+            leaves,
+        })
     }
 
     /// Checks that `bytes` are group `index` of the blob.
@@ -201,6 +260,24 @@ mod tests {
         (0..len)
             .map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed))
             .collect()
+    }
+
+    #[test]
+    fn a_blob_read_a_group_at_a_time_has_the_tree_of_its_bytes() {
+        let group = GROUP_BYTES;
+        for len in [0, 1, group - 1, group, group + 1, 3 * group, 5 * group + 17] {
+            let bytes = blob(len, 3);
+            let mut seen = Vec::new();
+            let read = Verifier::read(bytes.as_slice(), |piece| {
+                seen.extend_from_slice(piece);
+                Ok(())
+            })
+            .expect("reads");
+            assert_eq!(seen, bytes, "every byte handed on once, in order");
+            assert_eq!(read.cid(), ContentId::of(&bytes), "len {len}");
+            assert_eq!(read.len(), len as u64);
+            assert_eq!(read.leaves(), leaves(&bytes).as_slice(), "len {len}");
+        }
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub const TASK_ARGS_MAX: usize = 256;
 pub const TASK_ARG_BYTES_MAX: usize = 4096;
 /// Largest stdin a task carries inline, bytes.
 pub const TASK_STDIN_BYTES_MAX: usize = 16 << 20;
+/// Most files a task may be shown at `/input`.
+pub const TASK_FILES_MAX: usize = 256;
+/// Longest name of an input file, bytes.
+pub const TASK_FILE_NAME_BYTES_MAX: usize = 255;
 /// Largest encoded [`TaskInput`].
 pub const TASK_INPUT_ENCODED_MAX: usize = TASK_STDIN_BYTES_MAX + (2 << 20);
 
@@ -79,12 +83,50 @@ pub fn task_seed(job: &JobId, task_index: u64) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
-/// What one task receives: its arguments and its stdin. Its content id (of
-/// the canonical encoding) is the `input` of a receipt.
+/// A file a task reads at `/input/NAME`: named by content id, so the
+/// input's own id commits to its bytes, and fetched by id from any peer
+/// that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
+pub struct InputFile {
+    /// A plain file name (see [`InputFile::check_name`]).
+    pub name: Bounded<String, TASK_FILE_NAME_BYTES_MAX>,
+    pub cid: ContentId,
+    /// Its length in bytes, so a provider knows what it takes on before
+    /// fetching it.
+    pub bytes: u64,
+}
+
+impl InputFile {
+    /// Whether `name` can stand in a directory as one entry on every host:
+    /// not empty, not `.` or `..`, no `/`, `\\` or NUL.
+    pub fn check_name(name: &str) -> Result<(), String> {
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(format!("`{name}` is not a file name"));
+        }
+        if name.len() > TASK_FILE_NAME_BYTES_MAX {
+            return Err(format!(
+                "a file name is at most {TASK_FILE_NAME_BYTES_MAX} bytes"
+            ));
+        }
+        if let Some(bad) = name.chars().find(|c| matches!(c, '/' | '\\' | '\0')) {
+            return Err(format!(
+                "`{}` may not stand in a file name",
+                bad.escape_default()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one task receives: its arguments, its stdin, and the files it sees
+/// at `/input`. Its content id (of the canonical encoding) is the `input`
+/// of a receipt.
 #[derive(Debug, Clone, PartialEq, Eq, Default, BorshSerialize, BorshDeserialize)]
 pub struct TaskInput {
     pub args: Bounded<Vec<Bounded<String, TASK_ARG_BYTES_MAX>>, TASK_ARGS_MAX>,
     pub stdin: Bounded<Vec<u8>, TASK_STDIN_BYTES_MAX>,
+    /// In byte order of their names, no name twice.
+    pub files: Bounded<Vec<InputFile>, TASK_FILES_MAX>,
 }
 
 impl TaskInput {
@@ -96,7 +138,41 @@ impl TaskInput {
         Ok(Self {
             args: Bounded::new(args)?,
             stdin: Bounded::new(stdin)?,
+            files: Bounded::default(),
         })
+    }
+
+    /// The same input with `files` at `/input` (sorted by name here).
+    pub fn with_files(mut self, mut files: Vec<InputFile>) -> Result<Self, codec::LengthExceeded> {
+        files.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        self.files = Bounded::new(files)?;
+        Ok(self)
+    }
+
+    /// Whether its files are well formed: plain names, in byte order, none
+    /// twice. A provider refuses a task whose files are not.
+    pub fn check_files(&self) -> Result<(), String> {
+        for file in self.files.iter() {
+            InputFile::check_name(&file.name)?;
+        }
+        match self
+            .files
+            .windows(2)
+            .find(|pair| pair[0].name.as_bytes() >= pair[1].name.as_bytes())
+        {
+            Some(pair) => Err(format!(
+                "input files `{}` and `{}` are out of order or the same",
+                &*pair[0].name, &*pair[1].name
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The bytes of its files added up.
+    pub fn file_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .fold(0u64, |sum, file| sum.saturating_add(file.bytes))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -114,7 +190,12 @@ impl TaskInput {
     /// Its encoded size in bytes, without encoding it.
     pub fn encoded_len(&self) -> usize {
         let args: usize = self.args.iter().map(|arg| 4 + arg.len()).sum();
-        4 + args + 4 + self.stdin.len()
+        let files: usize = self
+            .files
+            .iter()
+            .map(|file| 4 + file.name.len() + 32 + 8)
+            .sum();
+        4 + args + 4 + self.stdin.len() + 4 + files
     }
 
     pub fn arg_strings(&self) -> Vec<String> {

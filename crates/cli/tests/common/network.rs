@@ -26,6 +26,8 @@ pub struct Provider {
     /// Where it listens: TCP first, then QUIC.
     pub addresses: Vec<String>,
     pub log: PathBuf,
+    /// Its stdout this start: the start line, and its summary when it stops.
+    pub out: PathBuf,
     /// Its own flags (listen, bootstrap, stake…).
     pub args: Vec<String>,
     pub starts: usize,
@@ -38,6 +40,27 @@ impl Drop for Provider {
 }
 
 impl Provider {
+    /// Stops it as Ctrl-C would (it redeems what it is owed) and gives its
+    /// summary line.
+    pub fn stop(&mut self) -> Value {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exited = poll_until(Duration::from_secs(60), || {
+            child.try_wait().expect("waitable").is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            panic!("the provider did not stop in a minute");
+        }
+        let text = std::fs::read_to_string(&self.out).expect("stdout");
+        serde_json::from_str(text.lines().last().expect("a summary line"))
+            .unwrap_or_else(|error| panic!("summary {text}: {error}"))
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -204,6 +227,7 @@ impl Network {
             account,
             addresses: Vec::new(),
             log: PathBuf::new(),
+            out: PathBuf::new(),
             args,
             starts: 0,
         });
@@ -266,6 +290,7 @@ impl Network {
         let data = dir.join(format!("provider-{index}"));
         let out = dir.join(format!("provider-{index}.{}.out", provider.starts));
         provider.log = dir.join(format!("provider-{index}.{}.log", provider.starts));
+        provider.out = out.clone();
         let mut child = Command::new(BIN)
             .args([
                 "provide",

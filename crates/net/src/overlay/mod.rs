@@ -155,7 +155,8 @@ pub enum Event {
         request: Request,
         reply: Reply,
     },
-    /// A peer sent something malformed and was disconnected and blocked.
+    /// A peer sent something malformed (or content that is not what it
+    /// was asked for) and was disconnected and blocked.
     Misbehaved {
         peer: PeerId,
         reason: String,
@@ -224,6 +225,10 @@ enum Command {
     },
     ListenAddresses(oneshot::Sender<Vec<Multiaddr>>),
     Connected(oneshot::Sender<Vec<AccountId>>),
+    Block {
+        peer: PeerId,
+        reason: String,
+    },
 }
 
 /// The handle the rest of the node uses. Cheap to clone.
@@ -383,6 +388,19 @@ impl Overlay {
         request: Request,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send + use<> {
         self.links.send(*peer, request)
+    }
+
+    /// Disconnects and blocks `peer`, which proved itself dishonest (it
+    /// sent bytes that are not the content it was asked for): no request
+    /// goes to it or is taken from it again, as for a peer that sends a
+    /// malformed message.
+    pub fn block(&self, peer: &AccountId, reason: String) {
+        // A full queue means the overlay is stopping or swamped; the next
+        // proof of the same lie blocks it then.
+        let _ = self.commands.try_send(Command::Block {
+            peer: crate::peer_id_of(peer),
+            reason,
+        });
     }
 
     /// Publishes a signed offer on the network's offers topic.
@@ -658,6 +676,7 @@ impl Driver {
                 let accounts = self.connected.iter().filter_map(account_of).collect();
                 let _ = done.send(accounts);
             }
+            Command::Block { peer, reason } => self.misbehaved(peer, reason),
         }
     }
 
@@ -667,7 +686,7 @@ impl Driver {
     }
 
     fn misbehaved(&mut self, peer: PeerId, reason: String) {
-        warn!(%peer, %reason, "blocking a peer that sent a malformed message");
+        warn!(%peer, %reason, "blocking a peer that sent a malformed message or wrong content");
         self.swarm.behaviour_mut().blocked.block_peer(peer);
         self.blocked.push_back(peer);
         if self.blocked.len() > self.config.blocked_peers_max

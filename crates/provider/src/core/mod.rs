@@ -543,6 +543,8 @@ impl ProviderCore {
                     limits: batch.limits,
                     wall_time_ms,
                     input,
+                    requestor: peer,
+                    holders: holders.clone(),
                 },
             });
         }

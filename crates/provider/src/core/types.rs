@@ -189,6 +189,10 @@ pub struct Task {
     pub limits: ExecutionLimits,
     pub wall_time_ms: u64,
     pub input: TaskInput,
+    /// Who sent it: its input files are fetched from `holders` first
+    /// (providers that returned results of the job), then from it.
+    pub requestor: AccountId,
+    pub holders: Vec<AccountId>,
 }
 
 /// What the shell should do.

@@ -8,6 +8,7 @@
 //! mistake tied to a place in the file is reported as `FILE:LINE:COLUMN:
 //! message`. The format is documented in `docs/job-spec.md`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, Read};
 use std::ops::Range;
@@ -17,12 +18,16 @@ mod gpu;
 pub use gpu::FUEL_PER_INVOCATION_DEFAULT;
 
 use idlegrid_market::Trust;
+
+use crate::remote::{self, OutputTarget, Storage};
+use idlegrid_net::CONTENT_TREE_LEAVES_MAX;
 use idlegrid_sandbox::limits::{
     FUEL_DEFAULT, MEMORY_BYTES_CEILING_DEFAULT, MEMORY_BYTES_DEFAULT,
     OUTPUT_BYTES_DEFAULT as SANDBOX_OUTPUT_BYTES_DEFAULT,
 };
-use idlegrid_types::work::{TASK_ARG_BYTES_MAX, TASK_ARGS_MAX};
-use idlegrid_types::{ContentId, ExecutionLimits, LengthExceeded, TaskInput, codec};
+use idlegrid_types::blob_tree::{GROUP_BYTES, Verifier};
+use idlegrid_types::work::{TASK_ARG_BYTES_MAX, TASK_ARGS_MAX, TASK_FILES_MAX};
+use idlegrid_types::{ContentId, ExecutionLimits, InputFile, LengthExceeded, TaskInput, codec};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -36,6 +41,18 @@ pub const TASKS_MAX: u64 = 1_000_000;
 pub const TASK_STDIN_INLINE_BYTES_MAX: usize = 1 << 20;
 /// Most bytes of task inputs (their canonical encodings added up) in one job.
 pub const TASK_INPUTS_TOTAL_BYTES_MAX: u64 = 256 << 20;
+/// Largest input file, bytes: its tree of 64 KiB groups travels in one
+/// message.
+pub const INPUT_FILE_BYTES_MAX: u64 = (CONTENT_TREE_LEAVES_MAX * GROUP_BYTES) as u64;
+/// Default bound on one task's input (its stdin and its files), bytes.
+pub const TASK_INPUT_BYTES_DEFAULT: u64 = 4 << 30;
+/// Largest `task_input_bytes`.
+pub const TASK_INPUT_BYTES_MAX: u64 = 64 << 30;
+/// Default bound on a job's input (every distinct file and every task's
+/// inline input), bytes.
+pub const JOB_INPUT_BYTES_DEFAULT: u64 = 64 << 30;
+/// Largest `job_input_bytes`.
+pub const JOB_INPUT_BYTES_MAX: u64 = 16 << 40;
 /// Most fuel one task may be given.
 pub const FUEL_MAX: u64 = 10_000_000_000_000;
 /// Most linear memory one task may be given, MiB: the sandbox's ceiling.
@@ -103,6 +120,9 @@ pub struct JobFile {
     pub module_cid: ContentId,
     /// One input per task; a task's index is its position.
     pub tasks: Vec<TaskInput>,
+    /// Every distinct file the tasks read, by content id, and where it is
+    /// here: the requestor serves them to providers.
+    pub files: Vec<JobInputFile>,
     /// What each task may consume; every replica runs with the same.
     pub limits: ExecutionLimits,
     /// The provider-side wall-clock backstop per task, seconds.
@@ -117,7 +137,35 @@ pub struct JobFile {
     pub budget: u64,
     /// Blocks after opening during which providers may redeem.
     pub deadline_blocks: u64,
+    /// Where objects named by URL live (`[storage]`).
+    pub storage: Storage,
+    /// Where verified outputs are also written (`[output] url`).
+    pub output_url: Option<String>,
+    /// The folder input files named by URL were downloaded to; deleted
+    /// with the last copy of the job file.
+    pub downloads: Downloads,
 }
+
+/// Input files downloaded for a job, deleted when no copy of the job file
+/// holds them any more. Equal whatever they hold: what a job's files are is
+/// their content ids.
+#[derive(Debug, Clone, Default)]
+pub struct Downloads(Option<std::sync::Arc<tempfile::TempDir>>);
+
+impl Downloads {
+    /// The folder, if anything was downloaded.
+    pub fn dir(&self) -> Option<&Path> {
+        self.0.as_deref().map(tempfile::TempDir::path)
+    }
+}
+
+impl PartialEq for Downloads {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Downloads {}
 
 impl fmt::Debug for JobFile {
     // The module and the task inputs can be hundreds of MiB; show their sizes.
@@ -128,6 +176,7 @@ impl fmt::Debug for JobFile {
             .field("module", &format_args!("{} bytes", self.module.len()))
             .field("module_cid", &self.module_cid)
             .field("tasks", &format_args!("{} tasks", self.tasks.len()))
+            .field("files", &format_args!("{} files", self.files.len()))
             .field("limits", &self.limits)
             .field("wall_time_secs", &self.wall_time_secs)
             .field("price_per_million_fuel", &self.price_per_million_fuel)
@@ -137,6 +186,17 @@ impl fmt::Debug for JobFile {
             .field("deadline_blocks", &self.deadline_blocks)
             .finish()
     }
+}
+
+/// A file the job's tasks read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInputFile {
+    pub cid: ContentId,
+    pub bytes: u64,
+    pub path: PathBuf,
+    /// Its tree, made as it was read: each chunk served is checked against
+    /// it, so a file changed since is refused, not served.
+    pub tree: std::sync::Arc<Verifier>,
 }
 
 /// Why a job file cannot be used.
@@ -243,6 +303,30 @@ pub enum JobFileProblem {
     ModuleOrGpu,
     #[error("[gpu]: {0}")]
     Gpu(String),
+    #[error("failed to read input file {}: {source}", path.display())]
+    FileRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("input file {} is {bytes} bytes, above the limit of {max}", path.display())]
+    FileTooLarge { path: PathBuf, bytes: u64, max: u64 },
+    #[error("input file name: {0}")]
+    FileName(String),
+    #[error("{url} names an object: inputs by URL are read by `idlegrid submit`, not here")]
+    UrlNotHere { url: String },
+    #[error("{0}")]
+    Download(String),
+    #[error("`[output] url`: {0}")]
+    Output(String),
+    #[error("`{name}` is a file of every task (`[files]`) and of task {task} too")]
+    FileTwice { name: String, task: u64 },
+    #[error("{count} input files, above the limit of {max}")]
+    TooManyFiles { count: usize, max: usize },
+    #[error("task {task}'s input is {bytes} bytes, above `task_input_bytes` ({max})")]
+    TaskInputTooLarge { task: u64, bytes: u64, max: u64 },
+    #[error("the job's input files add up to more than `job_input_bytes` ({max}) at task {task}")]
+    JobInputTooLarge { task: u64, max: u64 },
     #[error("task {task}: {source}")]
     TaskInput {
         task: u64,
@@ -282,7 +366,26 @@ struct RawJob {
     verification: Option<RawVerification>,
     tasks: Option<Spanned<RawRange>>,
     task: Option<Spanned<Vec<Spanned<RawTask>>>>,
+    files: Option<Spanned<RawFiles>>,
+    storage: Option<RawStorage>,
+    output: Option<RawOutput>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    endpoint: Option<String>,
+    region: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    url: Spanned<String>,
+}
+
+/// Input files by name at `/input`: paths relative to the job file.
+type RawFiles = BTreeMap<String, Spanned<String>>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +394,8 @@ struct RawLimits {
     memory_mib: Option<Spanned<u64>>,
     output_bytes: Option<Spanned<u64>>,
     wall_time_secs: Option<Spanned<u64>>,
+    task_input_bytes: Option<Spanned<u64>>,
+    job_input_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +423,7 @@ struct RawRange {
     args: Option<Spanned<Vec<Spanned<String>>>>,
     stdin: Option<Spanned<String>>,
     stdin_file: Option<Spanned<String>>,
+    files: Option<Spanned<RawFiles>>,
 }
 
 #[derive(Deserialize)]
@@ -326,6 +432,7 @@ struct RawTask {
     args: Option<Spanned<Vec<Spanned<String>>>>,
     stdin: Option<Spanned<String>>,
     stdin_file: Option<Spanned<String>>,
+    files: Option<Spanned<RawFiles>>,
 }
 
 /// One piece of an argument template.
@@ -404,7 +511,9 @@ fn encoded_len(args: &[String], stdin: &[u8]) -> u64 {
 }
 
 impl JobFile {
-    /// Reads and checks the job file at `path`.
+    /// Reads and checks the job file at `path`; input files named by URL
+    /// are downloaded (see [`crate::remote`]) under the user's cache
+    /// folder.
     pub fn load(path: &Path) -> Result<JobFile, JobFileError> {
         let bytes = read_bounded(path, JOB_FILE_BYTES_MAX)
             .map_err(|error| JobFileError::Read {
@@ -419,12 +528,24 @@ impl JobFile {
             path: path.to_path_buf(),
             error: io::Error::new(io::ErrorKind::InvalidData, error),
         })?;
-        Self::parse(&text, path)
+        Self::parse_downloading(&text, path, Some(&download_root()))
     }
 
     /// Checks the job file `text`; `path` names it in messages, and relative
     /// paths in it (the module, stdin files) resolve against its folder.
+    /// Input files named by URL are refused here ([`JobFile::load`] reads
+    /// them).
     pub fn parse(text: &str, path: &Path) -> Result<JobFile, JobFileError> {
+        Self::parse_downloading(text, path, None)
+    }
+
+    /// [`JobFile::parse`], downloading input files named by URL into a new
+    /// folder under `download_root` (refusing them without one).
+    pub fn parse_downloading(
+        text: &str,
+        path: &Path,
+        download_root: Option<&Path>,
+    ) -> Result<JobFile, JobFileError> {
         if text.len() > JOB_FILE_BYTES_MAX {
             return Err(JobFileError::TooLarge {
                 path: path.to_path_buf(),
@@ -464,6 +585,31 @@ impl JobFile {
             (None, None) => return Err(report.at(0..0, JobFileProblem::ModuleOrGpu)),
         };
 
+        let storage = Storage {
+            endpoint: raw.storage.as_ref().and_then(|raw| raw.endpoint.clone()),
+            region: raw.storage.as_ref().and_then(|raw| raw.region.clone()),
+        };
+        let output_url = match &raw.output {
+            Some(output) => {
+                // Checked now, so a job never runs to find it cannot write.
+                OutputTarget::check(output.url.get_ref(), &storage)
+                    .map_err(|why| report.at(output.url.span(), JobFileProblem::Output(why)))?;
+                Some(output.url.get_ref().clone())
+            }
+            None => None,
+        };
+        let remote = download_root.map(|root| Remote {
+            root: root.to_path_buf(),
+            storage: storage.clone(),
+            dir: None,
+        });
+        let mut files = Files::new(
+            &report,
+            folder,
+            raw.limits.as_ref(),
+            raw.files.as_ref(),
+            remote,
+        )?;
         let tasks = match (&raw.tasks, &raw.task) {
             (Some(range), Some(explicit)) => {
                 // Point at whichever form comes second: the one that conflicts.
@@ -474,8 +620,8 @@ impl JobFile {
                 };
                 return Err(report.at(span, JobFileProblem::BothTaskForms));
             }
-            (Some(range), None) => Self::expand_range(&report, folder, range)?,
-            (None, Some(explicit)) => Self::explicit_tasks(&report, folder, explicit)?,
+            (Some(range), None) => Self::expand_range(&report, folder, range, &mut files)?,
+            (None, Some(explicit)) => Self::explicit_tasks(&report, folder, explicit, &mut files)?,
             (None, None) => {
                 return Err(report.at(0..0, JobFileProblem::NoTasks));
             }
@@ -487,6 +633,15 @@ impl JobFile {
             module_cid: ContentId::of(&module),
             module,
             tasks,
+            downloads: Downloads(
+                files
+                    .remote
+                    .and_then(|remote| remote.dir)
+                    .map(std::sync::Arc::new),
+            ),
+            files: files.distinct,
+            storage,
+            output_url,
             limits,
             wall_time_secs,
             price_per_million_fuel,
@@ -518,6 +673,11 @@ impl JobFile {
              and encodes into memory",
         );
         ContentId::of(&bytes)
+    }
+
+    /// The input file of this job whose id is `cid`.
+    pub fn input_file(&self, cid: &ContentId) -> Option<&JobInputFile> {
+        self.files.iter().find(|file| file.cid == *cid)
     }
 
     /// The `OpenJob` that escrows this job's budget with its deadline at
@@ -778,6 +938,7 @@ impl JobFile {
         report: &Reporter<'_>,
         folder: &Path,
         range: &Spanned<RawRange>,
+        files: &mut Files<'_>,
     ) -> Result<Vec<TaskInput>, JobFileError> {
         let raw = range.get_ref();
         let start = raw.start.as_ref().map_or(0, |start| *start.get_ref());
@@ -803,6 +964,22 @@ impl JobFile {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stdin = Self::stdin(report, folder, raw.stdin.as_ref(), raw.stdin_file.as_ref())?;
+        let file_templates = raw
+            .files
+            .as_ref()
+            .map(|named| {
+                named
+                    .get_ref()
+                    .iter()
+                    .map(|(name, path)| {
+                        parse_template(path.get_ref())
+                            .map(|template| (name, path, template))
+                            .map_err(|problem| report.at(path.span(), problem))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
 
         let mut tasks = Vec::new();
         let mut total_bytes = 0u64;
@@ -824,9 +1001,15 @@ impl JobFile {
                     },
                 ));
             }
+            let own = file_templates
+                .iter()
+                .map(|(name, path, template)| {
+                    files.file(position, name, path, &expand(template, index))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let input = Self::task_input(position, args, stdin.clone())
                 .map_err(|problem| report.at(range.span(), problem))?;
-            tasks.push(input);
+            tasks.push(files.attach(position, range.span(), input, own)?);
         }
         Ok(tasks)
     }
@@ -835,6 +1018,7 @@ impl JobFile {
         report: &Reporter<'_>,
         folder: &Path,
         explicit: &Spanned<Vec<Spanned<RawTask>>>,
+        files: &mut Files<'_>,
     ) -> Result<Vec<TaskInput>, JobFileError> {
         let entries = explicit.get_ref();
         if entries.is_empty() {
@@ -872,11 +1056,264 @@ impl JobFile {
                     },
                 ));
             }
+            let own = raw
+                .files
+                .as_ref()
+                .map(|named| {
+                    named
+                        .get_ref()
+                        .iter()
+                        .map(|(name, path)| files.file(position, name, path, path.get_ref()))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?
+                .unwrap_or_default();
             let input = Self::task_input(position, args, stdin)
                 .map_err(|problem| report.at(entry.span(), problem))?;
-            tasks.push(input);
+            tasks.push(files.attach(position, entry.span(), input, own)?);
         }
         Ok(tasks)
+    }
+}
+
+/// The input files of a job as its tasks are expanded: each path read
+/// (and hashed) once, the bounds on a task's and on the job's input kept.
+struct Files<'a> {
+    report: &'a Reporter<'a>,
+    folder: &'a Path,
+    /// Every task's files (`[files]`).
+    shared: Vec<InputFile>,
+    /// By path: what each file read so far is.
+    read: HashMap<PathBuf, (ContentId, u64)>,
+    /// Each content id once.
+    distinct: Vec<JobInputFile>,
+    seen: std::collections::HashSet<ContentId>,
+    /// Distinct files' bytes and every task's inline input, so far.
+    job_bytes: u64,
+    task_max: u64,
+    job_max: u64,
+    /// Where files named by URL go, when they are read here.
+    remote: Option<Remote>,
+}
+
+/// Downloads of input files named by URL.
+struct Remote {
+    root: PathBuf,
+    storage: Storage,
+    /// Made at the first download.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Remote {
+    fn download(&mut self, url: &str) -> Result<PathBuf, String> {
+        if self.dir.is_none() {
+            std::fs::create_dir_all(&self.root)
+                .map_err(|error| format!("failed to create {}: {error}", self.root.display()))?;
+            let dir = tempfile::Builder::new()
+                .prefix("job-")
+                .tempdir_in(&self.root)
+                .map_err(|error| {
+                    format!(
+                        "failed to create a folder in {}: {error}",
+                        self.root.display()
+                    )
+                })?;
+            self.dir = Some(dir);
+        }
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|dir| dir.path().to_path_buf())
+            .unwrap_or_default();
+        remote::download(url, &self.storage, &dir, INPUT_FILE_BYTES_MAX)
+    }
+}
+
+/// Where input files named by URL are downloaded: the user's cache folder.
+fn download_root() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("idlegrid").join("inputs")
+}
+
+impl<'a> Files<'a> {
+    fn new(
+        report: &'a Reporter<'a>,
+        folder: &'a Path,
+        limits: Option<&RawLimits>,
+        shared: Option<&Spanned<RawFiles>>,
+        remote: Option<Remote>,
+    ) -> Result<Self, JobFileError> {
+        let task_max = report.optional(
+            "task_input_bytes",
+            limits.and_then(|raw| raw.task_input_bytes.as_ref()),
+            TASK_INPUT_BYTES_DEFAULT,
+            1..=TASK_INPUT_BYTES_MAX,
+        )?;
+        let job_max = report.optional(
+            "job_input_bytes",
+            limits.and_then(|raw| raw.job_input_bytes.as_ref()),
+            JOB_INPUT_BYTES_DEFAULT,
+            1..=JOB_INPUT_BYTES_MAX,
+        )?;
+        let mut files = Self {
+            report,
+            folder,
+            shared: Vec::new(),
+            read: HashMap::new(),
+            distinct: Vec::new(),
+            seen: std::collections::HashSet::new(),
+            job_bytes: 0,
+            task_max,
+            job_max,
+            remote,
+        };
+        if let Some(shared) = shared {
+            for (name, path) in shared.get_ref() {
+                let file = files.file(0, name, path, path.get_ref())?;
+                files.shared.push(file);
+            }
+        }
+        Ok(files)
+    }
+
+    /// The file at `path` (relative to the job file) shown as `name`.
+    fn file(
+        &mut self,
+        task: u64,
+        name: &str,
+        at: &Spanned<String>,
+        path: &str,
+    ) -> Result<InputFile, JobFileError> {
+        let report = self.report;
+        InputFile::check_name(name)
+            .map_err(|why| report.at(at.span(), JobFileProblem::FileName(why)))?;
+        let url = remote::is_url(path).then(|| path.to_owned());
+        // A URL is its own key: each object is downloaded once.
+        let key = match &url {
+            Some(url) => PathBuf::from(url),
+            None => self.folder.join(path),
+        };
+        let (cid, bytes) = match self.read.get(&key) {
+            Some(known) => *known,
+            None => {
+                let path = match &url {
+                    None => key.clone(),
+                    Some(url) => match &mut self.remote {
+                        Some(remote) => remote
+                            .download(url)
+                            .map_err(|why| report.at(at.span(), JobFileProblem::Download(why)))?,
+                        None => {
+                            return Err(report
+                                .at(at.span(), JobFileProblem::UrlNotHere { url: url.clone() }));
+                        }
+                    },
+                };
+                let read = std::fs::File::open(&path).and_then(|file| {
+                    let bytes = file.metadata()?.len();
+                    if bytes > INPUT_FILE_BYTES_MAX {
+                        return Ok(Err(bytes));
+                    }
+                    Verifier::read(io::BufReader::new(file), |_| Ok(())).map(Ok)
+                });
+                let tree = match read {
+                    Ok(Ok(tree)) => tree,
+                    Ok(Err(bytes)) => {
+                        return Err(report.at(
+                            at.span(),
+                            JobFileProblem::FileTooLarge {
+                                path,
+                                bytes,
+                                max: INPUT_FILE_BYTES_MAX,
+                            },
+                        ));
+                    }
+                    Err(source) => {
+                        return Err(report.at(at.span(), JobFileProblem::FileRead { path, source }));
+                    }
+                };
+                let known = (tree.cid(), tree.len());
+                self.read.insert(key, known);
+                let tree = std::sync::Arc::new(tree);
+                if self.seen.insert(known.0) {
+                    self.job_bytes = self.job_bytes.saturating_add(known.1);
+                    if self.job_bytes > self.job_max {
+                        return Err(report.at(
+                            at.span(),
+                            JobFileProblem::JobInputTooLarge {
+                                task,
+                                max: self.job_max,
+                            },
+                        ));
+                    }
+                    self.distinct.push(JobInputFile {
+                        cid: known.0,
+                        bytes: known.1,
+                        path,
+                        tree,
+                    });
+                }
+                known
+            }
+        };
+        Ok(InputFile {
+            name: codec::Bounded::new(name.to_owned())
+                .map_err(|_| report.at(at.span(), JobFileProblem::FileName(name.to_owned())))?,
+            cid,
+            bytes,
+        })
+    }
+
+    /// `input` with the shared files and `own`, within the bounds.
+    fn attach(
+        &mut self,
+        task: u64,
+        span: Range<usize>,
+        input: TaskInput,
+        own: Vec<InputFile>,
+    ) -> Result<TaskInput, JobFileError> {
+        let report = self.report;
+        if let Some(twice) = own
+            .iter()
+            .find(|file| self.shared.iter().any(|shared| shared.name == file.name))
+        {
+            return Err(report.at(
+                span,
+                JobFileProblem::FileTwice {
+                    name: twice.name.to_string(),
+                    task,
+                },
+            ));
+        }
+        let count = own.len() + self.shared.len();
+        if count > TASK_FILES_MAX {
+            return Err(report.at(
+                span,
+                JobFileProblem::TooManyFiles {
+                    count,
+                    max: TASK_FILES_MAX,
+                },
+            ));
+        }
+        let mut all = self.shared.clone();
+        all.extend(own);
+        let input = input.with_files(all).map_err(|source| {
+            report.at(span.clone(), JobFileProblem::TaskInput { task, source })
+        })?;
+        let bytes = (input.stdin.len() as u64).saturating_add(input.file_bytes());
+        if bytes > self.task_max {
+            return Err(report.at(
+                span,
+                JobFileProblem::TaskInputTooLarge {
+                    task,
+                    bytes,
+                    max: self.task_max,
+                },
+            ));
+        }
+        Ok(input)
     }
 }
 

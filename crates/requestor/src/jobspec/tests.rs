@@ -487,3 +487,157 @@ fn the_pi_example_loads() {
     assert!(job.budget >= worst_cost, "{} < {worst_cost}", job.budget);
     assert!(!job.module.is_empty());
 }
+
+#[test]
+fn files_shared_by_every_task_and_each_task_s_own_are_named_by_content_id() {
+    let folder = Folder::new();
+    folder.write("weights.bin", &[7; 100_000]);
+    for index in 0..3u8 {
+        folder.write(&format!("frame-{index}.bin"), &[index; 10]);
+    }
+    let text = format!(
+        "{HEAD}[files]\n\"weights.bin\" = \"weights.bin\"\n\
+         [tasks]\nend = 3\nfiles = {{ \"frame.bin\" = \"frame-{{index}}.bin\" }}\n"
+    );
+    let job = folder.parse(&text).unwrap();
+    let weights = ContentId::of(&[7; 100_000]);
+    for (index, task) in job.tasks.iter().enumerate() {
+        let names: Vec<&str> = task.files.iter().map(|file| file.name.as_str()).collect();
+        assert_eq!(names, ["frame.bin", "weights.bin"], "in byte order");
+        assert_eq!(task.files[0].cid, ContentId::of(&[index as u8; 10]));
+        assert_eq!(task.files[0].bytes, 10);
+        assert_eq!((task.files[1].cid, task.files[1].bytes), (weights, 100_000));
+        task.check_files().unwrap();
+    }
+    // Each distinct file once, with the tree it is served by.
+    assert_eq!(job.files.len(), 4);
+    let held = job.input_file(&weights).unwrap();
+    assert_eq!(held.path, folder.dir.path().join("weights.bin"));
+    assert_eq!(held.tree.cid(), weights);
+    // The files are part of each task's input, so of the job's spec.
+    let other = folder
+        .parse(&text.replace(
+            "\"weights.bin\" = \"weights.bin\"",
+            "\"w.bin\" = \"weights.bin\"",
+        ))
+        .unwrap();
+    assert_ne!(job.spec_cid(), other.spec_cid());
+}
+
+#[test]
+fn explicit_tasks_name_their_own_files() {
+    let folder = Folder::new();
+    folder.write("a.txt", b"alpha");
+    let text =
+        format!("{HEAD}[[task]]\nfiles = {{ \"in.txt\" = \"a.txt\" }}\n[[task]]\nargs = [\"x\"]\n");
+    let job = folder.parse(&text).unwrap();
+    assert_eq!(job.tasks[0].files.len(), 1);
+    assert_eq!(job.tasks[0].files[0].cid, ContentId::of(b"alpha"));
+    assert!(job.tasks[1].files.is_empty());
+}
+
+#[test]
+fn input_file_mistakes_point_at_their_place() {
+    let folder = Folder::new();
+    folder.write("a.bin", &[1; 64]);
+    check_error(
+        &format!("{HEAD}[files]\n\"../up\" = \"a.bin\"\n[tasks]\nend = 1\n"),
+        (5, 11),
+        "may not stand in a file name",
+    );
+    check_error(
+        &format!("{HEAD}[files]\n\"x\" = \"missing.bin\"\n[tasks]\nend = 1\n"),
+        (5, 7),
+        "failed to read input file",
+    );
+    check_error(
+        &format!("{HEAD}[tasks]\nend = 2\nfiles = {{ \"f\" = \"missing-{{index}}.bin\" }}\n"),
+        (6, 17),
+        "missing-0.bin",
+    );
+    check_error(
+        &format!("{HEAD}[tasks]\nend = 1\nfiles = {{ \"f\" = \"{{nope}}\" }}\n"),
+        (6, 17),
+        "unknown placeholder",
+    );
+}
+
+#[test]
+fn a_file_of_every_task_and_of_one_task_by_the_same_name_is_refused() {
+    let folder = Folder::new();
+    folder.write("a.bin", &[1; 64]);
+    folder.write("b.bin", &[2; 64]);
+    let error = folder
+        .parse(&format!(
+            "{HEAD}[files]\n\"x\" = \"a.bin\"\n[[task]]\nfiles = {{ \"x\" = \"b.bin\" }}\n"
+        ))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("`x` is a file of every task"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_input_budgets_bound_a_task_and_the_job() {
+    let folder = Folder::new();
+    folder.write("big.bin", &[1; 5000]);
+    for index in 0..4u8 {
+        folder.write(&format!("own-{index}.bin"), &[index; 1000]);
+    }
+    let files = "[files]\n\"big.bin\" = \"big.bin\"\n";
+    let tasks = "[tasks]\nend = 4\nfiles = { \"own.bin\" = \"own-{index}.bin\" }\n";
+    let job = folder
+        .parse(&format!(
+            "{HEAD}[limits]\ntask_input_bytes = 6000\njob_input_bytes = 9000\n{files}{tasks}"
+        ))
+        .unwrap();
+    assert_eq!(job.tasks.len(), 4);
+    let error = folder
+        .parse(&format!(
+            "{HEAD}[limits]\ntask_input_bytes = 5999\n{files}{tasks}"
+        ))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("task 0's input is 6000 bytes, above `task_input_bytes` (5999)"),
+        "{error}"
+    );
+    let error = folder
+        .parse(&format!(
+            "{HEAD}[limits]\njob_input_bytes = 8999\n{files}{tasks}"
+        ))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("more than `job_input_bytes` (8999) at task 3"),
+        "{error}"
+    );
+}
+
+#[test]
+fn inputs_by_url_are_read_only_when_loading_to_submit_and_outputs_go_to_s3() {
+    let folder = Folder::new();
+    check_error(
+        &format!("{HEAD}[files]\n\"w\" = \"s3://bucket/weights.bin\"\n[tasks]\nend = 1\n"),
+        (5, 7),
+        "inputs by URL are read by `idlegrid submit`",
+    );
+    check_error(
+        &format!("{HEAD}[output]\nurl = \"https://example.com/out\"\n[tasks]\nend = 1\n"),
+        (5, 7),
+        "outputs are written to s3://BUCKET/PREFIX",
+    );
+    let job = folder
+        .parse(&format!(
+            "{HEAD}[storage]\nendpoint = \"http://127.0.0.1:9\"\nregion = \"eu-west-1\"\n\
+             [output]\nurl = \"s3://results/run\"\n[tasks]\nend = 1\n"
+        ))
+        .unwrap();
+    assert_eq!(job.output_url.as_deref(), Some("s3://results/run"));
+    assert_eq!(job.storage.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+    assert_eq!(job.storage.region.as_deref(), Some("eu-west-1"));
+    assert!(job.downloads.dir().is_none(), "nothing downloaded");
+}

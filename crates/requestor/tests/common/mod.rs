@@ -44,6 +44,10 @@ pub fn job_file_with_budget(tasks: u64, verification: Verification, budget: u64)
         module: MODULE.to_vec(),
         module_cid: ContentId::of(MODULE),
         tasks: (0..tasks).map(input).collect(),
+        files: Vec::new(),
+        storage: Default::default(),
+        output_url: None,
+        downloads: Default::default(),
         limits: ExecutionLimits {
             fuel: 10 * FUEL,
             memory_bytes: 1 << 20,

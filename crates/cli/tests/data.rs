@@ -1,0 +1,136 @@
+//! Input files by content id, in real processes on loopback: tasks that
+//! read a large file they all share and a file of their own get both from
+//! the requestor (or from providers that hold them), each provider
+//! fetching the shared file once, every byte checked against its id.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+
+use common::network::{Network, check_paid, finish, submit};
+use serde_json::Value;
+
+const FILESUM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/modules/filesum.wasm");
+/// The file every task reads.
+const SHARED_BYTES: usize = 256 << 20;
+/// The file each task reads whole.
+const OWN_BYTES: usize = 4 << 20;
+const TASKS: u64 = 200;
+const WINDOW: usize = 64 << 10;
+
+/// Bytes that differ in every 64 KiB, from `seed`.
+fn write_file(path: &Path, len: usize, seed: u64) {
+    let mut block = vec![0u8; 1 << 20];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for word in block.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    for (index, group) in (0..len).step_by(WINDOW).enumerate() {
+        let at = group % block.len();
+        let mut piece = block[at..at + WINDOW.min(len - group)].to_vec();
+        piece[..8].copy_from_slice(&seed.to_le_bytes());
+        piece[8..16].copy_from_slice(&(index as u64).to_le_bytes());
+        file.write_all(&piece).expect("write");
+    }
+    file.flush().expect("flush");
+}
+
+/// FNV-1a over little-endian 64-bit words, as `filesum` computes it.
+fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    for word in bytes.chunks_exact(8) {
+        hash ^= u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        hash = hash.wrapping_mul(1_099_511_628_211);
+    }
+    hash
+}
+
+const FNV_START: u64 = 14_695_981_039_346_656_037;
+
+/// What `filesum` prints for one task: the same arithmetic, in Rust.
+fn expected(own: &[u8], shared: &[u8]) -> String {
+    let own_hash = fnv(FNV_START, own);
+    let span = (shared.len() - WINDOW) as u64;
+    let at = (own_hash % span) as usize;
+    let shared_hash = fnv(FNV_START, &shared[at..at + WINDOW]);
+    format!(
+        "own={own_hash:016x} shared={shared_hash:016x} at={at} size={}\n",
+        shared.len()
+    )
+}
+
+#[test]
+fn tasks_reading_a_large_shared_file_fetch_it_once_per_provider_and_compute_right() {
+    let (mut network, bootstrap) = Network::with_staked_providers(3);
+    let data = network.dir().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    write_file(&data.join("shared.bin"), SHARED_BYTES, 7);
+    for index in 0..TASKS {
+        write_file(
+            &data.join(format!("own-{index}.bin")),
+            OWN_BYTES,
+            100 + index,
+        );
+    }
+    let job = data.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "module = {FILESUM:?}\nprice_per_million_fuel = 10\nbudget = 2000000\ndeadline_blocks = 400\n\
+             [limits]\nfuel = 200000000\noutput_bytes = 4096\n\
+             [verification]\npolicy = \"replicas\"\nreplicas = 1\n\
+             [files]\n\"shared.bin\" = \"shared.bin\"\n\
+             [tasks]\nend = {TASKS}\nfiles = {{ \"own.bin\" = \"own-{{index}}.bin\" }}\n"
+        ),
+    )
+    .expect("job file");
+
+    let out = network.dir().join("results");
+    eprintln!("files written");
+    let child = submit(&network, &job, &out, &bootstrap);
+    let report = finish(&network, child, &out);
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(results["accepted"], TASKS, "{report}");
+    assert_eq!(results["failed"], 0, "{report}");
+
+    eprintln!("job done");
+    let shared = std::fs::read(data.join("shared.bin")).expect("shared");
+    for record in results["tasks"].as_array().expect("tasks") {
+        let index = record["index"].as_u64().expect("index");
+        let own = std::fs::read(data.join(format!("own-{index}.bin"))).expect("own");
+        let output =
+            std::fs::read_to_string(out.join(record["file"].as_str().expect("file"))).expect("out");
+        assert_eq!(output, expected(&own, &shared), "task {index}");
+    }
+    check_paid(&results, &network.providers);
+    eprintln!("outputs checked");
+
+    // Each provider that worked fetched the shared file once: its counters
+    // hold the shared file, the module and its tasks' own files, never the
+    // shared file twice.
+    let mut working = 0;
+    for provider in &mut network.providers {
+        let summary = provider.stop();
+        eprintln!("provider: {summary}");
+        let tasks = summary["tasks_done"].as_u64().expect("tasks_done");
+        let fetched = summary["fetched_bytes"].as_u64().expect("fetched_bytes");
+        if tasks == 0 {
+            continue;
+        }
+        working += 1;
+        let shared = SHARED_BYTES as u64;
+        let own = OWN_BYTES as u64 * tasks;
+        assert!(
+            fetched >= shared + own && fetched < 2 * shared + own,
+            "{summary}: the shared file not fetched exactly once"
+        );
+    }
+    assert!(working >= 2, "the work was spread: {results}");
+}
