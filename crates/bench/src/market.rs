@@ -75,6 +75,7 @@ fn job(tasks: u64) -> JobSpec {
         price_per_million_fuel: 10,
         policy: Policy::Replicas(2),
         budget: u64::MAX,
+        input_bytes: 0,
         gpu: None,
     }
 }

@@ -1,14 +1,17 @@
 //! Input files by content id, in real processes on loopback: tasks that
 //! read a large file they all share and a file of their own get both from
 //! the requestor (or from providers that hold them), each provider
-//! fetching the shared file once, every byte checked against its id.
+//! fetching the shared file once, every byte checked against its id; a
+//! provider killed in the middle of a transfer resumes it.
 
 mod common;
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use common::network::{Network, check_paid, finish, submit};
+use common::poll_until;
 use serde_json::Value;
 
 const FILESUM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/modules/filesum.wasm");
@@ -133,4 +136,84 @@ fn tasks_reading_a_large_shared_file_fetch_it_once_per_provider_and_compute_righ
         );
     }
     assert!(working >= 2, "the work was spread: {results}");
+}
+
+#[test]
+fn a_provider_killed_mid_transfer_resumes_the_file_where_it_stopped() {
+    let (mut network, bootstrap) = Network::with_staked_providers(1);
+    let data = network.dir().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    write_file(&data.join("shared.bin"), SHARED_BYTES, 11);
+    let own_bytes = 64 << 10;
+    for index in 0..2 {
+        write_file(
+            &data.join(format!("own-{index}.bin")),
+            own_bytes,
+            200 + index,
+        );
+    }
+    let shared = std::fs::read(data.join("shared.bin")).expect("shared");
+    let shared_id = idlegrid_types::ContentId::of(&shared).to_string();
+    let job = data.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "module = {FILESUM:?}\nprice_per_million_fuel = 10\nbudget = 100000\ndeadline_blocks = 150\n\
+             [limits]\nfuel = 20000000\noutput_bytes = 4096\n\
+             [verification]\npolicy = \"replicas\"\nreplicas = 1\n\
+             [files]\n\"shared.bin\" = \"shared.bin\"\n\
+             [tasks]\nend = 2\nfiles = {{ \"own.bin\" = \"own-{{index}}.bin\" }}\n"
+        ),
+    )
+    .expect("job file");
+    let out = network.dir().join("results");
+    let child = submit(&network, &job, &out, &bootstrap);
+
+    // Once a good part of the shared file is on the provider's disk, the
+    // provider is killed (no chance to tidy up) and started again.
+    let partial = network
+        .dir()
+        .join("provider-0/content/partial")
+        .join(shared_id.trim_start_matches("b3:"));
+    let on_disk = || std::fs::metadata(&partial).map_or(0, |metadata| metadata.len());
+    if !poll_until(Duration::from_secs(120), || on_disk() >= 64 << 20) {
+        panic!(
+            "the shared file never reached 64 MiB on the provider ({} bytes)\n{}",
+            on_disk(),
+            network.logs()
+        );
+    }
+    network.providers[0].kill();
+    let kept = on_disk();
+    assert!(
+        kept < SHARED_BYTES as u64,
+        "killed before the file was whole"
+    );
+    network.launch(0);
+
+    let report = finish(&network, child, &out);
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(results["accepted"], 2, "{report}");
+    for record in results["tasks"].as_array().expect("tasks") {
+        let index = record["index"].as_u64().expect("index");
+        let own = std::fs::read(data.join(format!("own-{index}.bin"))).expect("own");
+        let output =
+            std::fs::read_to_string(out.join(record["file"].as_str().expect("file"))).expect("out");
+        assert_eq!(output, expected(&own, &shared), "task {index}");
+    }
+    // The second run fetched what the first had not: the rest of the
+    // shared file (from the last whole group kept), the module and the
+    // tasks' own files.
+    let summary = network.providers[0].stop();
+    eprintln!("kept {kept} bytes; then {summary}");
+    let fetched = summary["fetched_bytes"].as_u64().expect("fetched_bytes");
+    let resumed_at = kept / WINDOW as u64 * WINDOW as u64;
+    let module = std::fs::metadata(FILESUM).expect("module").len();
+    assert!(
+        fetched <= SHARED_BYTES as u64 - resumed_at + 2 * own_bytes as u64 + module,
+        "fetched {fetched} bytes after the restart, the shared file not resumed at {resumed_at}"
+    );
 }

@@ -54,9 +54,12 @@ pub struct MarketConfig {
     pub pipeline_ms: Millis,
     /// Most tasks sent to a provider in one batch.
     pub batch_tasks_max: usize,
-    /// A lease lasts the task's expected run time times this, plus the base.
+    /// A lease lasts the task's expected run time times this, plus the
+    /// base, plus the time to fetch its input files at
+    /// `lease_input_bytes_per_second`.
     pub lease_factor: u64,
     pub lease_base_ms: Millis,
+    pub lease_input_bytes_per_second: u64,
     /// Provider failures (crash, timeout) a task survives before it fails.
     pub attempts_max: u32,
     /// Most results collected for one task while its replicas disagree.
@@ -88,6 +91,9 @@ impl Default for MarketConfig {
             batch_tasks_max: 64,
             lease_factor: 3,
             lease_base_ms: 2_000,
+            // A slow home uplink: a provider fetching a large input is not
+            // taken for a dead one.
+            lease_input_bytes_per_second: 8 << 20,
             attempts_max: 5,
             replicas_max: 7,
             trust: Trust::default(),
@@ -135,6 +141,9 @@ pub struct JobSpec {
     pub policy: Policy,
     /// The most the job may pay in total.
     pub budget: u64,
+    /// The most bytes of input files one task reads (0: none): a lease
+    /// allows for fetching them.
+    pub input_bytes: u64,
     /// Its tasks are GPU programs of this class: placed only with
     /// providers that offer a GPU at or below the job's price, and under
     /// [`GpuClass::Class`] every replica of a task on the same class of

@@ -641,3 +641,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_lease_allows_for_fetching_the_task_s_input_files() {
+    let offers = [(1, offer(1, 1_000_000_000, 10), 100)];
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    let mut spec = job(1, Policy::Replicas(1), u64::MAX);
+    // 32 s at the default 8 MiB/s, far past the run-time lease.
+    spec.input_bytes = 256 << 20;
+    harness.send(Input::SubmitJob(spec));
+    let provider = account(1);
+    assert_eq!(harness.market.in_flight(&provider), 1);
+    harness.now += 30_000;
+    harness.send(Input::Tick);
+    assert_eq!(
+        harness.market.in_flight(&provider),
+        1,
+        "still fetching its input, not taken for dead"
+    );
+    harness.now += 10_000;
+    harness.send(Input::Tick);
+    assert_eq!(
+        harness.market.in_flight(&provider),
+        0,
+        "past the allowance, the lease expires"
+    );
+}

@@ -97,11 +97,18 @@ impl ContentFetch {
 impl<S: Write> ContentFetch<S> {
     /// A fetch that writes the content, checked, to `sink`.
     pub fn into_sink(cid: ContentId, bytes_max: u64, sink: S) -> Self {
+        Self::resuming(cid, bytes_max, sink, 0)
+    }
+
+    /// A fetch whose first `held` bytes (whole groups) `sink` holds
+    /// already: the rest is asked for and written after them. The caller
+    /// checks the whole once it is done.
+    pub fn resuming(cid: ContentId, bytes_max: u64, sink: S, held: u64) -> Self {
         Self {
             cid,
             bytes_max,
             verifier: None,
-            checked: 0,
+            checked: held,
             sink: Some(sink),
         }
     }
@@ -157,6 +164,17 @@ impl<S: Write> ContentFetch<S> {
                 }
                 let verifier = Verifier::new(self.cid, total_bytes, leaves.into_inner())
                     .map_err(|error| corrupt(error.to_string()))?;
+                if !self.checked.is_multiple_of(GROUP_BYTES as u64)
+                    || (self.checked > 0 && self.checked >= total_bytes)
+                {
+                    return Err(FetchError::Local {
+                        cid: self.cid,
+                        why: format!(
+                            "what is held ({} bytes) cannot be resumed in {total_bytes}",
+                            self.checked
+                        ),
+                    });
+                }
                 self.verifier = Some(verifier);
                 Ok(None)
             }
@@ -263,12 +281,22 @@ pub async fn fetch_content_from(
     cid: ContentId,
     bytes_max: usize,
 ) -> Result<Vec<u8>, String> {
-    fetch_content_into(overlay, holders, source, cid, bytes_max as u64, Vec::new()).await
+    fetch_content_into(
+        overlay,
+        holders,
+        source,
+        cid,
+        bytes_max as u64,
+        Vec::new(),
+        0,
+    )
+    .await
 }
 
 /// [`fetch_content_from`], writing the checked bytes to `sink` as they
-/// arrive rather than holding them: gives the sink back once the content
-/// is whole.
+/// arrive rather than holding them, after the first `held` bytes (whole
+/// groups) it holds already: gives the sink back once the content is
+/// whole.
 pub async fn fetch_content_into<S: Write>(
     overlay: &Overlay,
     holders: &[AccountId],
@@ -276,8 +304,9 @@ pub async fn fetch_content_into<S: Write>(
     cid: ContentId,
     bytes_max: u64,
     sink: S,
+    held: u64,
 ) -> Result<S, String> {
-    let mut fetch = ContentFetch::into_sink(cid, bytes_max, sink);
+    let mut fetch = ContentFetch::resuming(cid, bytes_max, sink, held);
     let mut failures = Vec::new();
     let mut tried = Vec::with_capacity(holders.len() + 1);
     for holder in holders.iter().chain(std::iter::once(source)) {

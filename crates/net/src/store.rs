@@ -97,6 +97,37 @@ impl Inner {
     }
 }
 
+/// Where fetches that did not finish keep what they checked, by id, to
+/// resume from.
+const PARTIAL_DIR: &str = "partial";
+
+/// Deletes the oldest unfinished fetches until at most `bytes_max` bytes
+/// of them are left.
+fn trim_partials(dir: &Path, bytes_max: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        if !metadata.is_file() || cid_of_name(&entry.file_name().to_string_lossy()).is_none() {
+            std::fs::remove_file(entry.path())?;
+            continue;
+        }
+        let modified = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        found.push((modified, entry.path(), metadata.len()));
+    }
+    found.sort();
+    let mut total: u64 = found.iter().map(|(_, _, len)| len).sum();
+    for (_, path, len) in found {
+        if total <= bytes_max {
+            break;
+        }
+        std::fs::remove_file(path)?;
+        total -= len;
+    }
+    Ok(())
+}
+
 /// The id a file name stands for: 64 hex digits.
 fn cid_of_name(name: &str) -> Option<ContentId> {
     let mut bytes = [0u8; 32];
@@ -113,6 +144,7 @@ impl ContentStore {
     /// other files are left alone.
     pub fn open(dir: &Path, bytes_max: u64) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        trim_partials(&dir.join(PARTIAL_DIR), bytes_max / 4)?;
         let mut found: Vec<(SystemTime, ContentId, u64)> = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -265,6 +297,7 @@ impl ContentStore {
                 len,
                 partial,
                 file: Some(std::io::BufWriter::with_capacity(GROUP_BYTES, file)),
+                keep_partial: false,
             }),
             Err(source) => {
                 self.inner().total -= len;
@@ -275,6 +308,55 @@ impl ContentStore {
                 })
             }
         }
+    }
+
+    /// [`ContentStore::writer`] for content `cid` of `len` bytes that
+    /// keeps what was written if it is dropped unfinished (a fetch that
+    /// failed, a process killed), and resumes it: the writer, and how many
+    /// bytes it holds already (whole groups, short of the end). What a
+    /// resumed writer holds is checked whole before it is finished.
+    pub fn resume_writer(
+        self: &Arc<Self>,
+        cid: ContentId,
+        len: u64,
+    ) -> Result<(StoreWriter, u64), StoreError> {
+        if len > self.bytes_max {
+            return Err(StoreError::TooLarge {
+                len,
+                max: self.bytes_max,
+            });
+        }
+        let io_error = |source| StoreError::Io {
+            cid: Some(cid),
+            dir: self.dir.clone(),
+            source,
+        };
+        let partial = self.dir.join(PARTIAL_DIR).join(hex::encode(cid.as_bytes()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&partial)
+            .map_err(io_error)?;
+        let held = file.metadata().map_err(io_error)?.len();
+        // Whole groups only (the last may have been cut short), and never
+        // the whole: at least one chunk is fetched, so the fetch ends.
+        let group = GROUP_BYTES as u64;
+        let resumed = held.min(len.saturating_sub(1)) / group * group;
+        file.set_len(resumed).map_err(io_error)?;
+        let mut file = std::io::BufWriter::with_capacity(GROUP_BYTES, file);
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(resumed)).map_err(io_error)?;
+        self.make_room(len);
+        Ok((
+            StoreWriter {
+                store: Arc::clone(self),
+                len,
+                partial,
+                file: Some(file),
+                keep_partial: true,
+            },
+            resumed,
+        ))
     }
 
     /// The content's checked tree, if held (and whole: a file whose bytes
@@ -427,6 +509,8 @@ pub struct StoreWriter {
     len: u64,
     partial: PathBuf,
     file: Option<std::io::BufWriter<File>>,
+    /// Dropped unfinished, it leaves what it wrote to be resumed.
+    keep_partial: bool,
 }
 
 impl Write for StoreWriter {
@@ -446,6 +530,17 @@ impl Write for StoreWriter {
 }
 
 impl StoreWriter {
+    /// Where what it wrote is (flushed), until it is finished.
+    pub fn path(&mut self) -> std::io::Result<&Path> {
+        self.flush()?;
+        Ok(&self.partial)
+    }
+
+    /// Deletes what it wrote (it was not the content after all).
+    pub fn discard(mut self) {
+        self.keep_partial = false;
+    }
+
     /// Puts what was written in the store under `cid` (the caller checked
     /// the bytes against it as they came): its length.
     pub fn finish(mut self, cid: ContentId) -> Result<u64, StoreError> {
@@ -488,9 +583,14 @@ impl StoreWriter {
 
 impl Drop for StoreWriter {
     fn drop(&mut self) {
-        if self.file.is_some() {
-            drop(self.file.take());
-            let _ = std::fs::remove_file(&self.partial);
+        if let Some(mut file) = self.file.take() {
+            if self.keep_partial {
+                // What was checked stays, to be resumed.
+                let _ = file.flush();
+            } else {
+                drop(file);
+                let _ = std::fs::remove_file(&self.partial);
+            }
             self.store.inner().total -= self.len;
         }
     }
@@ -615,7 +715,11 @@ mod tests {
         assert_eq!(store.bytes(), 600, "the room is held while it is written");
         drop(dropped);
         assert_eq!((store.bytes(), store.len()), (0, 0));
-        assert_eq!(std::fs::read_dir(folder.path()).expect("dir").count(), 0);
+        let files = std::fs::read_dir(folder.path())
+            .expect("dir")
+            .filter(|entry| entry.as_ref().expect("entry").path().is_file())
+            .count();
+        assert_eq!(files, 0, "nothing left behind");
 
         let mut writer = store.writer(600).expect("room");
         writer.write_all(&bytes).expect("write");
@@ -626,6 +730,47 @@ mod tests {
             store.writer(1001),
             Err(StoreError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn an_unfinished_write_is_resumed_from_its_whole_groups_after_a_restart() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let bytes: Vec<u8> = (0..5 * GROUP_BYTES + 100)
+            .map(|i| (i % 239) as u8)
+            .collect();
+        let cid = ContentId::of(&bytes);
+        let len = bytes.len() as u64;
+        {
+            let store = Arc::new(ContentStore::open(folder.path(), 1 << 20).expect("opens"));
+            let (mut writer, resumed) = store.resume_writer(cid, len).expect("room");
+            assert_eq!(resumed, 0);
+            // Two groups and part of a third, then the process stops.
+            writer
+                .write_all(&bytes[..2 * GROUP_BYTES + 999])
+                .expect("write");
+            drop(writer);
+            assert_eq!((store.bytes(), store.len()), (0, 0), "room given back");
+        }
+        let store = Arc::new(ContentStore::open(folder.path(), 1 << 20).expect("reopens"));
+        let (mut writer, resumed) = store.resume_writer(cid, len).expect("room");
+        assert_eq!(resumed, 2 * GROUP_BYTES as u64, "whole groups only");
+        writer.write_all(&bytes[2 * GROUP_BYTES..]).expect("write");
+        let path = writer.path().expect("flushed").to_path_buf();
+        assert_eq!(std::fs::read(&path).expect("read"), bytes);
+        assert_eq!(writer.finish(cid).expect("finished"), len);
+        assert_eq!(store.read(&cid).as_deref(), Some(&bytes[..]));
+
+        // A writer discarded leaves nothing to resume.
+        let other = ContentId::of(b"other");
+        let (mut writer, _) = store
+            .resume_writer(other, 3 * GROUP_BYTES as u64)
+            .expect("room");
+        writer.write_all(&bytes[..GROUP_BYTES]).expect("write");
+        writer.discard();
+        let (_, resumed) = store
+            .resume_writer(other, 3 * GROUP_BYTES as u64)
+            .expect("room");
+        assert_eq!(resumed, 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use idlegrid_net::{ContentStore, Overlay, fetch_content_into};
 use idlegrid_sandbox::stage_input_dir;
+use idlegrid_types::blob_tree::Verifier;
 use idlegrid_types::{AccountId, ContentId, InputFile};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{debug, warn};
@@ -144,20 +145,53 @@ impl Stager {
             .await
             .map_err(|_| "the provider is stopping".to_owned())?;
         let cid = file.cid;
-        // Written to disk as it is checked, never held whole in memory.
-        let writer = self.content.writer(file.bytes).map_err(|error| {
-            warn!(%cid, %error, "no room for an input file");
-            error.to_string()
-        })?;
-        let writer =
-            fetch_content_into(&self.overlay, holders, requestor, cid, file.bytes, writer).await?;
-        let len = tokio::task::spawn_blocking(move || writer.finish(cid))
-            .await
-            .map_err(|error| format!("the store thread failed: {error}"))?
+        // Written to disk as it is checked, never held whole in memory;
+        // what an earlier fetch (or run) checked is kept and resumed.
+        let (writer, held) = self
+            .content
+            .resume_writer(cid, file.bytes)
             .map_err(|error| {
-                warn!(%cid, %error, "an input file could not be kept");
+                warn!(%cid, %error, "no room for an input file");
                 error.to_string()
             })?;
+        if held > 0 {
+            debug!(%cid, held, "resuming an input file");
+        }
+        let writer = fetch_content_into(
+            &self.overlay,
+            holders,
+            requestor,
+            cid,
+            file.bytes,
+            writer,
+            held,
+        )
+        .await?;
+        let len = tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            if held > 0 {
+                // The bytes kept from before were checked when they came,
+                // but are read back once whole, against the id.
+                let whole = writer.path().and_then(|path| {
+                    Verifier::read(std::io::BufReader::new(std::fs::File::open(path)?), |_| {
+                        Ok(())
+                    })
+                });
+                if !whole.is_ok_and(|tree| tree.cid() == cid) {
+                    writer.discard();
+                    return Err(format!(
+                        "{cid} resumed is not the content; it is fetched again"
+                    ));
+                }
+            }
+            writer.finish(cid).map_err(|error| {
+                warn!(%cid, %error, "an input file could not be kept");
+                error.to_string()
+            })
+        })
+        .await
+        .map_err(|error| format!("the store thread failed: {error}"))??;
+        let len = len.saturating_sub(held);
         self.stats.fetched_blobs.fetch_add(1, Ordering::Relaxed);
         self.stats.fetched_bytes.fetch_add(len, Ordering::Relaxed);
         debug!(%cid, bytes = len, "input file fetched");

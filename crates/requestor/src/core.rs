@@ -215,6 +215,13 @@ impl RequestorCore {
                 Verification::Replicas(replicas) => Policy::Replicas(replicas),
             },
             budget: self.job_file.budget,
+            input_bytes: self
+                .job_file
+                .tasks
+                .iter()
+                .map(idlegrid_types::TaskInput::file_bytes)
+                .max()
+                .unwrap_or(0),
             gpu: idlegrid_types::GpuProgram::decode(&self.job_file.module)
                 .and_then(Result::ok)
                 .map(|program| program.class),

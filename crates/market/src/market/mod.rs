@@ -785,12 +785,15 @@ impl Market {
             );
         provider.in_flight += 1;
         let run_ms = job.spec.limits.fuel.saturating_mul(1_000) / provider.benchmark();
+        let fetch_ms = job.spec.input_bytes.saturating_mul(1_000)
+            / self.config.lease_input_bytes_per_second.max(1);
         let deadline = now
             .saturating_add(
                 run_ms
                     .saturating_mul(ahead + 1)
                     .saturating_mul(self.config.lease_factor),
             )
+            .saturating_add(fetch_ms)
             .saturating_add(self.config.lease_base_ms);
         job.pending.remove(position);
         let task = &mut job.tasks[task_index as usize];

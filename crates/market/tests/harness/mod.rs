@@ -54,6 +54,7 @@ pub fn job(tasks: u64, policy: Policy, budget: u64) -> JobSpec {
         price_per_million_fuel: PRICE,
         policy,
         budget,
+        input_bytes: 0,
         gpu: None,
     }
 }

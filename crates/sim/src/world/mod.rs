@@ -471,6 +471,7 @@ impl Simulation {
             price_per_million_fuel: self.config.price_per_million_fuel,
             policy: self.config.policy,
             budget,
+            input_bytes: 0,
             gpu: None,
         }));
     }
