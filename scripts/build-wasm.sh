@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild the C example workloads (examples/*/*.c) and the sandbox test probe
-# modules (crates/sandbox/tests/modules/*.c) into .wasm files next to their
+# Rebuild the C example workloads (examples/*/*.c) and the test modules
+# (crates/sandbox/tests/modules/*.c, crates/cli/tests/modules/*.c) into .wasm files next to their
 # sources, using clang's wasm32-wasi target and the Debian wasi-libc sysroot.
 #
 # usage: scripts/build-wasm.sh [--check] [--native DIR]
@@ -69,7 +69,7 @@ fi
 
 cd "$ROOT"
 shopt -s nullglob
-sources=(examples/*/*.c crates/sandbox/tests/modules/*.c)
+sources=(examples/*/*.c crates/sandbox/tests/modules/*.c crates/cli/tests/modules/*.c)
 shopt -u nullglob
 if [ ${#sources[@]} -eq 0 ]; then
     echo "build-wasm.sh: no C sources found under $ROOT" >&2
