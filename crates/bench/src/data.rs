@@ -1,9 +1,10 @@
 //! Content by id on loopback, in this process: one holder serves a blob
-//! (its BLAKE3 tree, then 1 MiB chunks) to three fetchers at once over the
-//! real overlay, each checking every 64 KiB against the id as it arrives,
-//! against a plain TCP copy of the same bytes to three readers; and a read
-//! from the content store (checked against its id) against reading the
-//! same file.
+//! from its content store (its BLAKE3 tree, then 1 MiB chunks read from
+//! the file and checked) to three fetchers at once over the real overlay,
+//! each checking every 64 KiB against the id as it arrives and writing it
+//! to its own store, as a provider fetches a task's input file; against a
+//! plain TCP copy of the same bytes to three readers; and a read from the
+//! content store (checked against its id) against reading the same file.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,10 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use idlegrid_net::{
-    ContentStore, Event, Overlay, OverlayConfig, Request, Response, content_chunk, content_tree,
-    fetch_content,
-};
+use idlegrid_net::{ContentStore, Event, Overlay, OverlayConfig, Response, fetch_content_into};
 use idlegrid_types::{ContentId, Keypair};
 use tokio::sync::mpsc;
 
@@ -149,17 +147,22 @@ async fn node(
 /// One holder serves `blob` to `FETCHERS` nodes fetching it at once: the
 /// time until each has all of it, checked.
 async fn overlay_fetch(blob: Arc<Vec<u8>>, cid: ContentId) -> anyhow::Result<Duration> {
+    let folder = tempfile::tempdir().context("failed to make a folder")?;
     let (holder, mut holder_events) = node(1, Vec::new()).await?;
     let address = holder.listen_addresses().await?[0].clone();
-    let tree = content_tree(&blob);
-    let served = Arc::clone(&blob);
+    let held = Arc::new(ContentStore::open(&folder.path().join("holder"), u64::MAX)?);
+    held.put(cid, &blob)?;
+    // Its tree is made before the clock starts, as a provider's is by the
+    // first peer that asks.
+    held.tree(&cid).context("the holder lost the blob")?;
     tokio::spawn(async move {
         while let Some(event) = holder_events.recv().await {
             if let Event::Request { request, reply, .. } = event {
-                reply.send(match request {
-                    Request::ContentTree { .. } => tree.clone(),
-                    Request::Content { offset, .. } => content_chunk(&served, offset),
-                    _ => Response::refused("unexpected", "this node only serves content"),
+                let held = Arc::clone(&held);
+                tokio::task::spawn_blocking(move || {
+                    reply.send(held.answer(&request).unwrap_or_else(|| {
+                        Response::refused("unexpected", "this node only serves content")
+                    }));
                 });
             }
         }
@@ -169,24 +172,34 @@ async fn overlay_fetch(blob: Arc<Vec<u8>>, cid: ContentId) -> anyhow::Result<Dur
         let (fetcher, mut events) = node(2 + index as u8, vec![address.clone()]).await?;
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         fetcher.dial(address.clone()).await?;
-        fetchers.push(fetcher);
+        let store = ContentStore::open(&folder.path().join(format!("fetcher-{index}")), u64::MAX)?;
+        fetchers.push((fetcher, Arc::new(store)));
     }
     let from = holder.account();
+    let len = blob.len() as u64;
     let started = Instant::now();
     let fetches: Vec<_> = fetchers
         .iter()
-        .map(|fetcher| {
-            let fetcher = fetcher.clone();
-            tokio::spawn(async move { fetch_content(&fetcher, &from, cid, usize::MAX).await })
+        .map(|(fetcher, store)| {
+            let (fetcher, store) = (fetcher.clone(), Arc::clone(store));
+            tokio::spawn(async move {
+                let (writer, held) = store.resume_writer(cid, len).map_err(|e| e.to_string())?;
+                let writer =
+                    fetch_content_into(&fetcher, &[], &from, cid, len, writer, held).await?;
+                tokio::task::spawn_blocking(move || writer.finish(cid))
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .map_err(|error| error.to_string())
+            })
         })
         .collect();
     for fetch in fetches {
-        let bytes = fetch
+        let written = fetch
             .await
             .context("a fetch panicked")?
             .map_err(anyhow::Error::msg)?;
-        if bytes.len() != blob.len() {
-            bail!("a fetcher got {} of {} bytes", bytes.len(), blob.len());
+        if written != len {
+            bail!("a fetcher stored {written} of {len} bytes");
         }
     }
     Ok(started.elapsed())
