@@ -1,9 +1,10 @@
 """Inputs read from and outputs written to S3-compatible storage by `idlegrid submit`.
 
 A real S3 server (moto's, on loopback, started here) holds a job's input
-files; the requestor reads them with credentials from its own environment,
-serves them to the devnet's providers by content id, and writes every
-verified output, and `results.json`, to a bucket.
+files; the requestor reads them (by `s3://` with credentials from its own
+environment, and by plain http), serves them to the devnet's providers by
+content id, and writes every verified output, and `results.json`, to a
+bucket.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def test_inputs_from_s3_and_outputs_to_s3(
     owns = [bytes((i * (k + 5)) % 256 for i in range(8192)) for k in range(3)]
     client.put_object(Bucket="inputs", Key="model/shared.bin", Body=shared)
     for index, own in enumerate(owns):
-        client.put_object(Bucket="inputs", Key=f"frames/{index}.bin", Body=own)
+        client.put_object(
+            Bucket="inputs", Key=f"frames/{index}.bin", Body=own, ACL="public-read"
+        )
     job = tmp_path / "job.toml"
     job.write_text(
         f'module = "{FILESUM}"\n'
@@ -76,7 +79,8 @@ def test_inputs_from_s3_and_outputs_to_s3(
         "[limits]\nfuel = 20000000\n"
         f'[storage]\nendpoint = "{endpoint}"\nregion = "us-east-1"\n'
         '[files]\n"shared.bin" = "s3://inputs/model/shared.bin"\n'
-        '[tasks]\nend = 3\nfiles = { "own.bin" = "s3://inputs/frames/{index}.bin" }\n'
+        # Each task's own file by plain http (the server answers path-style).
+        f'[tasks]\nend = 3\nfiles = {{ "own.bin" = "{endpoint}/inputs/frames/{{index}}.bin" }}\n'
         '[output]\nurl = "s3://results/run-1"\n'
     )
     out, cache = tmp_path / "out", tmp_path / "cache"
