@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use idlegrid_gpu::{Cpu, Gpu, GpuError, Program, TaskRun};
-use idlegrid_requestor::jobspec::JobFile;
+use idlegrid_requestor::jobspec::{Downloads, JobFile};
 use idlegrid_sandbox::limits::{FUEL_DEFAULT, MEMORY_BYTES_DEFAULT, OUTPUT_BYTES_DEFAULT};
 use idlegrid_sandbox::{
     ErrorKind, Sandbox, SandboxConfig, TaskLimits, TaskReport, TaskSpec, seed_from_u64,
+    stage_input_dir,
 };
 use idlegrid_types::{ExecutionLimits, GpuProgram, TaskInput, TaskOutcome};
 use serde::Serialize;
@@ -156,6 +157,10 @@ struct Task {
     stdin: Vec<u8>,
     limits: ExecutionLimits,
     wall_time: Duration,
+    /// A job task's input files (name, where it is here), and what holds
+    /// the downloaded ones until the task has run.
+    files: Vec<(String, PathBuf)>,
+    _downloads: Downloads,
 }
 
 /// The task the command line names: a module with `--input` and the
@@ -177,12 +182,29 @@ fn task(args: &ExecArgs) -> anyhow::Result<Task> {
                     args.index
                 )
             })?;
+        let files = input
+            .files
+            .iter()
+            .map(|file| {
+                job.input_file(&file.cid)
+                    .map(|held| (file.name.to_string(), held.path.clone()))
+                    .with_context(|| format!("the job has no input file {}", file.cid))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !files.is_empty() && args.input_dir.is_some() {
+            bail!(
+                "task {} reads the job's input files; --input-dir is not for it",
+                args.index
+            );
+        }
         return Ok(Task {
             args: input.arg_strings(),
             stdin: input.stdin.to_vec(),
             module: job.module,
             limits: job.limits,
             wall_time: Duration::from_secs(job.wall_time_secs),
+            files,
+            _downloads: job.downloads,
         });
     }
     let module = std::fs::read(&args.module)
@@ -202,6 +224,8 @@ fn task(args: &ExecArgs) -> anyhow::Result<Task> {
             output_bytes: args.output_bytes,
         },
         wall_time: Duration::from_secs(args.wall_time_secs),
+        files: Vec::new(),
+        _downloads: Downloads::default(),
     })
 }
 
@@ -212,6 +236,8 @@ fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
         stdin,
         limits,
         wall_time,
+        files,
+        _downloads,
     } = task(args)?;
     if GpuProgram::is_program(&module) {
         let input = TaskInput::new(task_args, stdin)?;
@@ -232,10 +258,22 @@ fn execute(args: &ExecArgs) -> anyhow::Result<u8> {
         concurrent_tasks_max: 1,
         ..SandboxConfig::default()
     })?;
+    // A job task's files are shown at /input as a provider shows them.
+    let staged = if files.is_empty() {
+        None
+    } else {
+        Some(
+            stage_input_dir(&std::env::temp_dir().join("idlegrid-exec"), &files)
+                .context("failed to stage the task's input files")?,
+        )
+    };
     let task = TaskSpec {
         args: task_args,
         stdin,
-        input_dir: args.input_dir.clone(),
+        input_dir: staged
+            .as_ref()
+            .map(|dir| dir.path().to_path_buf())
+            .or_else(|| args.input_dir.clone()),
         output_dir: args.output_dir.clone(),
         seed: match (args.job, args.task) {
             (Some(job), Some(task)) => idlegrid_types::task_seed(&job, task),

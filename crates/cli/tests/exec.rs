@@ -279,3 +279,44 @@ fn the_mlp_job_s_tasks_give_the_bytes_of_its_wasi_build_on_the_gpu_and_the_cpu_p
     // 256 inputs × (10 logits + the class).
     assert_eq!(on_gpu.stdout.len(), 256 * 11 * 4);
 }
+
+#[test]
+fn a_job_task_s_input_files_are_shown_at_input_as_on_a_provider() {
+    let folder = tempfile::tempdir().expect("tempdir");
+    let shared: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let own: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(folder.path().join("shared.bin"), &shared).expect("write");
+    std::fs::write(folder.path().join("own.bin"), &own).expect("write");
+    let module = repo().join("crates/cli/tests/modules/filesum.wasm");
+    let job = folder.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "module = {:?}\nprice_per_million_fuel = 1\nbudget = 1000\n\
+             [files]\n\"shared.bin\" = \"shared.bin\"\n\
+             [[task]]\nfiles = {{ \"own.bin\" = \"own.bin\" }}\n",
+            path(&module)
+        ),
+    )
+    .expect("job file");
+    let output = idlegrid(&["exec", path(&job), "--index", "0"], folder.path());
+    assert!(output.status.success(), "{output:?}");
+    // What filesum prints: FNV-1a over 64-bit words of its own file, and of
+    // the 64 KiB window of the shared file that hash places.
+    let fnv = |bytes: &[u8]| {
+        bytes
+            .chunks_exact(8)
+            .fold(14_695_981_039_346_656_037u64, |hash, word| {
+                (hash ^ u64::from_le_bytes(word.try_into().expect("8 bytes")))
+                    .wrapping_mul(1_099_511_628_211)
+            })
+    };
+    let own_hash = fnv(&own);
+    let at = (own_hash % (shared.len() as u64 - 65_536)) as usize;
+    let expected = format!(
+        "own={own_hash:016x} shared={:016x} at={at} size={}\n",
+        fnv(&shared[at..at + 65_536]),
+        shared.len()
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+}

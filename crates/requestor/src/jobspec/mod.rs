@@ -313,6 +313,8 @@ pub enum JobFileProblem {
     FileTooLarge { path: PathBuf, bytes: u64, max: u64 },
     #[error("input file name: {0}")]
     FileName(String),
+    #[error("GPU tasks read their inputs through bindings, not input files")]
+    FilesWithGpu,
     #[error("{url} names an object: inputs by URL are read by `idlegrid submit`, not here")]
     UrlNotHere { url: String },
     #[error("{0}")]
@@ -627,6 +629,10 @@ impl JobFile {
             }
         };
 
+        if raw.gpu.is_some() && !files.distinct.is_empty() {
+            let span = raw.files.as_ref().map_or(0..0, Spanned::span);
+            return Err(report.at(span, JobFileProblem::FilesWithGpu));
+        }
         Ok(JobFile {
             path: path.to_path_buf(),
             module_path,
