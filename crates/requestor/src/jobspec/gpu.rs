@@ -292,6 +292,20 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         assert!(job.module_path.ends_with("k.wgsl"));
     }
 
+    #[test]
+    fn a_gpu_job_takes_no_input_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k.wgsl"), KERNEL).unwrap();
+        let text = format!(
+            "price_per_million_fuel = 10\nbudget = 1000\n[files]\n\"k.bin\" = \"k.wgsl\"\n\
+             [tasks]\nend = 4\n{}",
+            gpu_section(BINDINGS)
+        );
+        let error = JobFile::parse(&text, &dir.path().join("job.toml")).unwrap_err();
+        assert_eq!(error.location(), Some((3, 1)), "{error}");
+        assert!(error.to_string().contains("through bindings"), "{error}");
+    }
+
     fn problem(result: Result<JobFile, JobFileError>) -> String {
         let error = result.unwrap_err();
         assert!(error.location().is_some(), "{error}");
