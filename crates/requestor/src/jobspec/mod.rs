@@ -8,26 +8,32 @@
 //! mistake tied to a place in the file is reported as `FILE:LINE:COLUMN:
 //! message`. The format is documented in `docs/job-spec.md`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+mod error;
+mod files;
 mod gpu;
+
+pub use error::{JobFileError, JobFileProblem, line_column};
+
+use files::{Files, Remote, download_root};
 pub use gpu::FUEL_PER_INVOCATION_DEFAULT;
 
 use idlegrid_market::Trust;
 
-use crate::remote::{self, OutputTarget, Storage};
+use crate::remote::{OutputTarget, Storage};
 use idlegrid_net::CONTENT_TREE_LEAVES_MAX;
 use idlegrid_sandbox::limits::{
     FUEL_DEFAULT, MEMORY_BYTES_CEILING_DEFAULT, MEMORY_BYTES_DEFAULT,
     OUTPUT_BYTES_DEFAULT as SANDBOX_OUTPUT_BYTES_DEFAULT,
 };
 use idlegrid_types::blob_tree::{GROUP_BYTES, Verifier};
-use idlegrid_types::work::{TASK_ARG_BYTES_MAX, TASK_ARGS_MAX, TASK_FILES_MAX};
-use idlegrid_types::{ContentId, ExecutionLimits, InputFile, LengthExceeded, TaskInput, codec};
+use idlegrid_types::work::{TASK_ARG_BYTES_MAX, TASK_ARGS_MAX};
+use idlegrid_types::{ContentId, ExecutionLimits, TaskInput, codec};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -197,163 +203,6 @@ pub struct JobInputFile {
     /// Its tree, made as it was read: each chunk served is checked against
     /// it, so a file changed since is refused, not served.
     pub tree: std::sync::Arc<Verifier>,
-}
-
-/// Why a job file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum JobFileError {
-    // The causes are part of the message, not `#[source]`s, so a report
-    // that prints the chain does not say them twice.
-    #[error("failed to read job file {}: {error}", path.display())]
-    Read { path: PathBuf, error: io::Error },
-    #[error("job file {} is above the limit of {max} bytes", path.display())]
-    TooLarge { path: PathBuf, max: usize },
-    #[error("{}: {problem}", place(file, *line_column))]
-    Invalid {
-        file: PathBuf,
-        /// 1-based line and column (in characters) of the offending text.
-        line_column: Option<(usize, usize)>,
-        problem: JobFileProblem,
-    },
-}
-
-fn place(file: &Path, line_column: Option<(usize, usize)>) -> String {
-    match line_column {
-        Some((line, column)) => format!("{}:{line}:{column}", file.display()),
-        None => file.display().to_string(),
-    }
-}
-
-impl JobFileError {
-    /// The 1-based line and column the error points at, if it points anywhere.
-    pub fn location(&self) -> Option<(usize, usize)> {
-        match self {
-            JobFileError::Invalid { line_column, .. } => *line_column,
-            JobFileError::Read { .. } | JobFileError::TooLarge { .. } => None,
-        }
-    }
-
-    /// What is wrong inside the file, if the file itself could be read.
-    pub fn problem(&self) -> Option<&JobFileProblem> {
-        match self {
-            JobFileError::Invalid { problem, .. } => Some(problem),
-            JobFileError::Read { .. } | JobFileError::TooLarge { .. } => None,
-        }
-    }
-}
-
-/// What is wrong at a place in a job file.
-#[derive(Debug, thiserror::Error)]
-pub enum JobFileProblem {
-    /// Not TOML, a value of the wrong type, a missing or unknown key.
-    #[error("{0}")]
-    Toml(String),
-    #[error("`{field}` must be at least 1")]
-    Zero { field: &'static str },
-    #[error("`{field}` is {value}, outside the allowed {min}..={max}")]
-    OutOfRange {
-        field: &'static str,
-        value: u64,
-        min: u64,
-        max: u64,
-    },
-    #[error("`replicas` is only allowed with `policy = \"replicas\"`")]
-    ReplicasWithoutPolicy,
-    #[error("`{field}` tunes the adaptive policy: it is not allowed with `policy = \"replicas\"`")]
-    TrustWithReplicas { field: &'static str },
-    #[error(
-        "`policy = \"replicas\"` needs `replicas`, how many providers run each task (1..={REPLICAS_MAX})"
-    )]
-    ReplicasMissing,
-    #[error("a job has either a `[tasks]` range or `[[task]]` entries, not both")]
-    BothTaskForms,
-    #[error("the job has no tasks: add a `[tasks]` range or `[[task]]` entries")]
-    NoTasks,
-    #[error("the range is empty: `end` ({end}) must be above `start` ({start})")]
-    EmptyRange { start: u64, end: u64 },
-    #[error("{count} tasks, above the limit of {max}")]
-    TooManyTasks { count: u64, max: u64 },
-    #[error("unknown placeholder `{{{name}}}` in an argument; the only one is `{{index}}`")]
-    UnknownPlaceholder { name: String },
-    #[error("{count} arguments, above the limit of {max}")]
-    TooManyArgs { count: usize, max: usize },
-    #[error("argument of task {task} is {len} bytes, above the limit of {max}")]
-    ArgTooLong { task: u64, len: usize, max: usize },
-    #[error("`stdin` and `stdin_file` are both set; give one")]
-    StdinTwice,
-    #[error("stdin is above the limit of {max} bytes")]
-    StdinTooLarge { max: usize },
-    #[error("failed to read stdin file {}: {source}", path.display())]
-    StdinFileRead {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("the task inputs add up to more than {max} bytes (at task {task})")]
-    InputsTooLarge { task: u64, max: u64 },
-    #[error("failed to read module {}: {source}", path.display())]
-    ModuleRead {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("module {} is above the limit of {max} bytes", path.display())]
-    ModuleTooLarge { path: PathBuf, max: usize },
-    #[error("a job runs a WebAssembly `module` or a `[gpu]` program: give exactly one")]
-    ModuleOrGpu,
-    #[error("[gpu]: {0}")]
-    Gpu(String),
-    #[error("failed to read input file {}: {source}", path.display())]
-    FileRead {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("input file {} is {bytes} bytes, above the limit of {max}", path.display())]
-    FileTooLarge { path: PathBuf, bytes: u64, max: u64 },
-    #[error("input file name: {0}")]
-    FileName(String),
-    #[error("GPU tasks read their inputs through bindings, not input files")]
-    FilesWithGpu,
-    #[error("{url} names an object: inputs by URL are read by `idlegrid submit`, not here")]
-    UrlNotHere { url: String },
-    #[error("{0}")]
-    Download(String),
-    #[error("`[output] url`: {0}")]
-    Output(String),
-    #[error("`{name}` is a file of every task (`[files]`) and of task {task} too")]
-    FileTwice { name: String, task: u64 },
-    #[error("{count} input files, above the limit of {max}")]
-    TooManyFiles { count: usize, max: usize },
-    #[error("task {task}'s input is {bytes} bytes, above `task_input_bytes` ({max})")]
-    TaskInputTooLarge { task: u64, bytes: u64, max: u64 },
-    #[error("the job's input files add up to more than `job_input_bytes` ({max}) at task {task}")]
-    JobInputTooLarge { task: u64, max: u64 },
-    #[error("task {task}: {source}")]
-    TaskInput {
-        task: u64,
-        #[source]
-        source: LengthExceeded,
-    },
-}
-
-/// The 1-based line and column (counted in characters) of byte `offset` in
-/// `text`. An offset past the end is the end.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut line = 1;
-    let mut column = 1;
-    for (index, character) in text.char_indices() {
-        if index >= offset {
-            break;
-        }
-        if character == '\n' {
-            line += 1;
-            column = 1;
-        } else {
-            column += 1;
-        }
-    }
-    (line, column)
 }
 
 #[derive(Deserialize)]
@@ -1079,247 +928,6 @@ impl JobFile {
             tasks.push(files.attach(position, entry.span(), input, own)?);
         }
         Ok(tasks)
-    }
-}
-
-/// The input files of a job as its tasks are expanded: each path read
-/// (and hashed) once, the bounds on a task's and on the job's input kept.
-struct Files<'a> {
-    report: &'a Reporter<'a>,
-    folder: &'a Path,
-    /// Every task's files (`[files]`).
-    shared: Vec<InputFile>,
-    /// By path: what each file read so far is.
-    read: HashMap<PathBuf, (ContentId, u64)>,
-    /// Each content id once.
-    distinct: Vec<JobInputFile>,
-    seen: std::collections::HashSet<ContentId>,
-    /// Distinct files' bytes and every task's inline input, so far.
-    job_bytes: u64,
-    task_max: u64,
-    job_max: u64,
-    /// Where files named by URL go, when they are read here.
-    remote: Option<Remote>,
-}
-
-/// Downloads of input files named by URL.
-struct Remote {
-    root: PathBuf,
-    storage: Storage,
-    /// Made at the first download.
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Remote {
-    fn download(&mut self, url: &str) -> Result<PathBuf, String> {
-        if self.dir.is_none() {
-            std::fs::create_dir_all(&self.root)
-                .map_err(|error| format!("failed to create {}: {error}", self.root.display()))?;
-            let dir = tempfile::Builder::new()
-                .prefix("job-")
-                .tempdir_in(&self.root)
-                .map_err(|error| {
-                    format!(
-                        "failed to create a folder in {}: {error}",
-                        self.root.display()
-                    )
-                })?;
-            self.dir = Some(dir);
-        }
-        let dir = self
-            .dir
-            .as_ref()
-            .map(|dir| dir.path().to_path_buf())
-            .unwrap_or_default();
-        remote::download(url, &self.storage, &dir, INPUT_FILE_BYTES_MAX)
-    }
-}
-
-/// Where input files named by URL are downloaded: the user's cache folder.
-fn download_root() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("idlegrid").join("inputs")
-}
-
-impl<'a> Files<'a> {
-    fn new(
-        report: &'a Reporter<'a>,
-        folder: &'a Path,
-        limits: Option<&RawLimits>,
-        shared: Option<&Spanned<RawFiles>>,
-        remote: Option<Remote>,
-    ) -> Result<Self, JobFileError> {
-        let task_max = report.optional(
-            "task_input_bytes",
-            limits.and_then(|raw| raw.task_input_bytes.as_ref()),
-            TASK_INPUT_BYTES_DEFAULT,
-            1..=TASK_INPUT_BYTES_MAX,
-        )?;
-        let job_max = report.optional(
-            "job_input_bytes",
-            limits.and_then(|raw| raw.job_input_bytes.as_ref()),
-            JOB_INPUT_BYTES_DEFAULT,
-            1..=JOB_INPUT_BYTES_MAX,
-        )?;
-        let mut files = Self {
-            report,
-            folder,
-            shared: Vec::new(),
-            read: HashMap::new(),
-            distinct: Vec::new(),
-            seen: std::collections::HashSet::new(),
-            job_bytes: 0,
-            task_max,
-            job_max,
-            remote,
-        };
-        if let Some(shared) = shared {
-            for (name, path) in shared.get_ref() {
-                let file = files.file(0, name, path, path.get_ref())?;
-                files.shared.push(file);
-            }
-        }
-        Ok(files)
-    }
-
-    /// The file at `path` (relative to the job file) shown as `name`.
-    fn file(
-        &mut self,
-        task: u64,
-        name: &str,
-        at: &Spanned<String>,
-        path: &str,
-    ) -> Result<InputFile, JobFileError> {
-        let report = self.report;
-        InputFile::check_name(name)
-            .map_err(|why| report.at(at.span(), JobFileProblem::FileName(why)))?;
-        let url = remote::is_url(path).then(|| path.to_owned());
-        // A URL is its own key: each object is downloaded once.
-        let key = match &url {
-            Some(url) => PathBuf::from(url),
-            None => self.folder.join(path),
-        };
-        let (cid, bytes) = match self.read.get(&key) {
-            Some(known) => *known,
-            None => {
-                let path = match &url {
-                    None => key.clone(),
-                    Some(url) => match &mut self.remote {
-                        Some(remote) => remote
-                            .download(url)
-                            .map_err(|why| report.at(at.span(), JobFileProblem::Download(why)))?,
-                        None => {
-                            return Err(report
-                                .at(at.span(), JobFileProblem::UrlNotHere { url: url.clone() }));
-                        }
-                    },
-                };
-                let read = std::fs::File::open(&path).and_then(|file| {
-                    let bytes = file.metadata()?.len();
-                    if bytes > INPUT_FILE_BYTES_MAX {
-                        return Ok(Err(bytes));
-                    }
-                    Verifier::read(io::BufReader::new(file), |_| Ok(())).map(Ok)
-                });
-                let tree = match read {
-                    Ok(Ok(tree)) => tree,
-                    Ok(Err(bytes)) => {
-                        return Err(report.at(
-                            at.span(),
-                            JobFileProblem::FileTooLarge {
-                                path,
-                                bytes,
-                                max: INPUT_FILE_BYTES_MAX,
-                            },
-                        ));
-                    }
-                    Err(source) => {
-                        return Err(report.at(at.span(), JobFileProblem::FileRead { path, source }));
-                    }
-                };
-                let known = (tree.cid(), tree.len());
-                self.read.insert(key, known);
-                let tree = std::sync::Arc::new(tree);
-                if self.seen.insert(known.0) {
-                    self.job_bytes = self.job_bytes.saturating_add(known.1);
-                    if self.job_bytes > self.job_max {
-                        return Err(report.at(
-                            at.span(),
-                            JobFileProblem::JobInputTooLarge {
-                                task,
-                                max: self.job_max,
-                            },
-                        ));
-                    }
-                    self.distinct.push(JobInputFile {
-                        cid: known.0,
-                        bytes: known.1,
-                        path,
-                        tree,
-                    });
-                }
-                known
-            }
-        };
-        Ok(InputFile {
-            name: codec::Bounded::new(name.to_owned())
-                .map_err(|_| report.at(at.span(), JobFileProblem::FileName(name.to_owned())))?,
-            cid,
-            bytes,
-        })
-    }
-
-    /// `input` with the shared files and `own`, within the bounds.
-    fn attach(
-        &mut self,
-        task: u64,
-        span: Range<usize>,
-        input: TaskInput,
-        own: Vec<InputFile>,
-    ) -> Result<TaskInput, JobFileError> {
-        let report = self.report;
-        if let Some(twice) = own
-            .iter()
-            .find(|file| self.shared.iter().any(|shared| shared.name == file.name))
-        {
-            return Err(report.at(
-                span,
-                JobFileProblem::FileTwice {
-                    name: twice.name.to_string(),
-                    task,
-                },
-            ));
-        }
-        let count = own.len() + self.shared.len();
-        if count > TASK_FILES_MAX {
-            return Err(report.at(
-                span,
-                JobFileProblem::TooManyFiles {
-                    count,
-                    max: TASK_FILES_MAX,
-                },
-            ));
-        }
-        let mut all = self.shared.clone();
-        all.extend(own);
-        let input = input.with_files(all).map_err(|source| {
-            report.at(span.clone(), JobFileProblem::TaskInput { task, source })
-        })?;
-        let bytes = (input.stdin.len() as u64).saturating_add(input.file_bytes());
-        if bytes > self.task_max {
-            return Err(report.at(
-                span,
-                JobFileProblem::TaskInputTooLarge {
-                    task,
-                    bytes,
-                    max: self.task_max,
-                },
-            ));
-        }
-        Ok(input)
     }
 }
 

@@ -1,0 +1,165 @@
+//! What can be wrong with a job file, and where in it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use idlegrid_types::LengthExceeded;
+
+use super::REPLICAS_MAX;
+
+/// Why a job file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFileError {
+    // The causes are part of the message, not `#[source]`s, so a report
+    // that prints the chain does not say them twice.
+    #[error("failed to read job file {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
+    #[error("job file {} is above the limit of {max} bytes", path.display())]
+    TooLarge { path: PathBuf, max: usize },
+    #[error("{}: {problem}", place(file, *line_column))]
+    Invalid {
+        file: PathBuf,
+        /// 1-based line and column (in characters) of the offending text.
+        line_column: Option<(usize, usize)>,
+        problem: JobFileProblem,
+    },
+}
+
+fn place(file: &Path, line_column: Option<(usize, usize)>) -> String {
+    match line_column {
+        Some((line, column)) => format!("{}:{line}:{column}", file.display()),
+        None => file.display().to_string(),
+    }
+}
+
+impl JobFileError {
+    /// The 1-based line and column the error points at, if it points anywhere.
+    pub fn location(&self) -> Option<(usize, usize)> {
+        match self {
+            JobFileError::Invalid { line_column, .. } => *line_column,
+            JobFileError::Read { .. } | JobFileError::TooLarge { .. } => None,
+        }
+    }
+
+    /// What is wrong inside the file, if the file itself could be read.
+    pub fn problem(&self) -> Option<&JobFileProblem> {
+        match self {
+            JobFileError::Invalid { problem, .. } => Some(problem),
+            JobFileError::Read { .. } | JobFileError::TooLarge { .. } => None,
+        }
+    }
+}
+
+/// What is wrong at a place in a job file.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFileProblem {
+    /// Not TOML, a value of the wrong type, a missing or unknown key.
+    #[error("{0}")]
+    Toml(String),
+    #[error("`{field}` must be at least 1")]
+    Zero { field: &'static str },
+    #[error("`{field}` is {value}, outside the allowed {min}..={max}")]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error("`replicas` is only allowed with `policy = \"replicas\"`")]
+    ReplicasWithoutPolicy,
+    #[error("`{field}` tunes the adaptive policy: it is not allowed with `policy = \"replicas\"`")]
+    TrustWithReplicas { field: &'static str },
+    #[error(
+        "`policy = \"replicas\"` needs `replicas`, how many providers run each task (1..={REPLICAS_MAX})"
+    )]
+    ReplicasMissing,
+    #[error("a job has either a `[tasks]` range or `[[task]]` entries, not both")]
+    BothTaskForms,
+    #[error("the job has no tasks: add a `[tasks]` range or `[[task]]` entries")]
+    NoTasks,
+    #[error("the range is empty: `end` ({end}) must be above `start` ({start})")]
+    EmptyRange { start: u64, end: u64 },
+    #[error("{count} tasks, above the limit of {max}")]
+    TooManyTasks { count: u64, max: u64 },
+    #[error("unknown placeholder `{{{name}}}` in an argument; the only one is `{{index}}`")]
+    UnknownPlaceholder { name: String },
+    #[error("{count} arguments, above the limit of {max}")]
+    TooManyArgs { count: usize, max: usize },
+    #[error("argument of task {task} is {len} bytes, above the limit of {max}")]
+    ArgTooLong { task: u64, len: usize, max: usize },
+    #[error("`stdin` and `stdin_file` are both set; give one")]
+    StdinTwice,
+    #[error("stdin is above the limit of {max} bytes")]
+    StdinTooLarge { max: usize },
+    #[error("failed to read stdin file {}: {source}", path.display())]
+    StdinFileRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the task inputs add up to more than {max} bytes (at task {task})")]
+    InputsTooLarge { task: u64, max: u64 },
+    #[error("failed to read module {}: {source}", path.display())]
+    ModuleRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("module {} is above the limit of {max} bytes", path.display())]
+    ModuleTooLarge { path: PathBuf, max: usize },
+    #[error("a job runs a WebAssembly `module` or a `[gpu]` program: give exactly one")]
+    ModuleOrGpu,
+    #[error("[gpu]: {0}")]
+    Gpu(String),
+    #[error("failed to read input file {}: {source}", path.display())]
+    FileRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("input file {} is {bytes} bytes, above the limit of {max}", path.display())]
+    FileTooLarge { path: PathBuf, bytes: u64, max: u64 },
+    #[error("input file name: {0}")]
+    FileName(String),
+    #[error("GPU tasks read their inputs through bindings, not input files")]
+    FilesWithGpu,
+    #[error("{url} names an object: inputs by URL are read by `idlegrid submit`, not here")]
+    UrlNotHere { url: String },
+    #[error("{0}")]
+    Download(String),
+    #[error("`[output] url`: {0}")]
+    Output(String),
+    #[error("`{name}` is a file of every task (`[files]`) and of task {task} too")]
+    FileTwice { name: String, task: u64 },
+    #[error("{count} input files, above the limit of {max}")]
+    TooManyFiles { count: usize, max: usize },
+    #[error("task {task}'s input is {bytes} bytes, above `task_input_bytes` ({max})")]
+    TaskInputTooLarge { task: u64, bytes: u64, max: u64 },
+    #[error("the job's input files add up to more than `job_input_bytes` ({max}) at task {task}")]
+    JobInputTooLarge { task: u64, max: u64 },
+    #[error("task {task}: {source}")]
+    TaskInput {
+        task: u64,
+        #[source]
+        source: LengthExceeded,
+    },
+}
+
+/// The 1-based line and column (counted in characters) of byte `offset` in
+/// `text`. An offset past the end is the end.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut column = 1;
+    for (index, character) in text.char_indices() {
+        if index >= offset {
+            break;
+        }
+        if character == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
