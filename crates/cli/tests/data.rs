@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::network::{Network, check_paid, finish, submit};
@@ -66,44 +66,55 @@ fn expected(own: &[u8], shared: &[u8]) -> String {
     )
 }
 
-#[test]
-fn tasks_reading_a_large_shared_file_fetch_it_once_per_provider_and_compute_right() {
-    let (mut network, bootstrap) = Network::with_staked_providers(3);
+/// Writes the shared file (seeded `seed`), `tasks` own files of
+/// `own_bytes`, and a job file of `tasks` filesum tasks reading them, one
+/// provider each, with `fuel` and `deadline_blocks`: the data folder and
+/// the job file.
+fn filesum_job(
+    network: &Network,
+    seed: u64,
+    tasks: u64,
+    own_bytes: usize,
+    fuel: u64,
+    deadline_blocks: u64,
+) -> (PathBuf, PathBuf) {
     let data = network.dir().join("data");
     std::fs::create_dir_all(&data).expect("data dir");
-    write_file(&data.join("shared.bin"), SHARED_BYTES, 7);
-    for index in 0..TASKS {
+    write_file(&data.join("shared.bin"), SHARED_BYTES, seed);
+    for index in 0..tasks {
         write_file(
             &data.join(format!("own-{index}.bin")),
-            OWN_BYTES,
-            100 + index,
+            own_bytes,
+            seed * 100 + index,
         );
     }
     let job = data.join("job.toml");
+    // Five placements of every task at the most they may cost.
+    let budget = (tasks * 10 * fuel.div_ceil(1_000_000) * 5).max(100_000);
     std::fs::write(
         &job,
         format!(
-            "module = {FILESUM:?}\nprice_per_million_fuel = 10\nbudget = 2000000\ndeadline_blocks = 400\n\
-             [limits]\nfuel = 200000000\noutput_bytes = 4096\n\
+            "module = {FILESUM:?}\nprice_per_million_fuel = 10\nbudget = {budget}\n\
+             deadline_blocks = {deadline_blocks}\n\
+             [limits]\nfuel = {fuel}\noutput_bytes = 4096\n\
              [verification]\npolicy = \"replicas\"\nreplicas = 1\n\
              [files]\n\"shared.bin\" = \"shared.bin\"\n\
-             [tasks]\nend = {TASKS}\nfiles = {{ \"own.bin\" = \"own-{{index}}.bin\" }}\n"
+             [tasks]\nend = {tasks}\nfiles = {{ \"own.bin\" = \"own-{{index}}.bin\" }}\n"
         ),
     )
     .expect("job file");
+    (data, job)
+}
 
-    let out = network.dir().join("results");
-    eprintln!("files written");
-    let child = submit(&network, &job, &out, &bootstrap);
-    let report = finish(&network, child, &out);
+/// `results.json` under `out`, once every one of `tasks` is accepted with
+/// the output filesum gives for its files under `data`.
+fn check_outputs(out: &Path, data: &Path, tasks: u64, report: &Value) -> Value {
     let results: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
     )
     .expect("json");
-    assert_eq!(results["accepted"], TASKS, "{report}");
+    assert_eq!(results["accepted"], tasks, "{report}");
     assert_eq!(results["failed"], 0, "{report}");
-
-    eprintln!("job done");
     let shared = std::fs::read(data.join("shared.bin")).expect("shared");
     for record in results["tasks"].as_array().expect("tasks") {
         let index = record["index"].as_u64().expect("index");
@@ -112,8 +123,18 @@ fn tasks_reading_a_large_shared_file_fetch_it_once_per_provider_and_compute_righ
             std::fs::read_to_string(out.join(record["file"].as_str().expect("file"))).expect("out");
         assert_eq!(output, expected(&own, &shared), "task {index}");
     }
+    results
+}
+
+#[test]
+fn tasks_reading_a_large_shared_file_fetch_it_once_per_provider_and_compute_right() {
+    let (mut network, bootstrap) = Network::with_staked_providers(3);
+    let (data, job) = filesum_job(&network, 1, TASKS, OWN_BYTES, 200_000_000, 400);
+    let out = network.dir().join("results");
+    let child = submit(&network, &job, &out, &bootstrap);
+    let report = finish(&network, child, &out);
+    let results = check_outputs(&out, &data, TASKS, &report);
     check_paid(&results, &network.providers);
-    eprintln!("outputs checked");
 
     // Each provider that worked fetched the shared file once: its counters
     // hold the shared file, the module and its tasks' own files, never the
@@ -141,31 +162,10 @@ fn tasks_reading_a_large_shared_file_fetch_it_once_per_provider_and_compute_righ
 #[test]
 fn a_provider_killed_mid_transfer_resumes_the_file_where_it_stopped() {
     let (mut network, bootstrap) = Network::with_staked_providers(1);
-    let data = network.dir().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    write_file(&data.join("shared.bin"), SHARED_BYTES, 11);
     let own_bytes = 64 << 10;
-    for index in 0..2 {
-        write_file(
-            &data.join(format!("own-{index}.bin")),
-            own_bytes,
-            200 + index,
-        );
-    }
+    let (data, job) = filesum_job(&network, 2, 2, own_bytes, 20_000_000, 150);
     let shared = std::fs::read(data.join("shared.bin")).expect("shared");
     let shared_id = idlegrid_types::ContentId::of(&shared).to_string();
-    let job = data.join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "module = {FILESUM:?}\nprice_per_million_fuel = 10\nbudget = 100000\ndeadline_blocks = 150\n\
-             [limits]\nfuel = 20000000\noutput_bytes = 4096\n\
-             [verification]\npolicy = \"replicas\"\nreplicas = 1\n\
-             [files]\n\"shared.bin\" = \"shared.bin\"\n\
-             [tasks]\nend = 2\nfiles = {{ \"own.bin\" = \"own-{{index}}.bin\" }}\n"
-        ),
-    )
-    .expect("job file");
     let out = network.dir().join("results");
     let child = submit(&network, &job, &out, &bootstrap);
 
@@ -192,18 +192,7 @@ fn a_provider_killed_mid_transfer_resumes_the_file_where_it_stopped() {
     network.launch(0);
 
     let report = finish(&network, child, &out);
-    let results: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
-    )
-    .expect("json");
-    assert_eq!(results["accepted"], 2, "{report}");
-    for record in results["tasks"].as_array().expect("tasks") {
-        let index = record["index"].as_u64().expect("index");
-        let own = std::fs::read(data.join(format!("own-{index}.bin"))).expect("own");
-        let output =
-            std::fs::read_to_string(out.join(record["file"].as_str().expect("file"))).expect("out");
-        assert_eq!(output, expected(&own, &shared), "task {index}");
-    }
+    check_outputs(&out, &data, 2, &report);
     // The second run fetched what the first had not: the rest of the
     // shared file (from the last whole group kept), the module and the
     // tasks' own files.
