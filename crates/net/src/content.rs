@@ -21,29 +21,42 @@ use crate::protocol::{CONTENT_CHUNK_BYTES_MAX, CONTENT_TREE_LEAVES_MAX, Request,
 
 const _: () = assert!(CONTENT_CHUNK_BYTES_MAX.is_multiple_of(GROUP_BYTES));
 
+/// The bytes of content `len` long that one chunk from `offset` holds.
+pub(crate) fn chunk_range(len: u64, offset: u64) -> std::ops::Range<u64> {
+    let start = offset.min(len);
+    start
+        ..start
+            .saturating_add(CONTENT_CHUNK_BYTES_MAX as u64)
+            .min(len)
+}
+
 /// A chunk of `bytes` from `offset`.
 pub fn content_chunk(bytes: &[u8], offset: u64) -> Response {
-    let start = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
-    let end = (start + CONTENT_CHUNK_BYTES_MAX).min(bytes.len());
+    let range = chunk_range(bytes.len() as u64, offset);
+    // Within `bytes`, whose length is a usize.
+    let range = range.start as usize..range.end as usize;
     Response::Content {
         total_bytes: bytes.len() as u64,
-        bytes: Bounded::new(bytes[start..end].to_vec()).expect("at most one chunk"),
+        bytes: Bounded::new(bytes[range].to_vec()).expect("at most one chunk"),
     }
 }
 
 /// The length and group values of `bytes`.
 pub fn content_tree(bytes: &[u8]) -> Response {
-    let leaves = blob_tree::leaves(bytes);
+    tree_answer(bytes.len() as u64, blob_tree::leaves(bytes))
+}
+
+/// The answer giving content's length and group values, or a refusal when
+/// they do not fit one message.
+pub(crate) fn tree_answer(total_bytes: u64, leaves: Vec<[u8; 32]>) -> Response {
     if leaves.len() > CONTENT_TREE_LEAVES_MAX {
         return Response::refused(
             "too_large",
-            format!("content of {} bytes is too large to serve", bytes.len()),
+            format!("content of {total_bytes} bytes is too large to serve"),
         );
     }
     Response::ContentTree {
-        total_bytes: bytes.len() as u64,
+        total_bytes,
         leaves: Bounded::new(leaves).expect("checked against the bound"),
     }
 }

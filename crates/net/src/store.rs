@@ -18,7 +18,7 @@ use idlegrid_types::ContentId;
 use idlegrid_types::blob_tree::{self, GROUP_BYTES, Verifier};
 use idlegrid_types::codec::Bounded;
 
-use crate::protocol::{CONTENT_CHUNK_BYTES_MAX, CONTENT_TREE_LEAVES_MAX, Response};
+use crate::protocol::Response;
 
 /// Why content could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -598,16 +598,7 @@ impl Drop for StoreWriter {
 
 /// The answer to a `ContentTree` request for the content `tree` checks.
 pub fn tree_response(tree: &Verifier) -> Response {
-    if tree.leaves().len() > CONTENT_TREE_LEAVES_MAX {
-        return Response::refused(
-            "too_large",
-            format!("content of {} bytes is too large to serve", tree.len()),
-        );
-    }
-    Response::ContentTree {
-        total_bytes: tree.len(),
-        leaves: Bounded::new(tree.leaves().to_vec()).expect("checked against the bound"),
-    }
+    crate::content::tree_answer(tree.len(), tree.leaves().to_vec())
 }
 
 /// The answer to a `Content` request from `offset` for the content in the
@@ -615,10 +606,7 @@ pub fn tree_response(tree: &Verifier) -> Response {
 /// checked before it is sent. `None` when the file cannot be read or is no
 /// longer the content.
 pub fn chunk_response(path: &Path, tree: &Verifier, offset: u64) -> Option<Response> {
-    let start = offset.min(tree.len());
-    let end = start
-        .saturating_add(CONTENT_CHUNK_BYTES_MAX as u64)
-        .min(tree.len());
+    let std::ops::Range { start, end } = crate::content::chunk_range(tree.len(), offset);
     let mut bytes = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
     File::open(path)
         .and_then(|file| file.read_exact_at(&mut bytes, start))
