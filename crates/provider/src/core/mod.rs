@@ -11,6 +11,7 @@
 //! only after the shell was told to store it; what it holds is bounded.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use idlegrid_net::protocol::{REASON_BYTES_MAX, bounded_text};
 use idlegrid_net::{
@@ -525,6 +526,8 @@ impl ProviderCore {
             .filter(|holder| **holder != self.account && **holder != peer)
             .copied()
             .collect();
+        // One list for the batch, shared by its tasks.
+        let shared_holders: Arc<[AccountId]> = holders.as_slice().into();
         let mut taken = Vec::with_capacity(batch.tasks.len());
         let mut keys = HashSet::with_capacity(batch.tasks.len());
         for AssignedTask { index, input } in batch.tasks.into_inner() {
@@ -544,7 +547,7 @@ impl ProviderCore {
                     wall_time_ms,
                     input,
                     requestor: peer,
-                    holders: holders.clone(),
+                    holders: Arc::clone(&shared_holders),
                 },
             });
         }

@@ -192,7 +192,7 @@ pub struct Task {
     /// Who sent it: its input files are fetched from `holders` first
     /// (providers that returned results of the job), then from it.
     pub requestor: AccountId,
-    pub holders: Vec<AccountId>,
+    pub holders: std::sync::Arc<[AccountId]>,
 }
 
 /// What the shell should do.
