@@ -283,6 +283,8 @@ pub const HOLDER_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Chunk requests a fetch keeps in flight to one holder: the next chunks
 /// travel while one is checked.
 pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// Times the source is asked when exchanges with it break.
+const SOURCE_TRIES: usize = 3;
 
 /// Fetches content from `holders` in turn, then from `source` (who is
 /// expected to hold it), each resuming where the checked bytes end; a
@@ -322,8 +324,12 @@ pub async fn fetch_content_into<S: Write>(
     let mut fetch = ContentFetch::resuming(cid, bytes_max, sink, held);
     let mut failures = Vec::new();
     let mut tried = Vec::with_capacity(holders.len() + 1);
-    for holder in holders.iter().chain(std::iter::once(source)) {
-        if tried.contains(holder) {
+    // The source is asked again when an exchange with it breaks (a
+    // connection closed under a transfer): the fetch goes on from what
+    // was checked.
+    let sources = std::iter::repeat_n(source, SOURCE_TRIES);
+    for holder in holders.iter().chain(sources) {
+        if holder != source && tried.contains(holder) {
             continue;
         }
         tried.push(*holder);
@@ -340,7 +346,11 @@ pub async fn fetch_content_into<S: Write>(
                     tracing::warn!(%holder, %error, "blocking a holder that sent wrong content");
                     overlay.block(holder, error.to_string());
                 }
+                let broken = matches!(error, FetchError::Unavailable(_));
                 failures.push(error.to_string());
+                if holder == source && !broken {
+                    break;
+                }
             }
         }
     }
