@@ -5,6 +5,8 @@
 //! to its own store, as a provider fetches a task's input file; against a
 //! plain TCP copy of the same bytes to three readers; and a read from the
 //! content store (checked against its id) against reading the same file.
+//! Then the requestor's memory over a job of millions of tasks
+//! (`data_jobs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -55,7 +57,8 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
 
     let (store_read, file_read) = store_read(&blob, cid)?;
     let blob_mib = size as f64 / f64::from(1 << 20);
-    Ok(vec![
+    let jobs = crate::data_jobs::run(options.common.quick)?;
+    let mut measurements = vec![
         Measurement::new(
             format!(
                 "data.fetch_{}_mib_to_{FETCHERS}_peers_mib_per_s",
@@ -73,7 +76,9 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
             blob_mib / file_read.as_secs_f64(),
             "reading the same file without checking it",
         ),
-    ])
+    ];
+    measurements.extend(jobs);
+    Ok(measurements)
 }
 
 /// Writes `blob` to `FETCHERS` readers at once over loopback TCP: the time

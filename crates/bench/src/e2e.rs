@@ -396,9 +396,9 @@ fn run_directly(job: &JobFile) -> anyhow::Result<DirectRun> {
         .prepare(&job.module)
         .map_err(|error| anyhow!("failed to prepare {}: {error}", job.module_path.display()))?;
     let limits = task_limits(&job.limits, Duration::from_secs(job.wall_time_secs));
-    let mut per_task = Vec::with_capacity(job.tasks.len());
+    let mut per_task = Vec::new();
     let started = Instant::now();
-    for (index, input) in job.tasks.iter().enumerate() {
+    for (index, input) in job.tasks().enumerate() {
         let spec = TaskSpec {
             args: input.arg_strings(),
             stdin: input.stdin.to_vec(),
@@ -419,6 +419,9 @@ fn run_directly(job: &JobFile) -> anyhow::Result<DirectRun> {
         }
     }
     let total = started.elapsed();
+    if let Some(error) = job.task_failure() {
+        bail!("{error}");
+    }
     ensure!(!per_task.is_empty(), "the job has no tasks");
     per_task.sort();
     Ok(DirectRun { per_task, total })
@@ -543,7 +546,7 @@ impl Network {
     ) -> anyhow::Result<SubmitReport> {
         let mut overlay = self.overlay()?;
         overlay.dial_offer_authors = true;
-        let tasks = job.tasks.len() as u64;
+        let tasks = job.task_count();
         let config = SubmitConfig {
             key: requestor.clone(),
             node: self.api.clone(),

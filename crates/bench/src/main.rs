@@ -7,6 +7,7 @@
 mod campaign;
 mod chain;
 mod data;
+mod data_jobs;
 mod e2e;
 mod gpu;
 mod ledger;

@@ -631,7 +631,7 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
     let client = ApiClient::new(&node);
     let mut overlay = args.overlay.overlay(&client)?;
     overlay.dial_offer_authors = true;
-    let tasks = job.tasks.len();
+    let tasks = job.task_count();
     let config = SubmitConfig {
         key,
         node,
@@ -651,7 +651,7 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
         .context("failed to start the async runtime")?;
     let progress = Arc::new(SubmitProgress::default());
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(tasks as u64);
+        let bar = ProgressBar::new(tasks);
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} verified · {msg} · ETA {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -672,8 +672,9 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
         let mut value = serde_json::to_value(&report).context("failed to encode the report")?;
         if let Some(object) = value.as_object_mut() {
             // The per-task list is in results.json.
-            object.remove("tasks");
             object.insert("results".to_owned(), json!(args.out.join("results.json")));
+            // This process's peak memory: it does not grow with the job.
+            object.insert("peak_rss_bytes".to_owned(), json!(peak_rss_bytes()));
         }
         println!("{value}");
     } else {
@@ -727,6 +728,12 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
                 report.deadline_height, report.job
             ),
         }
+        if let Some(bytes) = peak_rss_bytes() {
+            println!(
+                "  memory     {:.1} MiB at most",
+                bytes as f64 / f64::from(1 << 20)
+            );
+        }
         println!("  results    {}", args.out.join("results.json").display());
     }
     Ok(if report.accepted == report.tasks_total {
@@ -734,4 +741,19 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_INCOMPLETE
     })
+}
+
+/// The most memory this process has held resident, bytes (Linux's VmHWM);
+/// `None` where it cannot be read.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }

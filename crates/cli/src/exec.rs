@@ -172,16 +172,7 @@ fn task(args: &ExecArgs) -> anyhow::Result<Task> {
         .is_some_and(|extension| extension == "toml")
     {
         let job = JobFile::load(&args.module)?;
-        let input = usize::try_from(args.index)
-            .ok()
-            .and_then(|index| job.tasks.get(index))
-            .with_context(|| {
-                format!(
-                    "the job has {} tasks; no task {}",
-                    job.tasks.len(),
-                    args.index
-                )
-            })?;
+        let input = job.try_task(args.index)?;
         let files = input
             .files
             .iter()

@@ -2,7 +2,8 @@
 //! read a large file they all share and a file of their own get both from
 //! the requestor (or from providers that hold them), each provider
 //! fetching the shared file once, every byte checked against its id; a
-//! provider killed in the middle of a transfer resumes it.
+//! provider killed in the middle of a transfer resumes it. A job of many
+//! tasks runs in the requestor's memory of a small one.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::network::{Network, check_paid, finish, submit};
+use common::network::{Network, PI, check_paid, finish, pi_outputs, submit, submit_unclosed};
 use common::poll_until;
 use serde_json::Value;
 
@@ -204,5 +205,95 @@ fn a_provider_killed_mid_transfer_resumes_the_file_where_it_stopped() {
     assert!(
         fetched <= SHARED_BYTES as u64 - resumed_at + 2 * own_bytes as u64 + module,
         "fetched {fetched} bytes after the restart, the shared file not resumed at {resumed_at}"
+    );
+}
+
+/// Writes a job file of `tasks` pi tasks of one sample each (next to no
+/// work: what is measured is the job's bookkeeping), their outputs packed
+/// into one file.
+fn trivial_job(dir: &Path, tasks: u64) -> PathBuf {
+    let path = dir.join(format!("trivial-{tasks}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "module = {PI:?}\nprice_per_million_fuel = 1\nbudget = {budget}\n\
+             deadline_blocks = 600\n\
+             [limits]\nfuel = 100000\noutput_bytes = 256\n\
+             [verification]\npolicy = \"replicas\"\nreplicas = 1\n\
+             [output]\npacked = true\n\
+             [tasks]\nend = {tasks}\nargs = [\"1\", \"{{index}}\"]\n",
+            budget = tasks * 2,
+        ),
+    )
+    .expect("job file");
+    path
+}
+
+/// Runs `tasks` trivial tasks: the report, and `results.json` once every
+/// record is checked against the packed outputs (a sample of them against
+/// local execution).
+fn run_trivial(network: &Network, bootstrap: &str, tasks: u64) -> (Value, Value) {
+    let job = trivial_job(network.dir(), tasks);
+    let out = network.dir().join(format!("results-{tasks}"));
+    let child = submit_unclosed(network, &job, &out, bootstrap);
+    let report = finish(network, child, &out);
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(results["accepted"], tasks, "{report}");
+    let packed = std::fs::read(out.join("outputs.bin")).expect("outputs.bin");
+    assert!(!out.join("tasks").exists(), "no file per task");
+    let records = results["tasks"].as_array().expect("tasks");
+    assert_eq!(records.len() as u64, tasks);
+    let mut end = 0;
+    for (index, record) in records.iter().enumerate() {
+        assert_eq!(record["index"], index as u64, "by task index");
+        assert_eq!(record["file"], "outputs.bin");
+        let offset = record["offset"].as_u64().expect("offset") as usize;
+        let length = record["length"].as_u64().expect("length") as usize;
+        let output = &packed[offset..offset + length];
+        assert_eq!(
+            record["output"],
+            idlegrid_types::ContentId::of(output).to_string(),
+            "task {index}"
+        );
+        end = end.max(offset + length);
+    }
+    assert_eq!(end, packed.len(), "nothing else in outputs.bin");
+    let sample: Vec<u64> = (0..tasks).step_by((tasks / 25).max(1) as usize).collect();
+    let job = results["job"].as_str().expect("job");
+    for (index, expected) in sample.iter().zip(pi_outputs(job, 1, sample.clone())) {
+        let record = &records[*index as usize];
+        let offset = record["offset"].as_u64().expect("offset") as usize;
+        assert_eq!(&packed[offset..offset + expected.len()], &expected[..]);
+    }
+    (report, results)
+}
+
+#[test]
+fn a_job_of_many_tasks_runs_in_the_requestor_memory_of_a_small_one() {
+    const SMALL: u64 = 2_000;
+    const LARGE: u64 = 100_000;
+    let (network, bootstrap) = Network::with_staked_providers(2);
+    let (small, _) = run_trivial(&network, &bootstrap, SMALL);
+    let (large, _) = run_trivial(&network, &bootstrap, LARGE);
+    let peak = |report: &Value| report["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
+    let (small_peak, large_peak) = (peak(&small), peak(&large));
+    eprintln!(
+        "peak RSS: {SMALL} tasks {} MiB, {LARGE} tasks {} MiB; {LARGE} tasks took {} ms",
+        small_peak >> 20,
+        large_peak >> 20,
+        large["run_ms"]
+    );
+    // Holding each task (its input, its market record, its result record,
+    // its receipt for audits) took hundreds of bytes a task: 50 times the
+    // tasks would have added tens of MiB. Now nothing grows with the job
+    // but a bit a task.
+    assert!(
+        large_peak < small_peak + (16 << 20),
+        "{LARGE} tasks took {} MiB, {SMALL} tasks {} MiB",
+        large_peak >> 20,
+        small_peak >> 20
     );
 }

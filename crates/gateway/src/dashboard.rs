@@ -86,6 +86,8 @@ impl Local {
     pub fn progress(&self) -> SubmitProgress {
         SubmitProgress {
             round_trips: Some(self.task_round_trips.clone()),
+            // The dashboard draws each task accepted.
+            keep_done: true,
             ..SubmitProgress::default()
         }
     }

@@ -34,9 +34,10 @@ pub(crate) fn fetch_url(http: &ureq::Agent, url: &str) -> Result<Vec<u8>, Refusa
 
 /// The places in a job file that name files: here, blobs by content id
 /// (`*`: every element of an array; `{}`: every value of a table).
-const FILE_FIELDS: [&[&str]; 8] = [
+const FILE_FIELDS: [&[&str]; 9] = [
     &["module"],
     &["tasks", "stdin_file"],
+    &["tasks", "manifest"],
     &["task", "*", "stdin_file"],
     &["gpu", "kernel"],
     &["gpu", "binding", "*", "file"],
@@ -180,9 +181,9 @@ mod tests {
         )
         .expect("a job");
         assert_eq!(file.module_cid, module_cid);
-        assert_eq!(file.tasks.len(), 2);
-        assert_eq!(&file.tasks[0].stdin[..], b"hello");
-        assert_eq!(&file.tasks[1].stdin[..], b"inline");
+        assert_eq!(file.task_count(), 2);
+        assert_eq!(&file.task(0).expect("task 0").stdin[..], b"hello");
+        assert_eq!(&file.task(1).expect("task 1").stdin[..], b"inline");
 
         // Input files by content id: shared, and a task's own.
         let (weights, _) = blobs.put(&[9; 5000]).expect("weights");
@@ -198,8 +199,9 @@ mod tests {
             &no_urls,
         )
         .expect("a job with files");
-        let names = |task: usize| -> Vec<(String, ContentId)> {
-            file.tasks[task]
+        let names = |task: u64| -> Vec<(String, ContentId)> {
+            file.task(task)
+                .expect("a task")
                 .files
                 .iter()
                 .map(|file| (file.name.to_string(), file.cid))
@@ -214,9 +216,30 @@ mod tests {
         );
         assert_eq!(names(1), [("weights.bin".to_owned(), weights)]);
 
+        // A manifest is a blob too: its lines are the tasks.
+        let (manifest, _) = blobs.put(b"red\ngreen\nblue\n").expect("manifest");
+        let file = job_file(
+            &blobs,
+            job(json!({
+                "module": module_cid.to_string(),
+                "price_per_million_fuel": 2,
+                "budget": 1000,
+                "tasks": {"manifest": manifest.to_string(), "args": ["{line}"]},
+            })),
+            &no_urls,
+        )
+        .expect("a job from a manifest");
+        assert_eq!(file.task_count(), 3);
+        assert_eq!(file.task(2).expect("task 2").arg_strings(), ["blue"]);
+
         for (fields, code, says) in [
             (
                 json!({"module": "../etc/passwd", "price_per_million_fuel": 1, "budget": 1, "tasks": {"end": 1}}),
+                "invalid_job",
+                "content id",
+            ),
+            (
+                json!({"module": module_cid.to_string(), "price_per_million_fuel": 1, "budget": 1, "tasks": {"manifest": "../../tasks.txt"}}),
                 "invalid_job",
                 "content id",
             ),

@@ -589,6 +589,18 @@ pub(crate) async fn create_job(
         )
     })?;
     check_job_slots(&service, &caller, Instant::now())?;
+    // A range's count is known before its tasks are walked (loading a job
+    // of millions of them takes seconds).
+    let range = request.job.get("tasks").and_then(Value::as_object);
+    let bound = |key: &str| {
+        range
+            .and_then(|range| range.get(key))
+            .and_then(Value::as_u64)
+    };
+    if let Some(end) = bound("end") {
+        let count = end.saturating_sub(bound("start").unwrap_or(0));
+        check_task_count(count, &caller)?;
+    }
 
     let job_file = {
         let service = Arc::clone(&service);
@@ -600,16 +612,8 @@ pub(crate) async fn create_job(
         .await
         .map_err(|error| Refusal::internal(format!("checking the job failed: {error}")))??
     };
-    let tasks = job_file.tasks.len() as u64;
-    if tasks > caller.limits.tasks_per_job {
-        return Err(Refusal::too_large(
-            "too_many_tasks",
-            format!(
-                "the job has {tasks} tasks; this key may submit at most {} in one job",
-                caller.limits.tasks_per_job
-            ),
-        ));
-    }
+    let tasks = job_file.task_count();
+    check_task_count(tasks, &caller)?;
 
     // The terms: the requestor's next nonce, the chain's fee and height.
     let client = service.client.clone();
@@ -707,6 +711,20 @@ pub(crate) async fn create_job(
         },
     });
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// Refuses a job of more tasks than `caller` may submit in one.
+fn check_task_count(tasks: u64, caller: &Caller) -> Result<(), Refusal> {
+    if tasks > caller.limits.tasks_per_job {
+        return Err(Refusal::too_large(
+            "too_many_tasks",
+            format!(
+                "the job has {tasks} tasks; this key may submit at most {} in one job",
+                caller.limits.tasks_per_job
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a new job when the caller, or the gateway, runs as many as it may.

@@ -13,6 +13,7 @@ mod market;
 mod types;
 
 pub use idlegrid_types::SplitMix64;
+pub use market::audit::{AUDIT_RECORD_BYTES_MAX, AuditLog, AuditLogs, MemoryAuditLog};
 pub use market::{Market, spot_check_permille};
 pub use types::{
     Command, Decision, FraudEvidence, Input, JobSpec, JobSummary, MarketConfig, Millis, Policy,

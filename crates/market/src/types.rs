@@ -351,6 +351,12 @@ pub enum Command {
     TaskReopened {
         job: JobId,
         task: u64,
+        /// What it was accepted with, on whose word, and the energy the
+        /// first of them stated (a requestor's record of it, rebuilt: the
+        /// market keeps nothing of a decided task in memory).
+        outcome: TaskOutcome,
+        backers: Vec<AccountId>,
+        energy_millijoules: Option<u64>,
     },
     TaskFailed {
         job: JobId,

@@ -73,6 +73,43 @@ fn a_finished_job_keeps_only_its_totals() {
 }
 
 #[test]
+fn a_job_of_a_hundred_million_tasks_opens_its_tasks_only_as_they_are_placed() {
+    // Expanding every task up front would take gigabytes and minutes; a
+    // task is opened when placed and forgotten but for a bit once decided.
+    let offers: Vec<_> = (1..=2)
+        .map(|seed| (seed, offer(2, 1_000_000_000, 10), 100))
+        .collect();
+    let mut harness = Harness::new(MarketConfig::default(), &offers);
+    let tasks = 100_000_000;
+    harness.send(Input::SubmitJob(job(tasks, Policy::Replicas(1), u64::MAX)));
+    let id = JobId::from_bytes([1; 32]);
+    for _ in 0..50 {
+        harness.answer_all(&honest);
+    }
+    let summary = harness.market.summary(&id).expect("running");
+    assert!(summary.tasks_accepted >= 50, "{summary:?}");
+    let in_flight = harness.market.in_flight_total();
+    let waiting = harness.market.waiting(&id).expect("running");
+    assert_eq!(
+        waiting.pending + in_flight + summary.tasks_accepted,
+        tasks,
+        "every task is placed, waiting or decided, once"
+    );
+    let accepted = harness.accepted();
+    assert_eq!(accepted.len() as u64, summary.tasks_accepted);
+    assert!(
+        accepted
+            .iter()
+            .all(|(task, outcome)| *outcome == truth(*task))
+    );
+    // Tasks go out in order, none twice.
+    assert_eq!(
+        accepted.keys().copied().collect::<Vec<_>>(),
+        (0..summary.tasks_accepted).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn providers_without_stake_or_above_the_price_get_nothing() {
     let offers = [
         (1, offer(4, 1_000_000_000, 10), 0),

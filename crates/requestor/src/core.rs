@@ -15,10 +15,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use idlegrid_ledger::{Dispute, Evidence};
 use idlegrid_market::{
-    Command as MarketCommand, Decision, FraudEvidence, Input as MarketInput, JobSpec, JobSummary,
-    Market, MarketConfig, Policy, TaskResult,
+    Command as MarketCommand, Decision, Input as MarketInput, JobSpec, JobSummary, Market,
+    MarketConfig, Policy, TaskResult,
 };
 use idlegrid_net::protocol::MODULE_HOLDERS_MAX;
 use idlegrid_net::{
@@ -27,10 +26,11 @@ use idlegrid_net::{
 };
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
-    AccountId, ContentId, JobId, Keypair, SignatureCache, SignedReceipt, SignedVoucher,
+    AccountId, ContentId, JobId, Keypair, SignatureCache, SignedReceipt, SignedVoucher, SplitMix64,
     TaskOutcome, Voucher,
 };
 
+mod disputes;
 mod farewell;
 mod io;
 
@@ -75,6 +75,17 @@ struct Accepted {
 }
 
 /// The output id a record shows for an outcome.
+/// Most task round trips kept for the percentiles `results.json` reports.
+pub const ROUND_TRIPS_KEPT: usize = 100_000;
+
+/// What a task reopened had been accepted with.
+#[derive(Debug)]
+struct Earlier {
+    output: Option<String>,
+    providers: Vec<AccountId>,
+    energy_millijoules: Option<u64>,
+}
+
 fn outcome_output(outcome: TaskOutcome) -> Option<String> {
     match outcome {
         TaskOutcome::Completed { output, .. } => Some(output.to_string()),
@@ -93,8 +104,9 @@ pub struct RequestorCore {
     referee_fuel: u64,
     /// What re-executing a task here gave, until the task is accepted.
     referee_outputs: HashMap<u64, Vec<u8>>,
-    /// The records of accepted tasks reopened, until they are accepted again.
-    reopened: HashMap<u64, TaskRecord>,
+    /// What accepted tasks reopened were accepted with, until they are
+    /// accepted again.
+    reopened: HashMap<u64, Earlier>,
     /// Tasks re-executed here so far.
     re_executed: u64,
     /// Tasks the ledger settled, with the signers it slashed for them (not
@@ -102,13 +114,11 @@ pub struct RequestorCore {
     settled_by_ledger: HashMap<u64, Vec<AccountId>>,
     /// Market inputs waiting for the next [`RequestorCore::step`].
     queued: Vec<MarketInput>,
-    input_cids: Vec<Option<ContentId>>,
     /// Results of undecided tasks.
     pending: HashMap<u64, Vec<PendingResult>>,
     /// Who was sent each undecided task: only their results count, once
     /// each (the market's rule too).
     holders: HashMap<u64, Vec<AccountId>>,
-    records: BTreeMap<u64, TaskRecord>,
     providers: BTreeMap<AccountId, ProviderRecord>,
     tracks: BTreeMap<AccountId, TrackRecord>,
     /// When each provider's stake was last asked for.
@@ -140,7 +150,11 @@ pub struct RequestorCore {
     /// When each undecided task was first assigned.
     assigned_at_us: HashMap<u64, u64>,
     first_placed_us: Option<u64>,
+    /// Round trips of tasks accepted: every one, up to
+    /// [`ROUND_TRIPS_KEPT`], then a uniform sample of that many.
     round_trips_us: Vec<u64>,
+    round_trips_seen: u64,
+    sampler: SplitMix64,
     /// The end-of-job round, once begun.
     farewells: Option<Farewells>,
 }
@@ -163,11 +177,12 @@ impl RequestorCore {
             // The job file's choice of overhead against risk.
             trust: job_file.trust,
             ..market
-        });
+        })
+        // A job of millions of tasks keeps its audit trail on disk.
+        .with_audit_logs(crate::audit::FileAuditLog::boxed);
         Self {
             key,
             job,
-            input_cids: vec![None; job_file.tasks.len()],
             job_file,
             market,
             referee_fuel,
@@ -178,7 +193,6 @@ impl RequestorCore {
             queued: Vec::new(),
             pending: HashMap::new(),
             holders: HashMap::new(),
-            records: BTreeMap::new(),
             providers: BTreeMap::new(),
             tracks: BTreeMap::new(),
             stake_read_us: HashMap::new(),
@@ -198,6 +212,10 @@ impl RequestorCore {
             assigned_at_us: HashMap::new(),
             first_placed_us: None,
             round_trips_us: Vec::new(),
+            round_trips_seen: 0,
+            sampler: SplitMix64::new(u64::from_le_bytes(
+                job.as_bytes()[8..16].try_into().expect("8 bytes"),
+            )),
             farewells: None,
         }
     }
@@ -207,7 +225,7 @@ impl RequestorCore {
         let spec = JobSpec {
             id: self.job,
             module: self.job_file.module_cid,
-            task_count: self.job_file.tasks.len() as u64,
+            task_count: self.job_file.task_count(),
             limits: self.job_file.limits,
             price_per_million_fuel: self.job_file.price_per_million_fuel,
             policy: match self.job_file.verification {
@@ -215,13 +233,7 @@ impl RequestorCore {
                 Verification::Replicas(replicas) => Policy::Replicas(replicas),
             },
             budget: self.job_file.budget,
-            input_bytes: self
-                .job_file
-                .tasks
-                .iter()
-                .map(idlegrid_types::TaskInput::file_bytes)
-                .max()
-                .unwrap_or(0),
+            input_bytes: self.job_file.input_bytes_max(),
             gpu: idlegrid_types::GpuProgram::decode(&self.job_file.module)
                 .and_then(Result::ok)
                 .map(|program| program.class),
@@ -297,10 +309,6 @@ impl RequestorCore {
         self.providers.values().map(|record| record.paid).sum()
     }
 
-    pub fn records(&self) -> &BTreeMap<u64, TaskRecord> {
-        &self.records
-    }
-
     pub fn providers(&self) -> &BTreeMap<AccountId, ProviderRecord> {
         &self.providers
     }
@@ -357,6 +365,23 @@ impl RequestorCore {
     }
 
     /// Each accepted task's round trip, in the order they were accepted.
+    /// Keeps a round trip, or (past [`ROUND_TRIPS_KEPT`]) keeps it in
+    /// place of a kept one with the odds that leave every round trip so
+    /// far equally likely kept (reservoir sampling).
+    fn sample_round_trip(&mut self, round_trip: u64) {
+        self.round_trips_seen += 1;
+        if self.round_trips_us.len() < ROUND_TRIPS_KEPT {
+            self.round_trips_us.push(round_trip);
+            return;
+        }
+        let slot = self.sampler.next_u64() % self.round_trips_seen;
+        if let Some(kept) = self.round_trips_us.get_mut(slot as usize) {
+            *kept = round_trip;
+        }
+    }
+
+    /// Task round trips, microseconds: all of them, or a uniform sample of
+    /// [`ROUND_TRIPS_KEPT`] in a larger job.
     pub fn round_trips_us(&self) -> &[u64] {
         &self.round_trips_us
     }
@@ -604,13 +629,10 @@ impl RequestorCore {
         Response::Ok
     }
 
-    fn input_cid(&mut self, task: u64) -> Option<ContentId> {
-        let index = usize::try_from(task).ok()?;
-        let slot = self.input_cids.get_mut(index)?;
-        if slot.is_none() {
-            *slot = Some(self.job_file.tasks[index].content_id());
-        }
-        *slot
+    /// Made from the job file when asked for: a job of many tasks keeps
+    /// none of their ids.
+    fn input_cid(&self, task: u64) -> Option<ContentId> {
+        self.job_file.task(task).map(|input| input.content_id())
     }
 
     /// A receipt counts only if its provider signed it for this job's task,
@@ -682,10 +704,19 @@ impl RequestorCore {
                 MarketCommand::Referee { task, evidence, .. } => {
                     self.referee(task, evidence, commands)
                 }
-                MarketCommand::TaskReopened { task, .. } => {
-                    if let Some(record) = self.records.remove(&task) {
-                        self.reopened.insert(task, record);
-                    }
+                MarketCommand::TaskReopened {
+                    task,
+                    outcome,
+                    backers,
+                    energy_millijoules,
+                    ..
+                } => {
+                    let earlier = Earlier {
+                        output: outcome_output(outcome),
+                        providers: backers,
+                        energy_millijoules,
+                    };
+                    self.reopened.insert(task, earlier);
                     commands.push(Command::Reopened { task });
                 }
                 MarketCommand::TaskAccepted {
@@ -712,23 +743,25 @@ impl RequestorCore {
                     self.reopened.remove(&task);
                     self.assigned_at_us.remove(&task);
                     self.failed += 1;
-                    self.records.insert(
+                    let record = TaskRecord {
+                        index: task,
+                        status: "failed",
+                        exit_code: None,
+                        output: None,
+                        error: Some(reason),
+                        fuel: None,
+                        energy_millijoules: None,
+                        file: None,
+                        offset: None,
+                        length: None,
+                        providers: Vec::new(),
+                        verified: "",
+                        rechecked: false,
+                    };
+                    commands.push(Command::TaskFailed {
                         task,
-                        TaskRecord {
-                            index: task,
-                            status: "failed",
-                            exit_code: None,
-                            output: None,
-                            error: Some(reason),
-                            fuel: None,
-                            energy_millijoules: None,
-                            file: None,
-                            providers: Vec::new(),
-                            verified: "",
-                            rechecked: false,
-                        },
-                    );
-                    commands.push(Command::TaskFailed { task });
+                        record: Box::new(record),
+                    });
                 }
                 MarketCommand::JobStalled { .. } => {
                     self.stalled = true;
@@ -743,121 +776,6 @@ impl RequestorCore {
         for (provider, tasks) in cancels {
             commands.push(Command::Cancel { provider, tasks });
         }
-    }
-
-    fn fraud(
-        &mut self,
-        task: u64,
-        provider: AccountId,
-        evidence: Option<Box<FraudEvidence>>,
-        commands: &mut Vec<Command>,
-    ) {
-        tracing::warn!(%provider, task, "a provider's result lost to the accepted one");
-        if self
-            .settled_by_ledger
-            .get(&task)
-            .is_some_and(|wrong| wrong.contains(&provider))
-        {
-            // The ledger's own verdict slashed it for this task already.
-            return;
-        }
-        let disputed = self.disputes_against.entry(provider).or_default();
-        let Some(evidence) = evidence else {
-            return;
-        };
-        if *disputed >= DISPUTES_PER_PROVIDER_MAX {
-            return;
-        }
-        let evidence = match *evidence {
-            FraudEvidence::Conflicting(first, second) => Evidence::Conflicting(first, second),
-            // Nobody else answered: our own re-execution showed it wrong.
-            FraudEvidence::Lone(losing) => Evidence::Claimed(losing),
-        };
-        let Some(dispute) = self.dispute(task, evidence) else {
-            return;
-        };
-        *self.disputes_against.entry(provider).or_default() += 1;
-        self.disputes_filed += 1;
-        commands.push(Command::Dispute {
-            task,
-            provider,
-            dispute,
-        });
-    }
-
-    fn has_files(&self, task: u64) -> bool {
-        usize::try_from(task)
-            .ok()
-            .and_then(|index| self.job_file.tasks.get(index))
-            .is_some_and(|input| !input.files.is_empty())
-    }
-
-    /// A dispute of `task` with this evidence (an accused receipt second).
-    fn dispute(&self, task: u64, evidence: Evidence) -> Option<Box<Dispute>> {
-        let input = usize::try_from(task)
-            .ok()
-            .and_then(|index| self.job_file.tasks.get(index))?;
-        if !input.files.is_empty() {
-            // A dispute carries no input files, so validators could not
-            // re-execute it: only this requestor settles such a task.
-            return None;
-        }
-        // A job file's module and inputs are within a dispute's bounds, so
-        // both always fit.
-        let (Ok(module), Ok(input)) = (
-            Bounded::new(self.job_file.module.clone()),
-            Bounded::new(input.encode()),
-        ) else {
-            return None;
-        };
-        Some(Box::new(Dispute {
-            evidence,
-            module,
-            input,
-        }))
-    }
-
-    /// A task whose results disagree (or that nobody else may check):
-    /// re-executed here when its fuel limit is within the requestor's;
-    /// otherwise settled by the ledger when two signed receipts differ;
-    /// otherwise failed, saying why.
-    fn referee(
-        &mut self,
-        task: u64,
-        evidence: Option<Box<(SignedReceipt, SignedReceipt)>>,
-        commands: &mut Vec<Command>,
-    ) {
-        let fuel = self.job_file.limits.fuel;
-        if fuel <= self.referee_fuel {
-            self.re_executed += 1;
-            commands.push(Command::ReExecute { task });
-            return;
-        }
-        let conflicting = evidence.map(|evidence| {
-            let (first, second) = *evidence;
-            Evidence::Conflicting(first, second)
-        });
-        if let Some(dispute) = conflicting.and_then(|evidence| self.dispute(task, evidence)) {
-            self.disputes_filed += 1;
-            commands.push(Command::AskLedger { task, dispute });
-            return;
-        }
-        let reason = format!(
-            "nobody else may check its result (the ledger cannot: {}) and its fuel limit \
-             ({fuel}) is over this requestor's re-execution limit ({}); raise \
-             --referee-fuel to check it here",
-            if self.has_files(task) {
-                "it reads input files, which a dispute does not carry"
-            } else {
-                "the providers' receipts do not conflict"
-            },
-            self.referee_fuel
-        );
-        self.queued.push(MarketInput::RefereeFailed {
-            job: self.job,
-            task,
-            reason,
-        });
     }
 
     fn accepted(
@@ -880,7 +798,7 @@ impl RequestorCore {
         if let Some(round_trip) = round_trip_us
             && !rechecked
         {
-            self.round_trips_us.push(round_trip);
+            self.sample_round_trip(round_trip);
         }
         self.holders.remove(&task);
         let results = self.pending.remove(&task).unwrap_or_default();
@@ -906,8 +824,11 @@ impl RequestorCore {
         // Accepted again after a recheck: those who vouched for the same
         // result before still did.
         let earlier = self.reopened.remove(&task);
+        let same_as_earlier = earlier
+            .as_ref()
+            .is_some_and(|earlier| earlier.output == outcome_output(outcome));
         if let Some(earlier) = &earlier
-            && earlier.output == outcome_output(outcome)
+            && same_as_earlier
         {
             energy_millijoules = energy_millijoules.or(earlier.energy_millijoules);
             for provider in &earlier.providers {
@@ -928,6 +849,8 @@ impl RequestorCore {
             // Unknown when no provider's result was the accepted one.
             energy_millijoules: Some(energy_millijoules.unwrap_or(0)),
             file: None,
+            offset: None,
+            length: None,
             providers,
             verified: match decision {
                 Decision::Quorum => "quorum",
@@ -946,21 +869,29 @@ impl RequestorCore {
                     .find_map(|(_, result, stdout, _)| {
                         (result == outcome).then_some(stdout).flatten()
                     })
-                    .or(referee_output)
-                    .unwrap_or_default();
+                    .or(referee_output);
                 let file = format!("tasks/{task:06}.out");
                 record.exit_code = Some(exit_code);
                 record.output = Some(cid.to_string());
-                record.file = Some(file.clone());
-                output = Some((file, stdout));
+                match stdout {
+                    Some(stdout) => {
+                        record.file = Some(file.clone());
+                        output = Some((file, stdout));
+                    }
+                    // Accepted again, on the word of those who vouched for
+                    // it before, with the output it had: the output written
+                    // then stands (`Command::Accepted` says so).
+                    None if same_as_earlier => record.file = Some(file),
+                    None => tracing::warn!(task, "accepted with no output at hand to write"),
+                }
             }
             TaskOutcome::Failed(kind) => record.error = Some(kind.as_str().to_owned()),
         }
-        self.records.insert(task, record);
         commands.push(Command::Accepted {
             task,
             output,
             round_trip_us,
+            record: Box::new(record),
         });
     }
 
@@ -975,10 +906,7 @@ impl RequestorCore {
         let mut batches: Vec<Vec<AssignedTask>> = vec![Vec::new()];
         let mut bytes = 0;
         for task in tasks {
-            let Some(input) = usize::try_from(task)
-                .ok()
-                .and_then(|index| self.job_file.tasks.get(index))
-            else {
+            let Some(input) = self.job_file.task(task) else {
                 continue;
             };
             let size = 8 + input.encoded_len();
@@ -990,10 +918,10 @@ impl RequestorCore {
                 bytes = 0;
             }
             bytes += size;
-            batches.last_mut().expect("never empty").push(AssignedTask {
-                index: task,
-                input: input.clone(),
-            });
+            batches
+                .last_mut()
+                .expect("never empty")
+                .push(AssignedTask { index: task, input });
         }
         self.first_placed_us.get_or_insert(now_us);
         for tasks in batches.into_iter().filter(|batch| !batch.is_empty()) {

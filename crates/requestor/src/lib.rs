@@ -5,9 +5,11 @@
 //! [`core`] decides (place, check, pay, dispute, record) without I/O;
 //! [`submit`] is the shell around it: the overlay, the ledger and the disk.
 
+mod audit;
 pub mod core;
 pub mod jobspec;
 mod ledger;
+mod records;
 mod referee;
 pub mod remote;
 pub mod report;

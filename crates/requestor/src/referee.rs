@@ -42,10 +42,8 @@ impl Referee {
                     wall_time: WALL_TIME_DEFAULT,
                 };
                 while let Ok(task) = queue.recv() {
-                    let result = match usize::try_from(task)
-                        .ok()
-                        .and_then(|index| job_file.tasks.get(index))
-                    {
+                    let input = job_file.task(task);
+                    let result = match input.as_ref() {
                         Some(input) if GpuProgram::is_program(&job_file.module) => cpu
                             .re_execute_with_output(&job_file.module, input, &job_file.limits)
                             .map(|(execution, output)| ReExecution {
@@ -68,7 +66,10 @@ impl Referee {
                                     stdout,
                                 })
                         }),
-                        None => Err(format!("the job has no task {task}")),
+                        None => Err(job_file.task_failure().map_or_else(
+                            || format!("the job has no task {task}"),
+                            ToString::to_string,
+                        )),
                     };
                     info!(
                         task,

@@ -175,16 +175,63 @@ impl OutputTarget {
         })
     }
 
-    /// Writes `bytes` as `NAME` under the prefix (`name` relative, with
-    /// `/` between its parts).
-    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+    fn path(&self, name: &str) -> ObjectPath {
         let mut path = self.prefix.clone();
         for part in name.split('/') {
             path = path.join(part);
         }
+        path
+    }
+
+    /// Writes `bytes` as `NAME` under the prefix (`name` relative, with
+    /// `/` between its parts).
+    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), String> {
         self.runtime
-            .block_on(self.store.put(&path, PutPayload::from(bytes)))
+            .block_on(self.store.put(&self.path(name), PutPayload::from(bytes)))
             .map(|_| ())
             .map_err(|error| format!("failed to write {name} to {}: {error}", self.url))
+    }
+
+    /// Writes the file at `file` as `NAME` under the prefix, read a piece
+    /// at a time (in parts, when large): never held whole in memory.
+    pub fn put_file(&self, name: &str, file: &Path) -> Result<(), String> {
+        use std::io::Read;
+        use tokio::io::AsyncWrite;
+        const PIECE_BYTES: usize = 8 << 20;
+        let fail = |error: &dyn std::fmt::Display| {
+            format!("failed to write {name} to {}: {error}", self.url)
+        };
+        let mut source = std::fs::File::open(file)
+            .map_err(|error| format!("failed to read {}: {error}", file.display()))?;
+        self.runtime.block_on(async {
+            let mut writer =
+                object_store::buffered::BufWriter::new(Arc::clone(&self.store), self.path(name));
+            loop {
+                let mut piece = vec![0u8; PIECE_BYTES];
+                let mut filled = 0;
+                while filled < piece.len() {
+                    match source.read(&mut piece[filled..]) {
+                        Ok(0) => break,
+                        Ok(read) => filled += read,
+                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(error) => {
+                            let _ = writer.abort().await;
+                            return Err(format!("failed to read {}: {error}", file.display()));
+                        }
+                    }
+                }
+                if filled == 0 {
+                    break;
+                }
+                piece.truncate(filled);
+                if let Err(error) = writer.put(piece.into()).await {
+                    let _ = writer.abort().await;
+                    return Err(fail(&error));
+                }
+            }
+            std::future::poll_fn(|context| std::pin::Pin::new(&mut writer).poll_shutdown(context))
+                .await
+                .map_err(|error| fail(&error))
+        })
     }
 }

@@ -34,6 +34,12 @@ pub struct TaskRecord {
     pub energy_millijoules: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// Where in `file` the output lies, when the job packs its outputs
+    /// into one file (`[output] packed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
     /// Providers whose result was the accepted one.
     #[serde(serialize_with = "accounts_as_text")]
     pub providers: Vec<AccountId>,
@@ -81,7 +87,8 @@ pub struct ProviderRecord {
     pub fuel_paid: u64,
 }
 
-/// What `results.json` holds, and what `submit` reports.
+/// What `submit` reports; `results.json` holds it and, as `tasks`, every
+/// decided task's [`TaskRecord`] by index.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubmitReport {
     pub job: String,
@@ -126,7 +133,6 @@ pub struct SubmitReport {
     /// replicas and verification), microseconds: median and 99th percentile.
     pub task_round_trip_us_p50: u64,
     pub task_round_trip_us_p99: u64,
-    pub tasks: Vec<TaskRecord>,
 }
 
 /// The `percent`th percentile (nearest rank) of `values`; 0 when empty.

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,9 +25,14 @@ use tracing::{debug, info, warn};
 use crate::core::{Command, Input, RequestId, RequestorCore};
 use crate::jobspec::{JobFile, JobInputFile};
 use crate::ledger::{Disputer, TRANSACTION_WAIT, close_job, open_job};
+use crate::records::TaskRecords;
 use crate::referee::Referee;
-use crate::remote::{OutputTarget, Storage};
+use crate::remote::OutputTarget;
 use crate::report::{DisputeRecord, SubmitReport, TaskRecord, TrackRecord, percentile};
+
+mod output;
+
+use output::{OutputWriter, PACKED_OUTPUTS};
 
 /// Events handled together at most, after the one that woke the loop.
 const DRAIN_MAX: usize = 1_024;
@@ -97,6 +102,9 @@ pub struct SubmitProgress {
     /// Each decided task's record, in the order decided, when kept (a
     /// gateway serving results over HTTP).
     pub feed: ResultFeed,
+    /// Whether `detail.done` lists the tasks accepted (a dashboard drawing
+    /// them): otherwise it stays empty, as a job may have millions.
+    pub keep_done: bool,
 }
 
 /// The records of decided tasks, in the order they were decided: a task
@@ -213,11 +221,16 @@ pub async fn submit(
     let started = Instant::now();
     let client = ApiClient::new(&config.node);
     let job_file = Arc::new(config.job);
-    let tasks_total = job_file.tasks.len() as u64;
+    let tasks_total = job_file.task_count();
     progress.tasks_total.store(tasks_total, Ordering::Relaxed);
     progress.budget.store(job_file.budget, Ordering::Relaxed);
-    std::fs::create_dir_all(config.out_dir.join("tasks"))
-        .with_context(|| format!("failed to create {}", config.out_dir.display()))?;
+    let outputs_dir = if job_file.output_packed {
+        config.out_dir.clone()
+    } else {
+        config.out_dir.join("tasks")
+    };
+    std::fs::create_dir_all(&outputs_dir)
+        .with_context(|| format!("failed to create {}", outputs_dir.display()))?;
 
     // Open the escrow (unless the requestor did).
     let (job, opened_height, deadline_height) = match config.opened {
@@ -241,6 +254,12 @@ pub async fn submit(
         .clone()
         .unwrap_or_else(|| config.key.clone());
     let disputer = Disputer::start(client.clone(), reporter, internal_tx.clone())?;
+    let records = TaskRecords::new(&config.out_dir, tasks_total).with_context(|| {
+        format!(
+            "failed to make the task records under {}",
+            config.out_dir.display()
+        )
+    })?;
     let outputs = OutputWriter::start(
         Arc::clone(&progress),
         internal_tx.clone(),
@@ -251,6 +270,10 @@ pub async fn submit(
                 config.out_dir.clone(),
             )
         }),
+        records,
+        job_file
+            .output_packed
+            .then(|| config.out_dir.join(PACKED_OUTPUTS)),
     )?;
     let referee = Referee::start(job, Arc::clone(&job_file), internal_tx.clone())?;
     let epoch = Instant::now();
@@ -326,8 +349,13 @@ pub async fn submit(
         if let Some(error) = run.output_failed.take() {
             bail!(error);
         }
+        // A task that can no longer be made (its manifest changed) is
+        // neither placed nor checked: the job cannot finish as opened.
+        if let Some(error) = job_file.task_failure() {
+            bail!("{error}");
+        }
     }
-    run.outputs.finish().await?;
+    let records = run.outputs.finish().await?;
     progress.running.store(false, Ordering::Relaxed);
     progress.update(|detail| detail.waiting = None);
     let run_ms = u64::try_from(running_since.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -385,7 +413,6 @@ pub async fn submit(
             u64::try_from(running_since.duration_since(epoch).as_micros()).unwrap_or(0);
         placed.saturating_sub(running_since_us) / 1000
     });
-    let tasks: Vec<TaskRecord> = run.core.records().values().cloned().collect();
     let mut report = SubmitReport {
         job: job.to_string(),
         module: job_file.module_cid.to_string(),
@@ -394,10 +421,7 @@ pub async fn submit(
         failed: summary.tasks_failed,
         fuel_useful: summary.fuel_useful,
         fuel_executed: summary.fuel_executed,
-        energy_millijoules: tasks
-            .iter()
-            .filter_map(|task| task.energy_millijoules)
-            .fold(0, u64::saturating_add),
+        energy_millijoules: records.energy_millijoules(),
         energy_executed_millijoules: run.core.energy_executed_millijoules(),
         paid: run.core.paid(),
         escrow: job_file.budget,
@@ -420,7 +444,6 @@ pub async fn submit(
         first_placed_ms,
         task_round_trip_us_p50: percentile(&mut round_trips_us, 50),
         task_round_trip_us_p99: percentile(&mut round_trips_us, 99),
-        tasks,
     };
     if config.close {
         let client = client.clone();
@@ -432,17 +455,22 @@ pub async fn submit(
         report.redeemed = Some(redeemed);
         report.refund = Some(refund);
     }
-    let results = serde_json::to_vec_pretty(&report).context("failed to encode results.json")?;
-    std::fs::write(config.out_dir.join("results.json"), &results).with_context(|| {
-        format!(
-            "failed to write {}",
-            config.out_dir.join("results.json").display()
-        )
-    })?;
+    // The report with every task's record, by task index, streamed from
+    // the records on disk: a job of millions of tasks is never in memory.
+    let results_path = config.out_dir.join("results.json");
+    let written = {
+        let report = report.clone();
+        let path = results_path.clone();
+        tokio::task::spawn_blocking(move || records.write_results(&report, &path))
+    };
+    written
+        .await
+        .context("the results thread failed")?
+        .with_context(|| format!("failed to write {}", results_path.display()))?;
     if let Some(url) = job_file.output_url.clone() {
         let storage = job_file.storage.clone();
         tokio::task::spawn_blocking(move || {
-            OutputTarget::open(&url, &storage)?.put("results.json", results)
+            OutputTarget::open(&url, &storage)?.put_file("results.json", &results_path)
         })
         .await
         .context("the output thread failed")?
@@ -643,6 +671,7 @@ impl Shell {
                     task,
                     output,
                     round_trip_us,
+                    record,
                 } => {
                     if let (Some(histogram), Some(round_trip)) =
                         (&self.progress.round_trips, round_trip_us)
@@ -650,12 +679,10 @@ impl Shell {
                         histogram.observe(Duration::from_micros(round_trip).as_secs_f64());
                     }
                     let file = output.map(|(file, stdout)| (self.out_dir.join(file), stdout));
-                    let record = self.core.records().get(&task).cloned();
                     self.outputs.write(task, file, record);
                     decided = true;
                 }
-                Command::TaskFailed { task } => {
-                    let record = self.core.records().get(&task).cloned();
+                Command::TaskFailed { record, .. } => {
                     self.outputs.failed(record);
                     decided = true;
                 }
@@ -779,131 +806,5 @@ async fn deadline_passed(client: ApiClient, deadline_height: u64) {
             return;
         }
         tokio::time::sleep(DEADLINE_POLL).await;
-    }
-}
-
-/// What the output thread does, in the order decisions were made.
-enum OutputOrder {
-    /// A task accepted, where its output goes (none when it failed), and
-    /// its record for the feed.
-    Accepted(u64, Option<(PathBuf, Vec<u8>)>, Option<TaskRecord>),
-    /// An accepted task is being checked again: not counted until it is
-    /// accepted again (its file is then written anew).
-    Reopened(u64),
-    /// A task no provider could run: its record, for the feed.
-    Failed(Option<TaskRecord>),
-}
-
-/// Writes accepted tasks' outputs on its own thread, so that the loop
-/// deciding tasks never waits for the disk (creating a file costs tens to
-/// hundreds of microseconds), and counts each task accepted once its file
-/// is written: a reader told of the task finds it.
-struct OutputWriter {
-    orders: Option<std_mpsc::Sender<OutputOrder>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl OutputWriter {
-    /// Writes each accepted output under the results folder and, with
-    /// `target` (an `[output] url`, its storage, the results folder), to
-    /// object storage under the same name.
-    fn start(
-        progress: Arc<SubmitProgress>,
-        internal: mpsc::UnboundedSender<Internal>,
-        target: Option<(String, Storage, PathBuf)>,
-    ) -> anyhow::Result<Self> {
-        let (orders, queue) = std_mpsc::channel::<OutputOrder>();
-        let thread = std::thread::Builder::new()
-            .name("requestor-outputs".to_owned())
-            .spawn(move || {
-                let target = match target {
-                    Some((url, storage, out_dir)) => match OutputTarget::open(&url, &storage) {
-                        Ok(target) => Some((target, out_dir)),
-                        Err(why) => {
-                            let _ = internal.send(Internal::OutputFailed(why.clone()));
-                            return Err(anyhow::anyhow!(why));
-                        }
-                    },
-                    None => None,
-                };
-                while let Ok(order) = queue.recv() {
-                    let (task, file, record) = match order {
-                        OutputOrder::Accepted(task, file, record) => (task, file, record),
-                        OutputOrder::Failed(record) => {
-                            progress.failed.fetch_add(1, Ordering::Relaxed);
-                            if let Some(record) = record {
-                                progress.feed.push(record);
-                            }
-                            continue;
-                        }
-                        OutputOrder::Reopened(task) => {
-                            let _ = progress.accepted.fetch_update(
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                                |accepted| accepted.checked_sub(1),
-                            );
-                            progress.update(|detail| detail.done.retain(|done| *done != task));
-                            continue;
-                        }
-                    };
-                    if let Some((path, stdout)) = file {
-                        if let Err(error) = std::fs::write(&path, &stdout) {
-                            let error = anyhow::Error::new(error)
-                                .context(format!("failed to write {}", path.display()));
-                            let _ = internal.send(Internal::OutputFailed(format!("{error:#}")));
-                            return Err(error);
-                        }
-                        if let Some((target, out_dir)) = &target {
-                            let name = path.strip_prefix(out_dir).unwrap_or(&path);
-                            if let Err(why) = target.put(&name.to_string_lossy(), stdout) {
-                                let _ = internal.send(Internal::OutputFailed(why.clone()));
-                                return Err(anyhow::anyhow!(why));
-                            }
-                        }
-                    }
-                    progress.accepted.fetch_add(1, Ordering::Relaxed);
-                    progress.update(|detail| detail.done.push(task));
-                    if let Some(record) = record {
-                        progress.feed.push(record);
-                    }
-                }
-                Ok(())
-            })
-            .context("failed to start the output thread")?;
-        Ok(Self {
-            orders: Some(orders),
-            thread: Some(thread),
-        })
-    }
-
-    fn write(&self, task: u64, file: Option<(PathBuf, Vec<u8>)>, record: Option<TaskRecord>) {
-        self.order(OutputOrder::Accepted(task, file, record));
-    }
-
-    fn failed(&self, record: Option<TaskRecord>) {
-        self.order(OutputOrder::Failed(record));
-    }
-
-    fn reopened(&self, task: u64) {
-        self.order(OutputOrder::Reopened(task));
-    }
-
-    fn order(&self, order: OutputOrder) {
-        if let Some(orders) = &self.orders {
-            // A thread that stopped has reported why.
-            let _ = orders.send(order);
-        }
-    }
-
-    /// Waits for every output ordered so far.
-    async fn finish(&mut self) -> anyhow::Result<()> {
-        self.orders = None;
-        match self.thread.take() {
-            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .context("the output thread failed")?
-                .map_err(|_| anyhow::anyhow!("the output thread panicked"))?,
-            None => Ok(()),
-        }
     }
 }

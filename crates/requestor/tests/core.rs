@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use idlegrid_market::{MarketConfig, Standing, Trust};
 use idlegrid_net::{Request, Response, ResultBatch, TaskReturn};
-use idlegrid_requestor::Verification;
 use idlegrid_requestor::core::{
     Command, DISPUTES_PER_PROVIDER_MAX, Input, REFEREE_FUEL_DEFAULT, ReExecution, RequestorCore,
 };
+use idlegrid_requestor::{TaskRecord, Verification};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{AccountId, ContentId, JobId, Receipt, TaskOutcome};
 use proptest::prelude::*;
@@ -55,7 +55,7 @@ fn an_accepted_result_is_written_and_paid_for_with_one_voucher_at_a_time() {
     );
     assert_eq!(core.round_trips_us(), &[400]);
     assert_eq!(vouchers(&commands), vec![(provider.account_id(), PRICE, 1)]);
-    let record = &core.records()[&0];
+    let record = &records(&commands)[&0];
     assert_eq!(record.status, "accepted");
     assert_eq!(record.providers, vec![provider.account_id()]);
     // The energy its receipt stated, advisory.
@@ -337,6 +337,7 @@ fn the_loser_of_a_disagreement_is_disputed_a_bounded_number_of_times() {
     }
     // key(12) lies about everything; the others tell the truth.
     let mut disputes: HashMap<AccountId, usize> = HashMap::new();
+    let mut decided = BTreeMap::new();
     let mut id = 0;
     for _ in 0..4 {
         let work = std::mem::take(&mut assigned);
@@ -385,6 +386,7 @@ fn the_loser_of_a_disagreement_is_disputed_a_bounded_number_of_times() {
         for (to, tasks) in sent_tasks(&commands) {
             assigned.entry(to).or_default().extend(tasks);
         }
+        keep_records(&commands, &mut decided);
     }
     assert!(core.done(), "every task decided");
     assert_eq!(core.summary().tasks_accepted, tasks);
@@ -394,7 +396,8 @@ fn the_loser_of_a_disagreement_is_disputed_a_bounded_number_of_times() {
         DISPUTES_PER_PROVIDER_MAX.min(tasks as usize)
     );
     assert_eq!(core.disputes_filed(), DISPUTES_PER_PROVIDER_MAX);
-    for record in core.records().values() {
+    assert_eq!(decided.len() as u64, tasks);
+    for record in decided.values() {
         assert!(!record.providers.contains(&key(12).account_id()));
     }
 }
@@ -465,7 +468,7 @@ fn agreeing_liars_lose_to_the_requestor_s_re_execution_whose_output_is_written()
         })
         .collect();
     assert_eq!(disputed, vec![key(10).account_id(), key(11).account_id()]);
-    let record = &core.records()[&0];
+    let record = &records(&commands)[&0];
     assert_eq!(record.verified, "re-execution");
     assert_eq!(record.providers, vec![key(12).account_id()]);
     // The accepted result's energy is the honest provider's.
@@ -553,7 +556,7 @@ fn a_disagreement_over_the_referee_limit_is_settled_by_the_ledger() {
         "the ledger slashed the liar already: {commands:?}"
     );
     assert_eq!(vouchers(&commands), vec![(key(10).account_id(), PRICE, 1)]);
-    assert_eq!(core.records()[&0].verified, "re-execution");
+    assert_eq!(records(&commands)[&0].verified, "re-execution");
 }
 
 #[test]
@@ -569,7 +572,7 @@ fn a_disagreement_the_ledger_cannot_settle_fails_the_task_saying_why() {
     );
     let commands = core.step(NOW);
     assert!(core.done(), "{commands:?}");
-    let record = &core.records()[&0];
+    let record = &records(&commands)[&0];
     assert_eq!(record.status, "failed");
     assert!(
         record
@@ -600,9 +603,9 @@ fn a_result_nobody_else_may_check_waits_for_another_provider_over_the_referee_li
             )),
             "{commands:?}"
         );
+        assert!(records(&commands).is_empty(), "{commands:?}");
     }
     assert!(!core.done(), "the task waits rather than fails");
-    assert!(core.records().is_empty(), "{:?}", core.records());
     // A second provider comes: it is asked for the second opinion.
     let commands = join(&mut core, key(11).account_id());
     assert_eq!(sent_tasks(&commands), vec![(key(11).account_id(), vec![0])]);
@@ -660,6 +663,7 @@ proptest! {
         let mut assigned: Vec<Vec<u64>> = vec![Vec::new(); 3];
         let mut sent: Vec<Vec<Input>> = (0..3).map(|_| Vec::new()).collect();
         let mut newest: HashMap<AccountId, (u64, u64)> = HashMap::new();
+        let mut decided_records = BTreeMap::new();
         let mut commands = Vec::new();
         for provider in &keys {
             commands.extend(join(&mut core, provider.account_id()));
@@ -667,6 +671,7 @@ proptest! {
         let mut id = 0;
         for act in acts {
             let decided = std::mem::take(&mut commands);
+            keep_records(&decided, &mut decided_records);
             for (to, tasks) in sent_tasks(&decided) {
                 let slot = keys.iter().position(|key| key.account_id() == to).expect("known");
                 assigned[slot].extend(tasks);
@@ -729,9 +734,10 @@ proptest! {
         for (provider, amount, sequence) in vouchers(&commands) {
             newest.insert(provider, (amount, sequence));
         }
+        keep_records(&commands, &mut decided_records);
         // What each provider is owed, from the records of accepted tasks.
         let mut earned: HashMap<AccountId, u64> = HashMap::new();
-        for record in core.records().values() {
+        for record in decided_records.values() {
             for provider in &record.providers {
                 *earned.entry(*provider).or_default() += PRICE;
             }
@@ -743,6 +749,29 @@ proptest! {
         for (provider, voucher) in core.owed_vouchers() {
             prop_assert_eq!(voucher.body.cumulative_amount, earned.get(&provider).copied().unwrap_or(0));
             prop_assert!(voucher.verify().is_ok());
+        }
+    }
+}
+
+/// The records of the tasks decided by `commands`, by task.
+fn records(commands: &[Command]) -> BTreeMap<u64, TaskRecord> {
+    let mut records = BTreeMap::new();
+    keep_records(commands, &mut records);
+    records
+}
+
+/// Keeps the records `commands` give (a task decided anew replaces its
+/// record; a task reopened has none until then).
+fn keep_records(commands: &[Command], records: &mut BTreeMap<u64, TaskRecord>) {
+    for command in commands {
+        match command {
+            Command::Accepted { task, record, .. } | Command::TaskFailed { task, record } => {
+                records.insert(*task, (**record).clone());
+            }
+            Command::Reopened { task } => {
+                records.remove(task);
+            }
+            _ => {}
         }
     }
 }

@@ -670,13 +670,13 @@ mod tests {
         std::fs::write(&path, demo_job_file()).expect("write");
         let job = JobFile::load(&path).expect("the demo job file parses");
         let layout = demo_layout();
-        assert_eq!(job.tasks.len(), layout.tiles.len());
+        assert_eq!(job.task_count(), layout.tiles.len() as u64);
         assert_eq!(
             layout.tiles.len(),
             usize::try_from((DEMO_WIDTH / DEMO_TILE) * (DEMO_HEIGHT / DEMO_TILE)).expect("fits")
         );
         assert_eq!(
-            job.tasks[17].arg_strings(),
+            job.task(17).expect("task 17").arg_strings(),
             vec!["960", "640", "2", "1", "64", "1500"]
         );
     }

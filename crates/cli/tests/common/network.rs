@@ -406,7 +406,21 @@ pub fn submit_with(
     flags: &[&str],
 ) -> Child {
     let overlay = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap];
-    submit_command(network, api, job, out, &overlay, flags)
+    submit_command(
+        network,
+        api,
+        job,
+        out,
+        &overlay,
+        &[flags, &["--close"]].concat(),
+    )
+}
+
+/// [`submit`] without closing the job at its deadline: `submit` exits once
+/// every task is decided and paid for.
+pub fn submit_unclosed(network: &Network, job: &Path, out: &Path, bootstrap: &str) -> Child {
+    let overlay = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap];
+    submit_command(network, network.api(), job, out, &overlay, &[])
 }
 
 /// [`submit_through`] from a requestor that, like the provider behind
@@ -414,7 +428,7 @@ pub fn submit_with(
 /// provider then crosses the relay.
 pub fn submit_behind(network: &Network, api: &str, job: &Path, out: &Path, relay: &str) -> Child {
     let overlay = ["--relay", relay, "--bootstrap", relay];
-    submit_command(network, api, job, out, &overlay, &[])
+    submit_command(network, api, job, out, &overlay, &["--close"])
 }
 
 fn submit_command(
@@ -430,7 +444,7 @@ fn submit_command(
         network.funded_key("requestor");
     }
     Command::new(BIN)
-        .args(["submit", "--node", api, "--no-mdns", "--json", "--close"])
+        .args(["submit", "--node", api, "--no-mdns", "--json"])
         .arg("--key")
         .arg(&key)
         .arg("--out")
@@ -653,6 +667,12 @@ pub fn pi_job(dir: &Path, tasks: u64, policy: &str, deadline_blocks: u64) -> Pat
 
 /// Every task's output, as the sandbox gives it locally.
 pub fn expected_outputs(job: &str, tasks: u64) -> Vec<Vec<u8>> {
+    pi_outputs(job, 2000, 0..tasks)
+}
+
+/// The outputs of pi tasks of `samples` at `indexes`, as the sandbox gives
+/// them locally.
+pub fn pi_outputs(job: &str, samples: u64, indexes: impl IntoIterator<Item = u64>) -> Vec<Vec<u8>> {
     let job: JobId = job.parse().expect("job id");
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let module = std::fs::read(PI).expect("pi module");
@@ -662,10 +682,11 @@ pub fn expected_outputs(job: &str, tasks: u64) -> Vec<Vec<u8>> {
         memory_bytes: 256 << 20,
         output_bytes: 4096,
     };
-    (0..tasks)
+    indexes
+        .into_iter()
         .map(|index| {
             let spec = TaskSpec {
-                args: vec!["2000".to_owned(), index.to_string()],
+                args: vec![samples.to_string(), index.to_string()],
                 seed: task_seed(&job, index),
                 limits: task_limits(&limits, Duration::from_secs(60)),
                 ..TaskSpec::default()

@@ -21,7 +21,7 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return false;
         };
-        let Some(task) = job.tasks.get_mut(task_index as usize) else {
+        let Some(task) = job.tasks.get_mut(task_index) else {
             return false;
         };
         let Some(position) = task.running.iter().position(|(held, _)| *held == index) else {
@@ -38,7 +38,9 @@ impl Market {
     }
 
     pub(super) fn release_reservation(job: &mut Job, task_index: u64) {
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         if task.reserved > 0 {
             task.reserved -= 1;
             job.reserved -= job.cost_per_assignment;
@@ -48,7 +50,9 @@ impl Market {
     /// Queues one more replica of a task, ahead of tasks not yet started:
     /// finishing started tasks first keeps latency low and lets trust form.
     pub(super) fn requeue(job: &mut Job, task_index: u64) {
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         task.queued += 1;
         job.pending.push_front(task_index);
     }
@@ -65,7 +69,7 @@ impl Market {
             // A failure after the lease expired: the task was already
             // reissued; only the late result it might have sent is off.
             if let Some(job) = self.jobs.get_mut(&job_id)
-                && let Some(task) = job.tasks.get_mut(task_index as usize)
+                && let Some(task) = job.tasks.get_mut(task_index)
                 && let Some(position) = task.expired.iter().position(|held| *held == index)
             {
                 task.expired.swap_remove(position);
@@ -81,11 +85,17 @@ impl Market {
         };
         match late {
             // The reservation stays: a late result may still be paid.
-            Late::Counts => job.tasks[task_index as usize].expired.push(index),
+            Late::Counts => {
+                if let Some(task) = job.tasks.get_mut(task_index) {
+                    task.expired.push(index);
+                }
+            }
             // A lost provider's work is gone; it may take the task again.
             Late::Ignored => Self::release_reservation(job, task_index),
         }
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         task.attempts += 1;
         if task.attempts >= attempts_max {
             self.fail_task(
@@ -112,7 +122,8 @@ impl Market {
         if late.len() > LATE_HOLDS_MAX {
             late.retain(|(job, task)| {
                 jobs.get(job)
-                    .is_some_and(|job| job.tasks[*task as usize].expired.contains(&index))
+                    .and_then(|job| job.tasks.get(*task))
+                    .is_some_and(|task| task.expired.contains(&index))
             });
         }
     }
@@ -154,7 +165,7 @@ impl Market {
             // A failure after the lease expired: the task was already
             // reissued; only the late result it might have sent is off.
             if let Some(job) = self.jobs.get_mut(&job_id)
-                && let Some(task) = job.tasks.get_mut(task_index as usize)
+                && let Some(task) = job.tasks.get_mut(task_index)
                 && let Some(position) = task.expired.iter().position(|held| *held == index)
             {
                 task.expired.swap_remove(position);
@@ -169,7 +180,9 @@ impl Market {
             return;
         };
         Self::release_reservation(job, task_index);
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         task.attempts += 1;
         if task.attempts >= attempts_max {
             self.fail_task(

@@ -3,6 +3,7 @@
 //! The records and placement live here; lease bookkeeping is in `lease`
 //! and deciding and paying for results in `verify`.
 
+pub(crate) mod audit;
 mod lease;
 mod verify;
 
@@ -117,15 +118,6 @@ struct Received {
     paid: bool,
 }
 
-/// What an accepted task keeps for an audit: the result accepted, the
-/// providers whose word it was accepted on, and one of their receipts.
-#[derive(Debug)]
-struct Backing {
-    outcome: (TaskOutcome, u64),
-    providers: Vec<ProviderIndex>,
-    receipt: Option<Box<SignedReceipt>>,
-}
-
 #[derive(Debug)]
 struct Task {
     status: TaskStatus,
@@ -146,13 +138,28 @@ struct Task {
     verdict: Option<(TaskOutcome, u64)>,
     /// The verdict's output is held by the caller.
     output_held: bool,
-    /// Accepted on providers' word alone (not re-executed): who vouched.
-    backing: Option<Box<Backing>>,
     /// Times it was reopened after a backer was caught.
     reopened: u8,
 }
 
 impl Task {
+    fn new(quorum: u8, reopened: u8) -> Self {
+        Task {
+            status: TaskStatus::Open,
+            quorum,
+            running: Vec::new(),
+            expired: Vec::new(),
+            results: Vec::new(),
+            queued: 0,
+            attempts: 0,
+            reserved: 0,
+            refereeing: false,
+            verdict: None,
+            output_held: false,
+            reopened,
+        }
+    }
+
     /// Providers that hold a replica, let one expire, or answered.
     fn holders(&self) -> Vec<ProviderIndex> {
         self.running
@@ -164,24 +171,117 @@ impl Task {
     }
 }
 
+/// A job's tasks, kept only while undecided: a task nobody was given yet
+/// is a number past `fresh`, and a decided one is a bit.
+#[derive(Debug)]
+struct Tasks {
+    /// Tasks placed at least once and not decided.
+    open: HashMap<u64, Task>,
+    /// Tasks from here on were never placed.
+    fresh: u64,
+    count: u64,
+    /// One bit per task: decided.
+    decided: Vec<u64>,
+    /// Times each task that was ever reopened was (decided ones too).
+    reopened: HashMap<u64, u8>,
+}
+
+impl Tasks {
+    fn new(count: u64) -> Self {
+        Tasks {
+            open: HashMap::new(),
+            fresh: 0,
+            count,
+            decided: vec![0; usize::try_from(count.div_ceil(64)).unwrap_or(0)],
+            reopened: HashMap::new(),
+        }
+    }
+
+    fn get(&self, task: u64) -> Option<&Task> {
+        self.open.get(&task)
+    }
+
+    fn get_mut(&mut self, task: u64) -> Option<&mut Task> {
+        self.open.get_mut(&task)
+    }
+
+    fn is_decided(&self, task: u64) -> bool {
+        self.decided
+            .get((task / 64) as usize)
+            .is_some_and(|word| word & (1 << (task % 64)) != 0)
+    }
+
+    fn set_decided(&mut self, task: u64, decided: bool) {
+        if let Some(word) = self.decided.get_mut((task / 64) as usize) {
+            if decided {
+                *word |= 1 << (task % 64);
+            } else {
+                *word &= !(1 << (task % 64));
+            }
+        }
+    }
+
+    /// Forgets a decided task but for its bit.
+    fn close(&mut self, task: u64) {
+        if let Some(closed) = self.open.remove(&task)
+            && closed.reopened > 0
+        {
+            self.reopened.insert(task, closed.reopened);
+        }
+        self.set_decided(task, true);
+    }
+}
+
 #[derive(Debug)]
 struct Job {
     spec: JobSpec,
-    tasks: Vec<Task>,
+    tasks: Tasks,
+    /// Replicas waiting to be placed, of tasks already opened; tasks past
+    /// `tasks.fresh` join it as it runs low.
     pending: VecDeque<u64>,
     /// Cost reserved for one assignment: the task fuel limit at the job price.
     cost_per_assignment: u64,
     reserved: u64,
     paid: u64,
     owed: HashMap<ProviderIndex, (u64, u64, u64)>,
-    /// Tasks accepted on each provider's word, for audits when it is caught.
-    backed: HashMap<ProviderIndex, Vec<u64>>,
+    /// Tasks accepted on providers' word, for audits when one is caught.
+    audit: Box<dyn audit::AuditLog>,
     /// Value accepted on each provider's word alone (its share of the
     /// provider's `exposed`, released when the job finishes).
     exposed: HashMap<ProviderIndex, u64>,
     decided: u64,
     stalled: bool,
     summary: JobSummary,
+}
+
+impl Job {
+    /// Matching results a task needs at first.
+    fn quorum(&self) -> u8 {
+        match self.spec.policy {
+            Policy::Replicas(count) => count.max(1),
+            Policy::Adaptive => 1,
+        }
+    }
+
+    /// The task of the pending replica at `position`, opening tasks never
+    /// placed until there is one; `None` past the last.
+    fn pending_at(&mut self, position: usize) -> Option<u64> {
+        while position >= self.pending.len() {
+            let task = self.tasks.fresh;
+            if task >= self.tasks.count {
+                return None;
+            }
+            self.tasks.fresh += 1;
+            let quorum = self.quorum();
+            let mut opened = Task::new(quorum, 0);
+            opened.queued = quorum;
+            self.tasks.open.insert(task, opened);
+            for _ in 0..quorum {
+                self.pending.push_back(task);
+            }
+        }
+        self.pending.get(position).copied()
+    }
 }
 
 /// Cost of `fuel` at `price` per million, rounded up.
@@ -220,6 +320,8 @@ pub struct Market {
     /// Fuel a task has used, on average over recent results (none yet:
     /// providers get the least window).
     fuel_per_task: Option<u64>,
+    /// Makes each job's audit log.
+    audit_logs: audit::AuditLogs,
 }
 
 impl Market {
@@ -237,7 +339,16 @@ impl Market {
             finished: HashMap::new(),
             dirty: BTreeSet::new(),
             fuel_per_task: None,
+            audit_logs: audit::MemoryAuditLog::boxed,
         }
+    }
+
+    /// Keeps each job's audit trail (tasks accepted on providers' word,
+    /// read again only when one of them is caught) where `logs` makes it,
+    /// rather than in memory.
+    pub fn with_audit_logs(mut self, logs: audit::AuditLogs) -> Self {
+        self.audit_logs = logs;
+        self
     }
 
     /// Providers in the book.
@@ -313,13 +424,14 @@ impl Market {
             })
             .map(|(index, _)| index as ProviderIndex)
             .collect();
+        let quorum = u64::from(job.quorum());
         let mut waiting = Waiting {
-            pending: job.pending.len() as u64,
+            pending: job.pending.len() as u64 + (job.tasks.count - job.tasks.fresh) * quorum,
             providers_ready: ready.len() as u64,
             budget_spent: job.stalled,
             ..Waiting::default()
         };
-        for task in &job.tasks {
+        for task in job.tasks.open.values() {
             if task.status != TaskStatus::Open {
                 continue;
             }
@@ -407,14 +519,13 @@ impl Market {
                     for (job_id, task_index) in
                         std::mem::take(&mut self.providers[index as usize].late)
                     {
-                        if let Some(job) = self.jobs.get_mut(&job_id) {
-                            let task = &mut job.tasks[task_index as usize];
-                            if let Some(position) =
+                        if let Some(job) = self.jobs.get_mut(&job_id)
+                            && let Some(task) = job.tasks.get_mut(task_index)
+                            && let Some(position) =
                                 task.expired.iter().position(|held| *held == index)
-                            {
-                                task.expired.swap_remove(position);
-                                Self::release_reservation(job, task_index);
-                            }
+                        {
+                            task.expired.swap_remove(position);
+                            Self::release_reservation(job, task_index);
                         }
                     }
                 }
@@ -527,44 +638,19 @@ impl Market {
         if self.jobs.contains_key(&spec.id) || self.finished.contains_key(&spec.id) {
             return;
         }
-        let quorum = match spec.policy {
-            Policy::Replicas(count) => count.max(1),
-            Policy::Adaptive => 1,
-        };
-        let mut pending = VecDeque::new();
-        let mut tasks = Vec::new();
-        for task in 0..spec.task_count {
-            for _ in 0..quorum {
-                pending.push_back(task);
-            }
-            tasks.push(Task {
-                status: TaskStatus::Open,
-                quorum,
-                running: Vec::new(),
-                expired: Vec::new(),
-                results: Vec::new(),
-                queued: quorum,
-                attempts: 0,
-                reserved: 0,
-                refereeing: false,
-                verdict: None,
-                output_held: false,
-                backing: None,
-                reopened: 0,
-            });
-        }
+        let tasks = Tasks::new(spec.task_count);
         let cost_per_assignment = cost(spec.limits.fuel, spec.price_per_million_fuel);
         self.jobs.insert(
             spec.id,
             Job {
                 spec,
                 tasks,
-                pending,
+                pending: VecDeque::new(),
                 cost_per_assignment,
                 reserved: 0,
                 paid: 0,
                 owed: HashMap::new(),
-                backed: HashMap::new(),
+                audit: (self.audit_logs)(),
                 exposed: HashMap::new(),
                 decided: 0,
                 stalled: false,
@@ -613,10 +699,10 @@ impl Market {
     fn referee_stranded(&mut self, job_id: JobId, commands: &mut Vec<Command>) {
         let mut position = 0;
         while position < PENDING_SCAN_MAX {
-            let Some(&task_index) = self
+            let Some(task_index) = self
                 .jobs
-                .get(&job_id)
-                .and_then(|job| job.pending.get(position))
+                .get_mut(&job_id)
+                .and_then(|job| job.pending_at(position))
             else {
                 return;
             };
@@ -638,7 +724,8 @@ impl Market {
         let running = self
             .jobs
             .get(&job_id)
-            .is_some_and(|job| !job.tasks[task_index as usize].running.is_empty());
+            .and_then(|job| job.tasks.get(task_index))
+            .is_some_and(|task| !task.running.is_empty());
         !running && !self.could_answer(job_id, task_index)
     }
 
@@ -651,7 +738,9 @@ impl Market {
         let Some(task_index) = job.pending.remove(position) else {
             return;
         };
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         task.queued = task.queued.saturating_sub(1);
         if task.status == TaskStatus::Open && task.queued == 0 && task.running.is_empty() {
             self.referee_unanswerable(job_id, task_index, commands);
@@ -664,7 +753,7 @@ impl Market {
     /// operator that did.
     fn candidate(&self, job_id: JobId, task_index: u64) -> Option<ProviderIndex> {
         let job = self.jobs.get(&job_id)?;
-        let task = &job.tasks[task_index as usize];
+        let task = job.tasks.get(task_index)?;
         let price = job.spec.price_per_million_fuel;
         let memory = job.spec.limits.memory_bytes;
         let holders = task.holders();
@@ -734,15 +823,23 @@ impl Market {
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 return false;
             };
-            let Some(&task_index) = job.pending.get(position) else {
+            let Some(task_index) = job.pending_at(position) else {
                 return false;
             };
-            let task = &mut job.tasks[task_index as usize];
-            if task.status != TaskStatus::Open || task.refereeing || task.queued == 0 {
+            let placeable = match job.tasks.get_mut(task_index) {
+                Some(task) if task.status == TaskStatus::Open => {
+                    let placeable = !task.refereeing && task.queued > 0;
+                    if !placeable {
+                        task.queued = task.queued.saturating_sub(1);
+                    }
+                    placeable
+                }
+                _ => false,
+            };
+            if !placeable {
                 // Decided, or a verdict will decide it (what it needs then
                 // is queued anew), or left over from before it was decided
                 // and reopened.
-                task.queued = task.queued.saturating_sub(1);
                 job.pending.remove(position);
                 continue;
             }
@@ -774,6 +871,9 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return false;
         };
+        let Some(task) = job.tasks.open.get_mut(&task_index) else {
+            return false;
+        };
         let provider = &mut self.providers[index as usize];
         // Tasks queued ahead of this one on each of its cores.
         let ahead = u64::from(provider.in_flight)
@@ -796,7 +896,6 @@ impl Market {
             .saturating_add(fetch_ms)
             .saturating_add(self.config.lease_base_ms);
         job.pending.remove(position);
-        let task = &mut job.tasks[task_index as usize];
         task.queued = task.queued.saturating_sub(1);
         task.running.push((index, deadline));
         task.reserved += 1;

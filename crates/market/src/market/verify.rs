@@ -5,7 +5,8 @@
 
 use idlegrid_types::{AccountId, JobId, TaskOutcome};
 
-use super::{Backing, Market, ProviderIndex, Received, TaskStatus, cost};
+use super::audit::Backing;
+use super::{Market, ProviderIndex, Received, Task, TaskStatus, cost};
 use crate::types::{Command, Decision, FraudEvidence, Millis, Policy, TaskResult, Trust};
 
 /// How often, per mille, a trusted provider's result is checked again: the
@@ -50,7 +51,7 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let Some(task) = job.tasks.get_mut(task_index as usize) else {
+        let Some(task) = job.tasks.get_mut(task_index) else {
             return;
         };
         let was_expired = match task.expired.iter().position(|held| *held == index) {
@@ -84,7 +85,9 @@ impl Market {
         };
         // The reservation stays until the task is decided: a received
         // result is owed its payment if it wins.
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         if task.status != TaskStatus::Open {
             return;
         }
@@ -140,7 +143,9 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let task = &job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get(task_index) else {
+            return;
+        };
         if task.status != TaskStatus::Open || task.refereeing {
             return;
         }
@@ -165,8 +170,9 @@ impl Market {
                 }
                 _ => None,
             };
-            let task = &mut job.tasks[task_index as usize];
-            task.refereeing = true;
+            if let Some(task) = job.tasks.get_mut(task_index) {
+                task.refereeing = true;
+            }
             job.summary.tasks_refereed += 1;
             commands.push(Command::Referee {
                 job: job_id,
@@ -248,7 +254,9 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         if task.status != TaskStatus::Open || task.refereeing {
             return;
         }
@@ -268,7 +276,7 @@ impl Market {
         let Some(job) = self.jobs.get(&job_id) else {
             return false;
         };
-        let Some(task) = job.tasks.get(task_index as usize) else {
+        let Some(task) = job.tasks.get(task_index) else {
             return false;
         };
         let pinned = self.pinned_class(job, &task.holders());
@@ -308,7 +316,7 @@ impl Market {
         let Some(task) = self
             .jobs
             .get_mut(&job_id)
-            .and_then(|job| job.tasks.get_mut(task_index as usize))
+            .and_then(|job| job.tasks.get_mut(task_index))
         else {
             return;
         };
@@ -336,7 +344,9 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         let matches = |result: &Received| (result.outcome, result.fuel_used) == truth;
         let honest_receipt = task
             .results
@@ -396,8 +406,9 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let task = &job.tasks[task_index as usize];
-        if task.status == TaskStatus::Open && task.running.is_empty() && task.queued == 0 {
+        if job.tasks.get(task_index).is_some_and(|task| {
+            task.status == TaskStatus::Open && task.running.is_empty() && task.queued == 0
+        }) {
             Self::requeue(job, task_index);
         }
     }
@@ -417,38 +428,44 @@ impl Market {
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 continue;
             };
-            for task_index in job.backed.remove(&index).unwrap_or_default() {
-                self.reopen(now, job_id, task_index, index, commands);
+            for backing in Backing::naming(job.audit.as_mut(), index) {
+                self.reopen(now, job_id, backing, commands);
             }
         }
     }
 
-    /// Places an accepted task again because `liar` vouched for it; its
-    /// backers' results stay (paid already) and are weighed again.
+    /// Places an accepted task again because a provider caught lying
+    /// vouched for it; its backers' results stay (paid already) and are
+    /// weighed again. A record of an acceptance since undone (the task was
+    /// reopened after it) no longer stands.
     fn reopen(
         &mut self,
         now: Millis,
         job_id: JobId,
-        task_index: u64,
-        liar: ProviderIndex,
+        backing: Backing,
         commands: &mut Vec<Command>,
     ) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let task = &mut job.tasks[task_index as usize];
-        let vouched_by_liar = task
-            .backing
-            .as_ref()
-            .is_some_and(|backing| backing.providers.contains(&liar));
-        if task.status != TaskStatus::Accepted || !vouched_by_liar {
+        let task_index = backing.task;
+        let generation = job.tasks.reopened.get(&task_index).copied().unwrap_or(0);
+        let accepted = job.tasks.is_decided(task_index) && job.tasks.get(task_index).is_none();
+        if !accepted || generation != backing.generation {
             return;
         }
-        let Some(backing) = task.backing.take() else {
-            return;
-        };
-        let (outcome, fuel_used) = backing.outcome;
-        let mut receipt = backing.receipt;
+        let (outcome, fuel_used) = (backing.outcome, backing.fuel_used);
+        let energy_millijoules = backing
+            .receipt
+            .as_ref()
+            .map(|receipt| receipt.body.energy_millijoules);
+        let backers = backing
+            .providers
+            .iter()
+            .map(|index| self.providers[*index as usize].id)
+            .collect();
+        let mut receipt = backing.receipt.map(Box::new);
+        let mut task = Task::new(backing.quorum, generation.saturating_add(1));
         task.results = backing
             .providers
             .iter()
@@ -461,9 +478,11 @@ impl Market {
                 paid: true,
             })
             .collect();
-        task.status = TaskStatus::Open;
-        task.reopened = task.reopened.saturating_add(1);
-        task.attempts = 0;
+        job.tasks.open.insert(task_index, task);
+        job.tasks
+            .reopened
+            .insert(task_index, generation.saturating_add(1));
+        job.tasks.set_decided(task_index, false);
         job.decided -= 1;
         job.summary.tasks_accepted -= 1;
         job.summary.fuel_useful = job.summary.fuel_useful.saturating_sub(fuel_used);
@@ -471,6 +490,9 @@ impl Market {
         commands.push(Command::TaskReopened {
             job: job_id,
             task: task_index,
+            outcome,
+            backers,
+            energy_millijoules,
         });
         self.evaluate(now, job_id, task_index, commands);
     }
@@ -487,7 +509,9 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         task.status = TaskStatus::Accepted;
         let amount = cost(fuel_used, job.spec.price_per_million_fuel);
         let mut backers = Vec::new();
@@ -515,14 +539,16 @@ impl Market {
         if decision == Decision::Quorum {
             // Accepted on these providers' word: if one is caught lying
             // before the job ends, the task is checked again.
-            for backer in &backers {
-                job.backed.entry(*backer).or_default().push(task_index);
-            }
-            task.backing = Some(Box::new(Backing {
-                outcome: (outcome, fuel_used),
+            Backing {
+                task: task_index,
+                generation: task.reopened,
+                quorum: task.quorum,
+                outcome,
+                fuel_used,
                 providers: backers,
-                receipt,
-            }));
+                receipt: receipt.map(|receipt| *receipt),
+            }
+            .keep(job.audit.as_mut());
         }
         job.summary.tasks_accepted += 1;
         job.summary.fuel_useful = job.summary.fuel_useful.saturating_add(fuel_used);
@@ -548,7 +574,9 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let task = &mut job.tasks[task_index as usize];
+        let Some(task) = job.tasks.get_mut(task_index) else {
+            return;
+        };
         if task.status != TaskStatus::Open {
             return;
         }
@@ -570,12 +598,12 @@ impl Market {
         task_index: u64,
         commands: &mut Vec<Command>,
     ) {
-        let running: Vec<ProviderIndex> = match self.jobs.get(&job_id) {
-            Some(job) => job.tasks[task_index as usize]
-                .running
-                .iter()
-                .map(|(index, _)| *index)
-                .collect(),
+        let running: Vec<ProviderIndex> = match self
+            .jobs
+            .get(&job_id)
+            .and_then(|job| job.tasks.get(task_index))
+        {
+            Some(task) => task.running.iter().map(|(index, _)| *index).collect(),
             None => return,
         };
         for index in running {
@@ -589,15 +617,12 @@ impl Market {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let task = &mut job.tasks[task_index as usize];
-        job.reserved -= u64::from(task.reserved) * job.cost_per_assignment;
-        task.reserved = 0;
-        task.queued = 0;
-        // A decided task keeps only its status: with millions of tasks the
-        // results and holder lists would otherwise dominate memory.
-        task.expired = Vec::new();
-        task.running = Vec::new();
-        task.results = Vec::new();
+        if let Some(task) = job.tasks.get(task_index) {
+            job.reserved -= u64::from(task.reserved) * job.cost_per_assignment;
+        }
+        // A decided task keeps only its bit (and what an audit needs, on
+        // disk): with millions of tasks anything more would dominate memory.
+        job.tasks.close(task_index);
         job.decided += 1;
         if job.decided == job.spec.task_count {
             commands.push(Command::JobFinished {

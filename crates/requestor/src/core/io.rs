@@ -6,6 +6,7 @@ use idlegrid_net::{Request, Response, TaskBatch};
 use idlegrid_types::{AccountId, Offer, SignedVoucher, TaskOutcome};
 
 use super::RequestId;
+use crate::report::TaskRecord;
 
 /// What re-executing a task gave the requestor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,17 +127,23 @@ pub enum Command {
         task: u64,
     },
     /// A task is accepted: write its output (when it completed) to `file`
-    /// under the results folder.
+    /// under the results folder. A task accepted again with the output it
+    /// had before it was reopened comes without one (`record.file` set):
+    /// the output written then stands.
     Accepted {
         task: u64,
         output: Option<(String, Vec<u8>)>,
         /// From its first assignment to its acceptance, when it was accepted.
         round_trip_us: Option<u64>,
+        /// Its line in `results.json`.
+        record: Box<TaskRecord>,
     },
     /// No provider could give the task a result the market accepts (for
     /// example, every one refused it): decided as failed.
     TaskFailed {
         task: u64,
+        /// Its line in `results.json`.
+        record: Box<TaskRecord>,
     },
     /// Placing more would pass the budget.
     Stalled,

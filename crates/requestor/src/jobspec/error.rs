@@ -73,16 +73,47 @@ pub enum JobFileProblem {
         "`policy = \"replicas\"` needs `replicas`, how many providers run each task (1..={REPLICAS_MAX})"
     )]
     ReplicasMissing,
-    #[error("a job has either a `[tasks]` range or `[[task]]` entries, not both")]
+    #[error("a job has either a `[tasks]` table or `[[task]]` entries, not both")]
     BothTaskForms,
-    #[error("the job has no tasks: add a `[tasks]` range or `[[task]]` entries")]
+    #[error("the job has no tasks: add a `[tasks]` range or manifest, or `[[task]]` entries")]
     NoTasks,
+    #[error(
+        "`[tasks]` needs `end` (a range of indices) or `manifest` (a file whose lines are the tasks)"
+    )]
+    RangeWithoutEnd,
+    #[error("`{key}` is for a range: with `manifest`, each line of the file is a task")]
+    ManifestWithRange { key: &'static str },
+    #[error("failed to read manifest {}: {source}", path.display())]
+    ManifestRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("manifest {} is {bytes} bytes, above the limit of {max}", path.display())]
+    ManifestTooLarge { path: PathBuf, bytes: u64, max: u64 },
+    #[error("manifest {} has more than {max} lines, one task each", path.display())]
+    ManifestTooManyLines { path: PathBuf, max: u64 },
+    #[error("manifest {} has no lines: each line is one task", path.display())]
+    ManifestEmpty { path: PathBuf },
+    #[error("manifest {}, line {line}: {why}", path.display())]
+    ManifestLine {
+        path: PathBuf,
+        /// 1-based.
+        line: u64,
+        why: LineProblem,
+    },
+    #[error("manifest {} changed while the job was loaded", path.display())]
+    ManifestChanged { path: PathBuf },
     #[error("the range is empty: `end` ({end}) must be above `start` ({start})")]
     EmptyRange { start: u64, end: u64 },
     #[error("{count} tasks, above the limit of {max}")]
     TooManyTasks { count: u64, max: u64 },
-    #[error("unknown placeholder `{{{name}}}` in an argument; the only one is `{{index}}`")]
-    UnknownPlaceholder { name: String },
+    #[error("unknown placeholder `{{{name}}}` in an argument; {known}")]
+    UnknownPlaceholder {
+        name: String,
+        /// Which placeholders there are where it stands.
+        known: &'static str,
+    },
     #[error("{count} arguments, above the limit of {max}")]
     TooManyArgs { count: usize, max: usize },
     #[error("argument of task {task} is {len} bytes, above the limit of {max}")]
@@ -99,6 +130,12 @@ pub enum JobFileProblem {
     },
     #[error("the task inputs add up to more than {max} bytes (at task {task})")]
     InputsTooLarge { task: u64, max: u64 },
+    #[error(
+        "the task inputs add up to more than {max} bytes (at task {task}): each is made and \
+         hashed as the job loads, and sent to a provider with its task; give an input every \
+         task shares as a `[files]` entry instead, which is hashed and sent once"
+    )]
+    GeneratedInputsTooLarge { task: u64, max: u64 },
     #[error("failed to read module {}: {source}", path.display())]
     ModuleRead {
         path: PathBuf,
@@ -140,6 +177,43 @@ pub enum JobFileProblem {
     #[error("task {task}: {source}")]
     TaskInput {
         task: u64,
+        #[source]
+        source: LengthExceeded,
+    },
+}
+
+/// What is wrong with one line of a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LineProblem {
+    #[error("empty: each line is one task")]
+    Empty,
+    #[error("above the limit of {max} bytes")]
+    TooLong { max: usize },
+    #[error("not UTF-8 text")]
+    NotUtf8,
+}
+
+/// Why a task of a loaded job cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("the job has {count} tasks; there is no task {index}")]
+    NoSuchTask { index: u64, count: u64 },
+    #[error("failed to read task {index} from manifest {}: {source}", path.display())]
+    ManifestRead {
+        index: u64,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "manifest {} changed after the job was loaded (found at task {index}): its tasks are \
+         pinned by the job's spec, so the job cannot go on with the file as it is now",
+        path.display()
+    )]
+    ManifestChanged { index: u64, path: PathBuf },
+    #[error("task {index}: {source}")]
+    Input {
+        index: u64,
         #[source]
         source: LengthExceeded,
     },

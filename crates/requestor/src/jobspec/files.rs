@@ -8,8 +8,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use idlegrid_types::blob_tree::Verifier;
-use idlegrid_types::work::TASK_FILES_MAX;
-use idlegrid_types::{ContentId, InputFile, TaskInput, codec};
+use idlegrid_types::codec::Bounded;
+use idlegrid_types::work::{TASK_FILE_NAME_BYTES_MAX, TASK_FILES_MAX};
+use idlegrid_types::{ContentId, InputFile, TaskInput};
 use toml::Spanned;
 
 use super::{
@@ -131,8 +132,7 @@ impl<'a> Files<'a> {
         path: &str,
     ) -> Result<InputFile, JobFileError> {
         let report = self.report;
-        InputFile::check_name(name)
-            .map_err(|why| report.at(at.span(), JobFileProblem::FileName(why)))?;
+        let name = file_name(report, name, at)?;
         let url = remote::is_url(path).then(|| path.to_owned());
         // A URL is its own key: each object is downloaded once.
         let key = match &url {
@@ -201,31 +201,32 @@ impl<'a> Files<'a> {
                 known
             }
         };
-        Ok(InputFile {
-            name: codec::Bounded::new(name.to_owned())
-                .map_err(|_| report.at(at.span(), JobFileProblem::FileName(name.to_owned())))?,
-            cid,
-            bytes,
-        })
+        Ok(InputFile { name, cid, bytes })
     }
 
-    /// `input` with the shared files and `own`, within the bounds.
-    pub(super) fn attach(
-        &mut self,
+    /// The files every task sees (`[files]`).
+    pub(super) fn shared(&self) -> &[InputFile] {
+        &self.shared
+    }
+
+    /// Refuses a task whose own files, named `own`, share a name with a
+    /// file of every task or are too many with them.
+    pub(super) fn check_names(
+        &self,
         task: u64,
         span: Range<usize>,
-        input: TaskInput,
-        own: Vec<InputFile>,
-    ) -> Result<TaskInput, JobFileError> {
+        own: &[&str],
+    ) -> Result<(), JobFileError> {
         let report = self.report;
-        if let Some(twice) = own
-            .iter()
-            .find(|file| self.shared.iter().any(|shared| shared.name == file.name))
-        {
+        if let Some(twice) = own.iter().find(|name| {
+            self.shared
+                .iter()
+                .any(|shared| shared.name.as_str() == **name)
+        }) {
             return Err(report.at(
                 span,
                 JobFileProblem::FileTwice {
-                    name: twice.name.to_string(),
+                    name: (*twice).to_owned(),
                     task,
                 },
             ));
@@ -240,14 +241,19 @@ impl<'a> Files<'a> {
                 },
             ));
         }
-        let mut all = self.shared.clone();
-        all.extend(own);
-        let input = input.with_files(all).map_err(|source| {
-            report.at(span.clone(), JobFileProblem::TaskInput { task, source })
-        })?;
-        let bytes = (input.stdin.len() as u64).saturating_add(input.file_bytes());
+        Ok(())
+    }
+
+    /// Refuses a task whose stdin and files add up to more than
+    /// `task_input_bytes`.
+    pub(super) fn check_task_bytes(
+        &self,
+        task: u64,
+        span: Range<usize>,
+        bytes: u64,
+    ) -> Result<(), JobFileError> {
         if bytes > self.task_max {
-            return Err(report.at(
+            return Err(self.report.at(
                 span,
                 JobFileProblem::TaskInputTooLarge {
                     task,
@@ -256,6 +262,39 @@ impl<'a> Files<'a> {
                 },
             ));
         }
+        Ok(())
+    }
+
+    /// `input` with the shared files and `own`, within the bounds.
+    pub(super) fn attach(
+        &mut self,
+        task: u64,
+        span: Range<usize>,
+        input: TaskInput,
+        own: Vec<InputFile>,
+    ) -> Result<TaskInput, JobFileError> {
+        let names: Vec<&str> = own.iter().map(|file| file.name.as_str()).collect();
+        self.check_names(task, span.clone(), &names)?;
+        let mut all = self.shared.clone();
+        all.extend(own);
+        let input = input.with_files(all).map_err(|source| {
+            self.report
+                .at(span.clone(), JobFileProblem::TaskInput { task, source })
+        })?;
+        let bytes = (input.stdin.len() as u64).saturating_add(input.file_bytes());
+        self.check_task_bytes(task, span, bytes)?;
         Ok(input)
     }
+}
+
+/// `name` as an input file's name, when it can be one.
+pub(super) fn file_name(
+    report: &Reporter<'_>,
+    name: &str,
+    at: &Spanned<String>,
+) -> Result<Bounded<String, TASK_FILE_NAME_BYTES_MAX>, JobFileError> {
+    InputFile::check_name(name)
+        .map_err(|why| report.at(at.span(), JobFileProblem::FileName(why)))?;
+    Bounded::new(name.to_owned())
+        .map_err(|_| report.at(at.span(), JobFileProblem::FileName(name.to_owned())))
 }

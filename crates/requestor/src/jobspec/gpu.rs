@@ -288,7 +288,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         assert_eq!(program.dispatches[0].entry_point.as_str(), "main");
         assert_eq!(program.dispatches[0].workgroups, [1, 1, 1]);
         assert_eq!(program.fuel_per_invocation, 1_000_000);
-        assert_eq!(job.tasks.len(), 4);
+        assert_eq!(job.task_count(), 4);
         assert!(job.module_path.ends_with("k.wgsl"));
     }
 
@@ -349,7 +349,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
             "/../../examples/mandelbrot-gpu/job.toml"
         ));
         let job = JobFile::load(path).unwrap();
-        assert_eq!(job.tasks.len(), 16);
+        assert_eq!(job.task_count(), 16);
         assert!(GpuProgram::is_program(&job.module));
         // Three replicas of every task at the fuel cap fit the budget.
         let worst_cost = 16 * 3 * job.limits.fuel * job.price_per_million_fuel / 1_000_000;

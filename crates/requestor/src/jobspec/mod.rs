@@ -1,24 +1,29 @@
 //! Job files (`job.toml`): what a requestor asks the network to run.
 //!
 //! A job file names a WebAssembly module, the tasks to run it on (a range
-//! of indices expanded through argument templates, or explicit `[[task]]`
-//! entries), the limits every task runs under, the price, the verification
-//! policy, the budget and the deadline. [`JobFile::load`] reads one, checks
-//! every bound, expands the tasks and reads the files it names; every
-//! mistake tied to a place in the file is reported as `FILE:LINE:COLUMN:
-//! message`. The format is documented in `docs/job-spec.md`.
+//! of indices or the lines of a manifest, expanded through templates, or
+//! explicit `[[task]]` entries), the limits every task runs under, the
+//! price, the verification policy, the budget and the deadline.
+//! [`JobFile::load`] reads one, checks every bound, makes every task once
+//! (to check it and hash it into the job's spec, without keeping it: see
+//! `tasks.rs`) and reads the files it names; every mistake tied to a place
+//! in the file is reported as `FILE:LINE:COLUMN: message`. The format is
+//! documented in `docs/job-spec.md`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod error;
 mod files;
 mod gpu;
+mod tasks;
 
-pub use error::{JobFileError, JobFileProblem, line_column};
+pub use error::{JobFileError, JobFileProblem, LineProblem, TaskError, line_column};
+use tasks::{TaskIds, TaskSource};
 
 use files::{Files, Remote, download_root};
 pub use gpu::FUEL_PER_INVOCATION_DEFAULT;
@@ -41,12 +46,21 @@ use toml::Spanned;
 pub const JOB_FILE_BYTES_MAX: usize = 64 << 20;
 /// Largest module a job may name, bytes: it travels to every provider.
 pub const MODULE_BYTES_MAX: usize = 8 << 20;
-/// Most tasks in one job.
-pub const TASKS_MAX: u64 = 1_000_000;
+/// Most tasks in one job. A range or a manifest holds almost nothing per
+/// task; `[[task]]` entries are bounded first by the job file's size.
+pub const TASKS_MAX: u64 = 100_000_000;
 /// Largest stdin one task carries, bytes: inputs travel inline on the network.
 pub const TASK_STDIN_INLINE_BYTES_MAX: usize = 1 << 20;
-/// Most bytes of task inputs (their canonical encodings added up) in one job.
+/// Most bytes of `[[task]]` inputs (their arguments and stdin encoded,
+/// added up) in one job: they are held in memory as written.
 pub const TASK_INPUTS_TOTAL_BYTES_MAX: u64 = 256 << 20;
+/// Most bytes of task inputs a range or a manifest makes (their canonical
+/// encodings added up): none is kept, but each is made and hashed as the
+/// job loads, which this bounds to about a minute, and each is sent to a
+/// provider inline with its task.
+pub const TASK_INPUTS_GENERATED_BYTES_MAX: u64 = 64 << 30;
+/// Largest manifest (`[tasks] manifest`), bytes.
+pub const MANIFEST_BYTES_MAX: u64 = 16 << 30;
 /// Largest input file, bytes: its tree of 64 KiB groups travels in one
 /// message.
 pub const INPUT_FILE_BYTES_MAX: u64 = (CONTENT_TREE_LEAVES_MAX * GROUP_BYTES) as u64;
@@ -88,8 +102,10 @@ pub const DEADLINE_BLOCKS_MAX: u64 = 1_000_000;
 pub const REPLICAS_MAX: u8 = 7;
 /// The largest `trust_after` and `check_halving`, in results.
 pub const TRUST_KNOB_MAX: u32 = 1_000_000;
-/// The placeholder an argument template replaces with the task's index.
+/// The placeholder a template replaces with the task's index.
 pub const INDEX_PLACEHOLDER: &str = "index";
+/// The placeholder a manifest's templates replace with the task's line.
+pub const LINE_PLACEHOLDER: &str = "line";
 
 /// How the results of a job's tasks are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +127,13 @@ impl Verification {
     }
 }
 
-/// A loaded job file: everything `idlegrid submit` needs, checked and expanded.
+/// A loaded job file: everything `idlegrid submit` needs, checked. Its tasks
+/// are made when asked for ([`JobFile::task`]); cloning it is cheap.
+///
+/// The job's spec ([`JobFile::spec_cid`]) was hashed from the module and
+/// the tasks as they were loaded; the terms (limits, price, verification,
+/// budget, deadline, wall time) are read from the fields when it is asked
+/// for.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JobFile {
     /// The job file.
@@ -124,8 +146,13 @@ pub struct JobFile {
     pub module: Vec<u8>,
     /// `ContentId::of(&module)`.
     pub module_cid: ContentId,
-    /// One input per task; a task's index is its position.
-    pub tasks: Vec<TaskInput>,
+    /// Where each task's input comes from; a task's index is its position.
+    source: TaskSource,
+    /// The Borsh encoding of the spec hashed through the module's id and
+    /// every task's: the terms follow.
+    spec_through_tasks: SpecThroughTasks,
+    /// The most bytes of input files one task reads.
+    input_bytes_max: u64,
     /// Every distinct file the tasks read, by content id, and where it is
     /// here: the requestor serves them to providers.
     pub files: Vec<JobInputFile>,
@@ -147,6 +174,9 @@ pub struct JobFile {
     pub storage: Storage,
     /// Where verified outputs are also written (`[output] url`).
     pub output_url: Option<String>,
+    /// Every output goes into one file, `outputs.bin`, rather than a file
+    /// per task (`[output] packed`): a job of millions of tasks.
+    pub output_packed: bool,
     /// The folder input files named by URL were downloaded to; deleted
     /// with the last copy of the job file.
     pub downloads: Downloads,
@@ -156,7 +186,7 @@ pub struct JobFile {
 /// holds them any more. Equal whatever they hold: what a job's files are is
 /// their content ids.
 #[derive(Debug, Clone, Default)]
-pub struct Downloads(Option<std::sync::Arc<tempfile::TempDir>>);
+pub struct Downloads(Option<Arc<tempfile::TempDir>>);
 
 impl Downloads {
     /// The folder, if anything was downloaded.
@@ -181,7 +211,7 @@ impl fmt::Debug for JobFile {
             .field("module_path", &self.module_path)
             .field("module", &format_args!("{} bytes", self.module.len()))
             .field("module_cid", &self.module_cid)
-            .field("tasks", &format_args!("{} tasks", self.tasks.len()))
+            .field("tasks", &format_args!("{} tasks", self.task_count()))
             .field("files", &format_args!("{} files", self.files.len()))
             .field("limits", &self.limits)
             .field("wall_time_secs", &self.wall_time_secs)
@@ -194,6 +224,19 @@ impl fmt::Debug for JobFile {
     }
 }
 
+/// A spec hashed through its tasks' ids. Equal when the same bytes were
+/// hashed.
+#[derive(Clone)]
+struct SpecThroughTasks(Arc<blake3::Hasher>);
+
+impl PartialEq for SpecThroughTasks {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.finalize() == other.0.finalize()
+    }
+}
+
+impl Eq for SpecThroughTasks {}
+
 /// A file the job's tasks read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInputFile {
@@ -202,7 +245,7 @@ pub struct JobInputFile {
     pub path: PathBuf,
     /// Its tree, made as it was read: each chunk served is checked against
     /// it, so a file changed since is refused, not served.
-    pub tree: std::sync::Arc<Verifier>,
+    pub tree: Arc<Verifier>,
 }
 
 #[derive(Deserialize)]
@@ -232,7 +275,8 @@ struct RawStorage {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOutput {
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
+    packed: Option<bool>,
 }
 
 /// Input files by name at `/input`: paths relative to the job file.
@@ -270,7 +314,8 @@ struct RawVerification {
 #[serde(deny_unknown_fields)]
 struct RawRange {
     start: Option<Spanned<u64>>,
-    end: Spanned<u64>,
+    end: Option<Spanned<u64>>,
+    manifest: Option<Spanned<String>>,
     args: Option<Spanned<Vec<Spanned<String>>>>,
     stdin: Option<Spanned<String>>,
     stdin_file: Option<Spanned<String>>,
@@ -284,12 +329,6 @@ struct RawTask {
     stdin: Option<Spanned<String>>,
     stdin_file: Option<Spanned<String>>,
     files: Option<Spanned<RawFiles>>,
-}
-
-/// One piece of an argument template.
-enum Piece {
-    Literal(String),
-    Index,
 }
 
 /// Turns problems at byte spans of the file into [`JobFileError`]s.
@@ -353,8 +392,8 @@ fn read_bounded(path: &Path, max: usize) -> io::Result<Option<Vec<u8>>> {
     Ok((bytes.len() <= max).then_some(bytes))
 }
 
-/// The length of `TaskInput`'s canonical encoding: a `u32` length before the
-/// argument list, each argument and the stdin.
+/// The length of `TaskInput`'s canonical encoding without its files: a
+/// `u32` length before the argument list, each argument and the stdin.
 fn encoded_len(args: &[String], stdin: &[u8]) -> u64 {
     let prefix = 4u64;
     let args_len: u64 = args.iter().map(|arg| prefix + arg.len() as u64).sum();
@@ -396,6 +435,17 @@ impl JobFile {
         text: &str,
         path: &Path,
         download_root: Option<&Path>,
+    ) -> Result<JobFile, JobFileError> {
+        Self::parse_bounded(text, path, download_root, TASK_INPUTS_GENERATED_BYTES_MAX)
+    }
+
+    /// [`JobFile::parse_downloading`], a range's or manifest's inputs
+    /// bounded by `generated_bytes_max`.
+    fn parse_bounded(
+        text: &str,
+        path: &Path,
+        download_root: Option<&Path>,
+        generated_bytes_max: u64,
     ) -> Result<JobFile, JobFileError> {
         if text.len() > JOB_FILE_BYTES_MAX {
             return Err(JobFileError::TooLarge {
@@ -440,15 +490,20 @@ impl JobFile {
             endpoint: raw.storage.as_ref().and_then(|raw| raw.endpoint.clone()),
             region: raw.storage.as_ref().and_then(|raw| raw.region.clone()),
         };
-        let output_url = match &raw.output {
-            Some(output) => {
+        let output_url = match raw.output.as_ref().and_then(|output| output.url.as_ref()) {
+            Some(url) => {
                 // Checked now, so a job never runs to find it cannot write.
-                OutputTarget::check(output.url.get_ref(), &storage)
-                    .map_err(|why| report.at(output.url.span(), JobFileProblem::Output(why)))?;
-                Some(output.url.get_ref().clone())
+                OutputTarget::check(url.get_ref(), &storage)
+                    .map_err(|why| report.at(url.span(), JobFileProblem::Output(why)))?;
+                Some(url.get_ref().clone())
             }
             None => None,
         };
+        let output_packed = raw
+            .output
+            .as_ref()
+            .and_then(|output| output.packed)
+            .unwrap_or(false);
         let remote = download_root.map(|root| Remote {
             root: root.to_path_buf(),
             storage: storage.clone(),
@@ -461,7 +516,8 @@ impl JobFile {
             raw.files.as_ref(),
             remote,
         )?;
-        let tasks = match (&raw.tasks, &raw.task) {
+        let module_cid = ContentId::of(&module);
+        let (source, ids) = match (&raw.tasks, &raw.task) {
             (Some(range), Some(explicit)) => {
                 // Point at whichever form comes second: the one that conflicts.
                 let span = if range.span().start > explicit.span().start {
@@ -471,8 +527,17 @@ impl JobFile {
                 };
                 return Err(report.at(span, JobFileProblem::BothTaskForms));
             }
-            (Some(range), None) => Self::expand_range(&report, folder, range, &mut files)?,
-            (None, Some(explicit)) => Self::explicit_tasks(&report, folder, explicit, &mut files)?,
+            (Some(range), None) => tasks::generate(
+                &report,
+                folder,
+                range,
+                &mut files,
+                module_cid,
+                generated_bytes_max,
+            )?,
+            (None, Some(explicit)) => {
+                Self::explicit_tasks(&report, folder, explicit, &mut files, module_cid)?
+            }
             (None, None) => {
                 return Err(report.at(0..0, JobFileProblem::NoTasks));
             }
@@ -482,21 +547,20 @@ impl JobFile {
             let span = raw.files.as_ref().map_or(0..0, Spanned::span);
             return Err(report.at(span, JobFileProblem::FilesWithGpu));
         }
+        let (spec_through_tasks, input_bytes_max) = ids.finish();
         Ok(JobFile {
             path: path.to_path_buf(),
             module_path,
-            module_cid: ContentId::of(&module),
+            module_cid,
             module,
-            tasks,
-            downloads: Downloads(
-                files
-                    .remote
-                    .and_then(|remote| remote.dir)
-                    .map(std::sync::Arc::new),
-            ),
+            source,
+            spec_through_tasks: SpecThroughTasks(Arc::new(spec_through_tasks)),
+            input_bytes_max,
+            downloads: Downloads(files.remote.and_then(|remote| remote.dir).map(Arc::new)),
             files: files.distinct,
             storage,
             output_url,
+            output_packed,
             limits,
             wall_time_secs,
             price_per_million_fuel,
@@ -510,12 +574,11 @@ impl JobFile {
     /// The canonical description whose content id goes on the ledger as the
     /// job's `spec`: the Borsh encoding of (module cid, each task input's
     /// content id in order, limits, price, verification as (tag, replicas),
-    /// budget, deadline_blocks, wall_time_secs).
+    /// budget, deadline_blocks, wall_time_secs). The part through the
+    /// tasks' ids was hashed as the job loaded; only the terms are hashed
+    /// here (Borsh encodes a tuple as its fields one after another).
     pub fn spec_cid(&self) -> ContentId {
-        let task_cids: Vec<ContentId> = self.tasks.iter().map(TaskInput::content_id).collect();
-        let spec = (
-            self.module_cid,
-            task_cids,
+        let terms = (
             self.limits,
             self.price_per_million_fuel,
             self.verification.canonical(),
@@ -523,11 +586,46 @@ impl JobFile {
             self.deadline_blocks,
             self.wall_time_secs,
         );
-        let bytes = codec::encode(&spec).expect(
-            "a job spec holds at most TASKS_MAX content ids, far below Borsh's u32 lengths, \
-             and encodes into memory",
-        );
-        ContentId::of(&bytes)
+        let bytes = codec::encode(&terms).expect("fixed-size terms encode into memory");
+        let mut spec = (*self.spec_through_tasks.0).clone();
+        spec.update(&bytes);
+        ContentId::from_bytes(*spec.finalize().as_bytes())
+    }
+
+    /// How many tasks the job has.
+    pub fn task_count(&self) -> u64 {
+        self.source.count()
+    }
+
+    /// Task `index`'s input, made now. `None` past the last task, or when
+    /// a manifest no longer reads as it did at load: then
+    /// [`JobFile::task_failure`] says why, and the job should not go on.
+    pub fn task(&self, index: u64) -> Option<TaskInput> {
+        self.try_task(index)
+            .map_err(|error| self.source.record(error))
+            .ok()
+    }
+
+    /// Task `index`'s input, made now, or why it cannot be.
+    pub fn try_task(&self, index: u64) -> Result<TaskInput, TaskError> {
+        self.source.task(index)
+    }
+
+    /// Every task's input in order (a manifest read once). Ends early, like
+    /// [`JobFile::task`], at a task that cannot be made.
+    pub fn tasks(&self) -> impl Iterator<Item = TaskInput> + '_ {
+        self.source.iter()
+    }
+
+    /// The first task that could not be made since the job loaded (its
+    /// manifest changed, or could not be read): the run stops on it.
+    pub fn task_failure(&self) -> Option<&TaskError> {
+        self.source.failure()
+    }
+
+    /// The most bytes of input files one task reads.
+    pub fn input_bytes_max(&self) -> u64 {
+        self.input_bytes_max
     }
 
     /// The input file of this job whose id is `cid`.
@@ -789,92 +887,13 @@ impl JobFile {
         TaskInput::new(args, stdin).map_err(|source| JobFileProblem::TaskInput { task, source })
     }
 
-    fn expand_range(
-        report: &Reporter<'_>,
-        folder: &Path,
-        range: &Spanned<RawRange>,
-        files: &mut Files<'_>,
-    ) -> Result<Vec<TaskInput>, JobFileError> {
-        let raw = range.get_ref();
-        let start = raw.start.as_ref().map_or(0, |start| *start.get_ref());
-        let end = *raw.end.get_ref();
-        if end <= start {
-            return Err(report.at(raw.end.span(), JobFileProblem::EmptyRange { start, end }));
-        }
-        let count = end - start;
-        if count > TASKS_MAX {
-            return Err(report.at(
-                raw.end.span(),
-                JobFileProblem::TooManyTasks {
-                    count,
-                    max: TASKS_MAX,
-                },
-            ));
-        }
-        let arg_templates = Self::check_arg_count(report, raw.args.as_ref())?;
-        let templates = arg_templates
-            .iter()
-            .map(|arg| {
-                parse_template(arg.get_ref()).map_err(|problem| report.at(arg.span(), problem))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let stdin = Self::stdin(report, folder, raw.stdin.as_ref(), raw.stdin_file.as_ref())?;
-        let file_templates = raw
-            .files
-            .as_ref()
-            .map(|named| {
-                named
-                    .get_ref()
-                    .iter()
-                    .map(|(name, path)| {
-                        parse_template(path.get_ref())
-                            .map(|template| (name, path, template))
-                            .map_err(|problem| report.at(path.span(), problem))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-
-        let mut tasks = Vec::new();
-        let mut total_bytes = 0u64;
-        for (position, index) in (start..end).enumerate() {
-            let position = position as u64;
-            let mut args = Vec::with_capacity(templates.len());
-            for (template, arg) in templates.iter().zip(arg_templates) {
-                let expanded = expand(template, index);
-                Self::check_arg_len(report, arg, &expanded, position)?;
-                args.push(expanded);
-            }
-            total_bytes += encoded_len(&args, &stdin);
-            if total_bytes > TASK_INPUTS_TOTAL_BYTES_MAX {
-                return Err(report.at(
-                    range.span(),
-                    JobFileProblem::InputsTooLarge {
-                        task: position,
-                        max: TASK_INPUTS_TOTAL_BYTES_MAX,
-                    },
-                ));
-            }
-            let own = file_templates
-                .iter()
-                .map(|(name, path, template)| {
-                    files.file(position, name, path, &expand(template, index))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let input = Self::task_input(position, args, stdin.clone())
-                .map_err(|problem| report.at(range.span(), problem))?;
-            tasks.push(files.attach(position, range.span(), input, own)?);
-        }
-        Ok(tasks)
-    }
-
     fn explicit_tasks(
         report: &Reporter<'_>,
         folder: &Path,
         explicit: &Spanned<Vec<Spanned<RawTask>>>,
         files: &mut Files<'_>,
-    ) -> Result<Vec<TaskInput>, JobFileError> {
+        module_cid: ContentId,
+    ) -> Result<(TaskSource, TaskIds), JobFileError> {
         let entries = explicit.get_ref();
         if entries.is_empty() {
             return Err(report.at(explicit.span(), JobFileProblem::NoTasks));
@@ -927,57 +946,12 @@ impl JobFile {
                 .map_err(|problem| report.at(entry.span(), problem))?;
             tasks.push(files.attach(position, entry.span(), input, own)?);
         }
-        Ok(tasks)
-    }
-}
-
-/// Splits an argument template into literal text and `{index}`
-/// placeholders. A placeholder is `{` one or more ASCII letters, digits or
-/// underscores `}`; any other brace is literal text, so `{"a": 1}` and `{}`
-/// pass through unchanged.
-fn parse_template(template: &str) -> Result<Vec<Piece>, JobFileProblem> {
-    let mut pieces = Vec::new();
-    let mut literal = String::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        literal.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let name_len = after
-            .find(|character: char| !(character.is_ascii_alphanumeric() || character == '_'))
-            .unwrap_or(after.len());
-        let name = &after[..name_len];
-        if name.is_empty() || !after[name_len..].starts_with('}') {
-            literal.push('{');
-            rest = after;
-            continue;
+        let mut ids = TaskIds::new(module_cid, count);
+        for task in &tasks {
+            ids.push(task.content_id(), task.file_bytes());
         }
-        if name != INDEX_PLACEHOLDER {
-            return Err(JobFileProblem::UnknownPlaceholder {
-                name: name.to_owned(),
-            });
-        }
-        if !literal.is_empty() {
-            pieces.push(Piece::Literal(std::mem::take(&mut literal)));
-        }
-        pieces.push(Piece::Index);
-        rest = &after[name_len + 1..];
+        Ok((TaskSource::List(tasks.into()), ids))
     }
-    literal.push_str(rest);
-    if !literal.is_empty() {
-        pieces.push(Piece::Literal(literal));
-    }
-    Ok(pieces)
-}
-
-fn expand(template: &[Piece], index: u64) -> String {
-    let mut text = String::new();
-    for piece in template {
-        match piece {
-            Piece::Literal(literal) => text.push_str(literal),
-            Piece::Index => text.push_str(&index.to_string()),
-        }
-    }
-    text
 }
 
 #[cfg(test)]

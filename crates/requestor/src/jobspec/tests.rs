@@ -54,10 +54,10 @@ fn a_range_expands_its_templates_once_per_index() {
         "{HEAD}[tasks]\nstart = 98\nend = 102\nargs = [\"200000\", \"{{index}}\", \"n{{index}}.{{index}}\"]\nstdin = \"shared\"\n"
     );
     let job = folder.parse(&text).unwrap();
-    assert_eq!(job.tasks.len(), 4);
-    assert_eq!(args(&job.tasks[0]), ["200000", "98", "n98.98"]);
-    assert_eq!(args(&job.tasks[3]), ["200000", "101", "n101.101"]);
-    assert!(job.tasks.iter().all(|task| *task.stdin == b"shared"));
+    assert_eq!(job.task_count(), 4);
+    assert_eq!(args(&job.task(0).unwrap()), ["200000", "98", "n98.98"]);
+    assert_eq!(args(&job.task(3).unwrap()), ["200000", "101", "n101.101"]);
+    assert!(job.tasks().all(|task| *task.stdin == b"shared"));
     assert_eq!(job.module, MODULE);
     assert_eq!(job.module_cid, ContentId::of(MODULE));
     assert_eq!(job.module_path, folder.dir.path().join("m.wasm"));
@@ -72,7 +72,7 @@ fn braces_that_are_not_placeholders_are_literal() {
     );
     let job = folder.parse(&text).unwrap();
     assert_eq!(
-        args(&job.tasks[0]),
+        args(&job.task(0).unwrap()),
         ["{\"a\": 0}", "{}", "{index", "}{ x }"]
     );
 }
@@ -94,10 +94,9 @@ fn omitted_fields_take_their_defaults() {
     assert_eq!(job.verification, Verification::Adaptive);
     assert_eq!(job.price_per_million_fuel, 10);
     assert_eq!(job.budget, 1000);
-    assert_eq!(job.tasks.len(), 2);
+    assert_eq!(job.task_count(), 2);
     assert!(
-        job.tasks
-            .iter()
+        job.tasks()
             .all(|task| task.args.is_empty() && task.stdin.is_empty())
     );
 }
@@ -164,13 +163,13 @@ fn explicit_tasks_take_inline_stdin_or_a_stdin_file() {
          [[task]]\nstdin_file = \"input.txt\"\n\n[[task]]\n"
     );
     let job = folder.parse(&text).unwrap();
-    assert_eq!(job.tasks.len(), 3);
+    assert_eq!(job.task_count(), 3);
     // Explicit arguments are literal.
-    assert_eq!(args(&job.tasks[0]), ["1000", "{index}"]);
-    assert_eq!(*job.tasks[0].stdin, b"inline");
-    assert!(job.tasks[1].args.is_empty());
-    assert_eq!(*job.tasks[1].stdin, b"from a file\n");
-    assert_eq!(job.tasks[2], TaskInput::default());
+    assert_eq!(args(&job.task(0).unwrap()), ["1000", "{index}"]);
+    assert_eq!(*job.task(0).unwrap().stdin, b"inline");
+    assert!(job.task(1).unwrap().args.is_empty());
+    assert_eq!(*job.task(1).unwrap().stdin, b"from a file\n");
+    assert_eq!(job.task(2).unwrap(), TaskInput::default());
 }
 
 #[test]
@@ -183,7 +182,7 @@ fn toml_mistakes_point_at_their_place() {
     check_error(
         &format!("{HEAD}[tasks]\nstart = 1\n"),
         (4, 1),
-        "missing field `end`",
+        "`[tasks]` needs `end` (a range of indices) or `manifest`",
     );
     check_error(
         &format!("{HEAD}colour = 1\n[tasks]\nend = 1\n"),
@@ -324,12 +323,12 @@ fn a_job_has_exactly_one_task_form() {
     check_error(
         &format!("{HEAD}[tasks]\nend = 3\n\n[[task]]\nargs = [\"a\"]\n"),
         (7, 1),
-        "either a `[tasks]` range or `[[task]]` entries, not both",
+        "either a `[tasks]` table or `[[task]]` entries, not both",
     );
     check_error(
         &format!("{HEAD}[[task]]\nargs = [\"a\"]\n\n[tasks]\nend = 3\n"),
         (7, 1),
-        "either a `[tasks]` range or `[[task]]` entries, not both",
+        "either a `[tasks]` table or `[[task]]` entries, not both",
     );
     check_error(HEAD, (1, 1), "the job has no tasks");
     check_error(
@@ -347,9 +346,9 @@ fn a_range_must_hold_between_one_and_tasks_max_tasks() {
         "the range is empty: `end` (5) must be above `start` (5)",
     );
     check_error(
-        &format!("{HEAD}[tasks]\nstart = 10\nend = 1_000_011\n"),
+        &format!("{HEAD}[tasks]\nstart = 10\nend = 100_000_011\n"),
         (6, 7),
-        "1000001 tasks, above the limit of 1000000",
+        "100000001 tasks, above the limit of 100000000",
     );
 }
 
@@ -409,16 +408,18 @@ fn a_stdin_file_above_the_limit_is_refused() {
 }
 
 #[test]
-fn task_inputs_are_bounded_in_total() {
+fn explicit_task_inputs_are_bounded_in_total() {
     let folder = Folder::new();
     let stdin = vec![b'x'; TASK_STDIN_INLINE_BYTES_MAX];
     folder.write("input.txt", &stdin);
     let error = folder
         .parse(&format!(
-            "{HEAD}[tasks]\nend = 300\nstdin_file = \"input.txt\"\n"
+            "{HEAD}{}",
+            "[[task]]\nstdin_file = \"input.txt\"\n".repeat(300)
         ))
         .unwrap_err();
-    assert_eq!(error.location(), Some((4, 1)));
+    // The 256th entry, two lines each after the head's three.
+    assert_eq!(error.location(), Some((4 + 2 * 255, 1)));
     // 256 tasks of 1 MiB plus their length prefixes pass 256 MiB at task 255.
     assert!(
         error
@@ -477,9 +478,9 @@ fn the_pi_example_loads() {
         "/../../examples/pi/job.toml"
     ));
     let job = JobFile::load(path).unwrap();
-    assert_eq!(job.tasks.len(), 1000);
-    assert_eq!(args(&job.tasks[0]), ["20000", "0"]);
-    assert_eq!(args(&job.tasks[999]), ["20000", "999"]);
+    assert_eq!(job.task_count(), 1000);
+    assert_eq!(args(&job.task(0).unwrap()), ["20000", "0"]);
+    assert_eq!(args(&job.task(999).unwrap()), ["20000", "999"]);
     assert_eq!(job.verification, Verification::Adaptive);
     assert_eq!(job.price_per_million_fuel, 10);
     // Three replicas of every task at the fuel cap fit the budget.
@@ -501,7 +502,7 @@ fn files_shared_by_every_task_and_each_task_s_own_are_named_by_content_id() {
     );
     let job = folder.parse(&text).unwrap();
     let weights = ContentId::of(&[7; 100_000]);
-    for (index, task) in job.tasks.iter().enumerate() {
+    for (index, task) in job.tasks().enumerate() {
         let names: Vec<&str> = task.files.iter().map(|file| file.name.as_str()).collect();
         assert_eq!(names, ["frame.bin", "weights.bin"], "in byte order");
         assert_eq!(task.files[0].cid, ContentId::of(&[index as u8; 10]));
@@ -531,9 +532,9 @@ fn explicit_tasks_name_their_own_files() {
     let text =
         format!("{HEAD}[[task]]\nfiles = {{ \"in.txt\" = \"a.txt\" }}\n[[task]]\nargs = [\"x\"]\n");
     let job = folder.parse(&text).unwrap();
-    assert_eq!(job.tasks[0].files.len(), 1);
-    assert_eq!(job.tasks[0].files[0].cid, ContentId::of(b"alpha"));
-    assert!(job.tasks[1].files.is_empty());
+    assert_eq!(job.task(0).unwrap().files.len(), 1);
+    assert_eq!(job.task(0).unwrap().files[0].cid, ContentId::of(b"alpha"));
+    assert!(job.task(1).unwrap().files.is_empty());
 }
 
 #[test]
@@ -592,7 +593,7 @@ fn the_input_budgets_bound_a_task_and_the_job() {
             "{HEAD}[limits]\ntask_input_bytes = 6000\njob_input_bytes = 9000\n{files}{tasks}"
         ))
         .unwrap();
-    assert_eq!(job.tasks.len(), 4);
+    assert_eq!(job.task_count(), 4);
     let error = folder
         .parse(&format!(
             "{HEAD}[limits]\ntask_input_bytes = 5999\n{files}{tasks}"
@@ -640,4 +641,342 @@ fn inputs_by_url_are_read_only_when_loading_to_submit_and_outputs_go_to_s3() {
     assert_eq!(job.storage.endpoint.as_deref(), Some("http://127.0.0.1:9"));
     assert_eq!(job.storage.region.as_deref(), Some("eu-west-1"));
     assert!(job.downloads.dir().is_none(), "nothing downloaded");
+}
+
+/// Counts the bytes each thread holds, so a test can see what a load keeps.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static HELD: Cell<isize> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    fn add(bytes: isize) {
+        // Allocations after the thread's locals are gone are not counted.
+        let _ = HELD.try_with(|held| held.set(held.get() + bytes));
+    }
+
+    fn signed(bytes: usize) -> isize {
+        isize::try_from(bytes).unwrap_or(isize::MAX)
+    }
+
+    #[expect(
+        unsafe_code,
+        reason = "a global allocator is unsafe to implement; this one only counts, \
+                  and the system's allocator does the work"
+    )]
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's promises about `layout` pass through.
+            let pointer = unsafe { System.alloc(layout) };
+            if !pointer.is_null() {
+                add(signed(layout.size()));
+            }
+            pointer
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as for `alloc`.
+            let pointer = unsafe { System.alloc_zeroed(layout) };
+            if !pointer.is_null() {
+                add(signed(layout.size()));
+            }
+            pointer
+        }
+
+        unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+            // SAFETY: `pointer` came from this allocator, so from the system's.
+            unsafe { System.dealloc(pointer, layout) };
+            add(-signed(layout.size()));
+        }
+
+        unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: as for `dealloc`, with the caller's promises about
+            // `new_size`.
+            let moved = unsafe { System.realloc(pointer, layout, new_size) };
+            if !moved.is_null() {
+                add(signed(new_size) - signed(layout.size()));
+            }
+            moved
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Bytes allocated and not freed by this thread so far.
+    pub(super) fn held() -> isize {
+        HELD.with(Cell::get)
+    }
+}
+
+#[test]
+fn a_range_of_ten_million_tasks_holds_nothing_per_task() {
+    let folder = Folder::new();
+    let text = format!("{HEAD}[tasks]\nend = 10_000_000\nargs = [\"--seed\", \"n{{index}}\"]\n");
+    let before = counting::held();
+    let job = folder.parse(&text).unwrap();
+    let held = counting::held() - before;
+    assert_eq!(job.task_count(), 10_000_000);
+    assert_eq!(args(&job.task(0).unwrap()), ["--seed", "n0"]);
+    assert_eq!(args(&job.task(9_999_999).unwrap()), ["--seed", "n9999999"]);
+    assert_eq!(job.task(10_000_000), None);
+    assert!(job.task_failure().is_none(), "past the end is no failure");
+    // One byte a task would be 10 MB.
+    assert!(held < 64 << 10, "the job holds {held} bytes");
+}
+
+#[test]
+fn the_spec_streamed_at_load_is_the_whole_encoding_s_id() {
+    let folder = Folder::new();
+    folder.write("weights.bin", &[7; 1000]);
+    for index in 0..3u8 {
+        folder.write(&format!("frame-{index}.bin"), &[index; 10]);
+    }
+    folder.write("tasks.txt", b"frame-2.bin\nframe-0.bin\n");
+    let jobs = [
+        format!("{HEAD}[tasks]\nend = 3\nargs = [\"{{index}}\"]\n"),
+        format!(
+            "{HEAD}[files]\n\"weights.bin\" = \"weights.bin\"\n[tasks]\nstart = 0\nend = 3\n\
+             args = [\"a\", \"{{index}}-{{index}}\"]\nstdin = \"shared\"\n\
+             files = {{ \"frame\" = \"frame-{{index}}.bin\", \"b\" = \"frame-1.bin\" }}\n"
+        ),
+        format!(
+            "{HEAD}[tasks]\nmanifest = \"tasks.txt\"\nargs = [\"{{line}}\", \"{{index}}\"]\n\
+             files = {{ \"in\" = \"{{line}}\" }}\n"
+        ),
+        format!(
+            "{HEAD}[[task]]\nargs = [\"x\"]\nstdin = \"y\"\n[[task]]\nfiles = {{ \"f\" = \"weights.bin\" }}\n"
+        ),
+    ];
+    for text in &jobs {
+        let job = folder.parse(text).unwrap();
+        let task_cids: Vec<ContentId> = job.tasks().map(|task| task.content_id()).collect();
+        assert_eq!(task_cids.len() as u64, job.task_count());
+        let whole = (
+            job.module_cid,
+            task_cids,
+            job.limits,
+            job.price_per_million_fuel,
+            job.verification.canonical(),
+            job.budget,
+            job.deadline_blocks,
+            job.wall_time_secs,
+        );
+        let expected = ContentId::of(&codec::encode(&whole).unwrap());
+        assert_eq!(job.spec_cid(), expected, "{text}");
+        for index in 0..job.task_count() {
+            assert_eq!(job.tasks().nth(index as usize), job.task(index), "{text}");
+        }
+    }
+}
+
+#[test]
+fn the_spec_of_a_known_job_does_not_change() {
+    let folder = Folder::new();
+    let job = folder
+        .parse(&format!(
+            "{HEAD}[tasks]\nstart = 3\nend = 6\nargs = [\"{{index}}\", \"x\"]\nstdin = \"in\"\n"
+        ))
+        .unwrap();
+    // BLAKE3 of the spec's Borsh encoding, worked out apart from this
+    // code: a job's spec on the ledger must never change with it.
+    assert_eq!(
+        job.spec_cid().to_string(),
+        "b3:483a3f550e38d9c25545c2bd4627ecff934b6ade41ac3f16d940d9e5dbb565ab"
+    );
+}
+
+#[test]
+fn task_files_are_each_task_s_and_the_most_any_reads_is_known() {
+    let folder = Folder::new();
+    folder.write("shared.bin", &[1; 100]);
+    for index in 0..3u8 {
+        folder.write(
+            &format!("own-{index}.bin"),
+            &vec![index; 10 * usize::from(index)],
+        );
+    }
+    let job = folder
+        .parse(&format!(
+            "{HEAD}[files]\n\"z\" = \"shared.bin\"\n[tasks]\nend = 3\n\
+             files = {{ \"own\" = \"own-{{index}}.bin\", \"a\" = \"shared.bin\" }}\n"
+        ))
+        .unwrap();
+    assert_eq!(job.input_bytes_max(), 100 + 100 + 20);
+    let task = job.task(2).unwrap();
+    let files: Vec<(&str, u64)> = task
+        .files
+        .iter()
+        .map(|file| (file.name.as_str(), file.bytes))
+        .collect();
+    assert_eq!(files, [("a", 100), ("own", 20), ("z", 100)]);
+    task.check_files().unwrap();
+}
+
+#[test]
+fn a_manifest_s_lines_are_its_tasks() {
+    let folder = Folder::new();
+    folder.write("tasks.txt", b"alpha\nbeta gamma\r\ndelta");
+    std::fs::create_dir(folder.dir.path().join("in")).unwrap();
+    for name in ["alpha", "beta gamma", "delta"] {
+        folder.write(&format!("in/{name}"), name.as_bytes());
+    }
+    let job = folder
+        .parse(&format!(
+            "{HEAD}[tasks]\nmanifest = \"tasks.txt\"\nargs = [\"{{line}}\", \"{{index}}\", \"<{{line}}>\"]\n\
+             stdin = \"{{line}} is literal here\"\nfiles = {{ \"word\" = \"in/{{line}}\" }}\n"
+        ))
+        .unwrap();
+    assert_eq!(job.task_count(), 3);
+    let task = job.task(1).unwrap();
+    assert_eq!(args(&task), ["beta gamma", "1", "<beta gamma>"]);
+    assert_eq!(*task.stdin, b"{line} is literal here");
+    assert_eq!(task.files[0].cid, ContentId::of(b"beta gamma"));
+    assert_eq!(
+        args(&job.task(2).unwrap())[0],
+        "delta",
+        "no newline at the end"
+    );
+    assert_eq!(job.task(3), None);
+
+    // Across blocks of lines, read at random and in order.
+    let lines: Vec<String> = (0..200).map(|line| format!("line {line}")).collect();
+    folder.write("many.txt", format!("{}\n", lines.join("\n")).as_bytes());
+    let job = folder
+        .parse(&format!(
+            "{HEAD}[tasks]\nmanifest = \"many.txt\"\nargs = [\"{{line}}\"]\n"
+        ))
+        .unwrap();
+    assert_eq!(job.task_count(), 200, "a last newline makes no task");
+    assert_eq!(args(&job.task(130).unwrap()), ["line 130"]);
+    let all: Vec<String> = job.tasks().map(|task| args(&task).remove(0)).collect();
+    assert_eq!(all, lines);
+}
+
+#[test]
+fn a_manifest_changed_after_loading_stops_the_job_and_a_replaced_one_is_not_read() {
+    let folder = Folder::new();
+    let path = folder.dir.path().join("tasks.txt");
+    folder.write("tasks.txt", b"one\ntwo\nthree\n");
+    let text = format!("{HEAD}[tasks]\nmanifest = \"tasks.txt\"\nargs = [\"{{line}}\"]\n");
+
+    // Put in its place: the file that was read is read still.
+    let job = folder.parse(&text).unwrap();
+    folder.write("other.txt", b"uno\ndos\ntres\n");
+    std::fs::rename(folder.dir.path().join("other.txt"), &path).unwrap();
+    assert_eq!(args(&job.task(1).unwrap()), ["two"]);
+
+    // Changed in place, to lines as long: found, not read as another task.
+    let job = folder.parse(&text).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut file| io::Write::write_all(&mut file, b"une"))
+        .unwrap();
+    assert_eq!(job.task(1), None);
+    let failure = job.task_failure().unwrap().to_string();
+    assert!(
+        failure.contains("changed after the job was loaded"),
+        "{failure}"
+    );
+    assert!(matches!(
+        job.try_task(2),
+        Err(TaskError::ManifestChanged { index: 2, .. })
+    ));
+    assert_eq!(job.tasks().count(), 0);
+}
+
+#[test]
+fn manifest_mistakes_point_at_their_place() {
+    let folder = Folder::new();
+    let too_long = format!("ok\n{}\n", "x".repeat(TASK_ARG_BYTES_MAX + 1));
+    let cases: [(&[u8], &str); 4] = [
+        (
+            too_long.as_bytes(),
+            "tasks.txt, line 2: above the limit of 4096 bytes",
+        ),
+        (
+            b"a\n\nb\n",
+            "tasks.txt, line 2: empty: each line is one task",
+        ),
+        (b"a\nb\xff\n", "tasks.txt, line 2: not UTF-8 text"),
+        (b"", "has no lines"),
+    ];
+    for (bytes, message) in cases {
+        folder.write("tasks.txt", bytes);
+        let error = folder
+            .parse(&format!("{HEAD}[tasks]\nmanifest = \"tasks.txt\"\n"))
+            .unwrap_err();
+        assert_eq!(error.location(), Some((5, 12)), "{error}");
+        assert!(error.to_string().contains(message), "{error}");
+    }
+    // A line at the limit passes; an argument made longer by a template
+    // does not.
+    folder.write("tasks.txt", "x".repeat(TASK_ARG_BYTES_MAX).as_bytes());
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\nmanifest = \"tasks.txt\"\nargs = [\"-{{line}}\"]\n"),
+        (6, 9),
+        "argument of task 0 is 4097 bytes, above the limit of 4096",
+    );
+    folder.write("tasks.txt", b"a\n");
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\nmanifest = \"tasks.txt\"\nstart = 1\n"),
+        (6, 9),
+        "`start` is for a range: with `manifest`, each line of the file is a task",
+    );
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\nend = 3\nmanifest = \"tasks.txt\"\n"),
+        (5, 7),
+        "`end` is for a range",
+    );
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\nmanifest = \"absent.txt\"\n"),
+        (5, 12),
+        "failed to read manifest",
+    );
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\nend = 3\nargs = [\"{{line}}\"]\n"),
+        (6, 9),
+        "unknown placeholder `{line}` in an argument; the only one is `{index}`",
+    );
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\nmanifest = \"tasks.txt\"\nargs = [\"{{file}}\"]\n"),
+        (6, 9),
+        "the only ones are `{index}` and `{line}`",
+    );
+}
+
+/// [`check_error`] in `folder`.
+fn check_error_in(folder: &Folder, text: &str, (line, column): (usize, usize), message: &str) {
+    let error = folder.parse(text).unwrap_err();
+    assert_eq!(error.location(), Some((line, column)), "{error}");
+    let problem = error.problem().unwrap().to_string();
+    assert!(problem.contains(message), "{problem:?} lacks {message:?}");
+}
+
+#[test]
+fn generated_inputs_are_bounded_in_total() {
+    let folder = Folder::new();
+    let text = format!("{HEAD}[tasks]\nend = 10\nstdin = \"{}\"\n", "x".repeat(100));
+    // Each task encodes to 112 bytes: the argument list's length, the
+    // stdin's and its 100 bytes, the file list's length.
+    let error = JobFile::parse_bounded(&text, &folder.job_path(), None, 500).unwrap_err();
+    assert_eq!(error.location(), Some((4, 1)));
+    assert!(
+        error
+            .to_string()
+            .contains("more than 500 bytes (at task 4): each is made and hashed"),
+        "{error}"
+    );
+    assert!(JobFile::parse_bounded(&text, &folder.job_path(), None, 1120).is_ok());
 }

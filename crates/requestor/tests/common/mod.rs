@@ -3,17 +3,15 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use idlegrid_market::{MarketConfig, Standing, Trust};
+use idlegrid_market::{MarketConfig, Standing};
 use idlegrid_net::{Request, ResultBatch, TaskBatch, TaskReturn};
 use idlegrid_requestor::core::{Command, Input, REFEREE_FUEL_DEFAULT, RequestorCore};
 use idlegrid_requestor::{JobFile, Verification};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
-    AccountId, ContentId, ExecutionLimits, JobId, Keypair, Offer, Receipt, SignedReceipt,
-    TaskInput, TaskOutcome,
+    AccountId, ContentId, JobId, Keypair, Offer, Receipt, SignedReceipt, TaskInput, TaskOutcome,
 };
 
 /// The core's clock, microseconds.
@@ -36,30 +34,26 @@ pub fn job_file(tasks: u64, verification: Verification) -> Arc<JobFile> {
 }
 
 /// A job whose budget is `budget`: each placement reserves 100 (its fuel
-/// limit at the price), and each accepted result costs 10.
+/// limit at the price), and each accepted result costs 10. Task `i` is
+/// [`input`]`(i)`.
 pub fn job_file_with_budget(tasks: u64, verification: Verification, budget: u64) -> Arc<JobFile> {
-    Arc::new(JobFile {
-        path: PathBuf::from("job.toml"),
-        module_path: PathBuf::from("m.wasm"),
-        module: MODULE.to_vec(),
-        module_cid: ContentId::of(MODULE),
-        tasks: (0..tasks).map(input).collect(),
-        files: Vec::new(),
-        storage: Default::default(),
-        output_url: None,
-        downloads: Default::default(),
-        limits: ExecutionLimits {
-            fuel: 10 * FUEL,
-            memory_bytes: 1 << 20,
-            output_bytes: 1 << 10,
-        },
-        wall_time_secs: 10,
-        price_per_million_fuel: PRICE,
-        verification,
-        trust: Trust::default(),
-        budget,
-        deadline_blocks: 100,
-    })
+    let folder = tempfile::tempdir().expect("a folder");
+    std::fs::write(folder.path().join("m.wasm"), MODULE).expect("write the module");
+    let verification = match verification {
+        Verification::Adaptive => String::new(),
+        Verification::Replicas(replicas) => {
+            format!("[verification]\npolicy = \"replicas\"\nreplicas = {replicas}\n")
+        }
+    };
+    let text = format!(
+        "module = \"m.wasm\"\nprice_per_million_fuel = {PRICE}\nbudget = {budget}\n\
+         deadline_blocks = 100\n\
+         [limits]\nfuel = {}\nmemory_mib = 1\noutput_bytes = 1024\nwall_time_secs = 10\n\
+         {verification}[tasks]\nend = {tasks}\nargs = [\"{{index}}\"]\n",
+        10 * FUEL
+    );
+    let job_file = JobFile::parse(&text, &folder.path().join("job.toml")).expect("a job file");
+    Arc::new(job_file)
 }
 
 pub fn job() -> JobId {

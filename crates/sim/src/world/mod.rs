@@ -608,7 +608,7 @@ impl Simulation {
                 }
                 self.task_decided(job_index);
             }
-            Command::TaskReopened { job, task } => {
+            Command::TaskReopened { job, task, .. } => {
                 let Some(job_index) = self.job_index(&job) else {
                     return;
                 };
