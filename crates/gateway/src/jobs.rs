@@ -52,9 +52,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+mod job;
+
+use job::{HttpJob, Phase};
+
 use crate::access::{Access, Caller, JOB_SLOT_RETRY_SECS, Uploads};
 use crate::blobs::{BLOB_BYTES_MAX, BLOB_STORE_BYTES_DEFAULT, BlobStore};
-use crate::dashboard::{JobPhase, Local, LocalJob};
+use crate::dashboard::{Local, LocalJob};
 use crate::job_json::{fetch_url, invalid, job_file};
 use crate::refusal::Refusal;
 
@@ -100,162 +104,6 @@ impl JobServiceConfig {
             live_jobs_max: LIVE_JOBS_DEFAULT,
             url_inputs: true,
         }
-    }
-}
-
-/// What a job is doing.
-#[derive(Debug)]
-enum Phase {
-    /// Waiting for the client's signature on its `OpenJob`.
-    Unsigned(Box<JobFile>),
-    Opening,
-    Running,
-    Finished {
-        budget_exhausted: bool,
-    },
-    Failed {
-        code: String,
-        message: String,
-    },
-}
-
-impl Phase {
-    fn name(&self) -> &'static str {
-        match self {
-            Phase::Unsigned(_) => "unsigned",
-            Phase::Opening => "opening",
-            Phase::Running => "running",
-            Phase::Finished { .. } => "finished",
-            Phase::Failed { .. } => "failed",
-        }
-    }
-
-    fn ended(&self) -> bool {
-        matches!(self, Phase::Finished { .. } | Phase::Failed { .. })
-    }
-}
-
-/// A job submitted over HTTP.
-struct HttpJob {
-    id: JobId,
-    /// The caller that created it (a key's name; empty when open).
-    owner: String,
-    requestor: AccountId,
-    /// This job's key: places its tasks and signs its vouchers.
-    agent: Keypair,
-    /// The `OpenJob` the requestor signs.
-    body: Transaction,
-    tasks: u64,
-    budget: u64,
-    deadline_height: u64,
-    created: Instant,
-    phase: Mutex<Phase>,
-    progress: Arc<SubmitProgress>,
-    out_dir: PathBuf,
-    /// Outputs by content id, from the feed's first `indexed` records.
-    outputs: Mutex<OutputIndex>,
-    /// Its line on the dashboard, once it runs.
-    shown: Mutex<Option<Arc<LocalJob>>>,
-}
-
-#[derive(Default)]
-struct OutputIndex {
-    indexed: usize,
-    files: HashMap<ContentId, PathBuf>,
-}
-
-impl HttpJob {
-    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn set_phase(&self, phase: Phase) {
-        let shown = match &phase {
-            Phase::Finished { .. } => Some((JobPhase::Done, None)),
-            Phase::Failed { message, .. } => Some((JobPhase::Failed, Some(message.clone()))),
-            _ => None,
-        };
-        *self.phase() = phase;
-        if let (Some((phase, error)), Some(job)) = (
-            shown,
-            self.shown
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref(),
-        ) {
-            job.set_phase(phase, error);
-        }
-    }
-
-    /// Unsigned for longer than it may wait.
-    fn expired(&self, now: Instant) -> bool {
-        let unsigned = matches!(&*self.phase(), Phase::Unsigned(_));
-        unsigned && now.duration_since(self.created) >= UNSIGNED_TTL
-    }
-
-    /// Unsigned, opening or running (an unsigned job past its time is not).
-    fn live(&self, now: Instant) -> bool {
-        match &*self.phase() {
-            Phase::Unsigned(_) => now.duration_since(self.created) < UNSIGNED_TTL,
-            Phase::Opening | Phase::Running => true,
-            Phase::Finished { .. } | Phase::Failed { .. } => false,
-        }
-    }
-
-    fn view(&self) -> Value {
-        let (status, budget_exhausted, error, ended) = {
-            let phase = self.phase();
-            let error = match &*phase {
-                Phase::Failed { code, message } => json!({ "code": code, "message": message }),
-                _ => Value::Null,
-            };
-            (
-                phase.name(),
-                matches!(
-                    &*phase,
-                    Phase::Finished {
-                        budget_exhausted: true
-                    }
-                ),
-                error,
-                phase.ended(),
-            )
-        };
-        let progress = &self.progress;
-        let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        json!({
-            "job": self.id.to_string(),
-            "status": status,
-            "tasks_total": self.tasks,
-            "accepted": count(&progress.accepted),
-            "failed": count(&progress.failed),
-            // The counter is sampled while the job runs; none is in flight
-            // once it ended.
-            "in_flight": if ended { 0 } else { count(&progress.in_flight) },
-            "providers": count(&progress.providers),
-            "paid": count(&progress.paid),
-            "budget": self.budget,
-            "fuel_executed": count(&progress.fuel_executed),
-            "results": progress.feed.len(),
-            "waiting": progress.detail().waiting,
-            "budget_exhausted": budget_exhausted,
-            "error": error,
-        })
-    }
-
-    /// Indexes the outputs of records decided since the last call.
-    fn index_outputs(&self) -> std::sync::MutexGuard<'_, OutputIndex> {
-        let mut index = self.outputs.lock().unwrap_or_else(PoisonError::into_inner);
-        let fresh = self.progress.feed.since(index.indexed, usize::MAX);
-        index.indexed += fresh.len();
-        for record in fresh {
-            if let (Some(output), Some(file)) = (&record.output, &record.file)
-                && let Ok(cid) = output.parse::<ContentId>()
-            {
-                index.files.insert(cid, self.out_dir.join(file));
-            }
-        }
-        index
     }
 }
 
