@@ -319,17 +319,22 @@ fn run_provide(args: ProvideArgs) -> anyhow::Result<()> {
                     "unredeemed": summary.unredeemed,
                     "fetched_blobs": summary.fetched_blobs,
                     "fetched_bytes": summary.fetched_bytes,
+                    "outputs_kept": stats.outputs_kept.load(Ordering::Relaxed),
+                    "outputs_kept_bytes": stats.outputs_kept_bytes.load(Ordering::Relaxed),
                 })
             );
         } else {
             println!(
-                "stopped: {} tasks, {} fuel, earned {} ({} left unredeemed); fetched {} blobs, {} bytes",
+                "stopped: {} tasks, {} fuel, earned {} ({} left unredeemed); fetched {} blobs, {} bytes; \
+                 kept {} outputs, {} bytes",
                 summary.tasks_done,
                 summary.fuel_used,
                 summary.earned,
                 summary.unredeemed,
                 summary.fetched_blobs,
-                summary.fetched_bytes
+                summary.fetched_bytes,
+                stats.outputs_kept.load(Ordering::Relaxed),
+                stats.outputs_kept_bytes.load(Ordering::Relaxed)
             );
         }
         Ok(())
@@ -714,6 +719,15 @@ fn run_submit(args: &SubmitArgs) -> anyhow::Result<u8> {
                     .tasks_refereed
                     .saturating_sub(report.tasks_re_executed_here),
                 report.tasks_rechecked
+            );
+        }
+        if report.outputs_fetched > 0 || report.outputs_made_here > 0 {
+            println!(
+                "  outputs    {} kept by providers fetched ({:.1} MiB), {} made here when none could \
+                 serve it",
+                report.outputs_fetched,
+                report.outputs_fetched_bytes as f64 / f64::from(1 << 20),
+                report.outputs_made_here
             );
         }
         if !report.disputes.is_empty() {

@@ -2,8 +2,10 @@
 //! read a large file they all share and a file of their own get both from
 //! the requestor (or from providers that hold them), each provider
 //! fetching the shared file once, every byte checked against its id; a
-//! provider killed in the middle of a transfer resumes it. A job of many
-//! tasks runs in the requestor's memory of a small one.
+//! provider killed in the middle of a transfer resumes it. Outputs too
+//! large for a result stay on the providers that made them and reach the
+//! requestor by id. A job of many tasks runs in the requestor's memory of
+//! a small one.
 
 mod common;
 
@@ -16,6 +18,7 @@ use common::poll_until;
 use serde_json::Value;
 
 const FILESUM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/modules/filesum.wasm");
+const EXPAND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/modules/expand.wasm");
 /// The file every task reads.
 const SHARED_BYTES: usize = 256 << 20;
 /// The file each task reads whole.
@@ -296,4 +299,142 @@ fn a_job_of_many_tasks_runs_in_the_requestor_memory_of_a_small_one() {
         large_peak >> 20,
         small_peak >> 20
     );
+}
+
+/// What `expand SEED BYTES` writes: a xorshift64 stream seeded by `seed`.
+fn expanded(seed: u64, bytes: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(bytes + 8);
+    while out.len() < bytes {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(bytes);
+    out
+}
+
+/// A job file of `tasks` expand tasks, each writing `bytes` seeded by its
+/// index, on `replicas` providers each.
+fn expand_job(dir: &Path, tasks: u64, bytes: usize, replicas: u64, packed: bool) -> PathBuf {
+    let path = dir.join(format!("expand-{tasks}-{bytes}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "module = {EXPAND:?}\nprice_per_million_fuel = 1\nbudget = 1000000\n\
+             deadline_blocks = 400\n\
+             [limits]\nfuel = 100000000000\noutput_bytes = {bytes}\n\
+             [verification]\npolicy = \"replicas\"\nreplicas = {replicas}\n\
+             [output]\npacked = {packed}\n\
+             [tasks]\nend = {tasks}\nargs = [\"{{index}}\", \"{bytes}\"]\n",
+        ),
+    )
+    .expect("job file");
+    path
+}
+
+/// Every task's output under `out` (a file each, or `outputs.bin`) is the
+/// expected stream, and its record names its id: `results.json`.
+fn check_expanded(out: &Path, tasks: u64, bytes: usize, report: &Value) -> Value {
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(results["accepted"], tasks, "{report}");
+    let records = results["tasks"].as_array().expect("tasks");
+    assert_eq!(records.len() as u64, tasks);
+    for record in records {
+        let index = record["index"].as_u64().expect("index");
+        assert!(record["error"].is_null(), "task {index}: {record}");
+        let file = std::fs::read(out.join(record["file"].as_str().expect("file"))).expect("file");
+        let output = match record["offset"].as_u64() {
+            Some(offset) => {
+                let length = record["length"].as_u64().expect("length");
+                file[offset as usize..(offset + length) as usize].to_vec()
+            }
+            None => file,
+        };
+        let expected = expanded(index, bytes);
+        assert!(
+            output == expected,
+            "task {index}: the output is not what it wrote"
+        );
+        assert_eq!(
+            record["output"],
+            idlegrid_types::ContentId::of(&expected).to_string(),
+            "task {index}"
+        );
+    }
+    results
+}
+
+#[test]
+fn outputs_too_large_for_a_result_stay_with_their_providers_and_are_fetched_once() {
+    const TASKS: u64 = 8;
+    // Three times what a result may carry inline.
+    const BYTES: usize = 3 << 20;
+    let (mut network, bootstrap) = Network::with_staked_providers(3);
+    let job = expand_job(network.dir(), TASKS, BYTES, 2, false);
+    let out = network.dir().join("results");
+    let child = submit(&network, &job, &out, &bootstrap);
+    let report = finish(&network, child, &out);
+    let results = check_expanded(&out, TASKS, BYTES, &report);
+    check_paid(&results, &network.providers);
+    // Each accepted output came over once, whatever its replicas: the
+    // providers compared ids and kept the bytes.
+    assert_eq!(report["outputs_fetched"], TASKS, "{report}");
+    assert_eq!(
+        report["outputs_fetched_bytes"],
+        TASKS * BYTES as u64,
+        "{report}"
+    );
+    assert_eq!(report["outputs_made_here"], 0, "{report}");
+    let mut kept = 0;
+    for provider in &mut network.providers {
+        let summary = provider.stop();
+        eprintln!("provider: {summary}");
+        let tasks = summary["tasks_done"].as_u64().expect("tasks_done");
+        // Every task it ran kept its output (none fits a result).
+        assert_eq!(summary["outputs_kept"], tasks, "{summary}");
+        kept += tasks;
+    }
+    assert!(kept >= 2 * TASKS, "two replicas of each task: {kept}");
+    // One network at a time.
+    drop(network);
+
+    // Packed, the fetched outputs go into the one file.
+    let (network, bootstrap) = Network::with_staked_providers(1);
+    let job = expand_job(network.dir(), 3, BYTES, 1, true);
+    let out = network.dir().join("packed");
+    let child = submit_unclosed(&network, &job, &out, &bootstrap);
+    let report = finish(&network, child, &out);
+    check_expanded(&out, 3, BYTES, &report);
+    assert_eq!(report["outputs_fetched"], 3, "{report}");
+}
+
+#[test]
+fn an_output_whose_provider_dies_while_it_is_fetched_is_made_again_by_the_requestor() {
+    let (mut network, bootstrap) = Network::with_staked_providers(1);
+    // Large enough to be caught on its way.
+    const BYTES: usize = 256 << 20;
+    let job = expand_job(network.dir(), 1, BYTES, 1, false);
+    let out = network.dir().join("results");
+    let child = submit_unclosed(&network, &job, &out, &bootstrap);
+    // Once part of the output is at the requestor, its only holder dies.
+    let partial = out.join("tasks/000000.partial");
+    let on_disk = || std::fs::metadata(&partial).map_or(0, |metadata| metadata.len());
+    if !poll_until(Duration::from_secs(240), || on_disk() >= 16 << 20) {
+        panic!(
+            "the output never reached 16 MiB at the requestor ({} bytes)\n{}",
+            on_disk(),
+            network.logs()
+        );
+    }
+    network.providers[0].kill();
+    let report = finish(&network, child, &out);
+    check_expanded(&out, 1, BYTES, &report);
+    assert_eq!(report["outputs_made_here"], 1, "{report}");
+    assert_eq!(report["outputs_fetched"], 0, "{report}");
+    assert!(!partial.exists(), "the partial fetch is gone");
 }

@@ -22,7 +22,7 @@ pub use identity::{account_of, libp2p_keypair, peer_id_of};
 pub use libp2p::{Multiaddr, PeerId};
 pub use overlay::{Event, NetError, Overlay, OverlayConfig, Reply, RequestError};
 pub use protocol::{
-    AssignedTask, BATCH_TASKS_MAX, CONTENT_TREE_LEAVES_MAX, MESSAGE_BYTES_MAX,
+    AssignedTask, BATCH_TASKS_MAX, CONTENT_BYTES_MAX, CONTENT_TREE_LEAVES_MAX, MESSAGE_BYTES_MAX,
     OUTPUT_INLINE_BYTES_MAX, Request, Response, ResultBatch, TaskBatch, TaskReturn, Wire,
     check_offer,
 };

@@ -22,19 +22,24 @@ use libp2p::StreamProtocol;
 
 /// The stream protocol for work between requestors and providers: each
 /// node opens one long-lived stream to each peer it sends requests to.
-pub const WORK_PROTOCOL: StreamProtocol = StreamProtocol::new("/idlegrid/work/2");
+pub const WORK_PROTOCOL: StreamProtocol = StreamProtocol::new("/idlegrid/work/3");
 
 /// Largest request or response on the wire, bytes.
 pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
 /// Most tasks in one batch, one result batch or one cancel.
 pub const BATCH_TASKS_MAX: usize = 256;
-/// Largest stdout a result carries inline, bytes.
+/// Largest output a result carries inline, bytes. A larger one stays with
+/// the provider that made it ([`TaskReturn::Kept`]) until fetched by id.
 pub const OUTPUT_INLINE_BYTES_MAX: usize = 1 << 20;
 /// Largest content chunk in one response, bytes: a whole number of the
 /// 64 KiB groups a fetcher checks one by one.
 pub const CONTENT_CHUNK_BYTES_MAX: usize = 1 << 20;
 /// Most group values in one content tree: blobs up to 2 GiB.
 pub const CONTENT_TREE_LEAVES_MAX: usize = CONTENT_CHUNK_BYTES_MAX / 32;
+/// Largest content that can be fetched over the overlay (its tree travels
+/// in one response), bytes: the bound on any one task's output.
+pub const CONTENT_BYTES_MAX: u64 =
+    CONTENT_TREE_LEAVES_MAX as u64 * idlegrid_types::blob_tree::GROUP_BYTES as u64;
 /// Most providers a batch names as holders of its module.
 pub const MODULE_HOLDERS_MAX: usize = 4;
 /// Longest refusal code and message, bytes.
@@ -67,10 +72,6 @@ pub struct TaskBatch {
 }
 
 /// What became of one task a provider was given.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "almost every return is `Ran`; boxing it would allocate once more per task"
-)]
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum TaskReturn {
     /// It ran: the signed receipt and, when it completed, its stdout (whose
@@ -79,6 +80,12 @@ pub enum TaskReturn {
         receipt: SignedReceipt,
         stdout: Bounded<Vec<u8>, OUTPUT_INLINE_BYTES_MAX>,
     },
+    /// It ran and completed with an output too large to carry inline
+    /// (over [`OUTPUT_INLINE_BYTES_MAX`] or the provider's own threshold):
+    /// the provider keeps it, under the content id the receipt names, and
+    /// serves it by [`Request::ContentTree`] and [`Request::Content`] until
+    /// the job is done. Replicas are compared by that id alone.
+    Kept { receipt: SignedReceipt, bytes: u64 },
     /// The provider could not run it (the host failed, the module could not
     /// be fetched). Not a claim about the task.
     NotRun {
@@ -90,7 +97,9 @@ pub enum TaskReturn {
 impl TaskReturn {
     pub fn index(&self) -> u64 {
         match self {
-            TaskReturn::Ran { receipt, .. } => receipt.body.task_index,
+            TaskReturn::Ran { receipt, .. } | TaskReturn::Kept { receipt, .. } => {
+                receipt.body.task_index
+            }
             TaskReturn::NotRun { index, .. } => *index,
         }
     }
@@ -99,6 +108,7 @@ impl TaskReturn {
     pub fn encoded_bytes_estimate(&self) -> usize {
         match self {
             TaskReturn::Ran { stdout, .. } => stdout.len() + 512,
+            TaskReturn::Kept { .. } => 520,
             TaskReturn::NotRun { reason, .. } => reason.len() + 16,
         }
     }

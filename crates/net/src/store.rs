@@ -5,6 +5,11 @@
 //!
 //! What an earlier run left is kept (oldest first out); a file whose bytes
 //! are no longer its id is deleted when read.
+//!
+//! Content can be pinned (a provider's task output, until its requestor
+//! has fetched it): pinned content is never deleted to make room, and new
+//! content that would only fit by deleting it is refused instead. Pins live
+//! in memory: a new run starts with none.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,8 +28,10 @@ use crate::protocol::Response;
 /// Why content could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{len} bytes is more than this store keeps ({max})")]
-    TooLarge { len: u64, max: u64 },
+    /// More than the store's bound, or more than it has room for beside
+    /// the content pinned in it.
+    #[error("{len} bytes is more than this store keeps ({max}{})", pinned_note(*pinned))]
+    TooLarge { len: u64, max: u64, pinned: u64 },
     #[error("failed to store {} in {}: {source}", cid.map_or("content".to_owned(), |cid| cid.to_string()), dir.display())]
     Io {
         cid: Option<ContentId>,
@@ -36,6 +43,14 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+fn pinned_note(pinned: u64) -> String {
+    if pinned == 0 {
+        String::new()
+    } else {
+        format!(", {pinned} of them pinned")
+    }
 }
 
 /// Content on disk by id.
@@ -53,6 +68,11 @@ struct Inner {
     /// The checked tree of each item served or stored since it was opened
     /// (32 bytes per 64 KiB held).
     trees: HashMap<ContentId, Arc<Verifier>>,
+    /// How many times each held item is pinned (never zero): pinned items
+    /// are not evicted.
+    pins: HashMap<ContentId, u32>,
+    /// Bytes of the pinned items.
+    pinned_total: u64,
     total: u64,
     clock: u64,
 }
@@ -75,12 +95,18 @@ impl Inner {
         }
     }
 
-    /// Forgets the least recently used until at most `bytes` are held;
-    /// gives what was forgotten (its files are the caller's to delete).
+    /// Forgets the least recently used that are not pinned until at most
+    /// `bytes` are held (or only pinned ones are left); gives what was
+    /// forgotten (its files are the caller's to delete).
     fn evict_to(&mut self, bytes: u64) -> Vec<ContentId> {
         let mut evicted = Vec::new();
         while self.total > bytes {
-            let Some((&oldest, _)) = self.items.iter().min_by_key(|(_, (_, used))| *used) else {
+            let oldest = self
+                .items
+                .iter()
+                .filter(|(cid, _)| !self.pins.contains_key(cid))
+                .min_by_key(|(_, (_, used))| *used);
+            let Some((&oldest, _)) = oldest else {
                 break;
             };
             self.forget(&oldest);
@@ -93,6 +119,36 @@ impl Inner {
         self.trees.remove(cid);
         if let Some((size, _)) = self.items.remove(cid) {
             self.total -= size;
+            // Content gone (damaged on disk) is pinned no more.
+            if self.pins.remove(cid).is_some() {
+                self.pinned_total -= size;
+            }
+        }
+    }
+
+    /// Pins a held item once more: whether it is held.
+    fn pin(&mut self, cid: &ContentId) -> bool {
+        let Some(&(size, _)) = self.items.get(cid) else {
+            return false;
+        };
+        let count = self.pins.entry(*cid).or_insert(0);
+        if *count == 0 {
+            self.pinned_total += size;
+        }
+        *count = count.saturating_add(1);
+        true
+    }
+
+    fn unpin(&mut self, cid: &ContentId) {
+        let Some(count) = self.pins.get_mut(cid) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.pins.remove(cid);
+            if let Some((size, _)) = self.items.get(cid) {
+                self.pinned_total -= size;
+            }
         }
     }
 }
@@ -178,7 +234,7 @@ impl ContentStore {
                 inner.total += size;
             }
         }
-        store.make_room(0);
+        store.shrink_to(bytes_max);
         Ok(store)
     }
 
@@ -192,15 +248,34 @@ impl ContentStore {
 
     /// Deletes the least recently used until `incoming` more bytes fit;
     /// counts them as held (so concurrent writes cannot pass the bound
-    /// together).
-    fn make_room(&self, incoming: u64) {
+    /// together). Refused, deleting nothing, when they would fit only by
+    /// deleting pinned content.
+    fn make_room(&self, incoming: u64) -> Result<(), StoreError> {
         let evicted = {
             let mut inner = self.inner();
-            let evicted = inner.evict_to(self.bytes_max.saturating_sub(incoming));
+            let pinned = inner.pinned_total;
+            if pinned.saturating_add(incoming) > self.bytes_max {
+                return Err(StoreError::TooLarge {
+                    len: incoming,
+                    max: self.bytes_max,
+                    pinned,
+                });
+            }
+            let evicted = inner.evict_to(self.bytes_max - incoming);
             inner.total += incoming;
             evicted
         };
         self.delete(evicted);
+        Ok(())
+    }
+
+    /// The error for content larger than the whole store.
+    fn too_large(&self, len: u64) -> Option<StoreError> {
+        (len > self.bytes_max).then_some(StoreError::TooLarge {
+            len,
+            max: self.bytes_max,
+            pinned: 0,
+        })
     }
 
     fn delete(&self, evicted: Vec<ContentId>) {
@@ -212,17 +287,31 @@ impl ContentStore {
     /// Stores `bytes` (whose id the caller computed or checked): whether
     /// they are new here.
     pub fn put(&self, cid: ContentId, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.put_and_pin(cid, bytes, false)
+    }
+
+    /// [`ContentStore::put`], and pins the content in the same step (once
+    /// more, when it was held already), so it cannot be evicted between the
+    /// two: whether it is new here. Release it with [`ContentStore::unpin`].
+    pub fn put_pinned(&self, cid: ContentId, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.put_and_pin(cid, bytes, true)
+    }
+
+    fn put_and_pin(&self, cid: ContentId, bytes: &[u8], pin: bool) -> Result<bool, StoreError> {
         let size = bytes.len() as u64;
-        if self.inner().touch(&cid) {
-            return Ok(false);
+        {
+            let mut inner = self.inner();
+            if inner.touch(&cid) {
+                if pin {
+                    inner.pin(&cid);
+                }
+                return Ok(false);
+            }
         }
-        if size > self.bytes_max {
-            return Err(StoreError::TooLarge {
-                len: size,
-                max: self.bytes_max,
-            });
+        if let Some(error) = self.too_large(size) {
+            return Err(error);
         }
-        self.make_room(size);
+        self.make_room(size)?;
         let path = self.file(&cid);
         let partial = path.with_extension("partial");
         let written =
@@ -243,7 +332,27 @@ impl ContentStore {
             // Another write of the same bytes finished first.
             inner.total -= size;
         }
+        if pin {
+            inner.pin(&cid);
+        }
         Ok(true)
+    }
+
+    /// Pins held content once more, so it is not evicted to make room until
+    /// unpinned as many times: whether it is held.
+    pub fn pin(&self, cid: &ContentId) -> bool {
+        self.inner().pin(cid)
+    }
+
+    /// Takes one pin off the content (nothing when it has none): with none
+    /// left it is evicted like any other, least recently used first.
+    pub fn unpin(&self, cid: &ContentId) {
+        self.inner().unpin(cid);
+    }
+
+    /// Bytes of pinned content held.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.inner().pinned_total
     }
 
     /// Copies the file at `path` in, hashing it as it streams (its bytes
@@ -279,13 +388,10 @@ impl ContentStore {
     /// caller as it streams): room is made for it now; it joins the store
     /// at [`StoreWriter::finish`], and is deleted if dropped before.
     pub fn writer(self: &Arc<Self>, len: u64) -> Result<StoreWriter, StoreError> {
-        if len > self.bytes_max {
-            return Err(StoreError::TooLarge {
-                len,
-                max: self.bytes_max,
-            });
+        if let Some(error) = self.too_large(len) {
+            return Err(error);
         }
-        self.make_room(len);
+        self.make_room(len)?;
         let partial = self.dir.join(format!(
             "{}-{}.partial",
             std::process::id(),
@@ -320,11 +426,8 @@ impl ContentStore {
         cid: ContentId,
         len: u64,
     ) -> Result<(StoreWriter, u64), StoreError> {
-        if len > self.bytes_max {
-            return Err(StoreError::TooLarge {
-                len,
-                max: self.bytes_max,
-            });
+        if let Some(error) = self.too_large(len) {
+            return Err(error);
         }
         let io_error = |source| StoreError::Io {
             cid: Some(cid),
@@ -346,7 +449,7 @@ impl ContentStore {
         file.set_len(resumed).map_err(io_error)?;
         let mut file = std::io::BufWriter::with_capacity(GROUP_BYTES, file);
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(resumed)).map_err(io_error)?;
-        self.make_room(len);
+        self.make_room(len)?;
         Ok((
             StoreWriter {
                 store: Arc::clone(self),
@@ -469,7 +572,8 @@ impl ContentStore {
             .collect()
     }
 
-    /// Deletes the least recently used until at most `bytes` are held.
+    /// Deletes the least recently used until at most `bytes` are held (or
+    /// only pinned content is left).
     pub fn shrink_to(&self, bytes: u64) {
         let evicted = self.inner().evict_to(bytes);
         self.delete(evicted);
@@ -805,6 +909,90 @@ mod tests {
             Response::Refused { .. }
         ));
         assert!(!store.contains(&cid));
+    }
+
+    #[test]
+    fn pinned_content_survives_pressure_until_unpinned() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(ContentStore::open(folder.path(), 100).expect("opens"));
+        let output = ContentId::of(&[1; 40]);
+        assert!(store.put_pinned(output, &[1; 40]).expect("stored"));
+        // Pinned for a second task that gave the same output.
+        assert!(!store.put_pinned(output, &[1; 40]).expect("held"));
+        assert_eq!(store.pinned_bytes(), 40);
+        let module = put(&store, &[2; 30]);
+        assert!(store.pin(&module));
+        assert!(!store.pin(&ContentId::of(b"never stored")), "not held");
+        assert_eq!(store.pinned_bytes(), 70);
+        store.unpin(&module);
+
+        // `output` is the least recently used, and it stays.
+        for fill in 3..10u8 {
+            put(&store, &[fill; 30]);
+            assert!(store.read(&output).is_some(), "pinned content was evicted");
+        }
+        assert!(!store.contains(&module), "unpinned content is evicted");
+        let mut writer = store.writer(60).expect("room beside the pinned");
+        writer.write_all(&[10; 60]).expect("write");
+        writer.finish(ContentId::of(&[10; 60])).expect("finished");
+        assert!(store.bytes() <= 100 && store.contains(&output));
+        store.shrink_to(0);
+        assert_eq!(store.entries(), vec![(output, 40)]);
+
+        // Pinned twice, it takes two unpins to become evictable.
+        store.unpin(&output);
+        store.shrink_to(0);
+        assert!(store.contains(&output));
+        store.unpin(&output);
+        store.unpin(&output);
+        assert_eq!(store.pinned_bytes(), 0);
+        put(&store, &[11; 70]);
+        assert!(!store.contains(&output), "evictable once unpinned");
+    }
+
+    #[test]
+    fn content_that_fits_only_by_evicting_pinned_content_is_refused_and_evicts_nothing() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(ContentStore::open(folder.path(), 100).expect("opens"));
+        let pinned = ContentId::of(&[1; 60]);
+        store.put_pinned(pinned, &[1; 60]).expect("stored");
+        let cached = put(&store, &[2; 30]);
+
+        let refused = store.put_pinned(ContentId::of(&[3; 50]), &[3; 50]);
+        let Err(error @ StoreError::TooLarge { .. }) = refused else {
+            panic!("stored past pinned content: {refused:?}");
+        };
+        assert_eq!(
+            error.to_string(),
+            "50 bytes is more than this store keeps (100, 60 of them pinned)"
+        );
+        assert!(matches!(
+            store.put(ContentId::of(&[4; 41]), &[4; 41]),
+            Err(StoreError::TooLarge { pinned: 60, .. })
+        ));
+        assert!(matches!(store.writer(41), Err(StoreError::TooLarge { .. })));
+        assert!(matches!(
+            store.resume_writer(ContentId::of(&[5; 41]), 41),
+            Err(StoreError::TooLarge { .. })
+        ));
+        assert_eq!(
+            (store.bytes(), store.len()),
+            (90, 2),
+            "nothing was evicted or left held for the refused content"
+        );
+        assert!(store.contains(&cached));
+
+        // What fits beside the pinned content evicts only what is not.
+        let fits = put(&store, &[6; 40]);
+        assert!(store.contains(&pinned) && store.contains(&fits));
+        assert!(!store.contains(&cached));
+
+        // Pinned content damaged on disk is forgotten, pin and all.
+        std::fs::write(store.file(&pinned), b"not it").expect("damage");
+        assert!(store.read(&pinned).is_none());
+        assert_eq!(store.pinned_bytes(), 0);
+        store.unpin(&pinned);
+        assert_eq!(store.pinned_bytes(), 0);
     }
 
     impl ContentStore {

@@ -50,8 +50,12 @@ fn valid_messages() -> Vec<Vec<u8>> {
             job,
             results: Bounded::new(vec![
                 TaskReturn::Ran {
-                    receipt,
+                    receipt: receipt.clone(),
                     stdout: Bounded::new(b"out".to_vec()).expect("small"),
+                },
+                TaskReturn::Kept {
+                    receipt,
+                    bytes: 64 << 20,
                 },
                 TaskReturn::NotRun {
                     index: 8,

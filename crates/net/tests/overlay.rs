@@ -141,8 +141,9 @@ async fn offers_gossip_requests_answer_and_content_arrives_in_chunks() {
 }
 
 /// Writes `bytes` on a work stream from a fresh peer, as a hostile peer
-/// would; true when nothing came back before the stream, the connection or
-/// the dial was cut.
+/// would; true when nothing came back: the stream, the connection or the
+/// dial was cut, or the test's wait passed without an answer (libp2p may
+/// not notice at once that a peer refused the connection it dialed).
 async fn hostile_request(
     seed: u8,
     target: &Multiaddr,
@@ -180,7 +181,7 @@ async fn hostile_request(
     })
     .await;
     driver.abort();
-    outcome.expect("the hostile request ends")
+    outcome.unwrap_or(true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,6 +273,31 @@ async fn answers_reach_their_own_requests_in_any_order_and_a_stopped_peer_fails_
     };
     let (b, _b_events, _) = node(9, vec![a_address]).await;
     let cid = ContentId::of(b"nothing");
+
+    // b's link to a is up (a request sent while b still connects may fail
+    // with the connection it was queued on, and is not what this tests).
+    let linked = tokio::time::timeout(WAIT, async {
+        loop {
+            let answer = b.send(&a.account(), Request::Content { cid, offset: 0 });
+            tokio::pin!(answer);
+            let answered = loop {
+                tokio::select! {
+                    event = a_events.recv() => match event {
+                        Some(Event::Request { reply, .. }) => reply.send(Response::Ok),
+                        Some(_) => {}
+                        None => panic!("a stopped"),
+                    },
+                    answer = &mut answer => break answer,
+                }
+            };
+            if answered.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(linked.is_ok(), "b never reached a");
 
     // Thirty-two requests in flight at once on b's one link to a; a holds
     // them all, then answers the last first. Each answer names its offset.

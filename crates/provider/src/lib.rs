@@ -19,6 +19,6 @@ mod worker;
 pub use crate::core::Cheat;
 pub use crate::gpu::GpuChoice;
 pub use run::{
-    CONTENT_BYTES_DEFAULT, MODULE_BYTES_MAX, ProviderConfig, ProviderReady, ProviderStats,
-    ProviderSummary, run_provider,
+    CONTENT_BYTES_DEFAULT, KEEP_OUTPUTS_OVER_BYTES, MODULE_BYTES_MAX, ProviderConfig,
+    ProviderReady, ProviderStats, ProviderSummary, run_provider,
 };

@@ -12,8 +12,8 @@ use anyhow::Context;
 use idlegrid_api::client::ApiClient;
 use idlegrid_gpu::{Gpu, Program};
 use idlegrid_net::{
-    BATCH_TASKS_MAX, ContentStore, Event, Multiaddr, Overlay, OverlayConfig, Reply, RequestError,
-    Response, fetch_content_from,
+    BATCH_TASKS_MAX, CONTENT_BYTES_MAX, ContentStore, Event, Multiaddr, Overlay, OverlayConfig,
+    Reply, RequestError, Response, fetch_content_from,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig};
 use idlegrid_types::{
@@ -32,12 +32,16 @@ use crate::hardware::{self, Hardware};
 use crate::ledger::{Redeemer, check_job, ensure_stake};
 use crate::staging::Stager;
 use crate::store::{VoucherWriter, load_vouchers};
-use crate::worker::{Prepared, Workers};
+use crate::worker::{OutputKeeper, Prepared, Workers};
 
 /// Largest module a provider fetches, bytes.
 pub const MODULE_BYTES_MAX: usize = 8 << 20;
 /// Bytes of fetched content a provider keeps on disk, by default.
 pub const CONTENT_BYTES_DEFAULT: u64 = 2 << 30;
+/// A completed task's output larger than this stays with the provider, in
+/// its content store, for the requestor to fetch by id, rather than going
+/// back inline in the result, bytes.
+pub const KEEP_OUTPUTS_OVER_BYTES: usize = 256 << 10;
 /// Tasks a provider offers to hold per core, queued or running. Requestors
 /// send this many only when tasks are short (see the market's window), so
 /// that a core never waits for the network between them.
@@ -82,9 +86,15 @@ pub struct ProviderConfig {
     pub gpu_price_floor_per_million_fuel: Option<u64>,
     /// Skip the GPU benchmark and offer this score.
     pub gpu_benchmark_fuel_per_second: Option<u64>,
-    /// Bytes of fetched content (modules) kept on disk at most; the least
-    /// recently used make room.
+    /// Bytes of fetched content (modules, input files) and kept outputs
+    /// on disk at most; the least recently used make room, except outputs
+    /// kept until their requestors are done with them. A batch whose tasks
+    /// may write more than half of it is refused.
     pub content_bytes_max: u64,
+    /// A completed task's output over this many bytes is kept in the
+    /// content store and fetched by id [default: `KEEP_OUTPUTS_OVER_BYTES`;
+    /// at most `OUTPUT_INLINE_BYTES_MAX` go inline whatever it says].
+    pub keep_outputs_over_bytes: usize,
 }
 
 impl ProviderConfig {
@@ -114,6 +124,7 @@ impl ProviderConfig {
             gpu_price_floor_per_million_fuel: None,
             gpu_benchmark_fuel_per_second: None,
             content_bytes_max: CONTENT_BYTES_DEFAULT,
+            keep_outputs_over_bytes: KEEP_OUTPUTS_OVER_BYTES,
         }
     }
 }
@@ -133,6 +144,10 @@ pub struct ProviderStats {
     /// Content fetched from peers (modules and input files), and its bytes.
     pub fetched_blobs: AtomicU64,
     pub fetched_bytes: AtomicU64,
+    /// Outputs kept here for requestors to fetch (too large to go back
+    /// inline), and their bytes.
+    pub outputs_kept: AtomicU64,
+    pub outputs_kept_bytes: AtomicU64,
 }
 
 /// What a started provider tells its caller.
@@ -284,11 +299,16 @@ pub async fn run_provider(
     let (messages_tx, mut messages) = mpsc::unbounded_channel::<Message>();
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
     let gpu = gpu_setup.as_ref().map(|setup| Arc::clone(&setup.gpu));
+    let keep_over_bytes = config.keep_outputs_over_bytes;
     let workers = Workers::start(
         cores,
         &sandbox,
         gpu.as_ref(),
         &energy,
+        &OutputKeeper {
+            store: Arc::clone(&content),
+            keep_over_bytes,
+        },
         config.slowdown,
         &stats,
         &inputs_tx,
@@ -318,6 +338,11 @@ pub async fn run_provider(
                 .unwrap_or(usize::MAX)
                 .saturating_add(BATCH_TASKS_MAX),
             queue_bytes_max: QUEUE_BYTES_MAX,
+            // Half the store, so that one output leaves room for others
+            // (and for modules and inputs); what goes inline needs none.
+            output_bytes_max: (content.bytes_max() / 2)
+                .min(CONTENT_BYTES_MAX)
+                .max(keep_over_bytes as u64),
             cheat: config.cheat,
         },
         // Vouchers held before a crash or restart are redeemed like new ones.
@@ -379,7 +404,8 @@ pub async fn run_provider(
             Some(message) = messages.recv() => shell.message(message).await,
             _ = offer_timer.tick() => shell.input(Input::OfferTimer).await,
             // A subscriber that came too soon after the last offer gets the
-            // next one as soon as the pace allows, not an interval later.
+            // next one as soon as the pace allows, not an interval later;
+            // asks for vouchers and kept outputs' holds end on time.
             () = tokio::time::sleep(wake_in.unwrap_or_default()), if wake_in.is_some() => {
                 shell.input(Input::Wake).await;
             }
@@ -454,7 +480,8 @@ struct Shell {
     voucher_writer: VoucherWriter,
     redeemer: Redeemer,
     stats: Arc<ProviderStats>,
-    /// Modules and input files fetched, served to peers that ask.
+    /// Modules and input files fetched, and outputs kept (pinned until
+    /// the core releases them), served to peers that ask.
     content: Arc<ContentStore>,
     stager: Stager,
     memory_bytes: u64,
@@ -558,6 +585,12 @@ impl Shell {
         self.stats
             .fuel_used
             .store(totals.fuel_used, Ordering::Relaxed);
+        self.stats
+            .outputs_kept
+            .store(totals.outputs_kept, Ordering::Relaxed);
+        self.stats
+            .outputs_kept_bytes
+            .store(totals.outputs_kept_bytes, Ordering::Relaxed);
     }
 
     /// Carries out one command; gives what the core must hear at once.
@@ -642,6 +675,13 @@ impl Shell {
             Command::AskVoucher { requestor, job } => self.ask_voucher(requestor, job),
             Command::ForgetVoucher(job) => self.voucher_writer.forget(job),
             Command::Redeem(vouchers) => self.redeemer.order(vouchers),
+            Command::ReleaseOutputs { job, outputs } => {
+                // Served while the cache holds them; evictable from now.
+                debug!(%job, outputs = outputs.len(), "kept outputs released");
+                for cid in &outputs {
+                    self.content.unpin(cid);
+                }
+            }
         }
         None
     }

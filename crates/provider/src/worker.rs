@@ -2,7 +2,8 @@
 //! queued WebAssembly task, running it in the sandbox, and reporting what
 //! it gave; and one thread for the GPU, when one is offered, running GPU
 //! tasks one at a time. Each task's energy is figured around its run
-//! (see [`crate::energy`]).
+//! (see [`crate::energy`]). A completed task's output too large to go back
+//! inline is written to the content store, pinned, before it is reported.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use idlegrid_gpu::{Gpu, GpuError, Program};
+use idlegrid_net::{ContentStore, OUTPUT_INLINE_BYTES_MAX, StoreError};
 use idlegrid_sandbox::{PreparedModule, Sandbox, TaskSpec, outcome_of, task_limits};
-use idlegrid_types::{JobId, task_seed};
+use idlegrid_types::{JobId, TaskOutcome, task_seed};
 use tokio::sync::mpsc;
 
 use crate::ProviderStats;
-use crate::core::{Input, RunResult, Task};
+use crate::core::{Input, RunOutput, RunResult, Task};
 use crate::energy::EnergyMeter;
 
 /// A module ready to run: WebAssembly compiled for the sandbox, or a GPU
@@ -49,12 +51,18 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Starts `cores` workers, and one for `gpu` if there is one; each
+    /// keeps outputs over `outputs.keep_over_bytes` in `outputs.store` and
     /// reports to `done`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a separate part of the provider the workers share"
+    )]
     pub(crate) fn start(
         cores: u32,
         sandbox: &Arc<Sandbox>,
         gpu: Option<&Arc<Gpu>>,
         energy: &Arc<EnergyMeter>,
+        outputs: &OutputKeeper,
         slowdown: u32,
         stats: &Arc<ProviderStats>,
         done: &mpsc::UnboundedSender<Input>,
@@ -64,6 +72,7 @@ impl Workers {
                 sandbox: Arc::clone(sandbox),
                 gpu: gpu.cloned(),
                 energy: Arc::clone(energy),
+                outputs: outputs.clone(),
                 queue: Arc::clone(receiver),
                 done: done.clone(),
                 slowdown: slowdown.max(1),
@@ -133,10 +142,77 @@ impl Workers {
     }
 }
 
+/// Where the workers keep outputs too large to go back inline.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputKeeper {
+    pub(crate) store: Arc<ContentStore>,
+    /// A completed task's output over this many bytes is kept (never more
+    /// than [`OUTPUT_INLINE_BYTES_MAX`], the most that goes inline).
+    pub(crate) keep_over_bytes: usize,
+}
+
+impl OutputKeeper {
+    /// Where a completed task's `output` (named `outcome`) goes: back
+    /// inline, or into the store, pinned (the bytes are dropped once they
+    /// are written). `Err` says why it could not be kept.
+    fn place(&self, outcome: &TaskOutcome, output: Vec<u8>) -> Result<RunOutput, String> {
+        let TaskOutcome::Completed { output: cid, .. } = outcome else {
+            return Ok(RunOutput::Inline(output));
+        };
+        if output.len() <= self.keep_over_bytes.min(OUTPUT_INLINE_BYTES_MAX) {
+            return Ok(RunOutput::Inline(output));
+        }
+        let bytes = output.len() as u64;
+        match self.store.put_pinned(*cid, &output) {
+            Ok(_) => Ok(RunOutput::Kept { bytes }),
+            Err(error @ StoreError::TooLarge { .. }) => Err(format!(
+                "no room to keep a {} output: {error}",
+                size_text(bytes)
+            )),
+            Err(error) => Err(format!(
+                "could not keep a {} output: {error}",
+                size_text(bytes)
+            )),
+        }
+    }
+}
+
+/// `bytes` for a person: whole MiB or KiB, or B.
+fn size_text(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// The result of a run that gave `outcome` and `output`, the output kept
+/// when it is too large to go back inline.
+fn run_result(
+    outputs: &OutputKeeper,
+    outcome: TaskOutcome,
+    fuel_used: u64,
+    output: Vec<u8>,
+    energy_millijoules: u64,
+) -> RunResult {
+    match outputs.place(&outcome, output) {
+        Ok(output) => RunResult::Ran {
+            outcome,
+            fuel_used,
+            output,
+            energy_millijoules,
+        },
+        Err(reason) => RunResult::NotRun { reason },
+    }
+}
+
 struct Worker {
     sandbox: Arc<Sandbox>,
     gpu: Option<Arc<Gpu>>,
     energy: Arc<EnergyMeter>,
+    outputs: OutputKeeper,
     queue: Arc<Mutex<std_mpsc::Receiver<Work>>>,
     done: mpsc::UnboundedSender<Input>,
     slowdown: u32,
@@ -193,16 +269,20 @@ impl Worker {
         let energy_millijoules = self.energy.cpu_end(measure);
         match ran {
             Ok(report) => {
-                let stdout = match &report.result {
-                    Ok(completion) => completion.output.stdout.clone(),
+                let outcome = outcome_of(&report);
+                // Moved out, not copied: an output of up to the job's bound
+                // is held once.
+                let stdout = match report.result {
+                    Ok(completion) => completion.output.stdout,
                     Err(_) => Vec::new(),
                 };
-                RunResult::Ran {
-                    outcome: outcome_of(&report),
-                    fuel_used: report.fuel_used,
+                run_result(
+                    &self.outputs,
+                    outcome,
+                    report.fuel_used,
                     stdout,
                     energy_millijoules,
-                }
+                )
             }
             Err(error) => RunResult::NotRun {
                 reason: error.to_string(),
@@ -223,23 +303,84 @@ impl Worker {
         let ran = program.run(gpu.as_ref(), &task.input, &task.limits, wall_time);
         let energy_millijoules = self.energy.gpu_task(started.elapsed());
         match ran {
-            Ok(run) => RunResult::Ran {
-                outcome: run.outcome,
-                fuel_used: run.fuel_used,
-                stdout: run.output,
+            Ok(run) => run_result(
+                &self.outputs,
+                run.outcome,
+                run.fuel_used,
+                run.output,
                 energy_millijoules,
-            },
+            ),
             Err(GpuError::WallTimeout(_)) => RunResult::Ran {
-                outcome: idlegrid_types::TaskOutcome::Failed(
-                    idlegrid_types::ErrorKind::WallTimeout,
-                ),
+                outcome: TaskOutcome::Failed(idlegrid_types::ErrorKind::WallTimeout),
                 fuel_used: 0,
-                stdout: Vec::new(),
+                output: RunOutput::Inline(Vec::new()),
                 energy_millijoules,
             },
             Err(error) => RunResult::NotRun {
                 reason: error.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use idlegrid_types::{ContentId, ErrorKind};
+
+    use super::*;
+
+    fn keeper(store_bytes_max: u64) -> (tempfile::TempDir, OutputKeeper) {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(folder.path(), store_bytes_max).expect("opens");
+        let keeper = OutputKeeper {
+            store: Arc::new(store),
+            keep_over_bytes: 100,
+        };
+        (folder, keeper)
+    }
+
+    fn completed(output: &[u8]) -> TaskOutcome {
+        TaskOutcome::Completed {
+            exit_code: 0,
+            output: ContentId::of(output),
+        }
+    }
+
+    #[test]
+    fn an_output_over_the_threshold_is_kept_pinned_and_one_that_does_not_fit_is_not_run() {
+        let (_folder, keeper) = keeper(1000);
+        let small = vec![1u8; 100];
+        assert_eq!(
+            keeper.place(&completed(&small), small.clone()),
+            Ok(RunOutput::Inline(small))
+        );
+        assert_eq!(keeper.store.len(), 0, "an inline output is not stored");
+
+        let large = vec![2u8; 600];
+        assert_eq!(
+            keeper.place(&completed(&large), large.clone()),
+            Ok(RunOutput::Kept { bytes: 600 })
+        );
+        let cid = ContentId::of(&large);
+        assert_eq!(keeper.store.read(&cid), Some(large));
+        assert_eq!(keeper.store.pinned_bytes(), 600);
+
+        // It cannot be evicted for the next one, which is not run.
+        let next = vec![3u8; 500];
+        let reason = keeper
+            .place(&completed(&next), next)
+            .expect_err("no room beside the pinned output");
+        assert!(
+            reason.starts_with("no room to keep a 500 B output: "),
+            "{reason}"
+        );
+        assert!(keeper.store.contains(&cid));
+
+        // A failed task has no output to keep.
+        let failed = TaskOutcome::Failed(ErrorKind::Trap);
+        assert_eq!(
+            keeper.place(&failed, Vec::new()),
+            Ok(RunOutput::Inline(Vec::new()))
+        );
     }
 }

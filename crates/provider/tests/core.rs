@@ -5,13 +5,17 @@ mod common;
 
 use std::collections::HashMap;
 
-use idlegrid_net::{Request, Response, TaskBatch, TaskReturn};
+use idlegrid_net::{CONTENT_BYTES_MAX, Request, Response, TaskBatch, TaskReturn};
+use idlegrid_provider::Cheat;
 use idlegrid_provider::core::{
-    Command, Input, JobCheck, ModuleStatus, ProviderCore, RESULTS_ATTEMPTS_MAX,
+    Command, Input, JobCheck, KEPT_OUTPUTS_HOLD_MS, KEPT_OUTPUTS_JOBS_MAX,
+    KEPT_OUTPUTS_PER_JOB_MAX, ModuleStatus, ProviderCore, RESULTS_ATTEMPTS_MAX,
     RESULTS_IN_FLIGHT_MAX, Redemption, RunResult,
 };
 use idlegrid_types::codec::Bounded;
-use idlegrid_types::{ContentId, ErrorKind, JobId, Offer, SignedVoucher, TaskOutcome, Voucher};
+use idlegrid_types::{
+    ContentId, ErrorKind, ExecutionLimits, JobId, Offer, SignedVoucher, TaskOutcome, Voucher,
+};
 use proptest::prelude::*;
 
 use common::*;
@@ -440,6 +444,258 @@ fn shutting_down_refuses_work_and_redeems_everything_owed() {
     assert!(core.totals().paused);
 }
 
+/// Task `index` of job 1 is taken and runs, its output of `bytes` kept
+/// under `output`: what the core says.
+fn run_kept(core: &mut ProviderCore, now: u64, index: u64, output: ContentId) -> Vec<Command> {
+    core.handle(now, tasks(100 + index, batch(job(1), [index])));
+    core.handle(
+        now,
+        Input::TaskDone {
+            job: job(1),
+            index,
+            result: kept(output, 40 << 20),
+        },
+    )
+}
+
+fn job_done(peer: idlegrid_types::AccountId, job: JobId) -> Input {
+    Input::Request {
+        id: 90,
+        peer,
+        request: Request::JobDone { job },
+    }
+}
+
+#[test]
+fn an_output_the_worker_kept_goes_back_as_kept_with_a_receipt_naming_its_id() {
+    let mut core = ready_core(100);
+    let output = ContentId::of(b"forty mebibytes");
+    let commands = run_kept(&mut core, NOW, 3, output);
+    assert!(released(&commands).is_empty(), "held for the requestor");
+    let sent = sent_results(&commands);
+    let [TaskReturn::Kept { receipt, bytes }] = &sent[0].1[..] else {
+        panic!("expected a kept output: {sent:?}");
+    };
+    assert_eq!(*bytes, 40 << 20);
+    assert_eq!(receipt.signer, provider());
+    assert!(receipt.verify().is_ok());
+    assert_eq!(receipt.body.task_index, 3);
+    assert_eq!(receipt.body.input, input(3).content_id());
+    assert_eq!(
+        receipt.body.outcome,
+        TaskOutcome::Completed {
+            exit_code: 0,
+            output,
+        }
+    );
+    let totals = core.totals();
+    assert_eq!(
+        (
+            totals.outputs_kept,
+            totals.outputs_kept_bytes,
+            totals.outputs_held
+        ),
+        (1, 40 << 20, 1)
+    );
+}
+
+#[test]
+fn job_done_from_the_job_s_requestor_releases_its_kept_outputs() {
+    let mut core = ready_core(100);
+    core.handle(
+        NOW,
+        Input::JobChecked {
+            job: job(2),
+            check: approved(),
+        },
+    );
+    let (a, b, c) = (
+        ContentId::of(b"a"),
+        ContentId::of(b"b"),
+        ContentId::of(b"c"),
+    );
+    run_kept(&mut core, NOW, 0, a);
+    // Two tasks that gave the same output hold it twice.
+    run_kept(&mut core, NOW, 1, a);
+    run_kept(&mut core, NOW, 2, b);
+    core.handle(NOW, tasks(5, batch(job(2), [0])));
+    core.handle(
+        NOW,
+        Input::TaskDone {
+            job: job(2),
+            index: 0,
+            result: kept(c, 1 << 20),
+        },
+    );
+    assert_eq!(core.totals().outputs_held, 4);
+
+    // No one else ends the hold.
+    let commands = core.handle(NOW, job_done(key(9).account_id(), job(1)));
+    assert!(released(&commands).is_empty(), "{commands:?}");
+    let commands = core.handle(NOW, job_done(requestor(), job(1)));
+    assert_eq!(replies(&commands), vec![(90, Response::Ok)]);
+    assert_eq!(released(&commands), vec![(job(1), vec![a, a, b])]);
+    assert_eq!(core.totals().outputs_held, 1, "job 2's is still held");
+    let commands = core.handle(NOW, job_done(requestor(), job(1)));
+    assert!(released(&commands).is_empty(), "released once");
+}
+
+#[test]
+fn kept_outputs_are_released_after_the_hold_time_without_word_of_their_job() {
+    let mut core = ready_core(100);
+    let output = ContentId::of(b"kept");
+    let commands = run_kept(&mut core, NOW, 0, output);
+    let (batch, _) = sent_results(&commands)[0].clone();
+    // Word of the job: its results delivered, then a voucher for them.
+    let delivered = NOW + 1_000;
+    core.handle(
+        delivered,
+        Input::ResultsAnswered {
+            batch,
+            delivered: true,
+        },
+    );
+    let last_word = NOW + 2_000;
+    core.handle(last_word, voucher_request(7, voucher(job(1), 10, 1)));
+    assert_eq!(core.wake_at(), Some(last_word + KEPT_OUTPUTS_HOLD_MS));
+
+    let commands = core.handle(last_word + KEPT_OUTPUTS_HOLD_MS - 1, Input::Wake);
+    assert!(released(&commands).is_empty(), "released early");
+    let commands = core.handle(last_word + KEPT_OUTPUTS_HOLD_MS, Input::Wake);
+    assert_eq!(released(&commands), vec![(job(1), vec![output])]);
+    assert_eq!(core.totals().outputs_held, 0);
+    assert_eq!(core.wake_at(), None);
+}
+
+#[test]
+fn a_kept_output_no_task_or_no_bound_can_take_is_released_at_once() {
+    // A worker's report of a task the core did not hand out.
+    let mut core = ready_core(100);
+    let stray = ContentId::of(b"stray");
+    let commands = core.handle(
+        NOW,
+        Input::TaskDone {
+            job: job(1),
+            index: 7,
+            result: kept(stray, 1 << 20),
+        },
+    );
+    assert!(sent_results(&commands).is_empty());
+    assert_eq!(released(&commands), vec![(job(1), vec![stray])]);
+
+    // More jobs than the provider holds outputs of: returned as kept, and
+    // let go at once.
+    let mut core = ready_core(100);
+    for n in 0..=KEPT_OUTPUTS_JOBS_MAX as u8 {
+        core.handle(
+            NOW,
+            Input::JobChecked {
+                job: job(n + 2),
+                check: approved(),
+            },
+        );
+        core.handle(NOW, tasks(u64::from(n), batch(job(n + 2), [0])));
+        let output = ContentId::of(&[n]);
+        let commands = core.handle(
+            NOW,
+            Input::TaskDone {
+                job: job(n + 2),
+                index: 0,
+                result: kept(output, 1 << 20),
+            },
+        );
+        if usize::from(n) < KEPT_OUTPUTS_JOBS_MAX {
+            assert!(released(&commands).is_empty());
+        } else {
+            assert_eq!(released(&commands), vec![(job(n + 2), vec![output])]);
+        }
+    }
+    assert_eq!(core.totals().outputs_held, KEPT_OUTPUTS_JOBS_MAX as u64);
+
+    // More outputs of one job than it holds.
+    let mut core = ready_core(usize::MAX);
+    let output = ContentId::of(b"same");
+    let mut let_go = Vec::new();
+    for first in (0..=KEPT_OUTPUTS_PER_JOB_MAX as u64).step_by(256) {
+        let indexes = first..(first + 256).min(KEPT_OUTPUTS_PER_JOB_MAX as u64 + 1);
+        core.handle(NOW, tasks(first, batch(job(1), indexes.clone())));
+        for index in indexes {
+            let_go.extend(released(&core.handle(
+                NOW,
+                Input::TaskDone {
+                    job: job(1),
+                    index,
+                    result: kept(output, 1 << 20),
+                },
+            )));
+        }
+    }
+    assert_eq!(let_go, vec![(job(1), vec![output])]);
+    assert_eq!(core.totals().outputs_held, KEPT_OUTPUTS_PER_JOB_MAX as u64);
+}
+
+#[test]
+fn a_liar_claims_a_kept_output_under_an_id_it_cannot_serve_and_still_releases_its_own() {
+    let mut config = config(100);
+    config.cheat = Some(Cheat::WrongOutput { honest_first: 0 });
+    let mut core = ready_core_with(config);
+    let output = ContentId::of(b"true output");
+    let commands = run_kept(&mut core, NOW, 0, output);
+    let sent = sent_results(&commands);
+    let [TaskReturn::Kept { receipt, .. }] = &sent[0].1[..] else {
+        panic!("expected a kept output: {sent:?}");
+    };
+    assert!(receipt.verify().is_ok());
+    let TaskOutcome::Completed {
+        output: claimed, ..
+    } = receipt.body.outcome
+    else {
+        panic!("expected a completed task: {receipt:?}");
+    };
+    assert_ne!(claimed, output, "the receipt lies");
+    let commands = core.handle(NOW, job_done(requestor(), job(1)));
+    assert_eq!(released(&commands), vec![(job(1), vec![output])]);
+}
+
+#[test]
+fn a_batch_whose_outputs_the_provider_could_not_keep_is_refused() {
+    let mut core = ready_core(100);
+    let asking = |output_bytes| TaskBatch {
+        limits: ExecutionLimits {
+            output_bytes,
+            ..batch(job(1), [0]).limits
+        },
+        ..batch(job(1), [0])
+    };
+    let commands = core.handle(NOW, tasks(1, asking(OUTPUT_BYTES_MAX + 1)));
+    let [(1, Response::Refused { code, message })] = &replies(&commands)[..] else {
+        panic!("expected a refusal: {commands:?}");
+    };
+    assert_eq!(&**code, "output_too_large");
+    assert!(
+        message.contains(&(OUTPUT_BYTES_MAX + 1).to_string())
+            && message.contains(&OUTPUT_BYTES_MAX.to_string()),
+        "{message:?}"
+    );
+    assert_eq!(core.totals().held, 0, "a refused batch holds nothing");
+    let commands = core.handle(NOW, tasks(2, asking(OUTPUT_BYTES_MAX)));
+    assert_eq!(replies(&commands), vec![(2, Response::Ok)]);
+
+    // Nothing larger than the overlay can fetch, whatever the store holds.
+    let mut unbounded = config(100);
+    unbounded.output_bytes_max = u64::MAX;
+    let mut core = ProviderCore::new(unbounded, Vec::new());
+    let commands = core.handle(NOW, tasks(3, asking(CONTENT_BYTES_MAX + 1)));
+    let [(3, Response::Refused { code, message })] = &replies(&commands)[..] else {
+        panic!("expected a refusal: {commands:?}");
+    };
+    assert_eq!(&**code, "output_too_large");
+    assert!(
+        message.contains(&CONTENT_BYTES_MAX.to_string()),
+        "{message:?}"
+    );
+}
+
 fn offer_of(commands: &[Command]) -> Option<Offer> {
     commands.iter().find_map(|command| match command {
         Command::PublishOffer(offer) => Some(offer.body.clone()),
@@ -546,9 +802,11 @@ enum Step {
         first: u64,
         count: u64,
     },
+    /// A worker reports a task: not run, run with its output inline, or
+    /// run with its output kept (pinned).
     Done {
         pick: usize,
-        ran: bool,
+        ran: u8,
     },
     Skip {
         pick: usize,
@@ -565,6 +823,16 @@ enum Step {
     Stray {
         job: u8,
         index: u64,
+        kept: bool,
+    },
+    /// The requestor (or a stranger) says a job is done.
+    JobDone {
+        job: u8,
+        stranger: bool,
+    },
+    /// Time passes, up to past a kept output's hold.
+    Wait {
+        ms: u64,
     },
     Voucher {
         job: u8,
@@ -585,12 +853,18 @@ fn step() -> impl Strategy<Value = Step> {
             first,
             count
         }),
-        (any::<usize>(), any::<bool>()).prop_map(|(pick, ran)| Step::Done { pick, ran }),
+        (any::<usize>(), 0..3u8).prop_map(|(pick, ran)| Step::Done { pick, ran }),
         any::<usize>().prop_map(|pick| Step::Skip { pick }),
         (0..3u8, 0..25u64).prop_map(|(job, index)| Step::Cancel { job, index }),
         (any::<usize>(), any::<bool>())
             .prop_map(|(pick, delivered)| Step::Answer { pick, delivered }),
-        (0..3u8, 0..25u64).prop_map(|(job, index)| Step::Stray { job, index }),
+        (0..3u8, 0..25u64, any::<bool>()).prop_map(|(job, index, kept)| Step::Stray {
+            job,
+            index,
+            kept
+        }),
+        (0..3u8, any::<bool>()).prop_map(|(job, stranger)| Step::JobDone { job, stranger }),
+        (0..2 * KEPT_OUTPUTS_HOLD_MS / 3).prop_map(|ms| Step::Wait { ms }),
         (0..3u8, 0..1_000u64, 0..20u64).prop_map(|(job, amount, sequence)| Step::Voucher {
             job,
             amount,
@@ -613,6 +887,9 @@ struct World {
     sending: Vec<u64>,
     /// What is on disk.
     disk: HashMap<JobId, SignedVoucher>,
+    /// Pins on kept outputs in the content store: taken by workers, let go
+    /// by the core.
+    pins: HashMap<ContentId, u64>,
     redeeming: Vec<(JobId, u64)>,
     next_request: u64,
 }
@@ -624,7 +901,9 @@ impl World {
                 Command::Run(task) => self.running.push((task.job, task.index)),
                 Command::SendResults { batch, results, .. } => {
                     for result in results.results.iter() {
-                        if let TaskReturn::Ran { receipt, .. } = result {
+                        if let TaskReturn::Ran { receipt, .. } | TaskReturn::Kept { receipt, .. } =
+                            result
+                        {
                             let key = (receipt.body.job, receipt.body.task_index);
                             let unsigned = self.ran.get_mut(&key).filter(|count| **count > 0);
                             prop_assert!(
@@ -644,6 +923,15 @@ impl World {
                 }
                 Command::ForgetVoucher(job) => {
                     self.disk.remove(&job);
+                }
+                Command::ReleaseOutputs { outputs, .. } => {
+                    for output in outputs {
+                        let pins = self.pins.get_mut(&output).filter(|pins| **pins > 0);
+                        prop_assert!(pins.is_some(), "released {output}, which is not pinned");
+                        if let Some(pins) = pins {
+                            *pins -= 1;
+                        }
+                    }
                 }
                 Command::Redeem(vouchers) => {
                     for voucher in vouchers {
@@ -665,19 +953,21 @@ proptest! {
     /// task handed to a worker that reported it ran, once (a batch that is
     /// sent again after a failed delivery re-signs the same results, so a
     /// test of it re-adds them); the vouchers held are exactly those on
-    /// disk, so a restarted provider holds every one; what is held stays
-    /// within its bounds.
+    /// disk, so a restarted provider holds every one; every kept output the
+    /// core does not hold for a requestor is released, and none twice; what
+    /// is held stays within its bounds.
     #[test]
     fn receipts_are_signed_only_for_work_that_ran_and_every_voucher_survives_a_restart(
         steps in proptest::collection::vec(step(), 1..200),
     ) {
         let mut core = ProviderCore::new(config(12), Vec::new());
         let mut world = World::default();
+        let mut now = NOW;
         for n in 0..3 {
-            core.handle(NOW, Input::JobChecked { job: job(n), check: approved() });
+            core.handle(now, Input::JobChecked { job: job(n), check: approved() });
         }
-        world.play(core.handle(NOW, tasks(0, batch(job(0), []))))?;
-        world.play(core.handle(NOW, Input::ModuleReady { cid: module(), status: ModuleStatus::Ready }))?;
+        world.play(core.handle(now, tasks(0, batch(job(0), []))))?;
+        world.play(core.handle(now, Input::ModuleReady { cid: module(), status: ModuleStatus::Ready }))?;
         // Results in flight, by batch: to re-add what is signed again.
         let mut in_batches: HashMap<u64, Vec<(JobId, u64)>> = HashMap::new();
         for step in steps {
@@ -685,25 +975,33 @@ proptest! {
             let id = world.next_request;
             let commands = match step {
                 Step::Batch { job: n, first, count } => {
-                    core.handle(NOW, tasks(id, batch(job(n), first..first + count)))
+                    core.handle(now, tasks(id, batch(job(n), first..first + count)))
                 }
                 Step::Done { pick, ran } => {
                     if world.running.is_empty() { continue; }
                     let (job, index) = world.running.remove(pick % world.running.len());
-                    let result = if ran {
-                        *world.ran.entry((job, index)).or_default() += 1;
-                        completed(&index.to_le_bytes())
-                    } else {
-                        RunResult::NotRun { reason: "host".to_owned() }
+                    let result = match ran {
+                        0 => RunResult::NotRun { reason: "host".to_owned() },
+                        1 => {
+                            *world.ran.entry((job, index)).or_default() += 1;
+                            completed(&index.to_le_bytes())
+                        }
+                        _ => {
+                            *world.ran.entry((job, index)).or_default() += 1;
+                            // Tasks of one index give the same output.
+                            let output = ContentId::of(&index.to_le_bytes());
+                            *world.pins.entry(output).or_default() += 1;
+                            kept(output, 1 << 20)
+                        }
                     };
-                    core.handle(NOW, Input::TaskDone { job, index, result })
+                    core.handle(now, Input::TaskDone { job, index, result })
                 }
                 Step::Skip { pick } => {
                     if world.running.is_empty() { continue; }
                     let (job, index) = world.running.remove(pick % world.running.len());
-                    core.handle(NOW, Input::TaskSkipped { job, index })
+                    core.handle(now, Input::TaskSkipped { job, index })
                 }
-                Step::Cancel { job: n, index } => core.handle(NOW, Input::Request {
+                Step::Cancel { job: n, index } => core.handle(now, Input::Request {
                     id,
                     peer: requestor(),
                     request: Request::Cancel { job: job(n), tasks: Bounded::new(vec![index]).expect("one") },
@@ -716,28 +1014,43 @@ proptest! {
                             *world.ran.entry(key).or_default() += 1;
                         }
                     }
-                    core.handle(NOW, Input::ResultsAnswered { batch, delivered })
+                    core.handle(now, Input::ResultsAnswered { batch, delivered })
                 }
-                Step::Stray { job: n, index } => {
+                Step::Stray { job: n, index, kept: keeps } => {
                     let key = (job(n), index);
                     if world.running.contains(&key) { continue; }
-                    core.handle(NOW, Input::TaskDone { job: key.0, index, result: completed(b"stray") })
+                    let result = if keeps {
+                        let output = ContentId::of(b"stray");
+                        *world.pins.entry(output).or_default() += 1;
+                        kept(output, 1 << 20)
+                    } else {
+                        completed(b"stray")
+                    };
+                    core.handle(now, Input::TaskDone { job: key.0, index, result })
+                }
+                Step::JobDone { job: n, stranger } => {
+                    let peer = if stranger { key(9).account_id() } else { requestor() };
+                    core.handle(now, Input::Request { id, peer, request: Request::JobDone { job: job(n) } })
+                }
+                Step::Wait { ms } => {
+                    now += ms;
+                    core.handle(now, Input::Wake)
                 }
                 Step::Voucher { job: n, amount, sequence } => {
-                    core.handle(NOW, voucher_request(id, voucher(job(n), amount, sequence)))
+                    core.handle(now, voucher_request(id, voucher(job(n), amount, sequence)))
                 }
-                Step::RedeemTimer => core.handle(NOW, Input::RedeemTimer),
+                Step::RedeemTimer => core.handle(now, Input::RedeemTimer),
                 Step::Redeemed { pick, outcome } => {
                     if world.redeeming.is_empty() { continue; }
                     let (job, amount) = world.redeeming.remove(pick % world.redeeming.len());
                     let outcome = [Redemption::Paid, Redemption::Settled, Redemption::Failed][usize::from(outcome)];
-                    core.handle(NOW, Input::Redeemed { job, amount, outcome })
+                    core.handle(now, Input::Redeemed { job, amount, outcome })
                 }
             };
             for command in &commands {
                 if let Command::SendResults { batch, results, .. } = command {
                     let keys = results.results.iter().filter_map(|result| match result {
-                        TaskReturn::Ran { receipt, .. } => Some((receipt.body.job, receipt.body.task_index)),
+                        TaskReturn::Ran { receipt, .. } | TaskReturn::Kept { receipt, .. } => Some((receipt.body.job, receipt.body.task_index)),
                         TaskReturn::NotRun { .. } => None,
                     });
                     in_batches.insert(*batch, keys.collect());
@@ -752,7 +1065,12 @@ proptest! {
                 .map(|voucher| (voucher.body.job, voucher.clone()))
                 .collect();
             prop_assert_eq!(&held, &world.disk, "held and stored vouchers differ");
+            let pinned: u64 = world.pins.values().sum();
+            prop_assert_eq!(pinned, totals.outputs_held, "kept outputs leaked or lost");
         }
+        // Past every hold, every kept output is released.
+        world.play(core.handle(now + KEPT_OUTPUTS_HOLD_MS, Input::Wake))?;
+        prop_assert_eq!(world.pins.values().sum::<u64>(), 0);
         let restarted = ProviderCore::new(config(12), world.disk.values().cloned().collect());
         let mut before: Vec<_> = core.vouchers().cloned().map(|voucher| voucher.body).collect();
         let mut after: Vec<_> = restarted.vouchers().cloned().map(|voucher| voucher.body).collect();

@@ -36,7 +36,7 @@ mod io;
 
 use farewell::Farewells;
 
-pub use io::{Command, Input, ReExecution};
+pub use io::{AcceptedOutput, Command, Input, ReExecution};
 
 use crate::jobspec::{JobFile, Verification};
 use crate::report::{ProviderRecord, TaskRecord, TrackRecord};
@@ -61,9 +61,17 @@ pub const FAREWELL_RETRY_MAX_US: u64 = 2_000_000;
 /// minute and a half of one core).
 pub const REFEREE_FUEL_DEFAULT: u64 = 100_000_000_000;
 
-/// One provider's result for an undecided task: who, what, the stdout when
+/// What a provider gave of a completed task's output: its bytes, or word
+/// that it keeps them (their length), to be fetched by id once accepted.
+#[derive(Debug)]
+enum Given {
+    Bytes(Vec<u8>),
+    Kept(u64),
+}
+
+/// One provider's result for an undecided task: who, what, the output when
 /// it completed, and the energy its receipt states.
-type PendingResult = (AccountId, TaskOutcome, Option<Vec<u8>>, u64);
+type PendingResult = (AccountId, TaskOutcome, Option<Given>, u64);
 
 /// How the market accepted a task.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +92,39 @@ struct Earlier {
     output: Option<String>,
     providers: Vec<AccountId>,
     energy_millijoules: Option<u64>,
+}
+
+/// The accepted output of a task from its agreeing results: bytes one of
+/// them sent, else the re-execution's, else the providers keeping it.
+fn accepted_output(
+    cid: ContentId,
+    results: Vec<PendingResult>,
+    outcome: TaskOutcome,
+    referee_output: Option<Vec<u8>>,
+) -> Option<AcceptedOutput> {
+    let mut holders = Vec::new();
+    let mut kept_bytes = 0;
+    for (provider, result, given, _) in results {
+        if result != outcome {
+            continue;
+        }
+        match given {
+            Some(Given::Bytes(bytes)) => return Some(AcceptedOutput::Bytes(bytes)),
+            Some(Given::Kept(bytes)) => {
+                kept_bytes = bytes;
+                holders.push(provider);
+            }
+            None => {}
+        }
+    }
+    if let Some(bytes) = referee_output {
+        return Some(AcceptedOutput::Bytes(bytes));
+    }
+    (!holders.is_empty()).then_some(AcceptedOutput::Kept {
+        cid,
+        bytes: kept_bytes,
+        holders,
+    })
 }
 
 fn outcome_output(outcome: TaskOutcome) -> Option<String> {
@@ -568,65 +609,70 @@ impl RequestorCore {
                     });
                 }
                 TaskReturn::Ran { receipt, stdout } => {
-                    let asked = self
-                        .holders
-                        .get(&task)
-                        .is_some_and(|holders| holders.contains(&provider));
-                    let answered = self
-                        .pending
-                        .get(&task)
-                        .is_some_and(|results| results.iter().any(|(from, ..)| *from == provider));
-                    if !asked || answered {
-                        // Not sent to it, decided already, or sent again:
-                        // it counts for nothing.
-                        tracing::debug!(%provider, task, "a result nobody waits for");
-                        continue;
-                    }
-                    match self.check_receipt(provider, &receipt, &stdout) {
-                        Ok(()) => {
-                            let outcome = receipt.body.outcome;
-                            let fuel_used = receipt.body.fuel_used;
-                            let energy = receipt.body.energy_millijoules;
-                            self.fuel_executed = self.fuel_executed.saturating_add(fuel_used);
-                            self.energy_executed_millijoules =
-                                self.energy_executed_millijoules.saturating_add(energy);
-                            self.providers.entry(provider).or_default().results += 1;
-                            // It ran the job's module, so it holds it.
-                            if !self.module_holders.contains(&provider)
-                                && self.module_holders.len() < MODULE_HOLDERS_KEPT
-                            {
-                                self.module_holders.push(provider);
-                            }
-                            let stdout = matches!(outcome, TaskOutcome::Completed { .. })
-                                .then(|| stdout.into_inner());
-                            self.pending
-                                .entry(task)
-                                .or_default()
-                                .push((provider, outcome, stdout, energy));
-                            self.queued.push(MarketInput::Result {
-                                provider,
-                                job: self.job,
-                                task,
-                                result: TaskResult {
-                                    outcome,
-                                    fuel_used,
-                                    receipt: Some(Box::new(receipt)),
-                                },
-                            });
-                        }
-                        Err(reason) => {
-                            tracing::warn!(%provider, task, reason, "unusable result");
-                            self.queued.push(MarketInput::ProviderFailed {
-                                provider,
-                                job: self.job,
-                                task,
-                            });
-                        }
-                    }
+                    let given = Given::Bytes(stdout.into_inner());
+                    self.ran(provider, task, receipt, given);
+                }
+                TaskReturn::Kept { receipt, bytes } => {
+                    self.ran(provider, task, receipt, Given::Kept(bytes));
                 }
             }
         }
         Response::Ok
+    }
+
+    /// A provider's result for `task`: counted if it was asked for, not
+    /// answered before, and checks.
+    fn ran(&mut self, provider: AccountId, task: u64, receipt: SignedReceipt, given: Given) {
+        let asked = self
+            .holders
+            .get(&task)
+            .is_some_and(|holders| holders.contains(&provider));
+        let answered = self
+            .pending
+            .get(&task)
+            .is_some_and(|results| results.iter().any(|(from, ..)| *from == provider));
+        if !asked || answered {
+            // Not sent to it, decided already, or sent again: it counts
+            // for nothing.
+            tracing::debug!(%provider, task, "a result nobody waits for");
+            return;
+        }
+        if let Err(reason) = self.check_receipt(provider, &receipt, &given) {
+            tracing::warn!(%provider, task, reason, "unusable result");
+            self.queued.push(MarketInput::ProviderFailed {
+                provider,
+                job: self.job,
+                task,
+            });
+            return;
+        }
+        let outcome = receipt.body.outcome;
+        let fuel_used = receipt.body.fuel_used;
+        let energy = receipt.body.energy_millijoules;
+        self.fuel_executed = self.fuel_executed.saturating_add(fuel_used);
+        self.energy_executed_millijoules = self.energy_executed_millijoules.saturating_add(energy);
+        self.providers.entry(provider).or_default().results += 1;
+        // It ran the job's module, so it holds it.
+        if !self.module_holders.contains(&provider)
+            && self.module_holders.len() < MODULE_HOLDERS_KEPT
+        {
+            self.module_holders.push(provider);
+        }
+        let given = matches!(outcome, TaskOutcome::Completed { .. }).then_some(given);
+        self.pending
+            .entry(task)
+            .or_default()
+            .push((provider, outcome, given, energy));
+        self.queued.push(MarketInput::Result {
+            provider,
+            job: self.job,
+            task,
+            result: TaskResult {
+                outcome,
+                fuel_used,
+                receipt: Some(Box::new(receipt)),
+            },
+        });
     }
 
     /// Made from the job file when asked for: a job of many tasks keeps
@@ -636,12 +682,14 @@ impl RequestorCore {
     }
 
     /// A receipt counts only if its provider signed it for this job's task,
-    /// module and input, and the output it names is the one sent.
+    /// module and input, and the output it names is the one sent (or, for
+    /// an output kept, one the task could have given: fetching it checks
+    /// its bytes).
     fn check_receipt(
         &mut self,
         provider: AccountId,
         receipt: &SignedReceipt,
-        stdout: &[u8],
+        given: &Given,
     ) -> Result<(), &'static str> {
         if receipt.signer != provider || receipt.verify_cached(&self.signatures).is_err() {
             return Err("the receipt is not signed by the provider that sent it");
@@ -656,12 +704,18 @@ impl RequestorCore {
         if self.input_cid(body.task_index) != Some(body.input) {
             return Err("the receipt names another input");
         }
-        if let TaskOutcome::Completed { output, .. } = body.outcome
-            && ContentId::of(stdout) != output
-        {
-            return Err("the output sent is not the one the receipt names");
+        match (body.outcome, given) {
+            (TaskOutcome::Completed { output, .. }, Given::Bytes(stdout))
+                if ContentId::of(stdout) != output =>
+            {
+                Err("the output sent is not the one the receipt names")
+            }
+            (TaskOutcome::Failed(_), Given::Kept(_)) => Err("a failed task's output kept"),
+            (_, Given::Kept(bytes)) if *bytes > self.job_file.limits.output_bytes => {
+                Err("an output kept that is larger than the job's bound")
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn apply(&mut self, now_us: u64, decided: Vec<MarketCommand>, commands: &mut Vec<Command>) {
@@ -864,19 +918,13 @@ impl RequestorCore {
                 exit_code,
                 output: cid,
             } => {
-                let stdout = results
-                    .into_iter()
-                    .find_map(|(_, result, stdout, _)| {
-                        (result == outcome).then_some(stdout).flatten()
-                    })
-                    .or(referee_output);
                 let file = format!("tasks/{task:06}.out");
                 record.exit_code = Some(exit_code);
                 record.output = Some(cid.to_string());
-                match stdout {
-                    Some(stdout) => {
+                match accepted_output(cid, results, outcome, referee_output) {
+                    Some(accepted) => {
                         record.file = Some(file.clone());
-                        output = Some((file, stdout));
+                        output = Some((file, accepted));
                     }
                     // Accepted again, on the word of those who vouched for
                     // it before, with the output it had: the output written

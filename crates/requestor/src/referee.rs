@@ -17,8 +17,68 @@ use tracing::info;
 use crate::core::{Input, ReExecution};
 use crate::jobspec::JobFile;
 
-/// Re-executes tasks of one job on its own thread; the sandbox starts on
-/// the first one (most jobs never need it).
+/// Runs a job's tasks again in this machine's sandbox (a GPU task on the
+/// CPU path), giving what each gave: the outcome, fuel and output. The
+/// sandbox starts on the first task (most jobs never need it).
+pub(crate) struct ReExecutor {
+    job: JobId,
+    job_file: Arc<JobFile>,
+    sandbox: LazySandbox,
+    cpu: CpuReExecutor,
+}
+
+impl ReExecutor {
+    pub(crate) fn new(job: JobId, job_file: Arc<JobFile>) -> Self {
+        Self {
+            job,
+            job_file,
+            sandbox: LazySandbox::new(SandboxConfig {
+                concurrent_tasks_max: 1,
+                ..SandboxConfig::default()
+            }),
+            // GPU tasks run again on the CPU path, as a validator would.
+            cpu: CpuReExecutor {
+                wall_time: WALL_TIME_DEFAULT,
+            },
+        }
+    }
+
+    /// Runs `task` again.
+    pub(crate) fn run(&self, task: u64) -> Result<ReExecution, String> {
+        let job_file = &self.job_file;
+        match job_file.task(task) {
+            Some(input) if GpuProgram::is_program(&job_file.module) => self
+                .cpu
+                .re_execute_with_output(&job_file.module, &input, &job_file.limits)
+                .map(|(execution, output)| ReExecution {
+                    outcome: execution.outcome,
+                    fuel_used: execution.fuel_used,
+                    stdout: output,
+                }),
+            Some(input) => stage(job_file, &input).and_then(|dir| {
+                self.sandbox
+                    .re_execute_with_output(
+                        &job_file.module,
+                        &input,
+                        dir.as_ref().map(tempfile::TempDir::path),
+                        task_seed(&self.job, task),
+                        &job_file.limits,
+                    )
+                    .map(|(execution, stdout)| ReExecution {
+                        outcome: execution.outcome,
+                        fuel_used: execution.fuel_used,
+                        stdout,
+                    })
+            }),
+            None => Err(job_file.task_failure().map_or_else(
+                || format!("the job has no task {task}"),
+                ToString::to_string,
+            )),
+        }
+    }
+}
+
+/// Re-executes tasks of one job on its own thread, one at a time.
 pub(crate) struct Referee {
     orders: std_mpsc::Sender<u64>,
 }
@@ -33,44 +93,9 @@ impl Referee {
         std::thread::Builder::new()
             .name("requestor-referee".to_owned())
             .spawn(move || {
-                let sandbox = LazySandbox::new(SandboxConfig {
-                    concurrent_tasks_max: 1,
-                    ..SandboxConfig::default()
-                });
-                // GPU tasks run again on the CPU path, as a validator would.
-                let cpu = CpuReExecutor {
-                    wall_time: WALL_TIME_DEFAULT,
-                };
+                let executor = ReExecutor::new(job, job_file);
                 while let Ok(task) = queue.recv() {
-                    let input = job_file.task(task);
-                    let result = match input.as_ref() {
-                        Some(input) if GpuProgram::is_program(&job_file.module) => cpu
-                            .re_execute_with_output(&job_file.module, input, &job_file.limits)
-                            .map(|(execution, output)| ReExecution {
-                                outcome: execution.outcome,
-                                fuel_used: execution.fuel_used,
-                                stdout: output,
-                            }),
-                        Some(input) => stage(&job_file, input).and_then(|dir| {
-                            sandbox
-                                .re_execute_with_output(
-                                    &job_file.module,
-                                    input,
-                                    dir.as_ref().map(tempfile::TempDir::path),
-                                    task_seed(&job, task),
-                                    &job_file.limits,
-                                )
-                                .map(|(execution, stdout)| ReExecution {
-                                    outcome: execution.outcome,
-                                    fuel_used: execution.fuel_used,
-                                    stdout,
-                                })
-                        }),
-                        None => Err(job_file.task_failure().map_or_else(
-                            || format!("the job has no task {task}"),
-                            ToString::to_string,
-                        )),
-                    };
+                    let result = executor.run(task);
                     info!(
                         task,
                         ok = result.is_ok(),

@@ -117,6 +117,13 @@ pub struct SubmitReport {
     /// Accepted tasks checked again after a provider that vouched for them
     /// was caught lying.
     pub tasks_rechecked: u64,
+    /// Outputs providers kept that this requestor fetched by id, and their
+    /// bytes (each accepted output once, whatever its replicas).
+    pub outputs_fetched: u64,
+    pub outputs_fetched_bytes: u64,
+    /// Of the outputs providers kept, those none of them could serve and
+    /// this requestor made again by running the task.
+    pub outputs_made_here: u64,
     pub disputes: Vec<DisputeRecord>,
     /// Set when the job was closed: what providers redeemed and what came back.
     #[serde(skip_serializing_if = "Option::is_none")]

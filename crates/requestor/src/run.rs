@@ -30,8 +30,10 @@ use crate::referee::Referee;
 use crate::remote::OutputTarget;
 use crate::report::{DisputeRecord, SubmitReport, TaskRecord, TrackRecord, percentile};
 
+mod fetch;
 mod output;
 
+use fetch::OutputFetcher;
 use output::{OutputWriter, PACKED_OUTPUTS};
 
 /// Events handled together at most, after the one that woke the loop.
@@ -99,6 +101,11 @@ pub struct SubmitProgress {
     pub round_trips: Option<Histogram>,
     /// The job stopped because placing more would pass its budget.
     pub stalled: AtomicBool,
+    /// Outputs providers kept, fetched by id so far, and their bytes.
+    pub outputs_fetched: AtomicU64,
+    pub outputs_fetched_bytes: AtomicU64,
+    /// Outputs providers kept but could not serve, made here instead.
+    pub outputs_made_here: AtomicU64,
     /// Each decided task's record, in the order decided, when kept (a
     /// gateway serving results over HTTP).
     pub feed: ResultFeed,
@@ -274,6 +281,12 @@ pub async fn submit(
         job_file
             .output_packed
             .then(|| config.out_dir.join(PACKED_OUTPUTS)),
+        OutputFetcher::new(
+            overlay.clone(),
+            tokio::runtime::Handle::current(),
+            job,
+            Arc::clone(&job_file),
+        ),
     )?;
     let referee = Referee::start(job, Arc::clone(&job_file), internal_tx.clone())?;
     let epoch = Instant::now();
@@ -355,7 +368,22 @@ pub async fn submit(
             bail!("{error}");
         }
     }
-    let records = run.outputs.finish().await?;
+    // Outputs still being written (fetched, for those providers keep)
+    // are waited for while requests keep being answered.
+    let finishing = run.outputs.finish();
+    tokio::pin!(finishing);
+    let records = loop {
+        tokio::select! {
+            records = &mut finishing => break records?,
+            Some(event) = events.recv() => run.event(event),
+            Some(message) = internal.recv() => run.internal(message),
+        }
+        let commands = run.core.step(micros_since(epoch));
+        run.apply(commands);
+    };
+    if let Some(error) = run.output_failed.take() {
+        bail!(error);
+    }
     progress.running.store(false, Ordering::Relaxed);
     progress.update(|detail| detail.waiting = None);
     let run_ms = u64::try_from(running_since.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -436,6 +464,9 @@ pub async fn submit(
         tasks_refereed: summary.tasks_refereed,
         tasks_re_executed_here: run.core.re_executed(),
         tasks_rechecked: summary.tasks_reopened,
+        outputs_fetched: progress.outputs_fetched.load(Ordering::Relaxed),
+        outputs_fetched_bytes: progress.outputs_fetched_bytes.load(Ordering::Relaxed),
+        outputs_made_here: progress.outputs_made_here.load(Ordering::Relaxed),
         disputes: std::mem::take(&mut run.dispute_records),
         redeemed: None,
         refund: None,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use idlegrid_market::{MarketConfig, Standing, Trust};
 use idlegrid_net::{Request, Response, ResultBatch, TaskReturn};
 use idlegrid_requestor::core::{
-    Command, DISPUTES_PER_PROVIDER_MAX, Input, REFEREE_FUEL_DEFAULT, ReExecution, RequestorCore,
+    AcceptedOutput, Command, DISPUTES_PER_PROVIDER_MAX, Input, REFEREE_FUEL_DEFAULT, ReExecution,
+    RequestorCore,
 };
 use idlegrid_requestor::{TaskRecord, Verification};
 use idlegrid_types::codec::Bounded;
@@ -32,6 +33,86 @@ fn tasks_are_placed_once_a_provider_offers_is_staked_and_connected() {
     assert_eq!(batch.price_per_million_fuel, PRICE);
     assert_eq!(batch.tasks[1].input, input(1));
     assert_eq!(core.first_placed_us(), Some(NOW));
+}
+
+#[test]
+fn an_output_providers_keep_is_accepted_by_its_id_and_fetched_from_those_that_agree() {
+    let mut core = requestor(1, Verification::Replicas(2));
+    let (first, second) = (key(10), key(11));
+    join(&mut core, first.account_id());
+    join(&mut core, second.account_id());
+    // Within the job's output bound (1 KiB); what size a provider keeps
+    // from is its own choice.
+    let output = vec![7u8; 1000];
+    let length = output.len() as u64;
+    core.input(
+        NOW,
+        kept_results(1, &first, vec![(receipt(0, &output), length)]),
+    );
+    assert!(accepted(&core.step(NOW)).is_empty(), "one of two replicas");
+    core.input(
+        NOW,
+        kept_results(2, &second, vec![(receipt(0, &output), length)]),
+    );
+    let commands = core.step(NOW);
+    let [
+        (
+            0,
+            Some((
+                file,
+                AcceptedOutput::Kept {
+                    cid,
+                    bytes,
+                    holders,
+                },
+            )),
+        ),
+    ] = &accepted_outputs(&commands)[..]
+    else {
+        panic!("not accepted as kept: {commands:?}");
+    };
+    assert_eq!(file, "tasks/000000.out");
+    assert_eq!((*cid, *bytes), (ContentId::of(&output), length));
+    assert_eq!(holders, &vec![first.account_id(), second.account_id()]);
+    let record = &records(&commands)[&0];
+    assert_eq!(record.output, Some(ContentId::of(&output).to_string()));
+    // Both replicas are paid: they compared ids, not bytes.
+    assert_eq!(vouchers(&commands).len(), 2);
+}
+
+#[test]
+fn an_output_sent_is_preferred_to_one_kept_and_a_kept_output_over_the_bound_counts_for_nothing() {
+    let mut core = requestor(2, Verification::Replicas(2));
+    let (first, second) = (key(10), key(11));
+    join(&mut core, first.account_id());
+    join(&mut core, second.account_id());
+    core.input(NOW, kept_results(1, &first, vec![(receipt(0, b"zero"), 4)]));
+    core.input(
+        NOW,
+        results(2, &second, vec![(receipt(0, b"zero"), b"zero".to_vec())]),
+    );
+    assert_eq!(
+        accepted(&core.step(NOW)),
+        vec![(0, Some(("tasks/000000.out".to_owned(), b"zero".to_vec())))]
+    );
+
+    // The job bounds outputs at 1 KiB: a provider claiming to keep more
+    // gave no usable result, and the task is placed again.
+    let bound = 1024;
+    core.input(
+        NOW,
+        kept_results(3, &first, vec![(receipt(1, b"one"), bound + 1)]),
+    );
+    let commands = core.step(NOW);
+    assert!(accepted(&commands).is_empty());
+    core.input(
+        NOW,
+        results(4, &second, vec![(receipt(1, b"one"), b"one".to_vec())]),
+    );
+    assert!(
+        accepted(&core.step(NOW)).is_empty(),
+        "the oversized claim is not one of the two replicas"
+    );
 }
 
 #[test]
@@ -701,7 +782,7 @@ proptest! {
                             .iter()
                             .filter_map(|result| match result {
                                 TaskReturn::Ran { receipt, stdout } => Some((receipt.body.clone(), stdout.to_vec())),
-                                TaskReturn::NotRun { .. } => None,
+                                TaskReturn::Kept { .. } | TaskReturn::NotRun { .. } => None,
                             })
                             .collect(),
                         _ => Vec::new(),

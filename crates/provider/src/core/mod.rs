@@ -9,14 +9,19 @@
 //! tested without a network: a receipt is signed only for a task the core
 //! handed to a worker and that worker ran, once; a voucher is acknowledged
 //! only after the shell was told to store it; what it holds is bounded.
+//!
+//! An output too large to go back inline is kept by the worker, pinned in
+//! the content store, and returned as [`TaskReturn::Kept`]; the core holds
+//! its id per job until the requestor is done with it (`core/kept.rs`) and
+//! then has the shell let it go ([`Command::ReleaseOutputs`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use idlegrid_net::protocol::{REASON_BYTES_MAX, bounded_text};
 use idlegrid_net::{
-    AssignedTask, BATCH_TASKS_MAX, MESSAGE_BYTES_MAX, OUTPUT_INLINE_BYTES_MAX, Request, Response,
-    ResultBatch, TaskBatch, TaskReturn,
+    AssignedTask, BATCH_TASKS_MAX, CONTENT_BYTES_MAX, MESSAGE_BYTES_MAX, OUTPUT_INLINE_BYTES_MAX,
+    Request, Response, ResultBatch, TaskBatch, TaskReturn,
 };
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
@@ -25,6 +30,7 @@ use idlegrid_types::{
 };
 
 mod asks;
+mod kept;
 mod types;
 mod vouchers;
 
@@ -32,12 +38,14 @@ pub use asks::{
     VOUCHER_ASK_AFTER_MS, VOUCHER_ASK_BACKOFF_MAX_MS, VOUCHER_ASK_PACE_MS, VOUCHER_ASKS_MAX,
     VOUCHER_WAITS_MAX,
 };
+pub use kept::{KEPT_OUTPUTS_HOLD_MS, KEPT_OUTPUTS_JOBS_MAX, KEPT_OUTPUTS_PER_JOB_MAX};
 pub use types::{
     BatchId, Cheat, Command, ContentPart, CoreConfig, Input, JobCheck, ModuleStatus, Redemption,
-    RequestId, RunResult, Task, Totals, VoucherAnswer,
+    RequestId, RunOutput, RunResult, Task, Totals, VoucherAnswer,
 };
 
 use asks::VoucherAsks;
+use kept::KeptOutputs;
 
 type TaskKey = (JobId, u64);
 
@@ -68,6 +76,9 @@ enum Finished {
         receipt: Receipt,
         stdout: Bounded<Vec<u8>, OUTPUT_INLINE_BYTES_MAX>,
     },
+    /// Completed, its output of `bytes` kept here under the id the receipt
+    /// names.
+    Kept { receipt: Receipt, bytes: u64 },
     NotRun {
         index: u64,
         reason: Bounded<String, REASON_BYTES_MAX>,
@@ -86,6 +97,7 @@ impl Finished {
     fn encoded_bytes_estimate(&self) -> usize {
         match self {
             Finished::Ran { stdout, .. } => stdout.len() + 512,
+            Finished::Kept { .. } => 520,
             Finished::NotRun { reason, .. } => reason.len() + 16,
         }
     }
@@ -96,7 +108,7 @@ fn sign(key: &Keypair, results: Vec<Finished>) -> Vec<TaskReturn> {
     let receipts = results
         .iter()
         .filter_map(|result| match result {
-            Finished::Ran { receipt, .. } => Some(receipt.clone()),
+            Finished::Ran { receipt, .. } | Finished::Kept { receipt, .. } => Some(receipt.clone()),
             Finished::NotRun { .. } => None,
         })
         .collect();
@@ -107,6 +119,10 @@ fn sign(key: &Keypair, results: Vec<Finished>) -> Vec<TaskReturn> {
             Finished::Ran { stdout, .. } => TaskReturn::Ran {
                 receipt: signed.next().expect("one receipt per result that ran"),
                 stdout,
+            },
+            Finished::Kept { bytes, .. } => TaskReturn::Kept {
+                receipt: signed.next().expect("one receipt per result that ran"),
+                bytes,
             },
             Finished::NotRun { index, reason } => TaskReturn::NotRun { index, reason },
         })
@@ -191,9 +207,13 @@ pub struct ProviderCore {
     redeeming: HashMap<JobId, u64>,
     /// Jobs whose results were delivered and no voucher came since.
     asks: VoucherAsks,
+    /// Outputs kept for requestors to fetch, by job.
+    kept: KeptOutputs,
     tasks_done: u64,
     fuel_used: u64,
     earned: u64,
+    outputs_kept: u64,
+    outputs_kept_bytes: u64,
 }
 
 impl ProviderCore {
@@ -230,9 +250,12 @@ impl ProviderCore {
             redeemed: HashMap::new(),
             redeeming: HashMap::new(),
             asks: VoucherAsks::default(),
+            kept: KeptOutputs::default(),
             tasks_done: 0,
             fuel_used: 0,
             earned: 0,
+            outputs_kept: 0,
+            outputs_kept_bytes: 0,
         }
     }
 
@@ -244,6 +267,9 @@ impl ProviderCore {
             owed: self.owed(),
             held: self.held_tasks as u64,
             paused: self.paused,
+            outputs_kept: self.outputs_kept,
+            outputs_kept_bytes: self.outputs_kept_bytes,
+            outputs_held: self.kept.len() as u64,
         }
     }
 
@@ -262,10 +288,10 @@ impl ProviderCore {
         let republish = self
             .republish
             .then(|| self.last_offer_ms.unwrap_or(0) + REPUBLISH_PACE_MS);
-        match (republish, self.asks.wake_at()) {
-            (Some(republish), Some(ask)) => Some(republish.min(ask)),
-            (republish, ask) => republish.or(ask),
-        }
+        [republish, self.asks.wake_at(), self.kept.wake_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Takes one input; gives what to do, in order.
@@ -273,7 +299,7 @@ impl ProviderCore {
         let mut commands = Vec::new();
         match input {
             Input::Request { id, peer, request } => {
-                self.request(id, peer, request, &mut commands);
+                self.request(now_ms, id, peer, request, &mut commands);
             }
             Input::OfferSubscriber => {
                 if self.republish_due(now_ms) {
@@ -288,6 +314,10 @@ impl ProviderCore {
                     commands.push(self.publish(now_ms));
                 }
                 self.ask_vouchers(now_ms, &mut commands);
+                // Requestors silent for the hold time are not waited for.
+                for (job, outputs) in self.kept.expired(now_ms) {
+                    commands.push(Command::ReleaseOutputs { job, outputs });
+                }
             }
             Input::Connected(peer) => {
                 self.asks.connected(now_ms, peer);
@@ -302,7 +332,7 @@ impl ProviderCore {
             Input::JobChecked { job, check } => self.job_checked(job, check, &mut commands),
             Input::ModuleReady { cid, status } => self.module_ready(cid, status, &mut commands),
             Input::TaskDone { job, index, result } => {
-                self.task_done((job, index), result, &mut commands);
+                self.task_done(now_ms, (job, index), result, &mut commands);
             }
             Input::TaskSkipped { job, index } => {
                 if let Some(handed) = self.handed.remove(&(job, index)) {
@@ -354,33 +384,40 @@ impl ProviderCore {
 
     fn request(
         &mut self,
+        now_ms: u64,
         id: RequestId,
         peer: AccountId,
         request: Request,
         commands: &mut Vec<Command>,
     ) {
         let response = match request {
-            Request::Tasks(batch) => match self.tasks(id, peer, batch, commands) {
-                Some(response) => response,
-                None => return,
-            },
+            Request::Tasks(batch) => {
+                self.kept.heard(now_ms, &batch.job, &peer);
+                match self.tasks(id, peer, batch, commands) {
+                    Some(response) => response,
+                    None => return,
+                }
+            }
             Request::Cancel { job, tasks } => {
                 for index in tasks.iter() {
                     self.cancel((job, *index), commands);
                 }
                 Response::Ok
             }
-            Request::Voucher(voucher) => match self.voucher(peer, voucher) {
-                Ok(Some(voucher)) => {
-                    commands.push(Command::StoreVoucher {
-                        voucher,
-                        reply: Some(id),
-                    });
-                    return;
+            Request::Voucher(voucher) => {
+                self.kept.heard(now_ms, &voucher.body.job, &peer);
+                match self.voucher(peer, voucher) {
+                    Ok(Some(voucher)) => {
+                        commands.push(Command::StoreVoucher {
+                            voucher,
+                            reply: Some(id),
+                        });
+                        return;
+                    }
+                    Ok(None) => Response::Ok,
+                    Err(refusal) => refusal,
                 }
-                Ok(None) => Response::Ok,
-                Err(refusal) => refusal,
-            },
+            }
             Request::JobDone { job } => {
                 commands.push(Command::Reply {
                     id,
@@ -390,6 +427,10 @@ impl ProviderCore {
                 // before this: there is nothing more to ask for.
                 self.asks.vouched(&job);
                 self.redeem(Some(job), commands);
+                // It has fetched the outputs it wanted.
+                if let Some(outputs) = self.kept.done(&job, &peer) {
+                    commands.push(Command::ReleaseOutputs { job, outputs });
+                }
                 return;
             }
             Request::Content { cid, offset } => {
@@ -445,6 +486,17 @@ impl ProviderCore {
                 format!(
                     "the job pays {} per million fuel; this provider asks at least {floor}",
                     batch.price_per_million_fuel
+                ),
+            ));
+        }
+        let output_bytes_max = self.config.output_bytes_max.min(CONTENT_BYTES_MAX);
+        if batch.limits.output_bytes > output_bytes_max {
+            return Some(Response::refused(
+                "output_too_large",
+                format!(
+                    "the job's tasks may write {} bytes of output; this provider keeps outputs \
+                     of at most {output_bytes_max} bytes",
+                    batch.limits.output_bytes
                 ),
             ));
         }
@@ -725,19 +777,32 @@ impl ProviderCore {
         self.held_bytes = self.held_bytes.saturating_sub(bytes);
     }
 
-    fn task_done(&mut self, key: TaskKey, result: RunResult, commands: &mut Vec<Command>) {
-        // Only a task handed out, once: nothing else is ever signed.
+    fn task_done(
+        &mut self,
+        now_ms: u64,
+        key: TaskKey,
+        result: RunResult,
+        commands: &mut Vec<Command>,
+    ) {
+        // Only a task handed out, once: nothing else is ever signed; an
+        // output kept for anything else is let go at once.
         let Some(handed) = self.handed.remove(&key) else {
+            if let Some(output) = kept_output(&result) {
+                commands.push(Command::ReleaseOutputs {
+                    job: key.0,
+                    outputs: vec![output],
+                });
+            }
             return;
         };
         self.release(1, handed.input_bytes);
-        let (outcome, fuel_used, mut stdout, energy_millijoules) = match result {
+        let (outcome, fuel_used, output, energy_millijoules) = match result {
             RunResult::Ran {
                 outcome,
                 fuel_used,
-                stdout,
+                output,
                 energy_millijoules,
-            } => (outcome, fuel_used, stdout, energy_millijoules),
+            } => (outcome, fuel_used, output, energy_millijoules),
             RunResult::NotRun { reason } => {
                 let finished = Finished::not_run(key.1, reason);
                 self.finished(handed.requestor, key.0, finished, commands);
@@ -746,18 +811,11 @@ impl ProviderCore {
         };
         self.tasks_done += 1;
         self.fuel_used = self.fuel_used.saturating_add(fuel_used);
-        let mut outcome = outcome;
-        if let (Some(Cheat::WrongOutput { honest_first }), TaskOutcome::Completed { exit_code, .. }) =
-            (self.config.cheat, outcome)
-            && self.tasks_done > honest_first
-        {
-            stdout.extend_from_slice(b" (forged)");
-            outcome = TaskOutcome::Completed {
-                exit_code,
-                output: ContentId::of(&stdout),
-            };
-        }
-        let receipt = Receipt {
+        let lies = matches!(
+            self.config.cheat,
+            Some(Cheat::WrongOutput { honest_first }) if self.tasks_done > honest_first
+        );
+        let receipt = |outcome| Receipt {
             job: key.0,
             task_index: key.1,
             module: handed.module,
@@ -766,9 +824,53 @@ impl ProviderCore {
             fuel_used,
             energy_millijoules,
         };
-        let finished = match Bounded::new(stdout) {
-            Ok(stdout) => Finished::Ran { receipt, stdout },
-            Err(_) => Finished::not_run(key.1, "the output is too large to return".to_owned()),
+        let finished = match (output, outcome) {
+            (RunOutput::Kept { bytes }, TaskOutcome::Completed { exit_code, output }) => {
+                if !self.kept.keep(now_ms, key.0, handed.requestor, output) {
+                    // Past the bounds: returned as kept all the same, and
+                    // served while the store's cache holds it.
+                    commands.push(Command::ReleaseOutputs {
+                        job: key.0,
+                        outputs: vec![output],
+                    });
+                }
+                self.outputs_kept += 1;
+                self.outputs_kept_bytes = self.outputs_kept_bytes.saturating_add(bytes);
+                // A liar cannot forge bytes it kept without writing them
+                // again: it claims an id it cannot serve instead.
+                let claimed = if lies {
+                    ContentId::of(&[output.as_bytes().as_slice(), b" (forged)"].concat())
+                } else {
+                    output
+                };
+                let receipt = receipt(TaskOutcome::Completed {
+                    exit_code,
+                    output: claimed,
+                });
+                Finished::Kept { receipt, bytes }
+            }
+            // Only a completed task has an output to keep: a worker that
+            // says otherwise kept nothing.
+            (RunOutput::Kept { .. }, failed @ TaskOutcome::Failed(_)) => Finished::Ran {
+                receipt: receipt(failed),
+                stdout: Bounded::default(),
+            },
+            (RunOutput::Inline(mut stdout), mut outcome) => {
+                if lies && let TaskOutcome::Completed { exit_code, .. } = outcome {
+                    stdout.extend_from_slice(b" (forged)");
+                    outcome = TaskOutcome::Completed {
+                        exit_code,
+                        output: ContentId::of(&stdout),
+                    };
+                }
+                let receipt = receipt(outcome);
+                match Bounded::new(stdout) {
+                    Ok(stdout) => Finished::Ran { receipt, stdout },
+                    Err(_) => {
+                        Finished::not_run(key.1, "the output is too large to return".to_owned())
+                    }
+                }
+            }
         };
         self.finished(handed.requestor, key.0, finished, commands);
     }
@@ -854,6 +956,7 @@ impl ProviderCore {
         let requestor = sending.requestor;
         if delivered {
             self.asks.delivered(now_ms, sending.job, requestor);
+            self.kept.heard(now_ms, &sending.job, &requestor);
         }
         if let Some(count) = self.in_flight.get_mut(&requestor) {
             *count = count.saturating_sub(1);
@@ -871,6 +974,18 @@ impl ProviderCore {
         // Past the last attempt the results are given up: the requestor's
         // lease expires and the tasks go elsewhere.
         self.flush(requestor, if delivered { 1 } else { attempt }, commands);
+    }
+}
+
+/// The output a worker kept for `result`, if it kept one.
+fn kept_output(result: &RunResult) -> Option<ContentId> {
+    match result {
+        RunResult::Ran {
+            output: RunOutput::Kept { .. },
+            outcome: TaskOutcome::Completed { output, .. },
+            ..
+        } => Some(*output),
+        _ => None,
     }
 }
 

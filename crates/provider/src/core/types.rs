@@ -18,7 +18,10 @@ pub type BatchId = u64;
 pub enum Cheat {
     /// Return a wrong output (the true one with bytes appended) for every
     /// completed task after the first `honest_first` it ran, with a receipt
-    /// signed over it: 0 lies from the start; more earns trust first.
+    /// signed over it: 0 lies from the start; more earns trust first. An
+    /// output the provider keeps is lied about in the receipt alone: it
+    /// names an id that is not the output's (one this provider cannot
+    /// serve), while the true output stays kept under its own.
     WrongOutput { honest_first: u64 },
 }
 
@@ -36,6 +39,12 @@ pub struct CoreConfig {
     pub queue_tasks_max: usize,
     /// Bytes of task input held at most.
     pub queue_bytes_max: usize,
+    /// The largest output a task of a batch it takes may write, bytes:
+    /// what it can keep for the requestor to fetch (the shell's bound is
+    /// half its content store; never more than
+    /// [`idlegrid_net::CONTENT_BYTES_MAX`]). A batch whose limit is more
+    /// is refused `output_too_large`.
+    pub output_bytes_max: u64,
     pub cheat: Option<Cheat>,
 }
 
@@ -75,13 +84,25 @@ pub enum ModuleStatus {
     Unavailable(String),
 }
 
+/// Where a task's output is, once it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutput {
+    /// Small enough to go back in the result: these bytes.
+    Inline(Vec<u8>),
+    /// Written to the content store and pinned there, under the id the
+    /// outcome names (`TaskOutcome::Completed { output, .. }`): the
+    /// requestor fetches it; the core releases it with
+    /// [`Command::ReleaseOutputs`].
+    Kept { bytes: u64 },
+}
+
 /// What running one task gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunResult {
     Ran {
         outcome: TaskOutcome,
         fuel_used: u64,
-        stdout: Vec<u8>,
+        output: RunOutput,
         /// Advisory, for the receipt: see [`crate::energy`] for its source.
         energy_millijoules: u64,
     },
@@ -252,6 +273,13 @@ pub enum Command {
     /// Redeem these on the ledger, one by one; answer each with
     /// [`Input::Redeemed`].
     Redeem(Vec<SignedVoucher>),
+    /// Unpin these outputs kept for `job` (one pin each, as often as an id
+    /// is named): its requestor is done with them, or was silent too long.
+    /// Their bytes stay in the store's cache while they last.
+    ReleaseOutputs {
+        job: JobId,
+        outputs: Vec<ContentId>,
+    },
 }
 
 /// Counts for the status line.
@@ -266,4 +294,10 @@ pub struct Totals {
     /// Tasks held: waiting for a check or a module, queued or running.
     pub held: u64,
     pub paused: bool,
+    /// Outputs returned as kept by this provider ([`RunOutput::Kept`]),
+    /// and their bytes.
+    pub outputs_kept: u64,
+    pub outputs_kept_bytes: u64,
+    /// Kept outputs it still holds pinned for their jobs' requestors.
+    pub outputs_held: u64,
 }

@@ -3,7 +3,7 @@
 
 use idlegrid_net::{AssignedTask, Request, Response, TaskBatch, TaskReturn};
 use idlegrid_provider::core::{
-    Command, CoreConfig, Input, JobCheck, ModuleStatus, ProviderCore, RunResult,
+    Command, CoreConfig, Input, JobCheck, ModuleStatus, ProviderCore, RunOutput, RunResult,
 };
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
@@ -13,6 +13,8 @@ use idlegrid_types::{
 
 pub const NOW: u64 = 1_000_000;
 pub const FLOOR: u64 = 5;
+/// The largest output the tests' provider keeps, bytes.
+pub const OUTPUT_BYTES_MAX: u64 = 64 << 20;
 
 pub fn key(seed: u8) -> Keypair {
     Keypair::from_seed([seed; 32])
@@ -36,6 +38,7 @@ pub fn config(queue_tasks_max: usize) -> CoreConfig {
         offer_ttl_ms: 60_000,
         queue_tasks_max,
         queue_bytes_max: 1 << 20,
+        output_bytes_max: OUTPUT_BYTES_MAX,
         cheat: None,
     }
 }
@@ -133,7 +136,12 @@ pub fn runs(commands: &[Command]) -> Vec<(JobId, u64)> {
 
 /// A core with job 1 checked and its module ready.
 pub fn ready_core(queue_tasks_max: usize) -> ProviderCore {
-    let mut core = ProviderCore::new(config(queue_tasks_max), Vec::new());
+    ready_core_with(config(queue_tasks_max))
+}
+
+/// [`ready_core`] with `config`.
+pub fn ready_core_with(config: CoreConfig) -> ProviderCore {
+    let mut core = ProviderCore::new(config, Vec::new());
     core.handle(
         NOW,
         Input::JobChecked {
@@ -159,9 +167,33 @@ pub fn completed(stdout: &[u8]) -> RunResult {
             output: ContentId::of(stdout),
         },
         fuel_used: 100,
-        stdout: stdout.to_vec(),
+        output: RunOutput::Inline(stdout.to_vec()),
         energy_millijoules: 250,
     }
+}
+
+/// A completed task whose output (`output`, `bytes` long) the worker kept.
+pub fn kept(output: ContentId, bytes: u64) -> RunResult {
+    RunResult::Ran {
+        outcome: TaskOutcome::Completed {
+            exit_code: 0,
+            output,
+        },
+        fuel_used: 100,
+        output: RunOutput::Kept { bytes },
+        energy_millijoules: 250,
+    }
+}
+
+/// The outputs each [`Command::ReleaseOutputs`] lets go, in order.
+pub fn released(commands: &[Command]) -> Vec<(JobId, Vec<ContentId>)> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::ReleaseOutputs { job, outputs } => Some((*job, outputs.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 pub fn sent_results(commands: &[Command]) -> Vec<(u64, Vec<TaskReturn>)> {

@@ -3,10 +3,24 @@
 use idlegrid_ledger::Dispute;
 use idlegrid_market::{JobSummary, Standing};
 use idlegrid_net::{Request, Response, TaskBatch};
-use idlegrid_types::{AccountId, Offer, SignedVoucher, TaskOutcome};
+use idlegrid_types::{AccountId, ContentId, Offer, SignedVoucher, TaskOutcome};
 
 use super::RequestId;
 use crate::report::TaskRecord;
+
+/// Where an accepted task's output comes from: bytes at hand (a provider
+/// sent them, or the requestor re-executed the task), or the providers
+/// that keep it, to fetch it from by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptedOutput {
+    Bytes(Vec<u8>),
+    Kept {
+        cid: ContentId,
+        bytes: u64,
+        /// Those whose results were accepted and who said they keep it.
+        holders: Vec<AccountId>,
+    },
+}
 
 /// What re-executing a task gave the requestor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +146,7 @@ pub enum Command {
     /// the output written then stands.
     Accepted {
         task: u64,
-        output: Option<(String, Vec<u8>)>,
+        output: Option<(String, AcceptedOutput)>,
         /// From its first assignment to its acceptance, when it was accepted.
         round_trip_us: Option<u64>,
         /// Its line in `results.json`.

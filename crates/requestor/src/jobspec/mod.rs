@@ -29,6 +29,7 @@ use files::{Files, Remote, download_root};
 pub use gpu::FUEL_PER_INVOCATION_DEFAULT;
 
 use idlegrid_market::Trust;
+use idlegrid_net::{CONTENT_BYTES_MAX, OUTPUT_INLINE_BYTES_MAX};
 
 use crate::remote::{OutputTarget, Storage};
 use idlegrid_net::CONTENT_TREE_LEAVES_MAX;
@@ -79,15 +80,18 @@ pub const FUEL_MAX: u64 = 10_000_000_000_000;
 pub const MEMORY_MIB_MAX: u64 = MEMORY_BYTES_CEILING_DEFAULT >> 20;
 /// Default linear memory of a task, MiB.
 pub const MEMORY_MIB_DEFAULT: u64 = MEMORY_BYTES_DEFAULT >> 20;
-/// Most output one task may produce, bytes: results travel inline on the network.
-pub const OUTPUT_BYTES_MAX: u64 = 1 << 20;
+/// Most output one task may produce, bytes: what can be fetched by id over
+/// the overlay (an output over [`OUTPUT_INLINE_BYTES_MAX`] stays with the
+/// providers that made it until the requestor fetches it).
+pub const OUTPUT_BYTES_MAX: u64 = CONTENT_BYTES_MAX;
 /// Default output bound of a task, bytes: the sandbox's default, capped at
-/// [`OUTPUT_BYTES_MAX`] because results travel inline.
-pub const OUTPUT_BYTES_DEFAULT: u64 = if SANDBOX_OUTPUT_BYTES_DEFAULT < OUTPUT_BYTES_MAX {
-    SANDBOX_OUTPUT_BYTES_DEFAULT
-} else {
-    OUTPUT_BYTES_MAX
-};
+/// what a result carries inline.
+pub const OUTPUT_BYTES_DEFAULT: u64 =
+    if SANDBOX_OUTPUT_BYTES_DEFAULT < OUTPUT_INLINE_BYTES_MAX as u64 {
+        SANDBOX_OUTPUT_BYTES_DEFAULT
+    } else {
+        OUTPUT_INLINE_BYTES_MAX as u64
+    };
 /// Default wall-clock backstop of a task on a provider, seconds.
 pub const WALL_TIME_SECS_DEFAULT: u64 = 60;
 /// Longest wall-clock backstop of a task, seconds.

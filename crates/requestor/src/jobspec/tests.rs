@@ -86,7 +86,7 @@ fn omitted_fields_take_their_defaults() {
         ExecutionLimits {
             fuel: FUEL_DEFAULT,
             memory_bytes: MEMORY_BYTES_DEFAULT,
-            output_bytes: OUTPUT_BYTES_MAX,
+            output_bytes: OUTPUT_BYTES_DEFAULT,
         }
     );
     assert_eq!(job.wall_time_secs, 60);
@@ -245,9 +245,9 @@ fn out_of_range_numbers_point_at_the_value() {
         "`memory_mib` is 4097, outside the allowed 1..=4096",
     );
     check_error(
-        &format!("{HEAD}[limits]\noutput_bytes = 1048577\n{tasks}"),
+        &format!("{HEAD}[limits]\noutput_bytes = 2147483649\n{tasks}"),
         (5, 16),
-        "`output_bytes` is 1048577, outside the allowed 0..=1048576",
+        "`output_bytes` is 2147483649, outside the allowed 0..=2147483648",
     );
     check_error(
         &format!("{HEAD}[limits]\nwall_time_secs = 3601\n{tasks}"),

@@ -3,14 +3,16 @@
 //! it, and each decided task's record kept for `results.json`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc as std_mpsc};
 
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
+use super::fetch::OutputFetcher;
 use super::{Internal, SubmitProgress};
+use crate::core::AcceptedOutput;
 use crate::records::TaskRecords;
 use crate::remote::{OutputTarget, Storage};
 use crate::report::TaskRecord;
@@ -39,6 +41,20 @@ impl Packed {
         Ok(())
     }
 
+    /// Appends the output fetched into `fetched`, which is then deleted.
+    fn append_file(&mut self, fetched: &Path, record: &mut TaskRecord) -> anyhow::Result<()> {
+        let mut source = std::fs::File::open(fetched)
+            .with_context(|| format!("failed to read {}", fetched.display()))?;
+        let length = std::io::copy(&mut source, &mut self.file)
+            .with_context(|| format!("failed to write {}", self.path.display()))?;
+        let _ = std::fs::remove_file(fetched);
+        record.file = Some(PACKED_OUTPUTS.to_owned());
+        record.offset = Some(self.end);
+        record.length = Some(length);
+        self.end += length;
+        Ok(())
+    }
+
     /// Writes out what is buffered; gives the file's path.
     fn finish(self) -> anyhow::Result<PathBuf> {
         self.file
@@ -50,11 +66,17 @@ impl Packed {
     }
 }
 
+/// An accepted output at hand: its bytes, or the file it was fetched to.
+enum Output {
+    Bytes(Vec<u8>),
+    Fetched(PathBuf),
+}
+
 /// What the output thread does, in the order decisions were made.
 enum OutputOrder {
     /// A task accepted, where its output goes (none when it failed), and
     /// its record.
-    Accepted(u64, Option<(PathBuf, Vec<u8>)>, Box<TaskRecord>),
+    Accepted(u64, Option<(PathBuf, AcceptedOutput)>, Box<TaskRecord>),
     /// An accepted task is being checked again: not counted until it is
     /// accepted again (its file is then written anew).
     Reopened(u64),
@@ -77,13 +99,15 @@ impl OutputWriter {
     /// object storage under the same name; keeps each decided task's
     /// record in `records`, given back by [`OutputWriter::finish`]. With
     /// `packed`, every output goes into that one file instead, at the
-    /// offset its record names.
+    /// offset its record names. Outputs providers keep are fetched with
+    /// `fetcher` first, in turn.
     pub(super) fn start(
         progress: Arc<SubmitProgress>,
         internal: mpsc::UnboundedSender<Internal>,
         target: Option<(String, Storage, PathBuf)>,
         mut records: TaskRecords,
         packed: Option<PathBuf>,
+        fetcher: OutputFetcher,
     ) -> anyhow::Result<Self> {
         let mut packed = match packed {
             Some(path) => {
@@ -158,10 +182,42 @@ impl OutputWriter {
                         }
                     };
                     let earlier_place = reopened_places.remove(&task);
+                    // An output kept by providers is fetched next to its
+                    // file; one that cannot be had leaves the task's
+                    // record saying why, and no file.
+                    let file = match file {
+                        Some((path, AcceptedOutput::Kept { cid, holders, .. })) => {
+                            // Beside its file, or beside the packed file.
+                            let fetched = match &packed {
+                                Some(packed) => {
+                                    packed.path.with_extension(format!("{task}.partial"))
+                                }
+                                None => path.with_extension("partial"),
+                            };
+                            match fetcher.fetch(task, cid, &holders, &fetched, &progress) {
+                                Ok(()) => Some((path, Output::Fetched(fetched))),
+                                Err(why) => {
+                                    let _ = std::fs::remove_file(&fetched);
+                                    tracing::error!(task, %why, "an accepted output is lost");
+                                    record.file = None;
+                                    record.error = Some(format!("output unavailable: {why}"));
+                                    None
+                                }
+                            }
+                        }
+                        Some((path, AcceptedOutput::Bytes(bytes))) => {
+                            Some((path, Output::Bytes(bytes)))
+                        }
+                        None => None,
+                    };
                     if let Some(packed) = &mut packed
-                        && let Some((_, stdout)) = &file
+                        && let Some((_, output)) = &file
                     {
-                        packed.append(stdout, &mut record).map_err(failed)?;
+                        match output {
+                            Output::Bytes(bytes) => packed.append(bytes, &mut record),
+                            Output::Fetched(fetched) => packed.append_file(fetched, &mut record),
+                        }
+                        .map_err(failed)?;
                     } else if packed.is_some()
                         && let Some((offset, length)) = earlier_place
                         && record.file.is_some()
@@ -171,15 +227,24 @@ impl OutputWriter {
                         record.file = Some(PACKED_OUTPUTS.to_owned());
                         record.offset = Some(offset);
                         record.length = Some(length);
-                    } else if let Some((path, stdout)) = file {
-                        if let Err(error) = std::fs::write(&path, &stdout) {
+                    } else if let Some((path, output)) = file {
+                        let written = match &output {
+                            Output::Bytes(bytes) => std::fs::write(&path, bytes),
+                            Output::Fetched(fetched) => std::fs::rename(fetched, &path),
+                        };
+                        if let Err(error) = written {
                             let error = anyhow::Error::new(error)
                                 .context(format!("failed to write {}", path.display()));
                             return Err(failed(error));
                         }
                         if let Some((target, out_dir)) = &target {
                             let name = path.strip_prefix(out_dir).unwrap_or(&path);
-                            if let Err(why) = target.put(&name.to_string_lossy(), stdout) {
+                            let name = name.to_string_lossy();
+                            let put = match output {
+                                Output::Bytes(bytes) => target.put(&name, bytes),
+                                Output::Fetched(_) => target.put_file(&name, &path),
+                            };
+                            if let Err(why) = put {
                                 let _ = internal.send(Internal::OutputFailed(why.clone()));
                                 return Err(anyhow::anyhow!(why));
                             }
@@ -213,7 +278,7 @@ impl OutputWriter {
     pub(super) fn write(
         &self,
         task: u64,
-        file: Option<(PathBuf, Vec<u8>)>,
+        file: Option<(PathBuf, AcceptedOutput)>,
         record: Box<TaskRecord>,
     ) {
         self.order(OutputOrder::Accepted(task, file, record));
@@ -234,15 +299,22 @@ impl OutputWriter {
         }
     }
 
-    /// Waits for every output ordered so far; gives the records.
-    pub(super) async fn finish(&mut self) -> anyhow::Result<TaskRecords> {
+    /// Takes no more orders; the wait for every output ordered so far
+    /// (fetched outputs among them, so the overlay must keep running),
+    /// which gives the records.
+    pub(super) fn finish(
+        &mut self,
+    ) -> impl Future<Output = anyhow::Result<TaskRecords>> + Send + 'static + use<> {
         self.orders = None;
-        match self.thread.take() {
-            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .context("the output thread failed")?
-                .map_err(|_| anyhow::anyhow!("the output thread panicked"))?,
-            None => bail!("the output thread was finished already"),
+        let thread = self.thread.take();
+        async move {
+            match thread {
+                Some(thread) => tokio::task::spawn_blocking(move || thread.join())
+                    .await
+                    .context("the output thread failed")?
+                    .map_err(|_| anyhow::anyhow!("the output thread panicked"))?,
+                None => bail!("the output thread was finished already"),
+            }
         }
     }
 }

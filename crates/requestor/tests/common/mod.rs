@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use idlegrid_market::{MarketConfig, Standing};
 use idlegrid_net::{Request, ResultBatch, TaskBatch, TaskReturn};
-use idlegrid_requestor::core::{Command, Input, REFEREE_FUEL_DEFAULT, RequestorCore};
+use idlegrid_requestor::core::{
+    AcceptedOutput, Command, Input, REFEREE_FUEL_DEFAULT, RequestorCore,
+};
 use idlegrid_requestor::{JobFile, Verification};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
@@ -177,6 +179,11 @@ pub fn results(id: u64, provider: &Keypair, returns: Vec<(Receipt, Vec<u8>)>) ->
             stdout: Bounded::new(stdout).expect("small"),
         })
         .collect();
+    results_request(id, provider, results)
+}
+
+/// A provider's results request carrying `results`.
+fn results_request(id: u64, provider: &Keypair, results: Vec<TaskReturn>) -> Input {
     Input::Request {
         id,
         peer: provider.account_id(),
@@ -190,7 +197,23 @@ pub fn results(id: u64, provider: &Keypair, returns: Vec<(Receipt, Vec<u8>)>) ->
 /// An accepted task's output file: where, and what.
 type Output = Option<(String, Vec<u8>)>;
 
+/// Tasks accepted, with the bytes of their outputs (an output providers
+/// keep shows as `b"kept"`; [`accepted_outputs`] says more).
 pub fn accepted(commands: &[Command]) -> Vec<(u64, Output)> {
+    accepted_outputs(commands)
+        .into_iter()
+        .map(|(task, output)| {
+            let output = output.map(|(file, output)| match output {
+                AcceptedOutput::Bytes(bytes) => (file, bytes),
+                AcceptedOutput::Kept { .. } => (file, b"kept".to_vec()),
+            });
+            (task, output)
+        })
+        .collect()
+}
+
+/// Tasks accepted, with where their outputs come from.
+pub fn accepted_outputs(commands: &[Command]) -> Vec<(u64, Option<(String, AcceptedOutput)>)> {
     commands
         .iter()
         .filter_map(|command| match command {
@@ -198,6 +221,19 @@ pub fn accepted(commands: &[Command]) -> Vec<(u64, Output)> {
             _ => None,
         })
         .collect()
+}
+
+/// A provider's results request saying it keeps each output of `returns`
+/// (receipts naming them, and their lengths).
+pub fn kept_results(id: u64, provider: &Keypair, returns: Vec<(Receipt, u64)>) -> Input {
+    let (receipts, lengths): (Vec<_>, Vec<_>) = returns.into_iter().unzip();
+    let signed = SignedReceipt::sign_batch(provider, receipts);
+    let results = signed
+        .into_iter()
+        .zip(lengths)
+        .map(|(receipt, bytes)| TaskReturn::Kept { receipt, bytes })
+        .collect();
+    results_request(id, provider, results)
 }
 
 pub fn vouchers(commands: &[Command]) -> Vec<(AccountId, u64, u64)> {
