@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::network::{Network, STAKE, check_results, finish, pi_job, submit_with};
 use common::wait_until;
 use idlegrid_hostile::{self as attacker, Peer, garbage, hosts, multistream, varint, work_frame};
+use idlegrid_net::protocol::WORK_PROTOCOL;
 use idlegrid_types::Keypair;
 use libp2p::Multiaddr;
 
@@ -265,7 +266,7 @@ fn malformed_traffic_on_every_protocol_leaves_every_provider_serving() {
         for payload in work {
             seed += 1;
             let mut peer = Peer::connect([seed; 32], &address, &chain_id);
-            assert!(peer.send("/idlegrid/work/2", &payload).await);
+            assert!(peer.send(WORK_PROTOCOL.as_ref(), &payload).await);
         }
     });
     check_serves_everyone(&mut network, &bootstrap);
