@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use idlegrid_api::client::ApiClient;
-use idlegrid_net::{ContentStore, Multiaddr, Overlay, PeerId, account_of, fetch_content_from};
+use idlegrid_net::{ContentStore, Multiaddr, Overlay, PeerId, account_of, fetch_content_into};
 use idlegrid_provider::CONTENT_BYTES_DEFAULT;
 use idlegrid_types::ContentId;
 use serde_json::json;
@@ -129,26 +129,38 @@ fn run(args: &BlobArgs) -> anyhow::Result<()> {
             bytes_max,
             overlay,
         } => {
-            let bytes = match store.read(cid) {
-                Some(bytes) => bytes,
-                None => {
-                    let bytes = fetch(overlay, from, *cid, *bytes_max)?;
-                    store.put(*cid, &bytes)?;
-                    bytes
-                }
-            };
+            // Streamed through a file (checked as it arrives, then taken
+            // into the store): never held in memory.
+            if !store.contains(cid) {
+                let fetched = dir.join(format!("get-{}.partial", std::process::id()));
+                let got = fetch(overlay, from, *cid, *bytes_max, &fetched)
+                    .and_then(|()| Ok(store.put_file(&fetched)?));
+                let _ = std::fs::remove_file(&fetched);
+                got?;
+            }
+            let stored = store
+                .path(cid)
+                .with_context(|| format!("{cid} was let go from the store as it was taken"))?;
+            let bytes = std::fs::metadata(&stored)
+                .with_context(|| format!("failed to read {}", stored.display()))?
+                .len();
             match out {
-                Some(path) => std::fs::write(path, &bytes)
-                    .with_context(|| format!("failed to write {}", path.display()))?,
-                None if !args.json => std::io::stdout()
-                    .write_all(&bytes)
-                    .context("failed to write to stdout")?,
+                Some(path) => {
+                    std::fs::copy(&stored, path)
+                        .with_context(|| format!("failed to write {}", path.display()))?;
+                }
+                None if !args.json => {
+                    let mut file = std::fs::File::open(&stored)
+                        .with_context(|| format!("failed to read {}", stored.display()))?;
+                    std::io::copy(&mut file, &mut std::io::stdout().lock())
+                        .context("failed to write to stdout")?;
+                }
                 None => {}
             }
             if args.json {
                 println!(
                     "{}",
-                    json!({ "cid": cid.to_string(), "bytes": bytes.len(), "stored": dir.display().to_string() })
+                    json!({ "cid": cid.to_string(), "bytes": bytes, "stored": dir.display().to_string() })
                 );
             }
         }
@@ -197,13 +209,15 @@ fn run(args: &BlobArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fetches `cid` from the first of `from` that has it, over the overlay.
+/// Fetches `cid` from the first of `from` that has it, over the overlay,
+/// into the file at `path`.
 fn fetch(
     overlay_args: &OverlayArgs,
     from: &[Multiaddr],
     cid: ContentId,
     bytes_max: u64,
-) -> anyhow::Result<Vec<u8>> {
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
     let mut holders = Vec::with_capacity(from.len());
     for address in from {
         let text = address.to_string();
@@ -230,14 +244,13 @@ fn fetch(
             overlay.dial(address.clone()).await?;
         }
         let (last, first) = holders.split_last().expect("--from is required");
-        fetch_content_from(
-            &overlay,
-            first,
-            last,
-            cid,
-            usize::try_from(bytes_max).unwrap_or(usize::MAX),
-        )
-        .await
-        .map_err(anyhow::Error::msg)
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("failed to create {}", path.display()))?;
+        let sink = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut sink = fetch_content_into(&overlay, first, last, cid, bytes_max, sink, 0)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        sink.flush()
+            .with_context(|| format!("failed to write {}", path.display()))
     })
 }

@@ -2,10 +2,12 @@
 //! [`ContentStore`] (files by BLAKE3 hex, bounded in bytes, least recently
 //! used out) whose failures are answers in the API's shape.
 //!
-//! A job reads the blobs it names when it is created, so an upload is
-//! needed only until then.
+//! A job reads the blobs it names when it is created and serves them to
+//! providers while it runs: each is pinned ([`BlobPin`]) until the job
+//! ends, so no upload evicts it meanwhile.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use idlegrid_net::{ContentStore, StoreError};
@@ -21,14 +23,27 @@ pub const BLOB_STORE_BYTES_DEFAULT: u64 = 4 << 30;
 
 /// Uploaded blobs by content id.
 #[derive(Debug)]
-pub struct BlobStore(ContentStore);
+pub struct BlobStore(Arc<ContentStore>);
+
+/// A blob kept from eviction while a job needs it; let go when dropped.
+#[derive(Debug)]
+pub struct BlobPin {
+    store: Arc<ContentStore>,
+    cid: ContentId,
+}
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        self.store.unpin(&self.cid);
+    }
+}
 
 impl BlobStore {
     /// The store in `dir`, holding at most `bytes_max` bytes (what an
     /// earlier run uploaded is kept, within the bound).
     pub fn open(dir: &Path, bytes_max: u64) -> anyhow::Result<Self> {
         ContentStore::open(dir, bytes_max)
-            .map(Self)
+            .map(|store| Self(Arc::new(store)))
             .map_err(|error| {
                 anyhow::anyhow!("failed to open the blob folder {}: {error}", dir.display())
             })
@@ -59,6 +74,15 @@ impl BlobStore {
     /// The blob's bytes, if held and whole.
     pub fn read(&self, cid: &ContentId) -> Option<Vec<u8>> {
         self.0.read(cid)
+    }
+
+    /// Keeps the blob from eviction until the pin is dropped; `None` when it
+    /// is not held.
+    pub fn pin(&self, cid: &ContentId) -> Option<BlobPin> {
+        self.0.pin(cid).then(|| BlobPin {
+            store: Arc::clone(&self.0),
+            cid: *cid,
+        })
     }
 
     /// Where the blob is, if held (a job file names it by this path).

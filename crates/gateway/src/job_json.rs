@@ -7,7 +7,7 @@ use idlegrid_requestor::JobFile;
 use idlegrid_types::ContentId;
 use serde_json::Value;
 
-use crate::blobs::{BLOB_BYTES_MAX, BlobStore};
+use crate::blobs::{BLOB_BYTES_MAX, BlobPin, BlobStore};
 use crate::refusal::Refusal;
 
 /// The bytes at `url`: at most [`BLOB_BYTES_MAX`], or `400 url_unreachable`.
@@ -48,12 +48,14 @@ const FILE_FIELDS: [&[&str]; 9] = [
 
 /// Checks a job given as JSON exactly as a job file: its blobs named by
 /// content id (or fetched from a URL with `fetch`, and stored) become the
-/// store's files, and the rest is the job file's own checks.
+/// store's files, each pinned until the pins given with the job are
+/// dropped, and the rest is the job file's own checks.
 pub(crate) fn job_file(
     blobs: &BlobStore,
     mut job: serde_json::Map<String, Value>,
     fetch: &dyn Fn(&str) -> Result<Vec<u8>, Refusal>,
-) -> Result<JobFile, Refusal> {
+) -> Result<(JobFile, Vec<BlobPin>), Refusal> {
+    let mut pins = Vec::new();
     // Object storage would be reached with the gateway's own credentials,
     // for whoever asks: a client reads its results over HTTP instead.
     for key in ["output", "storage"] {
@@ -63,6 +65,18 @@ pub(crate) fn job_file(
                  read the outputs from GET /v1/jobs/{{job}}/results"
             )));
         }
+    }
+    // A folder here would be one of the gateway's, not the client's.
+    if job
+        .get("tasks")
+        .and_then(|tasks| tasks.get("dir"))
+        .is_some()
+    {
+        return Err(invalid(
+            "`tasks.dir`: over HTTP a job's tasks are a range or a manifest (an uploaded blob \
+             of lines), not a folder"
+                .to_owned(),
+        ));
     }
     for path in FILE_FIELDS {
         let mut found = Vec::new();
@@ -77,6 +91,9 @@ pub(crate) fn job_file(
             if name.starts_with("http://") || name.starts_with("https://") {
                 let bytes = fetch(name)?;
                 let (cid, _) = blobs.put(&bytes)?;
+                pins.push(blobs.pin(&cid).ok_or_else(|| {
+                    Refusal::internal(format!("{cid} was let go as soon as it was stored"))
+                })?);
                 *name = hex::encode(cid.as_bytes());
                 continue;
             }
@@ -86,12 +103,13 @@ pub(crate) fn job_file(
                     path.join(".")
                 ))
             })?;
-            if blobs.path(&cid).is_none() {
+            let Some(pin) = blobs.pin(&cid) else {
                 return Err(Refusal::bad_request(
                     "unknown_blob",
                     format!("{cid} was not uploaded here (PUT /v1/blobs), or was since let go"),
                 ));
-            }
+            };
+            pins.push(pin);
             *name = hex::encode(cid.as_bytes());
         }
     }
@@ -99,12 +117,13 @@ pub(crate) fn job_file(
         .map_err(|error| invalid(format!("the job's fields do not fit a job file: {error}")))?;
     let text = toml::to_string(&table)
         .map_err(|error| invalid(format!("the job's fields do not fit a job file: {error}")))?;
-    JobFile::parse(&text, &blobs.dir().join("job.toml")).map_err(|error| {
+    let job_file = JobFile::parse(&text, &blobs.dir().join("job.toml")).map_err(|error| {
         invalid(match error.problem() {
             Some(problem) => problem.to_string(),
             None => error.to_string(),
         })
-    })
+    })?;
+    Ok((job_file, pins))
 }
 
 pub(crate) fn invalid(message: String) -> Refusal {
@@ -169,7 +188,7 @@ mod tests {
             _ => unreachable!(),
         };
         let no_urls = |url: &str| -> Result<Vec<u8>, Refusal> { panic!("fetched {url}") };
-        let file = job_file(
+        let (file, _pins) = job_file(
             &blobs,
             job(json!({
                 "module": module_cid.to_string(),
@@ -187,7 +206,7 @@ mod tests {
 
         // Input files by content id: shared, and a task's own.
         let (weights, _) = blobs.put(&[9; 5000]).expect("weights");
-        let file = job_file(
+        let (file, _pins) = job_file(
             &blobs,
             job(json!({
                 "module": module_cid.to_string(),
@@ -218,7 +237,7 @@ mod tests {
 
         // A manifest is a blob too: its lines are the tasks.
         let (manifest, _) = blobs.put(b"red\ngreen\nblue\n").expect("manifest");
-        let file = job_file(
+        let (file, _pins) = job_file(
             &blobs,
             job(json!({
                 "module": module_cid.to_string(),
@@ -242,6 +261,11 @@ mod tests {
                 json!({"module": module_cid.to_string(), "price_per_million_fuel": 1, "budget": 1, "tasks": {"manifest": "../../tasks.txt"}}),
                 "invalid_job",
                 "content id",
+            ),
+            (
+                json!({"module": module_cid.to_string(), "price_per_million_fuel": 1, "budget": 1, "tasks": {"dir": "."}}),
+                "invalid_job",
+                "not a folder",
             ),
             (
                 json!({"module": ContentId::of(b"x").to_string(), "price_per_million_fuel": 1, "budget": 1, "tasks": {"end": 1}}),
@@ -295,6 +319,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_job_s_blobs_stay_while_it_holds_them_and_go_by_use_after() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let blobs = BlobStore::open(folder.path(), 64 << 10).expect("store");
+        let module = wat::parse_str("(module (func (export \"_start\")))").expect("wat");
+        let (module_cid, _) = blobs.put(&module).expect("module");
+        let (weights, _) = blobs.put(&[1; 20 << 10]).expect("weights");
+        let Value::Object(fields) = json!({
+            "module": module_cid.to_string(),
+            "price_per_million_fuel": 1,
+            "budget": 10,
+            "files": {"weights.bin": weights.to_string()},
+            "tasks": {"end": 1},
+        }) else {
+            unreachable!()
+        };
+        let no_urls = |url: &str| -> Result<Vec<u8>, Refusal> { panic!("fetched {url}") };
+        let (_, pins) = job_file(&blobs, fields, &no_urls).expect("a job");
+        // Uploads that would need the job's blobs' room are refused.
+        let refused = blobs.put(&[2; 50 << 10]).expect_err("no room");
+        assert_eq!(refused.code, "storage_full", "{}", refused.message);
+        assert!(blobs.path(&weights).is_some() && blobs.path(&module_cid).is_some());
+        // Once the job lets them go, newer uploads take their room.
+        drop(pins);
+        blobs.put(&[2; 50 << 10]).expect("room now");
+        assert!(
+            blobs.path(&weights).is_none(),
+            "the least recently used went"
+        );
+    }
+
     /// Serves `body` with `status` to one request on loopback; its URL.
     fn serve_once(status: &'static str, body: Vec<u8>) -> String {
         use std::io::{Read, Write};
@@ -334,7 +389,7 @@ mod tests {
         let Value::Object(fields) = fields else {
             unreachable!()
         };
-        let file = job_file(&blobs, fields, &fetch).expect("a job");
+        let (file, _pins) = job_file(&blobs, fields, &fetch).expect("a job");
         assert_eq!(file.module, module);
         assert!(
             blobs.read(&ContentId::of(&module)).is_some(),

@@ -460,6 +460,7 @@ pub(crate) async fn create_job(
         .await
         .map_err(|error| Refusal::internal(format!("checking the job failed: {error}")))??
     };
+    let (job_file, pins) = job_file;
     let tasks = job_file.task_count();
     check_task_count(tasks, &caller)?;
 
@@ -512,6 +513,7 @@ pub(crate) async fn create_job(
         out_dir: service.jobs_dir.join(hex::encode(id.as_bytes())),
         outputs: Mutex::default(),
         shown: Mutex::new(None),
+        pins: Mutex::new(pins),
     });
     {
         let now = Instant::now();

@@ -1,8 +1,9 @@
 //! Content by id over the work protocol, checked as it streams.
 //!
 //! A holder answers a `ContentTree` request with the content's length and
-//! the BLAKE3 chaining values of its 64 KiB groups, and `Content` requests
-//! a chunk (a whole number of groups) at a time. A fetcher
+//! the BLAKE3 chaining values of its 64 KiB groups (a page of them at a
+//! time, for content over 2 GiB), and `Content` requests a chunk (a whole
+//! number of groups) at a time. A fetcher
 //! ([`ContentFetch`]) checks that the values combine into the id it asked
 //! for, then checks every group as it arrives: a holder that sends a wrong
 //! byte is caught at the group that holds it, and what was checked so far
@@ -17,7 +18,9 @@ use idlegrid_types::codec::Bounded;
 use idlegrid_types::{AccountId, ContentId};
 
 use crate::overlay::Overlay;
-use crate::protocol::{CONTENT_CHUNK_BYTES_MAX, CONTENT_TREE_LEAVES_MAX, Request, Response};
+use crate::protocol::{
+    CONTENT_BYTES_MAX, CONTENT_CHUNK_BYTES_MAX, CONTENT_TREE_LEAVES_MAX, Request, Response,
+};
 
 const _: () = assert!(CONTENT_CHUNK_BYTES_MAX.is_multiple_of(GROUP_BYTES));
 
@@ -41,23 +44,35 @@ pub fn content_chunk(bytes: &[u8], offset: u64) -> Response {
     }
 }
 
-/// The length and group values of `bytes`.
-pub fn content_tree(bytes: &[u8]) -> Response {
-    tree_answer(bytes.len() as u64, blob_tree::leaves(bytes))
+/// The length of `bytes` and their group values from group `from` on.
+pub fn content_tree(bytes: &[u8], from: u64) -> Response {
+    tree_answer(bytes.len() as u64, &blob_tree::leaves(bytes), from)
 }
 
-/// The answer giving content's length and group values, or a refusal when
-/// they do not fit one message.
-pub(crate) fn tree_answer(total_bytes: u64, leaves: Vec<[u8; 32]>) -> Response {
-    if leaves.len() > CONTENT_TREE_LEAVES_MAX {
+/// The answer giving content's length and its group values from group
+/// `from` on, as many as fit one message; a refusal for content over
+/// [`CONTENT_BYTES_MAX`] or a page past the last group.
+pub(crate) fn tree_answer(total_bytes: u64, leaves: &[[u8; 32]], from: u64) -> Response {
+    if total_bytes > CONTENT_BYTES_MAX {
         return Response::refused(
             "too_large",
             format!("content of {total_bytes} bytes is too large to serve"),
         );
     }
+    let start = match usize::try_from(from) {
+        // Content of one group has no values: its one page is empty.
+        Ok(start) if start < leaves.len() || start == 0 => start,
+        _ => {
+            return Response::refused(
+                "no_such_group",
+                format!("content of {} groups has no group {from}", leaves.len()),
+            );
+        }
+    };
+    let end = leaves.len().min(start + CONTENT_TREE_LEAVES_MAX);
     Response::ContentTree {
         total_bytes,
-        leaves: Bounded::new(leaves).expect("checked against the bound"),
+        leaves: Bounded::new(leaves[start..end].to_vec()).expect("one page"),
     }
 }
 
@@ -94,6 +109,12 @@ pub struct ContentFetch<S: Write = Vec<u8>> {
     cid: ContentId,
     bytes_max: u64,
     verifier: Option<Verifier>,
+    /// The tree's pages so far, until it is whole and checked: its length
+    /// and group values.
+    tree: Option<(u64, Vec<[u8; 32]>)>,
+    /// The holder being asked ([`ContentFetch::asking`]): the pages of a
+    /// tree all come from one.
+    holder: Option<AccountId>,
     /// Checked bytes so far, a whole number of groups.
     checked: u64,
     /// Where checked bytes go; taken when the content is whole.
@@ -121,6 +142,8 @@ impl<S: Write> ContentFetch<S> {
             cid,
             bytes_max,
             verifier: None,
+            tree: None,
+            holder: None,
             checked: held,
             sink: Some(sink),
         }
@@ -136,10 +159,26 @@ impl<S: Write> ContentFetch<S> {
         self.verifier.as_ref().map(Verifier::len)
     }
 
-    /// What to ask a holder next.
+    /// The requests that follow go to `holder`: a tree begun with another
+    /// holder is begun again (pages from two holders are never mixed, so
+    /// a tree that does not check is one holder's doing).
+    pub fn asking(&mut self, holder: &AccountId) {
+        if self.holder != Some(*holder) {
+            self.holder = Some(*holder);
+            self.tree = None;
+        }
+    }
+
+    /// What to ask a holder next: the tree's next page, or the next chunk.
     pub fn request(&self) -> Request {
         match self.verifier {
-            None => Request::ContentTree { cid: self.cid },
+            None => Request::ContentTree {
+                cid: self.cid,
+                from: self
+                    .tree
+                    .as_ref()
+                    .map_or(0, |(_, leaves)| leaves.len() as u64),
+            },
             Some(_) => Request::Content {
                 cid: self.cid,
                 offset: self.checked(),
@@ -175,7 +214,32 @@ impl<S: Write> ContentFetch<S> {
                         max: self.bytes_max,
                     });
                 }
-                let verifier = Verifier::new(self.cid, total_bytes, leaves.into_inner())
+                let (len, mut tree) = self.tree.take().unwrap_or((total_bytes, Vec::new()));
+                // Content of one group has no values (its id checks it).
+                let groups = if total_bytes <= GROUP_BYTES as u64 {
+                    0
+                } else {
+                    blob_tree::groups(total_bytes)
+                };
+                if total_bytes != len {
+                    return Err(corrupt(format!(
+                        "it said {total_bytes} bytes, and {len} before"
+                    )));
+                }
+                if (leaves.is_empty() && groups > 0) || (tree.len() + leaves.len()) as u64 > groups
+                {
+                    return Err(corrupt(format!(
+                        "a page of {} group values after {} of {groups}",
+                        leaves.len(),
+                        tree.len()
+                    )));
+                }
+                tree.extend_from_slice(&leaves);
+                if (tree.len() as u64) < groups {
+                    self.tree = Some((len, tree));
+                    return Ok(None);
+                }
+                let verifier = Verifier::new(self.cid, total_bytes, tree)
                     .map_err(|error| corrupt(error.to_string()))?;
                 if !self.checked.is_multiple_of(GROUP_BYTES as u64)
                     || (self.checked > 0 && self.checked >= total_bytes)
@@ -377,7 +441,9 @@ async fn from_holder<S: Write>(
             answered.map_err(|error| FetchError::Unavailable(format!("{holder}: {error}")))
         }
     };
-    if fetch.total_bytes().is_none() {
+    // The tree, a page at a time.
+    fetch.asking(holder);
+    while fetch.total_bytes().is_none() {
         let tree = answer(fetch.request()).await?;
         if let Some(bytes) = fetch.answer(holder, tree)? {
             return Ok(bytes);
@@ -418,7 +484,7 @@ mod tests {
     /// to every chunk it sends.
     fn serve(bytes: &[u8], request: Request, corrupt: Option<usize>) -> Response {
         match request {
-            Request::ContentTree { .. } => content_tree(bytes),
+            Request::ContentTree { from, .. } => content_tree(bytes, from),
             Request::Content { offset, .. } => {
                 let mut response = content_chunk(bytes, offset);
                 if let (Some(at), Response::Content { bytes: chunk, .. }) = (corrupt, &mut response)
@@ -504,7 +570,7 @@ mod tests {
 
         // A tree of other bytes.
         let mut fetch = ContentFetch::new(cid, 1 << 20);
-        let other = content_tree(&blob(3 * GROUP_BYTES + 1));
+        let other = content_tree(&blob(3 * GROUP_BYTES + 1), 0);
         assert!(matches!(
             fetch.answer(&holder, other),
             Err(FetchError::Corrupt { .. })
@@ -513,7 +579,7 @@ mod tests {
         // A chunk that stops inside a group.
         let mut fetch = ContentFetch::new(cid, 1 << 20);
         fetch
-            .answer(&holder, content_tree(&bytes))
+            .answer(&holder, content_tree(&bytes, 0))
             .expect("the tree");
         let short = Response::Content {
             total_bytes: bytes.len() as u64,
@@ -530,7 +596,7 @@ mod tests {
         // More than the fetcher takes, refused before any byte arrives.
         let mut fetch = ContentFetch::new(cid, GROUP_BYTES as u64);
         assert!(matches!(
-            fetch.answer(&holder, content_tree(&bytes)),
+            fetch.answer(&holder, content_tree(&bytes, 0)),
             Err(FetchError::TooLarge { .. })
         ));
 
@@ -539,6 +605,90 @@ mod tests {
         assert!(matches!(
             fetch.answer(&holder, Response::refused("not_found", "no")),
             Err(FetchError::Unavailable(_))
+        ));
+    }
+
+    /// A holder whose tree answers come in pages of `page` values.
+    fn paged(bytes: &[u8], request: Request, page: usize) -> Response {
+        match request {
+            Request::ContentTree { from, .. } => {
+                let leaves = blob_tree::leaves(bytes);
+                let start = (from as usize).min(leaves.len());
+                let end = leaves.len().min(start + page);
+                Response::ContentTree {
+                    total_bytes: bytes.len() as u64,
+                    leaves: Bounded::new(leaves[start..end].to_vec()).expect("a page"),
+                }
+            }
+            other => serve(bytes, other, None),
+        }
+    }
+
+    #[test]
+    fn a_tree_in_pages_is_asked_for_page_by_page_and_never_mixed_across_holders() {
+        let (first, second) = (
+            AccountId::from_bytes([1; 32]),
+            AccountId::from_bytes([2; 32]),
+        );
+        let bytes = blob(10 * GROUP_BYTES + 5);
+        let cid = ContentId::of(&bytes);
+        let mut fetch = ContentFetch::new(cid, 1 << 20);
+        // The first holder's first page, then it goes away.
+        fetch.asking(&first);
+        let answer = paged(&bytes, fetch.request(), 4);
+        assert!(fetch.answer(&first, answer).expect("a page").is_none());
+        assert_eq!(fetch.request(), Request::ContentTree { cid, from: 4 });
+        assert_eq!(fetch.total_bytes(), None, "not checked before it is whole");
+        // The second holder's pages: the tree begins again, three pages of
+        // the eleven values.
+        fetch.asking(&second);
+        let mut asked = Vec::new();
+        let fetched = loop {
+            let request = fetch.request();
+            asked.push(request.clone());
+            let answer = paged(&bytes, request, 4);
+            if let Some(done) = fetch.answer(&second, answer).expect("honest") {
+                break done;
+            }
+        };
+        assert_eq!(fetched, bytes);
+        let pages: Vec<_> = asked
+            .iter()
+            .filter_map(|request| match request {
+                Request::ContentTree { from, .. } => Some(*from),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pages, vec![0, 4, 8]);
+    }
+
+    #[test]
+    fn tree_answers_come_in_pages_within_a_message() {
+        let leaves = vec![[7u8; 32]; CONTENT_TREE_LEAVES_MAX + 5];
+        let total = leaves.len() as u64 * GROUP_BYTES as u64;
+        let page = |from| match tree_answer(total, &leaves, from) {
+            Response::ContentTree {
+                total_bytes,
+                leaves,
+            } => {
+                assert_eq!(total_bytes, total);
+                Some(leaves.len())
+            }
+            _ => None,
+        };
+        assert_eq!(page(0), Some(CONTENT_TREE_LEAVES_MAX));
+        assert_eq!(page(CONTENT_TREE_LEAVES_MAX as u64), Some(5));
+        assert_eq!(page(CONTENT_TREE_LEAVES_MAX as u64 + 5), None);
+        assert_eq!(page(u64::MAX), None);
+        // Content of one group: one empty page.
+        assert!(matches!(
+            content_tree(b"small", 0),
+            Response::ContentTree { leaves, .. } if leaves.is_empty()
+        ));
+        // Over the bound, refused.
+        assert!(matches!(
+            tree_answer(CONTENT_BYTES_MAX + 1, &leaves, 0),
+            Response::Refused { .. }
         ));
     }
 }

@@ -34,12 +34,13 @@ pub const OUTPUT_INLINE_BYTES_MAX: usize = 1 << 20;
 /// Largest content chunk in one response, bytes: a whole number of the
 /// 64 KiB groups a fetcher checks one by one.
 pub const CONTENT_CHUNK_BYTES_MAX: usize = 1 << 20;
-/// Most group values in one content tree: blobs up to 2 GiB.
+/// Most group values in one content tree response (2 GiB of content): a
+/// larger tree comes in pages, each asked for from where the last ended.
 pub const CONTENT_TREE_LEAVES_MAX: usize = CONTENT_CHUNK_BYTES_MAX / 32;
-/// Largest content that can be fetched over the overlay (its tree travels
-/// in one response), bytes: the bound on any one task's output.
-pub const CONTENT_BYTES_MAX: u64 =
-    CONTENT_TREE_LEAVES_MAX as u64 * idlegrid_types::blob_tree::GROUP_BYTES as u64;
+/// Largest content fetched over the overlay, bytes: a fetcher holds its
+/// tree whole (32 bytes a 64 KiB group: 32 MiB at this bound) to check it
+/// against the id before the first byte.
+pub const CONTENT_BYTES_MAX: u64 = 64 << 30;
 /// Most providers a batch names as holders of its module.
 pub const MODULE_HOLDERS_MAX: usize = 4;
 /// Longest refusal code and message, bytes.
@@ -150,10 +151,11 @@ pub enum Request {
     /// [`Response::Voucher`], or refused `no_voucher` while nothing is owed.
     NewestVoucher { job: JobId },
     /// Anyone → anyone: the length of content the other side holds and the
-    /// BLAKE3 chaining values of its 64 KiB groups, with which a fetcher
+    /// BLAKE3 chaining values of its 64 KiB groups from group `from` on (at
+    /// most [`CONTENT_TREE_LEAVES_MAX`] an answer), with which a fetcher
     /// checks each group as it arrives
     /// ([`idlegrid_types::blob_tree`]).
-    ContentTree { cid: ContentId },
+    ContentTree { cid: ContentId, from: u64 },
 }
 
 impl Request {
@@ -195,8 +197,8 @@ pub enum Response {
         voucher: Box<SignedVoucher>,
         job_done: bool,
     },
-    /// Content's length and its groups' chaining values (none for content
-    /// of one group, which is checked by its id).
+    /// Content's length and its groups' chaining values from the group
+    /// asked for, as many as fit one answer.
     ContentTree {
         total_bytes: u64,
         leaves: Bounded<Vec<[u8; 32]>, CONTENT_TREE_LEAVES_MAX>,

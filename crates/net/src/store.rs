@@ -497,10 +497,11 @@ impl ContentStore {
         let _ = std::fs::remove_file(self.file(cid));
     }
 
-    /// The answer to a `ContentTree` request for `cid`.
-    pub fn tree_response(&self, cid: &ContentId) -> Response {
+    /// The answer to a `ContentTree` request for `cid`'s values from group
+    /// `from` on.
+    pub fn tree_response(&self, cid: &ContentId, from: u64) -> Response {
         match self.tree(cid) {
-            Some(tree) => tree_response(&tree),
+            Some(tree) => tree_response(&tree, from),
             None => not_held(cid),
         }
     }
@@ -525,7 +526,7 @@ impl ContentStore {
     /// from what is held here; `None` for other requests.
     pub fn answer(&self, request: &crate::Request) -> Option<Response> {
         match request {
-            crate::Request::ContentTree { cid } => Some(self.tree_response(cid)),
+            crate::Request::ContentTree { cid, from } => Some(self.tree_response(cid, *from)),
             crate::Request::Content { cid, offset } => Some(self.chunk_response(cid, *offset)),
             _ => None,
         }
@@ -700,9 +701,10 @@ impl Drop for StoreWriter {
     }
 }
 
-/// The answer to a `ContentTree` request for the content `tree` checks.
-pub fn tree_response(tree: &Verifier) -> Response {
-    crate::content::tree_answer(tree.len(), tree.leaves().to_vec())
+/// The answer to a `ContentTree` request for the values from group `from`
+/// on of the content `tree` checks.
+pub fn tree_response(tree: &Verifier, from: u64) -> Response {
+    crate::content::tree_answer(tree.len(), tree.leaves(), from)
 }
 
 /// The answer to a `Content` request from `offset` for the content in the
@@ -885,7 +887,7 @@ mod tests {
         let holder = idlegrid_types::Keypair::from_seed([9; 32]).account_id();
         let got = loop {
             let response = match fetch.request() {
-                crate::Request::ContentTree { cid } => store.tree_response(&cid),
+                crate::Request::ContentTree { cid, from } => store.tree_response(&cid, from),
                 crate::Request::Content { cid, offset } => store.chunk_response(&cid, offset),
                 other => panic!("asked {other:?}"),
             };

@@ -84,6 +84,7 @@ fn valid_messages() -> Vec<Vec<u8>> {
         Request::NewestVoucher { job },
         Request::ContentTree {
             cid: ContentId::of(b"module"),
+            from: 32_768,
         },
     ];
     let voucher = key.sign(Voucher {

@@ -458,7 +458,7 @@ fn hold(
             };
             counter.fetch_add(1, Ordering::Relaxed);
             let response = match request {
-                Request::ContentTree { .. } => idlegrid_net::content_tree(&content),
+                Request::ContentTree { from, .. } => idlegrid_net::content_tree(&content, from),
                 Request::Content { offset, .. } => {
                     let mut sent = content.clone();
                     if let Some(at) = corrupt {

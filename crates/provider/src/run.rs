@@ -603,7 +603,7 @@ impl Shell {
                 let reply = self.replies.remove(&id);
                 tokio::task::spawn_blocking(move || {
                     let response = match part {
-                        ContentPart::Tree => content.tree_response(&cid),
+                        ContentPart::Tree { from } => content.tree_response(&cid, from),
                         ContentPart::From(offset) => content.chunk_response(&cid, offset),
                     };
                     if let Some(reply) = reply {

@@ -83,6 +83,12 @@ struct Accepted {
 }
 
 /// The output id a record shows for an outcome.
+/// Batch signatures of receipts remembered as checked (two generations of
+/// this many): each results batch's receipts share one, so this covers the
+/// batches in flight many times over, where a validator's default cache
+/// would take tens of MiB.
+const SIGNATURES_KEPT: usize = 4096;
+
 /// Most task round trips kept for the percentiles `results.json` reports.
 pub const ROUND_TRIPS_KEPT: usize = 100_000;
 
@@ -240,7 +246,7 @@ impl RequestorCore {
             owed: HashMap::new(),
             vouchers_in_flight: HashSet::new(),
             vouched: HashMap::new(),
-            signatures: SignatureCache::default(),
+            signatures: SignatureCache::with_generation(SIGNATURES_KEPT),
             disputes_against: HashMap::new(),
             disputes_filed: 0,
             fuel_executed: 0,
@@ -560,11 +566,15 @@ impl RequestorCore {
             Request::Content { cid, offset } if cid == self.job_file.module_cid => {
                 idlegrid_net::content_chunk(&self.job_file.module, offset)
             }
-            Request::ContentTree { cid } if cid == self.job_file.module_cid => self
+            // A module's tree is one page (it is at most 8 MiB).
+            Request::ContentTree { cid, from: 0 } if cid == self.job_file.module_cid => self
                 .module_tree
-                .get_or_insert_with(|| idlegrid_net::content_tree(&self.job_file.module))
+                .get_or_insert_with(|| idlegrid_net::content_tree(&self.job_file.module, 0))
                 .clone(),
-            Request::Content { cid, .. } | Request::ContentTree { cid } => {
+            Request::ContentTree { cid, from } if cid == self.job_file.module_cid => {
+                idlegrid_net::content_tree(&self.job_file.module, from)
+            }
+            Request::Content { cid, .. } | Request::ContentTree { cid, .. } => {
                 Response::refused("not_found", format!("this requestor does not hold {cid}"))
             }
             Request::NewestVoucher { job } => self.newest_voucher(peer, job),

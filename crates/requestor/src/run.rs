@@ -554,15 +554,15 @@ impl Shell {
                 // Off the loop: a chunk is read from disk and checked.
                 let files = Arc::clone(&self.files);
                 tokio::task::spawn_blocking(move || {
-                    let (cid, offset) = match request {
-                        Request::ContentTree { cid } => (cid, None),
-                        Request::Content { cid, offset } => (cid, Some(offset)),
+                    let (cid, part) = match request {
+                        Request::ContentTree { cid, from } => (cid, Err(from)),
+                        Request::Content { cid, offset } => (cid, Ok(offset)),
                         _ => return,
                     };
                     let Some(file) = files.get(&cid) else { return };
-                    let response = match offset {
-                        None => tree_response(&file.tree),
-                        Some(offset) => chunk_response(&file.path, &file.tree, offset)
+                    let response = match part {
+                        Err(from) => tree_response(&file.tree, from),
+                        Ok(offset) => chunk_response(&file.path, &file.tree, offset)
                             .unwrap_or_else(|| {
                                 warn!(path = %file.path.display(), "an input file changed since the job was submitted");
                                 Response::refused(
@@ -597,7 +597,7 @@ impl Shell {
     /// Whether `request` asks for one of the job's input files.
     fn serves_file(&self, request: &Request) -> bool {
         match request {
-            Request::ContentTree { cid } | Request::Content { cid, .. } => {
+            Request::ContentTree { cid, .. } | Request::Content { cid, .. } => {
                 self.files.contains_key(cid)
             }
             _ => false,

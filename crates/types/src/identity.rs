@@ -362,18 +362,35 @@ impl<T: Signable> Signed<T> {
 /// a node's pool is not verified again when its block is built, checked
 /// and applied. A hit needs the same signer, domain, signed bytes and
 /// signature, so it gives the answer verifying would. Bounded: two
-/// generations of at most [`SIGNATURE_CACHE_GENERATION`] entries; when the
-/// current one fills it becomes the previous one, and the previous one is
-/// forgotten.
-#[derive(Debug, Default)]
+/// generations of at most [`SIGNATURE_CACHE_GENERATION`] entries (or the
+/// size given to [`SignatureCache::with_generation`]); when the current one
+/// fills it becomes the previous one, and the previous one is forgotten.
+#[derive(Debug)]
 pub struct SignatureCache {
     generations: std::sync::Mutex<[std::collections::HashSet<[u8; 32]>; 2]>,
+    generation: usize,
+}
+
+impl Default for SignatureCache {
+    fn default() -> Self {
+        Self::with_generation(SIGNATURE_CACHE_GENERATION)
+    }
 }
 
 /// Entries of one generation of a [`SignatureCache`].
 pub const SIGNATURE_CACHE_GENERATION: usize = 1 << 18;
 
 impl SignatureCache {
+    /// A cache whose generations hold `generation` entries each (at least
+    /// one): a node that checks few signatures at a time (a requestor, one
+    /// results batch) needs far fewer than a validator's block.
+    pub fn with_generation(generation: usize) -> Self {
+        Self {
+            generations: std::sync::Mutex::default(),
+            generation: generation.max(1),
+        }
+    }
+
     /// [`Signed::verify`], remembering successes.
     pub fn verify<'a, T: Signable>(&self, signed: &'a Signed<T>) -> Result<&'a T, BadSignature> {
         self.verify_raw(
@@ -456,7 +473,7 @@ impl SignatureCache {
             return;
         };
         for key in keys {
-            if generations[0].len() >= SIGNATURE_CACHE_GENERATION {
+            if generations[0].len() >= self.generation {
                 let current = std::mem::take(&mut generations[0]);
                 generations[1] = current;
             }

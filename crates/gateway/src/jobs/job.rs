@@ -13,6 +13,7 @@ use idlegrid_types::{AccountId, ContentId, JobId, Keypair};
 use serde_json::{Value, json};
 
 use super::UNSIGNED_TTL;
+use crate::blobs::BlobPin;
 use crate::dashboard::{JobPhase, LocalJob};
 
 /// What a job is doing.
@@ -68,6 +69,8 @@ pub(super) struct HttpJob {
     pub(super) outputs: Mutex<OutputIndex>,
     /// Its line on the dashboard, once it runs.
     pub(super) shown: Mutex<Option<Arc<LocalJob>>>,
+    /// The blobs it names, kept from eviction until it ends.
+    pub(super) pins: Mutex<Vec<BlobPin>>,
 }
 
 #[derive(Default)]
@@ -81,12 +84,19 @@ impl HttpJob {
         self.phase.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Moves it to `phase`; an ended job lets its blobs go.
     pub(super) fn set_phase(&self, phase: Phase) {
         let shown = match &phase {
             Phase::Finished { .. } => Some((JobPhase::Done, None)),
             Phase::Failed { message, .. } => Some((JobPhase::Failed, Some(message.clone()))),
             _ => None,
         };
+        if phase.ended() {
+            self.pins
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
         *self.phase() = phase;
         if let (Some((phase, error)), Some(job)) = (
             shown,

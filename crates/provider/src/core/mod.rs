@@ -441,11 +441,11 @@ impl ProviderCore {
                 });
                 return;
             }
-            Request::ContentTree { cid } => {
+            Request::ContentTree { cid, from } => {
                 commands.push(Command::ServeContent {
                     id,
                     cid,
-                    part: ContentPart::Tree,
+                    part: ContentPart::Tree { from },
                 });
                 return;
             }

@@ -51,8 +51,8 @@ pub struct CoreConfig {
 /// Which part of content a peer asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentPart {
-    /// Its length and its groups' chaining values.
-    Tree,
+    /// Its length and its groups' chaining values from this group on.
+    Tree { from: u64 },
     /// A chunk from this offset.
     From(u64),
 }

@@ -78,11 +78,28 @@ pub enum JobFileProblem {
     #[error("the job has no tasks: add a `[tasks]` range or manifest, or `[[task]]` entries")]
     NoTasks,
     #[error(
-        "`[tasks]` needs `end` (a range of indices) or `manifest` (a file whose lines are the tasks)"
+        "`[tasks]` needs `end` (a range of indices), `manifest` (a file whose lines are the \
+         tasks) or `dir` (a folder whose files are the tasks)"
     )]
     RangeWithoutEnd,
     #[error("`{key}` is for a range: with `manifest`, each line of the file is a task")]
     ManifestWithRange { key: &'static str },
+    #[error(
+        "`{key}` does not go with `dir`: each file in the folder is a task, named by `{{file}}`"
+    )]
+    DirWith { key: &'static str },
+    #[error("failed to read folder {}: {source}", path.display())]
+    DirRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: {why}", path.display())]
+    DirEntry { path: PathBuf, why: &'static str },
+    #[error("folder {} holds no files: each file is one task", path.display())]
+    DirEmpty { path: PathBuf },
+    #[error("folder {} holds more than {max} files, one task each", path.display())]
+    DirTooManyFiles { path: PathBuf, max: u64 },
     #[error("failed to read manifest {}: {source}", path.display())]
     ManifestRead {
         path: PathBuf,

@@ -32,12 +32,11 @@ use idlegrid_market::Trust;
 use idlegrid_net::{CONTENT_BYTES_MAX, OUTPUT_INLINE_BYTES_MAX};
 
 use crate::remote::{OutputTarget, Storage};
-use idlegrid_net::CONTENT_TREE_LEAVES_MAX;
 use idlegrid_sandbox::limits::{
     FUEL_DEFAULT, MEMORY_BYTES_CEILING_DEFAULT, MEMORY_BYTES_DEFAULT,
     OUTPUT_BYTES_DEFAULT as SANDBOX_OUTPUT_BYTES_DEFAULT,
 };
-use idlegrid_types::blob_tree::{GROUP_BYTES, Verifier};
+use idlegrid_types::blob_tree::Verifier;
 use idlegrid_types::work::{TASK_ARG_BYTES_MAX, TASK_ARGS_MAX};
 use idlegrid_types::{ContentId, ExecutionLimits, TaskInput, codec};
 use serde::Deserialize;
@@ -62,9 +61,9 @@ pub const TASK_INPUTS_TOTAL_BYTES_MAX: u64 = 256 << 20;
 pub const TASK_INPUTS_GENERATED_BYTES_MAX: u64 = 64 << 30;
 /// Largest manifest (`[tasks] manifest`), bytes.
 pub const MANIFEST_BYTES_MAX: u64 = 16 << 30;
-/// Largest input file, bytes: its tree of 64 KiB groups travels in one
-/// message.
-pub const INPUT_FILE_BYTES_MAX: u64 = (CONTENT_TREE_LEAVES_MAX * GROUP_BYTES) as u64;
+/// Largest input file, bytes: the most a provider fetches by id (holding
+/// its tree, 32 bytes a 64 KiB group).
+pub const INPUT_FILE_BYTES_MAX: u64 = CONTENT_BYTES_MAX;
 /// Default bound on one task's input (its stdin and its files), bytes.
 pub const TASK_INPUT_BYTES_DEFAULT: u64 = 4 << 30;
 /// Largest `task_input_bytes`.
@@ -80,10 +79,11 @@ pub const FUEL_MAX: u64 = 10_000_000_000_000;
 pub const MEMORY_MIB_MAX: u64 = MEMORY_BYTES_CEILING_DEFAULT >> 20;
 /// Default linear memory of a task, MiB.
 pub const MEMORY_MIB_DEFAULT: u64 = MEMORY_BYTES_DEFAULT >> 20;
-/// Most output one task may produce, bytes: what can be fetched by id over
-/// the overlay (an output over [`OUTPUT_INLINE_BYTES_MAX`] stays with the
-/// providers that made it until the requestor fetches it).
-pub const OUTPUT_BYTES_MAX: u64 = CONTENT_BYTES_MAX;
+/// Most output one task may produce, bytes: a provider holds a task's
+/// stdout in memory as it is written (an output over
+/// [`OUTPUT_INLINE_BYTES_MAX`] then stays with the providers that made it
+/// until the requestor fetches it by id).
+pub const OUTPUT_BYTES_MAX: u64 = 2 << 30;
 /// Default output bound of a task, bytes: the sandbox's default, capped at
 /// what a result carries inline.
 pub const OUTPUT_BYTES_DEFAULT: u64 =
@@ -110,6 +110,9 @@ pub const TRUST_KNOB_MAX: u32 = 1_000_000;
 pub const INDEX_PLACEHOLDER: &str = "index";
 /// The placeholder a manifest's templates replace with the task's line.
 pub const LINE_PLACEHOLDER: &str = "line";
+/// The placeholder a `dir` job's templates replace with the task's file
+/// name.
+pub const FILE_PLACEHOLDER: &str = "file";
 
 /// How the results of a job's tasks are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +323,7 @@ struct RawRange {
     start: Option<Spanned<u64>>,
     end: Option<Spanned<u64>>,
     manifest: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
     args: Option<Spanned<Vec<Spanned<String>>>>,
     stdin: Option<Spanned<String>>,
     stdin_file: Option<Spanned<String>>,

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -25,8 +25,8 @@ use toml::Spanned;
 
 use super::files::{Files, file_name};
 use super::{
-    INDEX_PLACEHOLDER, JobFile, JobFileError, JobFileProblem, LINE_PLACEHOLDER, LineProblem,
-    MANIFEST_BYTES_MAX, RawRange, Reporter, TASKS_MAX, TaskError,
+    FILE_PLACEHOLDER, INDEX_PLACEHOLDER, JobFile, JobFileError, JobFileProblem, LINE_PLACEHOLDER,
+    LineProblem, MANIFEST_BYTES_MAX, RawRange, Reporter, TASKS_MAX, TaskError,
 };
 
 /// Lines of a manifest from one kept offset to the next: making a task
@@ -459,6 +459,72 @@ fn check_line(line: &[u8]) -> Result<&str, LineProblem> {
     std::str::from_utf8(line).map_err(|_| LineProblem::NotUtf8)
 }
 
+/// The files directly in folder `dir` (a link to a file counts as the
+/// file) as a manifest of their names in byte order, one task each. The
+/// names go to a temporary file, gone from its folder once indexed (the
+/// manifest holds it open), so no one changes them under the job; errors
+/// name the folder.
+fn dir_manifest(dir: &Path) -> Result<Manifest, JobFileProblem> {
+    let read = |source| JobFileProblem::DirRead {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        let problem = |why| JobFileProblem::DirEntry {
+            path: path.clone(),
+            why,
+        };
+        let metadata =
+            std::fs::metadata(&path).map_err(|_| problem("cannot be read (a link to nothing?)"))?;
+        if !metadata.is_file() {
+            return Err(problem(
+                "not a file: a `dir` job's folder holds only its tasks' files",
+            ));
+        }
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| problem("its name is not UTF-8"))?;
+        if name.contains(['\n', '\r']) {
+            return Err(problem("its name holds a line break"));
+        }
+        if name.len() > TASK_ARG_BYTES_MAX {
+            return Err(problem("its name is longer than an argument may be"));
+        }
+        if names.len() as u64 == TASKS_MAX {
+            return Err(JobFileProblem::DirTooManyFiles {
+                path: dir.to_path_buf(),
+                max: TASKS_MAX,
+            });
+        }
+        names.push(name.to_owned());
+    }
+    if names.is_empty() {
+        return Err(JobFileProblem::DirEmpty {
+            path: dir.to_path_buf(),
+        });
+    }
+    names.sort_unstable();
+    let write = |source| JobFileProblem::DirRead {
+        path: std::env::temp_dir(),
+        source,
+    };
+    let temporary = tempfile::NamedTempFile::new().map_err(write)?;
+    let mut writer = io::BufWriter::new(temporary.as_file());
+    for name in &names {
+        writer.write_all(name.as_bytes()).map_err(write)?;
+        writer.write_all(b"\n").map_err(write)?;
+    }
+    writer.flush().map_err(write)?;
+    drop(writer);
+    drop(names);
+    let mut manifest = Manifest::index(temporary.path().to_path_buf())?;
+    manifest.path = dir.to_path_buf();
+    Ok(manifest)
+}
+
 /// A check of a block's bytes: enough to find a file changed by mistake.
 fn block_check(bytes: &[u8]) -> u64 {
     let hash = blake3::hash(bytes);
@@ -478,10 +544,14 @@ pub(super) enum Piece {
 pub(super) type Template = Vec<Piece>;
 
 /// Splits a template into literal text and placeholders: `{index}`, and
-/// in a manifest's templates `{line}`. A placeholder is `{` one or more
-/// ASCII letters, digits or underscores `}`; any other brace is literal
-/// text, so `{"a": 1}` and `{}` pass through unchanged.
-pub(super) fn parse_template(template: &str, manifest: bool) -> Result<Template, JobFileProblem> {
+/// the name of each task's line when its tasks are lines (`{line}` of a
+/// manifest, `{file}` of a folder's files). A placeholder is `{` one or
+/// more ASCII letters, digits or underscores `}`; any other brace is
+/// literal text, so `{"a": 1}` and `{}` pass through unchanged.
+pub(super) fn parse_template(
+    template: &str,
+    line: Option<&'static str>,
+) -> Result<Template, JobFileProblem> {
     let mut pieces = Vec::new();
     let mut literal = String::new();
     let mut rest = template;
@@ -499,14 +569,14 @@ pub(super) fn parse_template(template: &str, manifest: bool) -> Result<Template,
         }
         let piece = match name {
             INDEX_PLACEHOLDER => Piece::Index,
-            LINE_PLACEHOLDER if manifest => Piece::Line,
+            name if Some(name) == line => Piece::Line,
             _ => {
                 return Err(JobFileProblem::UnknownPlaceholder {
                     name: name.to_owned(),
-                    known: if manifest {
-                        "the only ones are `{index}` and `{line}`"
-                    } else {
-                        "the only one is `{index}`"
+                    known: match line {
+                        Some(LINE_PLACEHOLDER) => "the only ones are `{index}` and `{line}`",
+                        Some(FILE_PLACEHOLDER) => "the only ones are `{index}` and `{file}`",
+                        _ => "the only one is `{index}`",
                     },
                 });
             }
@@ -602,8 +672,27 @@ pub(super) fn generate(
     generated_bytes_max: u64,
 ) -> Result<(TaskSource, TaskIds), JobFileError> {
     let raw = range.get_ref();
-    let (mut rows, count) = match &raw.manifest {
-        Some(manifest) => {
+    // What a template calls each task's line, when its tasks are lines.
+    let mut line = None;
+    let (mut rows, count) = match (&raw.manifest, &raw.dir) {
+        (_, Some(dir)) => {
+            let conflict = [
+                ("start", raw.start.as_ref().map(Spanned::span)),
+                ("end", raw.end.as_ref().map(Spanned::span)),
+                ("manifest", raw.manifest.as_ref().map(Spanned::span)),
+            ]
+            .into_iter()
+            .find_map(|(key, span)| span.map(|span| (key, span)));
+            if let Some((key, span)) = conflict {
+                return Err(report.at(span, JobFileProblem::DirWith { key }));
+            }
+            let manifest = dir_manifest(&folder.join(dir.get_ref()))
+                .map_err(|problem| report.at(dir.span(), problem))?;
+            let count = manifest.lines;
+            line = Some(FILE_PLACEHOLDER);
+            (Rows::Manifest(manifest), count)
+        }
+        (Some(manifest), None) => {
             let conflict = [("start", raw.start.as_ref()), ("end", raw.end.as_ref())]
                 .into_iter()
                 .find_map(|(key, value)| value.map(|value| (key, value.span())));
@@ -613,9 +702,10 @@ pub(super) fn generate(
             let manifest = Manifest::index(folder.join(manifest.get_ref()))
                 .map_err(|problem| report.at(manifest.span(), problem))?;
             let count = manifest.lines;
+            line = Some(LINE_PLACEHOLDER);
             (Rows::Manifest(manifest), count)
         }
-        None => {
+        (None, None) => {
             let end = raw
                 .end
                 .as_ref()
@@ -644,14 +734,12 @@ pub(super) fn generate(
             (Rows::Range { start }, count)
         }
     };
-    let in_manifest = matches!(rows, Rows::Manifest(_));
 
     let arg_spans = JobFile::check_arg_count(report, raw.args.as_ref())?;
     let args = arg_spans
         .iter()
         .map(|arg| {
-            parse_template(arg.get_ref(), in_manifest)
-                .map_err(|problem| report.at(arg.span(), problem))
+            parse_template(arg.get_ref(), line).map_err(|problem| report.at(arg.span(), problem))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let stdin = JobFile::stdin(report, folder, raw.stdin.as_ref(), raw.stdin_file.as_ref())?;
@@ -672,8 +760,8 @@ pub(super) fn generate(
         .into_iter()
         .flatten()
     {
-        let template = parse_template(at.get_ref(), in_manifest)
-            .map_err(|problem| report.at(at.span(), problem))?;
+        let template =
+            parse_template(at.get_ref(), line).map_err(|problem| report.at(at.span(), problem))?;
         own_names.push(name.as_str());
         if template
             .iter()

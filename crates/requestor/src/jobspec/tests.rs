@@ -182,7 +182,7 @@ fn toml_mistakes_point_at_their_place() {
     check_error(
         &format!("{HEAD}[tasks]\nstart = 1\n"),
         (4, 1),
-        "`[tasks]` needs `end` (a range of indices) or `manifest`",
+        "`[tasks]` needs `end` (a range of indices), `manifest`",
     );
     check_error(
         &format!("{HEAD}colour = 1\n[tasks]\nend = 1\n"),
@@ -979,4 +979,79 @@ fn generated_inputs_are_bounded_in_total() {
         "{error}"
     );
     assert!(JobFile::parse_bounded(&text, &folder.job_path(), None, 1120).is_ok());
+}
+
+#[test]
+fn a_folder_s_files_are_its_tasks_in_name_order_as_a_manifest_of_their_names_would_be() {
+    let folder = Folder::new();
+    std::fs::create_dir(folder.dir.path().join("frames")).unwrap();
+    // Made out of order: the tasks follow the names' byte order.
+    for name in ["b.raw", "a.raw", "C.raw", "a b.raw"] {
+        folder.write(&format!("frames/{name}"), name.as_bytes());
+    }
+    let templates = "args = [\"{file}\", \"{index}\"]\nfiles = { \"frame\" = \"frames/{file}\" }\n";
+    let job = folder
+        .parse(&format!("{HEAD}[tasks]\ndir = \"frames\"\n{templates}"))
+        .unwrap();
+    assert_eq!(job.task_count(), 4);
+    let names: Vec<String> = job.tasks().map(|task| args(&task).remove(0)).collect();
+    assert_eq!(names, ["C.raw", "a b.raw", "a.raw", "b.raw"]);
+    let task = job.task(2).unwrap();
+    assert_eq!(args(&task), ["a.raw", "2"]);
+    assert_eq!(task.files[0].cid, ContentId::of(b"a.raw"));
+
+    // The same job as a manifest of those names, with `{line}`: the same
+    // tasks, so the same spec.
+    folder.write("names.txt", b"C.raw\na b.raw\na.raw\nb.raw\n");
+    let listed = folder
+        .parse(&format!(
+            "{HEAD}[tasks]\nmanifest = \"names.txt\"\n{}",
+            templates.replace("{file}", "{line}")
+        ))
+        .unwrap();
+    assert_eq!(listed.spec_cid(), job.spec_cid());
+
+    // A file added to the folder after loading changes nothing.
+    folder.write("frames/d.raw", b"late");
+    assert_eq!(job.tasks().count(), 4);
+}
+
+#[test]
+fn folder_mistakes_point_at_their_place() {
+    let folder = Folder::new();
+    let dir = folder.dir.path().join("frames");
+    std::fs::create_dir(&dir).unwrap();
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\ndir = \"frames\"\n"),
+        (5, 7),
+        "holds no files: each file is one task",
+    );
+    folder.write("frames/one", b"1");
+    std::fs::create_dir(dir.join("nested")).unwrap();
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\ndir = \"frames\"\n"),
+        (5, 7),
+        "nested: not a file: a `dir` job's folder holds only its tasks' files",
+    );
+    std::fs::remove_dir(dir.join("nested")).unwrap();
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\ndir = \"frames\"\nargs = [\"{{line}}\"]\n"),
+        (6, 9),
+        "the only ones are `{index}` and `{file}`",
+    );
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\ndir = \"frames\"\nend = 2\n"),
+        (6, 7),
+        "`end` does not go with `dir`",
+    );
+    check_error_in(
+        &folder,
+        &format!("{HEAD}[tasks]\ndir = \"missing\"\n"),
+        (5, 7),
+        "failed to read folder",
+    );
 }
