@@ -290,10 +290,11 @@ async fn answers_reach_their_own_requests_in_any_order_and_a_stopped_peer_fails_
                     answer = &mut answer => break answer,
                 }
             };
+            // A failed try is answered by a closed or refused link: the
+            // next opens a fresh one.
             if answered.is_ok() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;

@@ -12,7 +12,9 @@
 
 use std::collections::HashMap;
 
-use idlegrid_types::{AccountId, ContentId, JobId};
+use idlegrid_types::{AccountId, ContentId, JobId, TaskOutcome};
+
+use super::{Command, ProviderCore, RunOutput, RunResult};
 
 /// How long a job's kept outputs are held after the last word of it, ms.
 pub const KEPT_OUTPUTS_HOLD_MS: u64 = 3_600_000;
@@ -119,5 +121,48 @@ impl KeptOutputs {
     /// Outputs held, in all jobs.
     pub(super) fn len(&self) -> usize {
         self.outputs
+    }
+}
+
+impl ProviderCore {
+    /// `output` of `bytes`, kept by a worker for task `job`'s requestor:
+    /// held until that requestor is done (let go at once past the bounds,
+    /// and served while the store's cache holds it), and counted. Gives the
+    /// id the receipt claims: a liar cannot forge bytes it kept without
+    /// writing them again, so it claims an id it cannot serve instead.
+    pub(super) fn keep_output(
+        &mut self,
+        now_ms: u64,
+        job: JobId,
+        requestor: AccountId,
+        (output, bytes): (ContentId, u64),
+        lies: bool,
+        commands: &mut Vec<Command>,
+    ) -> ContentId {
+        if !self.kept.keep(now_ms, job, requestor, output) {
+            commands.push(Command::ReleaseOutputs {
+                job,
+                outputs: vec![output],
+            });
+        }
+        self.outputs_kept += 1;
+        self.outputs_kept_bytes = self.outputs_kept_bytes.saturating_add(bytes);
+        if lies {
+            ContentId::of(&[output.as_bytes().as_slice(), b" (forged)"].concat())
+        } else {
+            output
+        }
+    }
+}
+
+/// The output a worker kept for `result`, if it kept one.
+pub(super) fn kept_output(result: &RunResult) -> Option<ContentId> {
+    match result {
+        RunResult::Ran {
+            output: RunOutput::Kept { .. },
+            outcome: TaskOutcome::Completed { output, .. },
+            ..
+        } => Some(*output),
+        _ => None,
     }
 }

@@ -45,7 +45,7 @@ pub use types::{
 };
 
 use asks::VoucherAsks;
-use kept::KeptOutputs;
+use kept::{KeptOutputs, kept_output};
 
 type TaskKey = (JobId, u64);
 
@@ -826,23 +826,14 @@ impl ProviderCore {
         };
         let finished = match (output, outcome) {
             (RunOutput::Kept { bytes }, TaskOutcome::Completed { exit_code, output }) => {
-                if !self.kept.keep(now_ms, key.0, handed.requestor, output) {
-                    // Past the bounds: returned as kept all the same, and
-                    // served while the store's cache holds it.
-                    commands.push(Command::ReleaseOutputs {
-                        job: key.0,
-                        outputs: vec![output],
-                    });
-                }
-                self.outputs_kept += 1;
-                self.outputs_kept_bytes = self.outputs_kept_bytes.saturating_add(bytes);
-                // A liar cannot forge bytes it kept without writing them
-                // again: it claims an id it cannot serve instead.
-                let claimed = if lies {
-                    ContentId::of(&[output.as_bytes().as_slice(), b" (forged)"].concat())
-                } else {
-                    output
-                };
+                let claimed = self.keep_output(
+                    now_ms,
+                    key.0,
+                    handed.requestor,
+                    (output, bytes),
+                    lies,
+                    commands,
+                );
                 let receipt = receipt(TaskOutcome::Completed {
                     exit_code,
                     output: claimed,
@@ -974,18 +965,6 @@ impl ProviderCore {
         // Past the last attempt the results are given up: the requestor's
         // lease expires and the tasks go elsewhere.
         self.flush(requestor, if delivered { 1 } else { attempt }, commands);
-    }
-}
-
-/// The output a worker kept for `result`, if it kept one.
-fn kept_output(result: &RunResult) -> Option<ContentId> {
-    match result {
-        RunResult::Ran {
-            output: RunOutput::Kept { .. },
-            outcome: TaskOutcome::Completed { output, .. },
-            ..
-        } => Some(*output),
-        _ => None,
     }
 }
 
