@@ -138,7 +138,12 @@ impl Harness {
                     provider, tasks, ..
                 } => {
                     for task in tasks {
-                        self.outstanding.push((*provider, *task));
+                        // A provider given a task it still holds from an
+                        // expired lease holds it once: one answer, or one
+                        // failure, ends both.
+                        if !self.outstanding.contains(&(*provider, *task)) {
+                            self.outstanding.push((*provider, *task));
+                        }
                         let made = self.decisions_made.get(task).copied().unwrap_or(0);
                         self.assigned_after.insert((*provider, *task), made);
                     }
