@@ -1,18 +1,24 @@
 //! `idlegrid blob`: content by id in this machine's store, the one
-//! `idlegrid provide` serves to peers: put a file in, fetch one from a peer
-//! (checked against its id as it streams), list what is held, trim it.
+//! `idlegrid provide` serves to peers: put a file in, fetch one from peers
+//! (named, or found by what they announce; checked against its id as it
+//! streams), list what is held, trim it.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use idlegrid_api::client::ApiClient;
-use idlegrid_net::{ContentStore, Multiaddr, Overlay, PeerId, account_of, fetch_content_into};
+use idlegrid_net::content::HOLDER_LOOKUP_TIMEOUT;
+use idlegrid_net::{
+    ContentStore, Event, Multiaddr, Overlay, PeerId, account_of, fetch_content_into,
+    fetch_shared_content_into,
+};
 use idlegrid_provider::CONTENT_BYTES_DEFAULT;
-use idlegrid_types::ContentId;
+use idlegrid_types::{AccountId, ContentId};
 use serde_json::json;
 
 use crate::compute::OverlayArgs;
@@ -55,16 +61,21 @@ enum BlobCommand {
   idlegrid blob put weights.bin
   idlegrid blob put weights.bin --json --dir /var/lib/idlegrid/provider/content")]
     Put { file: PathBuf },
-    /// Fetch content by id from a peer, checking every 64 KiB against the
-    /// id as it arrives, into the store (and to --out, or stdout).
+    /// Fetch content by id from peers, checking every 64 KiB against the
+    /// id as it arrives, into the store (and to --out, or stdout). Without
+    /// --from, from the peers that announce holding it (providers announce
+    /// what their stores hold), found through the network --bootstrap
+    /// joins.
     #[command(after_help = "Examples:
+  idlegrid blob get b3:9f… --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW… -o weights.bin
   idlegrid blob get b3:9f… --from /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW… -o weights.bin
   idlegrid blob get b3:9f… --from ADDR_A --from ADDR_B --node http://127.0.0.1:8080 > weights.bin")]
     Get {
         cid: ContentId,
-        /// The peer that holds it (a provider, a gateway), ending in
-        /// /p2p/<peer id> (repeatable: each is tried in turn).
-        #[arg(long, value_name = "MULTIADDR", required = true)]
+        /// A peer that holds it (a provider, a gateway), ending in
+        /// /p2p/<peer id> (repeatable: each is tried in turn) [default: the
+        /// peers that announce holding it].
+        #[arg(long, value_name = "MULTIADDR")]
         from: Vec<Multiaddr>,
         /// Where to write it [default: stdout, unless --json].
         #[arg(long, short, value_name = "FILE")]
@@ -131,10 +142,13 @@ fn run(args: &BlobArgs) -> anyhow::Result<()> {
         } => {
             // Streamed through a file (checked as it arrives, then taken
             // into the store): never held in memory.
+            let mut holders = Vec::new();
             if !store.contains(cid) {
                 let fetched = dir.join(format!("get-{}.partial", std::process::id()));
-                let got = fetch(overlay, from, *cid, *bytes_max, &fetched)
-                    .and_then(|()| Ok(store.put_file(&fetched)?));
+                let got = fetch(overlay, from, *cid, *bytes_max, &fetched).and_then(|asked| {
+                    holders = asked;
+                    Ok(store.put_file(&fetched)?)
+                });
                 let _ = std::fs::remove_file(&fetched);
                 got?;
             }
@@ -160,7 +174,12 @@ fn run(args: &BlobArgs) -> anyhow::Result<()> {
             if args.json {
                 println!(
                     "{}",
-                    json!({ "cid": cid.to_string(), "bytes": bytes, "stored": dir.display().to_string() })
+                    json!({
+                        "cid": cid.to_string(),
+                        "bytes": bytes,
+                        "stored": dir.display().to_string(),
+                        "holders": holders.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    })
                 );
             }
         }
@@ -209,15 +228,20 @@ fn run(args: &BlobArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fetches `cid` from the first of `from` that has it, over the overlay,
-/// into the file at `path`.
+/// How long `get` without --from keeps looking for peers that announce
+/// the content (the network is joined first, then asked).
+const LOOKUP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Fetches `cid` from the first of `from` that has it, or from the peers
+/// that announce holding it, over the overlay, into the file at `path`:
+/// the peers it could ask.
 fn fetch(
     overlay_args: &OverlayArgs,
     from: &[Multiaddr],
     cid: ContentId,
     bytes_max: u64,
     path: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<AccountId>> {
     let mut holders = Vec::with_capacity(from.len());
     for address in from {
         let text = address.to_string();
@@ -233,24 +257,73 @@ fn fetch(
     let client = ApiClient::new(&overlay_args.node());
     let mut config = overlay_args.overlay(&client)?;
     config.bootstrap.extend(from.iter().cloned());
+    if holders.is_empty() && config.bootstrap.is_empty() && !config.mdns {
+        bail!("no --from, and no --bootstrap peer (nor mDNS) to find holders through");
+    }
     let key = idlegrid_node::generate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
     runtime.block_on(async move {
-        let (overlay, _events, _driver) = Overlay::start(&key, config)?;
+        let (overlay, mut events, _driver) = Overlay::start(&key, config)?;
         for address in from {
             overlay.dial(address.clone()).await?;
         }
-        let (last, first) = holders.split_last().expect("--from is required");
+        if holders.is_empty() {
+            holders = announced(&overlay, &mut events, cid).await?;
+        }
         let file = std::fs::File::create(path)
             .with_context(|| format!("failed to create {}", path.display()))?;
         let sink = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut sink = fetch_content_into(&overlay, first, last, cid, bytes_max, sink, 0)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let (last, first) = holders.split_last().expect("a holder");
+        let fetched = if from.is_empty() {
+            fetch_shared_content_into(&overlay, &holders, None, cid, bytes_max, sink, 0).await
+        } else {
+            fetch_content_into(&overlay, first, last, cid, bytes_max, sink, 0).await
+        };
+        let mut sink = fetched.map_err(anyhow::Error::msg)?;
         sink.flush()
-            .with_context(|| format!("failed to write {}", path.display()))
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        Ok(holders)
     })
+}
+
+/// The peers that announce holding `cid`, once this node has joined the
+/// network: asked again, less and less often, while none is found, for
+/// at most [`LOOKUP_PATIENCE`].
+async fn announced(
+    overlay: &Overlay,
+    events: &mut tokio::sync::mpsc::Receiver<Event>,
+    cid: ContentId,
+) -> anyhow::Result<Vec<AccountId>> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let mut joined = false;
+    while started.elapsed() < LOOKUP_PATIENCE {
+        if !joined {
+            // A lookup asks the peers this node knows: none before the
+            // first connection.
+            match tokio::time::timeout(pause, events.recv()).await {
+                Ok(Some(Event::Connected(_))) => joined = true,
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => bail!("the overlay stopped"),
+            }
+            continue;
+        }
+        let found = tokio::time::timeout(HOLDER_LOOKUP_TIMEOUT, overlay.holders(cid))
+            .await
+            .unwrap_or_default();
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        // The peers joined may not have told this node yet what they
+        // speak (their kademlia support): ask again shortly.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+    bail!(
+        "no peer announced holding {cid} within {}s (name one with --from)",
+        LOOKUP_PATIENCE.as_secs()
+    )
 }

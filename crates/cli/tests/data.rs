@@ -5,7 +5,8 @@
 //! provider killed in the middle of a transfer resumes it. Outputs too
 //! large for a result stay on the providers that made them and reach the
 //! requestor by id. A job of many tasks runs in the requestor's memory of
-//! a small one.
+//! a small one. Providers announce what they hold: content named by id
+//! alone comes from them.
 
 mod common;
 
@@ -197,6 +198,7 @@ fn a_provider_killed_mid_transfer_resumes_the_file_where_it_stopped() {
 
     let report = finish(&network, child, &out);
     check_outputs(&out, &data, 2, &report);
+    fetched_from_whoever_announces_it(&network, &shared_id, &shared);
     // The second run fetched what the first had not: the rest of the
     // shared file (from the last whole group kept), the module and the
     // tasks' own files.
@@ -208,6 +210,48 @@ fn a_provider_killed_mid_transfer_resumes_the_file_where_it_stopped() {
     assert!(
         fetched <= SHARED_BYTES as u64 - resumed_at + 2 * own_bytes as u64 + module,
         "fetched {fetched} bytes after the restart, the shared file not resumed at {resumed_at}"
+    );
+}
+
+/// `idlegrid blob get` of content named by id alone, with the requestor
+/// gone: the network's providers announce what their stores hold, and the
+/// content comes from one that does (provider 0), checked as it streams.
+fn fetched_from_whoever_announces_it(network: &Network, cid: &str, content: &[u8]) {
+    let store = network.dir().join("blob-store");
+    let got = network.dir().join("got.bin");
+    let output = std::process::Command::new(common::BIN)
+        .args([
+            "blob",
+            "get",
+            cid,
+            "--json",
+            "--no-mdns",
+            "--node",
+            network.api(),
+        ])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap"])
+        .arg(&network.providers[0].addresses[0])
+        .arg("--dir")
+        .arg(&store)
+        .arg("-o")
+        .arg(&got)
+        .output()
+        .expect("run idlegrid blob get");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        report["holders"],
+        serde_json::json!([network.providers[0].account]),
+        "{report}"
+    );
+    assert!(
+        std::fs::read(&got).expect("written") == content,
+        "other bytes"
     );
 }
 

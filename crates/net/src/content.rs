@@ -385,20 +385,113 @@ pub async fn fetch_content_into<S: Write>(
     sink: S,
     held: u64,
 ) -> Result<S, String> {
+    let asked = Asked {
+        named: holders,
+        look_up: false,
+        source: Some(source),
+    };
+    fetch_from(overlay, asked, cid, bytes_max, sink, held).await
+}
+
+/// [`fetch_content_into`] for content peers may hold already (a file a
+/// job's tasks share): after `holders`, and before the `source`, peers
+/// that announced holding it are asked (at most
+/// [`ANNOUNCED_HOLDERS_TRIED`] of them), so the source serves only what
+/// nobody else can. Without a source, only they are asked.
+pub async fn fetch_shared_content_into<S: Write>(
+    overlay: &Overlay,
+    holders: &[AccountId],
+    source: Option<&AccountId>,
+    cid: ContentId,
+    bytes_max: u64,
+    sink: S,
+    held: u64,
+) -> Result<S, String> {
+    let asked = Asked {
+        named: holders,
+        look_up: true,
+        source,
+    };
+    fetch_from(overlay, asked, cid, bytes_max, sink, held).await
+}
+
+/// Peers that announced holding some content asked by a fetch at most (a
+/// peer may announce what it does not serve; each costs a try).
+pub const ANNOUNCED_HOLDERS_TRIED: usize = 4;
+/// How long a fetch waits for a lookup of announced holders.
+pub const HOLDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Peers that announced holding `cid`, not yet `tried` nor the `source`.
+async fn announced_holders(
+    overlay: &Overlay,
+    cid: ContentId,
+    tried: &[AccountId],
+    source: Option<&AccountId>,
+) -> Vec<AccountId> {
+    let found = tokio::time::timeout(HOLDER_LOOKUP_TIMEOUT, overlay.holders(cid))
+        .await
+        .unwrap_or_default();
+    found
+        .into_iter()
+        .filter(|holder| !tried.contains(holder) && Some(holder) != source)
+        .take(ANNOUNCED_HOLDERS_TRIED)
+        .collect()
+}
+
+/// Whom a fetch asks, in order: the holders named, then (if it looks
+/// them up) peers that announce the content, then the source.
+struct Asked<'a> {
+    named: &'a [AccountId],
+    look_up: bool,
+    source: Option<&'a AccountId>,
+}
+
+async fn fetch_from<S: Write>(
+    overlay: &Overlay,
+    Asked {
+        named: holders,
+        look_up,
+        source,
+    }: Asked<'_>,
+    cid: ContentId,
+    bytes_max: u64,
+    sink: S,
+    held: u64,
+) -> Result<S, String> {
     let mut fetch = ContentFetch::resuming(cid, bytes_max, sink, held);
     let mut failures = Vec::new();
-    let mut tried = Vec::with_capacity(holders.len() + 1);
+    let mut tried: Vec<AccountId> = Vec::with_capacity(holders.len() + 1);
+    let mut next: VecDeque<AccountId> = holders.iter().copied().collect();
+    let mut looked_up = !look_up;
     // The source is asked again when an exchange with it breaks (a
     // connection closed under a transfer): the fetch goes on from what
     // was checked.
-    let sources = std::iter::repeat_n(source, SOURCE_TRIES);
-    for holder in holders.iter().chain(sources) {
-        if holder != source && tried.contains(holder) {
-            continue;
-        }
-        tried.push(*holder);
-        let patience = (holder != source).then_some(HOLDER_ANSWER_TIMEOUT);
-        match from_holder(overlay, holder, &mut fetch, patience).await {
+    let mut source_tries = 0;
+    loop {
+        let holder = match next.pop_front() {
+            Some(holder) => {
+                if Some(&holder) != source && tried.contains(&holder) {
+                    continue;
+                }
+                holder
+            }
+            None if !looked_up => {
+                looked_up = true;
+                next.extend(announced_holders(overlay, cid, &tried, source).await);
+                continue;
+            }
+            None => match source {
+                Some(source) if source_tries < SOURCE_TRIES => {
+                    source_tries += 1;
+                    *source
+                }
+                _ => break,
+            },
+        };
+        tried.push(holder);
+        let from_source = Some(&holder) == source;
+        let patience = (!from_source).then_some(HOLDER_ANSWER_TIMEOUT);
+        match from_holder(overlay, &holder, &mut fetch, patience).await {
             Ok(bytes) => return Ok(bytes),
             Err(error @ (FetchError::TooLarge { .. } | FetchError::Local { .. })) => {
                 return Err(error.to_string());
@@ -408,15 +501,20 @@ pub async fn fetch_content_into<S: Write>(
                     // Only a liar serves bytes that do not check (a store
                     // checks what it serves): never ask it again.
                     tracing::warn!(%holder, %error, "blocking a holder that sent wrong content");
-                    overlay.block(holder, error.to_string());
+                    overlay.block(&holder, error.to_string());
                 }
                 let broken = matches!(error, FetchError::Unavailable(_));
                 failures.push(error.to_string());
-                if holder == source && !broken {
+                if from_source && !broken {
                     break;
                 }
             }
         }
+    }
+    if failures.is_empty() {
+        return Err(format!(
+            "failed to fetch {cid}: nobody was found to hold it"
+        ));
     }
     Err(format!("failed to fetch {cid}: {}", failures.join("; ")))
 }

@@ -15,7 +15,7 @@ pub mod store;
 
 pub use content::{
     ContentFetch, FetchError, content_chunk, content_tree, fetch_content, fetch_content_from,
-    fetch_content_into,
+    fetch_content_into, fetch_shared_content_into,
 };
 pub use guard::raise_open_files_limit;
 pub use identity::{account_of, libp2p_keypair, peer_id_of};
@@ -26,4 +26,6 @@ pub use protocol::{
     OUTPUT_INLINE_BYTES_MAX, Request, Response, ResultBatch, TaskBatch, TaskReturn, Wire,
     check_offer,
 };
-pub use store::{ContentStore, StoreError, StoreWriter, chunk_response, tree_response};
+pub use store::{
+    ContentStore, StoreChange, StoreError, StoreWriter, chunk_response, tree_response,
+};

@@ -2,7 +2,10 @@
 //! responses, content arrives in chunks, a peer that sends malformed or
 //! oversized messages is blocked while the others keep working, and a node
 //! reachable only through a relay stays reachable as its circuits end and
-//! the relay restarts.
+//! the relay restarts. A peer that announces content is found by a node
+//! that never heard of it, which fetches from it rather than from the
+//! content's source; once it no longer holds the content, asking it costs
+//! a try, not the fetch.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -544,4 +547,102 @@ async fn content_from_several_holders_skips_a_liar_and_resumes_where_it_was_caug
         asked,
         "a blocked liar is not asked again"
     );
+}
+
+/// Answers content requests from `store` (or, without one, says it holds
+/// nothing), counting the requests.
+fn serve_store(
+    mut events: mpsc::Receiver<Event>,
+    store: Option<Arc<idlegrid_net::ContentStore>>,
+) -> Arc<AtomicUsize> {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let Event::Request { request, reply, .. } = event else {
+                continue;
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let answer = store.as_ref().and_then(|store| store.answer(&request));
+            reply.send(
+                answer.unwrap_or_else(|| Response::refused("not_found", "held nowhere here")),
+            );
+        }
+    });
+    asked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_announces_content_is_found_and_fetched_from_before_its_source() {
+    let (source, source_events, source_address) = node(41, Vec::new()).await;
+    let (holder, holder_events, _) = node(42, vec![source_address.clone()]).await;
+    let (fetcher, _fetcher_events, _) = node(43, vec![source_address]).await;
+    let asked_source = serve_store(source_events, None);
+
+    // The holder announces what its store holds, as a provider does.
+    let folder = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(idlegrid_net::ContentStore::open(folder.path(), 1 << 20).expect("opens"));
+    let announcing = holder.clone();
+    store.watch(move |change| match change {
+        idlegrid_net::StoreChange::Held(cid) => announcing.announce(vec![cid]),
+        idlegrid_net::StoreChange::Gone(cid) => announcing.withdraw(cid),
+    });
+    let content: Vec<u8> = (0..(5 * idlegrid_types::blob_tree::GROUP_BYTES / 2) as u32)
+        .map(|index| (index % 251) as u8)
+        .collect();
+    let cid = ContentId::of(&content);
+    store.put(cid, &content).expect("stored");
+    let asked_holder = serve_store(holder_events, Some(Arc::clone(&store)));
+
+    // The fetcher knows only the source; the network tells it who holds
+    // the content once the holder's announcement has spread.
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let found = fetcher.holders(cid).await;
+            if !found.is_empty() {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the holder is found in time");
+    assert_eq!(found, vec![holder.account()]);
+    assert!(
+        holder.holders(cid).await.is_empty(),
+        "a node never finds itself"
+    );
+
+    // Nobody named: whoever announces it, then the source.
+    let source_account = source.account();
+    let fetch = || async {
+        let fetching = idlegrid_net::fetch_shared_content_into(
+            &fetcher,
+            &[],
+            Some(&source_account),
+            cid,
+            1 << 20,
+            Vec::new(),
+            0,
+        );
+        tokio::time::timeout(WAIT, fetching).await.expect("in time")
+    };
+    let fetched = fetch().await.expect("fetched");
+    assert_eq!(fetched, content);
+    assert_eq!(
+        asked_source.load(Ordering::Relaxed),
+        0,
+        "the source is spared"
+    );
+    assert!(
+        asked_holder.load(Ordering::Relaxed) >= 2,
+        "its tree, then its chunk"
+    );
+
+    // Let go of: its record may linger on peers, but asking it costs one
+    // try, and the fetch goes on to the source (which has nothing here).
+    store.shrink_to(0);
+    let error = fetch().await.expect_err("held nowhere");
+    assert!(error.contains(&holder.account().to_string()), "{error}");
+    assert!(asked_source.load(Ordering::Relaxed) >= 1, "then the source");
 }

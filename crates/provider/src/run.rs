@@ -13,7 +13,7 @@ use idlegrid_api::client::ApiClient;
 use idlegrid_gpu::{Gpu, Program};
 use idlegrid_net::{
     BATCH_TASKS_MAX, CONTENT_BYTES_MAX, ContentStore, Event, Multiaddr, Overlay, OverlayConfig,
-    Reply, RequestError, Response, fetch_content_from,
+    Reply, RequestError, Response, StoreChange, fetch_content_from,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig};
 use idlegrid_types::{
@@ -277,6 +277,7 @@ pub async fn run_provider(
     let provider_stake = ensure_stake(&client, &config.key, config.stake).await?;
 
     let (overlay, mut events, _driver) = Overlay::start(&config.key, config.overlay.clone())?;
+    announce_content(&content, &overlay);
     let addresses = listening(&overlay, &mut events).await?;
     let energy = Arc::new(EnergyMeter::new(
         Path::new(energy::RAPL_PACKAGE_DIR),
@@ -769,6 +770,30 @@ impl Shell {
             let _ = messages.send(Message::Module { cid, module });
         });
     }
+}
+
+/// Held content announced when a provider starts, the most recently used
+/// first; what it stores later is announced as it comes.
+const ANNOUNCED_AT_START_MAX: usize = 1024;
+
+/// Peers learn what the store holds (the most recently used first, then
+/// every change): a provider that needs a module or file this one fetched
+/// before finds it here, and the requestor serves only what nobody else
+/// holds.
+fn announce_content(content: &ContentStore, overlay: &Overlay) {
+    let watching = overlay.clone();
+    content.watch(move |change| match change {
+        StoreChange::Held(cid) => watching.announce(vec![cid]),
+        StoreChange::Gone(cid) => watching.withdraw(cid),
+    });
+    let held = content
+        .entries()
+        .into_iter()
+        .rev()
+        .take(ANNOUNCED_AT_START_MAX)
+        .map(|(cid, _)| cid)
+        .collect();
+    overlay.announce(held);
 }
 
 /// Compiles a module for the sandbox or, when it is a GPU program, for the

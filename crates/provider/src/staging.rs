@@ -1,14 +1,15 @@
 //! A task's input files, before it runs: each fetched by content id into
-//! the provider's store (from providers that hold it, then from the
-//! requestor; checked as it streams), once however many tasks read it,
-//! then shown to the task as a folder of links at `/input`.
+//! the provider's store (from providers the batch names, then from peers
+//! that announce holding it, then from the requestor; checked as it
+//! streams), once however many tasks read it, then shown to the task as a
+//! folder of links at `/input`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use idlegrid_net::{ContentStore, Overlay, fetch_content_into};
+use idlegrid_net::{ContentStore, Overlay, fetch_shared_content_into};
 use idlegrid_sandbox::stage_input_dir;
 use idlegrid_types::blob_tree::Verifier;
 use idlegrid_types::{AccountId, ContentId, InputFile};
@@ -157,10 +158,12 @@ impl Stager {
         if held > 0 {
             debug!(%cid, held, "resuming an input file");
         }
-        let writer = fetch_content_into(
+        // From holders the batch names, then peers that announce it, then
+        // the requestor.
+        let writer = fetch_shared_content_into(
             &self.overlay,
             holders,
-            requestor,
+            Some(requestor),
             cid,
             file.bytes,
             writer,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use idlegrid_types::{AccountId, Keypair, SignedOffer, codec};
+use idlegrid_types::{AccountId, ContentId, Keypair, SignedOffer, codec};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
@@ -30,8 +30,11 @@ use crate::link::{LinkConfig, Links, PeerNote};
 use crate::protocol::{OFFER_BYTES_MAX, Request, Response, check_offer, decode_offer};
 
 mod heal;
+mod holders;
 
 use heal::{Anchor, Backoff, HEAL_INTERVAL, PROTECTED_PEERS_MAX, RELAY_LISTEN_RETRY};
+pub use holders::{ANNOUNCED_CIDS_MAX, ANNOUNCERS_PER_CID_MAX, HOLDERS_FOUND_MAX};
+use holders::{HolderLookup, KAD_QUERY_TIMEOUT, PROVIDER_RECORD_TTL};
 
 /// The identify protocol version every idlegrid node announces.
 pub const PROTOCOL_VERSION: &str = "/idlegrid/1";
@@ -229,6 +232,12 @@ enum Command {
         peer: PeerId,
         reason: String,
     },
+    Announce(Vec<ContentId>),
+    Withdraw(ContentId),
+    FindHolders {
+        cid: ContentId,
+        done: oneshot::Sender<Vec<AccountId>>,
+    },
 }
 
 /// The handle the rest of the node uses. Cheap to clone.
@@ -346,6 +355,7 @@ impl Overlay {
             lonely: Backoff::new(),
             protected: HashSet::new(),
             unidentified: HashMap::new(),
+            holder_lookups: HashMap::new(),
         };
         let anchors: Vec<PeerId> = driver.anchors.keys().copied().collect();
         for peer in anchors {
@@ -401,6 +411,43 @@ impl Overlay {
             peer: crate::peer_id_of(peer),
             reason,
         });
+    }
+
+    /// Announces that this node holds `cids` and serves them (kademlia
+    /// provider records, renewed while held): peers that need them find
+    /// this node with [`Overlay::holders`]. Past [`ANNOUNCED_CIDS_MAX`]
+    /// ids an announcement is not kept.
+    pub fn announce(&self, cids: Vec<ContentId>) {
+        if cids.is_empty() {
+            return;
+        }
+        // A full queue means the overlay is stopping or swamped: the
+        // content is still served to whoever asks.
+        if self.commands.try_send(Command::Announce(cids)).is_err() {
+            debug!("an announcement of held content was dropped");
+        }
+    }
+
+    /// Stops announcing `cid` (it is no longer held). Records already on
+    /// peers lapse with their lifetime.
+    pub fn withdraw(&self, cid: ContentId) {
+        let _ = self.commands.try_send(Command::Withdraw(cid));
+    }
+
+    /// Peers that announced holding `cid` (not this node), at most
+    /// [`HOLDERS_FOUND_MAX`], as soon as a lookup finds any; none when the
+    /// lookup ends without (or the overlay has stopped).
+    pub async fn holders(&self, cid: ContentId) -> Vec<AccountId> {
+        let (done, found) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::FindHolders { cid, done })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        found.await.unwrap_or_default()
     }
 
     /// Publishes a signed offer on the network's offers topic.
@@ -495,10 +542,20 @@ fn build_swarm(keypair: &Keypair, config: &OverlayConfig) -> Result<Swarm<Behavi
                     gossipsub::MessageAuthenticity::Signed(key.clone()),
                     gossip_config,
                 )?;
+                let mut kad_config = kad::Config::new(kad_protocol);
+                kad_config
+                    .set_query_timeout(KAD_QUERY_TIMEOUT)
+                    .set_provider_record_ttl(Some(PROVIDER_RECORD_TTL))
+                    .set_provider_publication_interval(Some(PROVIDER_RECORD_TTL / 2));
+                let records = kad::store::MemoryStoreConfig {
+                    max_provided_keys: ANNOUNCED_CIDS_MAX,
+                    max_providers_per_key: ANNOUNCERS_PER_CID_MAX,
+                    ..kad::store::MemoryStoreConfig::default()
+                };
                 let mut kademlia = kad::Behaviour::with_config(
                     peer_id,
-                    kad::store::MemoryStore::new(peer_id),
-                    kad::Config::new(kad_protocol),
+                    kad::store::MemoryStore::with_config(peer_id, records),
+                    kad_config,
                 );
                 kademlia.set_mode(Some(kad::Mode::Server));
                 let mdns = if config.mdns {
@@ -600,6 +657,8 @@ struct Driver {
     /// Connected peers that have not yet identified themselves as idlegrid
     /// nodes, with when they connected.
     unidentified: HashMap<PeerId, Instant>,
+    /// Lookups of content holders: what each found so far, and who waits.
+    holder_lookups: HashMap<kad::QueryId, HolderLookup>,
 }
 
 impl Driver {
@@ -677,6 +736,9 @@ impl Driver {
                 let _ = done.send(accounts);
             }
             Command::Block { peer, reason } => self.misbehaved(peer, reason),
+            Command::Announce(cids) => self.announce(cids),
+            Command::Withdraw(cid) => self.withdraw(cid),
+            Command::FindHolders { cid, done } => self.find_holders(cid, done),
         }
     }
 
@@ -853,6 +915,12 @@ impl Driver {
                     }
                 }
             }
+            BehaviourEvent::Kademlia(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => self.holders_found(id, result, step.last),
             BehaviourEvent::RelayClient(event) => info!(?event, "relay client"),
             BehaviourEvent::RelayServer(event) => info!(?event, "relay"),
             BehaviourEvent::Dcutr(event) => info!(?event, "direct connection upgrade"),
