@@ -276,11 +276,13 @@ fn fetch(
         let file = std::fs::File::create(path)
             .with_context(|| format!("failed to create {}", path.display()))?;
         let sink = std::io::BufWriter::with_capacity(1 << 20, file);
-        let (last, first) = holders.split_last().expect("a holder");
-        let fetched = if from.is_empty() {
-            fetch_shared_content_into(&overlay, &holders, None, cid, bytes_max, sink, 0).await
-        } else {
-            fetch_content_into(&overlay, first, last, cid, bytes_max, sink, 0).await
+        let fetched = match holders.split_last() {
+            // Named: each in turn, the last as the source (asked again if
+            // an exchange with it breaks).
+            Some((last, first)) if !from.is_empty() => {
+                fetch_content_into(&overlay, first, last, cid, bytes_max, sink, 0).await
+            }
+            _ => fetch_shared_content_into(&overlay, &holders, None, cid, bytes_max, sink, 0).await,
         };
         let mut sink = fetched.map_err(anyhow::Error::msg)?;
         sink.flush()
