@@ -18,11 +18,11 @@ use crate::limits::{ENGINE_ANSWER_TIMEOUT, JOBS_LIMIT_DEFAULT, JOBS_LIMIT_MAX};
 use crate::state::{ApiState, finalized_height, with_node};
 
 /// A path segment, or our error for one axum could not decode.
-fn segment(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(crate) fn segment(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     Ok(path?.0)
 }
 
-fn parse_account(text: &str) -> Result<AccountId, ApiError> {
+pub(crate) fn parse_account(text: &str) -> Result<AccountId, ApiError> {
     text.parse().map_err(|error| {
         ApiError::bad_request("malformed_account", format!("not an account id: {error}"))
     })
@@ -225,8 +225,8 @@ pub(crate) async fn transaction<S: Store + Send + 'static>(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UnbondingView {
-    amount: u64,
-    release_height: u64,
+    pub(crate) amount: u64,
+    pub(crate) release_height: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -23,6 +23,7 @@ mod limits;
 pub mod metrics;
 mod router;
 mod scrape;
+mod staking;
 mod state;
 mod submissions;
 #[cfg(test)]
@@ -31,5 +32,6 @@ mod tests;
 pub use error::ErrorBody;
 pub use limits::{JOBS_LIMIT_DEFAULT, JOBS_LIMIT_MAX, PEER_SILENCE_MAX, REQUEST_BODY_BYTES_MAX};
 pub use router::{ApiDoc, router, serve};
+pub use staking::DELEGATIONS_LISTED_MAX;
 pub use state::{ApiState, BlocksOnceStarted, FinalizedBlocks};
 pub use submissions::Submissions;

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::handlers::{self, account, block, job, jobs, providers, status, submit, transaction};
 use crate::limits::REQUEST_BODY_BYTES_MAX;
 use crate::scrape::{self, ApiMetrics, scrape};
+use crate::staking;
 use crate::state::ApiState;
 
 /// One route: where, which method, and what answers.
@@ -50,6 +51,12 @@ pub(crate) fn routes<S: Store + Send + 'static>(metrics: &Arc<ApiMetrics>) -> Ve
         route(M::POST, "/v1/transactions", submit::<S>),
         route(M::GET, "/v1/transactions/{hash}", transaction::<S>),
         route(M::GET, "/v1/accounts/{account}", account::<S>),
+        route(
+            M::GET,
+            "/v1/accounts/{account}/delegations",
+            staking::delegations::<S>,
+        ),
+        route(M::GET, "/v1/validators", staking::validators::<S>),
         route(M::GET, "/v1/jobs", jobs::<S>),
         route(M::GET, "/v1/jobs/{job}", job::<S>),
         route(M::GET, "/v1/providers", providers::<S>),
@@ -134,6 +141,8 @@ async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
         handlers::submit,
         handlers::transaction,
         handlers::account,
+        staking::delegations,
+        staking::validators,
         handlers::jobs,
         handlers::job,
         handlers::providers,

@@ -16,6 +16,7 @@ mod chain;
 pub mod engine;
 mod mempool;
 mod node;
+mod uptime;
 pub mod validator;
 
 pub use block::{BLOCK_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, Block, genesis_digest};
@@ -25,3 +26,4 @@ pub use node::{
     FinalizedBlock, FinalizedCounts, Node, OUTBOX_MAX, SUBMIT_BATCH_MAX, SUBSCRIBER_BACKLOG,
     SharedNode, TxStatus, shared, signature_cache, submit_batch,
 };
+pub use uptime::{UPTIME_WINDOW, Uptime};

@@ -1,6 +1,7 @@
 //! A validator's state as its tasks share it: the chain, the mempool, the
-//! re-executor, and the transactions waiting to be relayed to the other
-//! validators. No commonware types: the HTTP API and the CLI use this.
+//! re-executor, the transactions waiting to be relayed to the other
+//! validators, and who signed the latest finalizations. No commonware
+//! types: the HTTP API and the CLI use this.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -12,6 +13,7 @@ use idlegrid_types::{AccountId, ContentId, ReExecute, SignatureCache};
 
 use crate::chain::Chain;
 use crate::mempool::{Mempool, Refused};
+use crate::uptime::Uptime;
 
 /// The most transactions waiting to be relayed; past it, new ones still
 /// enter the local pool but only this validator will propose them.
@@ -30,6 +32,8 @@ pub struct Node<S: Store> {
     subscribers: Vec<SyncSender<FinalizedBlock>>,
     /// Transactions in blocks finalized since this node started.
     finalized: FinalizedCounts,
+    /// Who signed the latest finalizations this node saw.
+    pub uptime: Uptime,
 }
 
 /// Transactions in the blocks a node finalized since it started, by what
@@ -88,6 +92,7 @@ impl<S: Store> Node<S> {
             peers: BTreeMap::new(),
             subscribers: Vec::new(),
             finalized: FinalizedCounts::default(),
+            uptime: Uptime::default(),
         }
     }
 

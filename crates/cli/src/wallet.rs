@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use idlegrid_api::client::{ApiClient, Sent};
-use idlegrid_ledger::{StakeRole, TxKind};
+use idlegrid_ledger::{FAULT_EVIDENCE_BYTES_MAX, StakeRole, TxKind};
 use idlegrid_node::{generate, read_key, write_key};
+use idlegrid_types::codec::Bounded;
 use idlegrid_types::{AccountId, Keypair};
 use serde_json::{Value, json};
 
@@ -99,6 +100,109 @@ enum WalletCommand {
   idlegrid wallet unstake --amount 1000 --role provider --wait
   idlegrid wallet unstake --amount 1000000 --role validator --json")]
     Unstake(StakeArgs),
+    /// Delegate tokens to a validator: a share of its pool, earning its
+    /// rewards less its commission, and slashed with it.
+    ///
+    /// JSON: as `wallet transfer`.
+    #[command(after_help = "Examples:
+  idlegrid wallet delegate --to did:key:z6Mk... --amount 5000 --wait
+  idlegrid wallet delegate --to did:key:z6Mk... --amount 100 --json")]
+    Delegate(DelegateArgs),
+    /// Start undelegating from a validator (the tokens return after the
+    /// chain's unbonding period, and stay slashable until then; more than
+    /// the delegation is worth undelegates all of it).
+    ///
+    /// JSON: as `wallet transfer`.
+    #[command(after_help = "Examples:
+  idlegrid wallet undelegate --from did:key:z6Mk... --amount 1000 --wait
+  idlegrid wallet undelegate --from did:key:z6Mk... --amount 18446744073709551615")]
+    Undelegate(UndelegateArgs),
+    /// Show an account's delegations and unclaimed rewards; with --claim,
+    /// claim them (one transaction per validator with rewards).
+    ///
+    /// JSON: the node's delegations view: {"account", "delegations":
+    /// [{"validator", "stake", "shares", "rewards", "unbonding"}],
+    /// "rewards_total"}; with --claim, {"claimed": [{"validator",
+    /// "rewards", "hash", "status", "height"?}]}.
+    #[command(after_help = "Examples:
+  idlegrid wallet rewards
+  idlegrid wallet rewards --claim --wait --json")]
+    Rewards(RewardsArgs),
+    /// Show a validator's commission, or set it with --set (a validator
+    /// may change it once per epoch, by the chain's largest step).
+    ///
+    /// JSON: {"validator", "commission_bps", "own_stake", "delegated",
+    /// "delegators", "power", "in_set"}; with --set, as `wallet transfer`.
+    #[command(after_help = "Examples:
+  idlegrid wallet commission
+  idlegrid wallet commission --set 500 --wait")]
+    Commission(CommissionArgs),
+    /// Report a validator that signed two conflicting consensus votes: the
+    /// evidence (a file of its bytes) slashes it and every delegation to
+    /// it, and pays the reporter a share.
+    ///
+    /// JSON: as `wallet transfer`.
+    #[command(after_help = "Examples:
+  idlegrid wallet report-fault --evidence fault.bin --wait")]
+    ReportFault(ReportFaultArgs),
+}
+
+#[derive(Debug, Args)]
+struct DelegateArgs {
+    /// The validator (a did:key).
+    #[arg(long, value_name = "VALIDATOR")]
+    to: String,
+    /// How many tokens.
+    #[arg(long, value_name = "N")]
+    amount: u64,
+    #[command(flatten)]
+    send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+struct UndelegateArgs {
+    /// The validator (a did:key).
+    #[arg(long, value_name = "VALIDATOR")]
+    from: String,
+    /// How many tokens.
+    #[arg(long, value_name = "N")]
+    amount: u64,
+    #[command(flatten)]
+    send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+struct RewardsArgs {
+    /// The account [default: the key's].
+    account: Option<String>,
+    /// Claim the rewards (the key's own).
+    #[arg(long, conflicts_with = "account")]
+    claim: bool,
+    /// Only from this validator.
+    #[arg(long, value_name = "VALIDATOR", requires = "claim")]
+    from: Option<String>,
+    #[command(flatten)]
+    send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+struct CommissionArgs {
+    /// The validator [default: the key's account].
+    validator: Option<String>,
+    /// Set the key's commission to this many basis points.
+    #[arg(long, value_name = "BPS", conflicts_with = "validator")]
+    set: Option<u16>,
+    #[command(flatten)]
+    send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+struct ReportFaultArgs {
+    /// A file holding the evidence bytes.
+    #[arg(long, value_name = "FILE")]
+    evidence: PathBuf,
+    #[command(flatten)]
+    send: SendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -221,8 +325,178 @@ fn execute(args: WalletArgs) -> Result<(), Failure> {
             };
             send(&client, &load_key(&key_path)?, kind, &stake.send, json)?;
         }
+        WalletCommand::Delegate(delegate) => {
+            let kind = TxKind::Delegate {
+                validator: parse_account(&delegate.to)?,
+                amount: delegate.amount,
+            };
+            send(&client, &load_key(&key_path)?, kind, &delegate.send, json)?;
+        }
+        WalletCommand::Undelegate(undelegate) => {
+            let kind = TxKind::Undelegate {
+                validator: parse_account(&undelegate.from)?,
+                amount: undelegate.amount,
+            };
+            send(&client, &load_key(&key_path)?, kind, &undelegate.send, json)?;
+        }
+        WalletCommand::Rewards(rewards) => rewards_command(&client, &key_path, rewards, json)?,
+        WalletCommand::Commission(commission) => {
+            commission_command(&client, &key_path, commission, json)?
+        }
+        WalletCommand::ReportFault(report) => {
+            let bytes = std::fs::read(&report.evidence).map_err(|error| {
+                Failure::failed(
+                    "evidence_file",
+                    format!("reading {}: {error}", report.evidence.display()),
+                )
+            })?;
+            let evidence = Bounded::new(bytes).map_err(|_| {
+                Failure::failed(
+                    "invalid_argument",
+                    format!(
+                        "the evidence is over {FAULT_EVIDENCE_BYTES_MAX} bytes; it is not a fault report"
+                    ),
+                )
+            })?;
+            let kind = TxKind::ReportFault { evidence };
+            send(&client, &load_key(&key_path)?, kind, &report.send, json)?;
+        }
     }
     Ok(())
+}
+
+fn rewards_command(
+    client: &ApiClient,
+    key_path: &std::path::Path,
+    args: RewardsArgs,
+    json: bool,
+) -> Result<(), Failure> {
+    if !args.claim {
+        let account = match args.account {
+            Some(text) => parse_account(&text)?,
+            None => load_key(key_path)?.account_id(),
+        };
+        let answer = client.get(&format!("/v1/accounts/{account}/delegations"))?;
+        if json {
+            println!("{answer}");
+        } else {
+            print_delegations(&answer);
+        }
+        return Ok(());
+    }
+    let key = load_key(key_path)?;
+    let only = args.from.as_deref().map(parse_account).transpose()?;
+    let answer = client.get(&format!("/v1/accounts/{}/delegations", key.account_id()))?;
+    let mut claimed = Vec::new();
+    for delegation in answer["delegations"].as_array().into_iter().flatten() {
+        let rewards = delegation["rewards"].as_u64().unwrap_or(0);
+        let validator = parse_account(delegation["validator"].as_str().unwrap_or_default())?;
+        if rewards == 0 || only.is_some_and(|only| only != validator) {
+            continue;
+        }
+        let Sent { hash, .. } =
+            client.send(&key, TxKind::ClaimRewards { validator }, args.send.fee)?;
+        let mut entry = json!({
+            "validator": validator.to_string(),
+            "rewards": rewards,
+            "hash": hash,
+            "status": "pending",
+        });
+        if args.send.wait {
+            let height = client.wait_included(&hash, WAIT_TIMEOUT)?;
+            entry["status"] = json!("included");
+            entry["height"] = json!(height);
+        }
+        if !json {
+            println!("claimed {rewards} from {validator}: {hash}");
+        }
+        claimed.push(entry);
+    }
+    if json {
+        println!("{}", json!({ "claimed": claimed }));
+    } else if claimed.is_empty() {
+        println!("no rewards to claim");
+    }
+    Ok(())
+}
+
+fn commission_command(
+    client: &ApiClient,
+    key_path: &std::path::Path,
+    args: CommissionArgs,
+    json: bool,
+) -> Result<(), Failure> {
+    if let Some(commission_bps) = args.set {
+        let kind = TxKind::SetCommission { commission_bps };
+        return send(client, &load_key(key_path)?, kind, &args.send, json);
+    }
+    let validator = match args.validator {
+        Some(text) => parse_account(&text)?,
+        None => load_key(key_path)?.account_id(),
+    };
+    let answer = client.get("/v1/validators")?;
+    let entry = answer["validators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["account"].as_str() == Some(&validator.to_string()))
+        .cloned()
+        .ok_or_else(|| {
+            Failure::failed(
+                "not_a_validator",
+                format!("{validator} has no validator stake"),
+            )
+        })?;
+    if json {
+        let mut view = entry.clone();
+        view["validator"] = entry["account"].clone();
+        if let Some(object) = view.as_object_mut() {
+            object.remove("account");
+        }
+        println!("{view}");
+    } else {
+        let number = |key: &str| entry[key].as_u64().unwrap_or_default();
+        println!("validator    {validator}");
+        println!("commission   {} bps", number("commission_bps"));
+        println!("own stake    {}", number("own_stake"));
+        println!(
+            "delegated    {} ({} delegators)",
+            number("delegated"),
+            number("delegators")
+        );
+        println!("power        {}", number("power"));
+    }
+    Ok(())
+}
+
+fn print_delegations(answer: &Value) {
+    let number = |value: &Value| value.as_u64().unwrap_or_default();
+    let list = answer["delegations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        println!("no delegations");
+        return;
+    }
+    for delegation in &list {
+        let unbonding: u64 = delegation["unbonding"]
+            .as_array()
+            .map(|entries| entries.iter().map(|entry| number(&entry["amount"])).sum())
+            .unwrap_or_default();
+        println!(
+            "{}  stake {}{}  rewards {}",
+            delegation["validator"].as_str().unwrap_or("?"),
+            number(&delegation["stake"]),
+            if unbonding > 0 {
+                format!(" (+{unbonding} unbonding)")
+            } else {
+                String::new()
+            },
+            number(&delegation["rewards"])
+        );
+    }
+    println!("rewards to claim  {}", number(&answer["rewards_total"]));
 }
 
 fn load_key(path: &std::path::Path) -> Result<Keypair, Failure> {

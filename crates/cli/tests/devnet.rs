@@ -641,6 +641,12 @@ fn the_devnet_renders_the_demo_shows_it_on_the_dashboard_stops_cleanly_and_resum
         attribute(&dom, "class=\"block\"", "data-height").is_some(),
         "no blocks on the dashboard"
     );
+    // The validator, with its stake and commission from /v1/validators.
+    assert_eq!(
+        attribute(&dom, "class=\"in-set\"", "data-commission").as_deref(),
+        Some("0"),
+        "no validator in the set on the dashboard"
+    );
 
     let done = devnet.expect("demo_done", Duration::from_secs(600), &log);
     assert_eq!(done["accepted"], 150, "{done}");

@@ -2,6 +2,7 @@
 
 use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, TaskInput, task_seed};
 
+use crate::delegation;
 use crate::genesis::Params;
 use crate::state::{
     Account, Job, JobStatus, Overlay, ProviderRecord, Redemption, Stake, Supply, UNBONDINGS_MAX,
@@ -35,7 +36,7 @@ impl From<StoreError> for Failure {
     }
 }
 
-type Applied = Result<Vec<Event>, Failure>;
+pub(crate) type Applied = Result<Vec<Event>, Failure>;
 
 pub(crate) const META_SUPPLY: &str = "supply";
 pub(crate) const META_FEES: &str = "fees";
@@ -54,7 +55,7 @@ pub(crate) struct BlockScope<'a> {
 
 /// `amount × numerator / denominator`, rounded down; `numerator ≤
 /// denominator` keeps the result at most `amount`.
-fn ratio(amount: u64, numerator: u128, denominator: u128) -> u64 {
+pub(crate) fn ratio(amount: u64, numerator: u128, denominator: u128) -> u64 {
     if denominator == 0 {
         return 0;
     }
@@ -89,7 +90,7 @@ fn fee_pool<S: Store>(overlay: &Overlay<'_, S>) -> Result<u64, StoreError> {
     Ok(overlay.get(&keys::meta(META_FEES))?.unwrap_or(0))
 }
 
-fn debit<S: Store>(
+pub(crate) fn debit<S: Store>(
     overlay: &mut Overlay<'_, S>,
     id: &AccountId,
     amount: u64,
@@ -106,7 +107,7 @@ fn debit<S: Store>(
     Ok(())
 }
 
-fn credit<S: Store>(
+pub(crate) fn credit<S: Store>(
     overlay: &mut Overlay<'_, S>,
     id: &AccountId,
     amount: u64,
@@ -120,7 +121,7 @@ fn credit<S: Store>(
     Ok(())
 }
 
-fn burn<S: Store>(overlay: &mut Overlay<'_, S>, amount: u64) -> Result<(), StoreError> {
+pub(crate) fn burn<S: Store>(overlay: &mut Overlay<'_, S>, amount: u64) -> Result<(), StoreError> {
     let mut totals = supply(overlay)?;
     totals.burned += amount;
     overlay.put(keys::meta(META_SUPPLY), &totals);
@@ -192,11 +193,24 @@ pub(crate) fn transaction<S: Store>(
         TxKind::Redeem { voucher } => redeem(overlay, scope, sender, voucher)?,
         TxKind::CloseJob { job } => close_job(overlay, scope, sender, job)?,
         TxKind::Dispute(dispute) => settle_dispute(overlay, scope, sender, dispute)?,
+        TxKind::Delegate { validator, amount } => {
+            delegation::delegate(overlay, sender, *validator, *amount)?
+        }
+        TxKind::Undelegate { validator, amount } => {
+            delegation::undelegate(overlay, scope, sender, *validator, *amount)?
+        }
+        TxKind::ClaimRewards { validator } => {
+            delegation::claim_rewards(overlay, sender, *validator)?
+        }
+        TxKind::SetCommission { commission_bps } => {
+            delegation::set_commission(overlay, scope, sender, *commission_bps)?
+        }
+        TxKind::ReportFault { evidence } => report_fault(overlay, scope, sender, evidence)?,
     });
     Ok(events)
 }
 
-fn nonzero(amount: u64) -> Result<(), Rejection> {
+pub(crate) fn nonzero(amount: u64) -> Result<(), Rejection> {
     if amount == 0 {
         return Err(Rejection::ZeroAmount);
     }
@@ -618,9 +632,32 @@ fn slash<S: Store>(
     provider: AccountId,
     reporter: AccountId,
 ) -> Result<Event, Failure> {
-    let mut record = stake(overlay, StakeRole::Provider, &provider)?;
+    let amount = take_stake(
+        overlay,
+        StakeRole::Provider,
+        &provider,
+        params.slash_fraction_bps,
+    )?;
+    let (burned, to_reporter) = pay_reporter(overlay, params, amount, reporter)?;
+    Ok(Event::Slashed {
+        provider,
+        amount,
+        burned,
+        to_reporter,
+    })
+}
+
+/// Takes `fraction_bps` of an account's stake of `role`, bonded and
+/// unbonding together (bonded first); returns the amount taken.
+fn take_stake<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    role: StakeRole,
+    account: &AccountId,
+    fraction_bps: u16,
+) -> Result<u64, StoreError> {
+    let mut record = stake(overlay, role, account)?;
     let total = record.bonded + record.unbonding_total();
-    let amount = bps(total, params.slash_fraction_bps);
+    let amount = bps(total, fraction_bps);
     let mut left = amount;
     let from_bonded = left.min(record.bonded);
     record.bonded -= from_bonded;
@@ -631,17 +668,90 @@ fn slash<S: Store>(
         left -= taken;
     }
     record.unbonding.retain(|entry| entry.amount > 0);
-    overlay.put(keys::stake(StakeRole::Provider, &provider), &record);
+    overlay.put(keys::stake(role, account), &record);
+    Ok(amount)
+}
+
+/// Pays the reporter its share of a slashed amount and burns the rest;
+/// returns (burned, to the reporter).
+fn pay_reporter<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    params: &Params,
+    amount: u64,
+    reporter: AccountId,
+) -> Result<(u64, u64), Failure> {
     let to_reporter = bps(amount, params.slash_reporter_share_bps);
     let burned = amount - to_reporter;
     credit(overlay, &reporter, to_reporter)?;
     burn(overlay, burned)?;
-    Ok(Event::Slashed {
-        provider,
-        amount,
+    Ok((burned, to_reporter))
+}
+
+/// Evidence that a validator signed two conflicting votes: once per
+/// (validator, epoch, view), and no later than the unbonding period after
+/// its epoch, takes the validator slash fraction of its own stake and, in
+/// one step, of everything delegated to it.
+fn report_fault<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    reporter: AccountId,
+    evidence: &[u8],
+) -> Applied {
+    let validators_of = |epoch: u64| {
+        overlay
+            .get::<Vec<(AccountId, u64)>>(&keys::validator_set(epoch))
+            .ok()
+            .flatten()
+            .map(|set| set.into_iter().map(|(account, _)| account).collect())
+    };
+    let fault = scope
+        .executor
+        .check_fault(scope.chain_id, evidence, &validators_of)
+        .map_err(Rejection::FaultNotProven)?;
+    // Past its epoch's end plus the unbonding period, whatever stake did
+    // the offense may be gone: later stake is not answerable for it.
+    let length = scope.params.epoch_length_blocks;
+    let answerable_until = fault
+        .epoch
+        .saturating_add(1)
+        .saturating_mul(length)
+        .saturating_add(scope.params.unbonding_blocks);
+    if scope.height > answerable_until {
+        return Err(Rejection::FaultTooOld {
+            epoch: fault.epoch,
+            until: answerable_until,
+        }
+        .into());
+    }
+    let key = keys::fault(&fault.validator, fault.epoch, fault.view);
+    if overlay.get_raw(&key)?.is_some() {
+        return Err(Rejection::FaultAlreadyReported {
+            validator: fault.validator,
+            epoch: fault.epoch,
+            view: fault.view,
+        }
+        .into());
+    }
+    overlay.put(key, &scope.height);
+    let fraction = scope.params.validator_slash_fraction_bps;
+    let own = take_stake(overlay, StakeRole::Validator, &fault.validator, fraction)?;
+    let delegated = delegation::slash_pool(overlay, &fault.validator, fraction)?;
+    // The reporter's share comes from the validator's own stake only: were
+    // it paid from the delegations too, a validator could equivocate,
+    // report itself from another account and come out ahead at its
+    // delegators' cost. What delegators lose is burned.
+    let (burned_own, to_reporter) = pay_reporter(overlay, scope.params, own, reporter)?;
+    burn(overlay, delegated)?;
+    let burned = burned_own + delegated;
+    Ok(vec![Event::ValidatorSlashed {
+        validator: fault.validator,
+        epoch: fault.epoch,
+        view: fault.view,
+        own,
+        delegated,
         burned,
         to_reporter,
-    })
+    }])
 }
 
 /// Returns matured unbondings to their owners' balances.
@@ -674,11 +784,13 @@ pub(crate) fn release_unbondings<S: Store>(
     Ok(events)
 }
 
-/// At an epoch's last block: mints the emission for providers (by fuel paid
-/// this epoch) and validators (by stake), and pays out the fee pool.
+/// At epoch `epoch`'s last block: mints the emission for providers (by
+/// fuel paid this epoch) and the epoch's validators (by their power in
+/// it), and pays out the fee pool.
 pub(crate) fn epoch_rewards<S: Store>(
     overlay: &mut Overlay<'_, S>,
     params: &Params,
+    epoch: u64,
 ) -> Result<Vec<Event>, Failure> {
     let mut events = Vec::new();
     let mut minted = 0u64;
@@ -710,21 +822,36 @@ pub(crate) fn epoch_rewards<S: Store>(
         overlay.delete(keys::epoch_fuel(&provider));
     }
 
-    let validators = bonded(overlay, StakeRole::Validator)?;
-    let total_stake: u128 = validators.iter().map(|(_, stake)| u128::from(*stake)).sum();
+    // The validators of the epoch that ends, by the power they held in it;
+    // each one's delegators take their part from its reward.
+    let validators: Vec<(AccountId, u64)> = overlay
+        .get(&keys::validator_set(epoch))?
+        .unwrap_or_default();
+    let total_power: u128 = validators.iter().map(|(_, power)| u128::from(*power)).sum();
     let fees = fee_pool(overlay)?;
     let mut fees_paid = 0u64;
-    for (validator, stake) in validators {
-        let from_emission = ratio(validator_emission, u128::from(stake), total_stake);
-        let from_fees = ratio(fees, u128::from(stake), total_stake);
+    for (validator, power) in validators {
+        let from_emission = ratio(validator_emission, u128::from(power), total_power);
+        let from_fees = ratio(fees, u128::from(power), total_power);
         let reward = from_emission + from_fees;
-        if reward > 0 {
-            credit(overlay, &validator, reward)?;
-            minted += from_emission;
-            fees_paid += from_fees;
+        if reward == 0 {
+            continue;
+        }
+        minted += from_emission;
+        fees_paid += from_fees;
+        let split = delegation::share_reward(overlay, &validator, reward)?;
+        if split.to_validator > 0 {
+            credit(overlay, &validator, split.to_validator)?;
             events.push(Event::ValidatorRewarded {
                 validator,
-                amount: reward,
+                amount: split.to_validator,
+            });
+        }
+        if split.to_delegators > 0 {
+            events.push(Event::DelegatorsRewarded {
+                validator,
+                amount: split.to_delegators,
+                commission: split.commission,
             });
         }
     }
@@ -735,31 +862,46 @@ pub(crate) fn epoch_rewards<S: Store>(
     Ok(events)
 }
 
-/// Accounts with bonded stake of `role`, in account order.
-/// The most validators one epoch has.
+/// The most validators any epoch may have (`Params::validators_max` is at
+/// most this).
 pub const VALIDATORS_MAX: usize = 100;
 
-/// Records the validator set of `epoch` from the validator stake now:
-/// every account with bonded validator stake, the largest
-/// [`VALIDATORS_MAX`] by stake (ties by account). A chain whose validators
-/// all left keeps the previous set rather than halt.
+/// Records the validator set of `epoch`: every account with bonded
+/// validator stake, the largest `validators_max` by total stake (their own
+/// and delegated; ties by account), with voting power capped at
+/// `voting_power_cap_bps` of the set's ([`delegation::capped_powers`]). A
+/// chain whose validators all left keeps the previous set rather than halt.
 pub(crate) fn record_validator_set<S: Store>(
     overlay: &mut Overlay<'_, S>,
+    params: &Params,
     epoch: u64,
 ) -> Result<(), StoreError> {
-    let mut set = bonded(overlay, StakeRole::Validator)?;
+    let mut set = Vec::new();
+    for (validator, own) in bonded(overlay, StakeRole::Validator)? {
+        set.push((
+            validator,
+            delegation::total_stake(overlay, &validator, own)?,
+        ));
+    }
     set.sort_by(|(a, stake_a), (b, stake_b)| stake_b.cmp(stake_a).then(a.cmp(b)));
-    set.truncate(VALIDATORS_MAX);
+    set.truncate((params.validators_max as usize).min(VALIDATORS_MAX));
     if set.is_empty()
         && let Some(previous) = epoch.checked_sub(1)
         && let Some(kept) = overlay.get::<Vec<(AccountId, u64)>>(&keys::validator_set(previous))?
     {
         set = kept;
+    } else {
+        let stakes: Vec<u64> = set.iter().map(|(_, stake)| *stake).collect();
+        let powers = delegation::capped_powers(&stakes, params.voting_power_cap_bps);
+        for ((_, power), capped) in set.iter_mut().zip(powers) {
+            *power = capped;
+        }
     }
     overlay.put(keys::validator_set(epoch), &set);
     Ok(())
 }
 
+/// Accounts with bonded stake of `role`, in account order.
 pub(crate) fn bonded<S: Store>(
     overlay: &Overlay<'_, S>,
     role: StakeRole,

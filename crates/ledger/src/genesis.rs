@@ -31,6 +31,20 @@ pub struct Params {
     pub dispute_fuel_max: u64,
     /// The furthest a job's deadline may be, in blocks.
     pub job_deadline_blocks_max: u64,
+    /// The most validators an epoch has: those with the most stake (their
+    /// own and delegated). At most [`crate::VALIDATORS_MAX`].
+    pub validators_max: u32,
+    /// The largest share of the set's power one validator may hold, in
+    /// basis points (below one third); power above it is not counted.
+    pub voting_power_cap_bps: u16,
+    /// The highest commission a validator may charge its delegators.
+    pub commission_max_bps: u16,
+    /// The most a validator's commission may move in one change (one per
+    /// epoch).
+    pub commission_change_max_bps: u16,
+    /// Share of a validator's stake, and of the stake delegated to it,
+    /// slashed for signing two conflicting votes, in basis points.
+    pub validator_slash_fraction_bps: u16,
 }
 
 impl Default for Params {
@@ -46,6 +60,11 @@ impl Default for Params {
             minimum_fee: 1,
             dispute_fuel_max: 1_000_000_000_000,
             job_deadline_blocks_max: 1_000_000,
+            validators_max: 100,
+            voting_power_cap_bps: 3_000,
+            commission_max_bps: 2_500,
+            commission_change_max_bps: 500,
+            validator_slash_fraction_bps: 500,
         }
     }
 }
@@ -155,10 +174,34 @@ impl Genesis {
             ),
             (params.slash_fraction_bps, "slash_fraction_bps"),
             (params.slash_reporter_share_bps, "slash_reporter_share_bps"),
+            (params.commission_max_bps, "commission_max_bps"),
+            (
+                params.commission_change_max_bps,
+                "commission_change_max_bps",
+            ),
         ] {
             if bps > 10_000 {
                 return Err(GenesisError::BadParams(format!("{name} is above 10000")));
             }
+        }
+        // A pool slashed to nothing could not share what is delegated
+        // after; below one third, no validator's power alone can halt or
+        // fork the chain.
+        if params.validator_slash_fraction_bps >= 10_000 {
+            return Err(GenesisError::BadParams(
+                "validator_slash_fraction_bps must be below 10000".to_owned(),
+            ));
+        }
+        if params.voting_power_cap_bps == 0 || params.voting_power_cap_bps > 3_333 {
+            return Err(GenesisError::BadParams(
+                "voting_power_cap_bps must be 1 to 3333 (below one third)".to_owned(),
+            ));
+        }
+        if params.validators_max == 0 || params.validators_max as usize > crate::VALIDATORS_MAX {
+            return Err(GenesisError::BadParams(format!(
+                "validators_max must be 1 to {}",
+                crate::VALIDATORS_MAX
+            )));
         }
         if self.chain_id.is_empty() || self.chain_id.len() > crate::tx::CHAIN_ID_BYTES_MAX {
             return Err(GenesisError::BadParams(
@@ -255,6 +298,34 @@ mod tests {
                 ),
                 "overflows",
             ),
+            (
+                "chain_id = \"x\"\n[params]\ncommission_max_bps = 10001".to_owned(),
+                "commission_max_bps is above 10000",
+            ),
+            (
+                "chain_id = \"x\"\n[params]\ncommission_change_max_bps = 10001".to_owned(),
+                "commission_change_max_bps is above 10000",
+            ),
+            (
+                "chain_id = \"x\"\n[params]\nvalidator_slash_fraction_bps = 10000".to_owned(),
+                "validator_slash_fraction_bps must be below 10000",
+            ),
+            (
+                "chain_id = \"x\"\n[params]\nvoting_power_cap_bps = 0".to_owned(),
+                "voting_power_cap_bps must be 1 to 3333",
+            ),
+            (
+                "chain_id = \"x\"\n[params]\nvoting_power_cap_bps = 3334".to_owned(),
+                "voting_power_cap_bps must be 1 to 3333",
+            ),
+            (
+                "chain_id = \"x\"\n[params]\nvalidators_max = 0".to_owned(),
+                "validators_max must be 1 to 100",
+            ),
+            (
+                "chain_id = \"x\"\n[params]\nvalidators_max = 101".to_owned(),
+                "validators_max must be 1 to 100",
+            ),
         ];
         for (text, expected) in cases {
             let error = Genesis::from_toml(&text).expect_err(&text).to_string();
@@ -263,5 +334,24 @@ mod tests {
                 "`{error}` should say `{expected}`"
             );
         }
+    }
+
+    #[test]
+    fn the_delegation_params_accept_their_limits() {
+        let text = "chain_id = \"x\"\n[params]\nvalidators_max = 100\n\
+                    voting_power_cap_bps = 3333\ncommission_max_bps = 10000\n\
+                    commission_change_max_bps = 10000\nvalidator_slash_fraction_bps = 9999";
+        let genesis = Genesis::from_toml(text).expect("the limits themselves are allowed");
+        assert_eq!(genesis.params.validators_max, 100);
+        assert_eq!(genesis.params.voting_power_cap_bps, 3_333);
+        assert_eq!(genesis.params.validator_slash_fraction_bps, 9_999);
+        let smallest = "chain_id = \"x\"\n[params]\nvalidators_max = 1\nvoting_power_cap_bps = 1";
+        let genesis = Genesis::from_toml(smallest).expect("one validator, a 1 bps cap");
+        assert_eq!(genesis.params.validators_max, 1);
+        assert_eq!(genesis.params.voting_power_cap_bps, 1);
+        // Missing ones take the defaults.
+        let genesis = Genesis::from_toml("chain_id = \"x\"").expect("defaults");
+        assert_eq!(genesis.params, Params::default());
+        genesis.validate().expect("the defaults are valid");
     }
 }

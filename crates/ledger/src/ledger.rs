@@ -8,7 +8,8 @@ use crate::genesis::{Genesis, Params};
 use crate::prune::{self, TreeHistory};
 use crate::root;
 use crate::state::{
-    Account, Job, JobStatus, Overlay, ProviderRecord, Redemption, Stake, Supply, keys,
+    Account, Delegation, Job, JobStatus, Overlay, Pool, ProviderRecord, Redemption, Stake, Supply,
+    keys,
 };
 use crate::store::{Store, StoreError};
 use crate::tx::{Event, Rejection, SignedTransaction, StakeRole, transaction_hash};
@@ -200,7 +201,7 @@ impl<S: Store> Ledger<S> {
                     burned: 0,
                 },
             );
-            apply::record_validator_set(&mut overlay, 0)?;
+            apply::record_validator_set(&mut overlay, &genesis.params, 0)?;
             overlay.put(keys::meta(META_PARAMS), &genesis.params);
             overlay.put_raw(
                 keys::meta(META_CHAIN),
@@ -586,6 +587,55 @@ impl<S: Store> Ledger<S> {
         )?)
     }
 
+    /// A validator's delegation pool (empty when nobody delegated to it).
+    pub fn pool(&self, validator: &AccountId) -> Result<Pool, LedgerError> {
+        Ok(crate::delegation::pool(
+            &Overlay::new(&self.store),
+            validator,
+        )?)
+    }
+
+    /// One delegation, with the rewards it has earned brought up to date
+    /// (what claiming would pay now).
+    pub fn delegation(
+        &self,
+        validator: &AccountId,
+        delegator: &AccountId,
+    ) -> Result<Delegation, LedgerError> {
+        let overlay = Overlay::new(&self.store);
+        let pool = crate::delegation::pool(&overlay, validator)?;
+        let mut record = crate::delegation::delegation(&overlay, validator, delegator)?;
+        crate::delegation::settle(&pool, &mut record)
+            .map_err(|_| LedgerError::Invariant("a delegation is ahead of its pool".to_owned()))?;
+        Ok(record)
+    }
+
+    /// Every delegation an account holds, by validator, up to date as
+    /// [`Ledger::delegation`].
+    pub fn delegations_of(
+        &self,
+        delegator: &AccountId,
+    ) -> Result<Vec<(AccountId, Delegation)>, LedgerError> {
+        let mut list = Vec::new();
+        for (key, _) in self
+            .store
+            .scan_prefix(&keys::delegated_by_prefix(delegator))?
+        {
+            let validator = keys::trailing_account(&key)
+                .ok_or_else(|| StoreError("a malformed delegation key".to_owned()))?;
+            list.push((validator, self.delegation(&validator, delegator)?));
+        }
+        Ok(list)
+    }
+
+    /// How many accounts delegate to a validator.
+    pub fn delegator_count(&self, validator: &AccountId) -> Result<usize, LedgerError> {
+        Ok(self
+            .store
+            .scan_prefix(&keys::delegations_of_validator(validator))?
+            .len())
+    }
+
     /// The epoch a height belongs to: epoch 0 is genesis through the first
     /// epoch's last block (`epoch_length_blocks`); epoch `e` ends at
     /// `(e + 1) × epoch_length_blocks`, where rewards are paid and the
@@ -611,8 +661,9 @@ impl<S: Store> Ledger<S> {
         Ok(read_root(&self.store, height)?)
     }
 
-    /// Every token held anywhere: balances, stake (bonded and unbonding),
-    /// escrow and the fee pool. Equals `supply().expected_total()`.
+    /// Every token held anywhere: balances, stake (bonded and unbonding,
+    /// own and delegated), delegators' unclaimed rewards, escrow and the
+    /// fee pool. Equals `supply().expected_total()`.
     pub fn tokens_in_existence(&self) -> Result<u64, LedgerError> {
         let overlay = Overlay::new(&self.store);
         let mut total = 0u64;
@@ -625,6 +676,10 @@ impl<S: Store> Ledger<S> {
         }
         for (_, value) in self.store.scan_prefix(&[keys::JOB])? {
             total += crate::state::decode_record::<Job>(&value)?.escrow;
+        }
+        for (_, value) in self.store.scan_prefix(&[keys::POOL])? {
+            let pool: Pool = crate::state::decode_record(&value)?;
+            total += pool.tokens + pool.unbonding_tokens + pool.rewards_unclaimed;
         }
         let fees: u64 = overlay.get(&keys::meta(apply::META_FEES))?.unwrap_or(0);
         Ok(total + fees)
@@ -658,7 +713,11 @@ impl<'a, S: Store> BlockRun<'a, S> {
             });
         }
         let mut overlay = Overlay::new(&ledger.store);
-        let block_events = block_step(apply::release_unbondings(&mut overlay, height))?;
+        let mut block_events = block_step(apply::release_unbondings(&mut overlay, height))?;
+        block_events.extend(block_step(crate::delegation::release(
+            &mut overlay,
+            height,
+        ))?);
         Ok(Self {
             ledger,
             scope: ledger.scope(height, executor),
@@ -706,9 +765,13 @@ impl<'a, S: Store> BlockRun<'a, S> {
         let height = self.scope.height;
         let params = &self.ledger.params;
         if height.is_multiple_of(params.epoch_length_blocks) {
-            self.block_events
-                .extend(block_step(apply::epoch_rewards(&mut self.overlay, params))?);
-            apply::record_validator_set(&mut self.overlay, height / params.epoch_length_blocks)?;
+            let epoch = height / params.epoch_length_blocks;
+            self.block_events.extend(block_step(apply::epoch_rewards(
+                &mut self.overlay,
+                params,
+                epoch - 1,
+            ))?);
+            apply::record_validator_set(&mut self.overlay, params, epoch)?;
         }
         self.overlay.put(keys::meta(META_HEIGHT), &height);
         let state_root = root::update(&mut self.overlay, &self.ledger.store, height)?;

@@ -8,6 +8,7 @@
 //! the network or consensus; `idlegrid-chain` orders the blocks it applies.
 
 mod apply;
+mod delegation;
 pub mod genesis;
 mod ledger;
 mod prune;
@@ -17,17 +18,21 @@ pub mod store;
 pub mod tx;
 
 pub use apply::VALIDATORS_MAX;
+pub use delegation::capped_powers;
 pub use genesis::{Genesis, GenesisError, Params};
 pub use ledger::{
     BlockOutcome, BuiltBlock, DisputeVerdict, Ledger, LedgerError, NoReExecution, Selection,
     TreeStats, TxRecord, TxResult,
 };
 pub use prune::{PRUNE_NODES_PER_COMMIT_BASE, TREE_HISTORY_HEIGHTS_DEFAULT, TreeHistory};
-pub use state::{Account, Job, JobStatus, ProviderRecord, Redemption, Stake, Supply, Unbonding};
+pub use state::{
+    Account, Delegation, DelegationUnbonding, Job, JobStatus, Pool, ProviderRecord, Redemption,
+    Stake, Supply, Unbonding, mul_div,
+};
 pub use store::{
     Entries, Layered, MemoryStore, RedbStats, RedbStore, Store, StoreError, WriteBatch,
 };
 pub use tx::{
-    Dispute, Event, Evidence, OpenJob, Rejection, SignedTransaction, StakeRole, Transaction,
-    TxKind, decode_transaction, transaction_hash,
+    Dispute, Event, Evidence, FAULT_EVIDENCE_BYTES_MAX, OpenJob, Rejection, SignedTransaction,
+    StakeRole, Transaction, TxKind, decode_transaction, transaction_hash,
 };

@@ -101,6 +101,137 @@ pub struct ProviderRecord {
     pub last_lost_height: u64,
 }
 
+/// A validator's delegation pool: the stake others delegated to it, as
+/// shares, so a slash or a reward reaches every delegator in one step.
+///
+/// A delegator's stake is `shares × tokens / shares`; what it undelegates
+/// moves to the pool's unbonding side, which is shared the same way and
+/// slashed the same way until it is released.
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Pool {
+    /// Delegated tokens still bonded.
+    pub tokens: u64,
+    /// Shares of `tokens` that delegators hold.
+    pub shares: u128,
+    /// Delegated tokens unbonding (still slashable).
+    pub unbonding_tokens: u64,
+    /// Shares of `unbonding_tokens` that unbonding entries hold.
+    pub unbonding_shares: u128,
+    /// Rewards per bonded share since the pool began, × 2^64.
+    pub reward_per_share: u128,
+    /// Delegators' rewards paid into the pool and not yet claimed (at
+    /// least the sum of what every delegator is owed; the rest is
+    /// rounding dust).
+    pub rewards_unclaimed: u64,
+    /// The validator's share of its delegators' rewards, in basis points.
+    pub commission_bps: u16,
+    /// The epoch of the last commission change, if any.
+    pub commission_epoch: Option<u64>,
+}
+
+impl Pool {
+    /// What `shares` of the bonded side are worth now.
+    pub fn value_of(&self, shares: u128) -> u64 {
+        share_of(self.tokens, shares, self.shares)
+    }
+
+    /// What `shares` of the unbonding side are worth now.
+    pub fn unbonding_value_of(&self, shares: u128) -> u64 {
+        share_of(self.unbonding_tokens, shares, self.unbonding_shares)
+    }
+}
+
+/// `tokens × part / whole`, rounded down (0 when `whole` is 0); never
+/// more than `tokens` for `part ≤ whole`.
+pub(crate) fn share_of(tokens: u64, part: u128, whole: u128) -> u64 {
+    mul_div(u128::from(tokens), part.min(whole), whole)
+        .and_then(|value| u64::try_from(value).ok())
+        .unwrap_or(0)
+}
+
+/// `a × b / d` rounded down, exact over the full 256-bit product; `None`
+/// when `d` is 0 or the quotient does not fit 128 bits.
+pub fn mul_div(a: u128, b: u128, d: u128) -> Option<u128> {
+    if d == 0 {
+        return None;
+    }
+    let (high, low) = mul_wide(a, b);
+    div_wide(high, low, d)
+}
+
+/// `a × b / d` rounded up; `None` as for [`mul_div`].
+pub fn mul_div_ceil(a: u128, b: u128, d: u128) -> Option<u128> {
+    let floor = mul_div(a, b, d)?;
+    if mul_wide(floor, d) == mul_wide(a, b) {
+        Some(floor)
+    } else {
+        floor.checked_add(1)
+    }
+}
+
+/// The 256-bit product of two 128-bit numbers, as (high, low) halves.
+fn mul_wide(a: u128, b: u128) -> (u128, u128) {
+    let mask = u128::from(u64::MAX);
+    let (a1, a0) = (a >> 64, a & mask);
+    let (b1, b0) = (b >> 64, b & mask);
+    let low_product = a0 * b0;
+    let (middle, carry_a) = (a0 * b1).overflowing_add(a1 * b0);
+    let (middle, carry_b) = middle.overflowing_add(low_product >> 64);
+    let low = (middle << 64) | (low_product & mask);
+    // A carry out of the middle is worth 2^192: 2^64 in the high half.
+    let carries = u128::from(carry_a) + u128::from(carry_b);
+    let high = a1 * b1 + (middle >> 64) + (carries << 64);
+    (high, low)
+}
+
+/// `(high · 2^128 + low) / d` rounded down, by long division one bit at a
+/// time; `None` when the quotient does not fit 128 bits (`high ≥ d`).
+fn div_wide(high: u128, low: u128, d: u128) -> Option<u128> {
+    if high >= d {
+        return None;
+    }
+    let mut remainder = high;
+    let mut quotient = 0u128;
+    for bit in (0..128).rev() {
+        // The remainder is below d; doubled, it may need a 129th bit.
+        let carried = remainder >> 127 == 1;
+        remainder = (remainder << 1) | ((low >> bit) & 1);
+        quotient <<= 1;
+        if carried || remainder >= d {
+            remainder = remainder.wrapping_sub(d);
+            quotient |= 1;
+        }
+    }
+    Some(quotient)
+}
+
+/// A delegator's part of one validator's pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Delegation {
+    /// Bonded shares of the pool.
+    pub shares: u128,
+    /// The pool's `reward_per_share` when `rewards_owed` was last brought
+    /// up to date.
+    pub reward_index: u128,
+    /// Rewards earned and not yet claimed.
+    pub rewards_owed: u64,
+    /// Undelegations waiting for release, as shares of the pool's
+    /// unbonding side.
+    pub unbonding: Vec<DelegationUnbonding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct DelegationUnbonding {
+    pub release_height: u64,
+    pub shares: u128,
+}
+
+impl Delegation {
+    pub fn is_empty(&self) -> bool {
+        self.shares == 0 && self.rewards_owed == 0 && self.unbonding.is_empty()
+    }
+}
+
 /// Where the tokens are, for the supply invariant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Supply {
@@ -131,6 +262,17 @@ pub(crate) mod keys {
     pub const META: u8 = b'm';
     /// The validator set of each epoch, taken at the end of the one before.
     pub const VALIDATOR_SET: u8 = b'e';
+    /// Each validator's delegation pool.
+    pub const POOL: u8 = b'P';
+    /// Delegations, by validator then delegator.
+    pub const DELEGATION: u8 = b'g';
+    /// The same delegations by delegator then validator (no value), to
+    /// list an account's delegations.
+    pub const DELEGATED_BY: u8 = b'G';
+    /// Undelegations due at a height: (validator, delegator) pairs.
+    pub const DELEGATION_RELEASE: u8 = b'w';
+    /// Consensus faults already punished, by validator, epoch and view.
+    pub const FAULT: u8 = b'q';
     /// Not part of the authenticated state: the tree's own nodes and the
     /// history of roots.
     pub const TREE_NODE: u8 = b't';
@@ -191,6 +333,50 @@ pub(crate) mod keys {
             provider.as_bytes(),
         ]
         .concat()
+    }
+
+    pub fn pool(validator: &AccountId) -> Vec<u8> {
+        [&[POOL][..], validator.as_bytes()].concat()
+    }
+
+    pub fn delegation(validator: &AccountId, delegator: &AccountId) -> Vec<u8> {
+        [
+            &[DELEGATION][..],
+            validator.as_bytes(),
+            delegator.as_bytes(),
+        ]
+        .concat()
+    }
+
+    pub fn delegations_of_validator(validator: &AccountId) -> Vec<u8> {
+        [&[DELEGATION][..], validator.as_bytes()].concat()
+    }
+
+    pub fn delegated_by(delegator: &AccountId, validator: &AccountId) -> Vec<u8> {
+        [
+            &[DELEGATED_BY][..],
+            delegator.as_bytes(),
+            validator.as_bytes(),
+        ]
+        .concat()
+    }
+
+    pub fn delegated_by_prefix(delegator: &AccountId) -> Vec<u8> {
+        [&[DELEGATED_BY][..], delegator.as_bytes()].concat()
+    }
+
+    pub fn fault(validator: &AccountId, epoch: u64, view: u64) -> Vec<u8> {
+        [
+            &[FAULT][..],
+            validator.as_bytes(),
+            &epoch.to_be_bytes(),
+            &view.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    pub fn delegation_release(height: u64) -> Vec<u8> {
+        [&[DELEGATION_RELEASE][..], &height.to_be_bytes()].concat()
     }
 
     pub fn validator_set(epoch: u64) -> Vec<u8> {

@@ -13,6 +13,8 @@ pub const CHAIN_ID_BYTES_MAX: usize = 64;
 pub const DISPUTE_MODULE_BYTES_MAX: usize = 8 << 20;
 /// Largest encoded task input a dispute may carry.
 pub const DISPUTE_INPUT_BYTES_MAX: usize = 8 << 20;
+/// Largest consensus-fault evidence (two signed votes and their framing).
+pub const FAULT_EVIDENCE_BYTES_MAX: usize = 4096;
 /// Largest encoded signed transaction.
 pub const TRANSACTION_BYTES_MAX: usize = DISPUTE_MODULE_BYTES_MAX + DISPUTE_INPUT_BYTES_MAX + 4096;
 
@@ -126,6 +128,35 @@ pub enum TxKind {
         job: JobId,
     },
     Dispute(Box<Dispute>),
+    /// Bonds part of the balance to a validator's pool, for a share of its
+    /// rewards (less its commission) and of its slashes.
+    Delegate {
+        validator: AccountId,
+        amount: u64,
+    },
+    /// Starts unbonding `amount` of a delegation (all of it when more is
+    /// asked than it is worth); it returns to the balance after the
+    /// unbonding period and stays slashable until then.
+    Undelegate {
+        validator: AccountId,
+        amount: u64,
+    },
+    /// Pays the rewards a delegation has earned to the balance.
+    ClaimRewards {
+        validator: AccountId,
+    },
+    /// A validator sets the commission it takes from its delegators'
+    /// rewards (at most once per epoch, by a bounded step).
+    SetCommission {
+        commission_bps: u16,
+    },
+    /// Evidence that a validator signed two conflicting consensus votes
+    /// (in the consensus protocol's own encoding): slashes the validator
+    /// and everything delegated to it, and pays the reporter a share of
+    /// the validator's own loss.
+    ReportFault {
+        evidence: Bounded<Vec<u8>, FAULT_EVIDENCE_BYTES_MAX>,
+    },
 }
 
 impl TxKind {
@@ -139,6 +170,11 @@ impl TxKind {
             TxKind::Redeem { .. } => "redeem",
             TxKind::CloseJob { .. } => "close_job",
             TxKind::Dispute(_) => "dispute",
+            TxKind::Delegate { .. } => "delegate",
+            TxKind::Undelegate { .. } => "undelegate",
+            TxKind::ClaimRewards { .. } => "claim_rewards",
+            TxKind::SetCommission { .. } => "set_commission",
+            TxKind::ReportFault { .. } => "report_fault",
         }
     }
 }
@@ -260,6 +296,51 @@ pub enum Event {
         validator: AccountId,
         amount: u64,
     },
+    Delegated {
+        delegator: AccountId,
+        validator: AccountId,
+        amount: u64,
+        shares: u128,
+    },
+    UndelegationStarted {
+        delegator: AccountId,
+        validator: AccountId,
+        amount: u64,
+        release_height: u64,
+    },
+    Undelegated {
+        delegator: AccountId,
+        validator: AccountId,
+        amount: u64,
+    },
+    RewardsClaimed {
+        delegator: AccountId,
+        validator: AccountId,
+        amount: u64,
+    },
+    CommissionSet {
+        validator: AccountId,
+        commission_bps: u16,
+    },
+    /// A validator proven to have signed conflicting votes lost part of
+    /// its own stake (`own`) and of what is delegated to it (`delegated`).
+    ValidatorSlashed {
+        validator: AccountId,
+        epoch: u64,
+        view: u64,
+        own: u64,
+        delegated: u64,
+        burned: u64,
+        to_reporter: u64,
+    },
+    /// A validator's delegators' part of its epoch reward, paid into its
+    /// pool (the validator's commission on it is in its
+    /// `ValidatorRewarded`).
+    DelegatorsRewarded {
+        validator: AccountId,
+        amount: u64,
+        commission: u64,
+    },
 }
 
 /// Why a transaction was refused. Messages read naturally after
@@ -354,6 +435,32 @@ pub enum Rejection {
     ReExecutionFailed(String),
     #[error("this task's receipt by {0} was already settled by a dispute")]
     AlreadyDisputed(AccountId),
+    #[error("{0} has no validator stake to delegate to")]
+    NotAValidator(AccountId),
+    #[error("the pool of {0} lost all its delegated stake to slashing; it takes no more")]
+    PoolWipedOut(AccountId),
+    #[error("the pool of {0} cannot take that much more")]
+    PoolFull(AccountId),
+    #[error("there is no delegation to {0}")]
+    NoDelegation(AccountId),
+    #[error("there are no rewards to claim from {0}")]
+    NoRewards(AccountId),
+    #[error("the commission {requested} bps is above the maximum of {maximum}")]
+    CommissionTooHigh { requested: u16, maximum: u16 },
+    #[error("the commission may move by at most {maximum} bps at once, not from {from} to {to}")]
+    CommissionStepTooLarge { from: u16, to: u16, maximum: u16 },
+    #[error("the commission was already changed in epoch {epoch}")]
+    CommissionChangedThisEpoch { epoch: u64 },
+    #[error("the fault evidence does not hold: {0}")]
+    FaultNotProven(String),
+    #[error("a fault in epoch {epoch} is answerable until height {until}")]
+    FaultTooOld { epoch: u64, until: u64 },
+    #[error("{validator}'s fault in epoch {epoch}, view {view} was already reported")]
+    FaultAlreadyReported {
+        validator: AccountId,
+        epoch: u64,
+        view: u64,
+    },
 }
 
 impl Rejection {
@@ -394,6 +501,17 @@ impl Rejection {
             Rejection::InputMalformed(_) => "input_malformed",
             Rejection::ReExecutionFailed(_) => "re_execution_failed",
             Rejection::AlreadyDisputed(_) => "already_disputed",
+            Rejection::NotAValidator(_) => "not_a_validator",
+            Rejection::PoolWipedOut(_) => "pool_wiped_out",
+            Rejection::PoolFull(_) => "pool_full",
+            Rejection::NoDelegation(_) => "no_delegation",
+            Rejection::NoRewards(_) => "no_rewards",
+            Rejection::CommissionTooHigh { .. } => "commission_too_high",
+            Rejection::CommissionStepTooLarge { .. } => "commission_step_too_large",
+            Rejection::CommissionChangedThisEpoch { .. } => "commission_changed_this_epoch",
+            Rejection::FaultNotProven(_) => "fault_not_proven",
+            Rejection::FaultTooOld { .. } => "fault_too_old",
+            Rejection::FaultAlreadyReported { .. } => "fault_already_reported",
         }
     }
 }

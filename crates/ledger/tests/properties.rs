@@ -16,7 +16,9 @@
 //!   its agent signs one that pays (jobs are opened with and without an
 //!   agent, and vouchers signed by either or by others); a job closed by its
 //!   agent refunds its requestor; epoch rewards are exactly the rule's
-//!   shares;
+//!   shares, paid by the powers of the validator set recorded for the epoch
+//!   that ends (the largest `validators_max` by stake, capped at
+//!   `voting_power_cap_bps`), and each recorded set is the model's;
 //! - (c) each account's nonce advances by exactly its accepted transactions,
 //!   and a replayed transaction is refused;
 //! - (d) the memory and redb ledgers give identical outcomes and state roots
@@ -31,9 +33,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use idlegrid_ledger::state::UNBONDINGS_MAX;
 use idlegrid_ledger::{
-    BlockOutcome, Dispute, Event, Evidence, Genesis, JobStatus, Ledger, MemoryStore, NoReExecution,
-    OpenJob, Params, RedbStore, Redemption, SignedTransaction, StakeRole, Store, Transaction,
-    TxKind, Unbonding, decode_transaction, transaction_hash,
+    BlockOutcome, Dispute, Event, Evidence, FAULT_EVIDENCE_BYTES_MAX, Genesis, JobStatus, Ledger,
+    MemoryStore, NoReExecution, OpenJob, Params, RedbStore, Redemption, SignedTransaction,
+    StakeRole, Store, Transaction, TxKind, Unbonding, capped_powers, decode_transaction,
+    transaction_hash,
 };
 use idlegrid_types::codec::{self, Bounded};
 use idlegrid_types::{
@@ -151,6 +154,8 @@ struct Scenario {
     epoch_length: u64,
     emission: u64,
     validator_share_bps: u16,
+    validators_max: u32,
+    voting_power_cap_bps: u16,
     validators: Vec<(usize, u64)>,
     blocks: Vec<Vec<TxSpec>>,
 }
@@ -257,14 +262,28 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         3u64..=5,
         1u64..5_000,
         0u16..=10_000,
-        vec((0..FUNDED, 1u64..5_000), 0..3),
+        // Fewer than the accounts that may validate, at times, so the set
+        // is cut; caps from tiny (everyone levelled) to the largest allowed.
+        prop_oneof![1 => 1u32..=3, 2 => Just(Params::default().validators_max)],
+        prop_oneof![1 => 1u16..=3_333, 2 => Just(Params::default().voting_power_cap_bps)],
+        vec((0..FUNDED, 1u64..5_000), 0..4),
         vec(vec(tx_spec(), 0..10), 8..24),
     )
         .prop_map(
-            |(epoch_length, emission, validator_share_bps, validators, blocks)| Scenario {
+            |(
                 epoch_length,
                 emission,
                 validator_share_bps,
+                validators_max,
+                voting_power_cap_bps,
+                validators,
+                blocks,
+            )| Scenario {
+                epoch_length,
+                emission,
+                validator_share_bps,
+                validators_max,
+                voting_power_cap_bps,
                 validators,
                 blocks,
             },
@@ -317,6 +336,9 @@ struct Model {
     fee_pool: u64,
     genesis_supply: u64,
     emitted: u64,
+    /// The validator set recorded for the epoch under way: (account,
+    /// power), largest stake first.
+    validator_set: Vec<(AccountId, u64)>,
 }
 
 impl Model {
@@ -614,17 +636,14 @@ impl Model {
                 });
             }
         }
-        let validators: Vec<(AccountId, u64)> = self
-            .bonded
-            .iter()
-            .filter(|((role, _), bonded)| *role == StakeRole::Validator && **bonded > 0)
-            .map(|((_, account), bonded)| (*account, *bonded))
-            .collect();
-        let total_stake: u64 = validators.iter().map(|(_, stake)| stake).sum();
+        // Validators are paid by their power in the set of the epoch that
+        // ends, in the set's order, whatever their stake is now.
+        let validators = self.validator_set.clone();
+        let total_power: u64 = validators.iter().map(|(_, power)| power).sum();
         let fees = self.fee_pool;
-        for (validator, stake) in validators {
-            let from_emission = share(validator_emission, stake, total_stake);
-            let from_fees = share(fees, stake, total_stake);
+        for (validator, power) in validators {
+            let from_emission = share(validator_emission, power, total_power);
+            let from_fees = share(fees, power, total_power);
             if from_emission + from_fees > 0 {
                 self.credit(validator, from_emission + from_fees, "validator reward");
                 self.emitted += from_emission;
@@ -635,7 +654,33 @@ impl Model {
                 });
             }
         }
+        self.record_validator_set(params);
         events
+    }
+
+    /// The next epoch's set from the validator stake now: the largest
+    /// `validators_max` (ties by account), powers capped; with nobody
+    /// staked, the set stays as it was.
+    fn record_validator_set(&mut self, params: &Params) {
+        let mut set: Vec<(AccountId, u64)> = self
+            .bonded
+            .iter()
+            .filter(|((role, _), bonded)| *role == StakeRole::Validator && **bonded > 0)
+            .map(|((_, account), bonded)| (*account, *bonded))
+            .collect();
+        if set.is_empty() {
+            return;
+        }
+        set.sort_by(|(a, stake_a), (b, stake_b)| stake_b.cmp(stake_a).then(a.cmp(b)));
+        set.truncate(params.validators_max as usize);
+        let stakes: Vec<u64> = set.iter().map(|(_, stake)| *stake).collect();
+        let powers = capped_powers(&stakes, params.voting_power_cap_bps);
+        assert_eq!(powers.len(), set.len(), "a power for every validator");
+        self.validator_set = set
+            .into_iter()
+            .zip(powers)
+            .map(|((account, _), power)| (account, power))
+            .collect();
     }
 
     /// Everything the ledger's queries say agrees with the model.
@@ -681,6 +726,18 @@ impl Model {
                 .collect();
             assert_eq!(list, expected, "bonded {} list", role.as_str());
         }
+        let epoch = ledger.height() / ledger.params().epoch_length_blocks;
+        assert_eq!(
+            ledger.validator_set(epoch).expect("validator set"),
+            Some(self.validator_set.clone()),
+            "the validator set of epoch {epoch}"
+        );
+        assert_eq!(
+            ledger.validator_set(epoch + 1).expect("validator set"),
+            None,
+            "no set yet for epoch {}",
+            epoch + 1
+        );
         for (id, job) in &self.jobs {
             let record = ledger.job(id).expect("job").expect("the job exists");
             assert_eq!(record.requestor, job.requestor);
@@ -763,6 +820,8 @@ impl Harness {
             unbonding_blocks: UNBONDING_BLOCKS,
             minimum_fee: 1,
             job_deadline_blocks_max: DEADLINE_BLOCKS_MAX,
+            validators_max: scenario.validators_max,
+            voting_power_cap_bps: scenario.voting_power_cap_bps,
             ..Params::default()
         };
         let validators: BTreeMap<usize, u64> = scenario.validators.iter().copied().collect();
@@ -788,6 +847,8 @@ impl Harness {
         for (id, stake) in &genesis.validators {
             model.bonded.insert((StakeRole::Validator, *id), *stake);
         }
+        // Epoch 0's set is taken from the genesis validators.
+        model.record_validator_set(&params);
         let dir = tempfile::tempdir().expect("tempdir");
         let memory = Ledger::init(MemoryStore::default(), &genesis).expect("init in memory");
         let disk = Ledger::init(
@@ -1430,6 +1491,21 @@ fn tx_kind() -> impl Strategy<Value = TxKind> {
                 }
             ),
         job_id().prop_map(|job| TxKind::CloseJob { job }),
+        prop_oneof![
+            (account_id(), any::<u64>())
+                .prop_map(|(validator, amount)| TxKind::Delegate { validator, amount }),
+            (account_id(), any::<u64>())
+                .prop_map(|(validator, amount)| TxKind::Undelegate { validator, amount }),
+            account_id().prop_map(|validator| TxKind::ClaimRewards { validator }),
+            any::<u16>().prop_map(|commission_bps| TxKind::SetCommission { commission_bps }),
+            prop_oneof![
+                vec(any::<u8>(), 0..96),
+                Just(vec![7u8; FAULT_EVIDENCE_BYTES_MAX])
+            ]
+            .prop_map(|evidence| TxKind::ReportFault {
+                evidence: Bounded::new(evidence).expect("evidence within its bound"),
+            }),
+        ],
         (
             prop_oneof![
                 receipt().prop_map(Evidence::Claimed),

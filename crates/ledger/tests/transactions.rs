@@ -5,6 +5,7 @@ mod world;
 
 use idlegrid_ledger::{
     Event, JobStatus, NoReExecution, OpenJob, ProviderRecord, StakeRole, Transaction, TxKind,
+    capped_powers,
 };
 use idlegrid_types::{AccountId, JobId, Voucher};
 use world::*;
@@ -469,7 +470,18 @@ fn each_epochs_validator_set_is_the_validator_stake_at_the_end_of_the_one_before
             .map(|(account, _)| account)
             .collect()
     };
+    let powers = |world: &World, epoch: u64| -> Vec<u64> {
+        world
+            .ledger
+            .validator_set(epoch)
+            .expect("readable")
+            .unwrap_or_else(|| panic!("no set for epoch {epoch}"))
+            .into_iter()
+            .map(|(_, power)| power)
+            .collect()
+    };
     assert_eq!(set(&world, 0), vec![world.id(VALIDATOR)]);
+    assert_eq!(powers(&world, 0), vec![50_000]);
     assert_eq!(world.ledger.validator_set(1).expect("readable"), None);
     // Alice bonds more than the genesis validator: she leads the next set.
     world
@@ -485,6 +497,14 @@ fn each_epochs_validator_set_is_the_validator_stake_at_the_end_of_the_one_before
     assert_eq!(world.ledger.epoch_of(length), 0);
     assert_eq!(world.ledger.epoch_of(length + 1), 1);
     assert_eq!(set(&world, 1), vec![world.id(ALICE), world.id(VALIDATOR)]);
+    // Two validators cannot both stay under the 30% cap: the set is left
+    // uncapped.
+    assert_eq!(params().voting_power_cap_bps, 3_000);
+    assert_eq!(
+        powers(&world, 1),
+        capped_powers(&[60_000, 50_000], params().voting_power_cap_bps)
+    );
+    assert_eq!(powers(&world, 1), vec![60_000, 50_000]);
     // The genesis validator leaves: gone from the epoch after.
     world
         .submit(
@@ -497,6 +517,7 @@ fn each_epochs_validator_set_is_the_validator_stake_at_the_end_of_the_one_before
         .expect("unstake");
     world.empty_blocks(2 * length - world.ledger.height());
     assert_eq!(set(&world, 2), vec![world.id(ALICE)]);
+    assert_eq!(powers(&world, 2), vec![60_000]);
     // Everyone leaving keeps the last set rather than halt the chain.
     world
         .submit(
@@ -509,4 +530,5 @@ fn each_epochs_validator_set_is_the_validator_stake_at_the_end_of_the_one_before
         .expect("unstake");
     world.empty_blocks(3 * length - world.ledger.height());
     assert_eq!(set(&world, 3), vec![world.id(ALICE)]);
+    assert_eq!(powers(&world, 3), vec![60_000]);
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use futures::channel::oneshot;
-use idlegrid_chain::engine::EngineConfig;
+use idlegrid_chain::engine::{EngineConfig, FaultJudge};
 use idlegrid_chain::validator::{ValidatorSettings, run};
 use idlegrid_chain::{Chain, Mempool, MempoolConfig, SharedNode, shared};
 use idlegrid_gpu::CpuReExecutor;
@@ -124,14 +124,17 @@ pub fn start_validator(config_path: &Path) -> anyhow::Result<Validator> {
     );
     let chain = Chain::new(ledger)?;
     // Disputes re-execute WebAssembly in the sandbox and GPU programs on
-    // the CPU path: validators need no GPU.
-    let executor = ByModuleKind {
-        wasi: LazySandbox::new(SandboxConfig {
-            cache_dir: Some(config.data_dir.join("modules")),
-            ..SandboxConfig::default()
-        }),
-        gpu: CpuReExecutor {
-            wall_time: WALL_TIME_DEFAULT,
+    // the CPU path (validators need no GPU); fault reports are checked
+    // against the votes' signatures.
+    let executor = FaultJudge {
+        tasks: ByModuleKind {
+            wasi: LazySandbox::new(SandboxConfig {
+                cache_dir: Some(config.data_dir.join("modules")),
+                ..SandboxConfig::default()
+            }),
+            gpu: CpuReExecutor {
+                wall_time: WALL_TIME_DEFAULT,
+            },
         },
     };
     let node = shared(

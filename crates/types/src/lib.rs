@@ -25,7 +25,7 @@ pub use identity::{
 };
 pub use rng::SplitMix64;
 pub use work::{
-    ErrorKind, Execution, ExecutionLimits, InputFile, JobId, Offer, ProofStep, RECEIPT_BATCH_MAX,
-    RECEIPT_PROOF_STEPS_MAX, ReExecute, Receipt, SignedOffer, SignedReceipt, SignedVoucher,
-    TaskInput, TaskOutcome, Voucher, task_seed,
+    ConsensusFault, ErrorKind, Execution, ExecutionLimits, InputFile, JobId, Offer, ProofStep,
+    RECEIPT_BATCH_MAX, RECEIPT_PROOF_STEPS_MAX, ReExecute, Receipt, SignedOffer, SignedReceipt,
+    SignedVoucher, TaskInput, TaskOutcome, Voucher, task_seed,
 };

@@ -474,9 +474,11 @@ pub struct Execution {
     pub fuel_used: u64,
 }
 
-/// Runs a task again, exactly as a provider must have: implemented by the
-/// sandbox, called by the ledger to decide a dispute. An `Err` means the host
-/// could not run it (not a verdict on the task).
+/// What the ledger asks its host to judge: a task run again, exactly as a
+/// provider must have (implemented by the sandbox), and evidence that a
+/// validator signed two conflicting consensus votes (implemented where the
+/// consensus protocol's types are). An `Err` means the host could not
+/// decide (not a verdict).
 pub trait ReExecute {
     fn re_execute(
         &self,
@@ -485,6 +487,28 @@ pub trait ReExecute {
         seed: [u8; 32],
         limits: &ExecutionLimits,
     ) -> Result<Execution, String>;
+
+    /// Checks consensus-fault evidence for chain `chain_id`, reading each
+    /// epoch's validators through `validators_of`; returns who signed both
+    /// votes, and where. A host that does not know the consensus protocol
+    /// decides nothing.
+    fn check_fault(
+        &self,
+        chain_id: &str,
+        evidence: &[u8],
+        validators_of: &dyn Fn(u64) -> Option<Vec<AccountId>>,
+    ) -> Result<ConsensusFault, String> {
+        let _ = (chain_id, evidence, validators_of);
+        Err("this node does not judge consensus faults".to_owned())
+    }
+}
+
+/// A validator proven to have signed two conflicting votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsensusFault {
+    pub validator: AccountId,
+    pub epoch: u64,
+    pub view: u64,
 }
 
 /// A provider's signed, expiring advertisement of what it offers.

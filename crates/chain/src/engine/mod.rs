@@ -12,6 +12,7 @@
 mod application;
 mod block;
 mod epochs;
+mod faults;
 mod relay;
 mod start;
 
@@ -32,6 +33,9 @@ use idlegrid_types::AccountId;
 pub use application::{App, Finalizer, Progress};
 pub use block::{Blocks, EngineBlock};
 pub use epochs::{EpochSchemes, LedgerEpocher, validator_set};
+pub use faults::{
+    FaultJudge, FaultReporter, check_fault, conflicting_notarize, fault_evidence, namespace,
+};
 pub use relay::{RELAY_BYTES_MAX, RELAY_TRANSACTIONS_MAX, decode_relay};
 pub use start::{Running, start};
 
@@ -179,7 +183,7 @@ pub struct EngineConfig {
 impl EngineConfig {
     pub fn new(chain_id: &str) -> Self {
         Self {
-            namespace: format!("idlegrid-chain:{chain_id}").into_bytes(),
+            namespace: namespace(chain_id),
             partition_prefix: "idlegrid".to_owned(),
             leader_timeout: Duration::from_secs(1),
             certification_timeout: Duration::from_secs(2),

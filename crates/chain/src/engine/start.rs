@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use commonware_broadcast::buffered;
-use commonware_codec::Read;
+use commonware_codec::{Encode as _, Read};
 use commonware_consensus::marshal::resolver::p2p as marshal_resolver;
 use commonware_consensus::marshal::standard::Inline;
 use commonware_consensus::marshal::{self, Start};
@@ -37,10 +37,12 @@ use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize, NonZeroDuration};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use idlegrid_ledger::Store;
+use idlegrid_types::Keypair;
 
 use super::application::{App, Finalizer, Progress, apply_finalized};
 use super::block::{Blocks, EngineBlock, digest_of, id_of};
 use super::epochs::{EpochSchemes, LedgerEpocher, epocher_epoch};
+use super::faults::FaultReporter;
 use super::relay::start_relay;
 use super::{Channels, EngineConfig, EngineError, Scheme};
 use crate::node::SharedNode;
@@ -107,6 +109,13 @@ where
             ledger.params().epoch_length_blocks,
         )
     };
+    // The account behind the consensus key (the same ed25519 key), which
+    // signs this validator's fault reports.
+    let account_key = Keypair::from_seed(
+        signer.encode()[..]
+            .try_into()
+            .map_err(|_| EngineError::BadKey(me.to_string()))?,
+    );
     let schemes = EpochSchemes::new(node.clone(), &config.namespace, signer);
     let prefix = config.partition_prefix.clone();
     let cache = CacheRef::new(NZU16!(4096), NZUsize!(1024));
@@ -336,7 +345,11 @@ where
                             blocker: blocker.clone(),
                             automaton: inline.clone(),
                             relay: inline.clone(),
-                            reporter: inline,
+                            reporter: FaultReporter::new(
+                                inline,
+                                node.clone(),
+                                account_key.clone(),
+                            ),
                             strategy: Sequential,
                             partition,
                             mailbox_size: NZUsize!(1024),

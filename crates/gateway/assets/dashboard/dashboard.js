@@ -374,21 +374,41 @@ async function pollStatus() {
   byId("finalized-height").textContent = int(view.finalized_height);
   byId("epoch").textContent = int(view.epoch);
   noteHeight(view.height);
-  renderValidators(view.validators || []);
   // Cheap when the stream is healthy (nothing is missing); the only way to
   // get blocks when it is not.
   if (isNumber(view.height)) await fetchMissingBlocks(view.height);
 }
 
-function renderValidators(validators) {
+function uptime(validator) {
+  const of = validator.finalizations_in_set;
+  if (!isNumber(of) || of === 0) return DASH;
+  return `${Math.floor((100 * validator.finalizations_signed) / of)}%`;
+}
+
+// Own and delegated stake, commission, power and uptime, from
+// /v1/validators (the current set first).
+async function pollValidators() {
+  const view = await request("/v1/validators");
+  const validators = view.validators || [];
   byId("validators").replaceChildren(
     ...validators.map((validator) =>
       h(
         "li",
-        { title: validator.account, data: { account: validator.account } },
+        {
+          title: `${validator.account}\nown ${int(validator.own_stake)}, delegated ${int(validator.delegated)} by ${int(validator.delegators)}\ncommission ${int(validator.commission_bps)} bps, power ${int(validator.power)}\nsigned ${int(validator.finalizations_signed)} of the last ${int(validator.finalizations_in_set)} finalizations`,
+          className: validator.in_set ? "in-set" : "outside",
+          data: {
+            account: validator.account,
+            delegated: String(validator.delegated),
+            commission: String(validator.commission_bps),
+          },
+        },
         h("span", { className: "account", text: shortAccount(validator.account) }),
         validator.account === ownValidator ? h("span", { className: "tag", text: "this gateway's" }) : "",
-        h("span", { className: "num", text: `${int(validator.stake)} staked` }),
+        validator.in_set ? "" : h("span", { className: "tag", text: "not in set" }),
+        h("span", { className: "num", text: `${int(validator.own_stake)} + ${int(validator.delegated)} delegated` }),
+        h("span", { className: "num small", text: `${(validator.commission_bps / 100).toFixed(2)}%` }),
+        h("span", { className: "num small", title: "share of recent finalizations signed", text: uptime(validator) }),
       ),
     ),
   );
@@ -738,6 +758,7 @@ async function pollLedgerJobs() {
 // ---- start ----
 
 const statusPoll = poller("status", STATUS_POLL_MS, pollStatus);
+const validatorsPoll = poller("validators", STATUS_POLL_MS, pollValidators);
 const gatewayPoll = poller("gateway", GATEWAY_POLL_MS, pollGateway);
 const networkPoll = poller("network", NETWORK_POLL_MS, pollNetwork);
 const localJobsPoll = poller("jobs", LOCAL_JOBS_POLL_MS, pollLocalJobs);
@@ -752,6 +773,6 @@ if (typeof document === "undefined") {
   startProviders();
   renderBlockList("blocks", blocks, "block", "no finalized blocks yet");
   loadActivity().catch(() => {}); // blocks with transactions come by events anyway
-  for (const each of [statusPoll, gatewayPoll, networkPoll, localJobsPoll, ledgerJobsPoll]) each.run();
+  for (const each of [statusPoll, validatorsPoll, gatewayPoll, networkPoll, localJobsPoll, ledgerJobsPoll]) each.run();
   connectEvents();
 }
