@@ -6,7 +6,9 @@ pub mod plot;
 pub mod sweep;
 mod world;
 
-pub use world::{DeviceStats, Report, SimConfig, Simulation, Strategy, StrategyStats};
+pub use world::{
+    CapacityStats, DeviceStats, Report, SimConfig, Simulation, Strategy, StrategyStats,
+};
 
 /// The state of a run at one moment, for the CSV and the chart.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]

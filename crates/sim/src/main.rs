@@ -12,6 +12,7 @@ use clap::Parser;
 use idlegrid_market::{Policy, Trust};
 use idlegrid_sim::sweep::{self, SweepPoint};
 use idlegrid_sim::{Report, SimConfig, Simulation, Strategy, plot};
+use idlegrid_types::ChallengeRules;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Parser)]
@@ -87,6 +88,28 @@ struct Cli {
     /// Stop after this much simulated time.
     #[arg(long, default_value_t = 86_400.0)]
     time_limit_secs: f64,
+    /// Capacity challenges: an epoch every this many seconds (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    challenge_epoch_secs: f64,
+    /// Share of devices each epoch challenges.
+    #[arg(long, default_value_t = 1.0)]
+    challenge_share: f64,
+    /// Fuel of one challenge.
+    #[arg(long, default_value_t = ChallengeRules::default().fuel)]
+    challenge_fuel: u64,
+    /// A challenge's deadline as a multiple of the time the offered speed
+    /// needs (plus the round-trip allowance).
+    #[arg(long, default_value_t = 1.25)]
+    challenge_slack: f64,
+    /// Share of devices that offer --claim-factor times the speed they have.
+    #[arg(long, default_value_t = 0.0)]
+    capacity_liars: f64,
+    #[arg(long, default_value_t = 2.0)]
+    claim_factor: f64,
+    /// How much slower than its benchmark a device may compute a
+    /// challenge (each time a speed in (1 − noise, 1] of it).
+    #[arg(long, default_value_t = 0.1)]
+    speed_noise: f64,
     /// Where to write the per-second CSV (default idlegrid-sim-seed<SEED>.csv).
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -191,6 +214,23 @@ fn config(cli: &Cli) -> anyhow::Result<SimConfig> {
         time_limit_ms: millis("time-limit-secs", cli.time_limit_secs)?,
         referee_fuel_max: cli.referee_fuel.unwrap_or(u64::MAX),
         stake: cli.stake,
+        challenge_epoch_ms: millis("challenge-epoch-secs", cli.challenge_epoch_secs)?,
+        challenge_share_bps: (fraction("challenge-share", cli.challenge_share)? * 10_000.0) as u32,
+        challenge_fuel: cli.challenge_fuel.max(1),
+        challenge_slack_bps: {
+            if !(1.0..=100.0).contains(&cli.challenge_slack) {
+                bail!("--challenge-slack must be between 1 and 100");
+            }
+            (cli.challenge_slack * 10_000.0) as u32
+        },
+        capacity_liar_fraction: fraction("capacity-liars", cli.capacity_liars)?,
+        claim_factor: {
+            if !(1.0..=1_000.0).contains(&cli.claim_factor) {
+                bail!("--claim-factor must be between 1 and 1000");
+            }
+            cli.claim_factor
+        },
+        speed_noise: fraction("speed-noise", cli.speed_noise)?,
         ..SimConfig::default()
     })
 }
@@ -312,6 +352,32 @@ fn print_table(config: &SimConfig, report: &Report) {
         "honest accused",
         format!("{} (disputes they would win)", report.honest_accused),
     );
+    let capacity = &report.capacity;
+    if capacity.epochs > 0 {
+        row(
+            "capacity challenges",
+            format!(
+                "{} in {} epochs: {} on time, {} late, {} missed (offline)",
+                capacity.challenges,
+                capacity.epochs,
+                capacity.on_time,
+                capacity.late,
+                capacity.missed
+            ),
+        );
+        row(
+            "  capacity liars",
+            format!(
+                "{} caught of {} challenged ({} liars), {:.1} s to catch on average, proven speed within {:.1}% of real",
+                capacity.liars_caught,
+                capacity.liars_challenged,
+                capacity.liars,
+                capacity.mean_ms_to_catch as f64 / 1_000.0,
+                capacity.proven_error_max * 100.0
+            ),
+        );
+        row("  honest judged late", capacity.honest_late.to_string());
+    }
     row(
         "cost",
         format!(

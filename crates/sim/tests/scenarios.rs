@@ -238,3 +238,77 @@ proptest! {
         }
     }
 }
+
+/// 100,000 devices, 5% of them offering twice the speed they have, a
+/// challenge epoch every minute for everyone: every liar is caught at its
+/// first challenge and its offer brought down to about its real speed,
+/// and no honest device, computing up to 10% slower than its benchmark,
+/// is ever judged late.
+#[test]
+fn capacity_challenges_catch_every_liar_and_never_an_honest_device() {
+    let config = SimConfig {
+        devices: 100_000,
+        tasks: 1_000,
+        // Tasks that outlast the run, so it runs to its time limit.
+        task_fuel: 2_000_000_000_000,
+        challenge_epoch_ms: 60_000,
+        capacity_liar_fraction: 0.05,
+        claim_factor: 2.0,
+        speed_noise: 0.1,
+        time_limit_ms: 200_000,
+        ..base(11, 0, 0)
+    };
+    let (report, simulation) = run(config);
+    let capacity = &report.capacity;
+    assert_eq!(capacity.epochs, 3, "{capacity:?}");
+    assert!(capacity.liars > 4_000, "{capacity:?}");
+    assert_eq!(capacity.liars_challenged, capacity.liars, "{capacity:?}");
+    assert_eq!(capacity.liars_caught, capacity.liars, "{capacity:?}");
+    assert_eq!(capacity.honest_late, 0, "{capacity:?}");
+    assert_eq!(capacity.missed, 0, "no churn: {capacity:?}");
+    // Every device is challenged each epoch; the first two epochs' answers
+    // are all in (the third's are on their way when the run stops).
+    assert_eq!(capacity.challenges, 3 * 100_000, "{capacity:?}");
+    assert!(
+        capacity.on_time + capacity.late >= 2 * 100_000,
+        "{capacity:?}"
+    );
+    // A liar is caught by its first challenge's answer (the slowest,
+    // at a quarter of the median speed, answer 2e10 fuel in under 90 s),
+    // and the proof is close to its real speed.
+    assert!(capacity.mean_ms_to_catch < 90_000, "{capacity:?}");
+    assert!(capacity.proven_error_max < 0.35, "{capacity:?}");
+    for device in simulation.devices() {
+        if device.capacity_liar {
+            // Corrected below its claim, to about its real speed (the
+            // round-trip allowance lets it seem a little faster).
+            let proven = device.proven.expect("every liar is proven");
+            assert!(proven < device.claimed, "{device:?}");
+            assert!(proven as f64 <= device.speed as f64 * 1.35, "{device:?}");
+        } else {
+            assert_eq!(device.proven, None, "{device:?}");
+        }
+    }
+}
+
+#[test]
+fn without_liars_a_run_with_challenges_replays_and_penalizes_nobody() {
+    let config = SimConfig {
+        devices: 300,
+        tasks: 300,
+        challenge_epoch_ms: 5_000,
+        challenge_share_bps: 5_000,
+        session_mean_ms: 20_000,
+        offline_mean_ms: 5_000,
+        ..base(5, 0, 0)
+    };
+    let (mut first, _) = run(config.clone());
+    let (mut second, _) = run(config);
+    first.wall_ms = 0;
+    second.wall_ms = 0;
+    assert_eq!(first, second);
+    let capacity = &first.capacity;
+    assert!(capacity.challenges > 0, "{capacity:?}");
+    assert_eq!(capacity.late, 0, "{capacity:?}");
+    assert_eq!(capacity.liars, 0);
+}

@@ -9,6 +9,7 @@
 //! programs and offers.
 
 pub mod blob_tree;
+pub mod capacity;
 pub mod cid;
 pub mod codec;
 pub mod gpu;
@@ -16,6 +17,7 @@ pub mod identity;
 pub mod rng;
 pub mod work;
 
+pub use capacity::{ChallengeRules, ChallengeVerdict};
 pub use cid::{ContentId, ParseContentIdError};
 pub use codec::{Bounded, DecodeError, EncodeError, LengthExceeded};
 pub use gpu::{ByModuleKind, GpuBinding, GpuClass, GpuDispatch, GpuOffer, GpuProgram};

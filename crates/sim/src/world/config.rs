@@ -2,6 +2,7 @@
 //! [`SimConfig`].
 
 use idlegrid_market::{Policy, Trust};
+use idlegrid_types::ChallengeRules;
 
 /// How a device answers the tasks it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -98,6 +99,24 @@ pub struct SimConfig {
     pub sample_ms: u64,
     /// Simulated time after which the run stops, finished or not.
     pub time_limit_ms: u64,
+    /// A capacity-challenge epoch every this long (0: no challenges).
+    pub challenge_epoch_ms: u64,
+    /// Share of devices each epoch challenges, in basis points.
+    pub challenge_share_bps: u32,
+    /// Fuel of one challenge.
+    pub challenge_fuel: u64,
+    /// A challenge's deadline over the time the offered speed needs, in
+    /// basis points (12,500: 1.25×), plus `challenge_round_trip_ms`.
+    pub challenge_slack_bps: u32,
+    pub challenge_round_trip_ms: u64,
+    /// Share of devices that offer `claim_factor` times the speed they
+    /// have.
+    pub capacity_liar_fraction: f64,
+    pub claim_factor: f64,
+    /// How much slower than its benchmark a device may compute a challenge
+    /// (its owner's load, heat): each time, a speed drawn from
+    /// (1 − speed_noise, 1] of it.
+    pub speed_noise: f64,
 }
 
 impl Default for SimConfig {
@@ -129,6 +148,14 @@ impl Default for SimConfig {
             tick_ms: 250,
             sample_ms: 500,
             time_limit_ms: 24 * 3_600_000,
+            challenge_epoch_ms: 0,
+            challenge_share_bps: ChallengeRules::default().share_bps,
+            challenge_fuel: ChallengeRules::default().fuel,
+            challenge_slack_bps: ChallengeRules::default().slack_bps,
+            challenge_round_trip_ms: ChallengeRules::default().round_trip_ms,
+            capacity_liar_fraction: 0.0,
+            claim_factor: 2.0,
+            speed_noise: 0.1,
         }
     }
 }

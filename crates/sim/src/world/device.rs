@@ -53,7 +53,7 @@ impl Simulation {
             cores: record.cores,
             memory_bytes: 4 << 30,
             gpu: None,
-            benchmark_fuel_per_second: record.speed,
+            benchmark_fuel_per_second: record.offered(),
             price_floor_per_million_fuel: 1 + u64::from(record.cores % 3),
             concurrency: record.cores * 2,
             idle_only: true,

@@ -2,10 +2,11 @@
 //! and honesty; the messages between them and the requestor; and the
 //! requestor's real [`Market`], all advanced by one seeded event queue.
 //!
-//! The devices' behaviour is in `device`, what a run reports in
-//! `report`, and what it is configured with in `config`; the event loop
-//! and the requestor's side are here.
+//! The devices' behaviour is in `device`, capacity challenges in
+//! `challenges`, what a run reports in `report`, and what it is configured
+//! with in `config`; the event loop and the requestor's side are here.
 
+mod challenges;
 mod config;
 mod device;
 mod report;
@@ -22,6 +23,7 @@ use idlegrid_types::{AccountId, ContentId, ExecutionLimits, JobId, TaskOutcome};
 use crate::Sample;
 use device::truth;
 
+pub use challenges::CapacityStats;
 pub use config::{SimConfig, Strategy};
 pub use report::{DeviceStats, Report, StrategyStats};
 
@@ -48,6 +50,22 @@ struct Device {
     wrong_sent: u64,
     /// Tasks where this device's wrong output was accepted.
     wrong_accepted: u64,
+    /// The speed it claims (its benchmark, or more for a capacity liar).
+    claimed: u64,
+    /// The speed a late challenge answer proved, once one has.
+    proven: Option<u64>,
+    /// Offers more speed than it has.
+    capacity_liar: bool,
+    /// When it was first challenged while online.
+    first_challenged_ms: Option<Millis>,
+}
+
+impl Device {
+    /// The speed it offers: its claim, or what a challenge proved.
+    fn offered(&self) -> u64 {
+        self.proven
+            .map_or(self.claimed, |proven| proven.min(self.claimed))
+    }
 }
 
 #[derive(Debug)]
@@ -87,6 +105,16 @@ enum Event {
     SubmitJob(u32),
     Tick,
     Sample,
+    /// An epoch's capacity challenges.
+    ChallengeEpoch,
+    /// A challenge's answer reaches the chain.
+    ChallengeAnswer {
+        device: u32,
+        epoch: u32,
+        /// The speed offered when it was challenged.
+        offered: u64,
+        after_ms: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -150,6 +178,9 @@ pub struct Simulation {
     violations: Vec<String>,
     samples: Vec<Sample>,
     done_at: Option<Millis>,
+    capacity: CapacityStats,
+    /// Sum over caught liars of the time from first challenge to catch.
+    caught_ms_total: u64,
 }
 
 /// Most violations kept; the count past this is still noticed.
@@ -205,6 +236,10 @@ impl Simulation {
                 tasks_completed: 0,
                 wrong_sent: 0,
                 wrong_accepted: 0,
+                claimed: speed,
+                proven: None,
+                capacity_liar: false,
+                first_challenged_ms: None,
             });
         }
         // Deal the roles to random devices, so that cheaters and slow
@@ -224,6 +259,13 @@ impl Simulation {
             if rng.unit() < config.slow_fraction {
                 device.speed = (device.speed / config.slow_factor.max(1)).max(1);
                 device.slowed = true;
+            }
+            device.claimed = device.speed;
+            // Drawn only when asked for, so runs without liars replay as
+            // they did before challenges existed.
+            if config.capacity_liar_fraction > 0.0 && rng.unit() < config.capacity_liar_fraction {
+                device.capacity_liar = true;
+                device.claimed = (device.speed as f64 * config.claim_factor).round() as u64;
             }
         }
         for (index, device) in devices.iter().enumerate() {
@@ -276,6 +318,8 @@ impl Simulation {
             violations: Vec::new(),
             samples: Vec::new(),
             done_at: None,
+            capacity: CapacityStats::default(),
+            caught_ms_total: 0,
             config,
         };
         simulation.start();
@@ -321,6 +365,9 @@ impl Simulation {
         }
         self.schedule(0, Event::SubmitJob(0));
         self.schedule(self.config.tick_ms, Event::Tick);
+        if self.config.challenge_epoch_ms > 0 {
+            self.schedule(self.config.challenge_epoch_ms, Event::ChallengeEpoch);
+        }
         self.schedule(0, Event::Sample);
     }
 
@@ -430,6 +477,13 @@ impl Simulation {
                 });
             }
             Event::SubmitJob(index) => self.submit_job(index),
+            Event::ChallengeEpoch => self.challenge_epoch(),
+            Event::ChallengeAnswer {
+                device,
+                epoch,
+                offered,
+                after_ms,
+            } => self.challenge_answered(device, epoch, offered, after_ms),
             Event::Tick => {
                 self.deliver(Input::Tick);
                 let next = self.now + self.config.tick_ms.max(1);

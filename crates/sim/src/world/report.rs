@@ -6,7 +6,7 @@ use std::time::Duration;
 use idlegrid_market::JobSummary;
 use idlegrid_types::AccountId;
 
-use super::{Simulation, Strategy};
+use super::{CapacityStats, Simulation, Strategy};
 use crate::Sample;
 
 /// Per-strategy totals of a run.
@@ -80,6 +80,8 @@ pub struct Report {
     /// Broken invariants (voucher went down, window exceeded, budget
     /// exceeded, a task decided twice); empty in a correct run.
     pub violations: Vec<String>,
+    /// What capacity challenges found (all zero without challenges).
+    pub capacity: CapacityStats,
     pub wall_ms: u64,
 }
 
@@ -97,6 +99,10 @@ pub struct DeviceStats {
     /// Tasks where its wrong output was accepted.
     pub wrong_accepted: u64,
     pub detected: bool,
+    /// The speed it claims, and the speed a late challenge answer proved.
+    pub claimed: u64,
+    pub proven: Option<u64>,
+    pub capacity_liar: bool,
 }
 
 impl Simulation {
@@ -114,6 +120,9 @@ impl Simulation {
                 wrong_sent: device.wrong_sent,
                 wrong_accepted: device.wrong_accepted,
                 detected: device.detected,
+                claimed: device.claimed,
+                proven: device.proven,
+                capacity_liar: device.capacity_liar,
             })
             .collect()
     }
@@ -254,6 +263,7 @@ impl Simulation {
             stalls: self.stalls,
             events: self.events,
             violations: self.violations.clone(),
+            capacity: self.capacity_stats(),
             wall_ms: wall.as_millis() as u64,
         }
     }
