@@ -38,9 +38,12 @@ from .errors import (
 from .keys import Key
 from .tx import (
     cid_of,
+    encode_claim_rewards,
     encode_close_job,
+    encode_delegate,
     encode_open_job,
     encode_transfer,
+    encode_undelegate,
     is_cid,
     job_id_bytes,
     signed,
@@ -554,6 +557,70 @@ class Client:
         """Sends `amount` to the account `to`; waits for it to be included unless told not to."""
         return self._transact(
             lambda chain, nonce, fee_: encode_transfer(chain, nonce, fee_, to, amount),
+            fee,
+            wait,
+            timeout,
+        )
+
+    # ---- delegated stake ----
+
+    def validators(self) -> Dict[str, Any]:
+        """The validators: own and delegated stake, commission, power and uptime."""
+        return self._json("GET", "/v1/validators")
+
+    def delegations(self, did: Optional[str] = None) -> Dict[str, Any]:
+        """An account's delegations (the client's own by default).
+
+        Each has its validator, stake, unclaimed rewards and undelegations.
+        """
+        return self._json("GET", f"/v1/accounts/{did or self._need_key().account}/delegations")
+
+    def delegate(
+        self,
+        validator: str,
+        amount: int,
+        fee: Optional[int] = None,
+        wait: bool = True,
+        timeout: float = 60.0,
+    ) -> Dict[str, Any]:
+        """Delegates `amount` to `validator`.
+
+        The delegation shares the validator's rewards (less its commission)
+        and its slashes; it waits to be included unless told not to.
+        """
+        return self._transact(
+            lambda chain, nonce, fee_: encode_delegate(chain, nonce, fee_, validator, amount),
+            fee,
+            wait,
+            timeout,
+        )
+
+    def undelegate(
+        self,
+        validator: str,
+        amount: int,
+        fee: Optional[int] = None,
+        wait: bool = True,
+        timeout: float = 60.0,
+    ) -> Dict[str, Any]:
+        """Starts undelegating `amount` from `validator` (back after the unbonding period)."""
+        return self._transact(
+            lambda chain, nonce, fee_: encode_undelegate(chain, nonce, fee_, validator, amount),
+            fee,
+            wait,
+            timeout,
+        )
+
+    def claim_rewards(
+        self,
+        validator: str,
+        fee: Optional[int] = None,
+        wait: bool = True,
+        timeout: float = 60.0,
+    ) -> Dict[str, Any]:
+        """Claims what the delegation to `validator` has earned."""
+        return self._transact(
+            lambda chain, nonce, fee_: encode_claim_rewards(chain, nonce, fee_, validator),
             fee,
             wait,
             timeout,

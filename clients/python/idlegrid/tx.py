@@ -15,16 +15,22 @@ from .keys import Key, parse_account
 
 __all__ = [
     "CHAIN_ID_BYTES_MAX",
+    "CLAIM_REWARDS",
     "CLOSE_JOB",
+    "DELEGATE",
     "OPEN_JOB",
     "TRANSFER",
+    "UNDELEGATE",
     "cid_bytes",
     "cid_of",
     "cid_text",
     "derive_job_id",
+    "encode_claim_rewards",
     "encode_close_job",
+    "encode_delegate",
     "encode_open_job",
     "encode_transfer",
+    "encode_undelegate",
     "is_cid",
     "job_id_bytes",
     "job_id_text",
@@ -36,6 +42,9 @@ __all__ = [
 TRANSFER = 0
 OPEN_JOB = 3
 CLOSE_JOB = 6
+DELEGATE = 8
+UNDELEGATE = 9
+CLAIM_REWARDS = 10
 
 #: Longest chain id the ledger takes.
 CHAIN_ID_BYTES_MAX = 64
@@ -130,6 +139,25 @@ def _header(chain_id: str, nonce: int, fee: int) -> bytes:
 def encode_transfer(chain_id: str, nonce: int, fee: int, to_did: str, amount: int) -> bytes:
     """The body of a Transfer of `amount` to the account `to_did`."""
     return _header(chain_id, nonce, fee) + _u8(TRANSFER) + parse_account(to_did) + _u64(amount)
+
+
+def encode_delegate(chain_id: str, nonce: int, fee: int, validator: str, amount: int) -> bytes:
+    """The body of a Delegate of `amount` to the validator `validator` (a did:key)."""
+    return (
+        _header(chain_id, nonce, fee) + _u8(DELEGATE) + parse_account(validator) + _u64(amount)
+    )
+
+
+def encode_undelegate(chain_id: str, nonce: int, fee: int, validator: str, amount: int) -> bytes:
+    """The body of an Undelegate of `amount` (all of it, if more) from `validator`."""
+    return (
+        _header(chain_id, nonce, fee) + _u8(UNDELEGATE) + parse_account(validator) + _u64(amount)
+    )
+
+
+def encode_claim_rewards(chain_id: str, nonce: int, fee: int, validator: str) -> bytes:
+    """The body of a ClaimRewards of what the delegation to `validator` has earned."""
+    return _header(chain_id, nonce, fee) + _u8(CLAIM_REWARDS) + parse_account(validator)
 
 
 def encode_close_job(chain_id: str, nonce: int, fee: int, job_id: str) -> bytes:

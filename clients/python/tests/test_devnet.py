@@ -105,6 +105,35 @@ def test_transfer_helper_and_a_rejected_transaction(client: Client) -> None:
     assert caught.value.code == "insufficient_balance"
 
 
+def test_delegate_to_the_validator_and_undelegate(client: Client) -> None:
+    """A fresh account delegates to the devnet's validator, sees it, and undelegates part."""
+    validators = client.validators()["validators"]
+    validator = next(entry for entry in validators if entry["in_set"])["account"]
+    delegator = Key.generate()
+    client.transfer(delegator.account, 50_000, timeout=60)
+    with Client(client.url, key=delegator) as own:
+        assert own.delegate(validator, 30_000, timeout=60)["status"] == "included"
+        view = own.delegations()
+        assert view["account"] == delegator.account
+        [delegation] = view["delegations"]
+        assert (delegation["validator"], delegation["stake"]) == (validator, 30_000)
+        listed = next(e for e in own.validators()["validators"] if e["account"] == validator)
+        assert listed["delegated"] >= 30_000 and listed["delegators"] >= 1
+        assert own.undelegate(validator, 10_000, timeout=60)["status"] == "included"
+        [delegation] = own.delegations()["delegations"]
+        assert delegation["stake"] == 20_000
+        assert sum(entry["amount"] for entry in delegation["unbonding"]) == 10_000
+        # Claiming pays what it earned, or is refused if an epoch has not
+        # ended since it delegated.
+        try:
+            assert own.claim_rewards(validator, timeout=60)["status"] == "included"
+        except IdlegridError as error:
+            assert error.code == "no_rewards"
+        with pytest.raises(IdlegridError) as caught:
+            own.delegate(Key.generate().account, 1, timeout=60)
+        assert caught.value.code == "not_a_validator"
+
+
 def test_close_job_encoding_reaches_the_ledger(client: Client) -> None:
     """A CloseJob for a job that does not exist decodes and is refused for that reason."""
     with pytest.raises(IdlegridError) as caught:

@@ -229,6 +229,20 @@ def test_transfer_and_close_job_layout() -> None:
     assert close.hex() == HEADER_HEX + "06" + "66" * 32
 
 
+def test_delegation_layouts() -> None:
+    validator = account_text(bytes([0x77] * 32))
+    delegate = tx.encode_delegate("idlegrid-devnet", 7, 1, validator, 1234)
+    assert delegate.hex() == HEADER_HEX + "08" + "77" * 32 + "d204000000000000"
+    undelegate = tx.encode_undelegate("idlegrid-devnet", 7, 1, validator, 1234)
+    assert undelegate.hex() == HEADER_HEX + "09" + "77" * 32 + "d204000000000000"
+    claim = tx.encode_claim_rewards("idlegrid-devnet", 7, 1, validator)
+    assert claim.hex() == HEADER_HEX + "0a" + "77" * 32
+    with pytest.raises(ValueError):
+        tx.encode_delegate("idlegrid-devnet", 7, 1, "did:key:nope", 1)
+    with pytest.raises(ValueError):
+        tx.encode_undelegate("idlegrid-devnet", 7, 1, validator, -1)
+
+
 def test_signed_transaction_layout() -> None:
     key = Key.from_hex(RFC_SEED)
     body = tx.encode_close_job("c", 0, 1, "job:" + "66" * 32)
