@@ -34,6 +34,9 @@ pub(crate) struct ValidatorEntry {
     power: u64,
     /// Whether it is in the current epoch's validator set.
     in_set: bool,
+    /// The epoch of its first proven consensus fault: it is in no set
+    /// after it, and takes no delegations.
+    jailed_since: Option<u64>,
     /// Of the latest finalizations this node saw (up to 1,000) made while
     /// it was in the set, how many certificates carry its signature (a
     /// certificate holds a quorum's, so one that is up may still be
@@ -114,6 +117,7 @@ pub(crate) async fn validators<S: Store + Send + 'static>(
                 commission_bps: pool.commission_bps,
                 power: power.unwrap_or(0),
                 in_set: power.is_some(),
+                jailed_since: ledger.jailed_since(&account).map_err(ledger_unavailable)?,
                 finalizations_signed,
                 finalizations_in_set,
             });

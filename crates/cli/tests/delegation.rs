@@ -226,6 +226,36 @@ fn a_delegators_rewards_arrive_and_its_validators_slash_reaches_it() {
     );
     assert_eq!(reporter_after + fee, reporter_before + own_loss / 2);
 
+    // A proven fault tombstones the validator: the next epoch's set goes
+    // on without it, and it takes no more delegations.
+    assert_eq!(listed["jailed_since"], epoch);
+    wait_until(PATIENCE, "the next epoch's set, without it", || {
+        let set = net.status(0)["validators"].clone();
+        let set = set.as_array().expect("validators");
+        set.len() == 3
+            && set
+                .iter()
+                .all(|entry| entry["account"] != validator.as_str())
+    });
+    let refused = Command::new(BIN)
+        .args([
+            "wallet",
+            "--key",
+            delegator_key,
+            "--node",
+            api,
+            "--json",
+            "delegate",
+            "--to",
+            &validator,
+            "--amount",
+            "1000",
+        ])
+        .output()
+        .expect("run idlegrid");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("validator_jailed"));
+
     // The same fault is punished once.
     let again = Command::new(BIN)
         .args([

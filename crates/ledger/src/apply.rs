@@ -733,6 +733,10 @@ fn report_fault<S: Store>(
         .into());
     }
     overlay.put(key, &scope.height);
+    // Tombstoned: out of every set from the next, whatever its stake.
+    if overlay.get_raw(&keys::jailed(&fault.validator))?.is_none() {
+        overlay.put(keys::jailed(&fault.validator), &fault.epoch);
+    }
     let fraction = scope.params.validator_slash_fraction_bps;
     let own = take_stake(overlay, StakeRole::Validator, &fault.validator, fraction)?;
     let delegated = delegation::slash_pool(overlay, &fault.validator, fraction)?;
@@ -867,7 +871,8 @@ pub(crate) fn epoch_rewards<S: Store>(
 pub const VALIDATORS_MAX: usize = 100;
 
 /// Records the validator set of `epoch`: every account with bonded
-/// validator stake, the largest `validators_max` by total stake (their own
+/// validator stake and no proven fault, the largest `validators_max` by
+/// total stake (their own
 /// and delegated; ties by account), with voting power capped at
 /// `voting_power_cap_bps` of the set's ([`delegation::capped_powers`]). A
 /// chain whose validators all left keeps the previous set rather than halt.
@@ -878,6 +883,9 @@ pub(crate) fn record_validator_set<S: Store>(
 ) -> Result<(), StoreError> {
     let mut set = Vec::new();
     for (validator, own) in bonded(overlay, StakeRole::Validator)? {
+        if overlay.get_raw(&keys::jailed(&validator))?.is_some() {
+            continue;
+        }
         set.push((
             validator,
             delegation::total_stake(overlay, &validator, own)?,

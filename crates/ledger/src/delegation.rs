@@ -88,6 +88,9 @@ pub(crate) fn delegate<S: Store>(
     if stake(overlay, StakeRole::Validator, &validator)?.bonded == 0 {
         return Err(Rejection::NotAValidator(validator).into());
     }
+    if overlay.get_raw(&keys::jailed(&validator))?.is_some() {
+        return Err(Rejection::ValidatorJailed(validator).into());
+    }
     debit(overlay, &delegator, amount)?;
     let mut pool = pool(overlay, &validator)?;
     if pool.tokens == 0 && pool.shares > 0 {

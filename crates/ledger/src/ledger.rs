@@ -628,6 +628,12 @@ impl<S: Store> Ledger<S> {
         Ok(list)
     }
 
+    /// The epoch of a validator's first proven consensus fault, if it has
+    /// one: it is in no set from then on.
+    pub fn jailed_since(&self, validator: &AccountId) -> Result<Option<u64>, LedgerError> {
+        Ok(Overlay::new(&self.store).get(&keys::jailed(validator))?)
+    }
+
     /// How many accounts delegate to a validator.
     pub fn delegator_count(&self, validator: &AccountId) -> Result<usize, LedgerError> {
         Ok(self

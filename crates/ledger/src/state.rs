@@ -273,6 +273,9 @@ pub(crate) mod keys {
     pub const DELEGATION_RELEASE: u8 = b'w';
     /// Consensus faults already punished, by validator, epoch and view.
     pub const FAULT: u8 = b'q';
+    /// Validators proven to have signed conflicting votes: never in a set
+    /// again (the value: the epoch of their first proven fault).
+    pub const JAILED: u8 = b'J';
     /// Not part of the authenticated state: the tree's own nodes and the
     /// history of roots.
     pub const TREE_NODE: u8 = b't';
@@ -373,6 +376,10 @@ pub(crate) mod keys {
             &view.to_be_bytes(),
         ]
         .concat()
+    }
+
+    pub fn jailed(validator: &AccountId) -> Vec<u8> {
+        [&[JAILED][..], validator.as_bytes()].concat()
     }
 
     pub fn delegation_release(height: u64) -> Vec<u8> {

@@ -437,6 +437,8 @@ pub enum Rejection {
     AlreadyDisputed(AccountId),
     #[error("{0} has no validator stake to delegate to")]
     NotAValidator(AccountId),
+    #[error("{0} signed conflicting votes and validates no more")]
+    ValidatorJailed(AccountId),
     #[error("the pool of {0} lost all its delegated stake to slashing; it takes no more")]
     PoolWipedOut(AccountId),
     #[error("the pool of {0} cannot take that much more")]
@@ -502,6 +504,7 @@ impl Rejection {
             Rejection::ReExecutionFailed(_) => "re_execution_failed",
             Rejection::AlreadyDisputed(_) => "already_disputed",
             Rejection::NotAValidator(_) => "not_a_validator",
+            Rejection::ValidatorJailed(_) => "validator_jailed",
             Rejection::PoolWipedOut(_) => "pool_wiped_out",
             Rejection::PoolFull(_) => "pool_full",
             Rejection::NoDelegation(_) => "no_delegation",

@@ -856,9 +856,9 @@ fn a_validator_slash_reaches_its_bonded_and_unbonding_delegations() {
     net.blocks_through(release + 1);
     assert_eq!(net.own_stake(V).unbonding_total(), 0);
 
-    // Delegating after the slash buys at the lower price: the new
-    // delegation is worth what was paid, the old one keeps its loss.
-    let events = net
+    // A proven fault tombstones the validator: it takes no more
+    // delegations, and the next epoch's set leaves it out.
+    let refused = net
         .submit(
             OTHER,
             TxKind::Delegate {
@@ -866,17 +866,9 @@ fn a_validator_slash_reaches_its_bonded_and_unbonding_delegations() {
                 amount: 900,
             },
         )
-        .expect("delegates");
-    let other = net.id(OTHER);
-    assert!(events.contains(&Event::Delegated {
-        delegator: other,
-        validator: v,
-        amount: 900,
-        shares: 1_000,
-    }));
-    let pool = net.pool(V);
-    assert_eq!(pool.value_of(net.delegation(V, OTHER).shares), 900);
-    assert_eq!(pool.value_of(net.delegation(V, D).shares), 9_000);
+        .expect_err("jailed");
+    assert_eq!(refused.code(), "validator_jailed");
+    assert_eq!(net.ledger.jailed_since(&v).expect("read"), Some(0));
 
     // Another view is another fault: 10% again, of what is there now.
     let events = net
@@ -888,16 +880,64 @@ fn a_validator_slash_reaches_its_bonded_and_unbonding_delegations() {
             epoch: 0,
             view: 2,
             own: 1_400,
-            delegated: 990,
-            burned: 1_690,
+            delegated: 900,
+            burned: 1_600,
             to_reporter: 700,
         }),
         "{events:?}"
     );
     let pool = net.pool(V);
     assert_eq!(pool.value_of(net.delegation(V, D).shares), 8_100);
-    assert_eq!(pool.value_of(net.delegation(V, OTHER).shares), 810);
+    let next = net.ledger.epoch_of(net.ledger.height()) + 1;
+    net.blocks_through(next * net.params().epoch_length_blocks);
+    let set = net
+        .ledger
+        .validator_set(next)
+        .expect("read")
+        .expect("recorded");
+    // It was the only validator: rather than halt, the chain keeps the
+    // set it had (see the next test for a set that loses it).
+    assert_eq!(
+        set.iter().map(|(account, _)| *account).collect::<Vec<_>>(),
+        vec![v]
+    );
     net.assert_books_balance();
+}
+
+#[test]
+fn a_validator_proven_faulty_leaves_the_next_set_for_good() {
+    let mut net = Net::new(
+        short_params(),
+        5,
+        1_000_000,
+        &[(V, 30_000), (OTHER, 30_000)],
+    );
+    let (v, other) = (net.id(V), net.id(OTHER));
+    net.submit(REPORTER, report(&v, 0, 1))
+        .expect("the fault is proven");
+    // More stake than anyone does not bring it back.
+    net.submit(
+        V,
+        TxKind::Stake {
+            role: StakeRole::Validator,
+            amount: 500_000,
+        },
+    )
+    .expect("stakes");
+    let length = net.params().epoch_length_blocks;
+    for epoch in 1..=3 {
+        net.blocks_through(epoch * length);
+        let set = net
+            .ledger
+            .validator_set(epoch)
+            .expect("read")
+            .expect("recorded");
+        assert_eq!(
+            set.iter().map(|(account, _)| *account).collect::<Vec<_>>(),
+            vec![other]
+        );
+    }
+    assert_eq!(net.ledger.jailed_since(&v).expect("read"), Some(0));
 }
 
 #[test]
@@ -1445,9 +1485,12 @@ impl Harness {
                                 Op::Unstake { .. } => {
                                     &["zero_amount", "insufficient_stake", "too_many_unbondings"]
                                 }
-                                Op::Delegate { .. } => {
-                                    &["zero_amount", "not_a_validator", "pool_full"]
-                                }
+                                Op::Delegate { .. } => &[
+                                    "zero_amount",
+                                    "not_a_validator",
+                                    "validator_jailed",
+                                    "pool_full",
+                                ],
                                 Op::Undelegate { .. } => &[
                                     "zero_amount",
                                     "no_delegation",
