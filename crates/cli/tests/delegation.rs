@@ -59,6 +59,20 @@ fn wallet(key: &str, api: &str, args: &[&str]) -> Value {
     serde_json::from_str(&idlegrid(&all)).expect("wallet json")
 }
 
+/// Runs a wallet command that must be refused (exit status 1); returns
+/// what it printed.
+fn wallet_refused(key: &str, api: &str, args: &[&str]) -> String {
+    let mut all = vec!["wallet", "--key", key, "--node", api, "--json"];
+    all.extend_from_slice(args);
+    let output = Command::new(BIN).args(&all).output().expect("run idlegrid");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "idlegrid {all:?} was not refused"
+    );
+    String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr)
+}
+
 #[test]
 fn a_delegators_rewards_arrive_and_its_validators_slash_reaches_it() {
     let net = Testnet::start_with(4, &["--epoch-length", "10"]);
@@ -237,43 +251,19 @@ fn a_delegators_rewards_arrive_and_its_validators_slash_reaches_it() {
                 .iter()
                 .all(|entry| entry["account"] != validator.as_str())
     });
-    let refused = Command::new(BIN)
-        .args([
-            "wallet",
-            "--key",
-            delegator_key,
-            "--node",
-            api,
-            "--json",
-            "delegate",
-            "--to",
-            &validator,
-            "--amount",
-            "1000",
-        ])
-        .output()
-        .expect("run idlegrid");
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stdout).contains("validator_jailed"));
+    let said = wallet_refused(
+        delegator_key,
+        api,
+        &["delegate", "--to", &validator, "--amount", "1000"],
+    );
+    assert!(said.contains("validator_jailed"), "{said}");
 
     // The same fault is punished once.
-    let again = Command::new(BIN)
-        .args([
-            "wallet",
-            "--key",
-            delegator_key,
-            "--node",
-            api,
-            "--json",
-            "report-fault",
-            "--evidence",
-            evidence_file,
-        ])
-        .output()
-        .expect("run idlegrid");
-    assert_eq!(again.status.code(), Some(1), "a second report is refused");
-    let said = String::from_utf8_lossy(&again.stdout).to_string()
-        + &String::from_utf8_lossy(&again.stderr);
+    let said = wallet_refused(
+        delegator_key,
+        api,
+        &["report-fault", "--evidence", evidence_file],
+    );
     assert!(said.contains("fault_already_reported"), "{said}");
     // Evidence whose votes do not verify is refused too.
     let mut forged = evidence.clone();
@@ -281,22 +271,14 @@ fn a_delegators_rewards_arrive_and_its_validators_slash_reaches_it() {
     forged[last] ^= 1;
     std::fs::write(net.dir.path().join("forged.bin"), &forged).expect("write");
     let forged_path = net.dir.path().join("forged.bin");
-    let refused = Command::new(BIN)
-        .args([
-            "wallet",
-            "--key",
-            delegator_key,
-            "--node",
-            api,
-            "--json",
+    let said = wallet_refused(
+        delegator_key,
+        api,
+        &[
             "report-fault",
             "--evidence",
             forged_path.to_str().expect("utf-8 path"),
-        ])
-        .output()
-        .expect("run idlegrid");
-    assert_eq!(refused.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&refused.stdout).to_string()
-        + &String::from_utf8_lossy(&refused.stderr);
+        ],
+    );
     assert!(said.contains("fault_not_proven"), "{said}");
 }

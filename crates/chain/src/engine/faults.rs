@@ -95,6 +95,16 @@ pub fn check_fault(
     }
 }
 
+/// A validator set as a consensus participant set (ordered by key).
+fn participants(validators: &[AccountId]) -> Result<Set<PublicKey>, String> {
+    let keys = validators
+        .iter()
+        .map(public_key)
+        .collect::<Result<Vec<PublicKey>, _>>()
+        .map_err(|error| error.to_string())?;
+    Set::try_from(keys).map_err(|_| "a validator is listed twice".to_owned())
+}
+
 fn judge(
     fault: &(impl Attributable + Epochable + Viewable),
     validators_of: &dyn Fn(u64) -> Option<Vec<AccountId>>,
@@ -104,13 +114,7 @@ fn judge(
     let epoch = fault.epoch().get();
     let accounts = validators_of(epoch)
         .ok_or_else(|| format!("the ledger has no validators for epoch {epoch}"))?;
-    let keys = accounts
-        .iter()
-        .map(public_key)
-        .collect::<Result<Vec<PublicKey>, _>>()
-        .map_err(|error| error.to_string())?;
-    let participants =
-        Set::try_from(keys).map_err(|_| format!("epoch {epoch} lists a validator twice"))?;
+    let participants = participants(&accounts)?;
     let signer = participants
         .get(fault.signer().get() as usize)
         .ok_or_else(|| format!("the signer is not one of epoch {epoch}'s validators"))?;
@@ -163,13 +167,7 @@ pub fn conflicting_notarize(
     epoch: u64,
     view: u64,
 ) -> Result<Vec<u8>, String> {
-    let keys = validators
-        .iter()
-        .map(public_key)
-        .collect::<Result<Vec<PublicKey>, _>>()
-        .map_err(|error| error.to_string())?;
-    let participants = Set::try_from(keys).map_err(|_| "a validator is listed twice".to_owned())?;
-    let scheme = Scheme::signer(&namespace(chain_id), participants, key.clone())
+    let scheme = Scheme::signer(&namespace(chain_id), participants(validators)?, key.clone())
         .ok_or_else(|| "the key is not one of the validators".to_owned())?;
     let round = Round::new(Epoch::new(epoch), View::new(view));
     let parent = View::new(view.saturating_sub(1));
