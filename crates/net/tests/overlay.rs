@@ -20,6 +20,8 @@ use libp2p::{Multiaddr, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// One try at a request while a link comes up.
+const TRY: Duration = Duration::from_secs(3);
 
 fn config(bootstrap: Vec<Multiaddr>) -> OverlayConfig {
     let mut config = OverlayConfig::new("overlay-test");
@@ -283,19 +285,23 @@ async fn answers_reach_their_own_requests_in_any_order_and_a_stopped_peer_fails_
         loop {
             let answer = b.send(&a.account(), Request::Content { cid, offset: 0 });
             tokio::pin!(answer);
-            let answered = loop {
-                tokio::select! {
-                    event = a_events.recv() => match event {
-                        Some(Event::Request { reply, .. }) => reply.send(Response::Ok),
-                        Some(_) => {}
-                        None => panic!("a stopped"),
-                    },
-                    answer = &mut answer => break answer,
+            let answered = tokio::time::timeout(TRY, async {
+                loop {
+                    tokio::select! {
+                        event = a_events.recv() => match event {
+                            Some(Event::Request { reply, .. }) => reply.send(Response::Ok),
+                            Some(_) => {}
+                            None => panic!("a stopped"),
+                        },
+                        answer = &mut answer => break answer,
+                    }
                 }
-            };
-            // A failed try is answered by a closed or refused link: the
-            // next opens a fresh one.
-            if answered.is_ok() {
+            })
+            .await;
+            // A failed try is answered by a closed or refused link, and one
+            // queued on a link that never came up is given up after `TRY`:
+            // the next opens a fresh one.
+            if matches!(answered, Ok(Ok(_))) {
                 return;
             }
         }
