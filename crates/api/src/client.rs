@@ -77,6 +77,26 @@ pub struct ProviderRecordState {
     pub disputes_lost: u64,
     /// What one slash would take from its stake now.
     pub slashable: u64,
+    /// The speed it declared on the chain (0: none), in fuel per second on
+    /// the capacity challenge.
+    pub declared_fuel_per_second: u64,
+    /// The speed the market may count on: the proven one, never above the
+    /// declared one.
+    pub usable_fuel_per_second: u64,
+}
+
+/// One of a provider's open capacity challenges (`challenges` in
+/// `/v1/accounts/{account}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeState {
+    pub epoch: u64,
+    pub seed: [u8; 32],
+    pub passes: u32,
+    pub deadline_ms: u64,
+    pub answered: bool,
+    pub revealed: bool,
+    pub settled: bool,
+    pub may_reveal: bool,
 }
 
 /// A job as the ledger holds it.
@@ -173,8 +193,51 @@ impl ApiClient {
                     "disputes lost",
                 )?,
                 slashable: number(&answer["provider_record"]["slashable"], "slashable stake")?,
+                declared_fuel_per_second: number(
+                    &answer["provider_record"]["capacity"]["declared_fuel_per_second"],
+                    "declared speed",
+                )?,
+                usable_fuel_per_second: number(
+                    &answer["provider_record"]["capacity"]["usable_fuel_per_second"],
+                    "usable speed",
+                )?,
             },
         })
+    }
+
+    /// The account's open capacity challenges.
+    pub fn challenges(&self, account: &AccountId) -> Result<Vec<ChallengeState>, ApiError> {
+        let path = format!("/v1/accounts/{account}");
+        let answer = self.get(&path)?;
+        let bad = |what: &str| self.bad_answer(&path, &format!("a challenge has no {what}"));
+        let Some(list) = answer["challenges"].as_array() else {
+            return Err(self.bad_answer(&path, "no challenges"));
+        };
+        list.iter()
+            .map(|item| {
+                let seed = item["seed"]
+                    .as_str()
+                    .and_then(|text| hex::decode(text).ok())
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or_else(|| bad("seed"))?;
+                let flag = |key: &str| item[key].as_bool().ok_or_else(|| bad(key));
+                Ok(ChallengeState {
+                    epoch: item["epoch"].as_u64().ok_or_else(|| bad("epoch"))?,
+                    seed,
+                    passes: item["passes"]
+                        .as_u64()
+                        .and_then(|passes| u32::try_from(passes).ok())
+                        .ok_or_else(|| bad("passes"))?,
+                    deadline_ms: item["deadline_ms"]
+                        .as_u64()
+                        .ok_or_else(|| bad("deadline"))?,
+                    answered: flag("answered")?,
+                    revealed: flag("revealed")?,
+                    settled: flag("settled")?,
+                    may_reveal: flag("may_reveal")?,
+                })
+            })
+            .collect()
     }
 
     /// The job, or `None` when the ledger has no such job.

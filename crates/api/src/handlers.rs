@@ -263,6 +263,87 @@ pub(crate) struct AccountView {
     validator_stake: StakeView,
     provider_stake: StakeView,
     provider_record: ProviderRecordView,
+    /// Its open capacity challenges, oldest first.
+    challenges: Vec<ChallengeView>,
+}
+
+/// What a provider declared and proved of its speed, in fuel per second
+/// on the capacity challenge.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CapacityView {
+    /// What it says it has (0: never declared).
+    declared_fuel_per_second: u64,
+    /// What its latest checked answer proved (absent before one).
+    proven_fuel_per_second: Option<u64>,
+    /// What the market counts on: the proven speed, never above the
+    /// declared one (the declared one before any proof).
+    usable_fuel_per_second: u64,
+    challenges_passed: u32,
+    challenges_late: u32,
+    challenges_missed: u32,
+    challenges_wrong: u32,
+}
+
+/// One open capacity challenge, as its provider needs it to answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChallengeView {
+    epoch: u64,
+    /// The task seed the challenge module runs with (hex).
+    seed: String,
+    passes: u32,
+    /// The fuel the challenge takes.
+    fuel: u64,
+    /// Block time it was issued at (ms since the Unix epoch).
+    issued_ms: u64,
+    /// Block time an answer is due by for the declared speed.
+    deadline_ms: u64,
+    /// The provider given the same seed.
+    partner: Option<String>,
+    answered: bool,
+    answered_ms: Option<u64>,
+    revealed: bool,
+    settled: bool,
+    /// Whether the answer may be revealed now: the partner answered, or it
+    /// is no longer awaited (four times its deadline's time passed), or
+    /// there is no partner.
+    may_reveal: bool,
+}
+
+fn challenge_views<S: Store>(
+    ledger: &idlegrid_ledger::Ledger<S>,
+    id: &AccountId,
+) -> Result<Vec<ChallengeView>, ApiError> {
+    let now_ms = ledger.time_ms().map_err(ledger_unavailable)?;
+    let open = ledger.challenges(id).map_err(ledger_unavailable)?;
+    let mut views = Vec::with_capacity(open.len());
+    for (epoch, record) in open {
+        let may_reveal = match record.partner {
+            None => true,
+            Some(partner) => ledger
+                .challenges(&partner)
+                .map_err(ledger_unavailable)?
+                .into_iter()
+                .find(|(their_epoch, _)| *their_epoch == epoch)
+                .is_none_or(|(_, theirs)| {
+                    theirs.commitment.is_some() || now_ms > theirs.awaited_until_ms()
+                }),
+        };
+        views.push(ChallengeView {
+            epoch,
+            seed: hex::encode(record.seed),
+            passes: record.passes,
+            fuel: idlegrid_types::capacity::challenge_fuel(record.passes),
+            issued_ms: record.issued_ms,
+            deadline_ms: record.deadline_ms,
+            partner: record.partner.map(|partner| partner.to_string()),
+            answered: record.commitment.is_some(),
+            answered_ms: record.answered_ms,
+            revealed: record.revealed.is_some(),
+            settled: record.settled,
+            may_reveal,
+        });
+    }
+    Ok(views)
 }
 
 /// A provider's track record on the ledger, which every requestor starts
@@ -282,6 +363,8 @@ pub(crate) struct ProviderRecordView {
     /// What one slash would take from its stake now: the requestor's cover
     /// for results it accepts on this provider's word alone.
     slashable: u64,
+    /// Its declared and proven speed, and how its challenges went.
+    capacity: CapacityView,
 }
 
 fn provider_record<S: Store>(
@@ -289,7 +372,17 @@ fn provider_record<S: Store>(
     id: &AccountId,
 ) -> Result<ProviderRecordView, ApiError> {
     let record = ledger.provider_record(id).map_err(ledger_unavailable)?;
+    let capacity = ledger.capacity(id).map_err(ledger_unavailable)?;
     Ok(ProviderRecordView {
+        capacity: CapacityView {
+            declared_fuel_per_second: capacity.declared_fuel_per_second,
+            proven_fuel_per_second: capacity.proven_fuel_per_second,
+            usable_fuel_per_second: capacity.usable_fuel_per_second(),
+            challenges_passed: capacity.passed,
+            challenges_late: capacity.late,
+            challenges_missed: capacity.missed,
+            challenges_wrong: capacity.wrong,
+        },
         fuel_paid: record.fuel_paid,
         amount_paid: record.amount_paid,
         jobs_paid: record.jobs_paid,
@@ -335,6 +428,7 @@ pub(crate) async fn account<S: Store + Send + 'static>(
             validator_stake: validator_stake.into(),
             provider_stake: provider_stake.into(),
             provider_record: provider_record(ledger, &id)?,
+            challenges: challenge_views(ledger, &id)?,
         })
     })
     .await?;
@@ -590,6 +684,8 @@ pub(crate) struct BlockTxView {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BlockView {
     height: u64,
+    /// When its proposer built it (ms since the Unix epoch).
+    time_ms: u64,
     digest: String,
     parent: String,
     parent_state_root: String,
@@ -600,6 +696,7 @@ impl From<&Block> for BlockView {
     fn from(block: &Block) -> Self {
         Self {
             height: block.height,
+            time_ms: block.time_ms,
             digest: block.digest().to_string(),
             parent: block.parent.to_string(),
             parent_state_root: hex::encode(block.parent_state_root),
@@ -687,14 +784,31 @@ pub(crate) struct StatusView {
     state_root: String,
     /// The digest of the block at `height`.
     tip: String,
+    /// The time stamped on the block at `height` (ms since the Unix epoch).
+    time_ms: u64,
     /// The smallest fee a transaction may pay.
     minimum_fee: u64,
+    /// How this chain challenges providers' declared speed.
+    challenges: ChallengeParamsView,
     mempool: MempoolView,
     /// The epoch the next block belongs to.
     epoch: u64,
     /// That epoch's validator set (the one running consensus now).
     validators: Vec<StakeEntry>,
     peers: Vec<PeerView>,
+}
+
+/// The chain's capacity challenges (genesis parameters).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChallengeParamsView {
+    /// Share of providers challenged each epoch, in basis points (0: none).
+    share_bps: u16,
+    passes: u32,
+    /// Fuel of one challenge.
+    fuel: u64,
+    /// A deadline's slack over the declared speed's time, in basis points.
+    slack_bps: u32,
+    round_trip_ms: u64,
 }
 
 /// The chain and this validator: heights, state root, fees, pool, epoch,
@@ -723,7 +837,18 @@ pub(crate) async fn status<S: Store + Send + 'static>(
             finalized_height: height,
             state_root: hex::encode(ledger.state_root()),
             tip: node.chain.tip().to_string(),
+            time_ms: ledger.time_ms().map_err(ledger_unavailable)?,
             minimum_fee: ledger.params().minimum_fee,
+            challenges: {
+                let params = ledger.params();
+                ChallengeParamsView {
+                    share_bps: params.challenge_share_bps,
+                    passes: params.challenge_passes,
+                    fuel: idlegrid_types::capacity::challenge_fuel(params.challenge_passes),
+                    slack_bps: params.challenge_slack_bps,
+                    round_trip_ms: params.challenge_round_trip_ms,
+                }
+            },
             mempool: MempoolView {
                 transactions: node.mempool.len(),
                 bytes: node.mempool.bytes(),

@@ -57,6 +57,7 @@ fn apply(ledger: &mut Ledger<MemoryStore>, transactions: &[SignedTransaction]) {
         .apply_named_block(
             ContentId::of(&height.to_be_bytes()),
             height,
+            0,
             transactions,
             &NoReExecution,
         )
@@ -577,6 +578,7 @@ async fn every_documented_route_answers_with_a_documented_status() {
     let block = Block {
         parent: genesis_digest(CHAIN),
         height: 1,
+        time_ms: 0,
         parent_state_root: [0; 32],
         transactions: Bounded::new(vec![open_job(0, 2)]).expect("one transaction"),
     };
@@ -701,6 +703,7 @@ async fn metrics_report_the_node_and_every_request() {
     let finalized = Block {
         parent: genesis_digest(CHAIN),
         height: 5,
+        time_ms: 0,
         parent_state_root: [0; 32],
         transactions: Bounded::new(Vec::new()).expect("empty"),
     };

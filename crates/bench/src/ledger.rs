@@ -3,7 +3,11 @@
 //! Goal: at least 20,000 transfers a second on one validator, signature
 //! checks included (`ledger.transfers`), so that the ledger is never what
 //! limits the network; and a disk that stops growing with the state tree's
-//! history once the kept heights are full (`ledger.storage_bytes`).
+//! history once the kept heights are full (`ledger.storage_bytes`). Also
+//! what checking a capacity challenge costs the chain when a pair agrees,
+//! against what answering it costs a provider
+//! (`ledger.challenge.check_agreeing_pair`: the check should be a
+//! vanishing fraction).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +16,8 @@ use idlegrid_ledger::{
     Genesis, Ledger, MemoryStore, NoReExecution, Params, RedbStats, RedbStore, SignedTransaction,
     Store, TREE_HISTORY_HEIGHTS_DEFAULT, Transaction, TreeHistory, TxKind,
 };
+use idlegrid_sandbox::{Sandbox, SandboxConfig};
+use idlegrid_types::capacity::answer_commitment;
 use idlegrid_types::identity::{verify_batch, verify_raw};
 use idlegrid_types::{AccountId, Keypair, Signable, Signature};
 
@@ -96,7 +102,7 @@ fn apply<S: Store>(
     block: &[SignedTransaction],
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let outcome = ledger.apply_block(ledger.height() + 1, block, &NoReExecution)?;
+    let outcome = ledger.apply_block(ledger.height() + 1, 0, block, &NoReExecution)?;
     let elapsed = started.elapsed();
     if let Some(rejection) = outcome
         .transactions
@@ -308,5 +314,101 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
         storage_block_size,
         storage_blocks,
     )?);
+    rows.push(challenge_check(if options.common.quick { 1 } else { 100 })?);
     Ok(rows)
+}
+
+/// What checking a capacity challenge costs the chain when the pair
+/// agrees: the block that takes the second reveal (both answers settled),
+/// against running the challenge once, which is what each provider does.
+fn challenge_check(passes: u32) -> anyhow::Result<Measurement> {
+    const EPOCH: u64 = 4;
+    let keys: Vec<Keypair> = (1..=3u8)
+        .map(|seed| Keypair::from_seed([seed; 32]))
+        .collect();
+    let genesis = Genesis {
+        chain_id: CHAIN.to_owned(),
+        params: Params {
+            epoch_length_blocks: EPOCH,
+            challenge_share_bps: 10_000,
+            challenge_passes: passes,
+            ..Params::default()
+        },
+        balances: keys.iter().map(|key| (key.account_id(), 1 << 40)).collect(),
+        validators: vec![(keys[2].account_id(), 1 << 20)],
+    };
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let mut ledger = Ledger::init(MemoryStore::default(), &genesis)?;
+    let mut time_ms = 1_700_000_000_000u64;
+    let mut block = |ledger: &mut Ledger<MemoryStore>, txs: Vec<(usize, TxKind)>| {
+        time_ms += 100;
+        let signed: Vec<SignedTransaction> = txs
+            .into_iter()
+            .map(|(who, kind)| {
+                let nonce = ledger.account(&keys[who].account_id())?.nonce;
+                Ok(keys[who].sign(Transaction::new(CHAIN, nonce, 1, kind)?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let started = Instant::now();
+        let outcome = ledger.apply_block(ledger.height() + 1, time_ms, &signed, &sandbox)?;
+        let took = started.elapsed();
+        for result in &outcome.transactions {
+            if let Err(rejection) = &result.outcome {
+                bail!("a challenge transaction was refused: {rejection}");
+            }
+        }
+        anyhow::Ok(took)
+    };
+    for who in 0..2 {
+        let stake = TxKind::Stake {
+            role: idlegrid_ledger::StakeRole::Provider,
+            amount: 1_000,
+        };
+        block(&mut ledger, vec![(who, stake)])?;
+        let declare = TxKind::DeclareCapacity {
+            fuel_per_second: 1_000_000_000,
+        };
+        block(&mut ledger, vec![(who, declare)])?;
+    }
+    while !ledger.height().is_multiple_of(EPOCH) {
+        block(&mut ledger, Vec::new())?;
+    }
+    let (epoch, challenge) = ledger
+        .challenges(&keys[0].account_id())?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no challenge was issued"))?;
+    let started = Instant::now();
+    let answer = sandbox
+        .run_challenge(challenge.seed, challenge.passes, Duration::from_secs(600))
+        .map_err(anyhow::Error::msg)?;
+    let running = started.elapsed();
+    let answers = (0..2)
+        .map(|who| {
+            let commitment = answer_commitment(&answer.output, &keys[who].account_id());
+            (who, TxKind::AnswerChallenge { epoch, commitment })
+        })
+        .collect();
+    block(&mut ledger, answers)?;
+    let reveal = |who| {
+        (
+            who,
+            TxKind::RevealChallenge {
+                epoch,
+                output: answer.output,
+            },
+        )
+    };
+    block(&mut ledger, vec![reveal(0)])?;
+    let checking = block(&mut ledger, vec![reveal(1)])?;
+    ensure!(
+        ledger.capacity(&keys[1].account_id())?.passed == 1,
+        "the pair's answers did not settle"
+    );
+    Ok(Measurement::new(
+        format!("ledger.challenge.check_agreeing_pair.{passes}_passes"),
+        checking.as_secs_f64() * 1e3,
+        "ms",
+        running.as_secs_f64() * 1e3,
+        "running the challenge once",
+    ))
 }

@@ -1,5 +1,6 @@
-//! A block: its parent, its height, the state root its parent left, and
-//! transactions, in the canonical encoding; named by the BLAKE3 of it.
+//! A block: its parent, its height, its time, the state root its parent
+//! left, and transactions, in the canonical encoding; named by the BLAKE3
+//! of it.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use idlegrid_ledger::SignedTransaction;
@@ -10,11 +11,19 @@ use idlegrid_types::codec::{self, Bounded, DecodeError};
 pub const BLOCK_TRANSACTIONS_MAX: usize = 20_000;
 /// Most bytes of one encoded block.
 pub const BLOCK_BYTES_MAX: usize = 8 << 20;
+/// How far a block's time may be from a validator's clock, ahead (for
+/// every block it verifies) or behind (for the block it votes on), for
+/// the validator to accept it.
+pub const BLOCK_TIME_DRIFT_MS: u64 = 3_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Block {
     pub parent: ContentId,
     pub height: u64,
+    /// When its proposer built it, in milliseconds since the Unix epoch:
+    /// never before its parent's, within [`BLOCK_TIME_DRIFT_MS`] of the
+    /// clocks of the validators that voted for it.
+    pub time_ms: u64,
     /// The state root after the parent block applied.
     pub parent_state_root: [u8; 32],
     pub transactions: Bounded<Vec<SignedTransaction>, BLOCK_TRANSACTIONS_MAX>,
@@ -44,6 +53,7 @@ impl Block {
         Self {
             parent: ContentId::of(format!("idlegrid genesis {chain_id}").as_bytes()),
             height: 0,
+            time_ms: 0,
             parent_state_root: [0; 32],
             transactions: Bounded::default(),
         }

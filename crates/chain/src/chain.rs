@@ -8,7 +8,9 @@ use idlegrid_ledger::{BlockOutcome, Layered, Ledger, LedgerError, Rejection, Sto
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{ContentId, ReExecute};
 
-use crate::block::{BLOCK_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, Block, genesis_digest};
+use crate::block::{
+    BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MS, BLOCK_TRANSACTIONS_MAX, Block, genesis_digest,
+};
 use crate::mempool::Mempool;
 
 /// Why a block is not valid on this chain.
@@ -24,6 +26,24 @@ pub enum Invalid {
     TooLarge { bytes: usize, max: usize },
     #[error("transaction {index} would not apply: {rejection}")]
     Transaction { index: usize, rejection: Rejection },
+    #[error("its time {time_ms} ms is more than the allowed drift past this clock's {now_ms} ms")]
+    FromTheFuture { time_ms: u64, now_ms: u64 },
+    #[error("its time {time_ms} ms is more than the allowed drift before this clock's {now_ms} ms")]
+    Stale { time_ms: u64, now_ms: u64 },
+}
+
+/// Whether a proposal's time is recent enough for this clock to vote for
+/// it: at most [`BLOCK_TIME_DRIFT_MS`] behind `now_ms`. (Ancestors being
+/// caught up on are older by nature, so only the block voted on is held to
+/// this; every block is held to the bound ahead, in [`Chain::verify`].)
+pub fn check_recent(block: &Block, now_ms: u64) -> Result<(), Invalid> {
+    if block.time_ms.saturating_add(BLOCK_TIME_DRIFT_MS) < now_ms {
+        return Err(Invalid::Stale {
+            time_ms: block.time_ms,
+            now_ms,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,20 +172,23 @@ impl<S: Store> Chain<S> {
 
     /// Builds a block on `parent` from the mempool (dropping what no longer
     /// applies) and keeps it as pending, executed once: building it
-    /// executed it.
+    /// executed it. Its time is `now_ms`, or its parent's if that is later.
     pub fn propose(
         &mut self,
         parent: ContentId,
+        now_ms: u64,
         mempool: &mut Mempool,
         executor: &dyn ReExecute,
     ) -> Result<Block, ChainError> {
         let view = self.view(parent)?;
+        let time_ms = now_ms.max(view.time_ms()?);
         // Leave room for the block's own fields.
         let room = self.bytes_max.saturating_sub(1024);
-        let built = mempool.propose(&view, self.transactions_max, room, executor)?;
+        let built = mempool.propose(&view, time_ms, self.transactions_max, room, executor)?;
         let block = Block {
             parent,
             height: view.height() + 1,
+            time_ms,
             parent_state_root: view.state_root(),
             transactions: Bounded::new(built.selection.included).map_err(|_| {
                 Invalid::TooLarge {
@@ -188,10 +211,16 @@ impl<S: Store> Chain<S> {
     }
 
     /// Checks a block proposed by someone else: known parent, next height,
-    /// the parent's state root, within limits, and every transaction
-    /// applies. A valid block is kept as pending.
-    pub fn verify(&mut self, block: &Block, executor: &dyn ReExecute) -> Result<(), ChainError> {
-        self.verify_named(block, block.digest(), executor)
+    /// the parent's state root, a time not before its parent's nor more
+    /// than [`BLOCK_TIME_DRIFT_MS`] past `now_ms`, within limits, and every
+    /// transaction applies. A valid block is kept as pending.
+    pub fn verify(
+        &mut self,
+        block: &Block,
+        now_ms: u64,
+        executor: &dyn ReExecute,
+    ) -> Result<(), ChainError> {
+        self.verify_named(block, block.digest(), now_ms, executor)
     }
 
     /// [`Chain::verify`] for a block whose digest the caller already has
@@ -200,10 +229,18 @@ impl<S: Store> Chain<S> {
         &mut self,
         block: &Block,
         digest: ContentId,
+        now_ms: u64,
         executor: &dyn ReExecute,
     ) -> Result<(), ChainError> {
         if self.pending.contains_key(&digest) {
             return Ok(());
+        }
+        if block.time_ms > now_ms.saturating_add(BLOCK_TIME_DRIFT_MS) {
+            return Err(Invalid::FromTheFuture {
+                time_ms: block.time_ms,
+                now_ms,
+            }
+            .into());
         }
         let bytes = block.encode().len();
         if bytes > self.bytes_max || block.transactions.len() > self.transactions_max {
@@ -228,7 +265,8 @@ impl<S: Store> Chain<S> {
             }
             .into());
         }
-        let (writes, outcome) = view.execute_block(block.height, &block.transactions, executor)?;
+        let (writes, outcome) =
+            view.execute_block(block.height, block.time_ms, &block.transactions, executor)?;
         if let Some((index, rejection)) = outcome
             .transactions
             .iter()
@@ -289,6 +327,7 @@ impl<S: Store> Chain<S> {
                 let outcome = self.ledger.apply_named_block(
                     digest,
                     block.height,
+                    block.time_ms,
                     &block.transactions,
                     executor,
                 )?;

@@ -259,6 +259,7 @@ impl Mempool {
     pub fn propose<S: Store>(
         &mut self,
         ledger: &Ledger<S>,
+        time_ms: u64,
         max_count: usize,
         max_bytes: usize,
         executor: &dyn ReExecute,
@@ -300,7 +301,7 @@ impl Mempool {
                 heads.push((next.transaction.body.fee, next.hash, index));
             }
         }
-        let built = ledger.build_block(ordered, max_count, max_bytes, executor)?;
+        let built = ledger.build_block(time_ms, ordered, max_count, max_bytes, executor)?;
         for (hash, rejection) in &built.selection.dropped {
             self.remove(hash);
             self.remember_dropped(*hash, rejection.clone());

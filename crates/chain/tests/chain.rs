@@ -35,7 +35,7 @@ fn blocks_build_on_pending_parents_and_finalize_to_the_same_state() {
         &[transfer(1, 0, 10), transfer(1, 1, 20), transfer(2, 0, 30)],
     );
     let first = leader
-        .propose(genesis, &mut mempool, &NoReExecution)
+        .propose(genesis, 0, &mut mempool, &NoReExecution)
         .expect("propose 1");
     assert_eq!(first.height, 1);
     assert_eq!(first.transactions.len(), 3);
@@ -45,7 +45,7 @@ fn blocks_build_on_pending_parents_and_finalize_to_the_same_state() {
         .insert(transfer(3, 0, 40), leader.ledger(), &NoReExecution)
         .expect("taken");
     let second = leader
-        .propose(first.digest(), &mut mempool, &NoReExecution)
+        .propose(first.digest(), 0, &mut mempool, &NoReExecution)
         .expect("propose 2");
     assert_eq!(second.height, 2);
     assert_eq!(
@@ -57,7 +57,9 @@ fn blocks_build_on_pending_parents_and_finalize_to_the_same_state() {
     // The follower verifies both, over bytes, before either is final.
     for block in [&first, &second] {
         let received = Block::decode(&block.encode()).expect("decode");
-        follower.verify(&received, &NoReExecution).expect("valid");
+        follower
+            .verify(&received, 0, &NoReExecution)
+            .expect("valid");
     }
     for chain in [&mut leader, &mut follower] {
         for block in [&first, &second] {
@@ -92,14 +94,14 @@ fn a_losing_fork_is_dropped_when_its_sibling_finalizes() {
     let mut left = pool(&chain, &[transfer(1, 0, 10)]);
     let mut right = pool(&chain, &[transfer(2, 0, 10)]);
     let a = chain
-        .propose(genesis, &mut left, &NoReExecution)
+        .propose(genesis, 0, &mut left, &NoReExecution)
         .expect("a");
     let b = chain
-        .propose(genesis, &mut right, &NoReExecution)
+        .propose(genesis, 0, &mut right, &NoReExecution)
         .expect("b");
     let mut more = pool(&chain, &[transfer(3, 0, 10)]);
     let on_b = chain
-        .propose(b.digest(), &mut more, &NoReExecution)
+        .propose(b.digest(), 0, &mut more, &NoReExecution)
         .expect("on b");
     assert_eq!(chain.pending_count(), 3);
     chain.finalize(&a, &NoReExecution).expect("a final");
@@ -109,7 +111,7 @@ fn a_losing_fork_is_dropped_when_its_sibling_finalizes() {
         "b and its child can never be final"
     );
     assert!(matches!(
-        chain.verify(&on_b, &NoReExecution),
+        chain.verify(&on_b, 0, &NoReExecution),
         Err(ChainError::Invalid(Invalid::UnknownParent(_)))
     ));
     assert!(matches!(
@@ -124,7 +126,7 @@ fn invalid_blocks_are_refused_with_a_reason() {
     let genesis = leader.tip();
     let mut mempool = pool(&leader, &[transfer(1, 0, 10)]);
     let good = leader
-        .propose(genesis, &mut mempool, &NoReExecution)
+        .propose(genesis, 0, &mut mempool, &NoReExecution)
         .expect("propose");
 
     let mut wrong_height = good.clone();
@@ -138,21 +140,21 @@ fn invalid_blocks_are_refused_with_a_reason() {
         Bounded::new(vec![transfer(1, 0, 10), transfer(1, 1, 5_000)]).expect("bounded");
 
     assert!(matches!(
-        follower.verify(&wrong_height, &NoReExecution),
+        follower.verify(&wrong_height, 0, &NoReExecution),
         Err(ChainError::Invalid(Invalid::WrongHeight {
             parent: 0,
             found: 5
         }))
     ));
     assert!(matches!(
-        follower.verify(&wrong_root, &NoReExecution),
+        follower.verify(&wrong_root, 0, &NoReExecution),
         Err(ChainError::Invalid(Invalid::WrongParentStateRoot { .. }))
     ));
     assert!(matches!(
-        follower.verify(&unknown_parent, &NoReExecution),
+        follower.verify(&unknown_parent, 0, &NoReExecution),
         Err(ChainError::Invalid(Invalid::UnknownParent(_)))
     ));
-    match follower.verify(&overdraft, &NoReExecution) {
+    match follower.verify(&overdraft, 0, &NoReExecution) {
         Err(ChainError::Invalid(Invalid::Transaction { index, rejection })) => {
             assert_eq!(index, 1);
             assert_eq!(rejection.code(), "insufficient_balance");
@@ -162,7 +164,7 @@ fn invalid_blocks_are_refused_with_a_reason() {
     assert!(Block::decode(&[0xff; 40]).is_err());
     assert_eq!(follower.pending_count(), 0);
     // The good one still verifies, and nothing was applied meanwhile.
-    follower.verify(&good, &NoReExecution).expect("valid");
+    follower.verify(&good, 0, &NoReExecution).expect("valid");
     assert_eq!(follower.ledger().height(), 0);
 }
 
@@ -175,7 +177,7 @@ fn a_small_block_limit_leaves_the_rest_for_the_next_block() {
         &[transfer(1, 0, 1), transfer(1, 1, 1), transfer(1, 2, 1)],
     );
     let first = chain
-        .propose(genesis, &mut mempool, &NoReExecution)
+        .propose(genesis, 0, &mut mempool, &NoReExecution)
         .expect("first");
     assert_eq!(first.transactions.len(), 2);
     chain.finalize(&first, &NoReExecution).expect("final");
@@ -183,7 +185,7 @@ fn a_small_block_limit_leaves_the_rest_for_the_next_block() {
         .finalized(&first.transactions, chain.ledger())
         .expect("pruned");
     let second = chain
-        .propose(chain.tip(), &mut mempool, &NoReExecution)
+        .propose(chain.tip(), 0, &mut mempool, &NoReExecution)
         .expect("second");
     assert_eq!(second.transactions.len(), 1);
     assert_eq!(second.transactions[0].body.nonce, 2);

@@ -20,6 +20,7 @@ fn block() -> Block {
     Block {
         parent: genesis_digest("idlegrid-chain-test"),
         height: 1,
+        time_ms: 1_700_000_000_000,
         parent_state_root: [7; 32],
         transactions: Bounded::new((0..3).map(|nonce| transfer(1, nonce, 2, 10)).collect())
             .expect("within bounds"),

@@ -78,7 +78,7 @@ fn proposes_by_fee_across_accounts_and_by_nonce_within_one() {
         insert(&mut pool, &ledger, tx).expect("taken");
     }
     let selection = pool
-        .propose(&ledger, 100, 1 << 20, &NoReExecution)
+        .propose(&ledger, 0, 100, 1 << 20, &NoReExecution)
         .expect("propose")
         .selection;
     let (one, two, three) = (
@@ -131,11 +131,11 @@ fn refuses_what_cannot_apply_with_a_reason() {
     );
     // Once nonce 0 is in a block, it is stale.
     let block = pool
-        .propose(&ledger, 100, 1 << 20, &NoReExecution)
+        .propose(&ledger, 0, 100, 1 << 20, &NoReExecution)
         .expect("propose")
         .selection;
     let outcome = ledger
-        .apply_block(1, &block.included, &NoReExecution)
+        .apply_block(1, 0, &block.included, &NoReExecution)
         .expect("apply");
     assert!(outcome.transactions.iter().all(|tx| tx.outcome.is_ok()));
     pool.finalized(&block.included, &ledger).expect("finalized");
@@ -169,7 +169,7 @@ fn a_full_pool_evicts_the_cheapest_and_what_depends_on_it() {
     insert(&mut pool, &ledger, transfer(3, 0, 3, 1)).expect("evicts");
     assert_eq!(pool.len(), 2);
     let selection = pool
-        .propose(&ledger, 100, 1 << 20, &NoReExecution)
+        .propose(&ledger, 0, 100, 1 << 20, &NoReExecution)
         .expect("propose")
         .selection;
     assert_eq!(
@@ -186,7 +186,7 @@ fn a_transaction_that_no_longer_applies_is_dropped_with_its_reason() {
     insert(&mut pool, &ledger, transfer(1, 0, 1, 600)).expect("taken");
     insert(&mut pool, &ledger, transfer(1, 1, 1, 600)).expect("taken");
     let selection = pool
-        .propose(&ledger, 100, 1 << 20, &NoReExecution)
+        .propose(&ledger, 0, 100, 1 << 20, &NoReExecution)
         .expect("propose")
         .selection;
     assert_eq!(selection.included.len(), 1);
@@ -205,13 +205,13 @@ fn blocks_respect_count_and_byte_limits() {
         }
     }
     let by_count = pool
-        .propose(&ledger, 7, 1 << 20, &NoReExecution)
+        .propose(&ledger, 0, 7, 1 << 20, &NoReExecution)
         .expect("propose")
         .selection;
     assert_eq!(by_count.included.len(), 7);
     let one = by_count.bytes / 7;
     let by_bytes = pool
-        .propose(&ledger, 100, one * 3 + one / 2, &NoReExecution)
+        .propose(&ledger, 0, 100, one * 3 + one / 2, &NoReExecution)
         .expect("propose")
         .selection;
     assert_eq!(by_bytes.included.len(), 3);
@@ -239,10 +239,10 @@ proptest! {
             prop_assert!(pool.len() <= 12);
         }
         for _ in 0..blocks {
-            let selection = pool.propose(&ledger, 5, 1 << 20, &NoReExecution).expect("propose").selection;
+            let selection = pool.propose(&ledger, 0, 5, 1 << 20, &NoReExecution).expect("propose").selection;
             prop_assert!(selection.included.len() <= 5);
             let height = ledger.height() + 1;
-            let outcome = ledger.apply_block(height, &selection.included, &NoReExecution).expect("apply");
+            let outcome = ledger.apply_block(height, 0, &selection.included, &NoReExecution).expect("apply");
             prop_assert!(outcome.transactions.iter().all(|tx| tx.outcome.is_ok()));
             pool.finalized(&selection.included, &ledger).expect("finalized");
             for tx in &selection.included {

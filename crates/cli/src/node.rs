@@ -137,6 +137,14 @@ struct InitArgs {
     /// and providers (by the fuel they were paid for).
     #[arg(long, default_value_t = idlegrid_ledger::Params::default().emission_per_epoch)]
     emission_per_epoch: u64,
+    /// Share of the providers that declared a speed challenged at each
+    /// epoch's end, in basis points (0: no capacity challenges).
+    #[arg(long, default_value_t = 0)]
+    challenge_share_bps: u16,
+    /// Passes of each capacity challenge over its 64 MiB (its fuel grows
+    /// with them).
+    #[arg(long, default_value_t = idlegrid_ledger::Params::default().challenge_passes)]
+    challenge_passes: u32,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -195,6 +203,8 @@ fn init(args: InitArgs) -> ExitCode {
         api_port: args.api_port,
         epoch_length: args.epoch_length,
         emission_per_epoch: args.emission_per_epoch,
+        challenge_share_bps: args.challenge_share_bps,
+        challenge_passes: args.challenge_passes,
         ..TestnetPlan::default()
     };
     match testnet::init(&args.dir, &plan) {

@@ -400,17 +400,28 @@ impl Board {
             .iter()
             .map(|(account, (offer, seen))| (*account, offer.clone(), *seen))
             .collect();
-        let stakes: BTreeMap<String, u64> = self
+        let listed: Vec<Value> = self
             .client
             .get("/v1/providers")
             .ok()
             .and_then(|answer| answer["providers"].as_array().cloned())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let stakes: BTreeMap<String, u64> = listed
             .iter()
             .filter_map(|entry| {
                 Some((
                     entry["account"].as_str()?.to_owned(),
                     entry["stake"].as_u64()?,
+                ))
+            })
+            .collect();
+        // What each declared and proved of its speed on the chain.
+        let capacities: BTreeMap<String, Value> = listed
+            .iter()
+            .filter_map(|entry| {
+                Some((
+                    entry["account"].as_str()?.to_owned(),
+                    entry["record"]["capacity"].clone(),
                 ))
             })
             .collect();
@@ -459,6 +470,7 @@ impl Board {
                     "owed": stat(|stats| stats.owed.load(Ordering::Relaxed)),
                     "results_accepted": track.accepted,
                     "results_rejected": track.rejected,
+                    "capacity": capacities.get(&account.to_string()).cloned().unwrap_or(Value::Null),
                 });
                 let fields = [
                     "cores",

@@ -41,12 +41,16 @@ pub(crate) type Applied = Result<Vec<Event>, Failure>;
 pub(crate) const META_SUPPLY: &str = "supply";
 pub(crate) const META_FEES: &str = "fees";
 pub(crate) const META_HEIGHT: &str = "height";
+/// The time stamped on the last block applied.
+pub(crate) const META_TIME: &str = "time_ms";
 pub(crate) const META_PARAMS: &str = "params";
 pub(crate) const META_CHAIN: &str = "chain";
 
 /// What every transaction in a block sees.
 pub(crate) struct BlockScope<'a> {
     pub height: u64,
+    /// The block's time, as its proposer stamped it (ms since the epoch).
+    pub time_ms: u64,
     pub params: &'a Params,
     pub chain_id: &'a str,
     pub executor: &'a dyn ReExecute,
@@ -206,6 +210,15 @@ pub(crate) fn transaction<S: Store>(
             delegation::set_commission(overlay, scope, sender, *commission_bps)?
         }
         TxKind::ReportFault { evidence } => report_fault(overlay, scope, sender, evidence)?,
+        TxKind::DeclareCapacity { fuel_per_second } => {
+            crate::capacity::declare(overlay, sender, *fuel_per_second)?
+        }
+        TxKind::AnswerChallenge { epoch, commitment } => {
+            crate::capacity::answer(overlay, scope, sender, *epoch, *commitment)?
+        }
+        TxKind::RevealChallenge { epoch, output } => {
+            crate::capacity::reveal(overlay, scope, sender, *epoch, *output)?
+        }
     });
     Ok(events)
 }
@@ -649,7 +662,7 @@ fn slash<S: Store>(
 
 /// Takes `fraction_bps` of an account's stake of `role`, bonded and
 /// unbonding together (bonded first); returns the amount taken.
-fn take_stake<S: Store>(
+pub(crate) fn take_stake<S: Store>(
     overlay: &mut Overlay<'_, S>,
     role: StakeRole,
     account: &AccountId,
@@ -791,6 +804,34 @@ pub(crate) fn release_unbondings<S: Store>(
 /// At epoch `epoch`'s last block: mints the emission for providers (by
 /// fuel paid this epoch) and the epoch's validators (by their power in
 /// it), and pays out the fee pool.
+/// The providers' weights kept under `table` for the epoch (fuel paid
+/// for, speed proven), deleted as they are read.
+fn take_weights<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    table: u8,
+) -> Result<Vec<(AccountId, u64)>, StoreError> {
+    let entries = overlay.scan_prefix(&[table])?;
+    let mut weights = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let provider = keys::trailing_account(&key)
+            .ok_or_else(|| StoreError(format!("a malformed key in table {}", char::from(table))))?;
+        weights.push((provider, crate::state::decode_record::<u64>(&value)?));
+        overlay.delete(key);
+    }
+    Ok(weights)
+}
+
+/// `amount` shared by weight, each part rounded down; nobody with a zero
+/// part is listed.
+fn shares(amount: u64, weights: &[(AccountId, u64)]) -> Vec<(AccountId, u64)> {
+    let total: u128 = weights.iter().map(|(_, weight)| u128::from(*weight)).sum();
+    weights
+        .iter()
+        .map(|(account, weight)| (*account, ratio(amount, u128::from(*weight), total)))
+        .filter(|(_, part)| *part > 0)
+        .collect()
+}
+
 pub(crate) fn epoch_rewards<S: Store>(
     overlay: &mut Overlay<'_, S>,
     params: &Params,
@@ -799,31 +840,27 @@ pub(crate) fn epoch_rewards<S: Store>(
     let mut events = Vec::new();
     let mut minted = 0u64;
     let validator_emission = bps(params.emission_per_epoch, params.validator_reward_share_bps);
-    let provider_emission = params.emission_per_epoch - validator_emission;
+    let mut provider_emission = params.emission_per_epoch - validator_emission;
 
-    let work = overlay.scan_prefix(&[keys::EPOCH_FUEL])?;
-    let mut fuel_by_provider = Vec::with_capacity(work.len());
-    for (key, value) in &work {
-        let provider = keys::trailing_account(key)
-            .ok_or_else(|| StoreError("a malformed epoch-fuel key".to_owned()))?;
-        let fuel: u64 = crate::state::decode_record(value)?;
-        fuel_by_provider.push((provider, fuel));
-    }
-    let total_fuel: u128 = fuel_by_provider
-        .iter()
-        .map(|(_, fuel)| u128::from(*fuel))
-        .sum();
-    for (provider, fuel) in fuel_by_provider {
-        let reward = ratio(provider_emission, u128::from(fuel), total_fuel);
-        if reward > 0 {
-            credit(overlay, &provider, reward)?;
-            minted += reward;
-            events.push(Event::ProviderRewarded {
-                provider,
-                amount: reward,
-            });
+    // Proven availability first: by the speed each provider proved with
+    // the challenges it answered right this epoch. Unclaimed (nobody
+    // proved any), it goes to work like the rest.
+    let available = take_weights(overlay, keys::AVAILABLE)?;
+    if available.iter().any(|(_, speed)| *speed > 0) {
+        let pot = bps(provider_emission, params.availability_reward_share_bps);
+        provider_emission -= pot;
+        for (provider, amount) in shares(pot, &available) {
+            credit(overlay, &provider, amount)?;
+            minted += amount;
+            events.push(Event::AvailabilityRewarded { provider, amount });
         }
-        overlay.delete(keys::epoch_fuel(&provider));
+    }
+    // Then verified work, by the fuel each was paid for.
+    let work = take_weights(overlay, keys::EPOCH_FUEL)?;
+    for (provider, amount) in shares(provider_emission, &work) {
+        credit(overlay, &provider, amount)?;
+        minted += amount;
+        events.push(Event::ProviderRewarded { provider, amount });
     }
 
     // The validators of the epoch that ends, by the power they held in it;

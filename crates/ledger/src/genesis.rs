@@ -45,6 +45,23 @@ pub struct Params {
     /// Share of a validator's stake, and of the stake delegated to it,
     /// slashed for signing two conflicting votes, in basis points.
     pub validator_slash_fraction_bps: u16,
+    /// Share of the providers that declared a speed challenged each
+    /// epoch, in basis points (0: no challenges).
+    pub challenge_share_bps: u16,
+    /// Passes of each challenge over its 64 MiB: its fuel is
+    /// `idlegrid_types::capacity::challenge_fuel(challenge_passes)`.
+    pub challenge_passes: u32,
+    /// The deadline's slack over the time the declared speed needs, in
+    /// basis points of that time.
+    pub challenge_slack_bps: u32,
+    /// Added to every challenge's deadline for seeing the challenge and
+    /// getting the answer into a block.
+    pub challenge_round_trip_ms: u64,
+    /// Share of the providers' part of each epoch's emission paid for
+    /// proven availability (by the speed each challenge answered right in
+    /// the epoch proved), in basis points; the rest pays verified work.
+    /// With no such answer in an epoch, all of it pays work.
+    pub availability_reward_share_bps: u16,
 }
 
 impl Default for Params {
@@ -65,6 +82,11 @@ impl Default for Params {
             commission_max_bps: 2_500,
             commission_change_max_bps: 500,
             validator_slash_fraction_bps: 500,
+            challenge_share_bps: 10_000,
+            challenge_passes: 100,
+            challenge_slack_bps: 12_500,
+            challenge_round_trip_ms: 2_000,
+            availability_reward_share_bps: 2_000,
         }
     }
 }
@@ -179,6 +201,10 @@ impl Genesis {
                 params.commission_change_max_bps,
                 "commission_change_max_bps",
             ),
+            (
+                params.availability_reward_share_bps,
+                "availability_reward_share_bps",
+            ),
         ] {
             if bps > 10_000 {
                 return Err(GenesisError::BadParams(format!("{name} is above 10000")));
@@ -190,6 +216,27 @@ impl Genesis {
         if params.validator_slash_fraction_bps >= 10_000 {
             return Err(GenesisError::BadParams(
                 "validator_slash_fraction_bps must be below 10000".to_owned(),
+            ));
+        }
+        if params.challenge_share_bps > 10_000 {
+            return Err(GenesisError::BadParams(
+                "challenge_share_bps is above 10000".to_owned(),
+            ));
+        }
+        if params.challenge_passes > idlegrid_types::capacity::CHALLENGE_PASSES_MAX {
+            return Err(GenesisError::BadParams(format!(
+                "challenge_passes must be at most {}",
+                idlegrid_types::capacity::CHALLENGE_PASSES_MAX
+            )));
+        }
+        if params.challenge_slack_bps < 10_000 || params.challenge_slack_bps > 100_000 {
+            return Err(GenesisError::BadParams(
+                "challenge_slack_bps must be 10000 to 100000".to_owned(),
+            ));
+        }
+        if params.challenge_round_trip_ms > 600_000 {
+            return Err(GenesisError::BadParams(
+                "challenge_round_trip_ms must be at most 600000".to_owned(),
             ));
         }
         if params.voting_power_cap_bps == 0 || params.voting_power_cap_bps > 3_333 {

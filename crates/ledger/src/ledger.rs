@@ -3,7 +3,7 @@
 
 use idlegrid_types::{AccountId, ContentId, JobId, ReExecute, TaskOutcome, codec};
 
-use crate::apply::{self, BlockScope, Failure, META_CHAIN, META_HEIGHT, META_PARAMS};
+use crate::apply::{self, BlockScope, Failure, META_CHAIN, META_HEIGHT, META_PARAMS, META_TIME};
 use crate::genesis::{Genesis, Params};
 use crate::prune::{self, TreeHistory};
 use crate::root;
@@ -21,6 +21,8 @@ pub enum LedgerError {
     Store(#[from] StoreError),
     #[error("the next block must be at height {expected}, not {found}")]
     UnexpectedHeight { expected: u64, found: u64 },
+    #[error("the block's time ({found} ms) is before its parent's ({parent} ms)")]
+    TimeBeforeParent { parent: u64, found: u64 },
     #[error("the store holds no genesis; initialise it first")]
     NotInitialised,
     #[error("the store already holds chain `{0}`")]
@@ -265,6 +267,15 @@ impl<S: Store> Ledger<S> {
         self.state_root
     }
 
+    /// The time its proposer stamped on the last block applied, in
+    /// milliseconds since the Unix epoch (0 at genesis). Blocks' times
+    /// never decrease.
+    pub fn time_ms(&self) -> Result<u64, LedgerError> {
+        Ok(Overlay::new(&self.store)
+            .get(&keys::meta(META_TIME))?
+            .unwrap_or(0))
+    }
+
     pub fn chain_id(&self) -> &str {
         &self.chain_id
     }
@@ -333,10 +344,11 @@ impl<S: Store> Ledger<S> {
     pub fn apply_block(
         &mut self,
         height: u64,
+        time_ms: u64,
         transactions: &[SignedTransaction],
         executor: &dyn ReExecute,
     ) -> Result<BlockOutcome, LedgerError> {
-        let (batch, outcome) = self.execute_block(height, transactions, executor)?;
+        let (batch, outcome) = self.execute_block(height, time_ms, transactions, executor)?;
         self.commit(batch, &outcome)?;
         Ok(outcome)
     }
@@ -347,10 +359,11 @@ impl<S: Store> Ledger<S> {
         &mut self,
         id: ContentId,
         height: u64,
+        time_ms: u64,
         transactions: &[SignedTransaction],
         executor: &dyn ReExecute,
     ) -> Result<BlockOutcome, LedgerError> {
-        let (batch, outcome) = self.execute_block(height, transactions, executor)?;
+        let (batch, outcome) = self.execute_block(height, time_ms, transactions, executor)?;
         self.commit_executed(id, batch, &outcome)?;
         Ok(outcome)
     }
@@ -407,12 +420,13 @@ impl<S: Store> Ledger<S> {
     /// its own block twice.
     pub fn build_block(
         &self,
+        time_ms: u64,
         candidates: impl IntoIterator<Item = SignedTransaction>,
         max_count: usize,
         max_bytes: usize,
         executor: &dyn ReExecute,
     ) -> Result<BuiltBlock, LedgerError> {
-        let mut run = BlockRun::start(self, self.height + 1, executor)?;
+        let mut run = BlockRun::start(self, self.height + 1, time_ms, executor)?;
         let mut selection = Selection::default();
         for signed in candidates {
             if selection.included.len() >= max_count {
@@ -444,10 +458,11 @@ impl<S: Store> Ledger<S> {
     pub fn execute_block(
         &self,
         height: u64,
+        time_ms: u64,
         transactions: &[SignedTransaction],
         executor: &dyn ReExecute,
     ) -> Result<(crate::store::WriteBatch, BlockOutcome), LedgerError> {
-        let mut run = BlockRun::start(self, height, executor)?;
+        let mut run = BlockRun::start(self, height, time_ms, executor)?;
         run.results.reserve(transactions.len());
         for signed in transactions {
             let outcome = apply_one(&mut run.overlay, &run.scope, signed)?;
@@ -456,9 +471,15 @@ impl<S: Store> Ledger<S> {
         run.finish()
     }
 
-    fn scope<'a>(&'a self, height: u64, executor: &'a dyn ReExecute) -> BlockScope<'a> {
+    fn scope<'a>(
+        &'a self,
+        height: u64,
+        time_ms: u64,
+        executor: &'a dyn ReExecute,
+    ) -> BlockScope<'a> {
         BlockScope {
             height,
+            time_ms,
             params: &self.params,
             chain_id: &self.chain_id,
             executor,
@@ -473,7 +494,8 @@ impl<S: Store> Ledger<S> {
         transaction: &SignedTransaction,
         executor: &dyn ReExecute,
     ) -> Result<Result<Vec<Event>, Rejection>, LedgerError> {
-        let scope = self.scope(self.height + 1, executor);
+        // The next block's time is unknown: at least the last one's.
+        let scope = self.scope(self.height + 1, self.time_ms()?, executor);
         apply_one(&mut Overlay::new(&self.store), &scope, transaction)
     }
 
@@ -501,6 +523,28 @@ impl<S: Store> Ledger<S> {
         Ok(Overlay::new(&self.store)
             .get(&keys::provider_record(id))?
             .unwrap_or_default())
+    }
+
+    /// What a provider declared and proved of its capacity.
+    pub fn capacity(&self, id: &AccountId) -> Result<crate::capacity::Capacity, LedgerError> {
+        Ok(crate::capacity::capacity(&Overlay::new(&self.store), id)?)
+    }
+
+    /// A provider's open capacity challenges (at most one per epoch, from
+    /// the epochs not yet closed), oldest first.
+    pub fn challenges(
+        &self,
+        id: &AccountId,
+    ) -> Result<Vec<(u64, crate::capacity::Challenge)>, LedgerError> {
+        let overlay = Overlay::new(&self.store);
+        let current = self.height / self.params.epoch_length_blocks;
+        let mut open = Vec::new();
+        for epoch in current.saturating_sub(1)..=current {
+            if let Some(record) = crate::capacity::challenge(&overlay, epoch, id)? {
+                open.push((epoch, record));
+            }
+        }
+        Ok(open)
     }
 
     /// What one slash would take from a provider now: the slash fraction of
@@ -710,12 +754,20 @@ impl<'a, S: Store> BlockRun<'a, S> {
     fn start(
         ledger: &'a Ledger<S>,
         height: u64,
+        time_ms: u64,
         executor: &'a dyn ReExecute,
     ) -> Result<Self, LedgerError> {
         if height != ledger.height + 1 {
             return Err(LedgerError::UnexpectedHeight {
                 expected: ledger.height + 1,
                 found: height,
+            });
+        }
+        let parent_time = ledger.time_ms()?;
+        if time_ms < parent_time {
+            return Err(LedgerError::TimeBeforeParent {
+                parent: parent_time,
+                found: time_ms,
             });
         }
         let mut overlay = Overlay::new(&ledger.store);
@@ -726,7 +778,7 @@ impl<'a, S: Store> BlockRun<'a, S> {
         ))?);
         Ok(Self {
             ledger,
-            scope: ledger.scope(height, executor),
+            scope: ledger.scope(height, time_ms, executor),
             overlay,
             block_events,
             results: Vec::new(),
@@ -778,8 +830,19 @@ impl<'a, S: Store> BlockRun<'a, S> {
                 epoch - 1,
             ))?);
             apply::record_validator_set(&mut self.overlay, params, epoch)?;
+            // The parent's state root: fixed before this block, the same
+            // on every validator.
+            let randomness = challenge_randomness(&self.ledger.state_root, epoch);
+            self.block_events
+                .extend(block_step(crate::capacity::epoch_challenges(
+                    &mut self.overlay,
+                    &self.scope,
+                    epoch,
+                    &randomness,
+                ))?);
         }
         self.overlay.put(keys::meta(META_HEIGHT), &height);
+        self.overlay.put(keys::meta(META_TIME), &self.scope.time_ms);
         let state_root = root::update(&mut self.overlay, &self.ledger.store, height)?;
         Ok((
             self.overlay.into_batch(),
@@ -791,6 +854,15 @@ impl<'a, S: Store> BlockRun<'a, S> {
             },
         ))
     }
+}
+
+/// What an epoch's challenges are drawn from.
+fn challenge_randomness(parent_state_root: &[u8; 32], epoch: u64) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"idlegrid challenge randomness v1");
+    hasher.update(parent_state_root);
+    hasher.update(&epoch.to_le_bytes());
+    *hasher.finalize().as_bytes()
 }
 
 fn block_step(result: Result<Vec<Event>, Failure>) -> Result<Vec<Event>, LedgerError> {

@@ -8,6 +8,7 @@
 //! the network or consensus; `idlegrid-chain` orders the blocks it applies.
 
 mod apply;
+pub mod capacity;
 mod delegation;
 pub mod genesis;
 mod ledger;

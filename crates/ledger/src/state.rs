@@ -276,6 +276,13 @@ pub(crate) mod keys {
     /// Validators proven to have signed conflicting votes: never in a set
     /// again (the value: the epoch of their first proven fault).
     pub const JAILED: u8 = b'J';
+    /// What each provider declared and proved of its capacity.
+    pub const CAPACITY: u8 = b'c';
+    /// Capacity challenges, by epoch then provider.
+    pub const CHALLENGE: u8 = b'C';
+    /// The speed each provider proved available this epoch (its share of
+    /// the availability reward), until the epoch's rewards are paid.
+    pub const AVAILABLE: u8 = b'A';
     /// Not part of the authenticated state: the tree's own nodes and the
     /// history of roots.
     pub const TREE_NODE: u8 = b't';
@@ -380,6 +387,22 @@ pub(crate) mod keys {
 
     pub fn jailed(validator: &AccountId) -> Vec<u8> {
         [&[JAILED][..], validator.as_bytes()].concat()
+    }
+
+    pub fn capacity(provider: &AccountId) -> Vec<u8> {
+        [&[CAPACITY][..], provider.as_bytes()].concat()
+    }
+
+    pub fn available(provider: &AccountId) -> Vec<u8> {
+        [&[AVAILABLE][..], provider.as_bytes()].concat()
+    }
+
+    pub fn challenges_of(epoch: u64) -> Vec<u8> {
+        [&[CHALLENGE][..], &epoch.to_be_bytes()].concat()
+    }
+
+    pub fn challenge(epoch: u64, provider: &AccountId) -> Vec<u8> {
+        [&challenges_of(epoch)[..], provider.as_bytes()].concat()
     }
 
     pub fn delegation_release(height: u64) -> Vec<u8> {

@@ -157,6 +157,23 @@ pub enum TxKind {
     ReportFault {
         evidence: Bounded<Vec<u8>, FAULT_EVIDENCE_BYTES_MAX>,
     },
+    /// A staked provider states its speed (fuel per second on the
+    /// capacity challenge), which challenges then check.
+    DeclareCapacity {
+        fuel_per_second: u64,
+    },
+    /// A challenged provider commits to its answer:
+    /// `answer_commitment(output, provider)`. The block's time is when it
+    /// answered.
+    AnswerChallenge {
+        epoch: u64,
+        commitment: [u8; 32],
+    },
+    /// A challenged provider shows the output it committed to.
+    RevealChallenge {
+        epoch: u64,
+        output: ContentId,
+    },
 }
 
 impl TxKind {
@@ -175,6 +192,9 @@ impl TxKind {
             TxKind::ClaimRewards { .. } => "claim_rewards",
             TxKind::SetCommission { .. } => "set_commission",
             TxKind::ReportFault { .. } => "report_fault",
+            TxKind::DeclareCapacity { .. } => "declare_capacity",
+            TxKind::AnswerChallenge { .. } => "answer_challenge",
+            TxKind::RevealChallenge { .. } => "reveal_challenge",
         }
     }
 }
@@ -341,6 +361,38 @@ pub enum Event {
         amount: u64,
         commission: u64,
     },
+    CapacityDeclared {
+        provider: AccountId,
+        fuel_per_second: u64,
+    },
+    /// A provider's share of the epoch's emission for the speed it proved
+    /// available.
+    AvailabilityRewarded {
+        provider: AccountId,
+        amount: u64,
+    },
+    ChallengeIssued {
+        provider: AccountId,
+        epoch: u64,
+        deadline_ms: u64,
+    },
+    ChallengeAnswered {
+        provider: AccountId,
+        epoch: u64,
+        after_ms: u64,
+    },
+    ChallengeRevealed {
+        provider: AccountId,
+        epoch: u64,
+    },
+    /// A challenge checked (or closed unanswered), and the speed its
+    /// provider has proven since.
+    ChallengeSettled {
+        provider: AccountId,
+        epoch: u64,
+        result: crate::capacity::ChallengeResult,
+        proven_fuel_per_second: u64,
+    },
 }
 
 /// Why a transaction was refused. Messages read naturally after
@@ -463,6 +515,24 @@ pub enum Rejection {
         epoch: u64,
         view: u64,
     },
+    #[error("{0} has no provider stake")]
+    NotAProvider(AccountId),
+    #[error("a declared speed must be 1 to {maximum} fuel per second, not {found}")]
+    CapacityOutOfRange { found: u64, maximum: u64 },
+    #[error("the sender has no capacity challenge in epoch {epoch}")]
+    NoChallenge { epoch: u64 },
+    #[error("the challenge of epoch {epoch} was already answered")]
+    ChallengeAlreadyAnswered { epoch: u64 },
+    #[error("the challenge of epoch {epoch} has no answer to reveal")]
+    ChallengeNotAnswered { epoch: u64 },
+    #[error("the challenge of epoch {epoch} was already revealed")]
+    ChallengeAlreadyRevealed { epoch: u64 },
+    #[error("the output does not match the answer committed to in epoch {epoch}")]
+    RevealMismatch { epoch: u64 },
+    #[error("the partner of epoch {epoch}'s challenge may still answer until {until_ms} ms")]
+    RevealTooEarly { epoch: u64, until_ms: u64 },
+    #[error("the partner of epoch {epoch}'s challenge has revealed the answer")]
+    ChallengeAnswerExposed { epoch: u64 },
 }
 
 impl Rejection {
@@ -515,6 +585,15 @@ impl Rejection {
             Rejection::FaultNotProven(_) => "fault_not_proven",
             Rejection::FaultTooOld { .. } => "fault_too_old",
             Rejection::FaultAlreadyReported { .. } => "fault_already_reported",
+            Rejection::NotAProvider(_) => "not_a_provider",
+            Rejection::CapacityOutOfRange { .. } => "capacity_out_of_range",
+            Rejection::NoChallenge { .. } => "no_challenge",
+            Rejection::ChallengeAlreadyAnswered { .. } => "challenge_already_answered",
+            Rejection::ChallengeNotAnswered { .. } => "challenge_not_answered",
+            Rejection::ChallengeAlreadyRevealed { .. } => "challenge_already_revealed",
+            Rejection::RevealMismatch { .. } => "reveal_mismatch",
+            Rejection::RevealTooEarly { .. } => "reveal_too_early",
+            Rejection::ChallengeAnswerExposed { .. } => "challenge_answer_exposed",
         }
     }
 }

@@ -87,7 +87,7 @@ fn apply_all_accepted<S: Store>(
     block: &[SignedTransaction],
 ) -> [u8; 32] {
     let outcome = ledger
-        .apply_block(height, block, &NoReExecution)
+        .apply_block(height, 0, block, &NoReExecution)
         .expect("apply the block");
     for result in &outcome.transactions {
         if let Err(rejection) = &result.outcome {
@@ -225,7 +225,7 @@ fn an_abandoned_block_leaves_the_store_at_the_previous_block() {
 
     // Block 8's writes go into a write transaction that never commits.
     let (batch, outcome) = ledger
-        .execute_block(8, &blocks[7], &NoReExecution)
+        .execute_block(8, 0, &blocks[7], &NoReExecution)
         .expect("execute block 8");
     assert!(
         outcome
@@ -270,14 +270,14 @@ fn an_abandoned_block_leaves_the_store_at_the_previous_block() {
     // Applying block 8 now gives what the uninterrupted copy gives.
     let mut ledger = reopened;
     let applied = ledger
-        .apply_block(8, &blocks[7], &NoReExecution)
+        .apply_block(8, 0, &blocks[7], &NoReExecution)
         .expect("apply block 8");
     assert_eq!(
         applied, outcome,
         "the same outcome as the abandoned attempt"
     );
     let expected = reference
-        .apply_block(8, &blocks[7], &NoReExecution)
+        .apply_block(8, 0, &blocks[7], &NoReExecution)
         .expect("apply block 8 in memory");
     assert_eq!(applied, expected);
     assert_eq!(snapshot(&ledger, &ids), snapshot(&reference, &ids));
@@ -294,7 +294,7 @@ fn an_abandoned_block_leaves_the_store_at_the_previous_block() {
         },
     )];
     let (batch, _) = ledger
-        .execute_block(9, &block9, &NoReExecution)
+        .execute_block(9, 0, &block9, &NoReExecution)
         .expect("execute block 9");
     ledger
         .store()
@@ -340,7 +340,7 @@ fn crash_child_applies_blocks_until_killed() {
         let height = ledger.height() + 1;
         let block = transfer_block(&keys, height);
         let (batch, outcome) = ledger
-            .execute_block(height, &block, &NoReExecution)
+            .execute_block(height, 0, &block, &NoReExecution)
             .expect("child: execute the block");
         assert!(
             outcome

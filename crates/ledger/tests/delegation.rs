@@ -442,7 +442,7 @@ impl Net {
     fn block(&mut self, txs: &[SignedTransaction]) -> BlockOutcome {
         let height = self.ledger.height() + 1;
         self.ledger
-            .apply_block(height, txs, &FaultJudge)
+            .apply_block(height, 0, txs, &FaultJudge)
             .expect("the block applies")
     }
 
@@ -840,7 +840,7 @@ fn a_validator_slash_reaches_its_bonded_and_unbonding_delegations() {
     let height = net.ledger.height() + 1;
     let outcome = net
         .ledger
-        .execute_block(height, &[signed], &NoReExecution)
+        .execute_block(height, 0, &[signed], &NoReExecution)
         .expect("executes")
         .1;
     assert_eq!(
@@ -1430,7 +1430,7 @@ impl Harness {
                 let (_, outcome) = self
                     .net
                     .ledger
-                    .execute_block(height, &txs, &FaultJudge)
+                    .execute_block(height, 0, &txs, &FaultJudge)
                     .expect("execute the block so far");
                 nonce += txs
                     .iter()

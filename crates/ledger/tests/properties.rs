@@ -885,7 +885,7 @@ impl Harness {
         for spec in specs {
             let prefix = (!txs.is_empty()).then(|| {
                 self.memory
-                    .execute_block(height, &txs, &NoReExecution)
+                    .execute_block(height, 0, &txs, &NoReExecution)
                     .expect("execute the block so far")
                     .1
             });
@@ -1180,7 +1180,7 @@ impl Harness {
         let nonces_before = self.nonces();
         let (full_batch, full) = self
             .memory
-            .execute_block(height, txs, &NoReExecution)
+            .execute_block(height, 0, txs, &NoReExecution)
             .expect("execute");
         prop_assert_eq!(full.height, height);
         prop_assert_eq!(full.transactions.len(), txs.len());
@@ -1194,7 +1194,7 @@ impl Harness {
             .collect();
         let (kept_batch, kept_outcome) = self
             .memory
-            .execute_block(height, &kept, &NoReExecution)
+            .execute_block(height, 0, &kept, &NoReExecution)
             .expect("execute the accepted transactions");
         prop_assert_eq!(kept_outcome.state_root, full.state_root);
         // Apart from the transaction index (key table `x`: where each
@@ -1224,7 +1224,13 @@ impl Harness {
         // exactly as verifying the built block would.
         let built = self
             .memory
-            .build_block(txs.iter().cloned(), usize::MAX, usize::MAX, &NoReExecution)
+            .build_block(
+                0,
+                txs.iter().cloned(),
+                usize::MAX,
+                usize::MAX,
+                &NoReExecution,
+            )
             .expect("build");
         prop_assert_eq!(&built.selection.included, &kept);
         let rejected: Vec<_> = full
@@ -1248,12 +1254,12 @@ impl Harness {
         // (d) Both stores, same outcome and root.
         let in_memory = self
             .memory
-            .apply_block(height, txs, &NoReExecution)
+            .apply_block(height, 0, txs, &NoReExecution)
             .expect("apply in memory");
         prop_assert_eq!(&in_memory, &full, "apply_block agrees with execute_block");
         let on_disk = self
             .disk
-            .apply_block(height, txs, &NoReExecution)
+            .apply_block(height, 0, txs, &NoReExecution)
             .expect("apply in redb");
         prop_assert_eq!(&on_disk, &in_memory, "redb and memory outcomes");
         prop_assert_eq!(self.memory.height(), height);

@@ -125,7 +125,7 @@ impl Accounts {
 fn apply<S: Store>(ledger: &mut Ledger<S>, block: &[SignedTransaction]) -> [u8; 32] {
     let height = ledger.height() + 1;
     let outcome = ledger
-        .apply_block(height, block, &NoReExecution)
+        .apply_block(height, 0, block, &NoReExecution)
         .unwrap_or_else(|error| panic!("block {height} applies: {error}"));
     for result in &outcome.transactions {
         if let Err(rejection) = &result.outcome {
@@ -317,8 +317,8 @@ proptest! {
         for ops in &blocks {
             let block = sign_block(&unpruned, &accounts.keys, ops);
             let height = unpruned.height() + 1;
-            let expected = unpruned.apply_block(height, &block, &NoReExecution).expect("unpruned applies");
-            let outcome = pruned.apply_block(height, &block, &NoReExecution).expect("pruned applies");
+            let expected = unpruned.apply_block(height, 0, &block, &NoReExecution).expect("unpruned applies");
+            let outcome = pruned.apply_block(height, 0, &block, &NoReExecution).expect("pruned applies");
             prop_assert_eq!(outcome, expected, "block {}", height);
             let (kept, all) = (pruned.tree_stats().expect("stats"), unpruned.tree_stats().expect("stats"));
             prop_assert!(kept.nodes <= all.nodes, "height {}: {:?} against {:?}", height, kept, all);

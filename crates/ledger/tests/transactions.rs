@@ -80,7 +80,7 @@ fn a_rejected_transaction_changes_nothing_but_its_neighbours_apply() {
         .sign(Transaction::new(CHAIN, 99, FEE, TxKind::Transfer { to: bob, amount: 7 }).unwrap());
     let outcome = world
         .ledger
-        .apply_block(1, &[bad, good], &NoReExecution)
+        .apply_block(1, 0, &[bad, good], &NoReExecution)
         .expect("block");
     let rejection = outcome.transactions[0].outcome.as_ref().unwrap_err();
     assert_eq!(rejection.code(), "stale_nonce");
@@ -140,7 +140,7 @@ fn stake_unstake_and_release_after_the_unbonding_period() {
     let height = world.ledger.height() + 1;
     let outcome = world
         .ledger
-        .apply_block(height, &unstakes, &NoReExecution)
+        .apply_block(height, 0, &unstakes, &NoReExecution)
         .expect("block");
     assert!(
         outcome.transactions[..16]
@@ -266,7 +266,7 @@ fn jobs_are_listed_most_recently_opened_first_and_by_status() {
     ];
     let outcome = world
         .ledger
-        .apply_block(height, &block, world.executor.as_ref())
+        .apply_block(height, 0, &block, world.executor.as_ref())
         .expect("block applies");
     assert!(outcome.transactions.iter().all(|tx| tx.outcome.is_ok()));
     let second = JobId::derive(&world.id(BOB), bob_nonce);

@@ -176,6 +176,10 @@ pub struct Standing {
     pub jobs_paid: u64,
     /// Disputes whose re-execution showed one of its receipts wrong.
     pub disputes_lost: u64,
+    /// The speed the chain's capacity challenges let it count on, in
+    /// fuel per second (0: it declared none). An offer faster than this
+    /// is placed as this fast.
+    pub usable_fuel_per_second: u64,
 }
 
 impl Standing {

@@ -6,6 +6,7 @@
 //! [`run_provider`] is the shell around it: the overlay, the worker pool,
 //! the disk and the ledger.
 
+mod challenges;
 pub mod core;
 pub mod energy;
 pub mod gpu;

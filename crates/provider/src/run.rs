@@ -315,6 +315,12 @@ pub async fn run_provider(
         &inputs_tx,
     )?;
     let redeemer = Redeemer::start(client.clone(), config.key.clone(), inputs_tx.clone())?;
+    let _challenges = crate::challenges::ChallengeAnswerer::start(
+        client.clone(),
+        config.key.clone(),
+        Arc::clone(&sandbox),
+        benchmark_fuel_per_second,
+    )?;
     let voucher_writer = VoucherWriter::start(config.data_dir.clone())?;
     let concurrency = cores.saturating_mul(TASKS_QUEUED_PER_CORE);
     let core = ProviderCore::new(

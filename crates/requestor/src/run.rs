@@ -638,6 +638,7 @@ impl Shell {
                                 fuel_paid: record.fuel_paid,
                                 jobs_paid: record.jobs_paid,
                                 disputes_lost: record.disputes_lost,
+                                usable_fuel_per_second: record.usable_fuel_per_second,
                             };
                             let input = Input::Standing { provider, standing };
                             let _ = internal.send(Internal::Core(input));

@@ -9,6 +9,7 @@
 //! real time. Only this crate imports wasmtime.
 
 mod cache;
+mod challenge;
 mod error;
 mod files;
 mod host;
@@ -19,6 +20,7 @@ mod overrides;
 mod reexecute;
 mod sandbox;
 
+pub use challenge::{ChallengeAnswer, challenge_module, challenge_module_cid, challenge_task};
 pub use error::{ErrorKind, SetupError, TaskError};
 pub use host::{FIXED_MONOTONIC_NANOS, FIXED_WALL_CLOCK_SECS};
 pub use limits::TaskLimits;

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use idlegrid_types::{ErrorKind, Execution, ExecutionLimits, ReExecute, TaskInput, TaskOutcome};
+use idlegrid_types::{
+    ContentId, ErrorKind, Execution, ExecutionLimits, ReExecute, TaskInput, TaskOutcome,
+};
 
 use crate::limits::{STDERR_BYTES_DEFAULT, WALL_TIME_DEFAULT};
 use crate::{Sandbox, TaskLimits, TaskReport, TaskSpec};
@@ -93,6 +95,10 @@ impl ReExecute for Sandbox {
         self.re_execute_with_output(module, input, None, seed, limits)
             .map(|(execution, _)| execution)
     }
+
+    fn run_challenge(&self, seed: [u8; 32], passes: u32) -> Result<ContentId, String> {
+        Sandbox::run_challenge(self, seed, passes, WALL_TIME_DEFAULT).map(|answer| answer.output)
+    }
 }
 
 /// A sandbox made on first use. A validator re-executes only when a
@@ -145,6 +151,18 @@ impl ReExecute for LazySandbox {
         // refused here, never judged without them.
         self.re_execute_with_output(module, input, None, seed, limits)
             .map(|(execution, _)| execution)
+    }
+
+    fn run_challenge(&self, seed: [u8; 32], passes: u32) -> Result<ContentId, String> {
+        let sandbox = self
+            .sandbox
+            .get_or_init(|| Sandbox::new(self.config.clone()).map_err(|error| error.to_string()));
+        match sandbox {
+            Ok(sandbox) => sandbox
+                .run_challenge(seed, passes, WALL_TIME_DEFAULT)
+                .map(|answer| answer.output),
+            Err(error) => Err(format!("the sandbox could not start: {error}")),
+        }
     }
 }
 

@@ -3,7 +3,36 @@
 //! timing proves. Pure functions, so every party that judges a challenge
 //! (the simulator today) judges it alike.
 
-use crate::AccountId;
+use crate::{AccountId, ContentId};
+
+/// Blocks of 64 bytes the capacity challenge fills and reads back.
+pub const CHALLENGE_BLOCKS: u32 = 1 << 20;
+/// Memory the challenge's blocks take (64 MiB).
+pub const CHALLENGE_MEMORY_BYTES: u64 = CHALLENGE_BLOCKS as u64 * 64;
+/// Fuel of a challenge with no passes: the fill, and reading its input and
+/// writing its answer. Fixed by the module's text (`idlegrid-sandbox`'s
+/// challenge, whose test checks these figures against the sandbox).
+pub const CHALLENGE_FUEL_BASE: u64 = 174_063_704;
+/// Fuel of each pass over the blocks.
+pub const CHALLENGE_FUEL_PER_PASS: u64 = 193_986_570;
+/// Most passes a challenge may ask for.
+pub const CHALLENGE_PASSES_MAX: u32 = 1_000;
+
+/// What a provider commits to before it may show its answer (so that a
+/// partner with the same seed cannot copy it): the output's id bound to
+/// the provider.
+pub fn answer_commitment(output: &ContentId, provider: &AccountId) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"idlegrid challenge answer v1");
+    hasher.update(output.as_bytes());
+    hasher.update(provider.as_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+/// The exact fuel the challenge of `passes` passes takes.
+pub fn challenge_fuel(passes: u32) -> u64 {
+    CHALLENGE_FUEL_BASE.saturating_add(CHALLENGE_FUEL_PER_PASS.saturating_mul(u64::from(passes)))
+}
 
 /// How challenges are set and judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -201,6 +201,10 @@ impl<W: ReExecute, G: ReExecute> ReExecute for ByModuleKind<W, G> {
             self.wasi.re_execute(module, input, seed, limits)
         }
     }
+
+    fn run_challenge(&self, seed: [u8; 32], passes: u32) -> Result<crate::ContentId, String> {
+        self.wasi.run_challenge(seed, passes)
+    }
 }
 
 /// What a provider offers to run GPU tasks on: one adapter.

@@ -501,6 +501,14 @@ pub trait ReExecute {
         let _ = (chain_id, evidence, validators_of);
         Err("this node does not judge consensus faults".to_owned())
     }
+
+    /// Runs the capacity challenge of `passes` passes from `seed` and
+    /// gives its output's id (implemented by the sandbox), to decide
+    /// between answers that disagree.
+    fn run_challenge(&self, seed: [u8; 32], passes: u32) -> Result<ContentId, String> {
+        let _ = (seed, passes);
+        Err("this node does not run capacity challenges".to_owned())
+    }
 }
 
 /// A validator proven to have signed two conflicting votes.

@@ -20,7 +20,7 @@ use idlegrid_types::ContentId;
 use super::block::{EngineBlock, id_of};
 use super::{RoundContext, Scheme};
 use crate::block::Block;
-use crate::chain::{ChainError, Finalized};
+use crate::chain::{ChainError, Finalized, check_recent};
 use crate::node::{Node, SharedNode};
 
 /// The application simplex (through marshal) asks to propose and verify.
@@ -65,7 +65,8 @@ impl<E: Clock + Send + 'static, S: Store + Send + 'static> Application<E> for Ap
         // The first block of the ancestry is the parent.
         let parent = ancestry.next().await?;
         let parent_digest = id_of(&parent.digest());
-        self.verify_chain(parent, &mut ancestry).await?;
+        self.verify_chain(parent, &mut ancestry, unix_ms(&context))
+            .await?;
         // An idle chain does not spin: with an empty pool the leader waits
         // a little for a transaction (well within the leader timeout).
         let started = context.current();
@@ -87,7 +88,7 @@ impl<E: Clock + Send + 'static, S: Store + Send + 'static> Application<E> for Ap
             executor,
             ..
         } = &mut *node;
-        match chain.propose(parent_digest, mempool, executor.as_ref()) {
+        match chain.propose(parent_digest, unix_ms(&context), mempool, executor.as_ref()) {
             Ok(block) => {
                 let block = EngineBlock(block);
                 let digest = block.digest();
@@ -102,15 +103,32 @@ impl<E: Clock + Send + 'static, S: Store + Send + 'static> Application<E> for Ap
 
     async fn verify(
         &mut self,
-        _context: (E, RoundContext),
+        (context, _): (E, RoundContext),
         mut ancestry: impl Ancestry<EngineBlock>,
     ) -> bool {
         // The first block is the one to verify, then its ancestors.
         let Some(block) = ancestry.next().await else {
             return false;
         };
-        self.verify_chain(block, &mut ancestry).await.is_some()
+        let now_ms = unix_ms(&context);
+        if let Err(error) = check_recent(&block.inner().0, now_ms) {
+            tracing::info!(%error, height = block.inner().0.height, "voting against a block");
+            return false;
+        }
+        self.verify_chain(block, &mut ancestry, now_ms)
+            .await
+            .is_some()
     }
+}
+
+/// The runtime's clock as milliseconds since the Unix epoch (what blocks
+/// are stamped with).
+fn unix_ms(clock: &impl Clock) -> u64 {
+    clock
+        .current()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// The most unknown ancestors a node verifies to reach a block (after a
@@ -124,6 +142,7 @@ impl<S: Store> App<S> {
         &self,
         block: Digested<EngineBlock>,
         ancestry: &mut impl Ancestry<EngineBlock>,
+        now_ms: u64,
     ) -> Option<()> {
         // Digested blocks carry their digest and share the block itself.
         let mut blocks = vec![block];
@@ -162,7 +181,7 @@ impl<S: Store> App<S> {
         for block in blocks.iter().rev() {
             let digest = id_of(&block.digest());
             let block = &block.inner().0;
-            if let Err(error) = chain.verify_named(block, digest, executor.as_ref()) {
+            if let Err(error) = chain.verify_named(block, digest, now_ms, executor.as_ref()) {
                 tracing::info!(%error, height = block.height, "voting against a block");
                 return None;
             }

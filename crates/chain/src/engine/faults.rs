@@ -29,7 +29,7 @@ use commonware_utils::ordered::Set;
 use idlegrid_ledger::{Store, Transaction, TxKind};
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{
-    AccountId, ConsensusFault, Execution, ExecutionLimits, Keypair, ReExecute, TaskInput,
+    AccountId, ConsensusFault, ContentId, Execution, ExecutionLimits, Keypair, ReExecute, TaskInput,
 };
 
 use super::{Scheme, account_of, public_key};
@@ -145,6 +145,10 @@ impl<E: ReExecute> ReExecute for FaultJudge<E> {
         limits: &ExecutionLimits,
     ) -> Result<Execution, String> {
         self.tasks.re_execute(module, input, seed, limits)
+    }
+
+    fn run_challenge(&self, seed: [u8; 32], passes: u32) -> Result<ContentId, String> {
+        self.tasks.run_challenge(seed, passes)
     }
 
     fn check_fault(
@@ -416,7 +420,7 @@ mod tests {
         let built = {
             let node = &mut *node;
             node.mempool
-                .propose(node.chain.ledger(), 100, 1 << 20, node.executor.as_ref())
+                .propose(node.chain.ledger(), 0, 100, 1 << 20, node.executor.as_ref())
                 .expect("a block")
         };
         let events: Vec<&Event> = built

@@ -31,6 +31,8 @@ pub struct Provider {
     /// Its own flags (listen, bootstrap, stake…).
     pub args: Vec<String>,
     pub starts: usize,
+    /// Its start line, this start.
+    pub ready: Value,
 }
 
 impl Drop for Provider {
@@ -88,12 +90,23 @@ impl Drop for Network {
     }
 }
 
+/// In a provider's flags: it runs its benchmark rather than take the fixed
+/// score every other test provider offers (the flag itself is not passed).
+pub const MEASURE: &str = "(measure the benchmark)";
+
 impl Network {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A one-validator network whose `testnet init` also gets `flags`.
+    pub fn start_with(flags: &[&str]) -> Self {
+        let mut init = vec!["--emission-per-epoch", "0"];
+        init.extend_from_slice(flags);
         Self {
             // Without emission, a provider's balance moves only by what it
             // redeems (epoch rewards would add to it).
-            testnet: Testnet::start_with(1, &["--emission-per-epoch", "0"]),
+            testnet: Testnet::start_with(1, &init),
             providers: Vec::new(),
             gateway: None,
             gateway_args: Vec::new(),
@@ -230,6 +243,7 @@ impl Network {
             out: PathBuf::new(),
             args,
             starts: 0,
+            ready: Value::Null,
         });
         self.launch(index);
         index
@@ -307,14 +321,24 @@ impl Network {
                 "--offer-interval-secs",
                 "2",
             ])
-            .args(["--benchmark-fuel-per-second", "50000000"])
+            // A fixed score (no benchmark run) unless the test gives one or
+            // wants this provider to measure itself.
+            .args(
+                (!provider
+                    .args
+                    .iter()
+                    .any(|arg| arg == MEASURE || arg == "--benchmark-fuel-per-second"))
+                .then_some(["--benchmark-fuel-per-second", "50000000"])
+                .into_iter()
+                .flatten(),
+            )
             // No GPU unless the test asks for one (any `--gpu…` flag).
             .args((!provider.args.iter().any(|arg| arg.starts_with("--gpu"))).then_some("--no-gpu"))
             .arg("--key")
             .arg(&provider.key)
             .arg("--data-dir")
             .arg(&data)
-            .args(&provider.args)
+            .args(provider.args.iter().filter(|arg| *arg != MEASURE))
             .env("IDLEGRID_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("out file"))
@@ -329,6 +353,7 @@ impl Network {
         );
         assert_eq!(started["account"], provider.account.as_str());
         provider.child = Some(child);
+        provider.ready = started;
     }
 
     pub fn account(&self, account: &str) -> Value {

@@ -435,6 +435,21 @@ function trust(provider) {
   };
 }
 
+// The speed the chain's capacity challenges proved, against the one the
+// provider declared there, with how its challenges went.
+function proven(provider) {
+  const capacity = provider.capacity;
+  if (!capacity || !capacity.declared_fuel_per_second) return DASH;
+  const mfuel = (value) => (value / 1e6).toFixed(1);
+  const proof = isNumber(capacity.proven_fuel_per_second) ? mfuel(capacity.proven_fuel_per_second) : "?";
+  return {
+    text: `${proof} of ${mfuel(capacity.declared_fuel_per_second)}`,
+    title: `Mfuel/s proven of those declared; challenges: ${int(capacity.challenges_passed)} passed, ` +
+      `${int(capacity.challenges_late)} late, ${int(capacity.challenges_missed)} missed, ${int(capacity.challenges_wrong)} wrong`,
+    className: capacity.challenges_late + capacity.challenges_wrong > 0 ? "num warn" : "num",
+  };
+}
+
 function earned(provider) {
   if (!isNumber(provider.earned)) return DASH;
   const owed = isNumber(provider.owed) && provider.owed > 0 ? ` (+${int(provider.owed)} owed)` : "";
@@ -456,6 +471,7 @@ const PROVIDER_COLUMNS = [
     title: `${(p.gpu.fuel_per_second / 1e6).toFixed(1)} Mfuel/s, from ${p.gpu.price_floor_per_million_fuel} per Mfuel`,
   } : DASH)],
   ["Mfuel/s", (p) => (isNumber(p.benchmark_fuel_per_second) ? (p.benchmark_fuel_per_second / 1e6).toFixed(1) : DASH)],
+  ["proven", proven],
   ["price / Mfuel", (p) => int(p.price_floor_per_million_fuel)],
   ["stake", (p) => int(p.stake)],
   ["balance", (p) => int(p.balance)],

@@ -69,7 +69,7 @@ impl World {
         let height = self.ledger.height() + 1;
         let outcome = self
             .ledger
-            .apply_block(height, &[signed], self.executor.as_ref())
+            .apply_block(height, 0, &[signed], self.executor.as_ref())
             .expect("block applies");
         outcome.transactions[0].outcome.clone()
     }
@@ -83,7 +83,7 @@ impl World {
         for _ in 0..count {
             let height = self.ledger.height() + 1;
             self.ledger
-                .apply_block(height, &[], self.executor.as_ref())
+                .apply_block(height, 0, &[], self.executor.as_ref())
                 .expect("block");
         }
     }

@@ -78,8 +78,7 @@ impl Provider {
         self.offer.as_ref().map_or(0, |offer| {
             let floor = config.tasks_per_core.max(1);
             let per_core = fuel_per_task.map_or(floor, |fuel| {
-                let ahead = u128::from(config.pipeline_ms)
-                    * u128::from(offer.benchmark_fuel_per_second)
+                let ahead = u128::from(config.pipeline_ms) * u128::from(self.benchmark())
                     / 1_000
                     / u128::from(fuel.max(1));
                 u32::try_from(ahead)
@@ -91,10 +90,17 @@ impl Provider {
         })
     }
 
+    /// Its speed as placement counts it: what its offer says, but no more
+    /// than the chain's challenges let it count on.
     fn benchmark(&self) -> u64 {
-        self.offer
+        let offered = self
+            .offer
             .as_ref()
-            .map_or(1, |offer| offer.benchmark_fuel_per_second.max(1))
+            .map_or(1, |offer| offer.benchmark_fuel_per_second.max(1));
+        match self.standing.usable_fuel_per_second {
+            0 => offered,
+            usable => offered.min(usable),
+        }
     }
 }
 

@@ -1,0 +1,176 @@
+//! Capacity challenges across real processes on loopback: one validator on
+//! a chain that challenges every provider each epoch, an honest provider
+//! and one that offers twice the speed it has. Both run their challenges
+//! as `idlegrid provide` does on its own; within the first epoch they are
+//! challenged in, the liar's answer comes too late for the speed it
+//! offers, and the speed the market may count on for it drops to about
+//! what it has, while the honest one keeps most or all of its own.
+//!
+//! The two share this machine, and a pair's challenges run at the same
+//! time: each has between half and all of what the benchmark measured
+//! alone, so the honest one offers half of it, and the liar twice all of
+//! it (two to four times what it has).
+
+mod common;
+
+use std::time::Duration;
+
+use common::network::{MEASURE, Network, STAKE};
+use common::{get, poll_until};
+use serde_json::Value;
+
+/// Blocks per epoch: long enough (about a minute of idle blocks) for the
+/// liar's late answer (awaited four times its deadline's time) and both
+/// reveals to fit in one.
+const EPOCH_BLOCKS: &str = "300";
+/// Passes of each challenge: about 11 s of random reads here alone, so
+/// that the deadline's 2 s round trip allowance cannot hide a lie of twice
+/// one's speed.
+const PASSES: &str = "60";
+const PATIENCE: Duration = Duration::from_secs(240);
+
+fn capacity(api: &str, account: &str) -> Value {
+    let (status, body) = get(&format!("{api}/v1/accounts/{account}")).expect("the API answers");
+    assert_eq!(status, 200, "{body}");
+    body["provider_record"]["capacity"].clone()
+}
+
+/// Waits for `condition`, or fails with what the processes logged.
+fn wait(network: &Network, what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(PATIENCE, condition),
+        "timed out waiting for {what}\n{}",
+        network.logs()
+    );
+}
+
+fn number(value: &Value, key: &str) -> u64 {
+    value[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {value}"))
+}
+
+#[test]
+fn a_provider_offering_twice_its_speed_is_caught_by_its_first_challenge() {
+    let mut network = Network::start_with(&[
+        "--epoch-length",
+        EPOCH_BLOCKS,
+        "--challenge-share-bps",
+        "10000",
+        "--challenge-passes",
+        PASSES,
+    ]);
+    let api = network.api().to_owned();
+    let stake = STAKE.to_string();
+    // The honest provider measures the machine, then offers what it has
+    // for sure beside the liar: half.
+    let honest = network.provider(None, &["--stake", &stake, MEASURE]);
+    let alone = number(
+        &network.providers[honest].ready,
+        "benchmark_fuel_per_second",
+    );
+    let measured = alone / 2;
+    network.providers[honest].stop();
+    network.providers[honest].args.retain(|arg| arg != MEASURE);
+    network.providers[honest].args.extend([
+        "--benchmark-fuel-per-second".to_owned(),
+        measured.to_string(),
+    ]);
+    network.launch(honest);
+    let claimed = (alone * 2).to_string();
+    let bootstrap = network.providers[honest].addresses[0].clone();
+    let liar = network.provider(
+        Some(&bootstrap),
+        &["--stake", &stake, "--benchmark-fuel-per-second", &claimed],
+    );
+    let honest_account = network.providers[honest].account.clone();
+    let liar_account = network.providers[liar].account.clone();
+
+    // Both declare what they offer.
+    wait(&network, "both providers' declared speeds", || {
+        number(&capacity(&api, &honest_account), "declared_fuel_per_second") == measured
+            && number(&capacity(&api, &liar_account), "declared_fuel_per_second") == alone * 2
+    });
+    // The first challenge the liar answers settles it as late.
+    let settled = |record: &Value| {
+        ["challenges_passed", "challenges_late", "challenges_wrong"]
+            .iter()
+            .map(|key| number(record, key))
+            .sum::<u64>()
+    };
+    wait(&network, "the liar's first challenge settled", || {
+        settled(&capacity(&api, &liar_account)) > 0
+    });
+    let lied = capacity(&api, &liar_account);
+    assert_eq!(
+        number(&lied, "challenges_late"),
+        1,
+        "{lied}\n{}",
+        network.logs()
+    );
+    assert_eq!(number(&lied, "challenges_missed"), 0, "{lied}");
+    assert_eq!(number(&lied, "challenges_wrong"), 0, "{lied}");
+    let usable = number(&lied, "usable_fuel_per_second");
+    assert_eq!(Some(usable), lied["proven_fuel_per_second"].as_u64());
+    // Down from twice its speed (or more) to about its speed.
+    assert!(
+        usable * 10 < alone * 2 * 7,
+        "the liar offers {} and may still count on {usable}",
+        alone * 2
+    );
+
+    // Its partner's answer was right: never slashed, and what it proved
+    // is most of what it offers (all of it when its answer was in time).
+    wait(&network, "the honest provider's challenge settled", || {
+        settled(&capacity(&api, &honest_account)) > 0
+    });
+    let kept = capacity(&api, &honest_account);
+    eprintln!("offered alone {alone}\nliar:   {lied}\nhonest: {kept}");
+    assert_eq!(number(&kept, "challenges_wrong"), 0, "{kept}");
+    assert!(
+        number(&kept, "usable_fuel_per_second") * 2 > measured,
+        "the honest provider offers {measured}: {kept}"
+    );
+
+    // The providers list shows what each claims and what it proved.
+    let (status, listed) = get(&format!("{api}/v1/providers")).expect("the API answers");
+    assert_eq!(status, 200, "{listed}");
+    let entry = listed["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|entry| entry["account"] == liar_account.as_str())
+        .cloned()
+        .expect("the liar is listed");
+    let listed = &entry["record"]["capacity"];
+    assert_eq!(
+        number(listed, "declared_fuel_per_second"),
+        alone * 2,
+        "{entry}"
+    );
+    assert!(
+        number(listed, "proven_fuel_per_second") < alone * 2,
+        "{entry}"
+    );
+
+    // So does a gateway's network view, which its dashboard draws.
+    let (_, gateway) = network.gateway();
+    let (status, view) = get(&format!("{gateway}/v1/network")).expect("the gateway answers");
+    assert_eq!(status, 200, "{view}");
+    let shown = view["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|provider| provider["account"] == liar_account.as_str())
+        .map(|provider| provider["capacity"].clone())
+        .expect("the liar is in the network view");
+    assert_eq!(
+        number(&shown, "declared_fuel_per_second"),
+        alone * 2,
+        "{view}"
+    );
+    assert!(
+        number(&shown, "usable_fuel_per_second") < alone * 2,
+        "{view}"
+    );
+}

@@ -1,0 +1,499 @@
+//! Capacity challenges on the ledger: who is challenged and with what,
+//! answers judged by block time, pairs that agree, disagreements decided
+//! by running the challenge (in the real sandbox), wrong answers slashed,
+//! silence counted as missed.
+
+use idlegrid_ledger::capacity::{Capacity, ChallengeResult};
+use idlegrid_ledger::{
+    Event, Genesis, Ledger, LedgerError, MemoryStore, Params, Rejection, StakeRole, Transaction,
+    TxKind,
+};
+use idlegrid_sandbox::{Sandbox, SandboxConfig};
+use idlegrid_types::capacity::{answer_commitment, challenge_fuel};
+use idlegrid_types::{AccountId, ContentId, Keypair, ReExecute};
+
+const CHAIN: &str = "idlegrid-capacity-test";
+const EPOCH: u64 = 10;
+/// Block times start here and move by `STEP_MS` a block unless a test
+/// says otherwise.
+const T0: u64 = 1_700_000_000_000;
+const STEP_MS: u64 = 100;
+/// Every provider declares this: the challenge (no passes, about 1.7e8
+/// fuel) is due 1.25 × 1.74 s + 2 s after it is issued.
+const DECLARED: u64 = 100_000_000;
+const STAKE: u64 = 100_000;
+
+struct Chain {
+    ledger: Ledger<MemoryStore>,
+    keys: Vec<Keypair>,
+    sandbox: Sandbox,
+    time_ms: u64,
+}
+
+fn params() -> Params {
+    Params {
+        epoch_length_blocks: EPOCH,
+        challenge_passes: 0,
+        challenge_share_bps: 10_000,
+        ..Params::default()
+    }
+}
+
+impl Chain {
+    fn new(providers: u8) -> Self {
+        let keys: Vec<Keypair> = (1..=providers + 1)
+            .map(|seed| Keypair::from_seed([seed; 32]))
+            .collect();
+        let genesis = Genesis {
+            chain_id: CHAIN.to_owned(),
+            params: params(),
+            balances: keys
+                .iter()
+                .map(|key| (key.account_id(), 1_000_000))
+                .collect(),
+            // The last key validates.
+            validators: vec![(keys[usize::from(providers)].account_id(), 1_000_000)],
+        };
+        Self {
+            ledger: Ledger::init(MemoryStore::default(), &genesis).expect("genesis"),
+            keys,
+            sandbox: Sandbox::new(SandboxConfig::default()).expect("sandbox"),
+            time_ms: T0,
+        }
+    }
+
+    fn id(&self, who: usize) -> AccountId {
+        self.keys[who].account_id()
+    }
+
+    /// One block at `STEP_MS` after the last holding `who`'s `kind`;
+    /// returns its outcome and the block's events.
+    fn submit(&mut self, who: usize, kind: TxKind) -> Result<Vec<Event>, Rejection> {
+        let nonce = self.ledger.account(&self.id(who)).expect("account").nonce;
+        let signed = self.keys[who].sign(Transaction::new(CHAIN, nonce, 1, kind).expect("tx"));
+        let outcome = self.block(&[signed]);
+        outcome.0.into_iter().next().expect("one result")
+    }
+
+    fn block(
+        &mut self,
+        transactions: &[idlegrid_ledger::SignedTransaction],
+    ) -> (Vec<Result<Vec<Event>, Rejection>>, Vec<Event>) {
+        self.time_ms += STEP_MS;
+        let height = self.ledger.height() + 1;
+        let outcome = self
+            .ledger
+            .apply_block(height, self.time_ms, transactions, &self.sandbox)
+            .expect("block applies");
+        (
+            outcome
+                .transactions
+                .into_iter()
+                .map(|result| result.outcome)
+                .collect(),
+            outcome.block_events,
+        )
+    }
+
+    /// Empty blocks up to and including the next epoch's last block;
+    /// returns the events of that block.
+    fn run_to_epoch_end(&mut self) -> Vec<Event> {
+        loop {
+            let (_, events) = self.block(&[]);
+            if self.ledger.height().is_multiple_of(EPOCH) {
+                return events;
+            }
+        }
+    }
+
+    fn staked_and_declared(&mut self, who: usize, fuel_per_second: u64) {
+        self.submit(
+            who,
+            TxKind::Stake {
+                role: StakeRole::Provider,
+                amount: STAKE,
+            },
+        )
+        .expect("stakes");
+        self.submit(who, TxKind::DeclareCapacity { fuel_per_second })
+            .expect("declares");
+    }
+
+    fn capacity(&self, who: usize) -> Capacity {
+        self.ledger.capacity(&self.id(who)).expect("capacity")
+    }
+
+    /// The output the challenge of `who`'s open challenge gives.
+    fn true_output(&self, who: usize) -> (u64, ContentId) {
+        let (epoch, challenge) = self.open(who);
+        let output = ReExecute::run_challenge(&self.sandbox, challenge.seed, challenge.passes)
+            .expect("runs");
+        (epoch, output)
+    }
+
+    fn open(&self, who: usize) -> (u64, idlegrid_ledger::capacity::Challenge) {
+        self.ledger
+            .challenges(&self.id(who))
+            .expect("challenges")
+            .pop()
+            .expect("an open challenge")
+    }
+
+    fn answer(
+        &mut self,
+        who: usize,
+        epoch: u64,
+        output: ContentId,
+    ) -> Result<Vec<Event>, Rejection> {
+        let commitment = answer_commitment(&output, &self.id(who));
+        self.submit(who, TxKind::AnswerChallenge { epoch, commitment })
+    }
+
+    fn reveal(
+        &mut self,
+        who: usize,
+        epoch: u64,
+        output: ContentId,
+    ) -> Result<Vec<Event>, Rejection> {
+        self.submit(who, TxKind::RevealChallenge { epoch, output })
+    }
+
+    fn provider_stake(&self, who: usize) -> u64 {
+        self.ledger
+            .stake(StakeRole::Provider, &self.id(who))
+            .expect("stake")
+            .bonded
+    }
+}
+
+fn settled(events: &[Event]) -> Vec<(AccountId, ChallengeResult, u64)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::ChallengeSettled {
+                provider,
+                result,
+                proven_fuel_per_second,
+                ..
+            } => Some((*provider, *result, *proven_fuel_per_second)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_epoch_challenges_declared_providers_in_pairs_that_share_a_seed() {
+    let mut chain = Chain::new(5);
+    for who in 0..4 {
+        chain.staked_and_declared(who, DECLARED);
+    }
+    // Provider 4 is staked but never declares a speed.
+    chain
+        .submit(
+            4,
+            TxKind::Stake {
+                role: StakeRole::Provider,
+                amount: STAKE,
+            },
+        )
+        .expect("stakes");
+    let events = chain.run_to_epoch_end();
+    let issued: Vec<AccountId> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::ChallengeIssued { provider, .. } => Some(*provider),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(issued.len(), 4, "{events:?}");
+    assert!(!issued.contains(&chain.id(4)));
+    assert!(
+        chain
+            .ledger
+            .challenges(&chain.id(4))
+            .expect("read")
+            .is_empty()
+    );
+    for who in 0..4 {
+        let (_, mine) = chain.open(who);
+        let partner = mine.partner.expect("four make two pairs");
+        let who_partner = (0..4)
+            .find(|&other| chain.id(other) == partner)
+            .expect("a provider");
+        let (_, theirs) = chain.open(who_partner);
+        assert_eq!(theirs.partner, Some(chain.id(who)));
+        assert_eq!(theirs.seed, mine.seed, "a pair shares its seed");
+        assert_eq!(mine.issued_ms, chain.time_ms);
+        assert_eq!(mine.offered_fuel_per_second, DECLARED);
+        // 1.25 × the declared speed's time, plus the round trip.
+        let needed_ms = challenge_fuel(0) * 1_000 * 12_500 / 10_000 / DECLARED;
+        assert_eq!(mine.deadline_ms, mine.issued_ms + needed_ms + 2_000);
+    }
+    let seeds: std::collections::BTreeSet<[u8; 32]> =
+        (0..4).map(|who| chain.open(who).1.seed).collect();
+    assert_eq!(seeds.len(), 2, "each pair has its own seed");
+}
+
+#[test]
+fn agreeing_answers_in_time_prove_the_declared_speed_and_a_late_one_proves_less() {
+    let mut chain = Chain::new(3);
+    chain.staked_and_declared(0, DECLARED);
+    chain.staked_and_declared(1, DECLARED);
+    chain.run_to_epoch_end();
+    let (epoch, output) = chain.true_output(0);
+    let deadline_of_1 = chain.open(1).1.deadline_ms;
+    let issued_ms = chain.open(0).1.issued_ms;
+    // 0 answers at once; 1 only 10 s after the deadline.
+    chain.answer(0, epoch, output).expect("0 answers");
+    chain.time_ms = deadline_of_1 + 10_000;
+    let answered = chain.answer(1, epoch, output).expect("1 answers late");
+    assert!(
+        answered.iter().any(|event| matches!(
+            event,
+            Event::ChallengeAnswered { after_ms, .. }
+                if *after_ms == deadline_of_1 + 10_000 + STEP_MS - issued_ms
+        )),
+        "{answered:?}"
+    );
+    // 0 may reveal now that 1 committed; nothing settles until both have.
+    assert!(settled(&chain.reveal(0, epoch, output).expect("0 reveals")).is_empty());
+    let events = chain.reveal(1, epoch, output).expect("1 reveals");
+    let results = settled(&events);
+    assert_eq!(results.len(), 2, "{events:?}");
+    assert_eq!(chain.capacity(0).passed, 1);
+    assert_eq!(chain.capacity(0).proven_fuel_per_second, Some(DECLARED));
+    let late = chain.capacity(1);
+    assert_eq!((late.passed, late.late), (0, 1));
+    // The fuel over the time it took, less the round trip.
+    let after_ms = deadline_of_1 + 10_000 + STEP_MS - issued_ms;
+    let proven = challenge_fuel(0) * 1_000 / (after_ms - 2_000);
+    assert_eq!(late.proven_fuel_per_second, Some(proven));
+    assert!(proven < DECLARED / 2, "{proven}");
+    assert_eq!(late.usable_fuel_per_second(), proven);
+    // Settled challenges are not missed when their epoch closes.
+    let closing = chain.run_to_epoch_end();
+    assert!(settled(&closing).is_empty(), "{closing:?}");
+    assert_eq!(chain.capacity(0).missed + chain.capacity(1).missed, 0);
+    // And the epoch's availability reward is theirs, by the speed each
+    // proved: a fifth of the providers' part of the emission.
+    let params = params();
+    let providers_part = params.emission_per_epoch
+        - params.emission_per_epoch * u64::from(params.validator_reward_share_bps) / 10_000;
+    let pot = providers_part * u64::from(params.availability_reward_share_bps) / 10_000;
+    let rewarded: Vec<(AccountId, u64)> = closing
+        .iter()
+        .filter_map(|event| match event {
+            Event::AvailabilityRewarded { provider, amount } => Some((*provider, *amount)),
+            _ => None,
+        })
+        .collect();
+    let total = u128::from(DECLARED + proven);
+    assert_eq!(
+        rewarded,
+        {
+            let mut expected = vec![
+                (
+                    chain.id(0),
+                    (u128::from(pot) * u128::from(DECLARED) / total) as u64,
+                ),
+                (
+                    chain.id(1),
+                    (u128::from(pot) * u128::from(proven) / total) as u64,
+                ),
+            ];
+            expected.sort();
+            expected
+        },
+        "{closing:?}"
+    );
+    // The next epoch nobody answered: nobody is paid for availability.
+    let next = chain.run_to_epoch_end();
+    assert!(
+        !next
+            .iter()
+            .any(|event| matches!(event, Event::AvailabilityRewarded { .. }))
+    );
+}
+
+#[test]
+fn a_disagreement_is_decided_by_running_the_challenge_and_the_wrong_answer_slashed() {
+    let mut chain = Chain::new(3);
+    chain.staked_and_declared(0, DECLARED);
+    chain.staked_and_declared(1, DECLARED);
+    chain.run_to_epoch_end();
+    let (epoch, output) = chain.true_output(0);
+    let forged = ContentId::of(b"a guess");
+    chain.answer(0, epoch, output).expect("0 answers");
+    chain.answer(1, epoch, forged).expect("1 answers");
+    // A reveal that is not what was committed to is refused.
+    assert_eq!(
+        chain.reveal(1, epoch, output).unwrap_err().code(),
+        "reveal_mismatch"
+    );
+    chain.reveal(1, epoch, forged).expect("1 reveals its guess");
+    let supply_before = chain.ledger.supply().expect("supply");
+    let events = chain.reveal(0, epoch, output).expect("0 reveals");
+    let results = settled(&events);
+    assert!(results.contains(&(chain.id(0), ChallengeResult::OnTime, DECLARED)));
+    assert!(results.contains(&(chain.id(1), ChallengeResult::Wrong, 0)));
+    let slashed = STAKE * u64::from(params().slash_fraction_bps) / 10_000;
+    assert!(events.contains(&Event::Slashed {
+        provider: chain.id(1),
+        amount: slashed,
+        burned: slashed,
+        to_reporter: 0,
+    }));
+    assert_eq!(chain.provider_stake(1), STAKE - slashed);
+    assert_eq!(chain.provider_stake(0), STAKE);
+    let supply = chain.ledger.supply().expect("supply");
+    assert_eq!(supply.burned, supply_before.burned + slashed);
+    assert_eq!(chain.capacity(1).wrong, 1);
+    assert_eq!(chain.capacity(1).usable_fuel_per_second(), 0);
+}
+
+#[test]
+fn an_answer_cannot_be_copied_from_a_partner_and_a_silent_one_is_missed() {
+    let mut chain = Chain::new(3);
+    chain.staked_and_declared(0, DECLARED);
+    chain.staked_and_declared(1, DECLARED);
+    chain.run_to_epoch_end();
+    let (epoch, output) = chain.true_output(0);
+    chain.answer(0, epoch, output).expect("0 answers");
+    // 1 has neither answered nor run out of time: 0 may not show its
+    // output yet.
+    let early = chain.reveal(0, epoch, output).unwrap_err();
+    assert_eq!(early.code(), "reveal_too_early");
+    // Nor after 1's deadline: a late answer still proves a speed, so it
+    // is awaited for four times the deadline's time.
+    chain.time_ms = chain.open(1).1.deadline_ms + 1;
+    assert_eq!(
+        chain.reveal(0, epoch, output).unwrap_err().code(),
+        "reveal_too_early"
+    );
+    // After that, 0 reveals; with nobody to agree with, the validators
+    // run the challenge, and 0's answer stands.
+    let (_, theirs) = chain.open(1);
+    assert_eq!(
+        theirs.awaited_until_ms(),
+        theirs.issued_ms + 4 * (theirs.deadline_ms - theirs.issued_ms)
+    );
+    chain.time_ms = theirs.awaited_until_ms();
+    let events = chain.reveal(0, epoch, output).expect("0 reveals");
+    assert_eq!(
+        settled(&events),
+        vec![(chain.id(0), ChallengeResult::OnTime, DECLARED)]
+    );
+    // Now 1 could copy it, so it may not answer at all.
+    assert_eq!(
+        chain.answer(1, epoch, output).unwrap_err().code(),
+        "challenge_answer_exposed"
+    );
+    // The epoch's end closes the challenge: 1 missed it.
+    let closing = chain.run_to_epoch_end();
+    assert_eq!(
+        settled(&closing),
+        vec![(chain.id(1), ChallengeResult::Missed, 0)]
+    );
+    assert_eq!(chain.capacity(1).missed, 1);
+    assert_eq!(chain.capacity(0).missed, 0);
+    assert!(
+        chain
+            .ledger
+            .challenges(&chain.id(0))
+            .expect("read")
+            .iter()
+            .all(|(open, _)| *open != epoch),
+        "a closed epoch's challenges are gone"
+    );
+}
+
+#[test]
+fn transactions_that_do_not_fit_a_challenge_are_refused_with_a_reason() {
+    let mut chain = Chain::new(2);
+    assert_eq!(
+        chain
+            .submit(
+                0,
+                TxKind::DeclareCapacity {
+                    fuel_per_second: DECLARED
+                }
+            )
+            .unwrap_err()
+            .code(),
+        "not_a_provider"
+    );
+    chain.staked_and_declared(0, DECLARED);
+    assert_eq!(
+        chain
+            .submit(0, TxKind::DeclareCapacity { fuel_per_second: 0 })
+            .unwrap_err()
+            .code(),
+        "capacity_out_of_range"
+    );
+    assert_eq!(
+        chain.answer(0, 1, ContentId::of(b"x")).unwrap_err().code(),
+        "no_challenge"
+    );
+    chain.run_to_epoch_end();
+    let (epoch, output) = chain.true_output(0);
+    assert_eq!(
+        chain.reveal(0, epoch, output).unwrap_err().code(),
+        "challenge_not_answered"
+    );
+    chain.answer(0, epoch, output).expect("answers");
+    assert_eq!(
+        chain.answer(0, epoch, output).unwrap_err().code(),
+        "challenge_already_answered"
+    );
+    // Alone in its epoch: it may reveal at once, and is checked by running.
+    let events = chain.reveal(0, epoch, output).expect("reveals");
+    assert_eq!(settled(&events).len(), 1);
+    assert_eq!(
+        chain.reveal(0, epoch, output).unwrap_err().code(),
+        "challenge_already_revealed"
+    );
+}
+
+#[test]
+fn a_block_may_not_be_earlier_than_its_parent_and_the_ledger_keeps_its_time() {
+    let mut chain = Chain::new(1);
+    chain.block(&[]);
+    assert_eq!(chain.ledger.time_ms().expect("time"), chain.time_ms);
+    let height = chain.ledger.height() + 1;
+    match chain
+        .ledger
+        .apply_block(height, chain.time_ms - 1, &[], &chain.sandbox)
+    {
+        Err(LedgerError::TimeBeforeParent { parent, found }) => {
+            assert_eq!((parent, found), (chain.time_ms, chain.time_ms - 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same time as the parent's is allowed.
+    chain
+        .ledger
+        .apply_block(height, chain.time_ms, &[], &chain.sandbox)
+        .expect("applies");
+}
+
+#[test]
+fn without_a_share_nobody_is_challenged() {
+    let mut chain = Chain::new(2);
+    let genesis = Genesis {
+        chain_id: CHAIN.to_owned(),
+        params: Params {
+            challenge_share_bps: 0,
+            ..params()
+        },
+        balances: vec![(chain.id(0), 1_000_000)],
+        validators: vec![(chain.id(1), 1_000_000)],
+    };
+    chain.ledger = Ledger::init(MemoryStore::default(), &genesis).expect("genesis");
+    chain.staked_and_declared(0, DECLARED);
+    let events = chain.run_to_epoch_end();
+    assert!(
+        !events
+            .iter()
+            .any(|event| matches!(event, Event::ChallengeIssued { .. }))
+    );
+}

@@ -1,0 +1,205 @@
+//! Keeps this provider's capacity on the chain true: declares the speed it
+//! offers, runs each capacity challenge the chain sets it as soon as it
+//! sees it, commits to the answer, and reveals it once its partner can no
+//! longer copy it. A thread of its own, polling the node: a challenge is
+//! timed from its block to the answer's block, so it does not wait behind
+//! tasks in the provider's event loop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use idlegrid_api::client::ApiClient;
+use idlegrid_ledger::TxKind;
+use idlegrid_sandbox::Sandbox;
+use idlegrid_types::capacity::answer_commitment;
+use idlegrid_types::{ContentId, Keypair};
+use tracing::{debug, info, warn};
+
+/// How often the node is asked for new challenges.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a transaction sent is given to land before it is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(10);
+/// What was sent for an epoch's challenge.
+const ANSWER: u8 = 0;
+const REVEAL: u8 = 1;
+/// Wall-clock backstop for one challenge run.
+const CHALLENGE_WALL_TIME_MAX: Duration = Duration::from_secs(600);
+
+/// The answering thread; stops when dropped.
+pub(crate) struct ChallengeAnswerer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ChallengeAnswerer {
+    /// Starts answering for `key`, which offers `fuel_per_second`, if the
+    /// chain sets capacity challenges at all.
+    pub(crate) fn start(
+        client: ApiClient,
+        key: Keypair,
+        sandbox: Arc<Sandbox>,
+        fuel_per_second: u64,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("challenges".to_owned())
+            .spawn(move || {
+                let mut answerer = Answerer {
+                    client,
+                    key,
+                    sandbox,
+                    fuel_per_second,
+                    declared_at: None,
+                    outputs: BTreeMap::new(),
+                    sent: BTreeMap::new(),
+                };
+                while !flag.load(Ordering::Relaxed) {
+                    match answerer.step() {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(error) => debug!(%error, "capacity challenges: will try again"),
+                    }
+                    std::thread::sleep(POLL);
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ChallengeAnswerer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // A challenge mid-run finishes on its own; nothing waits for it.
+        drop(self.thread.take());
+    }
+}
+
+struct Answerer {
+    client: ApiClient,
+    key: Keypair,
+    sandbox: Arc<Sandbox>,
+    fuel_per_second: u64,
+    declared_at: Option<Instant>,
+    /// Outputs committed to, by epoch, until revealed.
+    outputs: BTreeMap<u64, ContentId>,
+    /// When an answer or a reveal was last sent, by (epoch, which).
+    sent: BTreeMap<(u64, u8), Instant>,
+}
+
+impl Answerer {
+    /// One look at the chain. `Ok(false)`: it sets no challenges, so there
+    /// is nothing to do, ever (its parameters are fixed at genesis).
+    fn step(&mut self) -> Result<bool, String> {
+        let status = self.client.status().map_err(|error| error.to_string())?;
+        if status["challenges"]["share_bps"].as_u64().unwrap_or(0) == 0 {
+            info!("the chain sets no capacity challenges");
+            return Ok(false);
+        }
+        let me = self.key.account_id();
+        let account = self
+            .client
+            .account(&me)
+            .map_err(|error| error.to_string())?;
+        if account.provider_stake == 0 {
+            return Ok(true);
+        }
+        if account.provider_record.declared_fuel_per_second != self.fuel_per_second
+            && self
+                .declared_at
+                .is_none_or(|at| at.elapsed() >= RESEND_AFTER)
+        {
+            self.send(TxKind::DeclareCapacity {
+                fuel_per_second: self.fuel_per_second,
+            })?;
+            self.declared_at = Some(Instant::now());
+            info!(
+                fuel_per_second = self.fuel_per_second,
+                "declared this provider's speed"
+            );
+        }
+        let challenges = self
+            .client
+            .challenges(&me)
+            .map_err(|error| error.to_string())?;
+        for challenge in &challenges {
+            let epoch = challenge.epoch;
+            if challenge.settled || challenge.revealed {
+                continue;
+            }
+            if !challenge.answered {
+                let output = match self.outputs.get(&epoch) {
+                    // Sent, and not landed yet: give it time.
+                    Some(_) if self.recently_sent(&(epoch, ANSWER)) => continue,
+                    Some(output) => *output,
+                    None => {
+                        let started = Instant::now();
+                        let answer = self.sandbox.run_challenge(
+                            challenge.seed,
+                            challenge.passes,
+                            CHALLENGE_WALL_TIME_MAX,
+                        )?;
+                        info!(
+                            epoch,
+                            seconds = started.elapsed().as_secs_f64(),
+                            fuel = answer.fuel_used,
+                            "ran a capacity challenge"
+                        );
+                        self.outputs.insert(epoch, answer.output);
+                        answer.output
+                    }
+                };
+                self.send(TxKind::AnswerChallenge {
+                    epoch,
+                    commitment: answer_commitment(&output, &me),
+                })?;
+                self.sent.insert((epoch, ANSWER), Instant::now());
+            } else if challenge.may_reveal && !self.recently_sent(&(epoch, REVEAL)) {
+                let output = match self.outputs.get(&epoch) {
+                    Some(output) => *output,
+                    // Committed before a restart: run it again (the same
+                    // seed gives the same output).
+                    None => {
+                        let answer = self.sandbox.run_challenge(
+                            challenge.seed,
+                            challenge.passes,
+                            CHALLENGE_WALL_TIME_MAX,
+                        )?;
+                        self.outputs.insert(epoch, answer.output);
+                        answer.output
+                    }
+                };
+                match self.send(TxKind::RevealChallenge { epoch, output }) {
+                    Ok(()) => {
+                        self.sent.insert((epoch, REVEAL), Instant::now());
+                        info!(epoch, "revealed a capacity challenge");
+                    }
+                    Err(error) => warn!(epoch, %error, "reveal refused"),
+                }
+            }
+        }
+        let open: Vec<u64> = challenges.iter().map(|challenge| challenge.epoch).collect();
+        self.outputs.retain(|epoch, _| open.contains(epoch));
+        self.sent.retain(|(epoch, _), _| open.contains(epoch));
+        Ok(true)
+    }
+
+    fn recently_sent(&self, what: &(u64, u8)) -> bool {
+        self.sent
+            .get(what)
+            .is_some_and(|at| at.elapsed() < RESEND_AFTER)
+    }
+
+    fn send(&self, kind: TxKind) -> Result<(), String> {
+        self.client
+            .send(&self.key, kind, None)
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+}
