@@ -11,6 +11,7 @@ use idlegrid_ledger::{
 use idlegrid_sandbox::{Sandbox, SandboxConfig};
 use idlegrid_types::capacity::{answer_commitment, challenge_fuel};
 use idlegrid_types::{AccountId, ContentId, Keypair, ReExecute};
+use proptest::prelude::*;
 
 const CHAIN: &str = "idlegrid-capacity-test";
 const EPOCH: u64 = 10;
@@ -496,4 +497,167 @@ fn without_a_share_nobody_is_challenged() {
             .iter()
             .any(|event| matches!(event, Event::ChallengeIssued { .. }))
     );
+}
+
+/// Decides challenges by a stand-in for the module (the protocol is what
+/// the property below exercises, not the sandbox): an answer is right when
+/// it equals this.
+struct Oracle;
+
+impl ReExecute for Oracle {
+    fn re_execute(
+        &self,
+        _module: &[u8],
+        _input: &idlegrid_types::TaskInput,
+        _seed: [u8; 32],
+        _limits: &idlegrid_types::ExecutionLimits,
+    ) -> Result<idlegrid_types::Execution, String> {
+        Err("no tasks here".to_owned())
+    }
+
+    fn run_challenge(&self, seed: [u8; 32], passes: u32) -> Result<ContentId, String> {
+        Ok(oracle_output(seed, passes))
+    }
+}
+
+fn oracle_output(seed: [u8; 32], passes: u32) -> ContentId {
+    ContentId::of(&[&seed[..], &passes.to_le_bytes()].concat())
+}
+
+/// One provider's move in a random play: answer right or wrong, reveal,
+/// its next honest step (answer right, then reveal), or nothing, after
+/// some time.
+#[derive(Debug, Clone, Copy)]
+enum Move {
+    AnswerRight,
+    AnswerWrong,
+    Reveal,
+    Next,
+    Wait,
+}
+
+fn moves() -> impl Strategy<Value = Vec<(usize, Move, u64)>> {
+    proptest::collection::vec(
+        (
+            0..4usize,
+            prop_oneof![
+                1 => Just(Move::AnswerRight),
+                1 => Just(Move::AnswerWrong),
+                1 => Just(Move::Reveal),
+                5 => Just(Move::Next),
+                1 => Just(Move::Wait),
+            ],
+            0u64..8_000,
+        ),
+        1..120,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Whatever four providers do with their challenges, and whenever:
+    /// tokens are conserved (only emission mints, only slashes burn), no
+    /// block fails, each challenge is settled at most once, and each
+    /// provider's counters are exactly its settlements.
+    #[test]
+    fn random_challenge_play_keeps_the_books_and_settles_each_challenge_once(
+        speeds in proptest::collection::vec(10_000_000u64..1_000_000_000, 4),
+        plan in moves(),
+    ) {
+        const PLAY_EPOCH: u64 = 12;
+        let keys: Vec<Keypair> = (1..=5u8).map(|seed| Keypair::from_seed([seed; 32])).collect();
+        let genesis = Genesis {
+            chain_id: CHAIN.to_owned(),
+            params: Params {
+                epoch_length_blocks: PLAY_EPOCH,
+                challenge_passes: 0,
+                challenge_share_bps: 7_500,
+                ..Params::default()
+            },
+            balances: keys.iter().map(|key| (key.account_id(), 1_000_000)).collect(),
+            validators: vec![(keys[4].account_id(), 1_000_000)],
+        };
+        let mut ledger = Ledger::init(MemoryStore::default(), &genesis).expect("genesis");
+        let mut time_ms = T0;
+        let mut settled_once = std::collections::BTreeSet::new();
+        let mut settlements = [0u32; 4];
+        let mut committed: std::collections::BTreeMap<(usize, u64), ContentId> = Default::default();
+        let apply = |ledger: &mut Ledger<MemoryStore>,
+                         time_ms: u64,
+                         txs: Vec<(usize, TxKind)>|
+         -> Result<Vec<Event>, TestCaseError> {
+            let signed: Vec<_> = txs
+                .into_iter()
+                .map(|(who, kind)| {
+                    let nonce = ledger.account(&keys[who].account_id()).expect("account").nonce;
+                    keys[who].sign(Transaction::new(CHAIN, nonce, 1, kind).expect("tx"))
+                })
+                .collect();
+            let outcome = ledger
+                .apply_block(ledger.height() + 1, time_ms, &signed, &Oracle)
+                .map_err(|error| TestCaseError::fail(format!("the block failed: {error}")))?;
+            let mut events = outcome.block_events.clone();
+            for result in outcome.transactions {
+                events.extend(result.outcome.unwrap_or_default());
+            }
+            prop_assert_eq!(
+                ledger.tokens_in_existence().expect("scan"),
+                ledger.supply().expect("supply").expected_total()
+            );
+            Ok(events)
+        };
+        for (who, speed) in speeds.iter().enumerate() {
+            time_ms += 100;
+            apply(&mut ledger, time_ms, vec![(who, TxKind::Stake { role: StakeRole::Provider, amount: STAKE })])?;
+            time_ms += 100;
+            apply(&mut ledger, time_ms, vec![(who, TxKind::DeclareCapacity { fuel_per_second: *speed })])?;
+        }
+        for (who, play, wait_ms) in plan {
+            time_ms += wait_ms;
+            let id = keys[who].account_id();
+            let open = ledger.challenges(&id).expect("challenges").pop();
+            let play = match (play, &open) {
+                (Move::Next, Some((epoch, _))) if committed.contains_key(&(who, *epoch)) => Move::Reveal,
+                (Move::Next, _) => Move::AnswerRight,
+                (play, _) => play,
+            };
+            let tx = match (play, open) {
+                (Move::AnswerRight | Move::AnswerWrong, Some((epoch, challenge))) => {
+                    let output = match play {
+                        Move::AnswerRight => oracle_output(challenge.seed, challenge.passes),
+                        _ => ContentId::of(&epoch.to_le_bytes()),
+                    };
+                    committed.insert((who, epoch), output);
+                    vec![(who, TxKind::AnswerChallenge { epoch, commitment: answer_commitment(&output, &id) })]
+                }
+                (Move::Reveal, Some((epoch, _))) => match committed.get(&(who, epoch)) {
+                    Some(output) => vec![(who, TxKind::RevealChallenge { epoch, output: *output })],
+                    None => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            // Refused moves (too early, already answered…) are part of the
+            // play: they must leave the books alone.
+            let events = apply(&mut ledger, time_ms, tx)?;
+            for event in events {
+                if let Event::ChallengeSettled { provider, epoch, result, .. } = event {
+                    let index = keys.iter().position(|key| key.account_id() == provider).expect("a provider");
+                    // An unverified late answer closes as `Late` once, at
+                    // most: any settlement is once per challenge.
+                    prop_assert!(settled_once.insert((index, epoch)), "{:?} settled twice in epoch {}", result, epoch);
+                    settlements[index] += 1;
+                }
+            }
+        }
+        for (index, key) in keys.iter().take(4).enumerate() {
+            let record = ledger.capacity(&key.account_id()).expect("capacity");
+            prop_assert_eq!(record.passed + record.late + record.missed + record.wrong, settlements[index]);
+            prop_assert!(record.usable_fuel_per_second() <= speeds[index]);
+        }
+    }
 }
