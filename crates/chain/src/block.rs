@@ -11,18 +11,18 @@ use idlegrid_types::codec::{self, Bounded, DecodeError};
 pub const BLOCK_TRANSACTIONS_MAX: usize = 20_000;
 /// Most bytes of one encoded block.
 pub const BLOCK_BYTES_MAX: usize = 8 << 20;
-/// How far a block's time may be from a validator's clock, ahead (for
-/// every block it verifies) or behind (for the block it votes on), for
-/// the validator to accept it.
+/// How far ahead of a validator's clock a block's time may be for the
+/// validator to accept it.
 pub const BLOCK_TIME_DRIFT_MS: u64 = 3_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Block {
     pub parent: ContentId,
     pub height: u64,
-    /// When its proposer built it, in milliseconds since the Unix epoch:
-    /// never before its parent's, within [`BLOCK_TIME_DRIFT_MS`] of the
-    /// clocks of the validators that voted for it.
+    /// When its proposer began building it, in milliseconds since the
+    /// Unix epoch: never before its parent's, and at most
+    /// [`BLOCK_TIME_DRIFT_MS`] ahead of the clocks of the validators that
+    /// voted for it.
     pub time_ms: u64,
     /// The state root after the parent block applied.
     pub parent_state_root: [u8; 32],

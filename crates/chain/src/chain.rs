@@ -28,22 +28,6 @@ pub enum Invalid {
     Transaction { index: usize, rejection: Rejection },
     #[error("its time {time_ms} ms is more than the allowed drift past this clock's {now_ms} ms")]
     FromTheFuture { time_ms: u64, now_ms: u64 },
-    #[error("its time {time_ms} ms is more than the allowed drift before this clock's {now_ms} ms")]
-    Stale { time_ms: u64, now_ms: u64 },
-}
-
-/// Whether a proposal's time is recent enough for this clock to vote for
-/// it: at most [`BLOCK_TIME_DRIFT_MS`] behind `now_ms`. (Ancestors being
-/// caught up on are older by nature, so only the block voted on is held to
-/// this; every block is held to the bound ahead, in [`Chain::verify`].)
-pub fn check_recent(block: &Block, now_ms: u64) -> Result<(), Invalid> {
-    if block.time_ms.saturating_add(BLOCK_TIME_DRIFT_MS) < now_ms {
-        return Err(Invalid::Stale {
-            time_ms: block.time_ms,
-            now_ms,
-        });
-    }
-    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

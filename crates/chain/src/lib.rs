@@ -22,7 +22,7 @@ pub mod validator;
 pub use block::{
     BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MS, BLOCK_TRANSACTIONS_MAX, Block, genesis_digest,
 };
-pub use chain::{Chain, ChainError, Finalized, Invalid, check_recent};
+pub use chain::{Chain, ChainError, Finalized, Invalid};
 pub use mempool::{Mempool, MempoolConfig, Refused};
 pub use node::{
     FinalizedBlock, FinalizedCounts, Node, OUTBOX_MAX, SUBMIT_BATCH_MAX, SUBSCRIBER_BACKLOG,
