@@ -53,6 +53,8 @@ impl ChallengeAnswerer {
                     key,
                     sandbox,
                     fuel_per_second,
+                    chain_challenges: false,
+                    declared: false,
                     declared_at: None,
                     outputs: BTreeMap::new(),
                     sent: BTreeMap::new(),
@@ -86,6 +88,10 @@ struct Answerer {
     key: Keypair,
     sandbox: Arc<Sandbox>,
     fuel_per_second: u64,
+    /// The chain sets challenges (known once asked).
+    chain_challenges: bool,
+    /// The chain holds `fuel_per_second` as this provider's speed.
+    declared: bool,
     declared_at: Option<Instant>,
     /// Outputs committed to, by epoch, until revealed.
     outputs: BTreeMap<u64, ContentId>,
@@ -97,32 +103,43 @@ impl Answerer {
     /// One look at the chain. `Ok(false)`: it sets no challenges, so there
     /// is nothing to do, ever (its parameters are fixed at genesis).
     fn step(&mut self) -> Result<bool, String> {
-        let status = self.client.status().map_err(|error| error.to_string())?;
-        if status["challenges"]["share_bps"].as_u64().unwrap_or(0) == 0 {
-            info!("the chain sets no capacity challenges");
-            return Ok(false);
+        // Two questions asked until answered, then never again: whether
+        // the chain challenges at all, and whether it holds this
+        // provider's declared speed. After that, one request a poll.
+        if !self.chain_challenges {
+            let status = self.client.status().map_err(|error| error.to_string())?;
+            if status["challenges"]["share_bps"].as_u64().unwrap_or(0) == 0 {
+                info!("the chain sets no capacity challenges");
+                return Ok(false);
+            }
+            self.chain_challenges = true;
         }
         let me = self.key.account_id();
-        let account = self
-            .client
-            .account(&me)
-            .map_err(|error| error.to_string())?;
-        if account.provider_stake == 0 {
-            return Ok(true);
-        }
-        if account.provider_record.declared_fuel_per_second != self.fuel_per_second
-            && self
-                .declared_at
-                .is_none_or(|at| at.elapsed() >= RESEND_AFTER)
-        {
-            self.send(TxKind::DeclareCapacity {
-                fuel_per_second: self.fuel_per_second,
-            })?;
-            self.declared_at = Some(Instant::now());
-            info!(
-                fuel_per_second = self.fuel_per_second,
-                "declared this provider's speed"
-            );
+        if !self.declared {
+            let account = self
+                .client
+                .account(&me)
+                .map_err(|error| error.to_string())?;
+            if account.provider_record.declared_fuel_per_second == self.fuel_per_second {
+                self.declared = true;
+            } else {
+                if account.provider_stake > 0
+                    && self
+                        .declared_at
+                        .is_none_or(|at| at.elapsed() >= RESEND_AFTER)
+                {
+                    self.send(TxKind::DeclareCapacity {
+                        fuel_per_second: self.fuel_per_second,
+                    })?;
+                    self.declared_at = Some(Instant::now());
+                    info!(
+                        fuel_per_second = self.fuel_per_second,
+                        "declared this provider's speed"
+                    );
+                }
+                // Undeclared, it is not challenged.
+                return Ok(true);
+            }
         }
         let challenges = self
             .client
