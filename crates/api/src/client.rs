@@ -83,6 +83,10 @@ pub struct ProviderRecordState {
     /// The speed the market may count on: the proven one, never above the
     /// declared one.
     pub usable_fuel_per_second: u64,
+    /// The same two for its GPU, in fuel per second on the GPU challenge
+    /// kernel (0: none declared).
+    pub declared_gpu_fuel_per_second: u64,
+    pub usable_gpu_fuel_per_second: u64,
 }
 
 /// One of a provider's open capacity challenges (`challenges` in
@@ -97,6 +101,24 @@ pub struct ChallengeState {
     pub revealed: bool,
     pub settled: bool,
     pub may_reveal: bool,
+}
+
+/// One of a provider's open GPU challenges (`gpu_challenges` in
+/// `/v1/accounts/{account}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuChallengeState {
+    pub epoch: u64,
+    pub seed: [u8; 32],
+    pub target: u64,
+    pub deadline_ms: u64,
+    pub answered: bool,
+}
+
+/// A provider's open challenges, CPU and GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpenChallenges {
+    pub cpu: Vec<ChallengeState>,
+    pub gpu: Vec<GpuChallengeState>,
 }
 
 /// A job as the ledger holds it.
@@ -201,29 +223,43 @@ impl ApiClient {
                     &answer["provider_record"]["capacity"]["usable_fuel_per_second"],
                     "usable speed",
                 )?,
+                declared_gpu_fuel_per_second: number(
+                    &answer["provider_record"]["gpu_capacity"]["declared_fuel_per_second"],
+                    "declared GPU speed",
+                )?,
+                usable_gpu_fuel_per_second: number(
+                    &answer["provider_record"]["gpu_capacity"]["usable_fuel_per_second"],
+                    "usable GPU speed",
+                )?,
             },
         })
     }
 
-    /// The account's open capacity challenges.
-    pub fn challenges(&self, account: &AccountId) -> Result<Vec<ChallengeState>, ApiError> {
+    /// The account's open capacity challenges, CPU and GPU.
+    pub fn challenges(&self, account: &AccountId) -> Result<OpenChallenges, ApiError> {
         let path = format!("/v1/accounts/{account}");
         let answer = self.get(&path)?;
         let bad = |what: &str| self.bad_answer(&path, &format!("a challenge has no {what}"));
-        let Some(list) = answer["challenges"].as_array() else {
+        let seed = |item: &Value| {
+            item["seed"]
+                .as_str()
+                .and_then(|text| hex::decode(text).ok())
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| bad("seed"))
+        };
+        let (Some(cpu), Some(gpu)) = (
+            answer["challenges"].as_array(),
+            answer["gpu_challenges"].as_array(),
+        ) else {
             return Err(self.bad_answer(&path, "no challenges"));
         };
-        list.iter()
+        let cpu = cpu
+            .iter()
             .map(|item| {
-                let seed = item["seed"]
-                    .as_str()
-                    .and_then(|text| hex::decode(text).ok())
-                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                    .ok_or_else(|| bad("seed"))?;
                 let flag = |key: &str| item[key].as_bool().ok_or_else(|| bad(key));
                 Ok(ChallengeState {
                     epoch: item["epoch"].as_u64().ok_or_else(|| bad("epoch"))?,
-                    seed,
+                    seed: seed(item)?,
                     passes: item["passes"]
                         .as_u64()
                         .and_then(|passes| u32::try_from(passes).ok())
@@ -237,7 +273,22 @@ impl ApiClient {
                     may_reveal: flag("may_reveal")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, ApiError>>()?;
+        let gpu = gpu
+            .iter()
+            .map(|item| {
+                Ok(GpuChallengeState {
+                    epoch: item["epoch"].as_u64().ok_or_else(|| bad("epoch"))?,
+                    seed: seed(item)?,
+                    target: item["target"].as_u64().ok_or_else(|| bad("target"))?,
+                    deadline_ms: item["deadline_ms"]
+                        .as_u64()
+                        .ok_or_else(|| bad("deadline"))?,
+                    answered: item["answered"].as_bool().ok_or_else(|| bad("answered"))?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(OpenChallenges { cpu, gpu })
     }
 
     /// The job, or `None` when the ledger has no such job.

@@ -265,6 +265,8 @@ pub(crate) struct AccountView {
     provider_record: ProviderRecordView,
     /// Its open capacity challenges, oldest first.
     challenges: Vec<ChallengeView>,
+    /// Its open GPU challenges, oldest first.
+    gpu_challenges: Vec<GpuChallengeView>,
 }
 
 /// What a provider declared and proved of its speed, in fuel per second
@@ -282,6 +284,20 @@ pub(crate) struct CapacityView {
     challenges_late: u32,
     challenges_missed: u32,
     challenges_wrong: u32,
+}
+
+impl CapacityView {
+    fn of(capacity: &idlegrid_ledger::capacity::Capacity) -> Self {
+        Self {
+            declared_fuel_per_second: capacity.declared_fuel_per_second,
+            proven_fuel_per_second: capacity.proven_fuel_per_second,
+            usable_fuel_per_second: capacity.usable_fuel_per_second(),
+            challenges_passed: capacity.passed,
+            challenges_late: capacity.late,
+            challenges_missed: capacity.missed,
+            challenges_wrong: capacity.wrong,
+        }
+    }
 }
 
 /// One open capacity challenge, as its provider needs it to answer.
@@ -307,6 +323,52 @@ pub(crate) struct ChallengeView {
     /// is no longer awaited (four times its deadline's time passed), or
     /// there is no partner.
     may_reveal: bool,
+}
+
+/// One open GPU challenge, as its provider needs it to answer: find
+/// `solutions` nonces whose score (the first eight bytes, little-endian,
+/// of BLAKE3 over the seed and the nonce's eight little-endian bytes) is
+/// below `target`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct GpuChallengeView {
+    epoch: u64,
+    /// The seed (hex).
+    seed: String,
+    target: u64,
+    solutions: u32,
+    /// The search's expected fuel.
+    fuel: u64,
+    /// Block time it was issued at (ms since the Unix epoch).
+    issued_ms: u64,
+    /// Block time an answer is due by for the declared GPU speed.
+    deadline_ms: u64,
+    answered: bool,
+    answered_ms: Option<u64>,
+    /// `on_time`, `late` or `wrong` once answered.
+    result: Option<&'static str>,
+}
+
+fn gpu_challenge_views<S: Store>(
+    ledger: &idlegrid_ledger::Ledger<S>,
+    id: &AccountId,
+) -> Result<Vec<GpuChallengeView>, ApiError> {
+    Ok(ledger
+        .gpu_challenges(id)
+        .map_err(ledger_unavailable)?
+        .into_iter()
+        .map(|(epoch, record)| GpuChallengeView {
+            epoch,
+            seed: hex::encode(record.seed),
+            target: record.target,
+            solutions: idlegrid_types::capacity::GPU_CHALLENGE_SOLUTIONS,
+            fuel: record.fuel(),
+            issued_ms: record.issued_ms,
+            deadline_ms: record.deadline_ms,
+            answered: record.answered_ms.is_some(),
+            answered_ms: record.answered_ms,
+            result: record.result.map(|result| result.name()),
+        })
+        .collect())
 }
 
 fn challenge_views<S: Store>(
@@ -365,6 +427,9 @@ pub(crate) struct ProviderRecordView {
     slashable: u64,
     /// Its declared and proven speed, and how its challenges went.
     capacity: CapacityView,
+    /// The same for its GPU, in fuel per second on the GPU challenge
+    /// kernel (all zero for a provider that offers no GPU).
+    gpu_capacity: CapacityView,
 }
 
 fn provider_record<S: Store>(
@@ -372,17 +437,9 @@ fn provider_record<S: Store>(
     id: &AccountId,
 ) -> Result<ProviderRecordView, ApiError> {
     let record = ledger.provider_record(id).map_err(ledger_unavailable)?;
-    let capacity = ledger.capacity(id).map_err(ledger_unavailable)?;
     Ok(ProviderRecordView {
-        capacity: CapacityView {
-            declared_fuel_per_second: capacity.declared_fuel_per_second,
-            proven_fuel_per_second: capacity.proven_fuel_per_second,
-            usable_fuel_per_second: capacity.usable_fuel_per_second(),
-            challenges_passed: capacity.passed,
-            challenges_late: capacity.late,
-            challenges_missed: capacity.missed,
-            challenges_wrong: capacity.wrong,
-        },
+        capacity: CapacityView::of(&ledger.capacity(id).map_err(ledger_unavailable)?),
+        gpu_capacity: CapacityView::of(&ledger.gpu_capacity(id).map_err(ledger_unavailable)?),
         fuel_paid: record.fuel_paid,
         amount_paid: record.amount_paid,
         jobs_paid: record.jobs_paid,
@@ -429,6 +486,7 @@ pub(crate) async fn account<S: Store + Send + 'static>(
             provider_stake: provider_stake.into(),
             provider_record: provider_record(ledger, &id)?,
             challenges: challenge_views(ledger, &id)?,
+            gpu_challenges: gpu_challenge_views(ledger, &id)?,
         })
     })
     .await?;
@@ -809,6 +867,8 @@ pub(crate) struct ChallengeParamsView {
     /// A deadline's slack over the declared speed's time, in basis points.
     slack_bps: u32,
     round_trip_ms: u64,
+    /// How long a GPU challenge takes at the declared GPU speed.
+    gpu_challenge_ms: u64,
 }
 
 /// The chain and this validator: heights, state root, fees, pool, epoch,
@@ -847,6 +907,7 @@ pub(crate) async fn status<S: Store + Send + 'static>(
                     fuel: idlegrid_types::capacity::challenge_fuel(params.challenge_passes),
                     slack_bps: params.challenge_slack_bps,
                     round_trip_ms: params.challenge_round_trip_ms,
+                    gpu_challenge_ms: params.gpu_challenge_ms,
                 }
             },
             mempool: MempoolView {

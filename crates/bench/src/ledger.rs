@@ -315,70 +315,113 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
         storage_blocks,
     )?);
     rows.push(challenge_check(if options.common.quick { 1 } else { 100 })?);
+    rows.extend(gpu_challenge_check(if options.common.quick {
+        1_000
+    } else {
+        10_000
+    })?);
     Ok(rows)
 }
 
-/// What checking a capacity challenge costs the chain when the pair
-/// agrees: the block that takes the second reveal (both answers settled),
-/// against running the challenge once, which is what each provider does.
-fn challenge_check(passes: u32) -> anyhow::Result<Measurement> {
+/// A small chain for timing challenge blocks: three accounts (the last
+/// validates), blocks 100 ms apart, the sandbox as executor.
+struct ChallengeChain {
+    ledger: Ledger<MemoryStore>,
+    keys: Vec<Keypair>,
+    sandbox: Sandbox,
+    time_ms: u64,
+}
+
+impl ChallengeChain {
     const EPOCH: u64 = 4;
-    let keys: Vec<Keypair> = (1..=3u8)
-        .map(|seed| Keypair::from_seed([seed; 32]))
-        .collect();
-    let genesis = Genesis {
-        chain_id: CHAIN.to_owned(),
-        params: Params {
-            epoch_length_blocks: EPOCH,
-            challenge_share_bps: 10_000,
-            challenge_passes: passes,
-            ..Params::default()
-        },
-        balances: keys.iter().map(|key| (key.account_id(), 1 << 40)).collect(),
-        validators: vec![(keys[2].account_id(), 1 << 20)],
-    };
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
-    let mut ledger = Ledger::init(MemoryStore::default(), &genesis)?;
-    let mut time_ms = 1_700_000_000_000u64;
-    let mut block = |ledger: &mut Ledger<MemoryStore>, txs: Vec<(usize, TxKind)>| {
-        time_ms += 100;
+
+    fn new(params: Params) -> anyhow::Result<Self> {
+        let keys: Vec<Keypair> = (1..=3u8)
+            .map(|seed| Keypair::from_seed([seed; 32]))
+            .collect();
+        let genesis = Genesis {
+            chain_id: CHAIN.to_owned(),
+            params: Params {
+                epoch_length_blocks: Self::EPOCH,
+                challenge_share_bps: 10_000,
+                ..params
+            },
+            balances: keys.iter().map(|key| (key.account_id(), 1 << 40)).collect(),
+            validators: vec![(keys[2].account_id(), 1 << 20)],
+        };
+        Ok(Self {
+            ledger: Ledger::init(MemoryStore::default(), &genesis)?,
+            keys,
+            sandbox: Sandbox::new(SandboxConfig::default())?,
+            time_ms: 1_700_000_000_000,
+        })
+    }
+
+    /// Applies a block of `txs` (each by the key at its index); gives how
+    /// long applying it took. A refused transaction is an error.
+    fn block(&mut self, txs: Vec<(usize, TxKind)>) -> anyhow::Result<Duration> {
+        self.time_ms += 100;
         let signed: Vec<SignedTransaction> = txs
             .into_iter()
             .map(|(who, kind)| {
-                let nonce = ledger.account(&keys[who].account_id())?.nonce;
-                Ok(keys[who].sign(Transaction::new(CHAIN, nonce, 1, kind)?))
+                let nonce = self.ledger.account(&self.keys[who].account_id())?.nonce;
+                Ok(self.keys[who].sign(Transaction::new(CHAIN, nonce, 1, kind)?))
             })
             .collect::<anyhow::Result<_>>()?;
         let started = Instant::now();
-        let outcome = ledger.apply_block(ledger.height() + 1, time_ms, &signed, &sandbox)?;
+        let height = self.ledger.height() + 1;
+        let outcome = self
+            .ledger
+            .apply_block(height, self.time_ms, &signed, &self.sandbox)?;
         let took = started.elapsed();
         for result in &outcome.transactions {
             if let Err(rejection) = &result.outcome {
                 bail!("a challenge transaction was refused: {rejection}");
             }
         }
-        anyhow::Ok(took)
-    };
-    for who in 0..2 {
-        let stake = TxKind::Stake {
-            role: idlegrid_ledger::StakeRole::Provider,
-            amount: 1_000,
-        };
-        block(&mut ledger, vec![(who, stake)])?;
-        let declare = TxKind::DeclareCapacity {
+        Ok(took)
+    }
+
+    /// Staked providers `who`, each sending `declare`.
+    fn providers(&mut self, who: &[usize], declare: &TxKind) -> anyhow::Result<()> {
+        for who in who {
+            let stake = TxKind::Stake {
+                role: idlegrid_ledger::StakeRole::Provider,
+                amount: 1_000,
+            };
+            self.block(vec![(*who, stake)])?;
+            self.block(vec![(*who, declare.clone())])?;
+        }
+        while !self.ledger.height().is_multiple_of(Self::EPOCH) {
+            self.block(Vec::new())?;
+        }
+        Ok(())
+    }
+}
+
+/// What checking a capacity challenge costs the chain when the pair
+/// agrees: the block that takes the second reveal (both answers settled),
+/// against running the challenge once, which is what each provider does.
+fn challenge_check(passes: u32) -> anyhow::Result<Measurement> {
+    let mut chain = ChallengeChain::new(Params {
+        challenge_passes: passes,
+        ..Params::default()
+    })?;
+    chain.providers(
+        &[0, 1],
+        &TxKind::DeclareCapacity {
             fuel_per_second: 1_000_000_000,
-        };
-        block(&mut ledger, vec![(who, declare)])?;
-    }
-    while !ledger.height().is_multiple_of(EPOCH) {
-        block(&mut ledger, Vec::new())?;
-    }
-    let (epoch, challenge) = ledger
+        },
+    )?;
+    let keys = chain.keys.clone();
+    let (epoch, challenge) = chain
+        .ledger
         .challenges(&keys[0].account_id())?
         .pop()
         .ok_or_else(|| anyhow::anyhow!("no challenge was issued"))?;
     let started = Instant::now();
-    let answer = sandbox
+    let answer = chain
+        .sandbox
         .run_challenge(challenge.seed, challenge.passes, Duration::from_secs(600))
         .map_err(anyhow::Error::msg)?;
     let running = started.elapsed();
@@ -388,7 +431,7 @@ fn challenge_check(passes: u32) -> anyhow::Result<Measurement> {
             (who, TxKind::AnswerChallenge { epoch, commitment })
         })
         .collect();
-    block(&mut ledger, answers)?;
+    chain.block(answers)?;
     let reveal = |who| {
         (
             who,
@@ -398,10 +441,10 @@ fn challenge_check(passes: u32) -> anyhow::Result<Measurement> {
             },
         )
     };
-    block(&mut ledger, vec![reveal(0)])?;
-    let checking = block(&mut ledger, vec![reveal(1)])?;
+    chain.block(vec![reveal(0)])?;
+    let checking = chain.block(vec![reveal(1)])?;
     ensure!(
-        ledger.capacity(&keys[1].account_id())?.passed == 1,
+        chain.ledger.capacity(&keys[1].account_id())?.passed == 1,
         "the pair's answers did not settle"
     );
     Ok(Measurement::new(
@@ -411,4 +454,57 @@ fn challenge_check(passes: u32) -> anyhow::Result<Measurement> {
         running.as_secs_f64() * 1e3,
         "running the challenge once",
     ))
+}
+
+/// What checking a GPU challenge's answer costs the chain: the block that
+/// takes the 256 nonces, against solving the challenge on this machine's
+/// GPU (lavapipe where there is none), sized at `challenge_ms` of its
+/// measured speed. `None` without a usable adapter.
+fn gpu_challenge_check(challenge_ms: u64) -> anyhow::Result<Option<Measurement>> {
+    use idlegrid_gpu::challenge;
+    let gpu = match idlegrid_gpu::Gpu::open(None) {
+        Ok(gpu) => gpu,
+        Err(error) => {
+            eprintln!("no GPU challenge row: {error}");
+            return Ok(None);
+        }
+    };
+    let limit = Duration::from_secs(600);
+    challenge::benchmark_run(&gpu, 256, limit)?;
+    let started = Instant::now();
+    let fuel = challenge::benchmark_run(&gpu, 4_096, limit)?;
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    let speed = ((fuel as f64 / seconds) as u64).max(1);
+    let mut chain = ChallengeChain::new(Params {
+        gpu_challenge_ms: challenge_ms,
+        ..Params::default()
+    })?;
+    chain.providers(
+        &[0],
+        &TxKind::DeclareGpuCapacity {
+            fuel_per_second: speed,
+        },
+    )?;
+    let account = chain.keys[0].account_id();
+    let (epoch, issued) = chain
+        .ledger
+        .gpu_challenges(&account)?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no GPU challenge was issued"))?;
+    let started = Instant::now();
+    let found = challenge::solve(&gpu, &issued.seed, issued.target, speed, limit)?;
+    let solving = started.elapsed();
+    let nonces = idlegrid_types::Bounded::new(found.nonces)?;
+    let checking = chain.block(vec![(0, TxKind::AnswerGpuChallenge { epoch, nonces })])?;
+    ensure!(
+        chain.ledger.gpu_capacity(&account)?.wrong == 0,
+        "the GPU answer was judged wrong"
+    );
+    Ok(Some(Measurement::new(
+        format!("ledger.gpu_challenge.check_answer.{challenge_ms}_ms"),
+        checking.as_secs_f64() * 1e3,
+        "ms",
+        solving.as_secs_f64() * 1e3,
+        "solving it on the GPU",
+    )))
 }

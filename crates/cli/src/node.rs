@@ -145,6 +145,10 @@ struct InitArgs {
     /// with them).
     #[arg(long, default_value_t = idlegrid_ledger::Params::default().challenge_passes)]
     challenge_passes: u32,
+    /// How long a GPU challenge takes at the GPU speed its provider
+    /// declared, in milliseconds (its search is sized by that speed).
+    #[arg(long, default_value_t = idlegrid_ledger::Params::default().gpu_challenge_ms)]
+    gpu_challenge_ms: u64,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -205,6 +209,7 @@ fn init(args: InitArgs) -> ExitCode {
         emission_per_epoch: args.emission_per_epoch,
         challenge_share_bps: args.challenge_share_bps,
         challenge_passes: args.challenge_passes,
+        gpu_challenge_ms: args.gpu_challenge_ms,
         ..TestnetPlan::default()
     };
     match testnet::init(&args.dir, &plan) {

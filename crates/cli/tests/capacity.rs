@@ -9,7 +9,8 @@
 //! The two share this machine, and a pair's challenges run at the same
 //! time: each has between half and all of what the benchmark measured
 //! alone, so the honest one offers half of it, and the liar twice all of
-//! it (two to four times what it has).
+//! it (two to four times what it has). The second test does the same with
+//! GPU offers and GPU challenges.
 
 mod common;
 
@@ -29,10 +30,54 @@ const EPOCH_BLOCKS: &str = "300";
 const PASSES: &str = "60";
 const PATIENCE: Duration = Duration::from_secs(240);
 
-fn capacity(api: &str, account: &str) -> Value {
+/// `account`'s `capacity` or `gpu_capacity` record, as the API shows it.
+fn record(api: &str, account: &str, which: &str) -> Value {
     let (status, body) = get(&format!("{api}/v1/accounts/{account}")).expect("the API answers");
     assert_eq!(status, 200, "{body}");
-    body["provider_record"]["capacity"].clone()
+    body["provider_record"][which].clone()
+}
+
+fn capacity(api: &str, account: &str) -> Value {
+    record(api, account, "capacity")
+}
+
+fn gpu_capacity(api: &str, account: &str) -> Value {
+    record(api, account, "gpu_capacity")
+}
+
+/// Challenges of a record answered and checked (missed ones aside).
+fn settled(record: &Value) -> u64 {
+    ["challenges_passed", "challenges_late", "challenges_wrong"]
+        .iter()
+        .map(|key| number(record, key))
+        .sum()
+}
+
+/// `account`'s `which` record in `GET /v1/providers`.
+fn listed(api: &str, account: &str, which: &str) -> Value {
+    let (status, listed) = get(&format!("{api}/v1/providers")).expect("the API answers");
+    assert_eq!(status, 200, "{listed}");
+    listed["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|entry| entry["account"] == account)
+        .map(|entry| entry["record"][which].clone())
+        .unwrap_or_else(|| panic!("{account} is not listed: {listed}"))
+}
+
+/// `account`'s `which` record in a gateway's `/v1/network`, which its
+/// dashboard draws.
+fn shown(gateway: &str, account: &str, which: &str) -> Value {
+    let (status, view) = get(&format!("{gateway}/v1/network")).expect("the gateway answers");
+    assert_eq!(status, 200, "{view}");
+    view["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|provider| provider["account"] == account)
+        .map(|provider| provider[which].clone())
+        .unwrap_or_else(|| panic!("{account} is not in the network view: {view}"))
 }
 
 /// Waits for `condition`, or fails with what the processes logged.
@@ -92,12 +137,6 @@ fn a_provider_offering_twice_its_speed_is_caught_by_its_first_challenge() {
             && number(&capacity(&api, &liar_account), "declared_fuel_per_second") == alone * 2
     });
     // The first challenge the liar answers settles it as late.
-    let settled = |record: &Value| {
-        ["challenges_passed", "challenges_late", "challenges_wrong"]
-            .iter()
-            .map(|key| number(record, key))
-            .sum::<u64>()
-    };
     wait(&network, "the liar's first challenge settled", || {
         settled(&capacity(&api, &liar_account)) > 0
     });
@@ -132,45 +171,131 @@ fn a_provider_offering_twice_its_speed_is_caught_by_its_first_challenge() {
         "the honest provider offers {measured}: {kept}"
     );
 
-    // The providers list shows what each claims and what it proved.
-    let (status, listed) = get(&format!("{api}/v1/providers")).expect("the API answers");
-    assert_eq!(status, 200, "{listed}");
-    let entry = listed["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .find(|entry| entry["account"] == liar_account.as_str())
-        .cloned()
-        .expect("the liar is listed");
-    let listed = &entry["record"]["capacity"];
+    // The providers list shows what each claims and what it proved, and
+    // so does a gateway's network view.
+    let listed = listed(&api, &liar_account, "capacity");
     assert_eq!(
-        number(listed, "declared_fuel_per_second"),
+        number(&listed, "declared_fuel_per_second"),
         alone * 2,
-        "{entry}"
+        "{listed}"
     );
     assert!(
-        number(listed, "proven_fuel_per_second") < alone * 2,
-        "{entry}"
+        number(&listed, "proven_fuel_per_second") < alone * 2,
+        "{listed}"
     );
-
-    // So does a gateway's network view, which its dashboard draws.
     let (_, gateway) = network.gateway();
-    let (status, view) = get(&format!("{gateway}/v1/network")).expect("the gateway answers");
-    assert_eq!(status, 200, "{view}");
-    let shown = view["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .find(|provider| provider["account"] == liar_account.as_str())
-        .map(|provider| provider["capacity"].clone())
-        .expect("the liar is in the network view");
+    let shown = shown(&gateway, &liar_account, "capacity");
     assert_eq!(
         number(&shown, "declared_fuel_per_second"),
         alone * 2,
-        "{view}"
+        "{shown}"
     );
     assert!(
         number(&shown, "usable_fuel_per_second") < alone * 2,
-        "{view}"
+        "{shown}"
     );
+}
+
+/// The same for GPUs: two providers offering the machine's Vulkan adapter
+/// (lavapipe here, which computes on the CPU, so the two share it as they
+/// share the cores), an honest one offering half of what the GPU
+/// benchmark measured alone and a liar twice all of it. Each solves its
+/// GPU challenge on its GPU as `idlegrid provide` does on its own.
+#[test]
+fn a_provider_offering_twice_its_gpu_speed_is_caught_by_its_first_gpu_challenge() {
+    let mut network = Network::start_with(&[
+        "--epoch-length",
+        EPOCH_BLOCKS,
+        "--challenge-share-bps",
+        "10000",
+        // The CPU challenges are the fill alone: this test is the GPU's.
+        "--challenge-passes",
+        "0",
+        "--gpu-challenge-ms",
+        "4000",
+    ]);
+    let api = network.api().to_owned();
+    let stake = STAKE.to_string();
+    let honest = network.provider(None, &["--stake", &stake, "--gpu", "llvmpipe"]);
+    let alone = number(&network.providers[honest].ready["gpu"], "fuel_per_second");
+    let measured = alone / 2;
+    network.providers[honest].stop();
+    network.providers[honest].args.extend([
+        "--gpu-benchmark-fuel-per-second".to_owned(),
+        measured.to_string(),
+    ]);
+    network.launch(honest);
+    let claimed = (alone * 2).to_string();
+    let bootstrap = network.providers[honest].addresses[0].clone();
+    let liar = network.provider(
+        Some(&bootstrap),
+        &[
+            "--stake",
+            &stake,
+            "--gpu",
+            "llvmpipe",
+            "--gpu-benchmark-fuel-per-second",
+            &claimed,
+        ],
+    );
+    let honest_account = network.providers[honest].account.clone();
+    let liar_account = network.providers[liar].account.clone();
+
+    wait(&network, "both providers' declared GPU speeds", || {
+        number(
+            &gpu_capacity(&api, &honest_account),
+            "declared_fuel_per_second",
+        ) == measured
+            && number(
+                &gpu_capacity(&api, &liar_account),
+                "declared_fuel_per_second",
+            ) == alone * 2
+    });
+    wait(&network, "the liar's first GPU challenge answered", || {
+        settled(&gpu_capacity(&api, &liar_account)) > 0
+    });
+    let lied = gpu_capacity(&api, &liar_account);
+    assert_eq!(
+        number(&lied, "challenges_late"),
+        1,
+        "{lied}\n{}",
+        network.logs()
+    );
+    assert_eq!(number(&lied, "challenges_wrong"), 0, "{lied}");
+    let usable = number(&lied, "usable_fuel_per_second");
+    assert_eq!(Some(usable), lied["proven_fuel_per_second"].as_u64());
+    assert!(
+        usable * 10 < alone * 2 * 7,
+        "the liar offers {} and may still count on {usable}",
+        alone * 2
+    );
+
+    wait(
+        &network,
+        "the honest provider's GPU challenge answered",
+        || settled(&gpu_capacity(&api, &honest_account)) > 0,
+    );
+    let kept = gpu_capacity(&api, &honest_account);
+    eprintln!("GPU alone {alone}\nliar:   {lied}\nhonest: {kept}");
+    assert_eq!(number(&kept, "challenges_wrong"), 0, "{kept}");
+    assert!(
+        number(&kept, "usable_fuel_per_second") * 2 > measured,
+        "the honest provider offers {measured}: {kept}"
+    );
+
+    // The providers list and a gateway's network view show both figures.
+    let listed = listed(&api, &liar_account, "gpu_capacity");
+    assert_eq!(
+        listed["proven_fuel_per_second"].as_u64(),
+        Some(usable),
+        "{listed}"
+    );
+    let (_, gateway) = network.gateway();
+    let shown = shown(&gateway, &liar_account, "gpu_capacity");
+    assert_eq!(
+        number(&shown, "declared_fuel_per_second"),
+        alone * 2,
+        "{shown}"
+    );
+    assert_eq!(number(&shown, "usable_fuel_per_second"), usable, "{shown}");
 }

@@ -415,13 +415,17 @@ impl Board {
                 ))
             })
             .collect();
-        // What each declared and proved of its speed on the chain.
-        let capacities: BTreeMap<String, Value> = listed
+        // What each declared and proved of its speed (CPU and GPU) on the
+        // chain.
+        let capacities: BTreeMap<String, (Value, Value)> = listed
             .iter()
             .filter_map(|entry| {
                 Some((
                     entry["account"].as_str()?.to_owned(),
-                    entry["record"]["capacity"].clone(),
+                    (
+                        entry["record"]["capacity"].clone(),
+                        entry["record"]["gpu_capacity"].clone(),
+                    ),
                 ))
             })
             .collect();
@@ -458,6 +462,10 @@ impl Board {
                     .map(|state| state.balance);
                 let track = tracks.get(account).copied().unwrap_or_default();
                 let stat = |read: fn(&ProviderStats) -> u64| local.map(|local| read(&local.stats));
+                let capacity = capacities
+                    .get(&account.to_string())
+                    .cloned()
+                    .unwrap_or((Value::Null, Value::Null));
                 let mut view = json!({
                     "account": account.to_string(),
                     "label": local.map(|local| local.label.clone()),
@@ -470,7 +478,8 @@ impl Board {
                     "owed": stat(|stats| stats.owed.load(Ordering::Relaxed)),
                     "results_accepted": track.accepted,
                     "results_rejected": track.rejected,
-                    "capacity": capacities.get(&account.to_string()).cloned().unwrap_or(Value::Null),
+                    "capacity": capacity.0,
+                    "gpu_capacity": capacity.1,
                 });
                 let fields = [
                     "cores",

@@ -13,6 +13,7 @@
 //! This is the only crate that imports naga and wgpu.
 
 pub mod canonical;
+pub mod challenge;
 mod cpu;
 mod kernel;
 mod library;

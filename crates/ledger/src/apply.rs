@@ -219,6 +219,12 @@ pub(crate) fn transaction<S: Store>(
         TxKind::RevealChallenge { epoch, output } => {
             crate::capacity::reveal(overlay, scope, sender, *epoch, *output)?
         }
+        TxKind::DeclareGpuCapacity { fuel_per_second } => {
+            crate::capacity::declare_gpu(overlay, sender, *fuel_per_second)?
+        }
+        TxKind::AnswerGpuChallenge { epoch, nonces } => {
+            crate::capacity::answer_gpu(overlay, scope, sender, *epoch, nonces)?
+        }
     });
     Ok(events)
 }

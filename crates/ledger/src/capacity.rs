@@ -5,11 +5,17 @@
 //! same seed, commit to their answers, then reveal them; agreeing answers
 //! stand, and only a disagreement (or a provider without a partner) is
 //! re-executed by the validators. A wrong answer is slashed.
+//!
+//! GPUs are challenged the same way with a different puzzle: a proof of
+//! work on the GPU challenge kernel, each provider on a seed of its own,
+//! answered in one transaction and checked at once (a small hash per
+//! nonce), with the target set by the GPU speed the provider declared.
 //! `docs/challenges.md` has the protocol and its cost.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use idlegrid_types::capacity::{
     CHALLENGE_PASSES_MAX, ChallengeRules, ChallengeVerdict, answer_commitment, challenge_fuel,
+    gpu_answer_is_right, gpu_challenge_fuel, gpu_challenge_target,
 };
 use idlegrid_types::{AccountId, ContentId};
 
@@ -113,6 +119,32 @@ impl ChallengeResult {
     }
 }
 
+/// One provider's GPU challenge of one epoch: find
+/// [`idlegrid_types::capacity::GPU_CHALLENGE_SOLUTIONS`] nonces scoring
+/// below `target` on `seed`.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct GpuChallenge {
+    pub seed: [u8; 32],
+    pub target: u64,
+    /// The time of the block that issued it.
+    pub issued_ms: u64,
+    /// The GPU speed the provider declared when it was issued.
+    pub offered_fuel_per_second: u64,
+    /// When an answer is due for the offered speed (block time).
+    pub deadline_ms: u64,
+    /// The time of the block that took the answer.
+    pub answered_ms: Option<u64>,
+    /// What the answer showed, once answered.
+    pub result: Option<ChallengeResult>,
+}
+
+impl GpuChallenge {
+    /// The search's expected fuel.
+    pub fn fuel(&self) -> u64 {
+        gpu_challenge_fuel(self.target)
+    }
+}
+
 /// The rules of a chain's challenges, from its parameters.
 pub fn rules(params: &Params) -> ChallengeRules {
     ChallengeRules {
@@ -121,6 +153,31 @@ pub fn rules(params: &Params) -> ChallengeRules {
         round_trip_ms: params.challenge_round_trip_ms,
         share_bps: u32::from(params.challenge_share_bps),
     }
+}
+
+/// The rules of a GPU challenge of `target` on a chain.
+pub fn gpu_rules(params: &Params, target: u64) -> ChallengeRules {
+    ChallengeRules {
+        fuel: gpu_challenge_fuel(target),
+        ..rules(params)
+    }
+}
+
+pub(crate) fn gpu_capacity<S: Store>(
+    overlay: &Overlay<'_, S>,
+    provider: &AccountId,
+) -> Result<Capacity, StoreError> {
+    Ok(overlay
+        .get(&keys::gpu_capacity(provider))?
+        .unwrap_or_default())
+}
+
+pub(crate) fn gpu_challenge<S: Store>(
+    overlay: &Overlay<'_, S>,
+    epoch: u64,
+    provider: &AccountId,
+) -> Result<Option<GpuChallenge>, StoreError> {
+    overlay.get(&keys::gpu_challenge(epoch, provider))
 }
 
 pub(crate) fn capacity<S: Store>(
@@ -144,8 +201,40 @@ pub(crate) fn declare<S: Store>(
     provider: AccountId,
     fuel_per_second: u64,
 ) -> Applied {
-    if stake(overlay, StakeRole::Provider, &provider)?.bonded == 0 {
-        return Err(Rejection::NotAProvider(provider).into());
+    check_declared(overlay, &provider, fuel_per_second)?;
+    let mut record = capacity(overlay, &provider)?;
+    record.declared_fuel_per_second = fuel_per_second;
+    overlay.put(keys::capacity(&provider), &record);
+    Ok(vec![Event::CapacityDeclared {
+        provider,
+        fuel_per_second,
+    }])
+}
+
+/// `DeclareGpuCapacity`: a staked provider states its GPU's speed.
+pub(crate) fn declare_gpu<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    provider: AccountId,
+    fuel_per_second: u64,
+) -> Applied {
+    check_declared(overlay, &provider, fuel_per_second)?;
+    let mut record = gpu_capacity(overlay, &provider)?;
+    record.declared_fuel_per_second = fuel_per_second;
+    overlay.put(keys::gpu_capacity(&provider), &record);
+    Ok(vec![Event::GpuCapacityDeclared {
+        provider,
+        fuel_per_second,
+    }])
+}
+
+/// Only a staked provider declares, and only a speed in range.
+fn check_declared<S: Store>(
+    overlay: &Overlay<'_, S>,
+    provider: &AccountId,
+    fuel_per_second: u64,
+) -> Result<(), Failure> {
+    if stake(overlay, StakeRole::Provider, provider)?.bonded == 0 {
+        return Err(Rejection::NotAProvider(*provider).into());
     }
     if fuel_per_second == 0 || fuel_per_second > DECLARED_FUEL_PER_SECOND_MAX {
         return Err(Rejection::CapacityOutOfRange {
@@ -154,13 +243,7 @@ pub(crate) fn declare<S: Store>(
         }
         .into());
     }
-    let mut record = capacity(overlay, &provider)?;
-    record.declared_fuel_per_second = fuel_per_second;
-    overlay.put(keys::capacity(&provider), &record);
-    Ok(vec![Event::CapacityDeclared {
-        provider,
-        fuel_per_second,
-    }])
+    Ok(())
 }
 
 /// `AnswerChallenge`: the provider commits to its answer; the block's
@@ -282,39 +365,20 @@ fn settle<S: Store>(
 ) -> Result<Vec<Event>, Failure> {
     record.settled = true;
     let mut capacity = capacity(overlay, &provider)?;
-    let mut events = Vec::new();
-    let result = if right {
-        let after_ms = record
-            .answered_ms
-            .unwrap_or(record.issued_ms)
-            .saturating_sub(record.issued_ms);
-        let result = match rules(scope.params).judge(record.offered_fuel_per_second, Some(after_ms))
-        {
-            ChallengeVerdict::Late {
-                proven_fuel_per_second,
-            } => {
-                capacity.late = capacity.late.saturating_add(1);
-                capacity.proven_fuel_per_second = Some(proven_fuel_per_second);
-                ChallengeResult::Late
-            }
-            ChallengeVerdict::OnTime | ChallengeVerdict::Missed => {
-                capacity.passed = capacity.passed.saturating_add(1);
-                capacity.proven_fuel_per_second = Some(record.offered_fuel_per_second);
-                ChallengeResult::OnTime
-            }
-        };
-        // Available this epoch at the speed it proved: its share of the
-        // epoch's availability reward.
-        let proven = capacity.proven_fuel_per_second.unwrap_or(0);
-        let so_far: u64 = overlay.get(&keys::available(&provider))?.unwrap_or(0);
-        overlay.put(keys::available(&provider), &so_far.saturating_add(proven));
-        result
-    } else {
-        capacity.wrong = capacity.wrong.saturating_add(1);
-        capacity.proven_fuel_per_second = Some(0);
-        events.push(slash(overlay, scope.params, provider)?);
-        ChallengeResult::Wrong
-    };
+    let after_ms = record
+        .answered_ms
+        .unwrap_or(record.issued_ms)
+        .saturating_sub(record.issued_ms);
+    let offered = record.offered_fuel_per_second;
+    let verdict = right.then(|| rules(scope.params).judge(offered, Some(after_ms)));
+    let (result, mut events) = count(
+        overlay,
+        scope.params,
+        provider,
+        &mut capacity,
+        offered,
+        verdict,
+    )?;
     overlay.put(keys::capacity(&provider), &capacity);
     events.insert(
         0,
@@ -322,6 +386,93 @@ fn settle<S: Store>(
             provider,
             epoch,
             result,
+            proven_fuel_per_second: capacity.proven_fuel_per_second.unwrap_or(0),
+        },
+    );
+    Ok(events)
+}
+
+/// Counts one checked answer on a provider's (CPU or GPU) `capacity`
+/// record, as `verdict` judged its timing (`None`: it was wrong): a right
+/// one proves the offered speed if in time and what its timing shows if
+/// late, and adds that to the provider's availability this epoch; a wrong
+/// one proves nothing and is slashed (the slash's event is returned).
+fn count<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    params: &Params,
+    provider: AccountId,
+    capacity: &mut Capacity,
+    offered_fuel_per_second: u64,
+    verdict: Option<ChallengeVerdict>,
+) -> Result<(ChallengeResult, Vec<Event>), Failure> {
+    let Some(verdict) = verdict else {
+        capacity.wrong = capacity.wrong.saturating_add(1);
+        capacity.proven_fuel_per_second = Some(0);
+        let slashed = slash(overlay, params, provider)?;
+        return Ok((ChallengeResult::Wrong, vec![slashed]));
+    };
+    let result = match verdict {
+        ChallengeVerdict::Late {
+            proven_fuel_per_second,
+        } => {
+            capacity.late = capacity.late.saturating_add(1);
+            capacity.proven_fuel_per_second = Some(proven_fuel_per_second);
+            ChallengeResult::Late
+        }
+        ChallengeVerdict::OnTime | ChallengeVerdict::Missed => {
+            capacity.passed = capacity.passed.saturating_add(1);
+            capacity.proven_fuel_per_second = Some(offered_fuel_per_second);
+            ChallengeResult::OnTime
+        }
+    };
+    // Available this epoch at the speed it proved: its share of the
+    // epoch's availability reward (a GPU's proven speed adds to its
+    // CPU's: both are fuel a second the market sells).
+    let proven = capacity.proven_fuel_per_second.unwrap_or(0);
+    let so_far: u64 = overlay.get(&keys::available(&provider))?.unwrap_or(0);
+    overlay.put(keys::available(&provider), &so_far.saturating_add(proven));
+    Ok((result, Vec::new()))
+}
+
+/// `AnswerGpuChallenge`: the provider's nonces, checked now. The block's
+/// time is when it answered.
+pub(crate) fn answer_gpu<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    provider: AccountId,
+    epoch: u64,
+    nonces: &[u64],
+) -> Applied {
+    let mut record =
+        gpu_challenge(overlay, epoch, &provider)?.ok_or(Rejection::NoChallenge { epoch })?;
+    if record.answered_ms.is_some() {
+        return Err(Rejection::ChallengeAlreadyAnswered { epoch }.into());
+    }
+    let right = gpu_answer_is_right(&record.seed, record.target, nonces);
+    let after_ms = scope.time_ms.saturating_sub(record.issued_ms);
+    let mut capacity = gpu_capacity(overlay, &provider)?;
+    let offered = record.offered_fuel_per_second;
+    let verdict =
+        right.then(|| gpu_rules(scope.params, record.target).judge(offered, Some(after_ms)));
+    let (result, mut events) = count(
+        overlay,
+        scope.params,
+        provider,
+        &mut capacity,
+        offered,
+        verdict,
+    )?;
+    record.answered_ms = Some(scope.time_ms);
+    record.result = Some(result);
+    overlay.put(keys::gpu_capacity(&provider), &capacity);
+    overlay.put(keys::gpu_challenge(epoch, &provider), &record);
+    events.insert(
+        0,
+        Event::GpuChallengeSettled {
+            provider,
+            epoch,
+            result,
+            after_ms: Some(after_ms),
             proven_fuel_per_second: capacity.proven_fuel_per_second.unwrap_or(0),
         },
     );
@@ -361,9 +512,11 @@ pub(crate) fn epoch_challenges<S: Store>(
 ) -> Result<Vec<Event>, Failure> {
     let params = scope.params;
     let mut events = close(overlay, params, epoch.saturating_sub(1))?;
+    events.extend(close_gpu(overlay, epoch.saturating_sub(1))?);
     if params.challenge_share_bps == 0 {
         return Ok(events);
     }
+    events.extend(issue_gpu(overlay, scope, epoch, randomness)?);
     let rules = rules(params);
     let mut drawn = Vec::new();
     for (key, value) in overlay.scan_prefix(&[keys::CAPACITY])? {
@@ -464,6 +617,88 @@ fn close<S: Store>(
         });
     }
     Ok(events)
+}
+
+/// Issues an epoch's GPU challenges: its share of the providers that
+/// declared a GPU speed (drawn apart from the CPU draw), each on a seed of
+/// its own, so no answer can be copied and none needs a partner.
+fn issue_gpu<S: Store>(
+    overlay: &mut Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    epoch: u64,
+    randomness: &[u8; 32],
+) -> Result<Vec<Event>, Failure> {
+    let params = scope.params;
+    let randomness = gpu_randomness(randomness);
+    let mut events = Vec::new();
+    for (key, value) in overlay.scan_prefix(&[keys::GPU_CAPACITY])? {
+        let Some(provider) = keys::trailing_account(&key) else {
+            continue;
+        };
+        let record: Capacity = decode_record(&value)?;
+        let offered = record.declared_fuel_per_second;
+        if offered == 0
+            || stake(overlay, StakeRole::Provider, &provider)?.bonded == 0
+            || !rules(params).challenged(&randomness, &provider)
+        {
+            continue;
+        }
+        let fuel = u128::from(offered) * u128::from(params.gpu_challenge_ms) / 1_000;
+        let target = gpu_challenge_target(u64::try_from(fuel).unwrap_or(u64::MAX));
+        let issued = GpuChallenge {
+            seed: seed(&randomness, epoch, &[provider]),
+            target,
+            issued_ms: scope.time_ms,
+            offered_fuel_per_second: offered,
+            deadline_ms: scope
+                .time_ms
+                .saturating_add(gpu_rules(params, target).deadline_ms(offered)),
+            answered_ms: None,
+            result: None,
+        };
+        overlay.put(keys::gpu_challenge(epoch, &provider), &issued);
+        events.push(Event::GpuChallengeIssued {
+            provider,
+            epoch,
+            target,
+            deadline_ms: issued.deadline_ms,
+        });
+    }
+    Ok(events)
+}
+
+/// Deletes an epoch's GPU challenges; unanswered ones count as missed.
+fn close_gpu<S: Store>(overlay: &mut Overlay<'_, S>, epoch: u64) -> Result<Vec<Event>, Failure> {
+    let mut events = Vec::new();
+    for (key, value) in overlay.scan_prefix(&keys::gpu_challenges_of(epoch))? {
+        let Some(provider) = keys::trailing_account(&key) else {
+            continue;
+        };
+        let record: GpuChallenge = decode_record(&value)?;
+        overlay.delete(key);
+        if record.result.is_some() {
+            continue;
+        }
+        let mut capacity = gpu_capacity(overlay, &provider)?;
+        capacity.missed = capacity.missed.saturating_add(1);
+        overlay.put(keys::gpu_capacity(&provider), &capacity);
+        events.push(Event::GpuChallengeSettled {
+            provider,
+            epoch,
+            result: ChallengeResult::Missed,
+            after_ms: None,
+            proven_fuel_per_second: capacity.proven_fuel_per_second.unwrap_or(0),
+        });
+    }
+    Ok(events)
+}
+
+/// The GPU draw's randomness: independent of the CPU draw's.
+fn gpu_randomness(randomness: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"idlegrid gpu challenge v1");
+    hasher.update(randomness);
+    *hasher.finalize().as_bytes()
 }
 
 /// A provider's place in an epoch's shuffled order.

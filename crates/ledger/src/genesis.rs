@@ -62,6 +62,11 @@ pub struct Params {
     /// the epoch proved), in basis points; the rest pays verified work.
     /// With no such answer in an epoch, all of it pays work.
     pub availability_reward_share_bps: u16,
+    /// How long a GPU challenge takes at the GPU speed its provider
+    /// declared: its target is set so that the expected fuel of the search
+    /// is that speed times this time
+    /// (`idlegrid_types::capacity::gpu_challenge_target`).
+    pub gpu_challenge_ms: u64,
 }
 
 impl Default for Params {
@@ -87,6 +92,7 @@ impl Default for Params {
             challenge_slack_bps: 12_500,
             challenge_round_trip_ms: 2_000,
             availability_reward_share_bps: 2_000,
+            gpu_challenge_ms: 10_000,
         }
     }
 }
@@ -237,6 +243,11 @@ impl Genesis {
         if params.challenge_round_trip_ms > 600_000 {
             return Err(GenesisError::BadParams(
                 "challenge_round_trip_ms must be at most 600000".to_owned(),
+            ));
+        }
+        if params.gpu_challenge_ms == 0 || params.gpu_challenge_ms > 600_000 {
+            return Err(GenesisError::BadParams(
+                "gpu_challenge_ms must be 1 to 600000".to_owned(),
             ));
         }
         if params.voting_power_cap_bps == 0 || params.voting_power_cap_bps > 3_333 {

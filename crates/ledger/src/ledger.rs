@@ -547,6 +547,31 @@ impl<S: Store> Ledger<S> {
         Ok(open)
     }
 
+    /// What a provider declared and proved of its GPU's capacity.
+    pub fn gpu_capacity(&self, id: &AccountId) -> Result<crate::capacity::Capacity, LedgerError> {
+        Ok(crate::capacity::gpu_capacity(
+            &Overlay::new(&self.store),
+            id,
+        )?)
+    }
+
+    /// A provider's open GPU challenges (at most one per epoch, from the
+    /// epochs not yet closed), oldest first.
+    pub fn gpu_challenges(
+        &self,
+        id: &AccountId,
+    ) -> Result<Vec<(u64, crate::capacity::GpuChallenge)>, LedgerError> {
+        let overlay = Overlay::new(&self.store);
+        let current = self.height / self.params.epoch_length_blocks;
+        let mut open = Vec::new();
+        for epoch in current.saturating_sub(1)..=current {
+            if let Some(record) = crate::capacity::gpu_challenge(&overlay, epoch, id)? {
+                open.push((epoch, record));
+            }
+        }
+        Ok(open)
+    }
+
     /// What one slash would take from a provider now: the slash fraction of
     /// its bonded and unbonding stake.
     pub fn slashable(&self, id: &AccountId) -> Result<u64, LedgerError> {

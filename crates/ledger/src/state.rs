@@ -283,6 +283,10 @@ pub(crate) mod keys {
     /// The speed each provider proved available this epoch (its share of
     /// the availability reward), until the epoch's rewards are paid.
     pub const AVAILABLE: u8 = b'A';
+    /// What each provider declared and proved of its GPU's capacity.
+    pub const GPU_CAPACITY: u8 = b'K';
+    /// GPU challenges, by epoch then provider.
+    pub const GPU_CHALLENGE: u8 = b'H';
     /// Not part of the authenticated state: the tree's own nodes and the
     /// history of roots.
     pub const TREE_NODE: u8 = b't';
@@ -403,6 +407,18 @@ pub(crate) mod keys {
 
     pub fn challenge(epoch: u64, provider: &AccountId) -> Vec<u8> {
         [&challenges_of(epoch)[..], provider.as_bytes()].concat()
+    }
+
+    pub fn gpu_capacity(provider: &AccountId) -> Vec<u8> {
+        [&[GPU_CAPACITY][..], provider.as_bytes()].concat()
+    }
+
+    pub fn gpu_challenges_of(epoch: u64) -> Vec<u8> {
+        [&[GPU_CHALLENGE][..], &epoch.to_be_bytes()].concat()
+    }
+
+    pub fn gpu_challenge(epoch: u64, provider: &AccountId) -> Vec<u8> {
+        [&gpu_challenges_of(epoch)[..], provider.as_bytes()].concat()
     }
 
     pub fn delegation_release(height: u64) -> Vec<u8> {

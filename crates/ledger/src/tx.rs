@@ -1,6 +1,7 @@
 //! Signed transactions, what applying one produces, and why one is refused.
 
 use borsh::{BorshDeserialize, BorshSerialize};
+use idlegrid_types::capacity::GPU_CHALLENGE_SOLUTIONS;
 use idlegrid_types::codec::{self, Bounded, DecodeError};
 use idlegrid_types::{
     AccountId, ContentId, ExecutionLimits, JobId, Signable, Signed, SignedReceipt, SignedVoucher,
@@ -174,6 +175,17 @@ pub enum TxKind {
         epoch: u64,
         output: ContentId,
     },
+    /// A staked provider states the speed of the GPU it offers (fuel per
+    /// second on the GPU challenge kernel), which GPU challenges check.
+    DeclareGpuCapacity {
+        fuel_per_second: u64,
+    },
+    /// A provider's answer to its GPU challenge: the nonces it found,
+    /// checked in the block that takes them (one small hash each).
+    AnswerGpuChallenge {
+        epoch: u64,
+        nonces: Bounded<Vec<u64>, { GPU_CHALLENGE_SOLUTIONS as usize }>,
+    },
 }
 
 impl TxKind {
@@ -195,6 +207,8 @@ impl TxKind {
             TxKind::DeclareCapacity { .. } => "declare_capacity",
             TxKind::AnswerChallenge { .. } => "answer_challenge",
             TxKind::RevealChallenge { .. } => "reveal_challenge",
+            TxKind::DeclareGpuCapacity { .. } => "declare_gpu_capacity",
+            TxKind::AnswerGpuChallenge { .. } => "answer_gpu_challenge",
         }
     }
 }
@@ -391,6 +405,25 @@ pub enum Event {
         provider: AccountId,
         epoch: u64,
         result: crate::capacity::ChallengeResult,
+        proven_fuel_per_second: u64,
+    },
+    GpuCapacityDeclared {
+        provider: AccountId,
+        fuel_per_second: u64,
+    },
+    GpuChallengeIssued {
+        provider: AccountId,
+        epoch: u64,
+        target: u64,
+        deadline_ms: u64,
+    },
+    /// A GPU challenge answered (checked at once) or closed unanswered,
+    /// and the GPU speed its provider has proven since.
+    GpuChallengeSettled {
+        provider: AccountId,
+        epoch: u64,
+        result: crate::capacity::ChallengeResult,
+        after_ms: Option<u64>,
         proven_fuel_per_second: u64,
     },
 }

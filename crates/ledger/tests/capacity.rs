@@ -1,15 +1,20 @@
 //! Capacity challenges on the ledger: who is challenged and with what,
 //! answers judged by block time, pairs that agree, disagreements decided
 //! by running the challenge (in the real sandbox), wrong answers slashed,
-//! silence counted as missed.
+//! silence counted as missed; GPU challenges answered by nonces checked in
+//! the block that takes them.
 
-use idlegrid_ledger::capacity::{Capacity, ChallengeResult};
+use idlegrid_ledger::capacity::{Capacity, ChallengeResult, GpuChallenge};
 use idlegrid_ledger::{
     Event, Genesis, Ledger, LedgerError, MemoryStore, Params, Rejection, StakeRole, Transaction,
     TxKind,
 };
 use idlegrid_sandbox::{Sandbox, SandboxConfig};
-use idlegrid_types::capacity::{answer_commitment, challenge_fuel};
+use idlegrid_types::capacity::{
+    GPU_CHALLENGE_SOLUTIONS, answer_commitment, challenge_fuel, gpu_challenge_fuel,
+    gpu_challenge_score,
+};
+use idlegrid_types::codec::Bounded;
 use idlegrid_types::{AccountId, ContentId, Keypair, ReExecute};
 use proptest::prelude::*;
 
@@ -167,16 +172,85 @@ impl Chain {
     }
 }
 
+impl Chain {
+    fn staked_with_gpu(&mut self, who: usize, fuel_per_second: u64) {
+        self.submit(
+            who,
+            TxKind::Stake {
+                role: StakeRole::Provider,
+                amount: STAKE,
+            },
+        )
+        .expect("stakes");
+        self.submit(who, TxKind::DeclareGpuCapacity { fuel_per_second })
+            .expect("declares a GPU");
+    }
+
+    fn open_gpu(&self, who: usize) -> (u64, GpuChallenge) {
+        self.ledger
+            .gpu_challenges(&self.id(who))
+            .expect("GPU challenges")
+            .pop()
+            .expect("an open GPU challenge")
+    }
+
+    fn answer_gpu(
+        &mut self,
+        who: usize,
+        epoch: u64,
+        nonces: Vec<u64>,
+    ) -> Result<Vec<Event>, Rejection> {
+        let nonces = Bounded::new(nonces).expect("within the bound");
+        self.submit(who, TxKind::AnswerGpuChallenge { epoch, nonces })
+    }
+
+    /// Advances block time to `after_ms` past the challenge's issue, less
+    /// the block that takes the answer.
+    fn wait_until(&mut self, challenge: &GpuChallenge, after_ms: u64) {
+        self.time_ms = challenge.issued_ms + after_ms - STEP_MS;
+    }
+}
+
+/// The first solutions of a GPU challenge, found on the host.
+fn gpu_solutions(challenge: &GpuChallenge) -> Vec<u64> {
+    (0..)
+        .filter(|nonce| gpu_challenge_score(&challenge.seed, *nonce) < challenge.target)
+        .take(GPU_CHALLENGE_SOLUTIONS as usize)
+        .collect()
+}
+
 fn settled(events: &[Event]) -> Vec<(AccountId, ChallengeResult, u64)> {
+    settlements(events, false)
+}
+
+fn gpu_settled(events: &[Event]) -> Vec<(AccountId, ChallengeResult, u64)> {
+    settlements(events, true)
+}
+
+/// The CPU (or GPU) challenges settled by `events`: who, how, and the
+/// speed proven since.
+fn settlements(events: &[Event], gpu: bool) -> Vec<(AccountId, ChallengeResult, u64)> {
     events
         .iter()
-        .filter_map(|event| match event {
-            Event::ChallengeSettled {
-                provider,
-                result,
-                proven_fuel_per_second,
-                ..
-            } => Some((*provider, *result, *proven_fuel_per_second)),
+        .filter_map(|event| match (event, gpu) {
+            (
+                Event::ChallengeSettled {
+                    provider,
+                    result,
+                    proven_fuel_per_second,
+                    ..
+                },
+                false,
+            )
+            | (
+                Event::GpuChallengeSettled {
+                    provider,
+                    result,
+                    proven_fuel_per_second,
+                    ..
+                },
+                true,
+            ) => Some((*provider, *result, *proven_fuel_per_second)),
             _ => None,
         })
         .collect()
@@ -499,6 +573,175 @@ fn without_a_share_nobody_is_challenged() {
     );
 }
 
+/// Declared GPU speed in the GPU tests: with the default 10 s challenge,
+/// about 10,000 attempts, which the host finds in moments.
+const GPU_DECLARED: u64 = 1_000;
+
+#[test]
+fn a_gpu_challenge_is_answered_with_nonces_checked_at_once_and_timed_by_its_block() {
+    let mut chain = Chain::new(3);
+    chain.staked_with_gpu(0, GPU_DECLARED);
+    chain.staked_with_gpu(1, GPU_DECLARED);
+    let events = chain.run_to_epoch_end();
+    let issued = events
+        .iter()
+        .filter(|event| matches!(event, Event::GpuChallengeIssued { .. }))
+        .count();
+    assert_eq!(issued, 2, "{events:?}");
+    // A GPU alone is challenged on the GPU only.
+    assert!(
+        chain
+            .ledger
+            .challenges(&chain.id(0))
+            .expect("read")
+            .is_empty()
+    );
+    let (epoch, first) = chain.open_gpu(0);
+    let (_, second) = chain.open_gpu(1);
+    assert_ne!(first.seed, second.seed, "each GPU has a seed of its own");
+    // The target asks for the declared speed times the challenge's 10 s.
+    let fuel = first.fuel();
+    assert!(fuel.abs_diff(GPU_DECLARED * 10) <= 1, "{fuel}");
+    assert_eq!(
+        first.deadline_ms,
+        first.issued_ms + fuel * 1_000 * 12_500 / 10_000 / GPU_DECLARED + 2_000
+    );
+
+    // In time: the declared speed is proven, and counts as available.
+    chain.wait_until(&first, first.deadline_ms - first.issued_ms);
+    let events = chain
+        .answer_gpu(0, epoch, gpu_solutions(&first))
+        .expect("answers");
+    assert_eq!(
+        gpu_settled(&events),
+        vec![(chain.id(0), ChallengeResult::OnTime, GPU_DECLARED)]
+    );
+    let record = chain.ledger.gpu_capacity(&chain.id(0)).expect("read");
+    assert_eq!(
+        (record.passed, record.usable_fuel_per_second()),
+        (1, GPU_DECLARED)
+    );
+    assert_eq!(
+        chain
+            .answer_gpu(0, epoch, gpu_solutions(&first))
+            .unwrap_err()
+            .code(),
+        "challenge_already_answered"
+    );
+
+    // Sixteen seconds of searching after the round trip, past the
+    // deadline: it proves the speed that time shows.
+    chain.wait_until(&second, 2_000 + 16_000);
+    let events = chain
+        .answer_gpu(1, epoch, gpu_solutions(&second))
+        .expect("answers");
+    let proven = gpu_challenge_fuel(second.target) * 1_000 / 16_000;
+    assert_eq!(
+        gpu_settled(&events),
+        vec![(chain.id(1), ChallengeResult::Late, proven)]
+    );
+    let record = chain.ledger.gpu_capacity(&chain.id(1)).expect("read");
+    assert_eq!((record.late, record.usable_fuel_per_second()), (1, proven));
+
+    // The CPU record is untouched, and both proved speeds are paid for
+    // availability at the epoch's end.
+    assert_eq!(chain.capacity(0), Capacity::default());
+    let events = chain.run_to_epoch_end();
+    let rewarded: Vec<AccountId> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::AvailabilityRewarded { provider, .. } => Some(*provider),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rewarded, {
+        let mut both = vec![chain.id(0), chain.id(1)];
+        both.sort();
+        both
+    });
+}
+
+#[test]
+fn a_wrong_gpu_answer_is_slashed_and_a_silent_one_is_missed() {
+    let mut chain = Chain::new(3);
+    chain.staked_with_gpu(0, GPU_DECLARED);
+    chain.staked_with_gpu(1, GPU_DECLARED);
+    chain.run_to_epoch_end();
+    let (epoch, challenge) = chain.open_gpu(0);
+    let right = gpu_solutions(&challenge);
+    let failing = (0..)
+        .find(|nonce| gpu_challenge_score(&challenge.seed, *nonce) >= challenge.target)
+        .expect("most nonces fail");
+    let mut repeated = right.clone();
+    repeated[1] = repeated[0];
+    let mut wrong = right.clone();
+    wrong[7] = failing;
+    // One short, a repeat, or one that does not score: each is wrong.
+    for (who, nonces) in [(0, wrong), (1, repeated)] {
+        let supply = chain.ledger.supply().expect("supply");
+        let before = chain.provider_stake(who);
+        let events = chain.answer_gpu(who, epoch, nonces).expect("taken");
+        assert_eq!(
+            gpu_settled(&events),
+            vec![(chain.id(who), ChallengeResult::Wrong, 0)]
+        );
+        let cut = before - chain.provider_stake(who);
+        assert_eq!(cut, before / 2, "the slash fraction");
+        let after = chain.ledger.supply().expect("supply");
+        assert_eq!(after.burned - supply.burned, cut, "burned, not paid");
+        assert_eq!(
+            chain.ledger.tokens_in_existence().expect("scan"),
+            after.expected_total()
+        );
+    }
+    assert_eq!(
+        chain
+            .answer_gpu(0, epoch, right[1..].to_vec())
+            .unwrap_err()
+            .code(),
+        "challenge_already_answered"
+    );
+    // The next epoch: nobody answers, and the close counts it missed.
+    chain.run_to_epoch_end();
+    let (next, _) = chain.open_gpu(0);
+    assert_eq!(next, epoch + 1);
+    let events = chain.run_to_epoch_end();
+    let missed = gpu_settled(&events);
+    assert_eq!(missed.len(), 2, "{events:?}");
+    assert!(
+        missed
+            .iter()
+            .all(|(_, result, _)| *result == ChallengeResult::Missed)
+    );
+    let record = chain.ledger.gpu_capacity(&chain.id(0)).expect("read");
+    assert_eq!((record.wrong, record.missed, record.passed), (1, 1, 0));
+    assert_eq!(record.usable_fuel_per_second(), 0);
+}
+
+#[test]
+fn gpu_transactions_that_do_not_fit_are_refused_with_a_reason() {
+    let mut chain = Chain::new(2);
+    assert_eq!(
+        chain
+            .submit(0, TxKind::DeclareGpuCapacity { fuel_per_second: 5 })
+            .unwrap_err()
+            .code(),
+        "not_a_provider"
+    );
+    chain.staked_with_gpu(0, GPU_DECLARED);
+    assert_eq!(
+        chain
+            .submit(0, TxKind::DeclareGpuCapacity { fuel_per_second: 0 })
+            .unwrap_err()
+            .code(),
+        "capacity_out_of_range"
+    );
+    assert_eq!(
+        chain.answer_gpu(0, 1, vec![1, 2, 3]).unwrap_err().code(),
+        "no_challenge"
+    );
+}
+
 /// Decides challenges by a stand-in for the module (the protocol is what
 /// the property below exercises, not the sandbox): an answer is right when
 /// it equals this.
@@ -534,6 +777,8 @@ enum Move {
     Reveal,
     Next,
     Wait,
+    GpuRight,
+    GpuWrong,
 }
 
 fn moves() -> impl Strategy<Value = Vec<(usize, Move, u64)>> {
@@ -546,6 +791,8 @@ fn moves() -> impl Strategy<Value = Vec<(usize, Move, u64)>> {
                 1 => Just(Move::Reveal),
                 5 => Just(Move::Next),
                 1 => Just(Move::Wait),
+                2 => Just(Move::GpuRight),
+                1 => Just(Move::GpuWrong),
             ],
             0u64..8_000,
         ),
@@ -560,13 +807,14 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Whatever four providers do with their challenges, and whenever:
+    /// Whatever four providers do with their challenges (CPU and GPU), and whenever:
     /// tokens are conserved (only emission mints, only slashes burn), no
     /// block fails, each challenge is settled at most once, and each
     /// provider's counters are exactly its settlements.
     #[test]
     fn random_challenge_play_keeps_the_books_and_settles_each_challenge_once(
         speeds in proptest::collection::vec(10_000_000u64..1_000_000_000, 4),
+        gpu_speeds in proptest::collection::vec(100u64..2_000, 4),
         plan in moves(),
     ) {
         const PLAY_EPOCH: u64 = 12;
@@ -586,6 +834,7 @@ proptest! {
         let mut time_ms = T0;
         let mut settled_once = std::collections::BTreeSet::new();
         let mut settlements = [0u32; 4];
+        let mut gpu_settlements = [0u32; 4];
         let mut committed: std::collections::BTreeMap<(usize, u64), ContentId> = Default::default();
         let apply = |ledger: &mut Ledger<MemoryStore>,
                          time_ms: u64,
@@ -616,6 +865,9 @@ proptest! {
             apply(&mut ledger, time_ms, vec![(who, TxKind::Stake { role: StakeRole::Provider, amount: STAKE })])?;
             time_ms += 100;
             apply(&mut ledger, time_ms, vec![(who, TxKind::DeclareCapacity { fuel_per_second: *speed })])?;
+            time_ms += 100;
+            let gpu = TxKind::DeclareGpuCapacity { fuel_per_second: gpu_speeds[who] };
+            apply(&mut ledger, time_ms, vec![(who, gpu)])?;
         }
         for (who, play, wait_ms) in plan {
             time_ms += wait_ms;
@@ -626,7 +878,19 @@ proptest! {
                 (Move::Next, _) => Move::AnswerRight,
                 (play, _) => play,
             };
+            let open_gpu = ledger.gpu_challenges(&id).expect("GPU challenges").pop();
             let tx = match (play, open) {
+                (Move::GpuRight | Move::GpuWrong, _) => match open_gpu {
+                    Some((epoch, challenge)) => {
+                        let mut nonces = gpu_solutions(&challenge);
+                        if matches!(play, Move::GpuWrong) {
+                            nonces.pop();
+                        }
+                        let nonces = Bounded::new(nonces).expect("within the bound");
+                        vec![(who, TxKind::AnswerGpuChallenge { epoch, nonces })]
+                    }
+                    None => Vec::new(),
+                },
                 (Move::AnswerRight | Move::AnswerWrong, Some((epoch, challenge))) => {
                     let output = match play {
                         Move::AnswerRight => oracle_output(challenge.seed, challenge.passes),
@@ -652,12 +916,20 @@ proptest! {
                     prop_assert!(settled_once.insert((index, epoch)), "{:?} settled twice in epoch {}", result, epoch);
                     settlements[index] += 1;
                 }
+                if let Event::GpuChallengeSettled { provider, epoch, result, .. } = event {
+                    let index = keys.iter().position(|key| key.account_id() == provider).expect("a provider");
+                    prop_assert!(settled_once.insert((index + 4, epoch)), "GPU {:?} settled twice in epoch {}", result, epoch);
+                    gpu_settlements[index] += 1;
+                }
             }
         }
         for (index, key) in keys.iter().take(4).enumerate() {
             let record = ledger.capacity(&key.account_id()).expect("capacity");
             prop_assert_eq!(record.passed + record.late + record.missed + record.wrong, settlements[index]);
             prop_assert!(record.usable_fuel_per_second() <= speeds[index]);
+            let gpu = ledger.gpu_capacity(&key.account_id()).expect("GPU capacity");
+            prop_assert_eq!(gpu.passed + gpu.late + gpu.missed + gpu.wrong, gpu_settlements[index]);
+            prop_assert!(gpu.usable_fuel_per_second() <= gpu_speeds[index]);
         }
     }
 }

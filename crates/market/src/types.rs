@@ -180,6 +180,8 @@ pub struct Standing {
     /// fuel per second (0: it declared none). An offer faster than this
     /// is placed as this fast.
     pub usable_fuel_per_second: u64,
+    /// The same for its GPU offer, from the chain's GPU challenges.
+    pub usable_gpu_fuel_per_second: u64,
 }
 
 impl Standing {

@@ -194,6 +194,42 @@ fn gpu_tasks_go_only_to_gpu_offers_within_the_gpu_price() {
 }
 
 #[test]
+fn a_gpu_task_s_lease_follows_the_gpu_speed_the_chain_proved() {
+    // The lease a GPU task gets on a provider whose GPU the chain proved
+    // `usable` fast (0: never challenged).
+    let lease = |usable: u64| {
+        let mut harness = Harness::new(MarketConfig::default(), &[(1, gpu_offer(1, 1), 100)]);
+        let mut standing = standing(100);
+        standing.usable_gpu_fuel_per_second = usable;
+        harness.send(Input::Standing {
+            provider: account(1),
+            standing,
+        });
+        let mut spec = job(1, Policy::Replicas(1), u64::MAX);
+        spec.gpu = Some(idlegrid_types::GpuClass::Exact);
+        harness.send(Input::SubmitJob(spec));
+        harness
+            .log
+            .iter()
+            .find_map(|command| match command {
+                Command::Assign {
+                    lease_deadline_ms, ..
+                } => Some(*lease_deadline_ms),
+                _ => None,
+            })
+            .expect("the task is placed")
+    };
+    let factor = MarketConfig::default().lease_factor;
+    // The offer says 1e9 fuel/s: a millisecond a task. Proven at 1e6, a
+    // task of `FUEL` takes a second, and its lease allows for that.
+    let offered = lease(0);
+    let proven = lease(1_000_000);
+    assert_eq!(proven - offered, (FUEL * 1_000 / 1_000_000 - 1) * factor);
+    // A proof above the offer changes nothing: the offer is the most.
+    assert_eq!(lease(1_000_000_000_000), offered);
+}
+
+#[test]
 fn a_class_task_s_replicas_all_run_on_one_class_of_gpu() {
     let offers = [
         (1, gpu_offer(1, 1), 100),

@@ -1,9 +1,10 @@
 //! Keeps this provider's capacity on the chain true: declares the speed it
 //! offers, runs each capacity challenge the chain sets it as soon as it
 //! sees it, commits to the answer, and reveals it once its partner can no
-//! longer copy it. A thread of its own, polling the node: a challenge is
-//! timed from its block to the answer's block, so it does not wait behind
-//! tasks in the provider's event loop.
+//! longer copy it; likewise for the GPU it offers, whose challenges it
+//! solves on that GPU and answers in one transaction. A thread of its own,
+//! polling the node: a challenge is timed from its block to the answer's
+//! block, so it does not wait behind tasks in the provider's event loop.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,10 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use idlegrid_api::client::ApiClient;
+use idlegrid_api::client::{ApiClient, GpuChallengeState};
+use idlegrid_gpu::Gpu;
 use idlegrid_ledger::TxKind;
 use idlegrid_sandbox::Sandbox;
 use idlegrid_types::capacity::answer_commitment;
+use idlegrid_types::codec::Bounded;
 use idlegrid_types::{ContentId, Keypair};
 use tracing::{debug, info, warn};
 
@@ -25,6 +28,7 @@ const RESEND_AFTER: Duration = Duration::from_secs(10);
 /// What was sent for an epoch's challenge.
 const ANSWER: u8 = 0;
 const REVEAL: u8 = 1;
+const GPU_ANSWER: u8 = 2;
 /// Wall-clock backstop for one challenge run.
 const CHALLENGE_WALL_TIME_MAX: Duration = Duration::from_secs(600);
 
@@ -35,13 +39,15 @@ pub(crate) struct ChallengeAnswerer {
 }
 
 impl ChallengeAnswerer {
-    /// Starts answering for `key`, which offers `fuel_per_second`, if the
-    /// chain sets capacity challenges at all.
+    /// Starts answering for `key`, which offers `fuel_per_second` (and
+    /// `gpu`, a GPU at its speed), if the chain sets capacity challenges at
+    /// all.
     pub(crate) fn start(
         client: ApiClient,
         key: Keypair,
         sandbox: Arc<Sandbox>,
         fuel_per_second: u64,
+        gpu: Option<(Arc<Gpu>, u64)>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -53,10 +59,14 @@ impl ChallengeAnswerer {
                     key,
                     sandbox,
                     fuel_per_second,
+                    gpu,
                     chain_challenges: false,
                     declared: false,
                     declared_at: None,
+                    gpu_declared: false,
+                    gpu_declared_at: None,
                     outputs: BTreeMap::new(),
+                    nonces: BTreeMap::new(),
                     sent: BTreeMap::new(),
                 };
                 while !flag.load(Ordering::Relaxed) {
@@ -88,13 +98,20 @@ struct Answerer {
     key: Keypair,
     sandbox: Arc<Sandbox>,
     fuel_per_second: u64,
+    /// The GPU offered and its speed.
+    gpu: Option<(Arc<Gpu>, u64)>,
     /// The chain sets challenges (known once asked).
     chain_challenges: bool,
     /// The chain holds `fuel_per_second` as this provider's speed.
     declared: bool,
     declared_at: Option<Instant>,
+    /// The chain holds the GPU's speed (or there is no GPU).
+    gpu_declared: bool,
+    gpu_declared_at: Option<Instant>,
     /// Outputs committed to, by epoch, until revealed.
     outputs: BTreeMap<u64, ContentId>,
+    /// GPU challenges' solutions, by epoch, until answered.
+    nonces: BTreeMap<u64, Vec<u64>>,
     /// When an answer or a reveal was last sent, by (epoch, which).
     sent: BTreeMap<(u64, u8), Instant>,
 }
@@ -115,15 +132,19 @@ impl Answerer {
             self.chain_challenges = true;
         }
         let me = self.key.account_id();
-        if !self.declared {
+        if !self.declared || !self.gpu_declared {
             let account = self
                 .client
                 .account(&me)
                 .map_err(|error| error.to_string())?;
-            if account.provider_record.declared_fuel_per_second == self.fuel_per_second {
-                self.declared = true;
-            } else {
-                if account.provider_stake > 0
+            let record = account.provider_record;
+            self.declared = record.declared_fuel_per_second == self.fuel_per_second;
+            let gpu_speed = self.gpu.as_ref().map(|(_, speed)| *speed);
+            self.gpu_declared =
+                gpu_speed.is_none_or(|speed| record.declared_gpu_fuel_per_second == speed);
+            // Undeclared, it is not challenged: declare, and look again.
+            if account.provider_stake > 0 {
+                if !self.declared
                     && self
                         .declared_at
                         .is_none_or(|at| at.elapsed() >= RESEND_AFTER)
@@ -137,14 +158,36 @@ impl Answerer {
                         "declared this provider's speed"
                     );
                 }
-                // Undeclared, it is not challenged.
+                if let Some(speed) = gpu_speed
+                    && !self.gpu_declared
+                    && self
+                        .gpu_declared_at
+                        .is_none_or(|at| at.elapsed() >= RESEND_AFTER)
+                {
+                    self.send(TxKind::DeclareGpuCapacity {
+                        fuel_per_second: speed,
+                    })?;
+                    self.gpu_declared_at = Some(Instant::now());
+                    info!(
+                        fuel_per_second = speed,
+                        "declared this provider's GPU speed"
+                    );
+                }
+            }
+            if !self.declared || !self.gpu_declared {
                 return Ok(true);
             }
         }
-        let challenges = self
+        let open = self
             .client
             .challenges(&me)
             .map_err(|error| error.to_string())?;
+        for challenge in &open.gpu {
+            if !challenge.answered {
+                self.answer_gpu(challenge)?;
+            }
+        }
+        let challenges = open.cpu;
         for challenge in &challenges {
             let epoch = challenge.epoch;
             if challenge.settled || challenge.revealed {
@@ -201,10 +244,54 @@ impl Answerer {
                 }
             }
         }
-        let open: Vec<u64> = challenges.iter().map(|challenge| challenge.epoch).collect();
+        let open: Vec<u64> = challenges
+            .iter()
+            .map(|challenge| challenge.epoch)
+            .chain(open.gpu.iter().map(|challenge| challenge.epoch))
+            .collect();
         self.outputs.retain(|epoch, _| open.contains(epoch));
+        self.nonces.retain(|epoch, _| open.contains(epoch));
         self.sent.retain(|(epoch, _), _| open.contains(epoch));
         Ok(true)
+    }
+
+    /// Solves a GPU challenge on the GPU offered (once) and sends the
+    /// nonces, again if they have not landed after a while.
+    fn answer_gpu(&mut self, challenge: &GpuChallengeState) -> Result<(), String> {
+        let epoch = challenge.epoch;
+        if self.recently_sent(&(epoch, GPU_ANSWER)) {
+            return Ok(());
+        }
+        let Some((gpu, speed)) = &self.gpu else {
+            return Ok(());
+        };
+        let nonces = match self.nonces.get(&epoch) {
+            Some(nonces) => nonces.clone(),
+            None => {
+                let started = Instant::now();
+                let found = idlegrid_gpu::challenge::solve(
+                    gpu.as_ref(),
+                    &challenge.seed,
+                    challenge.target,
+                    *speed,
+                    CHALLENGE_WALL_TIME_MAX,
+                )
+                .map_err(|error| format!("the GPU challenge failed: {error}"))?;
+                info!(
+                    epoch,
+                    seconds = started.elapsed().as_secs_f64(),
+                    fuel = found.fuel_used,
+                    attempts = found.attempts,
+                    "solved a GPU challenge"
+                );
+                self.nonces.insert(epoch, found.nonces.clone());
+                found.nonces
+            }
+        };
+        let nonces = Bounded::new(nonces).map_err(|error| error.to_string())?;
+        self.send(TxKind::AnswerGpuChallenge { epoch, nonces })?;
+        self.sent.insert((epoch, GPU_ANSWER), Instant::now());
+        Ok(())
     }
 
     fn recently_sent(&self, what: &(u64, u8)) -> bool {

@@ -1,27 +1,28 @@
-//! The provider's GPU: which adapter it offers, its score on the reference
-//! kernel (measured once and cached, as the CPU's is), and what it offers.
+//! The provider's GPU: which adapter it offers, its score on the GPU
+//! challenge kernel (measured once and cached, as the CPU's is), and what
+//! it offers.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use idlegrid_gpu::{Gpu, Program};
-use idlegrid_types::gpu::{GpuBinding, GpuClass, GpuDispatch, GpuOffer, GpuProgram};
-use idlegrid_types::{Bounded, ExecutionLimits, TaskInput, TaskOutcome};
+use idlegrid_gpu::Gpu;
+use idlegrid_gpu::challenge::{self, CHALLENGE_WGSL};
+use idlegrid_types::Bounded;
+use idlegrid_types::gpu::GpuOffer;
 use serde::{Deserialize, Serialize};
 
 use crate::hardware::{fuel_per_second, read_cache, write_cache};
 
-/// The reference kernel: Mandelbrot escape counts in exact f32 (the
-/// example in `examples/mandelbrot-gpu`).
-const REFERENCE_KERNEL: &str = include_str!("../../../examples/mandelbrot-gpu/mandelbrot-gpu.wgsl");
-/// The reference run: a 512×512 image, at most 512 iterations a pixel.
-const REFERENCE_SIDE: u32 = 512;
-const REFERENCE_ITERATIONS: u32 = 512;
 /// Runs before measuring (the driver compiles the pipeline) and measured.
 const WARMUP_RUNS: u32 = 1;
 const MEASURED_RUNS: u32 = 3;
+/// How long one measured run should take at least: batches grow until
+/// one does, so fast GPUs are timed over more than their launch cost.
+const MEASURED_RUN_MIN: Duration = Duration::from_millis(200);
+/// The largest batch: a dispatch's most workgroups in one dimension.
+const BATCH_WORKGROUPS_MAX: u32 = idlegrid_gpu::WORKGROUPS_PER_DIMENSION_MAX;
 /// How long one reference run may take before the GPU is not offered.
 const REFERENCE_WALL_TIME: Duration = Duration::from_secs(60);
 
@@ -82,7 +83,7 @@ pub fn open(
         vendor: info.vendor,
         device: info.device,
         driver: format!("{} {}", info.driver, info.driver_info),
-        kernel: idlegrid_types::ContentId::of(REFERENCE_KERNEL.as_bytes()).to_string(),
+        kernel: idlegrid_types::ContentId::of(CHALLENGE_WGSL.as_bytes()).to_string(),
         crate_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let (fuel_per_second, cached) = match score {
@@ -122,58 +123,29 @@ pub fn open(
     }))
 }
 
-/// The reference kernel as a GPU task's program.
-fn reference_program() -> GpuProgram {
-    let step = (3.0f32 / REFERENCE_SIDE as f32).to_bits();
-    let params: Vec<u8> = [
-        REFERENCE_SIDE,
-        REFERENCE_SIDE,
-        REFERENCE_ITERATIONS,
-        step,
-        step,
-    ]
-    .iter()
-    .flat_map(|word| word.to_le_bytes())
-    .collect();
-    let groups = REFERENCE_SIDE.div_ceil(8);
-    GpuProgram {
-        wgsl: Bounded::new(REFERENCE_KERNEL.to_owned()).expect("the kernel is small"),
-        class: GpuClass::Exact,
-        fuel_per_invocation: REFERENCE_ITERATIONS * 2,
-        bindings: Bounded::new(vec![
-            GpuBinding::Shared(Bounded::new(params).expect("small")),
-            GpuBinding::Output(u64::from(REFERENCE_SIDE * REFERENCE_SIDE * 4)),
-        ])
-        .expect("two"),
-        dispatches: Bounded::new(vec![GpuDispatch {
-            entry_point: Bounded::new("main".to_owned()).expect("short"),
-            workgroups: [groups, groups, 1],
-        }])
-        .expect("one"),
-    }
-}
-
-/// The best fuel per second of the measured runs of the reference kernel.
+/// The best fuel per second of the measured runs of the GPU challenge
+/// kernel (the proof of work the chain's GPU challenges time), so the
+/// speed offered is in the units challenges check. Batches double from a
+/// small one until a run takes [`MEASURED_RUN_MIN`].
 fn benchmark(gpu: &Gpu) -> anyhow::Result<u64> {
-    let program = Program::compile(reference_program())?;
-    let limits = ExecutionLimits {
-        fuel: u64::MAX,
-        memory_bytes: u64::MAX,
-        output_bytes: u64::MAX,
-    };
-    let mut best = 0;
-    for run in 0..WARMUP_RUNS + MEASURED_RUNS {
-        let started = Instant::now();
-        let result = program.run(gpu, &TaskInput::default(), &limits, REFERENCE_WALL_TIME)?;
-        let elapsed = started.elapsed();
-        anyhow::ensure!(
-            matches!(result.outcome, TaskOutcome::Completed { .. }),
-            "the reference kernel failed: {:?}",
-            result.outcome
-        );
-        if run >= WARMUP_RUNS {
-            best = best.max(fuel_per_second(result.fuel_used, elapsed));
-        }
+    let mut workgroups = 16u32;
+    for _ in 0..WARMUP_RUNS {
+        challenge::benchmark_run(gpu, workgroups, REFERENCE_WALL_TIME)?;
     }
+    loop {
+        let started = Instant::now();
+        challenge::benchmark_run(gpu, workgroups, REFERENCE_WALL_TIME)?;
+        if started.elapsed() >= MEASURED_RUN_MIN || workgroups == BATCH_WORKGROUPS_MAX {
+            break;
+        }
+        workgroups = workgroups.saturating_mul(2).min(BATCH_WORKGROUPS_MAX);
+    }
+    let mut best = 0;
+    for _ in 0..MEASURED_RUNS {
+        let started = Instant::now();
+        let fuel = challenge::benchmark_run(gpu, workgroups, REFERENCE_WALL_TIME)?;
+        best = best.max(fuel_per_second(fuel, started.elapsed()));
+    }
+    anyhow::ensure!(best > 0, "the GPU challenge kernel measured no speed");
     Ok(best)
 }

@@ -320,6 +320,9 @@ pub async fn run_provider(
         config.key.clone(),
         Arc::clone(&sandbox),
         benchmark_fuel_per_second,
+        gpu_setup
+            .as_ref()
+            .map(|setup| (Arc::clone(&setup.gpu), setup.offer.fuel_per_second)),
     )?;
     let voucher_writer = VoucherWriter::start(config.data_dir.clone())?;
     let concurrency = cores.saturating_mul(TASKS_QUEUED_PER_CORE);

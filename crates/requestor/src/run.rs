@@ -639,6 +639,7 @@ impl Shell {
                                 jobs_paid: record.jobs_paid,
                                 disputes_lost: record.disputes_lost,
                                 usable_fuel_per_second: record.usable_fuel_per_second,
+                                usable_gpu_fuel_per_second: record.usable_gpu_fuel_per_second,
                             };
                             let input = Input::Standing { provider, standing };
                             let _ = internal.send(Internal::Core(input));

@@ -122,6 +122,65 @@ impl ChallengeRules {
     }
 }
 
+/// Solutions a GPU challenge asks for. The search is a proof of work, so
+/// its cost varies: the attempts needed for this many solutions vary by
+/// one part in sixteen (one standard deviation), well inside the slack.
+pub const GPU_CHALLENGE_SOLUTIONS: u32 = 256;
+/// Nonces one invocation of the GPU challenge kernel tries.
+pub const GPU_CHALLENGE_ATTEMPTS_PER_INVOCATION: u32 = 256;
+/// Metered fuel of one invocation of the GPU challenge kernel: one for
+/// the invocation and one per loop iteration, each iteration one attempt
+/// (`idlegrid-gpu`'s challenge, whose test checks it on a GPU and on the
+/// CPU path).
+pub const GPU_CHALLENGE_FUEL_PER_INVOCATION: u64 = GPU_CHALLENGE_ATTEMPTS_PER_INVOCATION as u64 + 1;
+
+/// What a nonce scores in a GPU challenge of `seed`: the first eight
+/// bytes (little-endian) of BLAKE3 over the seed and the nonce's eight
+/// little-endian bytes. A nonce solves a challenge of `target` when its
+/// score is below the target.
+pub fn gpu_challenge_score(seed: &[u8; 32], nonce: u64) -> u64 {
+    let mut message = [0u8; 40];
+    message[..32].copy_from_slice(seed);
+    message[32..].copy_from_slice(&nonce.to_le_bytes());
+    let hash = blake3::hash(&message);
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("eight bytes"))
+}
+
+/// The target that makes [`GPU_CHALLENGE_SOLUTIONS`] solutions cost
+/// `fuel` on average: each attempt succeeds with probability
+/// `target / 2^64`.
+pub fn gpu_challenge_target(fuel: u64) -> u64 {
+    let attempts = u128::from(fuel.max(1)) * u128::from(GPU_CHALLENGE_ATTEMPTS_PER_INVOCATION)
+        / u128::from(GPU_CHALLENGE_FUEL_PER_INVOCATION);
+    let target = (u128::from(GPU_CHALLENGE_SOLUTIONS) << 64) / attempts.max(1);
+    u64::try_from(target).unwrap_or(u64::MAX).max(1)
+}
+
+/// The fuel [`GPU_CHALLENGE_SOLUTIONS`] solutions of `target` cost on
+/// average.
+pub fn gpu_challenge_fuel(target: u64) -> u64 {
+    let attempts = (u128::from(GPU_CHALLENGE_SOLUTIONS) << 64) / u128::from(target.max(1));
+    let fuel = attempts * u128::from(GPU_CHALLENGE_FUEL_PER_INVOCATION)
+        / u128::from(GPU_CHALLENGE_ATTEMPTS_PER_INVOCATION);
+    u64::try_from(fuel).unwrap_or(u64::MAX)
+}
+
+/// Whether `nonces` answer a GPU challenge: exactly
+/// [`GPU_CHALLENGE_SOLUTIONS`] of them, all different, each scoring
+/// below `target`. Checking costs one small hash a nonce.
+pub fn gpu_answer_is_right(seed: &[u8; 32], target: u64, nonces: &[u64]) -> bool {
+    if nonces.len() != GPU_CHALLENGE_SOLUTIONS as usize {
+        return false;
+    }
+    let mut sorted = nonces.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.len() == nonces.len()
+        && nonces
+            .iter()
+            .all(|nonce| gpu_challenge_score(seed, *nonce) < target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +243,40 @@ mod tests {
                 .map(|p| rules.challenged(&other, p))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_gpu_challenge_s_target_and_fuel_are_inverse() {
+        for fuel in [1_000_000, 3_000_000_000, 10_000_000_000_000] {
+            let back = gpu_challenge_fuel(gpu_challenge_target(fuel));
+            assert!(
+                back.abs_diff(fuel) * 1_000_000 <= fuel,
+                "{fuel} gave {back}"
+            );
+        }
+        assert_eq!(gpu_challenge_target(0), gpu_challenge_target(1));
+    }
+
+    #[test]
+    fn a_gpu_answer_is_right_only_with_enough_distinct_solutions() {
+        let seed = [7; 32];
+        // One attempt in 16 succeeds.
+        let target = u64::MAX / 16;
+        let solutions: Vec<u64> = (0..)
+            .filter(|nonce| gpu_challenge_score(&seed, *nonce) < target)
+            .take(GPU_CHALLENGE_SOLUTIONS as usize)
+            .collect();
+        assert!(gpu_answer_is_right(&seed, target, &solutions));
+        assert!(!gpu_answer_is_right(&[8; 32], target, &solutions));
+        assert!(!gpu_answer_is_right(&seed, target, &solutions[1..]));
+        let mut repeated = solutions.clone();
+        repeated[1] = repeated[0];
+        assert!(!gpu_answer_is_right(&seed, target, &repeated));
+        let failing = (0..)
+            .find(|nonce| gpu_challenge_score(&seed, *nonce) >= target)
+            .expect("most fail");
+        let mut wrong = solutions;
+        wrong[5] = failing;
+        assert!(!gpu_answer_is_right(&seed, target, &wrong));
     }
 }

@@ -435,10 +435,10 @@ function trust(provider) {
   };
 }
 
-// The speed the chain's capacity challenges proved, against the one the
-// provider declared there, with how its challenges went.
-function proven(provider) {
-  const capacity = provider.capacity;
+// The speed the chain's capacity challenges (of the CPU, or of the GPU)
+// proved, against the one the provider declared there, with how its
+// challenges went.
+function proven(capacity) {
   if (!capacity || !capacity.declared_fuel_per_second) return DASH;
   const mfuel = (value) => (value / 1e6).toFixed(1);
   const proof = isNumber(capacity.proven_fuel_per_second) ? mfuel(capacity.proven_fuel_per_second) : "?";
@@ -470,8 +470,9 @@ const PROVIDER_COLUMNS = [
     text: p.gpu.name,
     title: `${(p.gpu.fuel_per_second / 1e6).toFixed(1)} Mfuel/s, from ${p.gpu.price_floor_per_million_fuel} per Mfuel`,
   } : DASH)],
+  ["GPU proven", (p) => proven(p.gpu_capacity)],
   ["Mfuel/s", (p) => (isNumber(p.benchmark_fuel_per_second) ? (p.benchmark_fuel_per_second / 1e6).toFixed(1) : DASH)],
-  ["proven", proven],
+  ["proven", (p) => proven(p.capacity)],
   ["price / Mfuel", (p) => int(p.price_floor_per_million_fuel)],
   ["stake", (p) => int(p.stake)],
   ["balance", (p) => int(p.balance)],

@@ -102,6 +102,23 @@ impl Provider {
             usable => offered.min(usable),
         }
     }
+
+    /// Its speed for a task of `job`: its GPU's (as the chain's GPU
+    /// challenges let it count on) for a GPU task, else [`Self::benchmark`].
+    fn speed_for(&self, job: &JobSpec) -> u64 {
+        if job.gpu.is_none() {
+            return self.benchmark();
+        }
+        let offered = self
+            .offer
+            .as_ref()
+            .and_then(|offer| offer.gpu.as_ref())
+            .map_or(1, |gpu| gpu.fuel_per_second.max(1));
+        match self.standing.usable_gpu_fuel_per_second {
+            0 => offered,
+            usable => offered.min(usable),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -890,7 +907,7 @@ impl Market {
                     .map_or(1, |offer| offer.cores.max(1)),
             );
         provider.in_flight += 1;
-        let run_ms = job.spec.limits.fuel.saturating_mul(1_000) / provider.benchmark();
+        let run_ms = job.spec.limits.fuel.saturating_mul(1_000) / provider.speed_for(&job.spec);
         let fetch_ms = job.spec.input_bytes.saturating_mul(1_000)
             / self.config.lease_input_bytes_per_second.max(1);
         let deadline = now
