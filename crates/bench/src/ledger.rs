@@ -403,8 +403,11 @@ impl ChallengeChain {
 /// agrees: the block that takes the second reveal (both answers settled),
 /// against running the challenge once, which is what each provider does.
 fn challenge_check(passes: u32) -> anyhow::Result<Measurement> {
+    // No spot check: the row is what an unchecked agreeing pair costs
+    // (a spot-checked one costs the baseline's run).
     let mut chain = ChallengeChain::new(Params {
         challenge_passes: passes,
+        challenge_spot_check_bps: 0,
         ..Params::default()
     })?;
     chain.providers(

@@ -277,6 +277,15 @@ fn a_provider_offering_twice_its_gpu_speed_is_caught_by_its_first_gpu_challenge(
     );
     let kept = gpu_capacity(&api, &honest_account);
     eprintln!("GPU alone {alone}\nliar:   {lied}\nhonest: {kept}");
+    // Its CPU challenge, issued in the same block and answered while the
+    // GPU's ran, was in time too: neither waits for the other.
+    wait(
+        &network,
+        "the honest provider's CPU challenge settled",
+        || settled(&capacity(&api, &honest_account)) > 0,
+    );
+    let cpu = capacity(&api, &honest_account);
+    assert_eq!(number(&cpu, "challenges_passed"), 1, "{cpu}");
     assert_eq!(number(&kept, "challenges_wrong"), 0, "{kept}");
     assert!(
         number(&kept, "usable_fuel_per_second") * 2 > measured,

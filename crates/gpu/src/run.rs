@@ -68,6 +68,9 @@ pub struct AdapterInfo {
     pub device: u32,
     pub driver: String,
     pub driver_info: String,
+    /// The adapter's PCI address (`domain:bus:device.function` in hex), as
+    /// Vulkan reports it; empty where it does not.
+    pub pci_bus_id: String,
 }
 
 /// One GPU, opened for running kernels.
@@ -600,6 +603,7 @@ fn info(adapter: &wgpu::Adapter) -> AdapterInfo {
         device: info.device,
         driver: info.driver,
         driver_info: info.driver_info,
+        pci_bus_id: info.device_pci_bus_id,
     }
 }
 

@@ -75,6 +75,8 @@ pub struct Challenge {
     pub commitment: Option<[u8; 32]>,
     /// The time of the block that took the commitment.
     pub answered_ms: Option<u64>,
+    /// The height of that block.
+    pub answered_height: Option<u64>,
     /// The output's id, once revealed.
     pub revealed: Option<ContentId>,
     /// Checked (by agreement or re-execution) and counted.
@@ -268,6 +270,7 @@ pub(crate) fn answer<S: Store>(
     }
     record.commitment = Some(commitment);
     record.answered_ms = Some(scope.time_ms);
+    record.answered_height = Some(scope.height);
     overlay.put(keys::challenge(epoch, &provider), &record);
     Ok(vec![Event::ChallengeAnswered {
         provider,
@@ -317,10 +320,12 @@ pub(crate) fn reveal<S: Store>(
     mine.revealed = Some(output);
     let mut events = Vec::new();
     match partner {
-        // Both revealed: agreement settles both; a disagreement is
-        // decided by running the challenge.
+        // Both revealed: agreement settles both (unless spot checked); a
+        // disagreement is decided by running the challenge.
         Some((partner, mut theirs)) if theirs.revealed.is_some() => {
-            let truth = if theirs.revealed == Some(output) {
+            let truth = if theirs.revealed == Some(output)
+                && !spot_checked(overlay, scope, epoch, &mine, &theirs)?
+            {
                 output
             } else {
                 run(scope, &mine)?
@@ -343,6 +348,47 @@ pub(crate) fn reveal<S: Store>(
     overlay.put(keys::challenge(epoch, &provider), &mine);
     events.insert(0, Event::ChallengeRevealed { provider, epoch });
     Ok(events)
+}
+
+/// Whether an agreeing pair is checked anyway: its share
+/// (`challenge_spot_check_bps`) of pairs, drawn from the state root after
+/// the block of the later of the two commitments. Neither provider knew
+/// that root when it committed, so a colluding pair cannot choose to
+/// agree only where no check falls.
+fn spot_checked<S: Store>(
+    overlay: &Overlay<'_, S>,
+    scope: &BlockScope<'_>,
+    epoch: u64,
+    mine: &Challenge,
+    theirs: &Challenge,
+) -> Result<bool, Failure> {
+    let share = scope.params.challenge_spot_check_bps;
+    if share == 0 {
+        return Ok(false);
+    }
+    let Some(height) = mine.answered_height.max(theirs.answered_height) else {
+        return Err(Failure::Invariant(
+            "an agreeing pair's answers have no height".to_owned(),
+        ));
+    };
+    // The root after the later answer's block is the draw: a reveal in
+    // that very block would settle before the root exists.
+    if height >= scope.height {
+        return Err(Rejection::RevealWithAnswer { epoch }.into());
+    }
+    let root = overlay.get_raw(&keys::root_at(height))?.ok_or_else(|| {
+        Failure::Invariant(format!("no state root is recorded for height {height}"))
+    })?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"idlegrid challenge spot check v1");
+    hasher.update(&root);
+    hasher.update(&mine.seed);
+    let draw = u64::from_le_bytes(
+        hasher.finalize().as_bytes()[..8]
+            .try_into()
+            .expect("eight bytes"),
+    );
+    Ok(u128::from(draw) * 10_000 < u128::from(share) << 64)
 }
 
 /// The challenge's output, run by the block's executor.
@@ -549,6 +595,7 @@ pub(crate) fn epoch_challenges<S: Store>(
                 partner,
                 commitment: None,
                 answered_ms: None,
+                answered_height: None,
                 revealed: None,
                 settled: false,
             };

@@ -57,6 +57,11 @@ pub struct Params {
     /// Added to every challenge's deadline for seeing the challenge and
     /// getting the answer into a block.
     pub challenge_round_trip_ms: u64,
+    /// Share of agreeing pairs whose answer the validators check anyway,
+    /// in basis points, drawn from the state root after the later of the
+    /// pair's commitments (which neither knew when it committed): two
+    /// colluders agreeing on a wrong answer are caught this often.
+    pub challenge_spot_check_bps: u16,
     /// Share of the providers' part of each epoch's emission paid for
     /// proven availability (by the speed each challenge answered right in
     /// the epoch proved), in basis points; the rest pays verified work.
@@ -91,6 +96,7 @@ impl Default for Params {
             challenge_passes: 100,
             challenge_slack_bps: 12_500,
             challenge_round_trip_ms: 2_000,
+            challenge_spot_check_bps: 500,
             availability_reward_share_bps: 2_000,
             gpu_challenge_ms: 10_000,
         }
@@ -234,6 +240,11 @@ impl Genesis {
                 "challenge_passes must be at most {}",
                 idlegrid_types::capacity::CHALLENGE_PASSES_MAX
             )));
+        }
+        if params.challenge_spot_check_bps > 10_000 {
+            return Err(GenesisError::BadParams(
+                "challenge_spot_check_bps is above 10000".to_owned(),
+            ));
         }
         if params.challenge_slack_bps < 10_000 || params.challenge_slack_bps > 100_000 {
             return Err(GenesisError::BadParams(

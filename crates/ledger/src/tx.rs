@@ -566,6 +566,8 @@ pub enum Rejection {
     RevealTooEarly { epoch: u64, until_ms: u64 },
     #[error("the partner of epoch {epoch}'s challenge has revealed the answer")]
     ChallengeAnswerExposed { epoch: u64 },
+    #[error("epoch {epoch}'s answers may be revealed only in a block after the later of them")]
+    RevealWithAnswer { epoch: u64 },
 }
 
 impl Rejection {
@@ -627,6 +629,7 @@ impl Rejection {
             Rejection::RevealMismatch { .. } => "reveal_mismatch",
             Rejection::RevealTooEarly { .. } => "reveal_too_early",
             Rejection::ChallengeAnswerExposed { .. } => "challenge_answer_exposed",
+            Rejection::RevealWithAnswer { .. } => "reveal_with_answer",
         }
     }
 }

@@ -47,12 +47,16 @@ fn params() -> Params {
 
 impl Chain {
     fn new(providers: u8) -> Self {
+        Self::with_params(providers, params())
+    }
+
+    fn with_params(providers: u8, params: Params) -> Self {
         let keys: Vec<Keypair> = (1..=providers + 1)
             .map(|seed| Keypair::from_seed([seed; 32]))
             .collect();
         let genesis = Genesis {
             chain_id: CHAIN.to_owned(),
-            params: params(),
+            params,
             balances: keys
                 .iter()
                 .map(|key| (key.account_id(), 1_000_000))
@@ -424,6 +428,78 @@ fn a_disagreement_is_decided_by_running_the_challenge_and_the_wrong_answer_slash
     assert_eq!(supply.burned, supply_before.burned + slashed);
     assert_eq!(chain.capacity(1).wrong, 1);
     assert_eq!(chain.capacity(1).usable_fuel_per_second(), 0);
+}
+
+#[test]
+fn a_pair_agreeing_on_a_wrong_answer_is_caught_by_a_spot_check() {
+    for (share, caught) in [(10_000, true), (0, false)] {
+        let mut chain = Chain::with_params(
+            3,
+            Params {
+                challenge_spot_check_bps: share,
+                ..params()
+            },
+        );
+        chain.staked_and_declared(0, DECLARED);
+        chain.staked_and_declared(1, DECLARED);
+        chain.run_to_epoch_end();
+        let (epoch, _) = chain.open(0);
+        // Two colluders agree on an answer neither computed.
+        let forged = ContentId::of(b"agreed on, not computed");
+        chain.answer(0, epoch, forged).expect("0 answers");
+        chain.answer(1, epoch, forged).expect("1 answers");
+        chain.reveal(0, epoch, forged).expect("0 reveals");
+        let events = chain.reveal(1, epoch, forged).expect("1 reveals");
+        let results = settled(&events);
+        if caught {
+            // Run anyway, and both are slashed.
+            assert!(results.contains(&(chain.id(0), ChallengeResult::Wrong, 0)));
+            assert!(results.contains(&(chain.id(1), ChallengeResult::Wrong, 0)));
+            assert!(chain.provider_stake(0) < STAKE && chain.provider_stake(1) < STAKE);
+        } else {
+            // Unchecked, agreement stands (the limit spot checks answer).
+            assert!(results.contains(&(chain.id(0), ChallengeResult::OnTime, DECLARED)));
+            assert_eq!(chain.provider_stake(1), STAKE);
+        }
+    }
+}
+
+#[test]
+fn an_agreeing_pair_settles_only_after_the_block_of_its_later_answer() {
+    let mut chain = Chain::with_params(
+        3,
+        Params {
+            challenge_spot_check_bps: 10_000,
+            ..params()
+        },
+    );
+    chain.staked_and_declared(0, DECLARED);
+    chain.staked_and_declared(1, DECLARED);
+    chain.run_to_epoch_end();
+    let (epoch, output) = chain.true_output(0);
+    chain.answer(0, epoch, output).expect("0 answers");
+    // 1 answers, 0 reveals and 1 reveals, all in one block: the draw of
+    // the spot check is the state root after 1's answer, which does not
+    // exist yet, so the settling reveal is refused.
+    let sign = |chain: &Chain, who: usize, nonce_after: u64, kind: TxKind| {
+        let nonce = chain.ledger.account(&chain.id(who)).expect("account").nonce + nonce_after;
+        chain.keys[who].sign(Transaction::new(CHAIN, nonce, 1, kind).expect("tx"))
+    };
+    let commitment = answer_commitment(&output, &chain.id(1));
+    let block = [
+        sign(&chain, 1, 0, TxKind::AnswerChallenge { epoch, commitment }),
+        sign(&chain, 0, 0, TxKind::RevealChallenge { epoch, output }),
+        sign(&chain, 1, 1, TxKind::RevealChallenge { epoch, output }),
+    ];
+    let (results, _) = chain.block(&block);
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert_eq!(
+        results[2].as_ref().unwrap_err().code(),
+        "reveal_with_answer"
+    );
+    // The next block may: checked, both right.
+    let events = chain.reveal(1, epoch, output).expect("1 reveals");
+    assert_eq!(settled(&events).len(), 2, "{events:?}");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ use idlegrid_sandbox::Sandbox;
 use idlegrid_types::capacity::answer_commitment;
 use idlegrid_types::codec::Bounded;
 use idlegrid_types::{ContentId, Keypair};
+
+use crate::ledger::send;
 use tracing::{debug, info, warn};
 
 /// How often the node is asked for new challenges.
@@ -67,6 +70,7 @@ impl ChallengeAnswerer {
                     gpu_declared_at: None,
                     outputs: BTreeMap::new(),
                     nonces: BTreeMap::new(),
+                    solving: BTreeMap::new(),
                     sent: BTreeMap::new(),
                 };
                 while !flag.load(Ordering::Relaxed) {
@@ -112,6 +116,8 @@ struct Answerer {
     outputs: BTreeMap<u64, ContentId>,
     /// GPU challenges' solutions, by epoch, until answered.
     nonces: BTreeMap<u64, Vec<u64>>,
+    /// GPU challenges being solved, by epoch: their solutions arrive here.
+    solving: BTreeMap<u64, mpsc::Receiver<Solved>>,
     /// When an answer or a reveal was last sent, by (epoch, which).
     sent: BTreeMap<(u64, u8), Instant>,
 }
@@ -251,12 +257,15 @@ impl Answerer {
             .collect();
         self.outputs.retain(|epoch, _| open.contains(epoch));
         self.nonces.retain(|epoch, _| open.contains(epoch));
+        self.solving.retain(|epoch, _| open.contains(epoch));
         self.sent.retain(|(epoch, _), _| open.contains(epoch));
         Ok(true)
     }
 
-    /// Solves a GPU challenge on the GPU offered (once) and sends the
-    /// nonces, again if they have not landed after a while.
+    /// Answers a GPU challenge: solves it on the GPU offered and sends the
+    /// nonces, on a thread of its own so that the CPU's challenge of the
+    /// same epoch runs meanwhile and neither answer waits for the other;
+    /// sends them again from here if they have not landed after a while.
     fn answer_gpu(&mut self, challenge: &GpuChallengeState) -> Result<(), String> {
         let epoch = challenge.epoch;
         if self.recently_sent(&(epoch, GPU_ANSWER)) {
@@ -265,29 +274,41 @@ impl Answerer {
         let Some((gpu, speed)) = &self.gpu else {
             return Ok(());
         };
-        let nonces = match self.nonces.get(&epoch) {
-            Some(nonces) => nonces.clone(),
-            None => {
-                let started = Instant::now();
-                let found = idlegrid_gpu::challenge::solve(
-                    gpu.as_ref(),
-                    &challenge.seed,
-                    challenge.target,
-                    *speed,
-                    CHALLENGE_WALL_TIME_MAX,
-                )
-                .map_err(|error| format!("the GPU challenge failed: {error}"))?;
-                info!(
-                    epoch,
-                    seconds = started.elapsed().as_secs_f64(),
-                    fuel = found.fuel_used,
-                    attempts = found.attempts,
-                    "solved a GPU challenge"
-                );
-                self.nonces.insert(epoch, found.nonces.clone());
-                found.nonces
+        if !self.nonces.contains_key(&epoch) {
+            match self.solving.get(&epoch).map(mpsc::Receiver::try_recv) {
+                None => {
+                    let solver = Solver {
+                        gpu: Arc::clone(gpu),
+                        speed: *speed,
+                        client: self.client.clone(),
+                        key: self.key.clone(),
+                    };
+                    let solved = solver
+                        .start(epoch, challenge)
+                        .map_err(|error| error.to_string())?;
+                    self.solving.insert(epoch, solved);
+                    return Ok(());
+                }
+                Some(Err(mpsc::TryRecvError::Empty)) => return Ok(()),
+                // Solved, and sent from its thread: give it time to land.
+                Some(Ok(Ok(nonces))) => {
+                    self.solving.remove(&epoch);
+                    self.nonces.insert(epoch, nonces);
+                    self.sent.insert((epoch, GPU_ANSWER), Instant::now());
+                    return Ok(());
+                }
+                // Failed (or its thread died): try again at the next look.
+                Some(Ok(Err(error))) => {
+                    self.solving.remove(&epoch);
+                    return Err(format!("the GPU challenge failed: {error}"));
+                }
+                Some(Err(mpsc::TryRecvError::Disconnected)) => {
+                    self.solving.remove(&epoch);
+                    return Err("the GPU challenge's thread ended without an answer".to_owned());
+                }
             }
-        };
+        }
+        let nonces = self.nonces.get(&epoch).cloned().unwrap_or_default();
         let nonces = Bounded::new(nonces).map_err(|error| error.to_string())?;
         self.send(TxKind::AnswerGpuChallenge { epoch, nonces })?;
         self.sent.insert((epoch, GPU_ANSWER), Instant::now());
@@ -301,9 +322,64 @@ impl Answerer {
     }
 
     fn send(&self, kind: TxKind) -> Result<(), String> {
-        self.client
-            .send(&self.key, kind, None)
+        send(&self.client, &self.key, kind)
             .map(|_| ())
             .map_err(|error| error.to_string())
+    }
+}
+
+/// Solves one GPU challenge on a thread of its own and sends the answer.
+struct Solver {
+    gpu: Arc<Gpu>,
+    speed: u64,
+    client: ApiClient,
+    key: Keypair,
+}
+
+/// What a solver found, or why it found nothing.
+type Solved = Result<Vec<u64>, idlegrid_gpu::GpuError>;
+
+impl Solver {
+    /// Starts solving `challenge`; its nonces (sent once already, or not)
+    /// arrive on the returned channel.
+    fn start(
+        self,
+        epoch: u64,
+        challenge: &GpuChallengeState,
+    ) -> std::io::Result<mpsc::Receiver<Solved>> {
+        let (done, solved) = mpsc::channel();
+        let (seed, target) = (challenge.seed, challenge.target);
+        std::thread::Builder::new()
+            .name("gpu-challenge".to_owned())
+            .spawn(move || {
+                let started = Instant::now();
+                let found = idlegrid_gpu::challenge::solve(
+                    self.gpu.as_ref(),
+                    &seed,
+                    target,
+                    self.speed,
+                    CHALLENGE_WALL_TIME_MAX,
+                );
+                if let Ok(found) = &found {
+                    info!(
+                        epoch,
+                        seconds = started.elapsed().as_secs_f64(),
+                        fuel = found.fuel_used,
+                        attempts = found.attempts,
+                        "solved a GPU challenge"
+                    );
+                    let answer = Bounded::new(found.nonces.clone())
+                        .map(|nonces| TxKind::AnswerGpuChallenge { epoch, nonces });
+                    // Sent or not, the nonces go back: the loop sends them
+                    // again if they do not land.
+                    if let Ok(answer) = answer
+                        && let Err(error) = send(&self.client, &self.key, answer)
+                    {
+                        debug!(epoch, %error, "the GPU answer was not taken yet");
+                    }
+                }
+                let _ = done.send(found.map(|found| found.nonces));
+            })?;
+        Ok(solved)
     }
 }

@@ -12,9 +12,12 @@
 //! - Else the CPU model: busy time × [`CPU_MILLIWATTS_PER_CORE`].
 //! - GPU tasks on Mesa's software adapters (lavapipe): the CPU model for all
 //!   the machine's cores, since the CPU runs the dispatch on every core.
-//! - GPU tasks on a hardware GPU: busy time × [`GPU_MILLIWATTS`]. Reading
-//!   NVIDIA's NVML energy counter is not done yet: it needs a binding to
-//!   `libnvidia-ml.so.1` this crate does not carry.
+//! - GPU tasks on an NVIDIA GPU: NVML's energy counter for that GPU (found
+//!   by its PCI address, else its name; Volta and newer), read before and
+//!   after the task. GPU tasks run one at a time, so the rise is the
+//!   task's (and whatever else used that GPU meanwhile).
+//! - GPU tasks on other hardware GPUs, or where NVML does not load or read:
+//!   busy time × [`GPU_MILLIWATTS`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use idlegrid_gpu::AdapterInfo;
+use nvml_wrapper::Nvml;
 
 /// Where the package counter of the first CPU socket lives.
 pub const RAPL_PACKAGE_DIR: &str = "/sys/class/powercap/intel-rapl:0";
@@ -38,6 +42,112 @@ pub const GPU_MILLIWATTS: u64 = 200_000;
 
 /// PCI vendor id wgpu reports for Mesa's software drivers (lavapipe).
 const MESA_SOFTWARE_VENDOR: u32 = 0x10005;
+/// NVIDIA's PCI vendor id.
+const NVIDIA_VENDOR: u32 = 0x10de;
+
+/// A GPU's own energy counter.
+pub trait GpuCounter: fmt::Debug + fmt::Display + Send + Sync {
+    /// Millijoules used since some fixed point; `None` when it does not
+    /// read now.
+    fn millijoules(&self) -> Option<u64>;
+}
+
+/// NVML's energy counter of one NVIDIA GPU.
+pub struct NvmlCounter {
+    nvml: Nvml,
+    index: u32,
+    name: String,
+}
+
+impl fmt::Debug for NvmlCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NvmlCounter")
+            .field("index", &self.index)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl fmt::Display for NvmlCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "NVML energy counter of GPU {} ({})",
+            self.index, self.name
+        )
+    }
+}
+
+impl NvmlCounter {
+    /// NVML's device that is `adapter`: the one at its PCI address, else
+    /// the one of its name. `None` where NVML does not load (no NVIDIA
+    /// driver), has no such device, or cannot read its energy (GPUs
+    /// before Volta).
+    pub fn open(adapter: &AdapterInfo) -> Option<Self> {
+        let nvml = match Nvml::init() {
+            Ok(nvml) => nvml,
+            Err(error) => {
+                tracing::info!(%error, "NVML is not available: GPU energy is modeled");
+                return None;
+            }
+        };
+        let wanted = pci_address(&adapter.pci_bus_id);
+        let count = nvml.device_count().ok()?;
+        let mut by_name = None;
+        let mut found = None;
+        for index in 0..count {
+            let Ok(device) = nvml.device_by_index(index) else {
+                continue;
+            };
+            let name = device.name().unwrap_or_default();
+            let address = device
+                .pci_info()
+                .ok()
+                .and_then(|info| pci_address(&info.bus_id));
+            if wanted.is_some() && address == wanted {
+                found = Some((index, name));
+                break;
+            }
+            if by_name.is_none() && name == adapter.name {
+                by_name = Some((index, name));
+            }
+        }
+        let (index, name) = found.or(by_name)?;
+        let counter = NvmlCounter { nvml, index, name };
+        match counter.millijoules() {
+            Some(_) => Some(counter),
+            None => {
+                tracing::info!(gpu = %counter.name, "NVML reads no energy for this GPU: modeled");
+                None
+            }
+        }
+    }
+}
+
+impl GpuCounter for NvmlCounter {
+    fn millijoules(&self) -> Option<u64> {
+        self.nvml
+            .device_by_index(self.index)
+            .ok()?
+            .total_energy_consumption()
+            .ok()
+    }
+}
+
+/// A PCI address (`domain:bus:device.function`, hex, the domain of any
+/// width) as numbers, so Vulkan's and NVML's spellings compare.
+fn pci_address(text: &str) -> Option<[u32; 4]> {
+    let (domain, rest) = text.trim().split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (device, function) = rest.split_once('.')?;
+    let number = |part: &str| u32::from_str_radix(part, 16).ok();
+    Some([
+        number(domain)?,
+        number(bus)?,
+        number(device)?,
+        number(function)?,
+    ])
+}
 
 /// The RAPL package counter, when it is readable.
 #[derive(Debug, Clone)]
@@ -85,12 +195,22 @@ pub fn modeled_millijoules(busy: Duration, milliwatts: u64) -> u64 {
 }
 
 /// How a GPU task's energy is figured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum GpuModel {
     /// A software adapter: the CPU's cores, this many.
     Cpu { cores: u64 },
     /// A hardware GPU at [`GPU_MILLIWATTS`].
     Board,
+    /// The GPU's own counter.
+    Counter(Box<dyn GpuCounter>),
+}
+
+/// A GPU task being measured.
+#[derive(Debug)]
+pub struct GpuMeasure {
+    started: Instant,
+    /// The GPU's counter at its start, where it has one that read.
+    reading: Option<u64>,
 }
 
 /// Figures each task's energy; shared by the provider's workers.
@@ -132,10 +252,23 @@ impl EnergyMeter {
                 GpuModel::Cpu {
                     cores: u64::try_from(cores).unwrap_or(1),
                 }
+            } else if info.vendor == NVIDIA_VENDOR
+                && let Some(counter) = NvmlCounter::open(info)
+            {
+                GpuModel::Counter(Box::new(counter))
             } else {
                 GpuModel::Board
             }
         });
+        Self::with_gpu(rapl_dir, gpu)
+    }
+
+    /// A meter for GPU tasks on a GPU whose energy `counter` reads.
+    pub fn with_gpu_counter(rapl_dir: &Path, counter: Box<dyn GpuCounter>) -> Self {
+        Self::with_gpu(rapl_dir, Some(GpuModel::Counter(counter)))
+    }
+
+    fn with_gpu(rapl_dir: &Path, gpu: Option<GpuModel>) -> Self {
         let rapl = Rapl::open(rapl_dir);
         let shares = Shares {
             last_reading: rapl.as_ref().and_then(Rapl::read).unwrap_or(0),
@@ -186,11 +319,29 @@ impl EnergyMeter {
         }
     }
 
-    /// A GPU task that kept the GPU busy for `busy`: its millijoules.
-    pub fn gpu_task(&self, busy: Duration) -> u64 {
-        match self.gpu {
+    /// Starts measuring a GPU task.
+    pub fn gpu_start(&self) -> GpuMeasure {
+        let reading = match &self.gpu {
+            Some(GpuModel::Counter(counter)) => counter.millijoules(),
+            _ => None,
+        };
+        GpuMeasure {
+            started: Instant::now(),
+            reading,
+        }
+    }
+
+    /// The GPU task ended: its millijoules, the GPU counter's rise, or
+    /// without one (or when it did not read at both ends) the model.
+    pub fn gpu_end(&self, measure: GpuMeasure) -> u64 {
+        let busy = measure.started.elapsed();
+        match &self.gpu {
+            Some(GpuModel::Counter(counter)) => match (measure.reading, counter.millijoules()) {
+                (Some(before), Some(after)) => after.saturating_sub(before),
+                _ => modeled_millijoules(busy, GPU_MILLIWATTS),
+            },
             Some(GpuModel::Cpu { cores }) => {
-                modeled_millijoules(busy, CPU_MILLIWATTS_PER_CORE.saturating_mul(cores))
+                modeled_millijoules(busy, CPU_MILLIWATTS_PER_CORE.saturating_mul(*cores))
             }
             Some(GpuModel::Board) | None => modeled_millijoules(busy, GPU_MILLIWATTS),
         }
@@ -208,13 +359,14 @@ impl fmt::Display for EnergyMeter {
                 CPU_MILLIWATTS_PER_CORE / 1000
             )?,
         }
-        match self.gpu {
+        match &self.gpu {
             Some(GpuModel::Cpu { cores }) => {
                 write!(f, "; gpu: software adapter, modeled as {cores} busy cores")
             }
             Some(GpuModel::Board) => {
                 write!(f, "; gpu: modeled, {} W busy", GPU_MILLIWATTS / 1000)
             }
+            Some(GpuModel::Counter(counter)) => write!(f, "; gpu: {counter}"),
             None => Ok(()),
         }
     }
@@ -293,25 +445,92 @@ mod tests {
         assert_eq!(modeled_millijoules(Duration::from_secs(2), 10_000), 20_000);
         assert_eq!(modeled_millijoules(Duration::from_millis(3), 200_000), 600);
         assert_eq!(modeled_millijoules(Duration::from_micros(50), 10_000), 0);
+        // A hardware GPU with no counter to read (not NVIDIA, so NVML is
+        // not asked).
         let hardware = AdapterInfo {
             name: "A GPU".to_owned(),
-            vendor: 0x10de,
+            vendor: 0x1002,
             device: 1,
             driver: String::new(),
             driver_info: String::new(),
+            pci_bus_id: "0000:03:00.0".to_owned(),
         };
         let meter = EnergyMeter::new(Path::new("/nonexistent"), Some(&hardware));
-        assert_eq!(meter.gpu_task(Duration::from_millis(10)), 2_000);
+        let measure = meter.gpu_start();
+        let started = Instant::now();
+        let millijoules = meter.gpu_end(measure);
+        let most = modeled_millijoules(started.elapsed() + Duration::from_millis(1), 200_000);
+        assert!(millijoules <= most, "{millijoules}");
         let lavapipe = AdapterInfo {
             vendor: MESA_SOFTWARE_VENDOR,
             ..hardware
         };
         let meter = EnergyMeter::new(Path::new("/nonexistent"), Some(&lavapipe));
-        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-        assert_eq!(
-            meter.gpu_task(Duration::from_millis(10)),
-            100 * u64::try_from(cores).expect("fits")
-        );
         assert!(meter.to_string().contains("software adapter"));
+    }
+
+    /// A GPU counter a test moves by hand; `None` reads fail.
+    #[derive(Debug, Default)]
+    struct FakeCounter(Mutex<Option<u64>>);
+
+    impl fmt::Display for FakeCounter {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a test counter")
+        }
+    }
+
+    impl GpuCounter for std::sync::Arc<FakeCounter> {
+        fn millijoules(&self) -> Option<u64> {
+            *self.0.lock().expect("not poisoned")
+        }
+    }
+
+    #[test]
+    fn a_gpu_task_gets_its_gpu_counter_s_rise_or_the_model_when_it_fails() {
+        let counter = std::sync::Arc::new(FakeCounter(Mutex::new(Some(5_000))));
+        let meter = EnergyMeter::with_gpu_counter(
+            Path::new("/nonexistent"),
+            Box::new(std::sync::Arc::clone(&counter)),
+        );
+        assert!(meter.to_string().ends_with("gpu: a test counter"));
+        let measure = meter.gpu_start();
+        *counter.0.lock().expect("not poisoned") = Some(12_345);
+        assert_eq!(meter.gpu_end(measure), 7_345);
+        // A counter that stops reading mid-task: the model, not a guess.
+        let measure = meter.gpu_start();
+        *counter.0.lock().expect("not poisoned") = None;
+        let started = Instant::now();
+        let millijoules = meter.gpu_end(measure);
+        let most =
+            modeled_millijoules(started.elapsed() + Duration::from_millis(1), GPU_MILLIWATTS);
+        assert!(millijoules <= most, "{millijoules}");
+    }
+
+    #[test]
+    fn vulkan_and_nvml_spellings_of_a_pci_address_compare_equal() {
+        assert_eq!(pci_address("0000:65:00.0"), Some([0, 0x65, 0, 0]));
+        assert_eq!(pci_address("00000000:65:00.0"), pci_address("0000:65:00.0"));
+        assert_eq!(pci_address("0001:a1:1f.3"), Some([1, 0xa1, 0x1f, 3]));
+        for bad in ["", "65:00.0", "0000:65:00", "zz:65:00.0"] {
+            assert_eq!(pci_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_nvml_an_nvidia_gpu_is_modeled() {
+        // No NVIDIA driver here (or no device at this address): the model,
+        // and no failure.
+        let nvidia = AdapterInfo {
+            name: "NVIDIA H200".to_owned(),
+            vendor: NVIDIA_VENDOR,
+            device: 0x2335,
+            driver: String::new(),
+            driver_info: String::new(),
+            pci_bus_id: "0000:ff:1f.7".to_owned(),
+        };
+        let meter = EnergyMeter::new(Path::new("/nonexistent"), Some(&nvidia));
+        if NvmlCounter::open(&nvidia).is_none() {
+            assert!(meter.to_string().contains("gpu: modeled, 200 W"), "{meter}");
+        }
     }
 }

@@ -125,6 +125,26 @@ fn settled(error: &ApiError) -> bool {
     )
 }
 
+/// One transaction at a time from this process (the redeemer's, the
+/// capacity challenges'): each takes its account's next nonce from the
+/// node, so two sent at once would take the same one and one would be
+/// refused, and resent only after a while (long enough to make an honest
+/// challenge answer late).
+static SENDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Sends `kind` from `key`'s account, in turn with this process's other
+/// transactions.
+pub(crate) fn send(
+    client: &ApiClient,
+    key: &Keypair,
+    kind: TxKind,
+) -> Result<idlegrid_api::client::Sent, ApiError> {
+    let _turn = SENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    client.send(key, kind, None)
+}
+
 /// Redeems vouchers on the ledger, one transaction at a time, on its own
 /// thread, and tells the loop how each ended.
 pub(crate) struct Redeemer {
@@ -145,8 +165,7 @@ impl Redeemer {
                     for voucher in vouchers {
                         let job = voucher.body.job;
                         let amount = voucher.body.cumulative_amount;
-                        let result = client
-                            .send(&key, TxKind::Redeem { voucher }, None)
+                        let result = send(&client, &key, TxKind::Redeem { voucher })
                             .and_then(|sent| client.wait_included(&sent.hash, TRANSACTION_WAIT));
                         let outcome = match result {
                             Ok(height) => {

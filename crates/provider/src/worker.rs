@@ -299,9 +299,9 @@ impl Worker {
                 reason: "this provider offers no GPU".to_owned(),
             };
         };
-        let started = Instant::now();
+        let measure = self.energy.gpu_start();
         let ran = program.run(gpu.as_ref(), &task.input, &task.limits, wall_time);
-        let energy_millijoules = self.energy.gpu_task(started.elapsed());
+        let energy_millijoules = self.energy.gpu_end(measure);
         match ran {
             Ok(run) => run_result(
                 &self.outputs,
