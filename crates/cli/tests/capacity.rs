@@ -95,6 +95,50 @@ fn number(value: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} in {value}"))
 }
 
+/// Waits until the honest provider's and the liar's `which` records
+/// (`capacity` or `gpu_capacity`) hold what each offers, then until the
+/// liar's first challenge is answered, and checks that it came back late,
+/// proving about the speed the liar has rather than twice it. Gives the
+/// liar's record.
+fn liar_caught(
+    network: &Network,
+    which: &str,
+    (honest, offered): (&str, u64),
+    (liar, claimed): (&str, u64),
+) -> Value {
+    let api = network.api();
+    wait(
+        network,
+        &format!("both providers' declared {which}"),
+        || {
+            number(&record(api, honest, which), "declared_fuel_per_second") == offered
+                && number(&record(api, liar, which), "declared_fuel_per_second") == claimed
+        },
+    );
+    wait(
+        network,
+        &format!("the liar's first {which} challenge answered"),
+        || settled(&record(api, liar, which)) > 0,
+    );
+    let lied = record(api, liar, which);
+    assert_eq!(
+        number(&lied, "challenges_late"),
+        1,
+        "{lied}\n{}",
+        network.logs()
+    );
+    assert_eq!(number(&lied, "challenges_missed"), 0, "{lied}");
+    assert_eq!(number(&lied, "challenges_wrong"), 0, "{lied}");
+    let usable = number(&lied, "usable_fuel_per_second");
+    assert_eq!(Some(usable), lied["proven_fuel_per_second"].as_u64());
+    // Down from twice its speed (or more) to about its speed.
+    assert!(
+        usable * 10 < claimed * 7,
+        "the liar offers {claimed} and may still count on {usable}"
+    );
+    lied
+}
+
 #[test]
 fn a_provider_offering_twice_its_speed_is_caught_by_its_first_challenge() {
     let mut network = Network::start_with(&[
@@ -131,31 +175,11 @@ fn a_provider_offering_twice_its_speed_is_caught_by_its_first_challenge() {
     let honest_account = network.providers[honest].account.clone();
     let liar_account = network.providers[liar].account.clone();
 
-    // Both declare what they offer.
-    wait(&network, "both providers' declared speeds", || {
-        number(&capacity(&api, &honest_account), "declared_fuel_per_second") == measured
-            && number(&capacity(&api, &liar_account), "declared_fuel_per_second") == alone * 2
-    });
-    // The first challenge the liar answers settles it as late.
-    wait(&network, "the liar's first challenge settled", || {
-        settled(&capacity(&api, &liar_account)) > 0
-    });
-    let lied = capacity(&api, &liar_account);
-    assert_eq!(
-        number(&lied, "challenges_late"),
-        1,
-        "{lied}\n{}",
-        network.logs()
-    );
-    assert_eq!(number(&lied, "challenges_missed"), 0, "{lied}");
-    assert_eq!(number(&lied, "challenges_wrong"), 0, "{lied}");
-    let usable = number(&lied, "usable_fuel_per_second");
-    assert_eq!(Some(usable), lied["proven_fuel_per_second"].as_u64());
-    // Down from twice its speed (or more) to about its speed.
-    assert!(
-        usable * 10 < alone * 2 * 7,
-        "the liar offers {} and may still count on {usable}",
-        alone * 2
+    let lied = liar_caught(
+        &network,
+        "capacity",
+        (&honest_account, measured),
+        (&liar_account, alone * 2),
     );
 
     // Its partner's answer was right: never slashed, and what it proved
@@ -241,34 +265,13 @@ fn a_provider_offering_twice_its_gpu_speed_is_caught_by_its_first_gpu_challenge(
     let honest_account = network.providers[honest].account.clone();
     let liar_account = network.providers[liar].account.clone();
 
-    wait(&network, "both providers' declared GPU speeds", || {
-        number(
-            &gpu_capacity(&api, &honest_account),
-            "declared_fuel_per_second",
-        ) == measured
-            && number(
-                &gpu_capacity(&api, &liar_account),
-                "declared_fuel_per_second",
-            ) == alone * 2
-    });
-    wait(&network, "the liar's first GPU challenge answered", || {
-        settled(&gpu_capacity(&api, &liar_account)) > 0
-    });
-    let lied = gpu_capacity(&api, &liar_account);
-    assert_eq!(
-        number(&lied, "challenges_late"),
-        1,
-        "{lied}\n{}",
-        network.logs()
+    let lied = liar_caught(
+        &network,
+        "gpu_capacity",
+        (&honest_account, measured),
+        (&liar_account, alone * 2),
     );
-    assert_eq!(number(&lied, "challenges_wrong"), 0, "{lied}");
     let usable = number(&lied, "usable_fuel_per_second");
-    assert_eq!(Some(usable), lied["proven_fuel_per_second"].as_u64());
-    assert!(
-        usable * 10 < alone * 2 * 7,
-        "the liar offers {} and may still count on {usable}",
-        alone * 2
-    );
 
     wait(
         &network,

@@ -536,15 +536,7 @@ impl<S: Store> Ledger<S> {
         &self,
         id: &AccountId,
     ) -> Result<Vec<(u64, crate::capacity::Challenge)>, LedgerError> {
-        let overlay = Overlay::new(&self.store);
-        let current = self.height / self.params.epoch_length_blocks;
-        let mut open = Vec::new();
-        for epoch in current.saturating_sub(1)..=current {
-            if let Some(record) = crate::capacity::challenge(&overlay, epoch, id)? {
-                open.push((epoch, record));
-            }
-        }
-        Ok(open)
+        self.open_per_epoch(keys::challenge, id)
     }
 
     /// What a provider declared and proved of its GPU's capacity.
@@ -561,11 +553,21 @@ impl<S: Store> Ledger<S> {
         &self,
         id: &AccountId,
     ) -> Result<Vec<(u64, crate::capacity::GpuChallenge)>, LedgerError> {
+        self.open_per_epoch(keys::gpu_challenge, id)
+    }
+
+    /// A provider's records under `key(epoch, id)` for the epochs not yet
+    /// closed (the current one and the one before), oldest first.
+    fn open_per_epoch<T: borsh::BorshDeserialize>(
+        &self,
+        key: fn(u64, &AccountId) -> Vec<u8>,
+        id: &AccountId,
+    ) -> Result<Vec<(u64, T)>, LedgerError> {
         let overlay = Overlay::new(&self.store);
         let current = self.height / self.params.epoch_length_blocks;
         let mut open = Vec::new();
         for epoch in current.saturating_sub(1)..=current {
-            if let Some(record) = crate::capacity::gpu_challenge(&overlay, epoch, id)? {
+            if let Some(record) = overlay.get(&key(epoch, id))? {
                 open.push((epoch, record));
             }
         }
