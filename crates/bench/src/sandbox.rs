@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use idlegrid_sandbox::{Nans, Sandbox, SandboxConfig, TaskLimits, TaskSpec};
+use idlegrid_sandbox::{Metering, Nans, Sandbox, SandboxConfig, TaskLimits, TaskSpec};
 
 use crate::{Measurement, native};
 
@@ -113,12 +113,12 @@ fn micros(duration: Duration) -> f64 {
 }
 
 pub(crate) fn sandbox(
-    consume_fuel: bool,
+    metering: Metering,
     nans: Nans,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<Sandbox> {
     Ok(Sandbox::new(SandboxConfig {
-        consume_fuel,
+        metering,
         nans,
         cache_dir,
         concurrent_tasks_max: 4,
@@ -166,17 +166,29 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     } else {
         options.repetitions.max(1)
     };
-    // The provider's profile (NaNs canonical where observed), the same
-    // without fuel, with NaNs canonical after every float operation (the
-    // profile before), and with no canonical NaNs at all.
+    // The provider's profile (fuel and the wall clock metered in the
+    // module, NaNs canonical where observed), the same with no metering at
+    // all, with wasmtime's own fuel and epochs (the profile before), with
+    // NaNs canonical after every float operation, and with no canonical
+    // NaNs at all.
     let variants = [
-        ("fuel_on", sandbox(true, Nans::Observed, None)?),
-        ("fuel_off", sandbox(false, Nans::Observed, None)?),
+        (
+            "fuel_on",
+            sandbox(Metering::InModule, Nans::Observed, None)?,
+        ),
+        ("fuel_off", sandbox(Metering::Off, Nans::Observed, None)?),
+        (
+            "wasmtime_metering",
+            sandbox(Metering::Wasmtime, Nans::Observed, None)?,
+        ),
         (
             "nan_every_operation",
-            sandbox(true, Nans::EveryOperation, None)?,
+            sandbox(Metering::InModule, Nans::EveryOperation, None)?,
         ),
-        ("nan_canonicalization_off", sandbox(true, Nans::Off, None)?),
+        (
+            "nan_canonicalization_off",
+            sandbox(Metering::InModule, Nans::Off, None)?,
+        ),
     ];
     let mut rows = Vec::new();
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
@@ -308,17 +320,25 @@ fn compile_and_cache(repetitions: usize) -> anyhow::Result<Vec<Measurement>> {
             let started = Instant::now();
             idlegrid_sandbox::nan::canonicalize_observed(&bytes).map_err(anyhow::Error::msg)?;
             rewrites.push(started.elapsed());
-            let uncached = sandbox(true, Nans::Observed, None)?;
+            let uncached = sandbox(Metering::InModule, Nans::Observed, None)?;
             let started = Instant::now();
             uncached
                 .prepare(&bytes)
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
             cold.push(started.elapsed());
             let cache = tempfile::tempdir()?;
-            sandbox(true, Nans::Observed, Some(cache.path().to_path_buf()))?
-                .prepare(&bytes)
-                .map_err(|error| anyhow::anyhow!("{error}"))?;
-            let second = sandbox(true, Nans::Observed, Some(cache.path().to_path_buf()))?;
+            sandbox(
+                Metering::InModule,
+                Nans::Observed,
+                Some(cache.path().to_path_buf()),
+            )?
+            .prepare(&bytes)
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+            let second = sandbox(
+                Metering::InModule,
+                Nans::Observed,
+                Some(cache.path().to_path_buf()),
+            )?;
             let started = Instant::now();
             let (_, origin) = second
                 .prepare(&bytes)

@@ -207,7 +207,7 @@ pub fn benchmark(
 
 /// The best fuel per second of the measured runs.
 fn measure(sandbox: &Sandbox) -> Result<u64, BenchmarkError> {
-    if !sandbox.config().consume_fuel {
+    if !sandbox.config().metering.counts_fuel() {
         return Err(BenchmarkError::FuelNotMetered);
     }
     // The fastest of each kind of run: interference only slows a run.
@@ -577,7 +577,7 @@ mod tests {
     fn benchmark_needs_fuel_metering() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sandbox = Sandbox::new(SandboxConfig {
-            consume_fuel: false,
+            metering: idlegrid_sandbox::Metering::Off,
             ..SandboxConfig::default()
         })
         .expect("sandbox");

@@ -12,7 +12,7 @@ use crate::error::SetupError;
 
 /// Changes whenever the sandbox's compile profile changes in a way wasmtime's
 /// own compatibility hash would not see.
-const PROFILE_VERSION: &str = "idlegrid-deterministic-v2-observed-nans";
+const PROFILE_VERSION: &str = "idlegrid-deterministic-v3-metered-in-module";
 const CHECKSUM_BYTES: usize = 32;
 
 pub(crate) struct DiskCache {
@@ -21,7 +21,8 @@ pub(crate) struct DiskCache {
 }
 
 impl DiskCache {
-    pub fn open(dir: &Path, engine: &Engine) -> Result<Self, SetupError> {
+    /// `profile` names how the sandbox rewrites modules before compiling.
+    pub fn open(dir: &Path, engine: &Engine, profile: &str) -> Result<Self, SetupError> {
         std::fs::create_dir_all(dir).map_err(|source| SetupError::CacheDir {
             path: dir.to_path_buf(),
             source,
@@ -31,6 +32,7 @@ impl DiskCache {
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         PROFILE_VERSION.hash(&mut hasher);
+        profile.hash(&mut hasher);
         Ok(Self {
             dir: dir.to_path_buf(),
             engine_tag: format!("{:016x}", hasher.finish()),

@@ -114,8 +114,10 @@ impl ResourceLimiter for TaskLimiter {
         4
     }
 
+    /// The task's own and the metering's interrupt page (a task's module
+    /// may define only one: it is validated without multi-memory).
     fn memories(&self) -> usize {
-        1
+        2
     }
 }
 

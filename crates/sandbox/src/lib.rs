@@ -14,6 +14,7 @@ mod error;
 mod files;
 mod host;
 pub mod limits;
+pub mod meter;
 pub mod nan;
 mod output;
 mod overrides;
@@ -27,6 +28,6 @@ pub use limits::TaskLimits;
 pub use output::{OutputFile, TaskOutput};
 pub use reexecute::{LazySandbox, outcome_of, stage_input_dir, task_limits};
 pub use sandbox::{
-    Completion, INPUT_DIR_GUEST, ModuleOrigin, Nans, OUTPUT_DIR_GUEST, PROGRAM_NAME,
+    Completion, INPUT_DIR_GUEST, Metering, ModuleOrigin, Nans, OUTPUT_DIR_GUEST, PROGRAM_NAME,
     PreparedModule, RunError, Sandbox, SandboxConfig, TaskReport, TaskSpec, seed_from_u64,
 };

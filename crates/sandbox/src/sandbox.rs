@@ -48,14 +48,36 @@ pub struct SandboxConfig {
     pub wasm_stack_bytes: usize,
     /// Tasks that may run at the same time.
     pub concurrent_tasks_max: u32,
-    /// Fuel metering. Always on in a provider: fuel is both the bill and a
-    /// limit. Off only to measure what metering costs; `fuel_used` is then 0.
-    pub consume_fuel: bool,
+    /// How fuel and the wall-clock backstop are metered. A provider uses
+    /// [`Metering::InModule`]: fuel is both the bill and a limit.
+    pub metering: Metering,
     /// Where NaNs are made canonical. A provider uses [`Nans::Observed`]:
     /// without canonical NaNs their bit patterns differ between CPU
     /// families and replicas disagree. The others are there to measure
     /// what each costs.
     pub nans: Nans,
+}
+
+/// How the sandbox meters fuel and enforces the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metering {
+    /// Both written into the module when it is prepared, checks ending in a
+    /// trap (`crate::meter`): the same fuel as wasmtime's metering for a
+    /// run that finishes, at a fraction of the cost for float loops.
+    #[default]
+    InModule,
+    /// wasmtime's own fuel and epoch interruption (the profile before).
+    /// For measurements.
+    Wasmtime,
+    /// Neither: no fuel (`fuel_used` is 0) and no wall-clock limit. For
+    /// measuring what metering costs only.
+    Off,
+}
+
+impl Metering {
+    pub fn counts_fuel(self) -> bool {
+        self != Self::Off
+    }
 }
 
 /// Where the sandbox makes NaNs canonical.
@@ -81,7 +103,7 @@ impl Default for SandboxConfig {
             memory_bytes_ceiling: MEMORY_BYTES_CEILING_DEFAULT,
             wasm_stack_bytes: WASM_STACK_BYTES_DEFAULT,
             concurrent_tasks_max: 16,
-            consume_fuel: true,
+            metering: Metering::InModule,
             nans: Nans::Observed,
         }
     }
@@ -186,7 +208,11 @@ pub struct Sandbox {
     prepared: Mutex<PreparedCache>,
     disk_cache: Option<DiskCache>,
     config: SandboxConfig,
-    _epoch_ticker: EpochTicker,
+    /// The engine with the features a task's own module may use: the
+    /// rewritten module uses a second memory, the task may not.
+    validator: Engine,
+    interrupts: Option<crate::meter::Interrupts>,
+    _epoch_ticker: Option<EpochTicker>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -200,6 +226,7 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, SetupError> {
         let engine = Engine::new(&engine_config(&config)).map_err(setup_error)?;
+        let validator = Engine::new(&validation_config()).map_err(setup_error)?;
 
         let mut wasi = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut wasi, |state: &mut TaskState| &mut state.wasi)
@@ -215,11 +242,19 @@ impl Sandbox {
                 .collect()
         };
         let disk_cache = match &config.cache_dir {
-            Some(dir) => Some(DiskCache::open(dir, &engine)?),
+            Some(dir) => Some(DiskCache::open(
+                dir,
+                &engine,
+                &format!("{:?}/{:?}", config.metering, config.nans),
+            )?),
             None => None,
         };
+        let metering = config.metering;
         Ok(Self {
-            _epoch_ticker: EpochTicker::start(engine.clone()),
+            _epoch_ticker: (metering == Metering::Wasmtime)
+                .then(|| EpochTicker::start(engine.clone())),
+            interrupts: (metering == Metering::InModule).then(crate::meter::Interrupts::start),
+            validator,
             engine,
             linker,
             provided_imports,
@@ -270,15 +305,20 @@ impl Sandbox {
         let (module, origin) = match cached {
             Some(module) => (module, ModuleOrigin::DiskCache),
             None => {
+                let compile_error =
+                    |error: wasmtime::Error| invalid_module(describe_compile_error(&error));
+                Module::validate(&self.validator, bytes).map_err(compile_error)?;
+                let nans =
+                    (self.config.nans == Nans::Observed).then_some(crate::nan::Rewrite::Observed);
+                let meter = self.config.metering == Metering::InModule;
                 let rewritten;
-                let source = if self.config.nans == Nans::Observed {
-                    rewritten = crate::nan::canonicalize_observed(bytes).map_err(invalid_module)?;
+                let source = if nans.is_some() || meter {
+                    rewritten = crate::nan::prepare(bytes, nans, meter).map_err(invalid_module)?;
                     &rewritten[..]
                 } else {
                     bytes
                 };
-                let module = Module::new(&self.engine, source)
-                    .map_err(|error| invalid_module(describe_compile_error(&error)))?;
+                let module = Module::new(&self.engine, source).map_err(compile_error)?;
                 (module, ModuleOrigin::Compiled)
             }
         };
@@ -421,29 +461,27 @@ impl Sandbox {
         let state = TaskState::new(wasi, limits.memory_bytes, limits.output_bytes, &hits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        if self.config.consume_fuel {
-            store
-                .set_fuel(limits.fuel)
-                .map_err(|error| RunError::Host(error.to_string()))?;
-        }
-        let ticks = limits.wall_time.as_millis() / EPOCH_TICK.as_millis() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
-
-        let outcome = module.pre.instantiate(&mut store).and_then(|instance| {
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call(&mut store, ())
-        });
-        let fuel_used = match store.get_fuel() {
-            Ok(left) => limits.fuel - left,
-            Err(_) => 0,
+        let (outcome, fuel_used, stopped) = match self.config.metering {
+            Metering::InModule => self.run_metered(module, &mut store, limits),
+            Metering::Wasmtime => {
+                store
+                    .set_fuel(limits.fuel)
+                    .map_err(|error| RunError::Host(error.to_string()))?;
+                let ticks = limits.wall_time.as_millis() / EPOCH_TICK.as_millis() + 1;
+                store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+                store.epoch_deadline_trap();
+                let outcome = call_start(module, &mut store);
+                let fuel_used = limits.fuel - store.get_fuel().unwrap_or(limits.fuel);
+                (outcome, fuel_used, None)
+            }
+            Metering::Off => (call_start(module, &mut store), 0, None),
         };
         drop(store);
 
         let hits = std::mem::take(&mut *hits.lock().unwrap_or_else(|p| p.into_inner()));
         let result = match outcome {
             Ok(()) => Ok(0),
-            Err(error) => classify(&error, hits),
+            Err(error) => classify(&error, hits, stopped),
         }
         .and_then(|exit_code| {
             let files = match &task.output_dir {
@@ -479,6 +517,67 @@ impl Sandbox {
         })
     }
 
+    /// Runs a module metered by `crate::meter`: sets its fuel, watches its
+    /// deadline, calls its start function and `_start`. Returns the
+    /// outcome, the fuel used, and what a trap at a metering check meant.
+    fn run_metered(
+        &self,
+        module: &PreparedModule,
+        store: &mut Store<TaskState>,
+        limits: TaskLimits,
+    ) -> (wasmtime::Result<()>, u64, Option<ErrorKind>) {
+        let budget = i64::try_from(limits.fuel).unwrap_or(i64::MAX);
+        let instance = match module.pre.instantiate(&mut *store) {
+            Ok(instance) => instance,
+            Err(error) => return (Err(error), 0, None),
+        };
+        let (Some(fuel), Some(stopped), Some(floor), Some(interrupts)) = (
+            instance.get_global(&mut *store, crate::meter::FUEL_EXPORT),
+            instance.get_global(&mut *store, crate::meter::STOPPED_EXPORT),
+            instance.get_memory(&mut *store, crate::meter::INTERRUPT_EXPORT),
+            &self.interrupts,
+        ) else {
+            let error = wasmtime::format_err!("the prepared module is not metered");
+            return (Err(error), 0, None);
+        };
+        if let Err(error) = fuel.set(&mut *store, wasmtime::Val::I64(budget)) {
+            return (Err(error), 0, None);
+        }
+        #[expect(
+            unsafe_code,
+            reason = "the ticker thread writes the task's floor while `watching` lives"
+        )]
+        // SAFETY: the interrupt memory is the instance's own one-page memory,
+        // which lives as long as `store`; `watching` is dropped at the end of
+        // this function, before the store.
+        let watching =
+            unsafe { interrupts.watch(floor.data_ptr(&*store), Instant::now() + limits.wall_time) };
+        let start = instance.get_typed_func::<(), ()>(&mut *store, crate::meter::START_EXPORT);
+        let outcome = match start {
+            Ok(start) => start.call(&mut *store, ()),
+            Err(_) => Ok(()),
+        }
+        .and_then(|()| {
+            let main = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+            main.call(&mut *store, ())
+        });
+        let left = match fuel.get(&mut *store) {
+            wasmtime::Val::I64(left) => left,
+            _ => budget,
+        };
+        let fuel_used = limits
+            .fuel
+            .saturating_sub(u64::try_from(left.max(0)).unwrap_or(0));
+        let at_check = outcome.is_err() && stopped.get(&mut *store).i32() == Some(1);
+        let stopped = match (at_check, watching.fired()) {
+            (false, _) => None,
+            (true, true) => Some(ErrorKind::WallTimeout),
+            (true, false) => Some(ErrorKind::OutOfFuel),
+        };
+        drop(watching);
+        (outcome, fuel_used, stopped)
+    }
+
     /// Instantiates a prepared module into a fresh store without running it:
     /// the per-task fixed cost, for the benchmark.
     pub fn instantiate_only(&self, module: &PreparedModule) -> Result<Duration, RunError> {
@@ -506,9 +605,9 @@ fn engine_config(config: &SandboxConfig) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let slots = config.concurrent_tasks_max.max(1);
     pool.total_core_instances(slots)
-        .total_memories(slots)
+        .total_memories(slots * 2)
         .total_tables(slots * 4)
-        .max_memories_per_module(1)
+        .max_memories_per_module(2)
         .max_tables_per_module(4)
         .table_elements(TABLE_ELEMENTS_MAX)
         .max_memory_size(usize::try_from(config.memory_bytes_ceiling).unwrap_or(usize::MAX))
@@ -531,16 +630,30 @@ fn engine_config(config: &SandboxConfig) -> Config {
         .wasm_relaxed_simd(false)
         .relaxed_simd_deterministic(true)
         .wasm_memory64(false)
-        .wasm_multi_memory(false)
+        // The metered module's interrupt memory is its second; a task's
+        // own module is validated without (`validation_config`).
+        .wasm_multi_memory(config.metering == Metering::InModule)
         .wasm_custom_page_sizes(false)
         .wasm_component_model(false)
         // Billing and the limits.
-        .consume_fuel(config.consume_fuel)
-        .epoch_interruption(true)
+        .consume_fuel(config.metering == Metering::Wasmtime)
+        .epoch_interruption(config.metering == Metering::Wasmtime)
         .max_wasm_stack(config.wasm_stack_bytes)
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     engine
+}
+
+/// The features a task's module may use: the engine's, with one memory.
+fn validation_config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_relaxed_simd(false)
+        .wasm_memory64(false)
+        .wasm_multi_memory(false)
+        .wasm_custom_page_sizes(false)
+        .wasm_component_model(false);
+    config
 }
 
 fn build_wasi(
@@ -625,8 +738,20 @@ fn initial_memory_bytes(bytes: &[u8]) -> u64 {
     largest_pages.saturating_mul(WASM_PAGE_BYTES)
 }
 
+/// Instantiates a module and calls `_start`.
+fn call_start(module: &PreparedModule, store: &mut Store<TaskState>) -> wasmtime::Result<()> {
+    let instance = module.pre.instantiate(&mut *store)?;
+    let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+    start.call(&mut *store, ())
+}
+
 /// Turns the error that ended a run into an exit code or a typed failure.
-fn classify(error: &wasmtime::Error, hits: LimitHits) -> Result<i32, TaskError> {
+/// `stopped` is what a metering check's trap meant, if the run ended at one.
+fn classify(
+    error: &wasmtime::Error,
+    hits: LimitHits,
+    stopped: Option<ErrorKind>,
+) -> Result<i32, TaskError> {
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return Ok(exit.0);
     }
@@ -636,21 +761,21 @@ fn classify(error: &wasmtime::Error, hits: LimitHits) -> Result<i32, TaskError> 
     if let Some(message) = hits.memory {
         return Err(TaskError::new(ErrorKind::MemoryLimit, message));
     }
-    let failure = match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => TaskError::new(
+    let failure = match (stopped, error.downcast_ref::<Trap>()) {
+        (Some(ErrorKind::OutOfFuel), _) | (_, Some(Trap::OutOfFuel)) => TaskError::new(
             ErrorKind::OutOfFuel,
             "the task used all of its fuel before finishing",
         ),
-        Some(Trap::StackOverflow) => TaskError::new(
+        (_, Some(Trap::StackOverflow)) => TaskError::new(
             ErrorKind::StackOverflow,
             "the task exhausted its call stack (unbounded recursion?)",
         ),
-        Some(Trap::Interrupt) => TaskError::new(
+        (Some(ErrorKind::WallTimeout), _) | (_, Some(Trap::Interrupt)) => TaskError::new(
             ErrorKind::WallTimeout,
             "the task ran past its wall-clock limit",
         ),
-        Some(trap) => TaskError::new(ErrorKind::Trap, trap.to_string()),
-        None => TaskError::new(ErrorKind::Trap, root_cause(error)),
+        (_, Some(trap)) => TaskError::new(ErrorKind::Trap, trap.to_string()),
+        (_, None) => TaskError::new(ErrorKind::Trap, root_cause(error)),
     };
     Err(failure)
 }

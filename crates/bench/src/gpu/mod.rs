@@ -50,7 +50,11 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
     let bench = Bench {
         gpu,
         adapter,
-        sandbox: sandbox(true, idlegrid_sandbox::Nans::Observed, None)?,
+        sandbox: sandbox(
+            idlegrid_sandbox::Metering::InModule,
+            idlegrid_sandbox::Nans::Observed,
+            None,
+        )?,
         repetitions: if options.common.quick {
             1
         } else {

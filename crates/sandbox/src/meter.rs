@@ -1,0 +1,531 @@
+//! Fuel and the wall-clock backstop, written into the module.
+//!
+//! wasmtime can meter fuel and interrupt at epochs itself, but each of its
+//! checks ends in a call into the runtime on the slow path, and a call
+//! clobbers every vector register: Cranelift then keeps a float loop's
+//! values on the stack across every iteration. Mandelbrot ran 1.9× its
+//! native time with either check and 1.02× with neither. Here the same
+//! checks end in a trap instead, so nothing is spilled:
+//!
+//! - **Fuel** is an `i64` the module keeps in a local of each function
+//!   (a register), counting down. Every operator costs what wasmtime's
+//!   default table says (1, or 0 for `nop`, `drop`, `block`, `loop`,
+//!   `unreachable`, `return`, `else` and `end`), and entering a function 1,
+//!   charged at the same points
+//!   as wasmtime's: the cost of a straight run of operators is subtracted
+//!   at its end (before a branch, `if`, `else`, `end`, `loop` or call), so
+//!   a run that finishes uses exactly the fuel it did under wasmtime's
+//!   metering. The instructions the rewrite adds are free. Calls and
+//!   returns pass the count through a global (`idlegrid:fuel`) that the
+//!   host sets before the task and reads after.
+//! - **Checks** at each function's entry and each loop's head (wasmtime's
+//!   places, which bound the time between checks by the longest straight
+//!   run of code) trap with `unreachable`, after setting the global
+//!   `idlegrid:stopped`, when the count is at or below a floor. The floor is read from an internal one-page memory
+//!   (`idlegrid:interrupt`, never addressed by the task's own code): 0 while
+//!   the task may run, and raised past every count by the host's ticker
+//!   thread once the task's wall-clock deadline passes. A check's trap is
+//!   a wall timeout if the deadline passed, else out of fuel. Every 8-byte word of the page holds the floor, and a check
+//!   reads the word its count's low bits name: an address that changes
+//!   with the count, so that Cranelift cannot take one load before a loop
+//!   for every load in it.
+//! - A **start function** would run inside instantiation, before the host
+//!   can set the fuel or watch the clock, so its section is removed and the
+//!   function exported as `idlegrid:start`; the host calls it first.
+//!
+//! A trap other than these (out of bounds, division by zero) leaves the
+//! count where the last call, return or check saved it, as wasmtime's own
+//! metering does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+use wasm_encoder::{BlockType, Function, Instruction, MemArg};
+use wasmtime::wasmparser::{self, Operator, Parser, Payload};
+
+use crate::limits::EPOCH_TICK;
+
+/// The export holding the fuel left.
+pub const FUEL_EXPORT: &str = "idlegrid:fuel";
+/// The export of an `i32` a check sets to 1 before it traps.
+pub const STOPPED_EXPORT: &str = "idlegrid:stopped";
+/// The export of the memory holding the floor.
+pub const INTERRUPT_EXPORT: &str = "idlegrid:interrupt";
+/// The export of the module's start function, if it had one.
+pub const START_EXPORT: &str = "idlegrid:start";
+
+/// The interrupt memory: one wasm page, every 8-byte word of it the floor.
+const FLOOR_PAGE_BYTES: usize = 1 << 16;
+/// A check reads the word at the count's low bits under this mask.
+const FLOOR_ADDRESS_MASK: i32 = (FLOOR_PAGE_BYTES - 8) as i32;
+/// What the floor is raised to at the deadline: no count is above it.
+const RAISED_FLOOR: i64 = i64::MAX;
+
+/// Where the rewrite put what it added.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub fuel_global: u32,
+    pub stopped_global: u32,
+    pub interrupt_memory: u32,
+    /// The start function the module named, now exported instead.
+    pub start: Option<u32>,
+}
+
+/// The module with its start section removed, and the function it named.
+pub fn strip_start(bytes: &[u8]) -> Result<(Vec<u8>, Option<u32>), String> {
+    let mut parser = Parser::new(0);
+    let mut offset = 0usize;
+    loop {
+        let rest = bytes.get(offset..).unwrap_or_default();
+        let chunk = parser
+            .parse(rest, true)
+            .map_err(|error| format!("the module could not be read: {error}"))?;
+        let wasmparser::Chunk::Parsed { consumed, payload } = chunk else {
+            return Err("the module ends in the middle of a section".to_owned());
+        };
+        match payload {
+            Payload::StartSection { func, .. } => {
+                let mut stripped = Vec::with_capacity(bytes.len());
+                stripped.extend_from_slice(&bytes[..offset]);
+                stripped.extend_from_slice(&bytes[offset + consumed..]);
+                return Ok((stripped, Some(func)));
+            }
+            Payload::End(_) => return Ok((bytes.to_vec(), None)),
+            // The code section's entries come after the start section.
+            Payload::CodeSectionStart { .. } => return Ok((bytes.to_vec(), None)),
+            _ => {}
+        }
+        offset += consumed;
+    }
+}
+
+/// Fuel an operator costs: wasmtime's default table.
+fn cost(operator: &Operator<'_>) -> i64 {
+    use Operator as O;
+    match operator {
+        O::Nop
+        | O::Drop
+        | O::Block { .. }
+        | O::Loop { .. }
+        | O::Unreachable
+        | O::Return
+        | O::Else
+        | O::End => 0,
+        _ => 1,
+    }
+}
+
+/// How the metering treats one operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// Ends a straight run: subtract what it cost before it.
+    Settle,
+    /// Leaves the function or calls another: settle and save.
+    Leave,
+    /// A call that returns here: settle and save, then load after.
+    Call,
+    /// A loop: settle before, check at its head.
+    Loop,
+}
+
+fn kind(operator: &Operator<'_>) -> Kind {
+    use Operator as O;
+    match operator {
+        O::Call { .. } | O::CallIndirect { .. } | O::CallRef { .. } => Kind::Call,
+        O::Unreachable
+        | O::Return
+        | O::ReturnCall { .. }
+        | O::ReturnCallIndirect { .. }
+        | O::ReturnCallRef { .. } => Kind::Leave,
+        O::Loop { .. } => Kind::Loop,
+        O::If { .. }
+        | O::Else
+        | O::End
+        | O::Br { .. }
+        | O::BrIf { .. }
+        | O::BrTable { .. }
+        | O::BrOnNull { .. }
+        | O::BrOnNonNull { .. } => Kind::Settle,
+        _ => Kind::Plain,
+    }
+}
+
+/// Operators the metering cannot follow: control that leaves a function
+/// other than by returning.
+fn refused(operator: &Operator<'_>) -> Option<&'static str> {
+    use Operator as O;
+    match operator {
+        O::TryTable { .. }
+        | O::Throw { .. }
+        | O::ThrowRef
+        | O::Try { .. }
+        | O::Catch { .. }
+        | O::CatchAll
+        | O::Delegate { .. }
+        | O::Rethrow { .. } => Some("exception handling"),
+        O::BrOnCast { .. } | O::BrOnCastFail { .. } => Some("garbage-collected types"),
+        _ => None,
+    }
+}
+
+/// Instruments one function body, operator by operator.
+pub(crate) struct Metering {
+    layout: Layout,
+    /// The local holding the count.
+    fuel: u32,
+    /// Cost of the operators since the last settlement.
+    pending: i64,
+    /// Blocks open inside the function's own.
+    depth: u32,
+}
+
+impl Metering {
+    pub(crate) fn new(layout: Layout, fuel_local: u32) -> Self {
+        Self {
+            layout,
+            fuel: fuel_local,
+            // Entering a function costs 1, as under wasmtime's metering.
+            pending: 1,
+            depth: 0,
+        }
+    }
+
+    /// At the function's entry: load the count, charge the entry, check.
+    pub(crate) fn enter(&mut self, function: &mut Function) {
+        function
+            .instruction(&Instruction::GlobalGet(self.layout.fuel_global))
+            .instruction(&Instruction::LocalSet(self.fuel));
+        self.settle(function);
+        self.check(function);
+    }
+
+    /// What goes before `operator`.
+    pub(crate) fn before(
+        &mut self,
+        function: &mut Function,
+        operator: &Operator<'_>,
+    ) -> Result<(), String> {
+        if let Some(feature) = refused(operator) {
+            return Err(format!(
+                "the module uses {feature}, which the sandbox does not run"
+            ));
+        }
+        self.pending += cost(operator);
+        match kind(operator) {
+            Kind::Plain => {}
+            Kind::Settle | Kind::Loop => {
+                self.settle(function);
+                if self.leaves_function(operator) {
+                    self.save(function);
+                }
+            }
+            Kind::Leave | Kind::Call => {
+                self.settle(function);
+                self.save(function);
+            }
+        }
+        Ok(())
+    }
+
+    /// What goes after `operator`.
+    pub(crate) fn after(&mut self, function: &mut Function, operator: &Operator<'_>) {
+        use Operator as O;
+        match operator {
+            O::Block { .. } | O::If { .. } => self.depth += 1,
+            O::Loop { .. } => {
+                self.depth += 1;
+                self.check(function);
+            }
+            O::End => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
+        if kind(operator) == Kind::Call {
+            function
+                .instruction(&Instruction::GlobalGet(self.layout.fuel_global))
+                .instruction(&Instruction::LocalSet(self.fuel));
+        }
+    }
+
+    /// Whether `operator` can end the function: its final `end`, or a
+    /// branch to the function's own label.
+    fn leaves_function(&self, operator: &Operator<'_>) -> bool {
+        use Operator as O;
+        match operator {
+            O::End => self.depth == 0,
+            O::Br { relative_depth } | O::BrIf { relative_depth } => *relative_depth == self.depth,
+            O::BrOnNull { relative_depth } | O::BrOnNonNull { relative_depth } => {
+                *relative_depth == self.depth
+            }
+            O::BrTable { targets } => {
+                targets.default() == self.depth
+                    || targets
+                        .targets()
+                        .any(|target| target.is_ok_and(|target| target == self.depth))
+            }
+            _ => false,
+        }
+    }
+
+    fn settle(&mut self, function: &mut Function) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending == 0 {
+            return;
+        }
+        function
+            .instruction(&Instruction::LocalGet(self.fuel))
+            .instruction(&Instruction::I64Const(pending))
+            .instruction(&Instruction::I64Sub)
+            .instruction(&Instruction::LocalSet(self.fuel));
+    }
+
+    fn save(&self, function: &mut Function) {
+        function
+            .instruction(&Instruction::LocalGet(self.fuel))
+            .instruction(&Instruction::GlobalSet(self.layout.fuel_global));
+    }
+
+    /// Traps, with the count saved and `stopped` set, if the count is at
+    /// or below the floor.
+    fn check(&self, function: &mut Function) {
+        let floor = MemArg {
+            offset: 0,
+            align: 3,
+            memory_index: self.layout.interrupt_memory,
+        };
+        function
+            .instruction(&Instruction::LocalGet(self.fuel))
+            // The floor's address: any of the page's 8-byte words, taken
+            // from the count (every word holds the floor).
+            .instruction(&Instruction::LocalGet(self.fuel))
+            .instruction(&Instruction::I32WrapI64)
+            .instruction(&Instruction::I32Const(FLOOR_ADDRESS_MASK))
+            .instruction(&Instruction::I32And)
+            .instruction(&Instruction::I64Load(floor))
+            .instruction(&Instruction::I64LeS)
+            .instruction(&Instruction::If(BlockType::Empty));
+        self.save(function);
+        function
+            .instruction(&Instruction::I32Const(1))
+            .instruction(&Instruction::GlobalSet(self.layout.stopped_global))
+            .instruction(&Instruction::Unreachable)
+            .instruction(&Instruction::End);
+    }
+}
+
+/// Raises the floor of running tasks whose deadline has passed. One thread
+/// per sandbox; stops when dropped.
+pub(crate) struct Interrupts {
+    shared: Arc<Mutex<Watched>>,
+    _stop: mpsc::Sender<()>,
+}
+
+#[derive(Default)]
+struct Watched {
+    next_id: u64,
+    tasks: HashMap<u64, Watch>,
+}
+
+struct Watch {
+    deadline: Instant,
+    floor: FloorPtr,
+    fired: bool,
+}
+
+/// The interrupt memory's first 16 bytes, in a live instance.
+struct FloorPtr(*mut u8);
+
+#[expect(
+    unsafe_code,
+    reason = "a raw pointer is not Send; this one moves to the ticker thread inside the registry"
+)]
+// SAFETY: the pointer is written only by the ticker thread, with atomic
+// stores, and only while the task's `Watching` guard (which the task thread
+// drops before its store) keeps it registered.
+unsafe impl Send for FloorPtr {}
+
+impl Interrupts {
+    pub(crate) fn start() -> Self {
+        let shared = Arc::new(Mutex::new(Watched::default()));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let watched = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("idlegrid-deadlines".to_owned())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    let now = Instant::now();
+                    let mut watched = watched.lock().unwrap_or_else(|p| p.into_inner());
+                    for watch in watched.tasks.values_mut() {
+                        if !watch.fired && now >= watch.deadline {
+                            watch.fired = true;
+                            raise(&watch.floor);
+                        }
+                    }
+                }
+            })
+            .expect("spawning the deadline thread");
+        Self {
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// Watches a task's floor until the guard is dropped.
+    ///
+    /// # Safety
+    ///
+    /// `floor` must point at the start of the task's interrupt memory and
+    /// stay valid until the returned guard is dropped.
+    #[expect(
+        unsafe_code,
+        reason = "the ticker thread writes through `floor` while the guard lives"
+    )]
+    pub(crate) unsafe fn watch(&self, floor: *mut u8, deadline: Instant) -> Watching {
+        let mut watched = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let id = watched.next_id;
+        watched.next_id += 1;
+        watched.tasks.insert(
+            id,
+            Watch {
+                deadline,
+                floor: FloorPtr(floor),
+                fired: false,
+            },
+        );
+        Watching {
+            shared: Arc::clone(&self.shared),
+            id,
+        }
+    }
+}
+
+/// Raises a registered floor, every word of it; called with the registry
+/// locked.
+fn raise(floor: &FloorPtr) {
+    let word = RAISED_FLOOR as u64;
+    for index in 0..FLOOR_PAGE_BYTES / 8 {
+        #[expect(
+            unsafe_code,
+            reason = "writing the floor of a running task from the ticker thread"
+        )]
+        // SAFETY: registered floors point at a live 64 KiB, page-aligned
+        // interrupt memory (`Interrupts::watch`'s contract, and the guard
+        // unregisters under the same lock before the memory goes), so every
+        // word is in bounds and aligned. Wasm code only reads them.
+        let atomic = unsafe { AtomicU64::from_ptr(floor.0.cast::<u64>().add(index)) };
+        atomic.store(word, Ordering::Relaxed);
+    }
+}
+
+/// A task being watched. Dropping it stops the watch.
+pub(crate) struct Watching {
+    shared: Arc<Mutex<Watched>>,
+    id: u64,
+}
+
+impl Watching {
+    /// Whether the deadline passed and the floor was raised.
+    pub(crate) fn fired(&self) -> bool {
+        let watched = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        watched.tasks.get(&self.id).is_some_and(|watch| watch.fired)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut watched = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        watched.tasks.remove(&self.id);
+    }
+}
+
+/// Runs a module under wasmtime's metering and, rewritten, under this
+/// one (instantiation and its start function, then every exported
+/// function once with zero arguments), and compares what the host sees:
+/// results, traps, every exported memory and global, and the fuel left
+/// after each call. Both run out of fuel at the same check or neither
+/// does. For tests and fuzzing.
+pub fn metered_like_wasmtime(original: &[u8]) -> crate::nan::Verdict {
+    use crate::nan::{Fuel, Verdict, observe};
+    let engine = |in_module: bool| {
+        let mut config = wasmtime::Config::new();
+        config
+            .cranelift_nan_canonicalization(false)
+            .wasm_relaxed_simd(false)
+            .wasm_memory64(false)
+            .wasm_multi_memory(in_module)
+            .consume_fuel(!in_module);
+        wasmtime::Engine::new(&config)
+    };
+    let (wasmtime_engine, module_engine) = match (engine(false), engine(true)) {
+        (Ok(wasmtime_engine), Ok(module_engine)) => (wasmtime_engine, module_engine),
+        (Err(error), _) | (_, Err(error)) => return Verdict::Broken(format!("no engine: {error}")),
+    };
+    if let Err(error) = wasmtime::Module::validate(&wasmtime_engine, original) {
+        return Verdict::Unusable(format!("{error:#}"));
+    }
+    let rewritten = match crate::nan::prepare(original, None, true) {
+        Ok(rewritten) => rewritten,
+        Err(error) => return Verdict::Broken(error),
+    };
+    // wasmtime meters the global initializers it compiles and the wrapper
+    // it calls a start function through; this metering leaves
+    // instantiation free. The wasmtime run gets that much more fuel, so
+    // that both have the same left when the first export is called.
+    let extra = match (
+        instantiation_fuel(&wasmtime_engine, original, false),
+        instantiation_fuel(&module_engine, &rewritten, true),
+    ) {
+        (Some(theirs), Some(ours)) => theirs.saturating_sub(ours),
+        _ => 0,
+    };
+    let runs = [
+        observe(
+            &wasmtime_engine,
+            original,
+            Fuel::Wasmtime { seen: true, extra },
+        ),
+        observe(&module_engine, &rewritten, Fuel::Module),
+    ];
+    // How deep a recursion goes before the stack overflows depends on the
+    // frames each metering compiles to, so one may run out of fuel first.
+    let overflowed = |seen: &[String]| {
+        seen.last()
+            .is_some_and(|last| last.ends_with("trapped: Some(StackOverflow)"))
+    };
+    match runs {
+        [Ok(Some(theirs)), Ok(Some(ours))] if theirs == ours => Verdict::Same,
+        [Ok(None), Ok(None)] => Verdict::RanOutOfFuel,
+        [Ok(Some(seen)), Ok(None)] | [Ok(None), Ok(Some(seen))] if overflowed(&seen) => {
+            Verdict::RanOutOfFuel
+        }
+        [Err(error), _] | [_, Err(error)] => Verdict::Broken(error),
+        [theirs, ours] => Verdict::Broken(format!(
+            "metered in the module, the run differs:\nwasmtime: {theirs:?}\nmodule:   {ours:?}"
+        )),
+    }
+}
+
+/// The fuel a module spends being instantiated, its start function
+/// included: under wasmtime's metering, or (`in_module`) this one's, where
+/// the host calls the start function. None if it does not finish.
+fn instantiation_fuel(engine: &wasmtime::Engine, bytes: &[u8], in_module: bool) -> Option<u64> {
+    use wasmtime::{Instance, Module, Store, Val};
+    let budget = crate::nan::CHECK_FUEL;
+    let module = Module::new(engine, bytes).ok()?;
+    let mut store = Store::new(engine, ());
+    if !in_module {
+        store.set_fuel(budget).ok()?;
+        Instance::new(&mut store, &module, &[]).ok()?;
+        return Some(budget - store.get_fuel().ok()?);
+    }
+    let instance = Instance::new(&mut store, &module, &[]).ok()?;
+    let fuel = instance.get_global(&mut store, FUEL_EXPORT)?;
+    fuel.set(&mut store, Val::I64(budget as i64)).ok()?;
+    if let Some(start) = instance.get_func(&mut store, START_EXPORT) {
+        start.call(&mut store, &[], &mut []).ok()?;
+    }
+    let left = fuel.get(&mut store).i64()?;
+    u64::try_from(left).ok().map(|left| budget - left)
+}

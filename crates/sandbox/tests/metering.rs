@@ -1,0 +1,299 @@
+//! Fuel and the wall clock metered in the module (`idlegrid_sandbox::meter`):
+//! the same fuel as wasmtime's metering, run for run and trap for trap; the
+//! backstop stops loops in `_start` and in a start function; modules cannot
+//! reach the metering's parts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use idlegrid_sandbox::meter::metered_like_wasmtime;
+use idlegrid_sandbox::nan::Verdict;
+use idlegrid_sandbox::{
+    ErrorKind, Metering, Nans, Sandbox, SandboxConfig, TaskLimits, TaskReport, TaskSpec,
+};
+
+fn sandbox(metering: Metering, nans: Nans) -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        metering,
+        nans,
+        concurrent_tasks_max: 2,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox")
+}
+
+fn run(sandbox: &Sandbox, bytes: &[u8], args: &[&str], limits: TaskLimits) -> TaskReport {
+    let task = TaskSpec {
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        limits,
+        ..TaskSpec::default()
+    };
+    sandbox.run_module(bytes, &task).expect("the host runs it")
+}
+
+fn limits(fuel: u64, wall_time: Duration) -> TaskLimits {
+    TaskLimits {
+        fuel,
+        wall_time,
+        ..TaskLimits::default()
+    }
+}
+
+fn failure(report: &TaskReport) -> ErrorKind {
+    match &report.result {
+        Err(error) => error.kind,
+        Ok(completion) => panic!("expected a failure, it exited {}", completion.exit_code),
+    }
+}
+
+/// Control flow of every kind the metering settles at: loops, branches out
+/// of blocks and to the function's own label, `br_table`, `if`/`else`,
+/// calls (direct and indirect), early returns, traps mid-block.
+const CONTROL: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (table 2 funcref)
+  (elem (i32.const 0) $double $early)
+  (type $unary (func (param i32) (result i32)))
+  (global $g (mut i32) (i32.const 7))
+  (func $double (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2)))
+  (func $early (param i32) (result i32)
+    (if (i32.gt_u (local.get 0) (i32.const 100)) (then (return (i32.const 100))))
+    (drop (br_if 0 (i32.const -1) (i32.eqz (local.get 0))))
+    (i32.add (local.get 0) (i32.const 1)))
+  (func $switch (export "switch") (param i32) (result i32)
+    (block $a (block $b (block $c
+      (br_table $a $b $c $a (local.get 0)))
+      (return (i32.const 30)))
+      (return (i32.const 20)))
+    (i32.const 10))
+  (func (export "loops") (result i32)
+    (local $i i32) (local $sum i32)
+    (loop $again
+      (local.set $sum (i32.add (local.get $sum)
+        (call_indirect (type $unary) (local.get $i) (i32.rem_u (local.get $i) (i32.const 2)))))
+      (local.set $sum (i32.add (local.get $sum) (call $switch (i32.rem_u (local.get $i) (i32.const 5)))))
+      (if (i32.and (local.get $i) (i32.const 1))
+        (then (global.set $g (i32.add (global.get $g) (i32.const 1))))
+        (else (i32.store (i32.const 0) (local.get $sum))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 1000))))
+    (local.get $sum))
+  (func (export "trap_midway") (result i32)
+    (local $i i32)
+    (loop $again
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (drop (i32.div_u (i32.const 1) (i32.sub (i32.const 50) (local.get $i))))
+      (br $again))
+    (i32.const 0))
+  (func (export "unreachable_midway") (result i32)
+    (drop (call $double (i32.const 3)))
+    (unreachable))
+  (func $recurse (export "recurse") (param i32) (result i32)
+    (if (result i32) (i32.eqz (local.get 0))
+      (then (i32.const 0))
+      (else (i32.add (i32.const 1) (call $recurse (i32.sub (local.get 0) (i32.const 1)))))))
+  (func $start (global.set $g (call $double (global.get $g))))
+  (start $start))
+"#;
+
+#[test]
+fn hand_written_control_flow_uses_the_fuel_wasmtime_meters() {
+    let bytes = wat::parse_str(CONTROL).expect("wat");
+    assert_eq!(metered_like_wasmtime(&bytes), Verdict::Same);
+}
+
+fn smith_config() -> wasm_smith::Config {
+    wasm_smith::Config {
+        max_imports: 0,
+        export_everything: true,
+        allow_start_export: true,
+        min_funcs: 1,
+        max_memory32_bytes: 1 << 20,
+        max_table_elements: 1000,
+        max_instructions: 300,
+        simd_enabled: true,
+        relaxed_simd_enabled: false,
+        threads_enabled: false,
+        shared_everything_threads_enabled: false,
+        memory64_enabled: false,
+        // externref needs wasmtime's GC support, which is not built in.
+        reference_types_enabled: false,
+        gc_enabled: false,
+        exceptions_enabled: false,
+        tail_call_enabled: true,
+        custom_page_sizes_enabled: false,
+        wide_arithmetic_enabled: false,
+        canonicalize_nans: false,
+        ..wasm_smith::Config::default()
+    }
+}
+
+#[test]
+fn random_modules_use_the_fuel_wasmtime_meters_and_run_out_at_the_same_check() {
+    let (mut same, mut out_of_fuel) = (0, 0);
+    for seed in 0..400u64 {
+        let mut bytes = vec![0u8; 4096];
+        let mut state = blake3::Hasher::new();
+        state.update(b"metering");
+        state.update(&seed.to_le_bytes());
+        state.finalize_xof().fill(&mut bytes);
+        let mut unstructured = arbitrary::Unstructured::new(&bytes);
+        let Ok(module) = wasm_smith::Module::new(smith_config(), &mut unstructured) else {
+            continue;
+        };
+        match metered_like_wasmtime(&module.to_bytes()) {
+            Verdict::Same => same += 1,
+            Verdict::RanOutOfFuel => out_of_fuel += 1,
+            Verdict::Unusable(_) => {}
+            Verdict::Broken(why) => panic!("seed {seed}: {why}"),
+        }
+    }
+    assert!(same > 100, "only {same} modules ran to the end");
+    assert!(out_of_fuel > 0, "no module ran out of fuel");
+}
+
+fn example(name: &str) -> Vec<u8> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/{name}/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// wasmtime's metering also charges the global initializers it compiles
+/// when a module is instantiated; this metering leaves instantiation free.
+const INSTANTIATION_FUEL_MAX: u64 = 16;
+
+#[test]
+fn examples_use_the_fuel_wasmtime_meters_and_stop_at_their_budget() {
+    let cases: [(&str, &[&str]); 4] = [
+        ("pi", &["20000", "7"]),
+        ("mandelbrot", &["48", "32", "0", "0", "48", "200"]),
+        ("nbody", &["2000"]),
+        ("hashgrind", &["3000"]),
+    ];
+    let theirs = sandbox(Metering::Wasmtime, Nans::Off);
+    let ours = sandbox(Metering::InModule, Nans::Off);
+    let ours_observed = sandbox(Metering::InModule, Nans::Observed);
+    let ample = limits(50_000_000_000, Duration::from_secs(60));
+    for (name, args) in cases {
+        let bytes = example(name);
+        let reference = run(&theirs, &bytes, args, ample);
+        let stdout = &reference.result.as_ref().expect("runs").output.stdout;
+        let report = run(&ours, &bytes, args, ample);
+        let used = report.fuel_used;
+        assert!(
+            used <= reference.fuel_used && reference.fuel_used - used <= INSTANTIATION_FUEL_MAX,
+            "{name}: {used} metered in the module, {} by wasmtime",
+            reference.fuel_used
+        );
+        assert_eq!(
+            &report.result.expect("runs").output.stdout,
+            stdout,
+            "{name}"
+        );
+        // The NaN rewrite's instructions are free.
+        let report = run(&ours_observed, &bytes, args, ample);
+        assert_eq!(report.fuel_used, used, "{name}");
+        assert_eq!(
+            &report.result.expect("runs").output.stdout,
+            stdout,
+            "{name}"
+        );
+        // Half the fuel: stopped, billed the whole budget, every time.
+        let half = limits(used / 2, Duration::from_secs(60));
+        for _ in 0..2 {
+            let report = run(&ours, &bytes, args, half);
+            assert_eq!(failure(&report), ErrorKind::OutOfFuel, "{name}");
+            assert_eq!(report.fuel_used, half.fuel, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_start_function_that_never_ends_hits_the_wall_clock_backstop() {
+    let bytes = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func $forever (loop (br 0)))
+             (start $forever)
+             (func (export "_start")))"#,
+    )
+    .expect("wat");
+    let sandbox = sandbox(Metering::InModule, Nans::Observed);
+    let report = run(
+        &sandbox,
+        &bytes,
+        &[],
+        limits(u64::MAX, Duration::from_millis(200)),
+    );
+    assert_eq!(failure(&report), ErrorKind::WallTimeout);
+    assert!(
+        report.duration < Duration::from_secs(10),
+        "{:?}",
+        report.duration
+    );
+    let report = run(
+        &sandbox,
+        &bytes,
+        &[],
+        limits(1_000_000, Duration::from_secs(60)),
+    );
+    assert_eq!(failure(&report), ErrorKind::OutOfFuel);
+    assert_eq!(report.fuel_used, 1_000_000);
+}
+
+#[test]
+fn a_start_function_runs_before_start_and_is_billed() {
+    let bytes = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+             (memory (export "memory") 1)
+             (data (i32.const 16) "xy")
+             (func $first (i32.store8 (i32.const 16) (i32.const 97)))
+             (start $first)
+             (func (export "_start")
+               (i32.store (i32.const 0) (i32.const 16))
+               (i32.store (i32.const 4) (i32.const 2))
+               (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    )
+    .expect("wat");
+    let ample = limits(1_000_000, Duration::from_secs(60));
+    let ours = run(
+        &sandbox(Metering::InModule, Nans::Observed),
+        &bytes,
+        &[],
+        ample,
+    );
+    assert_eq!(ours.result.expect("runs").output.stdout, b"ay");
+    // The start function: entering it and three operators; `_start`:
+    // entering it and eleven operators up to and including the call.
+    assert_eq!(ours.fuel_used, 4 + 12);
+}
+
+#[test]
+fn a_task_cannot_reach_the_metering() {
+    let sandbox = sandbox(Metering::InModule, Nans::Observed);
+    let ample = limits(1_000_000, Duration::from_secs(60));
+    // Its names are kept.
+    for name in [
+        "idlegrid:fuel",
+        "idlegrid:stopped",
+        "idlegrid:interrupt",
+        "idlegrid:start",
+    ] {
+        let bytes = wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1) (global (export "{name}") i32 (i32.const 0))
+                 (func (export "_start")))"#
+        ))
+        .expect("wat");
+        let report = run(&sandbox, &bytes, &[], ample);
+        assert_eq!(failure(&report), ErrorKind::InvalidModule, "{name}");
+    }
+    // A second memory, which would be the interrupt page's index, is refused.
+    let bytes = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (memory $floor 1)
+             (func (export "_start") (i64.store $floor (i32.const 0) (i64.const -1))))"#,
+    )
+    .expect("wat");
+    let report = run(&sandbox, &bytes, &[], ample);
+    assert_eq!(failure(&report), ErrorKind::InvalidModule);
+}
