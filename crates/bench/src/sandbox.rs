@@ -318,7 +318,7 @@ fn compile_and_cache(repetitions: usize) -> anyhow::Result<Vec<Measurement>> {
         let mut rewrites = Vec::new();
         for _ in 0..repetitions {
             let started = Instant::now();
-            idlegrid_sandbox::nan::canonicalize_observed(&bytes).map_err(anyhow::Error::msg)?;
+            idlegrid_sandbox::nan::provider_rewrite(&bytes).map_err(anyhow::Error::msg)?;
             rewrites.push(started.elapsed());
             let uncached = sandbox(Metering::InModule, Nans::Observed, None)?;
             let started = Instant::now();
@@ -357,7 +357,7 @@ fn compile_and_cache(repetitions: usize) -> anyhow::Result<Vec<Measurement>> {
             "cold compile",
         ));
         rows.push(Measurement::new(
-            format!("sandbox.nan_rewrite.{name}"),
+            format!("sandbox.rewrite.{name}"),
             millis(median(rewrites)),
             "ms",
             cold,

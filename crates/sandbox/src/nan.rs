@@ -52,9 +52,10 @@ pub enum Rewrite {
     ObservedOnAnotherCpu { f32: u32, f64: u64 },
 }
 
-/// Rewrites `bytes` so that every NaN a task can observe is canonical.
-pub fn canonicalize_observed(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    rewrite(bytes, Rewrite::Observed)
+/// The rewrite a provider's sandbox gives a module when it prepares it:
+/// NaNs canonical where observed, fuel and the wall clock metered in it.
+pub fn provider_rewrite(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    prepare(bytes, Some(Rewrite::Observed), true)
 }
 
 pub fn rewrite(bytes: &[u8], mode: Rewrite) -> Result<Vec<u8>, String> {
@@ -406,7 +407,7 @@ fn canonical_f32_bits(function: &mut Function, scratch: u32) {
         .instruction(&Instruction::I32Const(F32_CANONICAL_NAN as i32))
         .instruction(&Instruction::LocalGet(scratch))
         .instruction(&Instruction::LocalGet(scratch))
-        .instruction(&Instruction::F32Eq)
+        .instruction(&Instruction::F32Ge)
         .instruction(&Instruction::Select);
 }
 
@@ -417,7 +418,7 @@ fn canonical_f64_bits(function: &mut Function, scratch: u32) {
         .instruction(&Instruction::I64Const(F64_CANONICAL_NAN as i64))
         .instruction(&Instruction::LocalGet(scratch))
         .instruction(&Instruction::LocalGet(scratch))
-        .instruction(&Instruction::F64Eq)
+        .instruction(&Instruction::F64Ge)
         .instruction(&Instruction::Select);
 }
 
@@ -432,30 +433,33 @@ fn store_then_fix(
     memarg: wasm_encoder::MemArg,
     f64: bool,
 ) {
-    let (value, store, not_equal, canonical) = if f64 {
+    let (value, store, ordered, canonical) = if f64 {
         (
             scratch.f64,
             Instruction::F64Store(memarg),
-            Instruction::F64Ne,
+            Instruction::F64Ge,
             Instruction::F64Const(f64::from_bits(F64_CANONICAL_NAN).into()),
         )
     } else {
         (
             scratch.f32,
             Instruction::F32Store(memarg),
-            Instruction::F32Ne,
+            Instruction::F32Ge,
             Instruction::F32Const(f32::from_bits(F32_CANONICAL_NAN).into()),
         )
     };
+    // `x >= x` is false only for a NaN, and compiles to one branch on one
+    // flag (`x != x` needs two).
     function
         .instruction(&Instruction::LocalSet(value))
         .instruction(&Instruction::LocalTee(scratch.address))
         .instruction(&Instruction::LocalGet(value))
         .instruction(&store)
+        .instruction(&Instruction::Block(wasm_encoder::BlockType::Empty))
         .instruction(&Instruction::LocalGet(value))
         .instruction(&Instruction::LocalGet(value))
-        .instruction(&not_equal)
-        .instruction(&Instruction::If(wasm_encoder::BlockType::Empty))
+        .instruction(&ordered)
+        .instruction(&Instruction::BrIf(0))
         .instruction(&Instruction::LocalGet(scratch.address))
         .instruction(&canonical)
         .instruction(&store)
