@@ -21,7 +21,8 @@
 //! - **Checks** at each function's entry and each loop's head (wasmtime's
 //!   places, which bound the time between checks by the longest straight
 //!   run of code) trap with `unreachable`, after setting the global
-//!   `idlegrid:stopped`, when the count is at or below a floor. The floor is read from an internal one-page memory
+//!   `idlegrid:stopped`, when the count is at or below a floor (at the
+//!   entry of a function that calls none, below 0: see `Metering::enter`). The floor is read from an internal one-page memory
 //!   (`idlegrid:interrupt`, never addressed by the task's own code): 0 while
 //!   the task may run, and raised past every count by the host's ticker
 //!   thread once the task's wall-clock deadline passes. A check's trap is
@@ -99,6 +100,29 @@ pub fn strip_start(bytes: &[u8]) -> Result<(Vec<u8>, Option<u32>), String> {
         }
         offset += consumed;
     }
+}
+
+/// Whether a function body calls a function (directly, indirectly or as a
+/// tail call, which is how a function can repeat without a loop).
+pub(crate) fn calls(
+    body: &wasmparser::FunctionBody<'_>,
+) -> Result<bool, wasmparser::BinaryReaderError> {
+    use Operator as O;
+    let mut reader = body.get_operators_reader()?;
+    while !reader.eof() {
+        if matches!(
+            reader.read()?,
+            O::Call { .. }
+                | O::CallIndirect { .. }
+                | O::CallRef { .. }
+                | O::ReturnCall { .. }
+                | O::ReturnCallIndirect { .. }
+                | O::ReturnCallRef { .. }
+        ) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Fuel an operator costs: wasmtime's default table.
@@ -194,12 +218,20 @@ impl Metering {
     }
 
     /// At the function's entry: load the count, charge the entry, check.
-    pub(crate) fn enter(&mut self, function: &mut Function) {
+    /// A function that calls no other checks only the fuel there: the
+    /// floor is read at its loop heads, and the time it runs between them
+    /// is bounded by its length, so every stretch of a run without a floor
+    /// check is bounded (by a function's length times the stack's depth).
+    pub(crate) fn enter(&mut self, function: &mut Function, calls: bool) {
         function
             .instruction(&Instruction::GlobalGet(self.layout.fuel_global))
             .instruction(&Instruction::LocalSet(self.fuel));
         self.settle(function);
-        self.check(function);
+        if calls {
+            self.check(function);
+        } else {
+            self.check_fuel(function);
+        }
     }
 
     /// What goes before `operator`.
@@ -303,7 +335,21 @@ impl Metering {
             .instruction(&Instruction::I32WrapI64)
             .instruction(&Instruction::I32Const(FLOOR_ADDRESS_MASK))
             .instruction(&Instruction::I32And)
-            .instruction(&Instruction::I64Load(floor))
+            .instruction(&Instruction::I64Load(floor));
+        self.trap_if_at_or_below(function);
+    }
+
+    /// Traps, as [`Self::check`], if the count is at or below 0.
+    fn check_fuel(&self, function: &mut Function) {
+        function
+            .instruction(&Instruction::LocalGet(self.fuel))
+            .instruction(&Instruction::I64Const(0));
+        self.trap_if_at_or_below(function);
+    }
+
+    /// With the count and a floor on the stack.
+    fn trap_if_at_or_below(&self, function: &mut Function) {
+        function
             .instruction(&Instruction::I64LeS)
             .instruction(&Instruction::If(BlockType::Empty));
         self.save(function);

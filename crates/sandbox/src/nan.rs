@@ -621,7 +621,7 @@ impl Reencode for Rewriter {
         });
         let mut function = Function::new(locals);
         if let Some(metering) = &mut metering {
-            metering.enter(&mut function);
+            metering.enter(&mut function, crate::meter::calls(&body)?);
         }
         let mut reader = body.get_operators_reader()?;
         let mut exact_on_top = false;

@@ -241,6 +241,35 @@ fn a_start_function_that_never_ends_hits_the_wall_clock_backstop() {
     assert_eq!(report.fuel_used, 1_000_000);
 }
 
+/// Functions that call others check the wall clock at their entry, so a
+/// tree of calls with no loop (each level calling the next eight times,
+/// 8^12 calls in all) is stopped too.
+#[test]
+fn a_tree_of_calls_without_loops_hits_the_wall_clock_backstop() {
+    let mut wat =
+        String::from(r#"(module (memory (export "memory") 1) (global $n (mut i64) (i64.const 0))"#);
+    for level in 0..12 {
+        let calls = format!("(call $f{})", level + 1).repeat(8);
+        wat.push_str(&format!("(func $f{level} {calls})"));
+    }
+    wat.push_str(r#"(func $f12 (global.set $n (i64.add (global.get $n) (i64.const 1))))"#);
+    wat.push_str(r#"(func (export "_start") (call $f0)))"#);
+    let bytes = wat::parse_str(&wat).expect("wat");
+    let sandbox = sandbox(Metering::InModule, Nans::Observed);
+    let report = run(
+        &sandbox,
+        &bytes,
+        &[],
+        limits(u64::MAX, Duration::from_millis(300)),
+    );
+    assert_eq!(failure(&report), ErrorKind::WallTimeout);
+    assert!(
+        report.duration < Duration::from_secs(10),
+        "{:?}",
+        report.duration
+    );
+}
+
 #[test]
 fn a_start_function_runs_before_start_and_is_billed() {
     let bytes = wat::parse_str(
