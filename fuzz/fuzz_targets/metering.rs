@@ -9,26 +9,12 @@ use idlegrid_sandbox::meter::metered_like_wasmtime;
 use idlegrid_sandbox::nan::Verdict;
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../../crates/sandbox/tests/common/smith.rs"]
+mod smith;
+
 fuzz_target!(|bytes: &[u8]| {
     let mut unstructured = arbitrary::Unstructured::new(bytes);
-    // The sandbox's profile, with start functions and tail calls.
-    let config = wasm_smith::Config {
-        max_imports: 0,
-        export_everything: true,
-        allow_start_export: true,
-        min_funcs: 1,
-        max_memory32_bytes: 1 << 20,
-        relaxed_simd_enabled: false,
-        threads_enabled: false,
-        memory64_enabled: false,
-        reference_types_enabled: false,
-        gc_enabled: false,
-        exceptions_enabled: false,
-        tail_call_enabled: true,
-        wide_arithmetic_enabled: false,
-        canonicalize_nans: false,
-        ..wasm_smith::Config::default()
-    };
+    let config = smith::config(true);
     let Ok(module) = wasm_smith::Module::new(config, &mut unstructured) else {
         return;
     };

@@ -8,28 +8,12 @@
 use idlegrid_sandbox::nan::{Verdict, same_on_another_cpu};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../../crates/sandbox/tests/common/smith.rs"]
+mod smith;
+
 fuzz_target!(|bytes: &[u8]| {
     let mut unstructured = arbitrary::Unstructured::new(bytes);
-    // The sandbox's profile: no imports, SIMD without relaxed SIMD, no
-    // threads, 32-bit memory, no reference types (externref needs
-    // wasmtime's GC), no exceptions, tail calls or wide arithmetic.
-    let config = wasm_smith::Config {
-        max_imports: 0,
-        export_everything: true,
-        allow_start_export: false,
-        min_funcs: 1,
-        max_memory32_bytes: 1 << 20,
-        relaxed_simd_enabled: false,
-        threads_enabled: false,
-        memory64_enabled: false,
-        reference_types_enabled: false,
-        gc_enabled: false,
-        exceptions_enabled: false,
-        tail_call_enabled: false,
-        wide_arithmetic_enabled: false,
-        canonicalize_nans: false,
-        ..wasm_smith::Config::default()
-    };
+    let config = smith::config(false);
     let Ok(module) = wasm_smith::Module::new(config, &mut unstructured) else {
         return;
     };

@@ -6,6 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+#[path = "common/smith.rs"]
+mod smith;
+
 use idlegrid_sandbox::meter::metered_like_wasmtime;
 use idlegrid_sandbox::nan::Verdict;
 use idlegrid_sandbox::{
@@ -105,27 +108,8 @@ fn hand_written_control_flow_uses_the_fuel_wasmtime_meters() {
 
 fn smith_config() -> wasm_smith::Config {
     wasm_smith::Config {
-        max_imports: 0,
-        export_everything: true,
-        allow_start_export: true,
-        min_funcs: 1,
-        max_memory32_bytes: 1 << 20,
-        max_table_elements: 1000,
         max_instructions: 300,
-        simd_enabled: true,
-        relaxed_simd_enabled: false,
-        threads_enabled: false,
-        shared_everything_threads_enabled: false,
-        memory64_enabled: false,
-        // externref needs wasmtime's GC support, which is not built in.
-        reference_types_enabled: false,
-        gc_enabled: false,
-        exceptions_enabled: false,
-        tail_call_enabled: true,
-        custom_page_sizes_enabled: false,
-        wide_arithmetic_enabled: false,
-        canonicalize_nans: false,
-        ..wasm_smith::Config::default()
+        ..smith::config(true)
     }
 }
 

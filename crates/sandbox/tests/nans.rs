@@ -8,6 +8,9 @@ use idlegrid_sandbox::nan::{
 };
 use wasmtime::{Config, Engine, Instance, Module, Store};
 
+#[path = "common/smith.rs"]
+mod smith;
+
 /// The engine a provider runs rewritten modules on (no per-operation
 /// canonicalization), or wasmtime's canonicalization after every operation.
 fn engine(every_operation: bool) -> Engine {
@@ -98,27 +101,8 @@ fn random_modules_behave_the_same_on_a_cpu_that_makes_other_nans() {
         state.finalize_xof().fill(&mut bytes);
         let mut unstructured = arbitrary::Unstructured::new(&bytes);
         let config = wasm_smith::Config {
-            max_imports: 0,
-            export_everything: true,
-            allow_start_export: false,
-            min_funcs: 1,
-            max_memory32_bytes: 1 << 20,
-            max_table_elements: 1000,
             max_instructions: 200,
-            simd_enabled: true,
-            relaxed_simd_enabled: false,
-            threads_enabled: false,
-            shared_everything_threads_enabled: false,
-            memory64_enabled: false,
-            // externref needs wasmtime's GC support, which is not built in.
-            reference_types_enabled: false,
-            gc_enabled: false,
-            exceptions_enabled: false,
-            tail_call_enabled: false,
-            custom_page_sizes_enabled: false,
-            wide_arithmetic_enabled: false,
-            canonicalize_nans: false,
-            ..wasm_smith::Config::default()
+            ..smith::config(false)
         };
         let Ok(module) = wasm_smith::Module::new(config, &mut unstructured) else {
             continue;
