@@ -22,14 +22,15 @@
 //!   places, which bound the time between checks by the longest straight
 //!   run of code) trap with `unreachable`, after setting the global
 //!   `idlegrid:stopped`, when the count is at or below a floor (at the
-//!   entry of a function that calls none, below 0: see `Metering::enter`). The floor is read from an internal one-page memory
-//!   (`idlegrid:interrupt`, never addressed by the task's own code): 0 while
-//!   the task may run, and raised past every count by the host's ticker
-//!   thread once the task's wall-clock deadline passes. A check's trap is
-//!   a wall timeout if the deadline passed, else out of fuel. Every 8-byte word of the page holds the floor, and a check
-//!   reads the word its count's low bits name: an address that changes
-//!   with the count, so that Cranelift cannot take one load before a loop
-//!   for every load in it.
+//!   entry of a function that calls none, 0: see `Metering::enter`). The
+//!   floor is read from an internal one-page memory (`idlegrid:interrupt`,
+//!   never addressed by the task's own code): 0 while the task may run,
+//!   and raised past every count by the host's deadline thread once the
+//!   task's wall-clock deadline passes. A check's trap is a wall timeout if
+//!   the deadline passed, else out of fuel. Every 8-byte word of the page
+//!   holds the floor, and a check reads the word its count's low bits
+//!   name: an address that changes with the count, so that Cranelift
+//!   cannot take one load before a loop for every load in it.
 //! - A **start function** would run inside instantiation, before the host
 //!   can set the fuel or watch the clock, so its section is removed and the
 //!   function exported as `idlegrid:start`; the host calls it first.
@@ -375,7 +376,8 @@ struct Watched {
 }
 
 struct Watch {
-    deadline: Instant,
+    /// None for a wall-clock limit past what the clock can count to.
+    deadline: Option<Instant>,
     floor: FloorPtr,
     fired: bool,
 }
@@ -404,7 +406,7 @@ impl Interrupts {
                     let now = Instant::now();
                     let mut watched = watched.lock().unwrap_or_else(|p| p.into_inner());
                     for watch in watched.tasks.values_mut() {
-                        if !watch.fired && now >= watch.deadline {
+                        if !watch.fired && watch.deadline.is_some_and(|deadline| now >= deadline) {
                             watch.fired = true;
                             raise(&watch.floor);
                         }
@@ -428,7 +430,7 @@ impl Interrupts {
         unsafe_code,
         reason = "the ticker thread writes through `floor` while the guard lives"
     )]
-    pub(crate) unsafe fn watch(&self, floor: *mut u8, deadline: Instant) -> Watching {
+    pub(crate) unsafe fn watch(&self, floor: *mut u8, deadline: Option<Instant>) -> Watching {
         let mut watched = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let id = watched.next_id;
         watched.next_id += 1;

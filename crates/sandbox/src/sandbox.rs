@@ -550,8 +550,12 @@ impl Sandbox {
         // SAFETY: the interrupt memory is the instance's own one-page memory,
         // which lives as long as `store`; `watching` is dropped at the end of
         // this function, before the store.
-        let watching =
-            unsafe { interrupts.watch(floor.data_ptr(&*store), Instant::now() + limits.wall_time) };
+        let watching = unsafe {
+            interrupts.watch(
+                floor.data_ptr(&*store),
+                Instant::now().checked_add(limits.wall_time),
+            )
+        };
         let start = instance.get_typed_func::<(), ()>(&mut *store, crate::meter::START_EXPORT);
         let outcome = match start {
             Ok(start) => start.call(&mut *store, ()),

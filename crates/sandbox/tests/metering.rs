@@ -283,6 +283,19 @@ fn a_start_function_runs_before_start_and_is_billed() {
 }
 
 #[test]
+fn a_wall_clock_limit_past_what_the_clock_counts_to_is_no_limit() {
+    let bytes = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "_start") (local i32)
+               (loop (br_if 0 (i32.lt_u (local.tee 0 (i32.add (local.get 0) (i32.const 1))) (i32.const 1000))))))"#,
+    )
+    .expect("wat");
+    let sandbox = sandbox(Metering::InModule, Nans::Observed);
+    let report = run(&sandbox, &bytes, &[], limits(1_000_000, Duration::MAX));
+    assert_eq!(report.result.expect("runs").exit_code, 0);
+}
+
+#[test]
 fn a_task_cannot_reach_the_metering() {
     let sandbox = sandbox(Metering::InModule, Nans::Observed);
     let ample = limits(1_000_000, Duration::from_secs(60));
