@@ -12,7 +12,12 @@ fn main() -> std::io::Result<()> {
     for (name, transaction) in fixture.seeds() {
         let outcome = fixture
             .ledger()
-            .apply_block(2, std::slice::from_ref(&transaction), &NoReExecution)
+            .apply_block(
+                2,
+                idlegrid_fuzz::BLOCK_2_TIME_MS,
+                std::slice::from_ref(&transaction),
+                &NoReExecution,
+            )
             .expect("the ledger applies a seed");
         match &outcome.transactions[0].outcome {
             Ok(_) => println!("seed-{name}: applies"),

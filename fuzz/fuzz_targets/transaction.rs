@@ -21,7 +21,9 @@ fuzz_target!(|bytes: &[u8]| {
     // As decoded (almost always a bad signature), then signed again so that
     // the rest of the checks are reached.
     let block = [transaction.clone(), fixture.sign_all(&transaction)];
-    if let Err(error) = ledger.apply_block(2, &block, &NoReExecution) {
+    if let Err(error) =
+        ledger.apply_block(2, idlegrid_fuzz::BLOCK_2_TIME_MS, &block, &NoReExecution)
+    {
         panic!("the ledger failed on {transaction:?}: {error}");
     }
     let supply = ledger.supply().expect("supply reads");

@@ -20,6 +20,11 @@ pub const PROVIDER: usize = 1;
 pub const VALIDATOR: usize = 2;
 const MODULE: &[u8] = b"not a module: nothing is re-executed";
 
+/// The fixture's block times: the block that opens the job, and the block
+/// a fuzzed transaction is applied in.
+pub const BLOCK_1_TIME_MS: u64 = 1_000;
+pub const BLOCK_2_TIME_MS: u64 = 2_000;
+
 /// Three funded accounts (one a validator) after block 1, in which the
 /// requestor opened a job; the next block is at height 2.
 #[derive(Debug)]
@@ -57,7 +62,7 @@ impl Fixture {
         let requestor = &keys[REQUESTOR];
         let open = sign(requestor, 0, TxKind::OpenJob(open_job()));
         let outcome = ledger
-            .apply_block(1, &[open], &NoReExecution)
+            .apply_block(1, BLOCK_1_TIME_MS, &[open], &NoReExecution)
             .expect("block 1 applies");
         assert!(outcome.transactions[0].outcome.is_ok(), "{outcome:?}");
         Self {
@@ -214,6 +219,7 @@ fn open_job() -> OpenJob {
             memory_bytes: 1 << 20,
             output_bytes: 1 << 10,
         },
+        agent: None,
     }
 }
 
