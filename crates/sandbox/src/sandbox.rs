@@ -226,7 +226,7 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, SetupError> {
         let engine = Engine::new(&engine_config(&config)).map_err(setup_error)?;
-        let validator = Engine::new(&validation_config()).map_err(setup_error)?;
+        let validator = Engine::new(&task_features()).map_err(setup_error)?;
 
         let mut wasi = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut wasi, |state: &mut TaskState| &mut state.wasi)
@@ -625,20 +625,14 @@ fn engine_config(config: &SandboxConfig) -> Config {
         .table_keep_resident(KEEP_RESIDENT_BYTES)
         .pagemap_scan(wasmtime::Enabled::Auto);
 
-    let mut engine = Config::new();
+    let mut engine = task_features();
     engine
-        // Determinism: one NaN bit pattern, no relaxed SIMD. Threads (and so
-        // shared memory) are off because wasmtime's `threads` feature is not
-        // compiled in; a test checks that shared memory is refused.
+        // Determinism: one NaN bit pattern.
         .cranelift_nan_canonicalization(config.nans == Nans::EveryOperation)
-        .wasm_relaxed_simd(false)
         .relaxed_simd_deterministic(true)
-        .wasm_memory64(false)
         // The metered module's interrupt memory is its second; a task's
-        // own module is validated without (`validation_config`).
+        // own module is validated without (`task_features` alone).
         .wasm_multi_memory(config.metering == Metering::InModule)
-        .wasm_custom_page_sizes(false)
-        .wasm_component_model(false)
         // Billing and the limits.
         .consume_fuel(config.metering == Metering::Wasmtime)
         .epoch_interruption(config.metering == Metering::Wasmtime)
@@ -648,8 +642,11 @@ fn engine_config(config: &SandboxConfig) -> Config {
     engine
 }
 
-/// The features a task's module may use: the engine's, with one memory.
-fn validation_config() -> Config {
+/// The features a task's own module may use: no relaxed SIMD, 32-bit
+/// memory, one memory, standard pages, no components. Threads (and so
+/// shared memory) are off because wasmtime's `threads` feature is not
+/// compiled in; a test checks that shared memory is refused.
+fn task_features() -> Config {
     let mut config = Config::new();
     config
         .wasm_relaxed_simd(false)
