@@ -5,7 +5,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use idlegrid_sandbox::{Metering, Nans, Sandbox, SandboxConfig, TaskLimits, TaskSpec};
+use idlegrid_sandbox::{
+    Metering, Nans, PreparedModule, Sandbox, SandboxConfig, TaskLimits, TaskSpec,
+};
 
 use crate::{Measurement, native};
 
@@ -139,25 +141,18 @@ fn task(args: &[String], stdin: &[u8]) -> TaskSpec {
     }
 }
 
-/// Median time of the task's run (instantiation and `_start`; compilation excluded).
+/// One timed run of the task (instantiation and `_start`; compilation
+/// excluded).
 fn time_wasm(
     sandbox: &Sandbox,
-    bytes: &[u8],
+    prepared: &PreparedModule,
     spec: &TaskSpec,
-    repetitions: usize,
 ) -> anyhow::Result<Duration> {
-    let (prepared, _) = sandbox
-        .prepare(bytes)
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let mut samples = Vec::with_capacity(repetitions);
-    for _ in 0..repetitions {
-        let report = sandbox.run(&prepared, spec)?;
-        if let Err(error) = report.result {
-            bail!("the task failed: {error}");
-        }
-        samples.push(report.duration);
+    let report = sandbox.run(prepared, spec)?;
+    if let Err(error) = report.result {
+        bail!("the task failed: {error}");
     }
-    Ok(median(samples))
+    Ok(report.duration)
 }
 
 pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
@@ -208,13 +203,34 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
         let stdin = text(input_bytes);
         let spec = task(&args, &stdin);
 
-        let native_samples = (0..repetitions)
-            .map(|_| native::run(workload.name, &args, &stdin))
+        let prepared = variants
+            .iter()
+            .map(|(_, sandbox)| {
+                sandbox
+                    .prepare(&bytes)
+                    .map(|(prepared, _)| prepared)
+                    .map_err(|error| anyhow::anyhow!("{error}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // Rounds of one native run and one run of each variant, so that a
+        // machine whose speed drifts (a shared one) moves the baseline and
+        // every variant alike; each figure is the median over the rounds.
+        let mut native_samples = Vec::with_capacity(repetitions);
+        let mut variant_samples = vec![Vec::with_capacity(repetitions); variants.len()];
+        for _ in 0..repetitions {
+            native_samples.push(native::run(workload.name, &args, &stdin)?);
+            for (((_, sandbox), prepared), samples) in
+                variants.iter().zip(&prepared).zip(&mut variant_samples)
+            {
+                samples.push(time_wasm(sandbox, prepared, &spec)?);
+            }
+        }
         let native_time = millis(median(native_samples));
         let baseline_name = format!("native {}", native::COMPILER);
-        for ((variant, sandbox), variant_ratios) in variants.iter().zip(&mut ratios) {
-            let time = millis(time_wasm(sandbox, &bytes, &spec, repetitions)?);
+        for (((variant, _), samples), variant_ratios) in
+            variants.iter().zip(variant_samples).zip(&mut ratios)
+        {
+            let time = millis(median(samples));
             let row = Measurement::new(
                 format!("sandbox.{}.{variant}", workload.name),
                 time,

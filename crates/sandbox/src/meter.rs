@@ -537,10 +537,11 @@ pub fn metered_like_wasmtime(original: &[u8]) -> crate::nan::Verdict {
         observe(&module_engine, &rewritten, Fuel::Module),
     ];
     // How deep a recursion goes before the stack overflows depends on the
-    // frames each metering compiles to, so one may run out of fuel first.
+    // frames each metering compiles to, so one may run out of fuel first
+    // (in an export, or in a start function while instantiating).
     let overflowed = |seen: &[String]| {
         seen.last()
-            .is_some_and(|last| last.ends_with("trapped: Some(StackOverflow)"))
+            .is_some_and(|last| last.ends_with(": Some(StackOverflow)"))
     };
     match runs {
         [Ok(Some(theirs)), Ok(Some(ours))] if theirs == ours => Verdict::Same,

@@ -51,7 +51,9 @@ fn failure(report: &TaskReport) -> ErrorKind {
 
 /// Control flow of every kind the metering settles at: loops, branches out
 /// of blocks and to the function's own label, `br_table`, `if`/`else`,
-/// calls (direct and indirect), early returns, traps mid-block.
+/// calls (direct and indirect), early returns, traps mid-block; and
+/// (`carried`) blocks that several branches leave with different costs
+/// behind them, and `if`s without `else` whose arm costs something.
 const CONTROL: &str = r#"
 (module
   (memory (export "memory") 1)
@@ -96,6 +98,31 @@ const CONTROL: &str = r#"
     (if (result i32) (i32.eqz (local.get 0))
       (then (i32.const 0))
       (else (i32.add (i32.const 1) (call $recurse (i32.sub (local.get 0) (i32.const 1)))))))
+  (func (export "carried") (result i32)
+    (local $i i32) (local $acc i32)
+    (loop $again
+      (block $out
+        (block $mid
+          (br_if $mid (i32.eqz (i32.rem_u (local.get $i) (i32.const 3))))
+          (local.set $acc (i32.add (local.get $acc) (i32.const 1)))
+          (br_if $out (i32.eq (i32.rem_u (local.get $i) (i32.const 3)) (i32.const 1)))
+          (local.set $acc (i32.add (local.get $acc) (i32.const 2)))
+          (local.set $acc (i32.mul (local.get $acc) (i32.const 3)))
+          (br_if $mid (i32.const 1))
+          (local.set $acc (i32.const 0)))
+        (if (i32.and (local.get $i) (i32.const 4))
+          (then (local.set $acc (i32.xor (local.get $acc) (i32.mul (local.get $i) (i32.const 7))))))
+        (local.set $acc (i32.add (local.get $acc)
+          (block (result i32)
+            (drop (br_if 0 (i32.const 5) (i32.and (local.get $i) (i32.const 8))))
+            (i32.const 9))))
+        (local.get $acc)
+        (if (param i32) (result i32) (i32.and (local.get $i) (i32.const 16))
+          (then (i32.add (i32.const 11))))
+        (local.set $acc))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 300))))
+    (local.get $acc))
   (func $start (global.set $g (call $double (global.get $g))))
   (start $start))
 "#;
