@@ -15,7 +15,11 @@
 //!   as wasmtime's: the cost of a straight run of operators is subtracted
 //!   at its end (before a branch, `if`, `else`, `end`, `loop` or call), so
 //!   a run that finishes uses exactly the fuel it did under wasmtime's
-//!   metering. The instructions the rewrite adds are free. Calls and
+//!   metering. A bulk operator (`memory.copy`, `memory.fill`,
+//!   `memory.init`, `table.copy`, `table.fill`, `table.init`,
+//!   `table.grow`) also costs its length, a unit per byte or element, and
+//!   is checked before it runs unless its length is a constant costing at
+//!   most 128 (wasmtime's rule). The instructions the rewrite adds are free. Calls and
 //!   returns pass the count through a global (`idlegrid:fuel`) that the
 //!   host sets before the task and reads after.
 //! - **Checks** at each function's entry and each loop's head (wasmtime's
@@ -142,6 +146,27 @@ fn cost(operator: &Operator<'_>) -> i64 {
     }
 }
 
+/// Fuel a bulk operator costs for each unit of its length (bytes, table
+/// elements, or pages for `memory.grow`): wasmtime's default table.
+fn bulk_cost_per_unit(operator: &Operator<'_>) -> Option<i64> {
+    use Operator as O;
+    match operator {
+        O::MemoryCopy { .. }
+        | O::MemoryFill { .. }
+        | O::MemoryInit { .. }
+        | O::TableCopy { .. }
+        | O::TableFill { .. }
+        | O::TableInit { .. }
+        | O::TableGrow { .. } => Some(1),
+        O::MemoryGrow { .. } => Some(0),
+        _ => None,
+    }
+}
+
+/// A bulk operator whose length is a constant costing at most this is
+/// not checked before it runs (wasmtime's rule).
+const SMALL_BULK_COST: i64 = 128;
+
 /// How the metering treats one operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -201,17 +226,23 @@ pub(crate) struct Metering {
     layout: Layout,
     /// The local holding the count.
     fuel: u32,
+    /// An `i32` local holding the length of a bulk operator.
+    length: u32,
     /// Cost of the operators since the last settlement.
     pending: i64,
+    /// The value of the operator before, if it was an `i32.const`.
+    constant_before: Option<u32>,
     /// Blocks open inside the function's own.
     depth: u32,
 }
 
 impl Metering {
-    pub(crate) fn new(layout: Layout, fuel_local: u32) -> Self {
+    pub(crate) fn new(layout: Layout, fuel_local: u32, length_local: u32) -> Self {
         Self {
             layout,
             fuel: fuel_local,
+            length: length_local,
+            constant_before: None,
             // Entering a function costs 1, as under wasmtime's metering.
             pending: 1,
             depth: 0,
@@ -247,6 +278,16 @@ impl Metering {
             ));
         }
         self.pending += cost(operator);
+        let constant_before = std::mem::replace(
+            &mut self.constant_before,
+            match operator {
+                Operator::I32Const { value } => Some(*value as u32),
+                _ => None,
+            },
+        );
+        if let Some(per_unit) = bulk_cost_per_unit(operator) {
+            self.charge_bulk(function, per_unit, constant_before);
+        }
         match kind(operator) {
             Kind::Plain => {}
             Kind::Settle | Kind::Loop => {
@@ -300,6 +341,39 @@ impl Metering {
             }
             _ => false,
         }
+    }
+
+    /// Before a bulk operator, its length on top of the stack: charges
+    /// `per_unit` for each unit of it, and checks unless the length is a
+    /// constant costing at most `SMALL_BULK_COST`, as wasmtime's metering
+    /// does (a constant length is added to what is pending; another is
+    /// subtracted from the count once what is pending is). The check is a
+    /// loop head's, so a long copy also answers to the wall clock.
+    fn charge_bulk(&mut self, function: &mut Function, per_unit: i64, constant: Option<u32>) {
+        if let Some(units) = constant {
+            let cost = i64::from(units) * per_unit;
+            self.pending += cost;
+            if cost <= SMALL_BULK_COST {
+                return;
+            }
+        } else if per_unit > 0 {
+            self.settle(function);
+            function
+                .instruction(&Instruction::LocalTee(self.length))
+                .instruction(&Instruction::LocalGet(self.fuel))
+                .instruction(&Instruction::LocalGet(self.length))
+                .instruction(&Instruction::I64ExtendI32U);
+            if per_unit != 1 {
+                function
+                    .instruction(&Instruction::I64Const(per_unit))
+                    .instruction(&Instruction::I64Mul);
+            }
+            function
+                .instruction(&Instruction::I64Sub)
+                .instruction(&Instruction::LocalSet(self.fuel));
+        }
+        self.settle(function);
+        self.check(function);
     }
 
     fn settle(&mut self, function: &mut Function) {

@@ -616,8 +616,8 @@ impl Reencode for Rewriter {
             (1, ValType::I32),
         ]);
         let mut metering = self.layout.map(|layout| {
-            locals.push((1, ValType::I64));
-            crate::meter::Metering::new(layout, count.saturating_add(4))
+            locals.extend([(1, ValType::I64), (1, ValType::I32)]);
+            crate::meter::Metering::new(layout, count.saturating_add(4), count.saturating_add(5))
         });
         let mut function = Function::new(locals);
         if let Some(metering) = &mut metering {

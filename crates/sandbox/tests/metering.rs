@@ -53,7 +53,8 @@ fn failure(report: &TaskReport) -> ErrorKind {
 /// of blocks and to the function's own label, `br_table`, `if`/`else`,
 /// calls (direct and indirect), early returns, traps mid-block; and
 /// (`carried`) blocks that several branches leave with different costs
-/// behind them, and `if`s without `else` whose arm costs something.
+/// behind them, and `if`s without `else` whose arm costs something; and
+/// (`bulk`) bulk operators, which cost their length.
 const CONTROL: &str = r#"
 (module
   (memory (export "memory") 1)
@@ -84,20 +85,6 @@ const CONTROL: &str = r#"
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $again (i32.lt_u (local.get $i) (i32.const 1000))))
     (local.get $sum))
-  (func (export "trap_midway") (result i32)
-    (local $i i32)
-    (loop $again
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (drop (i32.div_u (i32.const 1) (i32.sub (i32.const 50) (local.get $i))))
-      (br $again))
-    (i32.const 0))
-  (func (export "unreachable_midway") (result i32)
-    (drop (call $double (i32.const 3)))
-    (unreachable))
-  (func $recurse (export "recurse") (param i32) (result i32)
-    (if (result i32) (i32.eqz (local.get 0))
-      (then (i32.const 0))
-      (else (i32.add (i32.const 1) (call $recurse (i32.sub (local.get 0) (i32.const 1)))))))
   (func (export "carried") (result i32)
     (local $i i32) (local $acc i32)
     (loop $again
@@ -123,6 +110,38 @@ const CONTROL: &str = r#"
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $again (i32.lt_u (local.get $i) (i32.const 300))))
     (local.get $acc))
+  (func (export "bulk") (result i32)
+    (local $n i32)
+    (local.set $n (i32.and (i32.load (i32.const 0)) (i32.const 4095)))
+    (memory.fill (i32.const 0) (i32.const 7) (i32.const 100))
+    (memory.fill (i32.const 0) (i32.const 9) (i32.const 5000))
+    (memory.fill (i32.const 100) (i32.const 3) (i32.and (local.get $n) (i32.const 1023)))
+    (memory.copy (i32.const 2000) (i32.const 0) (i32.add (local.get $n) (i32.const 24)))
+    (memory.init $text (i32.const 3000) (i32.const 0) (i32.const 11))
+    (memory.init $text (i32.const 3100) (i32.const 2) (i32.shr_u (local.get $n) (i32.const 29)))
+    (table.copy (i32.const 0) (i32.const 0) (i32.const 2))
+    (drop (table.grow (ref.null func) (i32.const 3)))
+    (table.fill (i32.const 2) (ref.null func) (i32.sub (table.size) (i32.const 2)))
+    (table.init $fns (i32.const 2) (i32.const 0) (i32.and (local.get $n) (i32.const 1)))
+    (drop (memory.grow (i32.wrap_i64 (i64.const 1))))
+    (drop (memory.grow (i32.const 0)))
+    (i32.add (i32.load (i32.const 2500)) (i32.load (i32.const 3100))))
+  (func (export "trap_midway") (result i32)
+    (local $i i32)
+    (loop $again
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (drop (i32.div_u (i32.const 1) (i32.sub (i32.const 50) (local.get $i))))
+      (br $again))
+    (i32.const 0))
+  (func (export "unreachable_midway") (result i32)
+    (drop (call $double (i32.const 3)))
+    (unreachable))
+  (func $recurse (export "recurse") (param i32) (result i32)
+    (if (result i32) (i32.eqz (local.get 0))
+      (then (i32.const 0))
+      (else (i32.add (i32.const 1) (call $recurse (i32.sub (local.get 0) (i32.const 1)))))))
+  (data $text "hello world")
+  (elem $fns func $double $early)
   (func $start (global.set $g (call $double (global.get $g))))
   (start $start))
 "#;
@@ -349,4 +368,34 @@ fn a_task_cannot_reach_the_metering() {
     .expect("wat");
     let report = run(&sandbox, &bytes, &[], ample);
     assert_eq!(failure(&report), ErrorKind::InvalidModule);
+}
+
+#[test]
+fn a_bulk_operator_costs_its_length_and_stops_where_fuel_runs_out() {
+    let bytes = wat::parse_str(
+        r#"(module
+             (memory (export "memory") 2)
+             (func (export "_start")
+               (memory.fill (i32.const 0) (i32.const 1) (i32.const 60000))))"#,
+    )
+    .expect("wat");
+    // Entering `_start`, three constants, the fill, and a byte each.
+    let expected = 1 + 3 + 1 + 60_000;
+    for metering in [Metering::InModule, Metering::Wasmtime] {
+        let report = run(
+            &sandbox(metering, Nans::Observed),
+            &bytes,
+            &[],
+            limits(1_000_000, Duration::from_secs(60)),
+        );
+        report.result.as_ref().expect("runs");
+        assert_eq!(report.fuel_used, expected, "{metering:?}");
+        let short = run(
+            &sandbox(metering, Nans::Observed),
+            &bytes,
+            &[],
+            limits(50_000, Duration::from_secs(60)),
+        );
+        assert_eq!(failure(&short), ErrorKind::OutOfFuel, "{metering:?}");
+    }
 }
