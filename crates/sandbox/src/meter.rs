@@ -146,9 +146,10 @@ fn cost(operator: &Operator<'_>) -> i64 {
     }
 }
 
-/// Fuel a bulk operator costs for each unit of its length (bytes, table
-/// elements, or pages for `memory.grow`): wasmtime's default table.
-fn bulk_cost_per_unit(operator: &Operator<'_>) -> Option<i64> {
+/// For a bulk operator, whether it costs a unit of fuel for each unit of
+/// its length (a byte or table element), as in wasmtime's default table;
+/// `memory.grow` costs nothing a page but is still a bulk operator.
+fn bulk_charges_length(operator: &Operator<'_>) -> Option<bool> {
     use Operator as O;
     match operator {
         O::MemoryCopy { .. }
@@ -157,8 +158,8 @@ fn bulk_cost_per_unit(operator: &Operator<'_>) -> Option<i64> {
         | O::TableCopy { .. }
         | O::TableFill { .. }
         | O::TableInit { .. }
-        | O::TableGrow { .. } => Some(1),
-        O::MemoryGrow { .. } => Some(0),
+        | O::TableGrow { .. } => Some(true),
+        O::MemoryGrow { .. } => Some(false),
         _ => None,
     }
 }
@@ -226,7 +227,8 @@ pub(crate) struct Metering {
     layout: Layout,
     /// The local holding the count.
     fuel: u32,
-    /// An `i32` local holding the length of a bulk operator.
+    /// An `i32` scratch local (the NaN rewrite's, free between
+    /// operators) holding the length of a bulk operator.
     length: u32,
     /// Cost of the operators since the last settlement.
     pending: i64,
@@ -285,8 +287,8 @@ impl Metering {
                 _ => None,
             },
         );
-        if let Some(per_unit) = bulk_cost_per_unit(operator) {
-            self.charge_bulk(function, per_unit, constant_before);
+        if let Some(charges_length) = bulk_charges_length(operator) {
+            self.charge_bulk(function, charges_length, constant_before);
         }
         match kind(operator) {
             Kind::Plain => {}
@@ -343,34 +345,36 @@ impl Metering {
         }
     }
 
-    /// Before a bulk operator, its length on top of the stack: charges
-    /// `per_unit` for each unit of it, and checks unless the length is a
-    /// constant costing at most `SMALL_BULK_COST`, as wasmtime's metering
-    /// does (a constant length is added to what is pending; another is
-    /// subtracted from the count once what is pending is). The check is a
-    /// loop head's, so a long copy also answers to the wall clock.
-    fn charge_bulk(&mut self, function: &mut Function, per_unit: i64, constant: Option<u32>) {
-        if let Some(units) = constant {
-            let cost = i64::from(units) * per_unit;
-            self.pending += cost;
-            if cost <= SMALL_BULK_COST {
-                return;
+    /// Before a bulk operator, its length on top of the stack: charges a
+    /// unit for each unit of it (if `charges_length`), and checks unless
+    /// the length is a constant costing at most `SMALL_BULK_COST`, as
+    /// wasmtime's metering does (a constant length is added to what is
+    /// pending; another is subtracted from the count). The check is a loop
+    /// head's, so a long copy also answers to the wall clock.
+    fn charge_bulk(
+        &mut self,
+        function: &mut Function,
+        charges_length: bool,
+        constant: Option<u32>,
+    ) {
+        match constant {
+            Some(units) => {
+                let cost = if charges_length { i64::from(units) } else { 0 };
+                self.pending += cost;
+                if cost <= SMALL_BULK_COST {
+                    return;
+                }
             }
-        } else if per_unit > 0 {
-            self.settle(function);
-            function
-                .instruction(&Instruction::LocalTee(self.length))
-                .instruction(&Instruction::LocalGet(self.fuel))
-                .instruction(&Instruction::LocalGet(self.length))
-                .instruction(&Instruction::I64ExtendI32U);
-            if per_unit != 1 {
+            None if charges_length => {
                 function
-                    .instruction(&Instruction::I64Const(per_unit))
-                    .instruction(&Instruction::I64Mul);
+                    .instruction(&Instruction::LocalTee(self.length))
+                    .instruction(&Instruction::LocalGet(self.fuel))
+                    .instruction(&Instruction::LocalGet(self.length))
+                    .instruction(&Instruction::I64ExtendI32U)
+                    .instruction(&Instruction::I64Sub)
+                    .instruction(&Instruction::LocalSet(self.fuel));
             }
-            function
-                .instruction(&Instruction::I64Sub)
-                .instruction(&Instruction::LocalSet(self.fuel));
+            None => {}
         }
         self.settle(function);
         self.check(function);

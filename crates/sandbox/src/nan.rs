@@ -293,7 +293,7 @@ struct Scratch {
     f32: u32,
     f64: u32,
     v128: u32,
-    /// A store's address.
+    /// A store's address; the metering's length of a bulk operator.
     address: u32,
 }
 
@@ -616,8 +616,8 @@ impl Reencode for Rewriter {
             (1, ValType::I32),
         ]);
         let mut metering = self.layout.map(|layout| {
-            locals.extend([(1, ValType::I64), (1, ValType::I32)]);
-            crate::meter::Metering::new(layout, count.saturating_add(4), count.saturating_add(5))
+            locals.push((1, ValType::I64));
+            crate::meter::Metering::new(layout, count.saturating_add(4), scratch.address)
         });
         let mut function = Function::new(locals);
         if let Some(metering) = &mut metering {
