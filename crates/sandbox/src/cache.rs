@@ -12,7 +12,7 @@ use crate::error::SetupError;
 
 /// Changes whenever the sandbox's compile profile changes in a way wasmtime's
 /// own compatibility hash would not see.
-const PROFILE_VERSION: &str = "idlegrid-deterministic-v5-integer-nan-test";
+const PROFILE_VERSION: &str = "idlegrid-deterministic-v6-counted-loops";
 const CHECKSUM_BYTES: usize = 32;
 
 pub(crate) struct DiskCache {

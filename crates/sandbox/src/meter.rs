@@ -34,7 +34,10 @@
 //!   the deadline passed, else out of fuel. Every 8-byte word of the page
 //!   holds the floor, and a check reads the word its count's low bits
 //!   name: an address that changes with the count, so that Cranelift
-//!   cannot take one load before a loop for every load in it.
+//!   cannot take one load before a loop for every load in it. A loop
+//!   counted to a constant (see `bounded_loops`) ends within a bounded
+//!   number of operators whatever the task does, so its head checks only
+//!   the fuel (against 0); the loop or function around it reads the floor.
 //! - A **start function** would run inside instantiation, before the host
 //!   can set the fuel or watch the clock, so its section is removed and the
 //!   function exported as `idlegrid:start`; the host calls it first.
@@ -128,6 +131,225 @@ pub(crate) fn calls(
         }
     }
     Ok(false)
+}
+
+/// The most iterations of a loop that [`bounded_loops`] lets run without
+/// a look at the wall clock.
+const BOUNDED_ITERATIONS: u32 = 1 << 16;
+/// The most operators such a loop may run in all its iterations: a few
+/// milliseconds of work between two looks at the wall clock.
+const BOUNDED_OPERATORS: u64 = 1 << 22;
+/// The longest body looked at (one read of the floor an iteration is
+/// nothing beside a longer one), and the most counters tried in it: the
+/// look stays linear in the function's length whatever the module holds.
+const COUNTED_BODY_MAX: usize = 4096;
+const COUNTERS_TRIED: usize = 4;
+
+/// For each loop of a function body, in order, whether it is a counted
+/// loop that ends within [`BOUNDED_ITERATIONS`] iterations whatever the
+/// task does: its head then checks only the fuel, not the wall clock (the
+/// fuel is checked exactly as at every loop head, so a task's fuel is the
+/// same either way; the loops around it and the function's entry still
+/// read the floor, so the time between two looks at the clock stays
+/// bounded). A counted loop, as compilers emit them for `for (i = a; i !=
+/// b; i += s)` with constants:
+///
+/// - its body holds no loop, call or `br_table`, at most
+///   [`COUNTED_BODY_MAX`] operators, and at most [`BOUNDED_OPERATORS`] in
+///   all its iterations;
+/// - one local is written in it exactly once, at the body's top level, by
+///   `local.get i; i32.const s; i32.add; local.set i` (or `local.tee i`);
+///   every branch back to the loop's head comes after that, so each
+///   iteration adds `s` once;
+/// - the local holds a known constant when the loop is entered: an
+///   `i32.const` set into it before the loop with nothing between but
+///   straight code that does not write it (or the function's start, for a
+///   local that is not a parameter: 0);
+/// - a `br_if` at the body's top level leaves the loop once the local
+///   equals a constant: `local.get i` (or the increment's `local.tee i`),
+///   `i32.const c`, `i32.eq` and a branch out of the loop, or `i32.ne` and
+///   the body's only branch back to its head, as its last operator.
+pub(crate) fn bounded_loops(operators: &[Operator<'_>], params: u32) -> Vec<bool> {
+    use Operator as O;
+    operators
+        .iter()
+        .enumerate()
+        .filter(|(_, operator)| matches!(operator, O::Loop { .. }))
+        .map(|(at, _)| counted_loop(operators, at, params).is_some())
+        .collect()
+}
+
+/// The iterations of the counted loop whose `loop` is at `head`, if it is
+/// one (see [`bounded_loops`]).
+fn counted_loop(operators: &[Operator<'_>], head: usize, params: u32) -> Option<u32> {
+    use Operator as O;
+    // The body, and each operator's depth inside it (0: the top level).
+    let mut depth = 0u32;
+    let mut end = None;
+    let mut depths = Vec::new();
+    for (at, operator) in operators
+        .iter()
+        .enumerate()
+        .skip(head + 1)
+        .take(COUNTED_BODY_MAX + 1)
+    {
+        match operator {
+            O::Block { .. } | O::If { .. } => {
+                depths.push(depth);
+                depth += 1;
+                continue;
+            }
+            O::End if depth == 0 => {
+                end = Some(at);
+                break;
+            }
+            O::End => depth -= 1,
+            O::Loop { .. }
+            | O::Call { .. }
+            | O::CallIndirect { .. }
+            | O::CallRef { .. }
+            | O::ReturnCall { .. }
+            | O::ReturnCallIndirect { .. }
+            | O::ReturnCallRef { .. }
+            | O::BrTable { .. }
+            | O::BrOnNull { .. }
+            | O::BrOnNonNull { .. } => return None,
+            _ => {}
+        }
+        depths.push(depth);
+    }
+    let end = end?;
+    let body = &operators[head + 1..end];
+    // The branches back to the loop's head.
+    let backs: Vec<usize> = (0..body.len())
+        .filter(|&at| match body[at] {
+            O::Br { relative_depth } | O::BrIf { relative_depth } => relative_depth == depths[at],
+            _ => false,
+        })
+        .collect();
+    // The one write to the counter: `local.get i; i32.const s; i32.add;
+    // local.set i` at the top level.
+    let increments = (3..body.len()).filter_map(|at| {
+        let counter = written(&body[at])?;
+        match (&body[at - 3], &body[at - 2], &body[at - 1]) {
+            (O::LocalGet { local_index }, O::I32Const { value }, O::I32Add)
+                if *local_index == counter && depths[at] == 0 && *value != 0 =>
+            {
+                Some((at, counter, *value))
+            }
+            _ => None,
+        }
+    });
+    increments
+        .take(COUNTERS_TRIED)
+        .filter_map(|(increment, counter, step)| {
+            let start = counter_at_entry(&operators[..head], counter, params)?;
+            counted_by(body, &depths, &backs, (increment, counter, step), start)
+        })
+        .next()
+}
+
+/// The local an operator writes, if it writes one.
+fn written(operator: &Operator<'_>) -> Option<u32> {
+    match operator {
+        Operator::LocalSet { local_index } | Operator::LocalTee { local_index } => {
+            Some(*local_index)
+        }
+        _ => None,
+    }
+}
+
+/// The iterations of a loop whose body is `body` (`depths` deep, its
+/// branches back to its head at `backs`) if the local that `increment`
+/// steps (from `start`) counts it (see [`bounded_loops`]).
+fn counted_by(
+    body: &[Operator<'_>],
+    depths: &[u32],
+    backs: &[usize],
+    (increment, counter, step): (usize, u32, i32),
+    start: i32,
+) -> Option<u32> {
+    use Operator as O;
+    let writes = body
+        .iter()
+        .filter(|operator| written(operator) == Some(counter))
+        .count();
+    // The first branch back comes after the increment (and, below, after
+    // the test): each iteration makes both.
+    let first_back = backs.first().copied().unwrap_or(usize::MAX);
+    if writes != 1 || first_back < increment {
+        return None;
+    }
+    // The exit: the counter compared with a constant by a top-level
+    // `br_if`; after the increment, the counter is one step further.
+    let exit = (3..body.len()).find_map(|at| {
+        let O::BrIf { relative_depth } = body[at] else {
+            return None;
+        };
+        if depths[at] != 0 {
+            return None;
+        }
+        let O::I32Const { value: last } = body[at - 2] else {
+            return None;
+        };
+        let tested = match body[at - 3..at - 2] {
+            [O::LocalGet { local_index }] if local_index == counter => at > increment,
+            [O::LocalTee { local_index }] if local_index == counter && at - 3 == increment => true,
+            _ => return None,
+        };
+        let leaves = match body[at - 1] {
+            O::I32Eq => relative_depth > 0,
+            O::I32Ne => relative_depth == 0 && backs.len() == 1 && at == body.len() - 1,
+            _ => false,
+        };
+        (leaves && first_back >= at).then_some((tested, last))
+    });
+    let (after_increment, last) = exit?;
+    let mut value = start;
+    if after_increment {
+        value = value.wrapping_add(step);
+    }
+    let iterations = (1..=BOUNDED_ITERATIONS).find(|_| {
+        let reached = value == last;
+        value = value.wrapping_add(step);
+        reached
+    })?;
+    let operators_run = u64::from(iterations) * body.len() as u64;
+    (operators_run <= BOUNDED_OPERATORS).then_some(iterations)
+}
+
+/// The constant a local holds where the code `before` ends, if straight
+/// code before that point last set it to one (or it is a local that is
+/// not a parameter, never written since the function began: 0).
+fn counter_at_entry(before: &[Operator<'_>], counter: u32, params: u32) -> Option<i32> {
+    use Operator as O;
+    for (at, operator) in before.iter().enumerate().rev() {
+        match operator {
+            O::LocalSet { local_index } | O::LocalTee { local_index }
+                if *local_index == counter =>
+            {
+                return match at.checked_sub(1).map(|at| &before[at]) {
+                    Some(O::I32Const { value }) => Some(*value),
+                    _ => None,
+                };
+            }
+            // Entering a block goes on in a straight line; anything else
+            // that changes the flow may bring other values.
+            O::Block { .. } => {}
+            O::Loop { .. }
+            | O::If { .. }
+            | O::Else
+            | O::End
+            | O::Br { .. }
+            | O::BrIf { .. }
+            | O::BrTable { .. }
+            | O::Return
+            | O::Unreachable => return None,
+            operator if refused(operator).is_some() => return None,
+            _ => {}
+        }
+    }
+    (counter >= params).then_some(0)
 }
 
 /// Fuel an operator costs: wasmtime's default table.
@@ -236,10 +458,20 @@ pub(crate) struct Metering {
     constant_before: Option<u32>,
     /// Blocks open inside the function's own.
     depth: u32,
+    /// For each of the function's loops, whether it is counted and short
+    /// ([`bounded_loops`]): its head checks only the fuel.
+    bounded: Vec<bool>,
+    /// Loops met so far.
+    loops: usize,
 }
 
 impl Metering {
-    pub(crate) fn new(layout: Layout, fuel_local: u32, length_local: u32) -> Self {
+    pub(crate) fn new(
+        layout: Layout,
+        fuel_local: u32,
+        length_local: u32,
+        bounded: Vec<bool>,
+    ) -> Self {
         Self {
             layout,
             fuel: fuel_local,
@@ -248,6 +480,8 @@ impl Metering {
             // Entering a function costs 1, as under wasmtime's metering.
             pending: 1,
             depth: 0,
+            bounded,
+            loops: 0,
         }
     }
 
@@ -313,7 +547,13 @@ impl Metering {
             O::Block { .. } | O::If { .. } => self.depth += 1,
             O::Loop { .. } => {
                 self.depth += 1;
-                self.check(function);
+                let bounded = self.bounded.get(self.loops).copied().unwrap_or(false);
+                self.loops += 1;
+                if bounded {
+                    self.check_fuel(function);
+                } else {
+                    self.check(function);
+                }
             }
             O::End => self.depth = self.depth.saturating_sub(1),
             _ => {}
@@ -655,4 +895,143 @@ fn instantiation_fuel(engine: &wasmtime::Engine, bytes: &[u8], in_module: bool) 
     }
     let left = fuel.get(&mut store).i64()?;
     u64::try_from(left).ok().map(|left| budget - left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which loops of the module's first function are counted and short.
+    fn bounded(body: &str) -> Vec<bool> {
+        let bytes = wat::parse_str(format!(
+            "(module (func (param i32) (local i32 i32) {body}))"
+        ))
+        .expect("valid text");
+        for payload in Parser::new(0).parse_all(&bytes) {
+            if let Ok(Payload::CodeSectionEntry(body)) = payload {
+                let mut reader = body.get_operators_reader().expect("operators");
+                let mut operators = Vec::new();
+                while !reader.eof() {
+                    operators.push(reader.read().expect("an operator"));
+                }
+                return bounded_loops(&operators, 1);
+            }
+        }
+        panic!("no function");
+    }
+
+    /// `for (i = 0; i != 192; i += 4)`, the test at the bottom.
+    const COUNTED: &str = "
+        i32.const 0 local.set 1
+        loop
+          local.get 2 i32.const 1 i32.add local.set 2
+          local.get 1 i32.const 4 i32.add local.tee 1
+          i32.const 192 i32.ne br_if 0
+        end";
+
+    #[test]
+    fn a_loop_counted_to_a_constant_is_bounded() {
+        assert_eq!(bounded(COUNTED), [true]);
+        // The test at the top, leaving the block around the loop; the
+        // local starts at 0 without being set.
+        assert_eq!(
+            bounded(
+                "block loop
+                   local.get 1 i32.const 252 i32.eq br_if 1
+                   local.get 1 i32.const 4 i32.add local.set 1
+                   br 0
+                 end end"
+            ),
+            [true]
+        );
+        // Counting down.
+        assert_eq!(
+            bounded(
+                "i32.const 100 local.set 1 block
+                 loop local.get 1 i32.const -1 i32.add local.tee 1 i32.const 0 i32.ne br_if 0 end
+                 end"
+            ),
+            [true]
+        );
+    }
+
+    #[test]
+    fn a_loop_whose_end_the_rewrite_cannot_see_is_not_bounded() {
+        for (why, body) in [
+            (
+                "the counter is a parameter",
+                "loop local.get 0 i32.const 4 i32.add local.tee 0 i32.const 192 i32.ne br_if 0 end",
+            ),
+            (
+                "the step skips the bound",
+                "i32.const 1 local.set 1
+                 loop local.get 1 i32.const 4 i32.add local.tee 1 i32.const 192 i32.ne br_if 0 end",
+            ),
+            (
+                "more iterations than allowed",
+                "loop local.get 1 i32.const 1 i32.add local.tee 1 i32.const 1000000 i32.ne br_if 0 end",
+            ),
+            (
+                "a call in the body",
+                "loop call 0 local.get 1 i32.const 4 i32.add local.tee 1 i32.const 192 i32.ne br_if 0 end",
+            ),
+            (
+                "a second write to the counter",
+                "loop
+                   local.get 2 if i32.const 0 local.set 1 end
+                   local.get 1 i32.const 4 i32.add local.tee 1 i32.const 192 i32.ne br_if 0
+                 end",
+            ),
+            (
+                "a branch back before the increment",
+                "loop
+                   local.get 2 br_if 0
+                   local.get 1 i32.const 4 i32.add local.tee 1 i32.const 192 i32.ne br_if 0
+                 end",
+            ),
+            (
+                "a branch back before the test",
+                "block loop
+                   local.get 1 i32.const 4 i32.add local.set 1
+                   local.get 2 br_if 0
+                   local.get 1 i32.const 192 i32.eq br_if 1
+                   br 0
+                 end end",
+            ),
+            (
+                "a branch back between the test and the increment",
+                "block loop
+                   local.get 1 i32.const 192 i32.eq br_if 1
+                   local.get 2 br_if 0
+                   local.get 1 i32.const 4 i32.add local.set 1
+                   br 0
+                 end end",
+            ),
+            (
+                "the test inside a block",
+                "block loop
+                   local.get 1 i32.const 4 i32.add local.set 1
+                   block local.get 1 i32.const 192 i32.eq br_if 2 end
+                   br 0
+                 end end",
+            ),
+            (
+                "the counter set after a branch",
+                "block local.get 2 br_if 0 i32.const 5 local.set 1 end
+                 loop local.get 1 i32.const 4 i32.add local.tee 1 i32.const 192 i32.ne br_if 0 end",
+            ),
+            (
+                "a loop inside",
+                "loop
+                   loop local.get 2 br_if 0 end
+                   local.get 1 i32.const 4 i32.add local.tee 1 i32.const 192 i32.ne br_if 0
+                 end",
+            ),
+        ] {
+            assert!(
+                !bounded(body)[0],
+                "{why}: the loop was taken for a counted one"
+            );
+        }
+    }
 }

@@ -639,9 +639,19 @@ impl Reencode for Rewriter {
             (1, ValType::V128),
             (1, ValType::I32),
         ]);
+        let bounded = if self.layout.is_some() {
+            let mut reader = body.get_operators_reader()?;
+            let mut operators = Vec::new();
+            while !reader.eof() {
+                operators.push(reader.read()?);
+            }
+            crate::meter::bounded_loops(&operators, params)
+        } else {
+            Vec::new()
+        };
         let mut metering = self.layout.map(|layout| {
             locals.push((1, ValType::I64));
-            crate::meter::Metering::new(layout, count.saturating_add(4), scratch.address)
+            crate::meter::Metering::new(layout, count.saturating_add(4), scratch.address, bounded)
         });
         let mut function = Function::new(locals);
         if let Some(metering) = &mut metering {

@@ -53,8 +53,9 @@ fn failure(report: &TaskReport) -> ErrorKind {
 /// of blocks and to the function's own label, `br_table`, `if`/`else`,
 /// calls (direct and indirect), early returns, traps mid-block; and
 /// (`carried`) blocks that several branches leave with different costs
-/// behind them, and `if`s without `else` whose arm costs something; and
-/// (`bulk`) bulk operators, which cost their length.
+/// behind them, and `if`s without `else` whose arm costs something;
+/// (`bulk`) bulk operators, which cost their length; and (`counted`)
+/// loops counted to a constant, whose heads check only the fuel.
 const CONTROL: &str = r#"
 (module
   (memory (export "memory") 1)
@@ -126,6 +127,22 @@ const CONTROL: &str = r#"
     (drop (memory.grow (i32.wrap_i64 (i64.const 1))))
     (drop (memory.grow (i32.const 0)))
     (i32.add (i32.load (i32.const 2500)) (i32.load (i32.const 3100))))
+  (func (export "counted") (result i32)
+    (local $i i32) (local $j i32) (local $acc i32)
+    (local.set $i (i32.const 0))
+    (loop $rows
+      (local.set $acc (i32.add (local.get $acc) (local.get $i)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br_if $rows (i32.ne (local.get $i) (i32.const 192))))
+    (local.set $j (i32.const 0))
+    (block $done
+      (loop $rounds
+        (br_if $done (i32.eq (local.get $j) (i32.const 63)))
+        (if (i32.and (local.get $j) (i32.const 1))
+          (then (local.set $acc (i32.xor (local.get $acc) (i32.mul (local.get $j) (i32.const 31))))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $rounds)))
+    (local.get $acc))
   (func (export "trap_midway") (result i32)
     (local $i i32)
     (loop $again
@@ -269,6 +286,49 @@ fn a_start_function_that_never_ends_hits_the_wall_clock_backstop() {
     );
     assert_eq!(failure(&report), ErrorKind::OutOfFuel);
     assert_eq!(report.fuel_used, 1_000_000);
+}
+
+/// A loop counted to a constant checks only the fuel at its head, but the
+/// endless loop around it still reads the wall clock.
+#[test]
+fn an_endless_loop_around_counted_loops_hits_the_wall_clock_backstop() {
+    let bytes = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "_start") (local $i i32) (local $acc i32)
+               (loop $forever
+                 (local.set $i (i32.const 0))
+                 (loop $inner
+                   (local.set $acc (i32.add (local.get $acc) (local.get $i)))
+                   (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                   (br_if $inner (i32.ne (local.get $i) (i32.const 1000))))
+                 (i32.store (i32.const 0) (local.get $acc))
+                 (br $forever))))"#,
+    )
+    .expect("wat");
+    let sandbox = sandbox(Metering::InModule, Nans::Observed);
+    let report = run(
+        &sandbox,
+        &bytes,
+        &[],
+        limits(u64::MAX, Duration::from_millis(200)),
+    );
+    assert_eq!(failure(&report), ErrorKind::WallTimeout);
+    assert!(
+        report.duration < Duration::from_secs(10),
+        "{:?}",
+        report.duration
+    );
+    // With fuel for a part of it, both meterings run out, and the task is
+    // billed its whole budget.
+    assert_eq!(metered_like_wasmtime(&bytes), Verdict::RanOutOfFuel);
+    let report = run(
+        &sandbox,
+        &bytes,
+        &[],
+        limits(1_234_567, Duration::from_secs(60)),
+    );
+    assert_eq!(failure(&report), ErrorKind::OutOfFuel);
+    assert_eq!(report.fuel_used, 1_234_567);
 }
 
 /// Functions that call others check the wall clock at their entry, so a
