@@ -110,27 +110,19 @@ pub fn strip_start(bytes: &[u8]) -> Result<(Vec<u8>, Option<u32>), String> {
     }
 }
 
-/// Whether a function body calls a function (directly, indirectly or as a
+/// Whether an operator calls a function (directly, indirectly or as a
 /// tail call, which is how a function can repeat without a loop).
-pub(crate) fn calls(
-    body: &wasmparser::FunctionBody<'_>,
-) -> Result<bool, wasmparser::BinaryReaderError> {
+fn is_call(operator: &Operator<'_>) -> bool {
     use Operator as O;
-    let mut reader = body.get_operators_reader()?;
-    while !reader.eof() {
-        if matches!(
-            reader.read()?,
-            O::Call { .. }
-                | O::CallIndirect { .. }
-                | O::CallRef { .. }
-                | O::ReturnCall { .. }
-                | O::ReturnCallIndirect { .. }
-                | O::ReturnCallRef { .. }
-        ) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    matches!(
+        operator,
+        O::Call { .. }
+            | O::CallIndirect { .. }
+            | O::CallRef { .. }
+            | O::ReturnCall { .. }
+            | O::ReturnCallIndirect { .. }
+            | O::ReturnCallRef { .. }
+    )
 }
 
 /// The most iterations of a loop that [`bounded_loops`] lets run without
@@ -169,7 +161,7 @@ const COUNTERS_TRIED: usize = 4;
 ///   equals a constant: `local.get i` (or the increment's `local.tee i`),
 ///   `i32.const c`, `i32.eq` and a branch out of the loop, or `i32.ne` and
 ///   the body's only branch back to its head, as its last operator.
-pub(crate) fn bounded_loops(operators: &[Operator<'_>], params: u32) -> Vec<bool> {
+fn bounded_loops(operators: &[Operator<'_>], params: u32) -> Vec<bool> {
     use Operator as O;
     operators
         .iter()
@@ -204,16 +196,10 @@ fn counted_loop(operators: &[Operator<'_>], head: usize, params: u32) -> Option<
                 break;
             }
             O::End => depth -= 1,
-            O::Loop { .. }
-            | O::Call { .. }
-            | O::CallIndirect { .. }
-            | O::CallRef { .. }
-            | O::ReturnCall { .. }
-            | O::ReturnCallIndirect { .. }
-            | O::ReturnCallRef { .. }
-            | O::BrTable { .. }
-            | O::BrOnNull { .. }
-            | O::BrOnNonNull { .. } => return None,
+            O::Loop { .. } | O::BrTable { .. } | O::BrOnNull { .. } | O::BrOnNonNull { .. } => {
+                return None;
+            }
+            operator if is_call(operator) => return None,
             _ => {}
         }
         depths.push(depth);
@@ -458,6 +444,8 @@ pub(crate) struct Metering {
     constant_before: Option<u32>,
     /// Blocks open inside the function's own.
     depth: u32,
+    /// Whether the function calls another.
+    calls: bool,
     /// For each of the function's loops, whether it is counted and short
     /// ([`bounded_loops`]): its head checks only the fuel.
     bounded: Vec<bool>,
@@ -466,11 +454,13 @@ pub(crate) struct Metering {
 }
 
 impl Metering {
+    /// For a function of `params` parameters whose body is `operators`.
     pub(crate) fn new(
         layout: Layout,
         fuel_local: u32,
         length_local: u32,
-        bounded: Vec<bool>,
+        operators: &[Operator<'_>],
+        params: u32,
     ) -> Self {
         Self {
             layout,
@@ -480,7 +470,8 @@ impl Metering {
             // Entering a function costs 1, as under wasmtime's metering.
             pending: 1,
             depth: 0,
-            bounded,
+            calls: operators.iter().any(is_call),
+            bounded: bounded_loops(operators, params),
             loops: 0,
         }
     }
@@ -490,12 +481,12 @@ impl Metering {
     /// floor is read at its loop heads, and the time it runs between them
     /// is bounded by its length, so every stretch of a run without a floor
     /// check is bounded (by a function's length times the stack's depth).
-    pub(crate) fn enter(&mut self, function: &mut Function, calls: bool) {
+    pub(crate) fn enter(&mut self, function: &mut Function) {
         function
             .instruction(&Instruction::GlobalGet(self.layout.fuel_global))
             .instruction(&Instruction::LocalSet(self.fuel));
         self.settle(function);
-        if calls {
+        if self.calls {
             self.check(function);
         } else {
             self.check_fuel(function);

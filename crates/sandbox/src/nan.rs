@@ -441,48 +441,52 @@ fn store_then_fix(
     memarg: wasm_encoder::MemArg,
     f64: bool,
 ) {
-    let (value, store, canonical) = if f64 {
+    use Instruction as I;
+    // The value's local, the store, the canonical NaN, and the test that
+    // it is not a NaN: its bits without the sign at most infinity's.
+    let (value, store, canonical, not_nan) = if f64 {
         (
             scratch.f64,
-            Instruction::F64Store(memarg),
-            Instruction::F64Const(f64::from_bits(F64_CANONICAL_NAN).into()),
+            I::F64Store(memarg),
+            I::F64Const(f64::from_bits(F64_CANONICAL_NAN).into()),
+            [
+                I::I64ReinterpretF64,
+                I::I64Const(1),
+                I::I64Shl,
+                I::I64Const((F64_INFINITY << 1) as i64),
+                I::I64LeU,
+            ],
         )
     } else {
         (
             scratch.f32,
-            Instruction::F32Store(memarg),
-            Instruction::F32Const(f32::from_bits(F32_CANONICAL_NAN).into()),
+            I::F32Store(memarg),
+            I::F32Const(f32::from_bits(F32_CANONICAL_NAN).into()),
+            [
+                I::I32ReinterpretF32,
+                I::I32Const(1),
+                I::I32Shl,
+                I::I32Const((F32_INFINITY << 1) as i32),
+                I::I32LeU,
+            ],
         )
     };
     function
-        .instruction(&Instruction::LocalSet(value))
-        .instruction(&Instruction::LocalTee(scratch.address))
-        .instruction(&Instruction::LocalGet(value))
+        .instruction(&I::LocalSet(value))
+        .instruction(&I::LocalTee(scratch.address))
+        .instruction(&I::LocalGet(value))
         .instruction(&store)
-        .instruction(&Instruction::Block(wasm_encoder::BlockType::Empty))
-        .instruction(&Instruction::LocalGet(value));
-    // Not a NaN: the bits without the sign are at most infinity's.
-    if f64 {
-        function
-            .instruction(&Instruction::I64ReinterpretF64)
-            .instruction(&Instruction::I64Const(1))
-            .instruction(&Instruction::I64Shl)
-            .instruction(&Instruction::I64Const((F64_INFINITY << 1) as i64))
-            .instruction(&Instruction::I64LeU);
-    } else {
-        function
-            .instruction(&Instruction::I32ReinterpretF32)
-            .instruction(&Instruction::I32Const(1))
-            .instruction(&Instruction::I32Shl)
-            .instruction(&Instruction::I32Const((F32_INFINITY << 1) as i32))
-            .instruction(&Instruction::I32LeU);
+        .instruction(&I::Block(wasm_encoder::BlockType::Empty))
+        .instruction(&I::LocalGet(value));
+    for instruction in &not_nan {
+        function.instruction(instruction);
     }
     function
-        .instruction(&Instruction::BrIf(0))
-        .instruction(&Instruction::LocalGet(scratch.address))
+        .instruction(&I::BrIf(0))
+        .instruction(&I::LocalGet(scratch.address))
         .instruction(&canonical)
         .instruction(&store)
-        .instruction(&Instruction::End);
+        .instruction(&I::End);
 }
 
 /// The bits of positive infinity: every NaN's bits without the sign are
@@ -639,23 +643,23 @@ impl Reencode for Rewriter {
             (1, ValType::V128),
             (1, ValType::I32),
         ]);
-        let bounded = if self.layout.is_some() {
+        // The metering looks at the whole body first (its calls, its
+        // counted loops).
+        let mut operators = Vec::new();
+        if self.layout.is_some() {
             let mut reader = body.get_operators_reader()?;
-            let mut operators = Vec::new();
             while !reader.eof() {
                 operators.push(reader.read()?);
             }
-            crate::meter::bounded_loops(&operators, params)
-        } else {
-            Vec::new()
-        };
+        }
         let mut metering = self.layout.map(|layout| {
             locals.push((1, ValType::I64));
-            crate::meter::Metering::new(layout, count.saturating_add(4), scratch.address, bounded)
+            let fuel = count.saturating_add(4);
+            crate::meter::Metering::new(layout, fuel, scratch.address, &operators, params)
         });
         let mut function = Function::new(locals);
         if let Some(metering) = &mut metering {
-            metering.enter(&mut function, crate::meter::calls(&body)?);
+            metering.enter(&mut function);
         }
         let mut reader = body.get_operators_reader()?;
         let mut exact_on_top = false;

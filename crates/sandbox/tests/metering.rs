@@ -256,6 +256,28 @@ fn examples_use_the_fuel_wasmtime_meters_and_stop_at_their_budget() {
     }
 }
 
+/// With all the fuel there is, a task that never ends stops at its
+/// wall-clock limit, soon after it.
+fn stops_at_the_wall_clock(bytes: &[u8], wall_time: Duration) {
+    let sandbox = sandbox(Metering::InModule, Nans::Observed);
+    let report = run(&sandbox, bytes, &[], limits(u64::MAX, wall_time));
+    assert_eq!(failure(&report), ErrorKind::WallTimeout);
+    assert!(
+        report.duration < Duration::from_secs(10),
+        "{:?}",
+        report.duration
+    );
+}
+
+/// With less fuel than it needs, a task stops out of fuel and is billed
+/// all of it.
+fn stops_out_of_fuel(bytes: &[u8], fuel: u64) {
+    let sandbox = sandbox(Metering::InModule, Nans::Observed);
+    let report = run(&sandbox, bytes, &[], limits(fuel, Duration::from_secs(60)));
+    assert_eq!(failure(&report), ErrorKind::OutOfFuel);
+    assert_eq!(report.fuel_used, fuel);
+}
+
 #[test]
 fn a_start_function_that_never_ends_hits_the_wall_clock_backstop() {
     let bytes = wat::parse_str(
@@ -265,27 +287,8 @@ fn a_start_function_that_never_ends_hits_the_wall_clock_backstop() {
              (func (export "_start")))"#,
     )
     .expect("wat");
-    let sandbox = sandbox(Metering::InModule, Nans::Observed);
-    let report = run(
-        &sandbox,
-        &bytes,
-        &[],
-        limits(u64::MAX, Duration::from_millis(200)),
-    );
-    assert_eq!(failure(&report), ErrorKind::WallTimeout);
-    assert!(
-        report.duration < Duration::from_secs(10),
-        "{:?}",
-        report.duration
-    );
-    let report = run(
-        &sandbox,
-        &bytes,
-        &[],
-        limits(1_000_000, Duration::from_secs(60)),
-    );
-    assert_eq!(failure(&report), ErrorKind::OutOfFuel);
-    assert_eq!(report.fuel_used, 1_000_000);
+    stops_at_the_wall_clock(&bytes, Duration::from_millis(200));
+    stops_out_of_fuel(&bytes, 1_000_000);
 }
 
 /// A loop counted to a constant checks only the fuel at its head, but the
@@ -305,30 +308,11 @@ fn an_endless_loop_around_counted_loops_hits_the_wall_clock_backstop() {
                  (br $forever))))"#,
     )
     .expect("wat");
-    let sandbox = sandbox(Metering::InModule, Nans::Observed);
-    let report = run(
-        &sandbox,
-        &bytes,
-        &[],
-        limits(u64::MAX, Duration::from_millis(200)),
-    );
-    assert_eq!(failure(&report), ErrorKind::WallTimeout);
-    assert!(
-        report.duration < Duration::from_secs(10),
-        "{:?}",
-        report.duration
-    );
+    stops_at_the_wall_clock(&bytes, Duration::from_millis(200));
     // With fuel for a part of it, both meterings run out, and the task is
     // billed its whole budget.
     assert_eq!(metered_like_wasmtime(&bytes), Verdict::RanOutOfFuel);
-    let report = run(
-        &sandbox,
-        &bytes,
-        &[],
-        limits(1_234_567, Duration::from_secs(60)),
-    );
-    assert_eq!(failure(&report), ErrorKind::OutOfFuel);
-    assert_eq!(report.fuel_used, 1_234_567);
+    stops_out_of_fuel(&bytes, 1_234_567);
 }
 
 /// Functions that call others check the wall clock at their entry, so a
@@ -345,19 +329,7 @@ fn a_tree_of_calls_without_loops_hits_the_wall_clock_backstop() {
     wat.push_str(r#"(func $f12 (global.set $n (i64.add (global.get $n) (i64.const 1))))"#);
     wat.push_str(r#"(func (export "_start") (call $f0)))"#);
     let bytes = wat::parse_str(&wat).expect("wat");
-    let sandbox = sandbox(Metering::InModule, Nans::Observed);
-    let report = run(
-        &sandbox,
-        &bytes,
-        &[],
-        limits(u64::MAX, Duration::from_millis(300)),
-    );
-    assert_eq!(failure(&report), ErrorKind::WallTimeout);
-    assert!(
-        report.duration < Duration::from_secs(10),
-        "{:?}",
-        report.duration
-    );
+    stops_at_the_wall_clock(&bytes, Duration::from_millis(300));
 }
 
 #[test]
