@@ -311,9 +311,7 @@ fn counter_at_entry(before: &[Operator<'_>], counter: u32, params: u32) -> Optio
     use Operator as O;
     for (at, operator) in before.iter().enumerate().rev() {
         match operator {
-            O::LocalSet { local_index } | O::LocalTee { local_index }
-                if *local_index == counter =>
-            {
+            operator if written(operator) == Some(counter) => {
                 return match at.checked_sub(1).map(|at| &before[at]) {
                     Some(O::I32Const { value }) => Some(*value),
                     _ => None,

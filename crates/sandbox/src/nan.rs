@@ -643,14 +643,12 @@ impl Reencode for Rewriter {
             (1, ValType::V128),
             (1, ValType::I32),
         ]);
-        // The metering looks at the whole body first (its calls, its
-        // counted loops).
+        // Read once: the metering looks at the whole body first (its
+        // calls, its counted loops), then each operator is rewritten.
         let mut operators = Vec::new();
-        if self.layout.is_some() {
-            let mut reader = body.get_operators_reader()?;
-            while !reader.eof() {
-                operators.push(reader.read()?);
-            }
+        let mut reader = body.get_operators_reader()?;
+        while !reader.eof() {
+            operators.push(reader.read()?);
         }
         let mut metering = self.layout.map(|layout| {
             locals.push((1, ValType::I64));
@@ -661,46 +659,44 @@ impl Reencode for Rewriter {
         if let Some(metering) = &mut metering {
             metering.enter(&mut function);
         }
-        let mut reader = body.get_operators_reader()?;
         let mut exact_on_top = false;
-        while !reader.eof() {
-            let operator = reader.read()?;
+        for operator in &operators {
             if let Some(metering) = &mut metering {
                 metering
-                    .before(&mut function, &operator)
+                    .before(&mut function, operator)
                     .map_err(E::UserError)?;
             }
             let around = match self.nans {
                 // A float whose bits were loaded, written as a constant,
                 // converted from an integer or reinterpreted from one is
                 // the same on every CPU: nothing to make canonical.
-                Some(_) if !exact_on_top => around(&operator),
+                Some(_) if !exact_on_top => around(operator),
                 _ => Around::Nothing,
             };
-            exact_on_top = makes_exact_bits(&operator);
-            match (around, &operator) {
+            exact_on_top = makes_exact_bits(operator);
+            match (around, operator) {
                 // As integers: a select of integers is a conditional move,
                 // of floats a branch.
                 (Around::CanonicalF32First, Operator::F32Store { memarg }) => {
                     let memarg = self.mem_arg(*memarg)?;
                     store_then_fix(&mut function, &scratch, memarg, false);
-                    continue_after(&mut metering, &mut function, &operator);
+                    continue_after(&mut metering, &mut function, operator);
                     continue;
                 }
                 (Around::CanonicalF64First, Operator::F64Store { memarg }) => {
                     let memarg = self.mem_arg(*memarg)?;
                     store_then_fix(&mut function, &scratch, memarg, true);
-                    continue_after(&mut metering, &mut function, &operator);
+                    continue_after(&mut metering, &mut function, operator);
                     continue;
                 }
                 (Around::CanonicalF32First, Operator::I32ReinterpretF32) => {
                     canonical_f32_bits(&mut function, scratch.f32);
-                    continue_after(&mut metering, &mut function, &operator);
+                    continue_after(&mut metering, &mut function, operator);
                     continue;
                 }
                 (Around::CanonicalF64First, Operator::I64ReinterpretF64) => {
                     canonical_f64_bits(&mut function, scratch.f64);
-                    continue_after(&mut metering, &mut function, &operator);
+                    continue_after(&mut metering, &mut function, operator);
                     continue;
                 }
                 (Around::CanonicalF32First, _) => {
@@ -739,7 +735,7 @@ impl Reencode for Rewriter {
                 _ => {}
             }
             if let Some(metering) = &mut metering {
-                metering.after(&mut function, &operator);
+                metering.after(&mut function, operator);
             }
         }
         code.function(&function);
